@@ -1,0 +1,228 @@
+"""One YAML file validated into typed objects; errors name the key, the bad value and the fix."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gearshift.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Strict):
+    """USD per 1M tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+
+
+class Timeouts(_Strict):
+    """Seconds. `read` bounds the whole answer of a non-streamed call and the gap between chunks of a stream."""
+
+    connect: float = Field(default=5.0, gt=0)
+    read: float = Field(default=120.0, gt=0)
+
+
+class ReplaySource(_Strict):
+    """Where a `replay` model's recorded answers come from."""
+
+    dataset: str = Field(description="routellm/gsm8k, routellm/mmlu, routerbench/<task>, or a path to an outcomes file")
+    column: str = Field(description="the model's column in that dataset")
+    latency_ms: float = Field(default=0.0, ge=0, description="simulated latency of each answer")
+
+
+PROVIDERS = ("openai", "anthropic", "replay")
+
+
+class ModelConfig(_Strict):
+    """One upstream deployment the gateway may call."""
+
+    name: str = ""
+    provider: Literal["openai", "anthropic", "replay"]
+    upstream_id: str = ""
+    base_url: str = ""
+    api_key_env: str | None = None
+    price: Price
+    rank: int = Field(default=0, description="capability rank: higher is more capable")
+    context_window: int = Field(default=128_000, gt=0)
+    timeout: Timeouts = Timeouts()
+    retries: int = Field(default=2, ge=0, le=10)
+    headers: dict[str, str] = Field(default_factory=dict)
+    replay: ReplaySource | None = None
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> ModelConfig:
+        if self.provider == "replay":
+            if self.replay is None:
+                raise ValueError("provider 'replay' needs a `replay:` block with `dataset` and `column`")
+        elif not self.base_url:
+            default = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+            object.__setattr__(self, "base_url", default[self.provider])
+        if self.base_url and not re.match(r"^https?://", self.base_url):
+            raise ValueError(f"base_url {self.base_url!r} must start with http:// or https://")
+        return self
+
+    def api_key(self) -> str | None:
+        """The key from the environment, read when used so it is never stored in config objects."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class RouterConfig(BaseModel):
+    """A router's settings; `kind` picks the class, which validates the rest (see gearshift.routers)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str
+    fallbacks: list[str] = Field(default_factory=list)
+    shadow: dict[str, Any] | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The kind-specific keys."""
+        return dict(self.model_extra or {})
+
+
+class ClientKey(_Strict):
+    """A bearer key clients present. Give `key_env` (preferred) or `key`."""
+
+    name: str
+    key: str | None = None
+    key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClientKey:
+        if (self.key is None) == (self.key_env is None):
+            raise ValueError("give exactly one of `key` or `key_env`")
+        return self
+
+    def secret(self) -> str | None:
+        return self.key if self.key is not None else os.environ.get(self.key_env or "")
+
+
+class StoreConfig(_Strict):
+    url: str = "sqlite:///gearshift.db"
+    queue_size: int = Field(default=100_000, gt=0)
+    batch_size: int = Field(default=500, gt=0)
+    flush_interval: float = Field(default=0.2, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not re.match(r"^(sqlite:///|postgresql://|postgres://)", v):
+            raise ValueError("store url must be sqlite:///PATH or postgresql://...")
+        return v
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    default_router: str | None = Field(default=None, description="router used when `model` is empty")
+
+
+class Config(_Strict):
+    models: dict[str, ModelConfig]
+    routers: dict[str, RouterConfig] = Field(default_factory=dict)
+    client_keys: list[ClientKey] = Field(default_factory=list)
+    store: StoreConfig = StoreConfig()
+    server: ServerConfig = ServerConfig()
+    # Paths in the file (replay datasets, artifacts) are relative to the file's folder.
+    base_dir: str = "."
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("models"), dict):
+            models = {}
+            for name, m in data["models"].items():
+                if isinstance(m, dict):
+                    m = {**m, "name": name}
+                    m.setdefault("upstream_id", name)
+                models[name] = m
+            data = {**data, "models": models}
+        return data
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        if not self.models:
+            raise ValueError("`models` is empty: configure at least one model")
+        for rname, r in self.routers.items():
+            for i, fb in enumerate(r.fallbacks):
+                if fb not in self.models:
+                    raise _KeyProblem(f"routers.{rname}.fallbacks.{i}", fb, f"one of the models: {sorted(self.models)}")
+            if rname in self.models:
+                raise _KeyProblem(f"routers.{rname}", rname, "a router name that is not also a model name")
+        if self.server.default_router and self.server.default_router not in self.routers:
+            raise _KeyProblem("server.default_router", self.server.default_router, f"one of {sorted(self.routers)}")
+        return self
+
+    def model(self, name: str) -> ModelConfig:
+        return self.models[name]
+
+    def strongest(self) -> str:
+        """The highest-ranked model: the always-expensive counterfactual."""
+        return max(self.models.values(), key=lambda m: (m.rank, m.price.output, m.price.input)).name
+
+
+class _KeyProblem(ValueError):
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        super().__init__(f"{key}: bad value {value!r}; allowed: {allowed}")
+        self.key = key
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config ({err.error_count()} problem{'s' if err.error_count() > 1 else ''})"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        value = e.get("input")
+        shown = "" if e["type"] in ("missing",) or isinstance(value, dict) else f" (got {value!r})"
+        if isinstance(e.get("ctx", {}).get("error"), _KeyProblem):
+            lines.append(f"  {msg}")
+        else:
+            lines.append(f"  {loc or '<root>'}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>", base_dir: str | Path = ".") -> Config:
+    """Validate a parsed YAML document; raise ConfigError naming each bad key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with `models:` (and `routers:`, ...)")
+    data = {**data, "base_dir": str(base_dir)}
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, source)) from None
+    # Router kinds validate their own options; imported here to keep config free of router code.
+    from gearshift.routers import validate_router_configs
+
+    validate_router_configs(config, source)
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    return parse_config(data, source=str(p), base_dir=p.resolve().parent)

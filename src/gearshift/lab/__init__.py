@@ -1,0 +1,1 @@
+"""The lab: offline evaluation, training and calibration of routers on recorded outcomes."""

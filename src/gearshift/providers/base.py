@@ -1,0 +1,85 @@
+"""The provider interface: one adapter per upstream API, all speaking OpenAI's format to the gateway."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gearshift.request import CHARS_PER_TOKEN, ChatRequest
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from gearshift.config import ModelConfig
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    estimated: bool = False  # True when the upstream did not report usage and we counted characters
+
+
+def estimate_tokens(text: str) -> int:
+    """Characters / 4: used only when an upstream reports no usage, and labelled an estimate."""
+    return int(len(text) / CHARS_PER_TOKEN)
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole answer in OpenAI `chat.completion` form."""
+
+    body: dict[str, Any]
+    usage: Usage
+
+    @property
+    def text(self) -> str:
+        try:
+            return self.body["choices"][0]["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return ""
+
+
+class Stream(ABC):
+    """An answer arriving as OpenAI `chat.completion.chunk` dicts.
+
+    Iterate it for chunks; `usage` and `text` are complete once iteration ends. An error before the
+    first chunk raises UpstreamError from `start()`, so the gateway can still fall back.
+    """
+
+    usage: Usage
+    text: str
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Open the upstream stream; raises UpstreamError when it cannot."""
+
+    @abstractmethod
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def aclose(self) -> None:
+        """Release the connection (also when the client went away mid-stream)."""
+
+
+class Provider(ABC):
+    """One model's upstream. Built once per model; shares the gateway's pooled HTTP session."""
+
+    kind: str
+
+    def __init__(self, model: ModelConfig, session: aiohttp.ClientSession | None, base_dir: str = ".") -> None:
+        self.model = model
+        self.session = session
+        self.base_dir = base_dir
+
+    @abstractmethod
+    async def complete(self, request: ChatRequest) -> Completion:
+        """One non-streamed answer; raises UpstreamError (retryable or not)."""
+
+    @abstractmethod
+    def stream(self, request: ChatRequest) -> Stream:
+        """A streamed answer; call `await s.start()` then iterate."""
+
+    async def close(self) -> None:
+        """Release resources the provider owns (the session is the gateway's)."""

@@ -1,0 +1,108 @@
+"""The request as routers, gates and providers see it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Routers need a cheap size signal without a tokenizer; ~4 characters per token holds for English
+# prose and code within ~20%. Every use of it is labelled an estimate.
+CHARS_PER_TOKEN = 4.0
+
+METADATA_HEADER_PREFIX = "x-gearshift-"
+# Headers with this prefix that are controls, not request metadata.
+_NOT_METADATA = {"x-gearshift-trace-id"}
+
+
+def content_text(content: Any) -> str:
+    """Text of an OpenAI message `content`: a string, or a list of parts of which text parts count."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text":
+                parts.append(str(part.get("text", "")))
+            elif isinstance(part, str):
+                parts.append(part)
+        return "\n".join(parts)
+    return str(content)
+
+
+def metadata_from_headers(headers: Any) -> dict[str, str]:
+    """`x-gearshift-tier: free` becomes `{"tier": "free"}`; dashes in the rest become underscores."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        low = name.lower()
+        if low.startswith(METADATA_HEADER_PREFIX) and low not in _NOT_METADATA:
+            out[low[len(METADATA_HEADER_PREFIX):].replace("-", "_")] = value
+    return out
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """An OpenAI chat-completions request body plus gearshift metadata.
+
+    `body` is the client's JSON; it is forwarded untouched apart from `model`. `metadata` merges
+    the body's `metadata` object with `x-gearshift-*` headers (headers win).
+    """
+
+    body: dict[str, Any]
+    metadata: dict[str, str] = field(default_factory=dict)
+    client: str | None = None
+    _text: str | None = None
+
+    @classmethod
+    def from_prompt(cls, prompt: str, metadata: dict[str, str] | None = None, model: str = "") -> ChatRequest:
+        """A single-turn request, as the lab builds from an outcomes row."""
+        return cls(body={"model": model, "messages": [{"role": "user", "content": prompt}]},
+                   metadata=dict(metadata or {}))
+
+    @classmethod
+    def from_http(cls, body: dict[str, Any], headers: Any = None, client: str | None = None) -> ChatRequest:
+        """Build from a parsed HTTP body and its headers."""
+        meta: dict[str, str] = {}
+        body_meta = body.get("metadata")
+        if isinstance(body_meta, dict):
+            meta.update({str(k): str(v) for k, v in body_meta.items()})
+        if headers is not None:
+            meta.update(metadata_from_headers(headers))
+        return cls(body=body, metadata=meta, client=client)
+
+    @property
+    def model(self) -> str:
+        return str(self.body.get("model", ""))
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        msgs = self.body.get("messages")
+        return msgs if isinstance(msgs, list) else []
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream", False))
+
+    def text(self) -> str:
+        """All message text of the conversation, one message per line block (cached)."""
+        if self._text is None:
+            self._text = "\n".join(content_text(m.get("content")) for m in self.messages if isinstance(m, dict))
+        return self._text
+
+    def last_user_text(self) -> str:
+        """The text of the last user message: what the request asks now."""
+        for m in reversed(self.messages):
+            if isinstance(m, dict) and m.get("role") == "user":
+                return content_text(m.get("content"))
+        return ""
+
+    def estimated_tokens(self) -> int:
+        """Estimated prompt tokens (characters / 4): an estimate, never billed."""
+        return int(len(self.text()) / CHARS_PER_TOKEN) + 4 * len(self.messages)
+
+    def with_model(self, upstream_model: str) -> dict[str, Any]:
+        """The body to forward upstream: the client's, with `model` replaced."""
+        out = dict(self.body)
+        out["model"] = upstream_model
+        return out

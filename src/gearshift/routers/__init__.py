@@ -1,0 +1,81 @@
+"""Router kinds. Adding a kind is one module and one line in KINDS."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from gearshift.errors import ConfigError
+from gearshift.routers.base import Router, ScoringRouter
+from gearshift.routers.fixed import FixedRouter
+from gearshift.routers.random import RandomRouter
+from gearshift.routers.rules import RulesRouter
+
+if TYPE_CHECKING:
+    from gearshift.config import Config
+
+KINDS: dict[str, type[Router]] = {r.kind: r for r in (FixedRouter, RandomRouter, RulesRouter)}
+
+
+def register(cls: type[Router]) -> type[Router]:
+    """Add a router kind (classifier and cascade modules register themselves)."""
+    KINDS[cls.kind] = cls
+    return cls
+
+
+def _load_optional_kinds() -> None:
+    # Kinds with heavier modules register on import; an import error here is a bug, not a missing extra.
+    import importlib
+
+    for mod in ("gearshift.routers.classifier", "gearshift.routers.cascade"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
+def _parse(name: str, rc, config: Config, source: str):  # type: ignore[no-untyped-def]
+    _load_optional_kinds()
+    cls = KINDS.get(rc.kind)
+    if cls is None:
+        raise ConfigError(f"{source}: routers.{name}.kind: bad value {rc.kind!r}; allowed: {sorted(KINDS)}")
+    try:
+        options = cls.Options.model_validate(rc.options())
+    except ValidationError as err:
+        lines = [f"{source}: invalid router {name!r} (kind {rc.kind})"]
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"])
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = f"unknown key for kind {rc.kind}; remove it or check its spelling"
+            elif e["type"] == "missing":
+                msg = "required key is missing"
+            got = "" if e["type"] == "missing" or isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})"
+            lines.append(f"  routers.{name}.{loc}: {msg}{got}")
+        raise ConfigError("\n".join(lines)) from None
+    problems = cls.check(name, options, config)
+    if problems:
+        lines = [f"{source}: invalid router {name!r} (kind {rc.kind})"]
+        lines += [f"  routers.{name}.{key}: bad value {value!r}; allowed: {allowed}" for key, value, allowed in problems]
+        raise ConfigError("\n".join(lines))
+    return cls, options
+
+
+def validate_router_configs(config: Config, source: str = "<config>") -> None:
+    """Validate every router's kind-specific options; raise ConfigError naming the key."""
+    for name, rc in config.routers.items():
+        _parse(name, rc, config, source)
+
+
+def build_routers(config: Config) -> dict[str, Router]:
+    """Construct every configured router."""
+    routers: dict[str, Router] = {}
+    for name, rc in config.routers.items():
+        cls, options = _parse(name, rc, config, "<config>")
+        routers[name] = cls.from_config(name, options, config, rc.fallbacks, rc.shadow)
+    return routers
+
+
+__all__ = ["KINDS", "Router", "ScoringRouter", "build_routers", "register", "validate_router_configs"]

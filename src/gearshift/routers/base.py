@@ -1,0 +1,88 @@
+"""The router interface: a pure, fast policy from request to route, run alike by the gateway and the lab."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from gearshift.request import ChatRequest
+from gearshift.route import Route, Step
+
+if TYPE_CHECKING:
+    from gearshift.config import Config
+
+
+class Options(BaseModel):
+    """Base of each router kind's options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Router(ABC):
+    """A policy that turns a request into a route. `route()` does no I/O."""
+
+    kind: ClassVar[str]
+    Options: ClassVar[type[Options]] = Options
+
+    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None) -> None:
+        self.name = name
+        self.options = options
+        self.fallbacks = tuple(fallbacks)
+        self.shadow = shadow
+
+    @classmethod
+    def check(cls, name: str, options: Any, config: Config) -> list[tuple[str, Any, str]]:
+        """Problems with options that need the whole config: (key, bad value, what is allowed)."""
+        return []
+
+    @classmethod
+    def from_config(cls, name: str, options: Any, config: Config, fallbacks: Sequence[str] = (),
+                    shadow: Any = None) -> Router:
+        return cls(name, options, fallbacks, shadow)
+
+    @abstractmethod
+    def route(self, request: ChatRequest) -> Route:
+        """Decide the route of one request."""
+
+    def models(self) -> list[str]:
+        """Models this router may choose (for /v1/models and the lab)."""
+        return []
+
+    def step(self, model: str, gates: tuple[Any, ...] = ()) -> Step:
+        """A step to `model` with this router's fallbacks (minus the model itself)."""
+        return Step(model=model, gates=gates, fallbacks=tuple(f for f in self.fallbacks if f != model))
+
+
+class ScoringRouter(Router):
+    """A two-model router with a score: higher means the strong model is needed.
+
+    Route strong when score >= threshold. The lab sweeps the threshold in one vectorised pass over
+    `scores()`, so offline curves describe exactly what `route()` does online.
+    """
+
+    strong: str
+    weak: str
+    threshold: float
+
+    @abstractmethod
+    def score(self, request: ChatRequest) -> float:
+        """The request's score in [0, 1]."""
+
+    def scores(self, requests: Sequence[ChatRequest]) -> np.ndarray:
+        """Scores of many requests; subclasses vectorise."""
+        return np.fromiter((self.score(r) for r in requests), dtype=float, count=len(requests))
+
+    def route(self, request: ChatRequest) -> Route:
+        s = self.score(request)
+        strong = s >= self.threshold
+        model = self.strong if strong else self.weak
+        cmp = ">=" if strong else "<"
+        return Route(steps=[self.step(model)], router=self.name,
+                     reason=f"{self.kind}: score {s:.3f} {cmp} threshold {self.threshold:.3f}", score=s)
+
+    def models(self) -> list[str]:
+        return [self.weak, self.strong]

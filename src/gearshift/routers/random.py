@@ -1,0 +1,71 @@
+"""`random`: the no-intelligence baseline, weighted, deterministic per prompt text and seed."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from gearshift.request import ChatRequest
+from gearshift.route import Route
+from gearshift.routers.base import Options, ScoringRouter
+
+
+class RandomOptions(Options):
+    weights: dict[str, float] = Field(description="model -> relative weight")
+    seed: int = 0
+
+
+def uniform(text: str, seed: int) -> float:
+    """A uniform number in [0, 1) from the text: the same prompt always draws the same number."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8, key=seed.to_bytes(8, "little")).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+class RandomRouter(ScoringRouter):
+    """Picks a model with probability proportional to its weight.
+
+    With two models it is a scoring router (score = the uniform draw), so the lab can sweep the
+    strong-call share like any other threshold router.
+    """
+
+    kind = "random"
+    Options = RandomOptions
+
+    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None) -> None:
+        super().__init__(name, options, fallbacks, shadow)
+        items = [(m, w) for m, w in options.weights.items() if w > 0]
+        self._models = [m for m, _ in items]
+        w = np.array([w for _, w in items], dtype=float)
+        self._cum = np.cumsum(w / w.sum())
+        # Two-model form: the weak model is the first listed, the strong the second.
+        if len(self._models) == 2:
+            self.weak, self.strong = self._models
+            self.threshold = float(self._cum[0])
+
+    @classmethod
+    def check(cls, name: str, options: Any, config: Any) -> list[tuple[str, Any, str]]:
+        problems: list[tuple[str, Any, str]] = []
+        for m, w in options.weights.items():
+            if m not in config.models:
+                problems.append((f"weights.{m}", m, f"one of the models: {sorted(config.models)}"))
+            if w < 0:
+                problems.append((f"weights.{m}", w, "a weight >= 0"))
+        if not any(w > 0 for w in options.weights.values()):
+            problems.append(("weights", dict(options.weights), "at least one weight > 0"))
+        return problems
+
+    def score(self, request: ChatRequest) -> float:
+        return uniform(request.text(), self.options.seed)
+
+    def route(self, request: ChatRequest) -> Route:
+        u = self.score(request)
+        i = min(int(np.searchsorted(self._cum, u, side="right")), len(self._models) - 1)
+        model = self._models[i]
+        return Route(steps=[self.step(model)], router=self.name, reason=f"random: draw {u:.3f} -> {model}", score=u)
+
+    def models(self) -> list[str]:
+        return list(self._models)

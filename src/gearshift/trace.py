@@ -1,0 +1,61 @@
+"""The durable record of one request: its route, every call, the verdicts, and what it cost."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ROLES = ("primary", "escalation", "fallback", "judge", "gate", "shadow")
+
+
+@dataclass(slots=True)
+class Call:
+    """One upstream call (or one gate run) made for a request."""
+
+    model: str
+    role: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usage_estimated: bool = False  # True when tokens are our estimate, not the upstream's report
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    status: int = 200  # HTTP-like: 200 ok, else the error status
+    error: str | None = None  # never holds secrets: built from our own messages
+    attempt: int = 1
+    response: str | None = None  # answer text, kept for shadow pairs and lab use
+
+
+@dataclass(slots=True)
+class Trace:
+    """One request, from route to final answer."""
+
+    router: str
+    requested_model: str
+    reason: str = ""
+    route: list[str] = field(default_factory=list)
+    final_model: str | None = None
+    status: int = 200
+    streamed: bool = False
+    calls: list[Call] = field(default_factory=list)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    client: str | None = None
+    prompt: str | None = None  # the conversation text, when the store records content
+    response: str | None = None
+    estimated_tokens: int = 0
+    score: float | None = None
+    latency_ms: float = 0.0
+    error: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: float = field(default_factory=time.time)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(c.cost_usd for c in self.calls)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["cost_usd"] = self.cost_usd
+        return d
