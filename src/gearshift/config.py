@@ -114,6 +114,7 @@ class StoreConfig(_Strict):
     queue_size: int = Field(default=100_000, gt=0)
     batch_size: int = Field(default=500, gt=0)
     flush_interval: float = Field(default=0.2, gt=0)
+    record_content: bool = Field(default=True, description="keep prompt and answer text (needed for shadow pairs)")
 
     @field_validator("url")
     @classmethod

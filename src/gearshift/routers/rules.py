@@ -20,7 +20,7 @@ class When(Options):
     max_tokens: int | None = Field(default=None, ge=0, description="estimated prompt tokens at most")
     regex: str | None = Field(default=None, description="pattern searched in the conversation text")
     keywords: list[str] | None = Field(default=None, description="any of these words (case-insensitive)")
-    on: str = Field(default="conversation", description="text the regex/keywords look at: conversation | last_user")
+    scope: str = Field(default="conversation", description="text the regex/keywords look at: conversation | last_user")
     metadata: dict[str, str | list[str]] | None = Field(default=None, description="metadata key -> value(s)")
     min_messages: int | None = Field(default=None, ge=0)
     tools: bool | None = Field(default=None, description="the request declares tools")
@@ -37,11 +37,11 @@ class When(Options):
                 raise ValueError(f"regex {v!r} does not compile: {e}") from None
         return v
 
-    @field_validator("on")
+    @field_validator("scope")
     @classmethod
-    def _on(cls, v: str) -> str:
+    def _scope(cls, v: str) -> str:
         if v not in ("conversation", "last_user"):
-            raise ValueError(f"on {v!r}: allowed: conversation, last_user")
+            raise ValueError(f"scope {v!r}: allowed: conversation, last_user")
         return v
 
 
@@ -101,7 +101,7 @@ class _Compiled:
             if w.max_tokens is not None and n > w.max_tokens:
                 return False
         if self.pattern is not None or self.keywords is not None:
-            text = req.text() if w.on == "conversation" else req.last_user_text()
+            text = req.text() if w.scope == "conversation" else req.last_user_text()
             if self.pattern is not None and not self.pattern.search(text):
                 return False
             if self.keywords is not None and not self.keywords.search(text):

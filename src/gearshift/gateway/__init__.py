@@ -1,0 +1,1 @@
+"""The gateway: an OpenAI-compatible HTTP server that routes live traffic."""

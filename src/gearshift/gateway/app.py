@@ -1,0 +1,267 @@
+"""The OpenAI-compatible HTTP API: /v1/chat/completions (streamed or not), /v1/models, /health."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gearshift.config import Config
+from gearshift.errors import BadRequest, GearshiftError, NotFound, PayloadTooLarge, Unauthorized, UpstreamError
+from gearshift.gateway.executor import Executor, Outcome
+from gearshift.providers import build_provider
+from gearshift.request import ChatRequest
+from gearshift.route import Route, Step
+from gearshift.routers import Router, build_routers
+from gearshift.store import open_store
+from gearshift.store.base import TraceStore
+from gearshift.store.writer import TraceWriter
+from gearshift.trace import Trace
+
+try:
+    import orjson
+
+    def dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+    loads = orjson.loads
+except ImportError:  # pragma: no cover - orjson is optional
+    import json
+
+    def dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    loads = json.loads
+
+log = logging.getLogger("gearshift.gateway")
+
+ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+DIRECT = "direct"  # the router name recorded when a request names a model, bypassing routing
+
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
+
+
+def _header_safe(text: str, limit: int = 300) -> str:
+    """Header values must be one line of latin-1; reasons may carry user text (regex hits, tiers)."""
+    text = " ".join(text.split())
+    return text.encode("ascii", "replace").decode("ascii")[:limit]
+
+
+def validate_body(body: Any) -> dict[str, Any]:
+    """The schema checks a client gets a 400 for; everything else is passed through untouched."""
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("`messages` must be a non-empty array", param="messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise BadRequest(f"messages[{i}] must be an object", param=f"messages[{i}]")
+        if m.get("role") not in ROLES:
+            raise BadRequest(f"messages[{i}].role must be one of {sorted(ROLES)}, got {m.get('role')!r}",
+                             param=f"messages[{i}].role")
+    if "model" in body and not isinstance(body["model"], str):
+        raise BadRequest("`model` must be a string", param="model")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise BadRequest("`stream` must be a boolean", param="stream")
+    return body
+
+
+class Gateway:
+    """Routers, providers, executor and trace writer of one running gateway."""
+
+    def __init__(self, config: Config, store: TraceStore | None = None) -> None:
+        self.config = config
+        self.routers: dict[str, Router] = build_routers(config)
+        self.store = store or open_store(config.store.url, config.base_dir)
+        self.writer = TraceWriter(self.store, config.store.batch_size, config.store.flush_interval)
+        self.keys = [(k.name, (k.secret() or "").encode()) for k in config.client_keys]
+        self.session: aiohttp.ClientSession | None = None
+        self.executor: Executor | None = None
+        self.started = time.time()
+        self.requests = 0
+        missing = [k.name for k in config.client_keys if not k.secret()]
+        if missing:
+            log.warning("client keys with no secret in the environment are ignored: %s", ", ".join(missing))
+            self.keys = [(n, s) for n, s in self.keys if s]
+        if not self.keys:
+            log.warning("no client keys configured: the gateway is open to anyone who can reach it")
+
+    async def start(self, app: web.Application | None = None) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=300, keepalive_timeout=30)
+        self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        providers = {name: build_provider(m, self.session, self.config.base_dir) for name, m in self.config.models.items()}
+        self.executor = Executor(self.config, providers)
+
+    async def stop(self, app: web.Application | None = None) -> None:
+        if self.executor is not None:
+            for p in self.executor.providers.values():
+                await p.close()
+        if self.session is not None:
+            await self.session.close()
+        self.writer.close()
+        self.store.close()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def authenticate(self, request: web.Request) -> str | None:
+        if not self.keys:
+            return None
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip().encode() if auth[:7].lower() == "bearer " else b""
+        found = None
+        for name, secret in self.keys:
+            # Compare against every key so timing does not reveal which one matched.
+            if hmac.compare_digest(token, secret):
+                found = name
+        if found is None:
+            raise Unauthorized("missing or invalid API key: send `Authorization: Bearer <key>`")
+        return found
+
+    def resolve(self, req: ChatRequest) -> tuple[Router | None, Route]:
+        name = req.model or (self.config.server.default_router or "")
+        router = self.routers.get(name)
+        if router is not None:
+            return router, router.route(req)
+        if name in self.config.models:
+            return None, Route(steps=[Step(name)], router=DIRECT, reason=f"model {name} named directly (no routing)")
+        known = sorted(self.routers) + sorted(self.config.models)
+        if not name:
+            raise BadRequest("`model` is required (no server.default_router is configured)", param="model")
+        raise NotFound(f"the model {name!r} does not exist: name a router or a model: {', '.join(known)}",
+                       param="model")
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        trace = Trace(router="", requested_model="")
+        self.requests += 1
+        try:
+            client = self.authenticate(request)
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise PayloadTooLarge(f"request body is larger than {self.config.server.max_body_bytes} bytes") from None
+            try:
+                body = loads(raw)
+            except ValueError as e:
+                raise BadRequest(f"request body is not valid JSON: {e}") from None
+            req = ChatRequest.from_http(validate_body(body), request.headers, client)
+            trace.requested_model, trace.client, trace.metadata = req.model, client, req.metadata
+            trace.streamed = req.stream
+            router, route = self.resolve(req)
+            trace.router, trace.reason, trace.route, trace.score = route.router, route.reason, route.models(), route.score
+            trace.estimated_tokens = req.estimated_tokens()
+            if self.config.store.record_content:
+                trace.prompt = req.text()
+            assert self.executor is not None
+            if req.stream:
+                return await self._stream(request, req, route, trace, t0)
+            outcome = await self.executor.complete(route, req, trace)
+            assert outcome.completion is not None
+            trace.final_model = outcome.model
+            if self.config.store.record_content:
+                trace.response = outcome.completion.text
+            trace.latency_ms = (time.perf_counter() - t0) * 1000
+            return web.Response(body=dumps(outcome.completion.body), content_type="application/json",
+                                headers=self._headers(trace, route, outcome))
+        except GearshiftError as e:
+            return self._error(e, trace, t0)
+        except Exception:
+            log.exception("internal error in trace %s", trace.id)
+            err = GearshiftError(f"internal error (trace {trace.id})")
+            return self._error(err, trace, t0)
+        finally:
+            self.writer.put(trace)
+
+    def _headers(self, trace: Trace, route: Route, outcome: Outcome | None, cost: str | None = None) -> dict[str, str]:
+        reason = route.reason + ("; " + "; ".join(outcome.notes) if outcome and outcome.notes else "")
+        return {
+            "x-gearshift-model": outcome.model if outcome else "",
+            "x-gearshift-router": trace.router,
+            "x-gearshift-reason": _header_safe(reason),
+            "x-gearshift-cost-usd": cost if cost is not None else f"{trace.cost_usd:.8f}",
+            "x-gearshift-trace-id": trace.id,
+        }
+
+    def _error(self, e: GearshiftError, trace: Trace, t0: float) -> web.Response:
+        trace.status, trace.error = e.status, e.message
+        trace.latency_ms = (time.perf_counter() - t0) * 1000
+        headers = {"x-gearshift-trace-id": trace.id, "x-gearshift-router": trace.router,
+                   "x-gearshift-cost-usd": f"{trace.cost_usd:.8f}"}
+        return web.Response(status=e.status, body=dumps(e.to_json()), content_type="application/json",
+                            headers=headers)
+
+    async def _stream(self, request: web.Request, req: ChatRequest, route: Route, trace: Trace,
+                      t0: float) -> web.StreamResponse:
+        assert self.executor is not None
+        outcome = await self.executor.open_stream(route, req, trace)  # raises before anything is sent
+        assert outcome.stream is not None
+        trace.final_model = outcome.model
+        # The streamed call's cost is known only at the end: it is sent as an SSE comment then.
+        resp = web.StreamResponse(headers={**self._headers(trace, route, outcome, cost="pending"),
+                                           "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        error: UpstreamError | None = None
+        try:
+            async for chunk in outcome.stream:
+                await resp.write(b"data: " + dumps(chunk) + b"\n\n")
+        except UpstreamError as e:
+            error = e
+            trace.status, trace.error = e.status, e.message
+            await resp.write(b"data: " + dumps(e.to_json()) + b"\n\n")
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            trace.status, trace.error = 499, "client closed the connection"
+        finally:
+            await outcome.stream.aclose()
+            self.executor.finish_stream(outcome, trace, error)
+            trace.latency_ms = (time.perf_counter() - t0) * 1000
+            if self.config.store.record_content:
+                trace.response = outcome.stream.text
+        if trace.status != 499:
+            await resp.write(f": gearshift cost_usd={trace.cost_usd:.8f} model={outcome.model}\n\n".encode())
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+        return resp
+
+    async def models(self, request: web.Request) -> web.Response:
+        try:
+            self.authenticate(request)
+        except GearshiftError as e:
+            return web.Response(status=e.status, body=dumps(e.to_json()), content_type="application/json")
+        created = int(self.started)
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "gearshift",
+                 "gearshift": {"kind": r.kind, "models": r.models()}} for name, r in self.routers.items()]
+        data += [{"id": name, "object": "model", "created": created, "owned_by": m.provider,
+                  "gearshift": {"rank": m.rank, "price": m.price.model_dump(), "context_window": m.context_window}}
+                 for name, m in self.config.models.items()]
+        return web.Response(body=dumps({"object": "list", "data": data}), content_type="application/json")
+
+    async def health(self, request: web.Request) -> web.Response:
+        body = {"status": "ok", "routers": len(self.routers), "models": len(self.config.models),
+                "traces_pending": self.writer.pending(), "traces_written": self.writer.written,
+                "uptime_s": round(time.time() - self.started, 1)}
+        return web.Response(body=dumps(body), content_type="application/json")
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        err = NotFound(f"no route for {request.method} {request.path}")
+        err.code = "not_found"
+        return web.Response(status=404, body=dumps(err.to_json()), content_type="application/json")
+
+
+def create_app(config: Config, store: TraceStore | None = None) -> web.Application:
+    """The aiohttp application of a gateway (its lifecycle starts and stops the gateway)."""
+    gw = Gateway(config, store)
+    app = web.Application(client_max_size=config.server.max_body_bytes)
+    app[GATEWAY_KEY] = gw
+    app.on_startup.append(gw.start)
+    app.on_cleanup.append(gw.stop)
+    app.router.add_post("/v1/chat/completions", gw.chat)
+    app.router.add_post("/chat/completions", gw.chat)
+    app.router.add_get("/v1/models", gw.models)
+    app.router.add_get("/health", gw.health)
+    app.router.add_route("*", "/{tail:.*}", gw.not_found)
+    return app

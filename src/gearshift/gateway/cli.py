@@ -1,0 +1,62 @@
+"""`gearshift serve` and `gearshift traces`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from gearshift.errors import ConfigError
+
+
+def _load(path: str):  # type: ignore[no-untyped-def]
+    from gearshift.config import load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        sys.exit(2)
+
+
+@click.command("serve")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config file")
+@click.option("--host", default=None, help="override server.host")
+@click.option("--port", default=None, type=int, help="override server.port")
+@click.option("--log-level", default="INFO", show_default=True)
+def serve_command(config_path: str, host: str | None, port: int | None, log_level: str) -> None:
+    """Run the gateway."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = _load(config_path)
+    from gearshift.gateway.server import serve
+
+    serve(config, host, port)
+
+
+@click.command("traces")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="config whose store and prices to use")
+@click.option("--since", default=None, help="only traces newer than this many hours (e.g. 24)", type=float)
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def traces_command(config_path: str | None, since: float | None, as_json: bool) -> None:
+    """Summarise stored traces: requests, spend by model, savings against always-strongest (estimate)."""
+    from gearshift.gateway.summary import print_summary, summarise
+    from gearshift.store import open_store
+
+    if not config_path:
+        raise click.UsageError("--config is required (it names the store and the model prices)")
+    config = _load(config_path)
+    store = open_store(config.store.url, config.base_dir)
+    import time
+
+    rows = list(store.traces(since=time.time() - since * 3600 if since else None))
+    summary = summarise(rows, config)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary)
+
+
+commands = [serve_command, traces_command]

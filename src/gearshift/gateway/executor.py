@@ -1,0 +1,246 @@
+"""Runs a route: call the provider, retry and fall back on upstream errors, gate, escalate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from gearshift.config import Config
+from gearshift.errors import UpstreamError
+from gearshift.providers.base import Completion, Provider, Stream, Usage
+from gearshift.request import ChatRequest
+from gearshift.route import Route, Step
+from gearshift.trace import Call, Trace
+
+log = logging.getLogger("gearshift.executor")
+
+BACKOFF_BASE = 0.05  # seconds; doubled each retry, with jitter
+BACKOFF_CAP = 2.0
+
+
+class LatencyTracker:
+    """Recent observed latencies per model or gate, for latency budgets."""
+
+    def __init__(self, window: int = 200) -> None:
+        self._seen: dict[str, deque[float]] = {}
+        self.window = window
+
+    def observe(self, key: str, ms: float) -> None:
+        self._seen.setdefault(key, deque(maxlen=self.window)).append(ms)
+
+    def expected(self, key: str, quantile: float = 0.5) -> float | None:
+        """The quantile of recent latencies in ms, or None when nothing was observed."""
+        seen = self._seen.get(key)
+        if not seen:
+            return None
+        ordered = sorted(seen)
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the executor produced for the client."""
+
+    model: str
+    completion: Completion | None = None
+    stream: Stream | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Executor:
+    """Executes routes against providers, recording every call in the trace."""
+
+    def __init__(self, config: Config, providers: dict[str, Provider]) -> None:
+        self.config = config
+        self.providers = providers
+        self.latency = LatencyTracker()
+
+    def cost(self, model: str, usage: Usage) -> float:
+        return self.config.models[model].price.cost(usage.input_tokens, usage.output_tokens)
+
+    def _record(self, trace: Trace, model: str, role: str, attempt: int, t0: float,
+                usage: Usage | None = None, error: UpstreamError | None = None, response: str | None = None) -> Call:
+        ms = (time.perf_counter() - t0) * 1000
+        call = Call(model=model, role=role, attempt=attempt, latency_ms=ms, response=response)
+        if usage is not None:
+            call.input_tokens, call.output_tokens = usage.input_tokens, usage.output_tokens
+            call.usage_estimated = usage.estimated
+            call.cost_usd = self.cost(model, usage)
+        if error is not None:
+            call.status, call.error = error.status, error.message
+        else:
+            self.latency.observe(model, ms)
+        trace.calls.append(call)
+        return call
+
+    async def _attempts(self, step: Step, role: str, trace: Trace, opener: Any) -> tuple[str, Any, float]:
+        """Try the step's model then its fallbacks, each with retries; return (model, result, t0)."""
+        last: UpstreamError | None = None
+        for n, model in enumerate((step.model, *step.fallbacks)):
+            provider = self.providers[model]
+            retries = self.config.models[model].retries
+            this_role = role if n == 0 else "fallback"
+            for attempt in range(1, retries + 2):
+                t0 = time.perf_counter()
+                try:
+                    return model, await opener(provider), t0
+                except UpstreamError as e:
+                    self._record(trace, model, this_role, attempt, t0, error=e)
+                    last = e
+                    if not e.retryable:
+                        raise
+                    if attempt <= retries:
+                        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
+                        await asyncio.sleep(delay * (0.5 + random.random()))
+            if n < len(step.fallbacks):
+                log.warning("model %s failed (%s); falling back to %s", model, last.message if last else "",
+                            step.fallbacks[n])
+        assert last is not None
+        raise _every_upstream_failed(last, trace)
+
+    async def complete(self, route: Route, request: ChatRequest, trace: Trace) -> Outcome:
+        """Run the route to one whole answer (cascade steps gated, escalating on failure)."""
+        best: tuple[float, str, Completion] | None = None
+        for i, step in enumerate(route.steps):
+            role = "primary" if i == 0 else "escalation"
+
+            async def call(p: Provider) -> Completion:
+                return await p.complete(request)
+
+            model, completion, t0 = await self._attempts(step, role, trace, call)
+            self._record(trace, model, role if model == step.model else "fallback", 1, t0,
+                         usage=completion.usage, response=completion.text)
+            last_step = i == len(route.steps) - 1
+            if not step.gates or (last_step and route.accept != "best"):
+                return Outcome(model=model, completion=completion)
+            passed, score = await self._gate(step, request, completion, trace)
+            if passed:
+                return Outcome(model=model, completion=completion, notes=[f"accepted at tier {i + 1}"])
+            if best is None or score > best[0]:
+                best = (score, model, completion)
+        # Every tier failed its gates and the route keeps the best-scored answer.
+        assert best is not None
+        return Outcome(model=best[1], completion=best[2], notes=[f"no tier passed; best score {best[0]:.2f}"])
+
+    async def _gate(self, step: Step, request: ChatRequest, completion: Completion, trace: Trace) -> tuple[bool, float]:
+        """Run a step's gates; all must pass. Gate calls and verdicts go into the trace."""
+        passed, scores = True, []
+        for gate in step.gates:
+            t0 = time.perf_counter()
+            verdict = await gate.acheck(request, completion.text, completion.body)
+            ms = (time.perf_counter() - t0) * 1000
+            self.latency.observe(f"gate:{gate.name}", ms)
+            trace.calls.extend(verdict.calls)
+            if not verdict.calls:
+                trace.calls.append(Call(model=gate.name, role="gate", latency_ms=ms,
+                                        status=200 if verdict.passed else 422))
+            trace.verdicts.append({"gate": gate.name, "model": step.model, "passed": verdict.passed,
+                                   "score": verdict.score, "reasons": list(verdict.reasons)})
+            scores.append(verdict.score)
+            passed = passed and verdict.passed
+        return passed, min(scores) if scores else 1.0
+
+    async def open_stream(self, route: Route, request: ChatRequest, trace: Trace) -> Outcome:
+        """Open a stream for the route. Gated steps are answered whole first (buffered), then either
+        accepted (replayed as chunks) or escalated; the first ungated step streams through."""
+        for i, step in enumerate(route.steps):
+            last_step = i == len(route.steps) - 1
+            if step.gates and not last_step:
+                outcome = await self._buffered_step(i, step, request, trace)
+                if outcome is not None:
+                    return outcome
+                continue
+            role = "primary" if i == 0 else "escalation"
+
+            async def opener(p: Provider) -> Stream:
+                s = p.stream(request)
+                await s.start()
+                return s
+
+            model, stream, t0 = await self._attempts(step, role, trace, opener)
+            return Outcome(model=model, stream=_Timed(stream, t0, model, role if model == step.model else "fallback"))
+        raise AssertionError("unreachable: the last step always returns")
+
+    async def _buffered_step(self, i: int, step: Step, request: ChatRequest, trace: Trace) -> Outcome | None:
+        role = "primary" if i == 0 else "escalation"
+
+        async def call(p: Provider) -> Completion:
+            return await p.complete(request)
+
+        model, completion, t0 = await self._attempts(step, role, trace, call)
+        self._record(trace, model, role, 1, t0, usage=completion.usage, response=completion.text)
+        passed, _ = await self._gate(step, request, completion, trace)
+        if passed:
+            return Outcome(model=model, stream=CompletionStream(completion), notes=[f"accepted at tier {i + 1}"])
+        return None
+
+    def finish_stream(self, outcome: Outcome, trace: Trace, error: UpstreamError | None = None) -> None:
+        """Record the streamed call once the stream ended (or broke)."""
+        s = outcome.stream
+        if isinstance(s, _Timed):
+            self._record(trace, s.model, s.role, 1, s.t0, usage=s.usage, error=error, response=s.text)
+
+
+def _every_upstream_failed(last: UpstreamError, trace: Trace) -> UpstreamError:
+    failed = [c for c in trace.calls if c.error]
+    timeouts = all(c.status == 504 for c in failed)
+    models = sorted({c.model for c in failed})
+    status = 504 if timeouts else 502
+    err = UpstreamError(f"every upstream failed ({', '.join(models)}); last error: {last.message}",
+                        status=status, retryable=False, timeout=timeouts)
+    err.code = "upstream_timeout" if timeouts else "upstream_failed"
+    return err
+
+
+class _Timed(Stream):
+    """A provider stream with the bookkeeping the trace needs."""
+
+    def __init__(self, inner: Stream, t0: float, model: str, role: str) -> None:
+        self.inner, self.t0, self.model, self.role = inner, t0, model, role
+
+    @property  # type: ignore[override]
+    def usage(self) -> Usage:
+        return self.inner.usage
+
+    @property  # type: ignore[override]
+    def text(self) -> str:
+        return self.inner.text
+
+    async def start(self) -> None:
+        return None
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self.inner.__aiter__()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class CompletionStream(Stream):
+    """A whole completion replayed as OpenAI chunks: how a gated (buffered) answer is streamed."""
+
+    def __init__(self, completion: Completion) -> None:
+        self.completion = completion
+        self.usage = completion.usage
+        self.text = completion.text
+
+    async def start(self) -> None:
+        return None
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+        body = self.completion.body
+        base = {"id": body.get("id", "chatcmpl-gearshift"), "object": "chat.completion.chunk",
+                "created": body.get("created", int(time.time())), "model": body.get("model", "")}
+        choice = (body.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [{**tc, "index": j} for j, tc in enumerate(message["tool_calls"])]
+        yield {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason", "stop")}]}

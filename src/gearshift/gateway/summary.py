@@ -1,0 +1,122 @@
+"""The `gearshift traces` summary: requests, spend by model, and savings against always-strongest."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from gearshift.config import Config
+
+ANSWER_ROLES = ("primary", "escalation", "fallback")
+
+
+def counterfactual_cost(trace: dict[str, Any], config: Config, reference: str) -> float:
+    """What the request would have cost on the reference model: its prompt tokens and the final
+    answer's output tokens at the reference's prices. An estimate: another model answers at another length."""
+    answered = [c for c in trace["calls"] if c["role"] in ANSWER_ROLES and c["status"] == 200]
+    if not answered:
+        return 0.0
+    input_tokens = max(c["input_tokens"] for c in answered)
+    final = next((c for c in reversed(answered) if c["model"] == trace.get("final_model")), answered[-1])
+    return config.models[reference].price.cost(input_tokens, final["output_tokens"])
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def summarise(rows: Iterable[dict[str, Any]], config: Config, reference: str | None = None) -> dict[str, Any]:
+    """Aggregate traces into the figures `gearshift traces` prints."""
+    reference = reference or config.strongest()
+    n = errors = streamed = 0
+    by_router: dict[str, int] = defaultdict(int)
+    spend: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    calls_by_model: dict[str, int] = defaultdict(int)
+    actual = counterfactual = 0.0
+    estimated_usage = 0
+    tier1: list[float] = []
+    escalated: list[float] = []
+    for t in rows:
+        n += 1
+        by_router[t["router"] or "(rejected)"] += 1
+        streamed += int(t["streamed"])
+        if t["status"] != 200:
+            errors += 1
+        for c in t["calls"]:
+            spend[c["model"]][c["role"]] += c["cost_usd"]
+            calls_by_model[c["model"]] += 1
+            estimated_usage += int(c["usage_estimated"])
+        actual += t["cost_usd"]
+        if t["status"] == 200 and t["final_model"]:
+            counterfactual += counterfactual_cost(t, config, reference)
+            roles = {c["role"] for c in t["calls"]}
+            gated = any(c["role"] in ("gate", "judge") for c in t["calls"]) or t["verdicts"]
+            if "escalation" in roles:
+                escalated.append(t["latency_ms"])
+            elif gated:
+                tier1.append(t["latency_ms"])
+    cascade = None
+    if tier1 or escalated:
+        total = len(tier1) + len(escalated)
+        cascade = {
+            "gated_requests": total,
+            "escalation_rate": len(escalated) / total,
+            "accepted_at_tier1": {"count": len(tier1), "latency_p50_ms": _pct(tier1, 50), "latency_p95_ms": _pct(tier1, 95)},
+            "escalated": {"count": len(escalated), "latency_p50_ms": _pct(escalated, 50),
+                          "latency_p95_ms": _pct(escalated, 95)},
+        }
+    return {
+        "requests": n,
+        "errors": errors,
+        "streamed": streamed,
+        "by_router": dict(by_router),
+        "spend_by_model": {m: {"total": sum(r.values()), **r} for m, r in spend.items()},
+        "calls_by_model": dict(calls_by_model),
+        "spend_usd": actual,
+        "reference_model": reference,
+        "counterfactual_usd_estimate": counterfactual,
+        "savings_usd_estimate": counterfactual - actual,
+        "savings_pct_estimate": (counterfactual - actual) / counterfactual * 100 if counterfactual > 0 else None,
+        "calls_with_estimated_usage": estimated_usage,
+        "cascade": cascade,
+    }
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    """Print the summary as rich tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{s['requests']}[/] requests, {s['errors']} errors, {s['streamed']} streamed; "
+                  f"by router: " + ", ".join(f"{k} {v}" for k, v in sorted(s["by_router"].items())))
+    table = Table(title="spend by model (USD)")
+    table.add_column("model")
+    table.add_column("calls", justify="right")
+    table.add_column("total", justify="right")
+    table.add_column("by role")
+    for model, r in sorted(s["spend_by_model"].items(), key=lambda kv: -kv[1]["total"]):
+        roles = ", ".join(f"{k} {v:.6f}" for k, v in r.items() if k != "total")
+        table.add_row(model, str(s["calls_by_model"].get(model, 0)), f"{r['total']:.6f}", roles)
+    console.print(table)
+    pct = s["savings_pct_estimate"]
+    console.print(f"spend ${s['spend_usd']:.6f}; always-{s['reference_model']} would have cost "
+                  f"${s['counterfactual_usd_estimate']:.6f} (estimate from tokens and prices); "
+                  f"savings ${s['savings_usd_estimate']:.6f}" + (f" ({pct:.1f}%, estimate)" if pct is not None else ""))
+    if s["calls_with_estimated_usage"]:
+        console.print(f"[yellow]{s['calls_with_estimated_usage']} calls had no upstream usage: their tokens are estimates[/]")
+    c = s["cascade"]
+    if c:
+        def ms(v: float | None) -> str:
+            return "-" if v is None else f"{v:.1f}"
+
+        t = Table(title=f"cascades: escalation rate {c['escalation_rate'] * 100:.1f}% of {c['gated_requests']} gated requests")
+        for col in ("group", "requests", "latency p50 ms", "latency p95 ms"):
+            t.add_column(col)
+        for label, key in (("accepted at tier 1", "accepted_at_tier1"), ("escalated", "escalated")):
+            g = c[key]
+            t.add_row(label, str(g["count"]), ms(g["latency_p50_ms"]), ms(g["latency_p95_ms"]))
+        console.print(t)

@@ -1,0 +1,150 @@
+"""SQLite trace store: one file, WAL, zero set-up."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from gearshift.store.base import TraceStore
+from gearshift.trace import Trace
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS traces (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    router TEXT NOT NULL,
+    requested_model TEXT NOT NULL,
+    reason TEXT,
+    route TEXT,
+    final_model TEXT,
+    status INTEGER NOT NULL,
+    streamed INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    latency_ms REAL NOT NULL,
+    estimated_tokens INTEGER,
+    score REAL,
+    client TEXT,
+    metadata TEXT,
+    verdicts TEXT,
+    prompt TEXT,
+    response TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS traces_created ON traces(created);
+CREATE TABLE IF NOT EXISTS calls (
+    trace_id TEXT NOT NULL REFERENCES traces(id),
+    idx INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    role TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    usage_estimated INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    latency_ms REAL NOT NULL,
+    status INTEGER NOT NULL,
+    error TEXT,
+    attempt INTEGER NOT NULL,
+    response TEXT,
+    PRIMARY KEY (trace_id, idx)
+);
+"""
+
+_TRACE_COLS = ("id", "created", "router", "requested_model", "reason", "route", "final_model", "status",
+               "streamed", "cost_usd", "latency_ms", "estimated_tokens", "score", "client", "metadata",
+               "verdicts", "prompt", "response", "error")
+_CALL_COLS = ("trace_id", "idx", "model", "role", "input_tokens", "output_tokens", "usage_estimated",
+              "cost_usd", "latency_ms", "status", "error", "attempt", "response")
+
+
+class SQLiteStore(TraceStore):
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # One connection guarded by a lock: the writer thread and CLI readers may share a store object.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+
+    @classmethod
+    def from_url(cls, url: str, base_dir: str = ".") -> SQLiteStore:
+        path = url.removeprefix("sqlite:///")
+        if path != ":memory:" and not Path(path).is_absolute():
+            path = str(Path(base_dir) / path)
+        return cls(path)
+
+    def write(self, traces: Sequence[Trace]) -> None:
+        if not traces:
+            return
+        trows, crows = [], []
+        for t in traces:
+            trows.append((t.id, t.created, t.router, t.requested_model, t.reason, json.dumps(t.route),
+                          t.final_model, t.status, int(t.streamed), t.cost_usd, t.latency_ms, t.estimated_tokens,
+                          t.score, t.client, json.dumps(t.metadata), json.dumps(t.verdicts), t.prompt, t.response,
+                          t.error))
+            for i, c in enumerate(t.calls):
+                crows.append((t.id, i, c.model, c.role, c.input_tokens, c.output_tokens, int(c.usage_estimated),
+                              c.cost_usd, c.latency_ms, c.status, c.error, c.attempt, c.response))
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO traces ({','.join(_TRACE_COLS)}) VALUES ({','.join('?' * len(_TRACE_COLS))})",
+                    trows)
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO calls ({','.join(_CALL_COLS)}) VALUES ({','.join('?' * len(_CALL_COLS))})",
+                    crows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def traces(self, since: float | None = None, router: str | None = None,
+               limit: int | None = None) -> Iterator[dict[str, Any]]:
+        where, args = [], []  # type: ignore[var-annotated]
+        if since is not None:
+            where.append("created >= ?")
+            args.append(since)
+        if router is not None:
+            where.append("router = ?")
+            args.append(router)
+        sql = f"SELECT {','.join(_TRACE_COLS)} FROM traces"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created, id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+            calls: dict[str, list[dict[str, Any]]] = {}
+            ids = [r[0] for r in rows]
+            for chunk in range(0, len(ids), 500):
+                part = ids[chunk:chunk + 500]
+                q = f"SELECT {','.join(_CALL_COLS)} FROM calls WHERE trace_id IN ({','.join('?' * len(part))}) ORDER BY trace_id, idx"
+                for c in self._db.execute(q, part):
+                    d = dict(zip(_CALL_COLS, c, strict=True))
+                    d["usage_estimated"] = bool(d["usage_estimated"])
+                    calls.setdefault(d.pop("trace_id"), []).append(d)
+        for r in rows:
+            d = dict(zip(_TRACE_COLS, r, strict=True))
+            d["route"] = json.loads(d["route"] or "[]")
+            d["metadata"] = json.loads(d["metadata"] or "{}")
+            d["verdicts"] = json.loads(d["verdicts"] or "[]")
+            d["streamed"] = bool(d["streamed"])
+            d["calls"] = calls.get(d["id"], [])
+            yield d
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM traces").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
