@@ -50,3 +50,6 @@ def _add_lazy_groups() -> None:
 
 
 _add_lazy_groups()
+
+if __name__ == "__main__":
+    main()
