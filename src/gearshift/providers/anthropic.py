@@ -1,0 +1,397 @@
+"""Anthropic Messages API (`POST {base_url}/v1/messages`), translated to and from OpenAI's format.
+
+Clients speak OpenAI chat-completions to gearshift; this adapter turns a request into a Messages
+request (system prompt, merged roles, content blocks, tools) and turns the answer (or the stream
+of Anthropic events) back into `chat.completion` / `chat.completion.chunk` dicts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from gearshift.errors import UpstreamError
+from gearshift.providers.base import Completion, Provider, Stream, Usage
+from gearshift.providers.http import (
+    JSON_CONTENT,
+    TRANSPORT_ERRORS,
+    JSONDecodeError,
+    SessionOwner,
+    SSEStream,
+    bad_body,
+    dumps,
+    event_error,
+    loads,
+    status_error,
+    timeouts,
+    transport_error,
+)
+from gearshift.request import ChatRequest, content_text
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from gearshift.config import ModelConfig
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients usually leave it out
+
+FINISH_REASONS = {
+    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
+    "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter",
+}
+
+
+class TranslationError(UpstreamError):
+    """The OpenAI request uses something the Messages API cannot express (the client must change it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=400, retryable=False)
+        self.type = "invalid_request_error"
+
+
+# ---------------------------------------------------------------- OpenAI request -> Anthropic request
+
+
+def to_anthropic(body: dict[str, Any], upstream_id: str, model_name: str = "") -> dict[str, Any]:
+    """The Messages API body for an OpenAI chat-completions body."""
+    name = model_name or upstream_id
+    system: list[str] = []
+    messages: list[dict[str, Any]] = []
+    for m in body.get("messages") or []:
+        if not isinstance(m, dict):
+            continue
+        role = m.get("role")
+        if role in ("system", "developer"):
+            text = content_text(m.get("content"))
+            if text:
+                system.append(text)
+            continue
+        if role == "user":
+            blocks = _user_blocks(m.get("content"), name)
+            out_role = "user"
+        elif role == "assistant":
+            blocks = _assistant_blocks(m, name)
+            out_role = "assistant"
+        elif role in ("tool", "function"):
+            blocks = [_tool_result(m)]
+            out_role = "user"  # Anthropic returns tool results inside the next user turn
+        else:
+            raise TranslationError(f"model {name!r} (Anthropic) cannot take a message with role {role!r}")
+        if not blocks:
+            continue
+        if messages and messages[-1]["role"] == out_role:  # Anthropic wants strictly alternating roles
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": out_role, "content": blocks})
+
+    out: dict[str, Any] = {"model": upstream_id, "messages": messages}
+    if system:
+        out["system"] = "\n\n".join(system)
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    out["max_tokens"] = int(max_tokens) if max_tokens else DEFAULT_MAX_TOKENS
+    temperature = body.get("temperature")
+    if temperature is not None:
+        out["temperature"] = min(max(float(temperature), 0.0), 1.0)  # OpenAI allows up to 2
+    for key in ("top_p", "top_k", "thinking"):
+        if body.get(key) is not None:
+            out[key] = body[key]
+    stop = body.get("stop")
+    if stop:
+        seqs = [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)]
+        seqs = [s for s in seqs if s.strip()]  # Anthropic rejects whitespace-only stop sequences
+        if seqs:
+            out["stop_sequences"] = seqs
+    user = body.get("user")
+    if isinstance(user, str) and user:
+        out["metadata"] = {"user_id": user}
+    tools = _tools(body.get("tools"))
+    if tools:
+        out["tools"] = tools
+        choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+        if choice:
+            out["tool_choice"] = choice
+    if body.get("stream"):
+        out["stream"] = True
+    return out
+
+
+def _user_blocks(content: Any, name: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        return [{"type": "text", "text": str(content)}]
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        if isinstance(part, str):
+            blocks.append({"type": "text", "text": part})
+            continue
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            blocks.append({"type": "text", "text": str(part.get("text", ""))})
+        elif kind == "image_url":
+            blocks.append(_image(part.get("image_url"), name))
+        else:
+            raise TranslationError(f"model {name!r} (Anthropic) cannot take content parts of type {kind!r}")
+    return blocks
+
+
+def _image(image: Any, name: str) -> dict[str, Any]:
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str) or not url:
+        raise TranslationError(f"model {name!r}: an image_url part has no url")
+    if url.startswith("data:"):
+        # data:image/png;base64,AAAA
+        header, sep, data = url[5:].partition(",")
+        media_type, _, encoding = header.partition(";")
+        if not sep or encoding != "base64":
+            raise TranslationError(f"model {name!r} (Anthropic) takes images as base64 data URLs or http(s) URLs")
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type or "image/png", "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _assistant_blocks(m: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    text = content_text(m.get("content"))
+    if text:  # Anthropic rejects empty text blocks
+        blocks.append({"type": "text", "text": text})
+    for call in m.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        args = fn.get("arguments")
+        if isinstance(args, str):
+            try:
+                args = loads(args) if args.strip() else {}
+            except JSONDecodeError:
+                raise TranslationError(f"model {name!r}: tool call {call.get('id')!r} has arguments that "
+                                       "are not valid JSON") from None
+        blocks.append({"type": "tool_use", "id": call.get("id"), "name": fn.get("name"),
+                       "input": args if isinstance(args, dict) else {}})
+    return blocks
+
+
+def _tool_result(m: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": m.get("tool_call_id") or m.get("name"),
+            "content": content_text(m.get("content"))}
+
+
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    out = []
+    for t in tools or []:
+        if not isinstance(t, dict) or t.get("type") != "function":
+            continue
+        fn = t.get("function") or {}
+        tool: dict[str, Any] = {"name": fn.get("name"),
+                                "input_schema": fn.get("parameters") or {"type": "object", "properties": {}}}
+        if fn.get("description"):
+            tool["description"] = fn["description"]
+        out.append(tool)
+    return out
+
+
+def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    out: dict[str, Any] | None
+    if choice is None:
+        out = None
+    elif choice == "auto":
+        out = {"type": "auto"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "none":
+        out = {"type": "none"}
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        out = {"type": "tool", "name": choice["function"].get("name")}
+    else:
+        out = None
+    if parallel is False and (out is None or out["type"] != "none"):
+        out = out or {"type": "auto"}
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+# ---------------------------------------------------------------- Anthropic answer -> OpenAI answer
+
+
+def from_anthropic(doc: dict[str, Any], created: int | None = None) -> dict[str, Any]:
+    """The OpenAI `chat.completion` for a Messages API answer."""
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in doc.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text", ""))
+        elif kind == "tool_use":
+            calls.append({"id": block.get("id"), "type": "function",
+                          "function": {"name": block.get("name"),
+                                       "arguments": dumps(block.get("input") or {}).decode()}})
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    stop = doc.get("stop_reason")
+    return {
+        "id": doc.get("id") or "",
+        "object": "chat.completion",
+        "created": created if created is not None else int(time.time()),
+        "model": doc.get("model") or "",
+        "choices": [{"index": 0, "message": message, "finish_reason": FINISH_REASONS.get(stop, "stop"),
+                     "logprobs": None}],
+        "usage": openai_usage(doc.get("usage") or {}),
+    }
+
+
+def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """Anthropic usage -> OpenAI usage. Cache reads and writes are input tokens too."""
+    cached = int(usage.get("cache_read_input_tokens") or 0)
+    prompt = int(usage.get("input_tokens") or 0) + int(usage.get("cache_creation_input_tokens") or 0) + cached
+    completion = int(usage.get("output_tokens") or 0)
+    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                           "total_tokens": prompt + completion}
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    return out
+
+
+# ---------------------------------------------------------------- provider
+
+
+class AnthropicProvider(Provider):
+    """One Claude model behind the Anthropic Messages API."""
+
+    kind = "anthropic"
+
+    def __init__(self, model: ModelConfig, session: aiohttp.ClientSession | None, base_dir: str = ".") -> None:
+        super().__init__(model, session, base_dir)
+        base = model.base_url.rstrip("/")
+        self._url = base + "/messages" if base.endswith("/v1") else base + "/v1/messages"
+        self._timeout, self._stream_timeout = timeouts(model)
+        self._sessions = SessionOwner(session)
+        self._static_headers = {"Content-Type": JSON_CONTENT, "anthropic-version": API_VERSION, **model.headers}
+
+    def _headers(self) -> tuple[dict[str, str], str | None]:
+        key = self.model.api_key()
+        if not key:
+            return self._static_headers, None
+        headers = dict(self._static_headers)
+        headers["x-api-key"] = key
+        return headers, key
+
+    def _body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
+        body = to_anthropic(request.body, self.model.upstream_id, self.model.name)
+        if stream:
+            body["stream"] = True
+        else:
+            body.pop("stream", None)
+        return body
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        body = self._body(request, stream=False)
+        headers, key = self._headers()
+        try:
+            async with self._sessions.get().post(self._url, data=dumps(body), headers=headers,
+                                                 timeout=self._timeout) as resp:
+                raw = await resp.read()
+                status = resp.status
+            doc = loads(raw) if status < 300 else None
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(self.model, exc, key) from exc
+        if doc is None:
+            raise status_error(self.model, status, raw, key)
+        if not isinstance(doc, dict) or doc.get("type") == "error":
+            if isinstance(doc, dict):
+                raise event_error(self.model, doc.get("error"), key)
+            raise bad_body(self.model, "not a Messages API answer")
+        out = from_anthropic(doc)
+        u = out["usage"]
+        return Completion(out, Usage(u["prompt_tokens"], u["completion_tokens"]))
+
+    def stream(self, request: ChatRequest) -> Stream:
+        body = self._body(request, stream=True)
+        options = request.body.get("stream_options")
+        client_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        headers, key = self._headers()
+        return _AnthropicStream(self.model, self._sessions, request, self._url, body, headers, key,
+                                self._stream_timeout, client_usage)
+
+    async def close(self) -> None:
+        await self._sessions.close()
+
+
+class _AnthropicStream(SSEStream):
+    """Anthropic events -> OpenAI chunks: role first, content and tool-call deltas, finish, usage."""
+
+    def __init__(self, model: ModelConfig, sessions: SessionOwner, request: ChatRequest, url: str,
+                 body: dict[str, Any], headers: dict[str, str], secret: str | None,
+                 timeout: aiohttp.ClientTimeout, client_usage: bool) -> None:
+        super().__init__(model, sessions, request, url, body, headers, secret, timeout)
+        self._client_usage = client_usage
+
+    async def _translate(self, events: AsyncIterator[tuple[str, bytes]]) -> AsyncGenerator[dict[str, Any], None]:
+        msg_id, model, created = "", "", int(time.time())
+        usage: dict[str, Any] = {}
+        tools: dict[int, int] = {}  # Anthropic content-block index -> OpenAI tool_calls index
+        finished = False
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {"id": msg_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+        async for event, data in events:
+            ev = loads(data)
+            kind = ev.get("type") or event
+            if kind == "content_block_delta":
+                delta = ev.get("delta") or {}
+                dkind = delta.get("type")
+                if dkind == "text_delta":
+                    text = delta.get("text", "")
+                    if text:
+                        self._parts.append(text)
+                        yield chunk({"content": text})
+                elif dkind == "input_json_delta":
+                    idx = tools.get(ev.get("index", -1))
+                    if idx is not None:
+                        yield chunk({"tool_calls": [{"index": idx, "function": {
+                            "arguments": delta.get("partial_json", "")}}]})
+                # thinking/signature deltas have no OpenAI equivalent: dropped
+            elif kind == "message_start":
+                msg = ev.get("message") or {}
+                msg_id, model = msg.get("id") or "", msg.get("model") or ""
+                usage.update(msg.get("usage") or {})
+                self._note(usage)
+                yield chunk({"role": "assistant", "content": ""})
+            elif kind == "content_block_start":
+                block = ev.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    idx = tools[ev.get("index", len(tools))] = len(tools)
+                    yield chunk({"tool_calls": [{"index": idx, "id": block.get("id"), "type": "function",
+                                                 "function": {"name": block.get("name"), "arguments": ""}}]})
+                elif block.get("type") == "text" and block.get("text"):
+                    self._parts.append(block["text"])
+                    yield chunk({"content": block["text"]})
+            elif kind == "message_delta":
+                # usage here is cumulative (output_tokens, sometimes input_tokens too)
+                usage.update({k: v for k, v in (ev.get("usage") or {}).items() if v is not None})
+                self._note(usage)
+                stop = (ev.get("delta") or {}).get("stop_reason")
+                if stop:
+                    finished = True
+                    yield chunk({}, FINISH_REASONS.get(stop, "stop"))
+            elif kind == "message_stop":
+                break
+            elif kind == "error":
+                raise event_error(self.model, ev.get("error"), self._secret)
+            # ping, content_block_stop and unknown future events: nothing to send
+        else:
+            if not finished:
+                raise bad_body(self.model, "the stream ended before message_stop")
+        if self._client_usage:
+            yield {"id": msg_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [], "usage": openai_usage(usage)}
+
+    def _note(self, usage: dict[str, Any]) -> None:
+        # Kept current so a stream the client abandons still has the upstream's counts so far.
+        u = openai_usage(usage)
+        self._reported = (u["prompt_tokens"], u["completion_tokens"])

@@ -1,0 +1,138 @@
+"""OpenAI-compatible `/chat/completions` upstreams: OpenAI, vLLM, Ollama, llama.cpp server, OpenRouter,
+Together, Groq, DeepSeek...
+
+The client's body is forwarded untouched apart from `model` (and `stream`/`stream_options`, which
+gearshift controls), so fields this adapter does not know still reach the upstream. This is the
+benchmarked hot path: one dict copy, one orjson encode and decode per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from gearshift.providers.base import Completion, Provider, Stream, Usage, estimate_tokens
+from gearshift.providers.http import (
+    JSON_CONTENT,
+    TRANSPORT_ERRORS,
+    SessionOwner,
+    SSEStream,
+    bad_body,
+    dumps,
+    event_error,
+    loads,
+    status_error,
+    timeouts,
+    transport_error,
+)
+from gearshift.request import ChatRequest
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from gearshift.config import ModelConfig
+
+
+class OpenAICompatProvider(Provider):
+    """One model behind an OpenAI-compatible chat-completions endpoint."""
+
+    kind = "openai"
+
+    def __init__(self, model: ModelConfig, session: aiohttp.ClientSession | None, base_dir: str = ".") -> None:
+        super().__init__(model, session, base_dir)
+        self._url = model.base_url.rstrip("/") + "/chat/completions"
+        self._timeout, self._stream_timeout = timeouts(model)
+        self._sessions = SessionOwner(session)
+        self._static_headers = {"Content-Type": JSON_CONTENT, **model.headers}
+
+    def _headers(self) -> tuple[dict[str, str], str | None]:
+        # The key is read from the environment per call (never kept in config objects); cheap.
+        key = self.model.api_key()
+        if not key:
+            return self._static_headers, None
+        headers = dict(self._static_headers)
+        headers["Authorization"] = "Bearer " + key
+        return headers, key
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        body = request.with_model(self.model.upstream_id)
+        if "stream" in body:  # the gateway may ask for a whole answer of a streamed request (cascades)
+            body["stream"] = False
+            body.pop("stream_options", None)
+        headers, key = self._headers()
+        try:
+            async with self._sessions.get().post(self._url, data=dumps(body), headers=headers,
+                                                 timeout=self._timeout) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(self.model, exc, key) from exc
+        if status >= 300:
+            raise status_error(self.model, status, raw, key)
+        try:
+            doc = loads(raw)
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(self.model, exc, key) from exc
+        if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list):
+            if isinstance(doc, dict) and "error" in doc:  # some servers answer 200 with an error body
+                raise event_error(self.model, doc["error"], key)
+            raise bad_body(self.model, "no `choices` in the chat.completion")
+        return Completion(doc, _usage(doc.get("usage"), doc, request))
+
+    def stream(self, request: ChatRequest) -> Stream:
+        body = request.with_model(self.model.upstream_id)
+        body["stream"] = True
+        options = body.get("stream_options")
+        client_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        # Always ask for usage so costs are measured, not estimated; hide it if the client did not ask.
+        body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) \
+            else {"include_usage": True}
+        headers, key = self._headers()
+        return _OpenAIStream(self.model, self._sessions, request, self._url, body, headers, key,
+                             self._stream_timeout, client_usage)
+
+    async def close(self) -> None:
+        await self._sessions.close()
+
+
+def _usage(usage: Any, doc: dict[str, Any], request: ChatRequest) -> Usage:
+    if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
+        return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    try:
+        text = doc["choices"][0]["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError):
+        text = ""
+    return Usage(request.estimated_tokens(), estimate_tokens(text if isinstance(text, str) else ""), estimated=True)
+
+
+class _OpenAIStream(SSEStream):
+    def __init__(self, model: ModelConfig, sessions: SessionOwner, request: ChatRequest, url: str,
+                 body: dict[str, Any], headers: dict[str, str], secret: str | None,
+                 timeout: aiohttp.ClientTimeout, client_usage: bool) -> None:
+        super().__init__(model, sessions, request, url, body, headers, secret, timeout)
+        self._client_usage = client_usage
+
+    async def _translate(self, events: AsyncIterator[tuple[str, bytes]]) -> AsyncGenerator[dict[str, Any], None]:
+        parts = self._parts
+        async for _, data in events:
+            if data == b"[DONE]":
+                return
+            chunk = loads(data)
+            if not isinstance(chunk, dict):
+                continue
+            choices = chunk.get("choices")
+            usage = chunk.get("usage")
+            if usage and isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
+                self._reported = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+            if choices:
+                delta = choices[0].get("delta")
+                if delta:
+                    content = delta.get("content")
+                    if content:
+                        parts.append(content)
+            elif "error" in chunk:
+                raise event_error(self.model, chunk["error"], self._secret)
+            elif usage and not self._client_usage:
+                continue  # the usage-only final chunk the client did not ask for: kept for the gateway
+            yield chunk
+
