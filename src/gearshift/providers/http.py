@@ -215,21 +215,18 @@ async def sse_events(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, 
     event = ""
     data: list[bytes] = []
     async for piece in content.iter_any():
-        buf = buf + piece if buf else piece
-        while True:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                break
-            line = buf[:nl]
-            buf = buf[nl + 1:]
+        if buf:
+            piece = buf + piece
+        lines = piece.split(b"\n")
+        buf = lines.pop()  # the unfinished last line waits for the next piece
+        for line in lines:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if not line:
                 if data:
                     yield event, data[0] if len(data) == 1 else b"\n".join(data)
                 event, data = "", []
-                continue
-            if line.startswith(b"data:"):
+            elif line.startswith(b"data:"):
                 v = line[5:]
                 data.append(v[1:] if v.startswith(b" ") else v)
             elif line.startswith(b"event:"):

@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gearshift.errors import ConfigError, ReplayMiss
@@ -39,29 +38,34 @@ class _Table:
     rows: dict[str, int]
 
 
-# Several replay models usually share one dataset (one column each): load it once per process.
-_CACHE: dict[tuple[str, str], _Table] = {}
-_CACHE_LOCK = threading.Lock()
+# Several replay models usually share one dataset (one column each); the lab's loader returns the
+# same Outcomes object to each of them, so the prompt index is built once per Outcomes too.
+_INDEXES: dict[int, _Table] = {}
+_LOCK = threading.Lock()
 
 
 def _index(outcomes: Outcomes) -> _Table:
-    rows: dict[str, int] = {}
-    for i, p in enumerate(outcomes.prompts):
-        text = str(p)
-        rows.setdefault(text, i)  # a few datasets repeat a prompt: the first recording wins
-        rows.setdefault(text.strip(), i)
-    return _Table(outcomes, rows)
-
-
-def _load(spec: str, base_dir: str) -> _Table:
-    key = (spec, str(Path(base_dir).resolve()))
-    with _CACHE_LOCK:  # threads wait for the first loader instead of parsing the files again
-        table = _CACHE.get(key)
-        if table is None:
-            from gearshift.lab import datasets  # the lab's loader; imported only by replay models
-
-            table = _CACHE[key] = _index(datasets.load(spec, base_dir=base_dir))
+    with _LOCK:  # threads wait for the first indexer instead of indexing again
+        table = _INDEXES.get(id(outcomes))
+        if table is not None and table.outcomes is outcomes:
+            return table
+        rows: dict[str, int] = {}
+        for i, p in enumerate(outcomes.prompts):
+            text = str(p)
+            rows.setdefault(text, i)  # a few datasets repeat a prompt: the first recording wins
+            rows.setdefault(text.strip(), i)
+        table = _INDEXES[id(outcomes)] = _Table(outcomes, rows)
         return table
+
+
+def _load(spec: str, base_dir: str, model_name: str) -> _Table:
+    from gearshift.lab import datasets  # the lab's loader (cached per process); only replay needs it
+
+    try:
+        outcomes = datasets.load(spec, base_dir=base_dir)
+    except (ValueError, KeyError, OSError) as e:
+        raise ConfigError(f"model {model_name!r}: cannot load replay dataset {spec!r}: {e}") from e
+    return _index(outcomes)
 
 
 class ReplayProvider(Provider):
@@ -89,7 +93,7 @@ class ReplayProvider(Provider):
     def load(self) -> Outcomes:
         """Load (once) and check the dataset and column; safe from any thread."""
         if self._table is None:
-            self._table = _load(self.source.dataset, self.base_dir)
+            self._table = _load(self.source.dataset, self.base_dir, self.model.name)
         if self._column is None:
             try:
                 self._column = self._table.outcomes.index(self.source.column)
