@@ -11,7 +11,14 @@ import aiohttp
 from aiohttp import web
 
 from gearshift.config import Config
-from gearshift.errors import BadRequest, GearshiftError, NotFound, PayloadTooLarge, Unauthorized, UpstreamError
+from gearshift.errors import (
+    BadRequest,
+    GearshiftError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UpstreamError,
+)
 from gearshift.gateway.executor import Executor, Outcome
 from gearshift.providers import build_provider
 from gearshift.request import ChatRequest

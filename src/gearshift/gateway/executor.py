@@ -73,14 +73,14 @@ class Executor:
             call.usage_estimated = usage.estimated
             call.cost_usd = self.cost(model, usage)
         if error is not None:
-            call.status, call.error = error.status, error.message
+            call.status, call.error = error.upstream_status or error.status, error.message
         else:
             self.latency.observe(model, ms)
         trace.calls.append(call)
         return call
 
-    async def _attempts(self, step: Step, role: str, trace: Trace, opener: Any) -> tuple[str, Any, float]:
-        """Try the step's model then its fallbacks, each with retries; return (model, result, t0)."""
+    async def _attempts(self, step: Step, role: str, trace: Trace, opener: Any) -> tuple[str, Any, float, int]:
+        """Try the step's model then its fallbacks, each with retries; return (model, result, t0, attempt)."""
         last: UpstreamError | None = None
         for n, model in enumerate((step.model, *step.fallbacks)):
             provider = self.providers[model]
@@ -89,7 +89,7 @@ class Executor:
             for attempt in range(1, retries + 2):
                 t0 = time.perf_counter()
                 try:
-                    return model, await opener(provider), t0
+                    return model, await opener(provider), t0, attempt
                 except UpstreamError as e:
                     self._record(trace, model, this_role, attempt, t0, error=e)
                     last = e
@@ -113,8 +113,8 @@ class Executor:
             async def call(p: Provider) -> Completion:
                 return await p.complete(request)
 
-            model, completion, t0 = await self._attempts(step, role, trace, call)
-            self._record(trace, model, role if model == step.model else "fallback", 1, t0,
+            model, completion, t0, attempt = await self._attempts(step, role, trace, call)
+            self._record(trace, model, role if model == step.model else "fallback", attempt, t0,
                          usage=completion.usage, response=completion.text)
             last_step = i == len(route.steps) - 1
             if not step.gates or (last_step and route.accept != "best"):
@@ -163,8 +163,9 @@ class Executor:
                 await s.start()
                 return s
 
-            model, stream, t0 = await self._attempts(step, role, trace, opener)
-            return Outcome(model=model, stream=_Timed(stream, t0, model, role if model == step.model else "fallback"))
+            model, stream, t0, attempt = await self._attempts(step, role, trace, opener)
+            role = role if model == step.model else "fallback"
+            return Outcome(model=model, stream=_Timed(stream, t0, model, role, attempt))
         raise AssertionError("unreachable: the last step always returns")
 
     async def _buffered_step(self, i: int, step: Step, request: ChatRequest, trace: Trace) -> Outcome | None:
@@ -173,8 +174,9 @@ class Executor:
         async def call(p: Provider) -> Completion:
             return await p.complete(request)
 
-        model, completion, t0 = await self._attempts(step, role, trace, call)
-        self._record(trace, model, role, 1, t0, usage=completion.usage, response=completion.text)
+        model, completion, t0, attempt = await self._attempts(step, role, trace, call)
+        self._record(trace, model, role if model == step.model else "fallback", attempt, t0,
+                     usage=completion.usage, response=completion.text)
         passed, _ = await self._gate(step, request, completion, trace)
         if passed:
             return Outcome(model=model, stream=CompletionStream(completion), notes=[f"accepted at tier {i + 1}"])
@@ -184,7 +186,7 @@ class Executor:
         """Record the streamed call once the stream ended (or broke)."""
         s = outcome.stream
         if isinstance(s, _Timed):
-            self._record(trace, s.model, s.role, 1, s.t0, usage=s.usage, error=error, response=s.text)
+            self._record(trace, s.model, s.role, s.attempt, s.t0, usage=s.usage, error=error, response=s.text)
 
 
 def _every_upstream_failed(last: UpstreamError, trace: Trace) -> UpstreamError:
@@ -201,8 +203,8 @@ def _every_upstream_failed(last: UpstreamError, trace: Trace) -> UpstreamError:
 class _Timed(Stream):
     """A provider stream with the bookkeeping the trace needs."""
 
-    def __init__(self, inner: Stream, t0: float, model: str, role: str) -> None:
-        self.inner, self.t0, self.model, self.role = inner, t0, model, role
+    def __init__(self, inner: Stream, t0: float, model: str, role: str, attempt: int) -> None:
+        self.inner, self.t0, self.model, self.role, self.attempt = inner, t0, model, role, attempt
 
     @property  # type: ignore[override]
     def usage(self) -> Usage:

@@ -1,0 +1,143 @@
+"""`gearshift demo`: the gateway on real recorded outcomes, driven by the official OpenAI client."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gearshift.errors import ConfigError
+
+EXAMPLE = "replay-gsm8k.yaml"
+
+
+def default_config_path() -> Path:
+    """The demo config shipped in examples/ (beside the source tree)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "examples" / EXAMPLE
+        if candidate.is_file():
+            return candidate
+    raise click.ClickException(f"cannot find examples/{EXAMPLE}; pass --config")
+
+
+@dataclass
+class RouterResult:
+    router: str
+    requests: int = 0
+    correct: float = 0.0
+    cost: float = 0.0
+    strong_calls: int = 0
+    errors: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.requests if self.requests else 0.0
+
+
+def _ask(client: Any, router: str, prompt: str) -> tuple[str, float, float | None]:
+    """One request through the gateway: (model that answered, cost, recorded quality)."""
+    raw = client.chat.completions.with_raw_response.create(model=router, messages=[{"role": "user", "content": prompt}])
+    completion = raw.parse()
+    extra = (completion.model_extra or {}).get("gearshift_replay") or {}
+    return raw.headers["x-gearshift-model"], float(raw.headers["x-gearshift-cost-usd"]), extra.get("quality")
+
+
+def run_demo(config_path: Path, limit: int | None, concurrency: int, routers: list[str] | None) -> list[RouterResult]:
+    """Serve the config in-process, send every prompt to every router, and score the answers."""
+    from openai import OpenAI
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from gearshift.config import load_config
+    from gearshift.gateway.server import running
+    from gearshift.lab.datasets import load
+
+    config = load_config(config_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        # A fresh store per run, so the demo's traces summary describes this run only.
+        config = config.model_copy(update={"store": config.store.model_copy(update={"url": f"sqlite:///{tmp}/demo.db"})})
+        datasets = {m.replay.dataset for m in config.models.values() if m.replay}
+        if len(datasets) != 1:
+            raise click.ClickException("the demo config's replay models must share one dataset")
+        outcomes = load(datasets.pop(), base_dir=config.base_dir)
+        prompts = list(outcomes.prompts[:limit] if limit else outcomes.prompts)
+        names = routers or list(config.routers)
+        strongest = config.strongest()
+        results = []
+        with running(config) as gw:
+            client = OpenAI(base_url=gw.url + "/v1", api_key="demo", max_retries=0)
+            with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                          TimeRemainingColumn(), transient=False) as progress, \
+                    ThreadPoolExecutor(concurrency) as pool:
+                for name in names:
+                    task = progress.add_task(name, total=len(prompts))
+                    res = RouterResult(name)
+                    for fut in [pool.submit(_ask, client, name, p) for p in prompts]:
+                        try:
+                            model, cost, quality = fut.result()
+                        except Exception as e:  # counted and shown; the demo goes on
+                            res.errors += 1
+                            logging.getLogger("gearshift.demo").debug("request failed: %s", e)
+                        else:
+                            res.requests += 1
+                            res.cost += cost
+                            res.correct += quality or 0.0
+                            res.strong_calls += model == strongest
+                        progress.advance(task)
+                    results.append(res)
+            gw.gateway.writer.close()
+            stored = gw.gateway.store.count()
+        click.echo(f"{stored} traces stored")
+    return results
+
+
+def print_results(results: list[RouterResult], strong_router: str, weak_router: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    by = {r.router: r for r in results}
+    strong, weak = by.get(strong_router), by.get(weak_router)
+    table = Table(title="gearshift demo: GSM8K through the gateway (recorded GPT-4-1106 and Mixtral-8x7B answers)")
+    for col in ("router", "requests", "accuracy", "spend USD", "vs always-strong", "quality retained",
+                "strong calls", "errors"):
+        table.add_column(col, justify="right" if col != "router" else "left")
+    for r in results:
+        savings = f"{(1 - r.cost / strong.cost) * 100:+.1f}% saved" if strong and strong.cost else "-"
+        retained = f"{r.accuracy / strong.accuracy * 100:.1f}%" if strong and strong.accuracy else "-"
+        table.add_row(r.router, str(r.requests), f"{r.accuracy * 100:.1f}%", f"{r.cost:.4f}", savings, retained,
+                      f"{r.strong_calls / r.requests * 100:.0f}%" if r.requests else "-", str(r.errors))
+    Console().print(table)
+    if strong and weak:
+        click.echo(f"always-strong {strong.accuracy * 100:.1f}% for ${strong.cost:.4f}; "
+                   f"always-weak {weak.accuracy * 100:.1f}% for ${weak.cost:.4f}. "
+                   "Costs are estimates from tokens (characters/4) and the configured prices.")
+
+
+@click.command("demo")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"demo config (default: examples/{EXAMPLE})")
+@click.option("--limit", type=int, default=None, help="only the first N prompts")
+@click.option("--concurrency", type=int, default=8, show_default=True)
+@click.option("--router", "routers", multiple=True, help="routers to compare (default: all in the config)")
+def demo_command(config_path: Path | None, limit: int | None, concurrency: int, routers: tuple[str, ...]) -> None:
+    """Route GSM8K prompts through the gateway with replay models; print spend, savings and accuracy."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from gearshift.lab.datasets import ensure_available
+
+    path = config_path or default_config_path()
+    try:
+        ensure_available("routellm/gsm8k")
+        results = run_demo(path, limit, concurrency, list(routers) or None)
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        sys.exit(2)
+    print_results(results, "gearshift/strong", "gearshift/weak")
+
+
+commands = [demo_command]
