@@ -306,6 +306,9 @@ def test_to_anthropic_translates_roles_system_content_and_parameters() -> None:
     assert out["metadata"] == {"user_id": "u-42"} and out["stream"] is True
     assert "logit_bias" not in out and "stop" not in out
     assert to_anthropic({"messages": [{"role": "user", "content": "x"}]}, "c")["max_tokens"] == 4096
+    with pytest.raises(UpstreamError, match="`n` must be 1") as info:  # one choice per request only
+        to_anthropic({"n": 2, "messages": [{"role": "user", "content": "x"}]}, "c", "claude")
+    assert info.value.status == 400 and info.value.retryable is False
 
 
 def test_to_anthropic_translates_tools_tool_calls_and_tool_results() -> None:

@@ -86,6 +86,9 @@ def to_anthropic(body: dict[str, Any], upstream_id: str, model_name: str = "") -
         else:
             messages.append({"role": out_role, "content": blocks})
 
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise TranslationError(f"model {name!r} (Anthropic) answers one choice per request; `n` must be 1, got {n!r}")
     out: dict[str, Any] = {"model": upstream_id, "messages": messages}
     if system:
         out["system"] = "\n\n".join(system)
@@ -237,7 +240,7 @@ def from_anthropic(doc: dict[str, Any], created: int | None = None) -> dict[str,
         "object": "chat.completion",
         "created": created if created is not None else int(time.time()),
         "model": doc.get("model") or "",
-        "choices": [{"index": 0, "message": message, "finish_reason": FINISH_REASONS.get(stop, "stop"),
+        "choices": [{"index": 0, "message": message, "finish_reason": FINISH_REASONS.get(str(stop), "stop"),
                      "logprobs": None}],
         "usage": openai_usage(doc.get("usage") or {}),
     }

@@ -339,10 +339,10 @@ class SSEStream(Stream):
             for chunk in head:
                 yield chunk
             while True:
-                chunk = await self._pull()
-                if chunk is None:
+                nxt = await self._pull()
+                if nxt is None:
                     break
-                yield chunk
+                yield nxt
         finally:
             self._finish()
             self._release()

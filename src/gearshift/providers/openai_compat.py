@@ -56,9 +56,9 @@ class OpenAICompatProvider(Provider):
 
     async def complete(self, request: ChatRequest) -> Completion:
         body = request.with_model(self.model.upstream_id)
-        if "stream" in body:  # the gateway may ask for a whole answer of a streamed request (cascades)
+        if body.get("stream"):  # the gateway may ask for a whole answer of a streamed request (cascades)
             body["stream"] = False
-            body.pop("stream_options", None)
+        body.pop("stream_options", None)  # OpenAI refuses stream_options without stream
         headers, key = self._headers()
         try:
             async with self._sessions.get().post(self._url, data=dumps(body), headers=headers,
