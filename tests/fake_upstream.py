@@ -172,8 +172,8 @@ class FakeUpstream:
         return self.script(Behaviour("error_event", times, after=after, error_type=error_type, message=message),
                            model=model)
 
-    def reply(self, text: str, times: int | None = None, model: str | None = None, usage: bool = True) -> FakeUpstream:
-        """Answer `text` instead of the echo."""
+    def reply(self, text: str, times: int | None = 1, model: str | None = None, usage: bool = True) -> FakeUpstream:
+        """Answer `text` instead of the echo (`usage=False`: report no usage, as some servers do)."""
         return self.script(Behaviour("ok", times, text=text, usage=usage), model=model)
 
     def clear(self) -> None:

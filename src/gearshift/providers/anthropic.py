@@ -344,6 +344,8 @@ class _AnthropicStream(SSEStream):
 
         async for event, data in events:
             ev = loads(data)
+            if not isinstance(ev, dict):
+                continue
             kind = ev.get("type") or event
             if kind == "content_block_delta":
                 delta = ev.get("delta") or {}
