@@ -103,20 +103,30 @@ def print_results(results: list[RouterResult], strong_router: str, weak_router: 
 
     by = {r.router: r for r in results}
     strong, weak = by.get(strong_router), by.get(weak_router)
-    table = Table(title="gearshift demo: GSM8K through the gateway (recorded GPT-4-1106 and Mixtral-8x7B answers)")
-    for col in ("router", "requests", "accuracy", "spend USD", "vs always-strong", "quality retained",
-                "strong calls", "errors"):
-        table.add_column(col, justify="right" if col != "router" else "left")
+    table = Table(title="GSM8K through the gateway: recorded GPT-4-1106 and Mixtral-8x7B answers",
+                  caption="saved and retained are against always-strong (gearshift/strong)")
+    for col in ("router", "requests", "accuracy", "spend $", "saved", "retained", "to strong", "errors"):
+        table.add_column(col, justify="right" if col != "router" else "left", no_wrap=True)
     for r in results:
-        savings = f"{(1 - r.cost / strong.cost) * 100:+.1f}% saved" if strong and strong.cost else "-"
+        savings = f"{(1 - r.cost / strong.cost) * 100:.1f}%" if strong and strong.cost else "-"
         retained = f"{r.accuracy / strong.accuracy * 100:.1f}%" if strong and strong.accuracy else "-"
         table.add_row(r.router, str(r.requests), f"{r.accuracy * 100:.1f}%", f"{r.cost:.4f}", savings, retained,
                       f"{r.strong_calls / r.requests * 100:.0f}%" if r.requests else "-", str(r.errors))
-    Console().print(table)
+    Console(width=max(100, Console().width)).print(table)
     if strong and weak:
         click.echo(f"always-strong {strong.accuracy * 100:.1f}% for ${strong.cost:.4f}; "
                    f"always-weak {weak.accuracy * 100:.1f}% for ${weak.cost:.4f}. "
                    "Costs are estimates from tokens (characters/4) and the configured prices.")
+
+
+def ensure_data(name: str) -> None:
+    """Use GEARSHIFT_DATA (or the cache) when it holds the dataset, else download it once."""
+    from gearshift.lab import datasets
+
+    if (datasets.data_dir() / name).is_dir():
+        return
+    click.echo(f"{name} is not in {datasets.data_dir()}: downloading it once from its public source")
+    datasets.fetch(name)
 
 
 @click.command("demo")
@@ -128,11 +138,9 @@ def print_results(results: list[RouterResult], strong_router: str, weak_router: 
 def demo_command(config_path: Path | None, limit: int | None, concurrency: int, routers: tuple[str, ...]) -> None:
     """Route GSM8K prompts through the gateway with replay models; print spend, savings and accuracy."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from gearshift.lab.datasets import ensure_available
-
     path = config_path or default_config_path()
     try:
-        ensure_available("routellm/gsm8k")
+        ensure_data("routellm")
         results = run_demo(path, limit, concurrency, list(routers) or None)
     except ConfigError as e:
         click.echo(str(e), err=True)

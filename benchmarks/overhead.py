@@ -1,0 +1,234 @@
+"""Gateway overhead: the same load direct to a fake upstream and through gearshift, in one run.
+
+Prints requests/s, added p50/p99 latency and gateway CPU per request at concurrency 1, 16 and 64,
+resident memory and start-up time; and LiteLLM's proxy on the same upstream when it is installed
+(set LITELLM_BIN to its `litellm` command, or have `litellm` on PATH).
+
+    python benchmarks/overhead.py [--seconds 3] [--concurrency 1,16,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import yaml
+
+HERE = Path(__file__).resolve().parent
+BODY = json.dumps({"model": "gearshift/auto", "messages": [{"role": "user", "content": "Say ok."}],
+                   "max_tokens": 5}).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children so far (from /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid] + [int(p) for p in _children(pid)]
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _children(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+
+
+def rss_mb(pid: int) -> float:
+    total = 0.0
+    for p in [pid] + [int(c) for c in _children(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
+
+
+async def wait_ready(url: str, timeout: float = 60.0) -> float:
+    t0 = time.perf_counter()
+    async with aiohttp.ClientSession() as s:
+        while time.perf_counter() - t0 < timeout:
+            try:
+                async with s.get(url) as r:
+                    if r.status < 500:
+                        return time.perf_counter() - t0
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.01)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def load(url: str, concurrency: int, seconds: float, headers: dict[str, str], model: str) -> tuple[np.ndarray, int]:
+    """Closed-loop load: `concurrency` workers, each sends one request after another."""
+    body = BODY.replace(b"gearshift/auto", model.encode())
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        # Warm-up: connections open, caches filled.
+        for _ in range(min(20, concurrency * 2)):
+            async with s.post(url, data=body, headers=headers) as r:
+                await r.read()
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                async with s.post(url, data=body, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors += 1
+                latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return np.array(latencies) * 1000, errors
+
+
+def measure(name: str, url: str, pid: int | None, concurrency: int, seconds: float,
+            headers: dict[str, str], model: str) -> dict[str, float]:
+    cpu0 = cpu_seconds(pid) if pid else 0.0
+    t0 = time.perf_counter()
+    lat, errors = asyncio.run(load(url, concurrency, seconds, headers, model))
+    wall = time.perf_counter() - t0
+    cpu = (cpu_seconds(pid) - cpu0) if pid else 0.0
+    return {"rps": len(lat) / wall, "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+            "cpu_ms": cpu / len(lat) * 1000 if pid else 0.0, "n": len(lat), "errors": errors}
+
+
+def gearshift_config(upstream: str, tmp: Path) -> Path:
+    config = {
+        "models": {
+            "cheap": {"provider": "openai", "upstream_id": "bench", "base_url": upstream + "/v1",
+                      "price": {"input": 0.15, "output": 0.6}, "rank": 1},
+            "strong": {"provider": "openai", "upstream_id": "bench", "base_url": upstream + "/v1",
+                       "price": {"input": 2.5, "output": 10}, "rank": 9},
+        },
+        "routers": {"gearshift/auto": {"kind": "rules", "default": "cheap", "fallbacks": ["strong"], "rules": [
+            {"name": "vip", "when": {"metadata": {"tier": "enterprise"}}, "model": "strong"},
+            {"name": "long", "when": {"min_tokens": 4000}, "model": "strong"},
+            {"name": "code", "when": {"keywords": ["traceback", "refactor", "prove"]}, "model": "strong"},
+        ]}},
+        "store": {"url": f"sqlite:///{tmp / 'bench.db'}"},
+    }
+    path = tmp / "gearshift.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def litellm_command() -> str | None:
+    return os.environ.get("LITELLM_BIN") or shutil.which("litellm") or (
+        "/tmp/litellm-venv/bin/litellm" if Path("/tmp/litellm-venv/bin/litellm").exists() else None)
+
+
+def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--concurrency", default="1,16,64")
+    ap.add_argument("--no-litellm", action="store_true")
+    args = ap.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    tmp = Path(tempfile.mkdtemp(prefix="gearshift-bench-"))
+    up_port, gs_port = free_port(), free_port()
+    upstream = start([sys.executable, str(HERE / "upstream.py"), str(up_port)])
+    procs = [upstream]
+    try:
+        asyncio.run(wait_ready(f"http://127.0.0.1:{up_port}/v1/models"))
+        cfg = gearshift_config(f"http://127.0.0.1:{up_port}", tmp)
+        t0 = time.perf_counter()
+        gateway = start([sys.executable, "-m", "gearshift.cli", "serve", "--config", str(cfg), "--port", str(gs_port),
+                         "--log-level", "WARNING"])
+        procs.append(gateway)
+        startup = asyncio.run(wait_ready(f"http://127.0.0.1:{gs_port}/health")) + 0 * t0
+        targets = [("direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", None, {}, "bench"),
+                   ("gearshift", f"http://127.0.0.1:{gs_port}/v1/chat/completions", gateway.pid, {}, "gearshift/auto")]
+        lite = None if args.no_litellm else litellm_command()
+        if lite:
+            ll_port = free_port()
+            ll_cfg = tmp / "litellm.yaml"
+            ll_cfg.write_text(yaml.safe_dump({"model_list": [{"model_name": "bench", "litellm_params": {
+                "model": "openai/bench", "api_base": f"http://127.0.0.1:{up_port}/v1", "api_key": "none"}}],
+                "litellm_settings": {"drop_params": True}}))
+            env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+            litellm = start([lite, "--config", str(ll_cfg), "--port", str(ll_port), "--num_workers", "1"], env=env)
+            procs.append(litellm)
+            try:
+                asyncio.run(wait_ready(f"http://127.0.0.1:{ll_port}/health/liveliness", timeout=120))
+                targets.append(("litellm", f"http://127.0.0.1:{ll_port}/v1/chat/completions", litellm.pid, {}, "bench"))
+            except RuntimeError:
+                print("litellm proxy did not start; skipped", file=sys.stderr)
+
+        results: dict[tuple[str, int], dict[str, float]] = {}
+        for c in levels:
+            for name, url, pid, headers, model in targets:
+                results[(name, c)] = measure(name, url, pid, c, args.seconds, headers, model)
+        mem = rss_mb(gateway.pid)
+    finally:
+        for p in reversed(procs):
+            stop(p)
+
+    print(f"\ngearshift start-up (process start to /health 200): {startup * 1000:.0f} ms; "
+          f"resident memory after load: {mem:.0f} MB\n")
+    header = f"{'target':<10} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10} {'cpu/req ms':>10} {'errors':>6}"
+    print(header)
+    print("-" * len(header))
+    for c in levels:
+        d = results[("direct", c)]
+        for name, *_ in targets:
+            r = results[(name, c)]
+            added50 = r["p50"] - d["p50"] if name != "direct" else 0.0
+            added99 = r["p99"] - d["p99"] if name != "direct" else 0.0
+            print(f"{name:<10} {c:>4} {r['rps']:>8.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {added50:>10.2f} "
+                  f"{added99:>10.2f} {r['cpu_ms']:>10.2f} {r['errors']:>6}")
+    names = [t[0] for t in targets]
+    if "litellm" in names:
+        for c in levels:
+            g, lt = results[("gearshift", c)], results[("litellm", c)]
+            print(f"concurrency {c}: gearshift/litellm throughput ratio {g['rps'] / lt['rps']:.1f}x; "
+                  f"added p50 gearshift {g['p50'] - results[('direct', c)]['p50']:.2f} ms vs litellm "
+                  f"{lt['p50'] - results[('direct', c)]['p50']:.2f} ms")
+    for c in levels:
+        print(f"concurrency {c}: gearshift throughput is {results[('gearshift', c)]['rps'] / results[('direct', c)]['rps']:.2f}x direct")
+
+
+if __name__ == "__main__":
+    main()
