@@ -1,0 +1,142 @@
+"""The gate interface: an evaluator of one answer that a cascade uses to accept or escalate.
+
+Programmatic gates are sync, pure and fast (`check`): the lab runs them over thousands of recorded
+answers. Gates that call a model (the judge) override `acheck` and are marked `offline = False`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gearshift.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gearshift.config import ModelConfig
+    from gearshift.request import ChatRequest
+    from gearshift.trace import Call
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What a gate decided about one answer. `score` is in [0, 1]; `passed` is score >= threshold."""
+
+    gate: str
+    passed: bool
+    score: float
+    reasons: list[str] = field(default_factory=list)
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    calls: list[Call] = field(default_factory=list)  # a judge's own upstream calls
+    error: str | None = None  # set when the gate could not judge (e.g. "unparseable", "judge_failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The form stored in `Trace.verdicts` (calls are stored once, in `Trace.calls`)."""
+        return {"gate": self.gate, "passed": self.passed, "score": self.score, "reasons": list(self.reasons),
+                "cost_usd": self.cost_usd, "latency_ms": self.latency_ms, "error": self.error}
+
+
+class GateOptions(BaseModel):
+    """Options every gate kind accepts; each kind adds its own. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    name: str | None = Field(default=None, description="label in traces and headers (default: the kind)")
+    threshold: float | None = Field(default=None, ge=0, le=1,
+                                    description="pass when score >= threshold (default per kind)")
+
+
+class Gate(ABC):
+    """An evaluator of a response. Subclasses set `kind`, `Options`, `default_threshold`, and `check`."""
+
+    kind: ClassVar[str]
+    Options: ClassVar[type[GateOptions]] = GateOptions
+    default_threshold: ClassVar[float] = 1.0
+    offline: ClassVar[bool] = True  # False when judging needs an upstream call (the lab cannot replay it)
+
+    def __init__(self, options: GateOptions) -> None:
+        self.options = options
+        self.name: str = options.name or self.kind
+        self.threshold: float = self.default_threshold if options.threshold is None else options.threshold
+
+    @classmethod
+    def from_options(cls, options: Any, models: dict[str, ModelConfig], where: str) -> Gate:
+        """Build from validated options; kinds that need the model table (judge) override this."""
+        return cls(options)
+
+    def check(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
+        """Judge `answer` (the text) to `request`; `completion` is the raw chat.completion body if any."""
+        raise NotImplementedError(f"gate kind {self.kind!r} has no synchronous check; await acheck()")
+
+    async def acheck(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
+        """The gateway's entry point; programmatic gates simply run `check`."""
+        return self.check(request, answer, completion)
+
+    def verdict(self, score: float, reasons: list[str] | None = None, **extra: Any) -> Verdict:
+        """A verdict from a score, applying this gate's threshold."""
+        score = min(1.0, max(0.0, float(score)))
+        return Verdict(gate=self.name, passed=score >= self.threshold, score=score, reasons=reasons or [], **extra)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} threshold={self.threshold}>"
+
+
+GATES: dict[str, type[Gate]] = {}
+
+
+def register(cls: type[Gate]) -> type[Gate]:
+    """Add a gate kind; each gate module registers its classes on import."""
+    GATES[cls.kind] = cls
+    return cls
+
+
+def _load_kinds() -> None:
+    # The kinds live in sibling modules that import this one; importing them here fills GATES.
+    import gearshift.gates.arithmetic
+    import gearshift.gates.checks
+    import gearshift.gates.judge  # noqa: F401
+
+
+def _format_errors(err: ValidationError, where: str, kind: str, cls: type[Gate]) -> str:
+    lines = [f"{where}: invalid gate (kind {kind})"]
+    allowed = sorted(f.alias or name for name, f in cls.Options.model_fields.items())
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key for gate kind {kind}; allowed keys: {', '.join(allowed)}"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        value = e.get("input")
+        got = "" if e["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {where}.{loc}: {msg}{got}" if loc else f"  {where}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def build_gate(spec: dict[str, Any] | str, models: dict[str, ModelConfig] | None = None,
+               where: str = "gate") -> Gate:
+    """A gate from its YAML form, e.g. `{kind: length, min: 20}` (a bare string is `{kind: <it>}`).
+
+    `models` is the config's model table (a judge names one); `where` is the key path used in errors,
+    e.g. `routers.cascade.gates.0`. Raises ConfigError naming the key and what is allowed.
+    """
+    _load_kinds()
+    if isinstance(spec, str):
+        spec = {"kind": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: a gate is a mapping with `kind:` (one of {sorted(GATES)}), got {spec!r}")
+    kind = spec.get("kind")
+    if kind is None:
+        raise ConfigError(f"{where}.kind: required key is missing; allowed: {sorted(GATES)}")
+    cls = GATES.get(kind)
+    if cls is None:
+        raise ConfigError(f"{where}.kind: bad value {kind!r}; allowed: {sorted(GATES)}")
+    try:
+        options = cls.Options.model_validate(spec)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, where, kind, cls)) from None
+    return cls.from_options(options, models or {}, where)
