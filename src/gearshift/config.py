@@ -131,12 +131,60 @@ class ServerConfig(_Strict):
     default_router: str | None = Field(default=None, description="router used when `model` is empty")
 
 
+class WatchBounds(_Strict):
+    """How far a window may move from the baseline before it is drift. `null` turns a check off."""
+
+    escalation_rate: float | None = Field(default=0.10, ge=0, le=1, description="absolute change, either way")
+    gate_pass_rate: float | None = Field(default=0.10, ge=0, le=1, description="absolute change, either way")
+    strong_share: float | None = Field(default=0.10, ge=0, le=1,
+                                       description="absolute change in the share answered by the reference model")
+    shadow_agreement_drop: float | None = Field(default=0.05, ge=0, le=1, description="absolute drop")
+    spend_ratio_increase: float | None = Field(default=0.10, ge=0,
+                                               description="absolute rise of spend / always-reference spend")
+    latency_p95_ratio: float | None = Field(default=1.5, gt=0, description="window p95 / baseline p95 above this")
+    error_rate_increase: float | None = Field(default=0.02, ge=0, le=1, description="absolute rise of 5xx share")
+    psi: float | None = Field(default=0.25, gt=0,
+                              description="population stability index of prompt length and router score")
+
+
+class WatchConfig(_Strict):
+    """Online monitoring of recent traces against a baseline (see gearshift.watch)."""
+
+    enabled: bool = Field(default=False, description="run the check loop inside `gearshift serve`")
+    baseline: str | None = Field(default=None, description="baseline JSON (relative to the config file); "
+                                 "default: the oldest `window_requests` traces in the store")
+    window_requests: int = Field(default=500, ge=1, description="the most recent N traces form the window")
+    window_seconds: float | None = Field(default=None, gt=0, description="and only those newer than this")
+    min_requests: int = Field(default=100, ge=1, description="judge no rate on fewer requests than this")
+    min_shadow_pairs: int = Field(default=30, ge=1, description="judge shadow agreement on no fewer pairs")
+    interval_seconds: float = Field(default=60.0, gt=0, description="seconds between checks in the server")
+    router: str | None = Field(default=None, description="watch only this router's traces (default: all)")
+    reference: str | None = Field(default=None, description="the always-expensive model (default: highest-ranked)")
+    quality_floor: float | None = Field(default=None, ge=0, le=1,
+                                        description="alert when quality retained's lower bound is below this")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="two-sided level of the quality interval")
+    psi_bins: int = Field(default=10, ge=2, le=100)
+    webhook_url: str | None = Field(default=None, description="POST alerts here as JSON")
+    webhook_url_env: str | None = Field(default=None, description="or read the URL from this variable "
+                                        "(for URLs that carry a token)")
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    bounds: WatchBounds = WatchBounds()
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://", v):
+            raise ValueError("webhook_url must start with http:// or https://")
+        return v
+
+
 class Config(_Strict):
     models: dict[str, ModelConfig]
     routers: dict[str, RouterConfig] = Field(default_factory=dict)
     client_keys: list[ClientKey] = Field(default_factory=list)
     store: StoreConfig = StoreConfig()
     server: ServerConfig = ServerConfig()
+    watch: WatchConfig = WatchConfig()
     # Paths in the file (replay datasets, artifacts) are relative to the file's folder.
     base_dir: str = "."
 
@@ -165,6 +213,8 @@ class Config(_Strict):
                 raise _KeyProblem(f"routers.{rname}", rname, "a router name that is not also a model name")
         if self.server.default_router and self.server.default_router not in self.routers:
             raise _KeyProblem("server.default_router", self.server.default_router, f"one of {sorted(self.routers)}")
+        if self.watch.reference is not None and self.watch.reference not in self.models:
+            raise _KeyProblem("watch.reference", self.watch.reference, f"one of the models: {sorted(self.models)}")
         return self
 
     def model(self, name: str) -> ModelConfig:
