@@ -78,6 +78,19 @@ class ModelConfig(_Strict):
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
+class ShadowConfig(_Strict):
+    """Shadow routing: after the client has its answer, a sample also goes to the reference model."""
+
+    rate: float = Field(ge=0, le=1, description="share of requests shadowed")
+    reference: str | None = Field(default=None, description="the reference model (default: the highest-ranked)")
+    when: dict[str, Any] | None = Field(default=None, description="only requests matching these rule conditions")
+    daily_budget_usd: float | None = Field(default=None, ge=0, description="stop shadowing for the UTC day past this")
+    judge: str | None = Field(default=None, description="model that compares free-text pairs (pairwise)")
+    allow_weak_judge: bool = False
+    compare: Literal["auto", "final_answer", "json", "tool_call", "judge"] = Field(
+        default="auto", description="how pairs are scored: auto detects structured output, else the judge")
+
+
 class RouterConfig(BaseModel):
     """A router's settings; `kind` picks the class, which validates the rest (see gearshift.routers)."""
 
@@ -85,7 +98,7 @@ class RouterConfig(BaseModel):
 
     kind: str
     fallbacks: list[str] = Field(default_factory=list)
-    shadow: dict[str, Any] | None = None
+    shadow: ShadowConfig | None = None
 
     def options(self) -> dict[str, Any]:
         """The kind-specific keys."""
@@ -129,6 +142,8 @@ class ServerConfig(_Strict):
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     default_router: str | None = Field(default=None, description="router used when `model` is empty")
+    shadow_queue_size: int = Field(default=1000, ge=1, description="shadow work waiting; beyond it work is dropped")
+    shadow_workers: int = Field(default=4, ge=1, le=256)
 
 
 class WatchBounds(_Strict):
@@ -211,6 +226,11 @@ class Config(_Strict):
                     raise _KeyProblem(f"routers.{rname}.fallbacks.{i}", fb, f"one of the models: {sorted(self.models)}")
             if rname in self.models:
                 raise _KeyProblem(f"routers.{rname}", rname, "a router name that is not also a model name")
+            sh = r.shadow
+            for key in ("reference", "judge"):
+                value = getattr(sh, key) if sh else None
+                if value is not None and value not in self.models:
+                    raise _KeyProblem(f"routers.{rname}.shadow.{key}", value, f"one of the models: {sorted(self.models)}")
         if self.server.default_router and self.server.default_router not in self.routers:
             raise _KeyProblem("server.default_router", self.server.default_router, f"one of {sorted(self.routers)}")
         if self.watch.reference is not None and self.watch.reference not in self.models:

@@ -46,6 +46,8 @@ class Trace:
     response: str | None = None
     estimated_tokens: int = 0
     score: float | None = None
+    arm: str | None = None  # the A/B arm (the router a split router delegated to)
+    shadowed: bool = False
     latency_ms: float = 0.0
     error: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)

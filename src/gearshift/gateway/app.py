@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 import aiohttp
@@ -20,6 +22,8 @@ from gearshift.errors import (
     UpstreamError,
 )
 from gearshift.gateway.executor import Executor, Outcome
+from gearshift.gateway.feedback import parse_feedback
+from gearshift.gateway.shadow import Shadower
 from gearshift.providers import build_provider
 from gearshift.request import ChatRequest
 from gearshift.route import Route, Step
@@ -89,6 +93,8 @@ class Gateway:
         self.keys = [(k.name, (k.secret() or "").encode()) for k in config.client_keys]
         self.session: aiohttp.ClientSession | None = None
         self.executor: Executor | None = None
+        self.shadower: Shadower | None = None
+        self.recent: OrderedDict[str, None] = OrderedDict()  # trace ids feedback may name before they are flushed
         self.started = time.time()
         self.requests = 0
         missing = [k.name for k in config.client_keys if not k.secret()]
@@ -103,8 +109,12 @@ class Gateway:
         self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         providers = {name: build_provider(m, self.session, self.config.base_dir) for name, m in self.config.models.items()}
         self.executor = Executor(self.config, providers)
+        self.shadower = Shadower(self.config, providers, self.writer)
+        self.shadower.start()
 
     async def stop(self, app: web.Application | None = None) -> None:
+        if self.shadower is not None:
+            await self.shadower.stop()
         if self.executor is not None:
             for p in self.executor.providers.values():
                 await p.close()
@@ -161,6 +171,7 @@ class Gateway:
             trace.streamed = req.stream
             router, route = self.resolve(req)
             trace.router, trace.reason, trace.route, trace.score = route.router, route.reason, route.models(), route.score
+            trace.arm = route.arm
             trace.estimated_tokens = req.estimated_tokens()
             if self.config.store.record_content:
                 trace.prompt = req.text()
@@ -173,8 +184,11 @@ class Gateway:
             if self.config.store.record_content:
                 trace.response = outcome.completion.text
             trace.latency_ms = (time.perf_counter() - t0) * 1000
-            return web.Response(body=dumps(outcome.completion.body), content_type="application/json",
-                                headers=self._headers(trace, route, outcome))
+            response = web.Response(body=dumps(outcome.completion.body), content_type="application/json",
+                                    headers=self._headers(trace, route, outcome))
+            assert self.shadower is not None
+            self.shadower.offer(req, trace, outcome.completion.text, outcome.completion.body)
+            return response
         except GearshiftError as e:
             return self._error(e, trace, t0)
         except Exception:
@@ -182,6 +196,7 @@ class Gateway:
             err = GearshiftError(f"internal error (trace {trace.id})")
             return self._error(err, trace, t0)
         finally:
+            self._remember(trace.id)
             self.writer.put(trace)
 
     def _headers(self, trace: Trace, route: Route, outcome: Outcome | None, cost: str | None = None) -> dict[str, str]:
@@ -232,7 +247,33 @@ class Gateway:
             await resp.write(f": gearshift cost_usd={trace.cost_usd:.8f} model={outcome.model}\n\n".encode())
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
+        if trace.status == 200 and self.shadower is not None:
+            self.shadower.offer(req, trace, outcome.stream.text, None)
         return resp
+
+    def _remember(self, trace_id: str, keep: int = 50_000) -> None:
+        self.recent[trace_id] = None
+        if len(self.recent) > keep:
+            self.recent.popitem(last=False)
+
+    async def feedback(self, request: web.Request) -> web.Response:
+        """POST /v1/feedback {trace_id, score | thumbs | rating (+ scale), source?, comment?}."""
+        try:
+            self.authenticate(request)
+            try:
+                body = loads(await request.read())
+            except ValueError as e:
+                raise BadRequest(f"request body is not valid JSON: {e}") from None
+            fb = parse_feedback(body)
+            if fb.trace_id not in self.recent:
+                known = await asyncio.to_thread(self.store.has_trace, fb.trace_id)
+                if not known:
+                    raise NotFound(f"no trace with id {fb.trace_id!r}", param="trace_id", code="trace_not_found")
+            await asyncio.to_thread(self.store.write_feedback, fb.trace_id, fb.score, fb.label, fb.source, fb.comment)
+        except GearshiftError as e:
+            return web.Response(status=e.status, body=dumps(e.to_json()), content_type="application/json")
+        return web.Response(body=dumps({"object": "feedback", "trace_id": fb.trace_id, "score": fb.score}),
+                            content_type="application/json")
 
     async def models(self, request: web.Request) -> web.Response:
         try:
@@ -248,8 +289,11 @@ class Gateway:
         return web.Response(body=dumps({"object": "list", "data": data}), content_type="application/json")
 
     async def health(self, request: web.Request) -> web.Response:
+        sh = self.shadower
         body = {"status": "ok", "routers": len(self.routers), "models": len(self.config.models),
                 "traces_pending": self.writer.pending(), "traces_written": self.writer.written,
+                "shadow": {"queued": sh.queue.qsize(), "done": sh.done, "dropped": dict(sh.dropped),
+                           "spent_today_usd": sh.spent_today()} if sh else None,
                 "uptime_s": round(time.time() - self.started, 1)}
         return web.Response(body=dumps(body), content_type="application/json")
 
@@ -269,6 +313,7 @@ def create_app(config: Config, store: TraceStore | None = None) -> web.Applicati
     app.router.add_post("/v1/chat/completions", gw.chat)
     app.router.add_post("/chat/completions", gw.chat)
     app.router.add_get("/v1/models", gw.models)
+    app.router.add_post("/v1/feedback", gw.feedback)
     app.router.add_get("/health", gw.health)
     app.router.add_route("*", "/{tail:.*}", gw.not_found)
     return app

@@ -11,11 +11,12 @@ from gearshift.routers.base import Router, ScoringRouter
 from gearshift.routers.fixed import FixedRouter
 from gearshift.routers.random import RandomRouter
 from gearshift.routers.rules import RulesRouter
+from gearshift.routers.split import SplitRouter
 
 if TYPE_CHECKING:
     from gearshift.config import Config
 
-KINDS: dict[str, type[Router]] = {r.kind: r for r in (FixedRouter, RandomRouter, RulesRouter)}
+KINDS: dict[str, type[Router]] = {r.kind: r for r in (FixedRouter, RandomRouter, RulesRouter, SplitRouter)}
 
 
 def register(cls: type[Router]) -> type[Router]:
@@ -75,6 +76,8 @@ def build_routers(config: Config) -> dict[str, Router]:
     for name, rc in config.routers.items():
         cls, options = _parse(name, rc, config, "<config>")
         routers[name] = cls.from_config(name, options, config, rc.fallbacks, rc.shadow)
+    for r in routers.values():
+        r.bind(routers)
     return routers
 
 

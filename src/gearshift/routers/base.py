@@ -44,6 +44,9 @@ class Router(ABC):
                     shadow: Any = None) -> Router:
         return cls(name, options, fallbacks, shadow)
 
+    def bind(self, routers: dict[str, Router]) -> None:
+        """Called once every router is built: routers that delegate (split) look their targets up here."""
+
     @abstractmethod
     def route(self, request: ChatRequest) -> Route:
         """Decide the route of one request."""

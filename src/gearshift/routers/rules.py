@@ -60,21 +60,23 @@ class RulesOptions(Options):
         return self
 
 
-class _Compiled:
-    """A rule turned into a fast predicate: regexes compiled once, keywords as one alternation."""
+class Condition:
+    """`When` conditions turned into a fast predicate: regexes compiled once, keywords as one alternation.
 
-    __slots__ = ("name", "model", "w", "pattern", "keywords", "metadata")
+    Rules use it, and so does anything else that selects requests (e.g. which ones to shadow).
+    """
 
-    def __init__(self, index: int, rule: Rule) -> None:
-        self.name = rule.name or f"rule {index}"
-        self.model = rule.model
-        self.w = rule.when
-        self.pattern = re.compile(rule.when.regex) if rule.when.regex else None
+    __slots__ = ("name", "w", "pattern", "keywords", "metadata")
+
+    def __init__(self, when: When, name: str = "") -> None:
+        self.name = name
+        self.w = when
+        self.pattern = re.compile(when.regex) if when.regex else None
         self.keywords = (
-            re.compile(r"\b(?:" + "|".join(re.escape(k) for k in rule.when.keywords) + r")\b", re.IGNORECASE)
-            if rule.when.keywords else None
+            re.compile(r"\b(?:" + "|".join(re.escape(k) for k in when.keywords) + r")\b", re.IGNORECASE)
+            if when.keywords else None
         )
-        self.metadata = {k: (v if isinstance(v, list) else [v]) for k, v in (rule.when.metadata or {}).items()}
+        self.metadata = {k: (v if isinstance(v, list) else [v]) for k, v in (when.metadata or {}).items()}
 
     def matches(self, req: ChatRequest) -> bool:
         w = self.w
@@ -121,13 +123,21 @@ class _Compiled:
         return f"{self.name}" + (f" ({'; '.join(bits)})" if bits else "")
 
 
+class _Rule(Condition):
+    __slots__ = ("model",)
+
+    def __init__(self, index: int, rule: Rule) -> None:
+        super().__init__(rule.when, rule.name or f"rule {index}")
+        self.model = rule.model
+
+
 class RulesRouter(Router):
     kind = "rules"
     Options = RulesOptions
 
     def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None) -> None:
         super().__init__(name, options, fallbacks, shadow)
-        self._rules = [_Compiled(i, r) for i, r in enumerate(options.rules)]
+        self._rules = [_Rule(i, r) for i, r in enumerate(options.rules)]
 
     @classmethod
     def check(cls, name: str, options: Any, config: Any) -> list[tuple[str, Any, str]]:

@@ -22,8 +22,39 @@ class TraceStore(ABC):
         """Traces as dicts (with a `calls` list), oldest first."""
 
     @abstractmethod
+    def has_trace(self, trace_id: str) -> bool:
+        """Whether a trace with this id is stored."""
+
+    @abstractmethod
     def count(self) -> int:
         """How many traces are stored."""
+
+    @abstractmethod
+    def write_feedback(self, trace_id: str, score: float, label: str | None = None, source: str | None = None,
+                       comment: str | None = None) -> None:
+        """Record the application's judgement of a traced answer (score in [0, 1])."""
+
+    @abstractmethod
+    def feedback(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Feedback rows, oldest first."""
+
+    @abstractmethod
+    def add_router_version(self, router: str, settings: dict[str, Any], metrics: dict[str, Any],
+                           created_by: str) -> int:
+        """Store a new version of a router's settings (e.g. a recalibrated threshold); returns its number."""
+
+    @abstractmethod
+    def router_versions(self, router: str | None = None) -> list[dict[str, Any]]:
+        """Every stored version, oldest first, with who promoted it and when."""
+
+    @abstractmethod
+    def promote(self, router: str, version: int, by: str) -> None:
+        """Make a version the active one; the gateway applies it."""
+
+    def active_version(self, router: str) -> dict[str, Any] | None:
+        """The promoted version of a router, if any."""
+        active = [v for v in self.router_versions(router) if v["active"]]
+        return active[-1] if active else None
 
     def close(self) -> None:  # noqa: B027 - stores without a connection need not override it
         """Release the connection."""

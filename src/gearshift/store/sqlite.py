@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,33 @@ CREATE TABLE IF NOT EXISTS traces (
     verdicts TEXT,
     prompt TEXT,
     response TEXT,
-    error TEXT
+    error TEXT,
+    arm TEXT,
+    shadowed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS traces_created ON traces(created);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trace_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    score REAL NOT NULL,
+    label TEXT,
+    source TEXT,
+    comment TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_trace ON feedback(trace_id);
+CREATE TABLE IF NOT EXISTS router_versions (
+    router TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 0,
+    promoted_by TEXT,
+    promoted_at REAL,
+    PRIMARY KEY (router, version)
+);
 CREATE TABLE IF NOT EXISTS calls (
     trace_id TEXT NOT NULL REFERENCES traces(id),
     idx INTEGER NOT NULL,
@@ -55,7 +80,7 @@ CREATE TABLE IF NOT EXISTS calls (
 
 _TRACE_COLS = ("id", "created", "router", "requested_model", "reason", "route", "final_model", "status",
                "streamed", "cost_usd", "latency_ms", "estimated_tokens", "score", "client", "metadata",
-               "verdicts", "prompt", "response", "error")
+               "verdicts", "prompt", "response", "error", "arm", "shadowed")
 _CALL_COLS = ("trace_id", "idx", "model", "role", "input_tokens", "output_tokens", "usage_estimated",
               "cost_usd", "latency_ms", "status", "error", "attempt", "response")
 
@@ -88,7 +113,7 @@ class SQLiteStore(TraceStore):
             trows.append((t.id, t.created, t.router, t.requested_model, t.reason, json.dumps(t.route),
                           t.final_model, t.status, int(t.streamed), t.cost_usd, t.latency_ms, t.estimated_tokens,
                           t.score, t.client, json.dumps(t.metadata), json.dumps(t.verdicts), t.prompt, t.response,
-                          t.error))
+                          t.error, t.arm, int(t.shadowed)))
             for i, c in enumerate(t.calls):
                 crows.append((t.id, i, c.model, c.role, c.input_tokens, c.output_tokens, int(c.usage_estimated),
                               c.cost_usd, c.latency_ms, c.status, c.error, c.attempt, c.response))
@@ -138,8 +163,72 @@ class SQLiteStore(TraceStore):
             d["metadata"] = json.loads(d["metadata"] or "{}")
             d["verdicts"] = json.loads(d["verdicts"] or "[]")
             d["streamed"] = bool(d["streamed"])
+            d["shadowed"] = bool(d["shadowed"])
             d["calls"] = calls.get(d["id"], [])
             yield d
+
+    def write_feedback(self, trace_id: str, score: float, label: str | None = None, source: str | None = None,
+                       comment: str | None = None) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO feedback (trace_id, created, score, label, source, comment) VALUES (?,?,?,?,?,?)",
+                             (trace_id, time.time(), score, label, source, comment))
+
+    def feedback(self, since: float | None = None) -> list[dict[str, Any]]:
+        cols = ("trace_id", "created", "score", "label", "source", "comment")
+        sql = f"SELECT {','.join(cols)} FROM feedback" + (" WHERE created >= ?" if since is not None else "") + " ORDER BY id"
+        with self._lock:
+            rows = self._db.execute(sql, () if since is None else (since,)).fetchall()
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def add_router_version(self, router: str, settings: dict[str, Any], metrics: dict[str, Any],
+                           created_by: str) -> int:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                (last,) = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM router_versions WHERE router = ?",
+                                           (router,)).fetchone()
+                version = int(last) + 1
+                self._db.execute("INSERT INTO router_versions (router, version, created, created_by, settings, metrics)"
+                                 " VALUES (?,?,?,?,?,?)",
+                                 (router, version, time.time(), created_by, json.dumps(settings), json.dumps(metrics)))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return version
+
+    def router_versions(self, router: str | None = None) -> list[dict[str, Any]]:
+        cols = ("router", "version", "created", "created_by", "settings", "metrics", "active", "promoted_by",
+                "promoted_at")
+        sql = f"SELECT {','.join(cols)} FROM router_versions" + (" WHERE router = ?" if router else "")
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY router, version", (router,) if router else ()).fetchall()
+        out = []
+        for r in rows:
+            d = dict(zip(cols, r, strict=True))
+            d["settings"], d["metrics"], d["active"] = json.loads(d["settings"]), json.loads(d["metrics"]), bool(d["active"])
+            out.append(d)
+        return out
+
+    def promote(self, router: str, version: int, by: str) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                found = self._db.execute("SELECT 1 FROM router_versions WHERE router = ? AND version = ?",
+                                         (router, version)).fetchone()
+                if not found:
+                    raise KeyError(f"router {router!r} has no version {version}")
+                self._db.execute("UPDATE router_versions SET active = 0 WHERE router = ?", (router,))
+                self._db.execute("UPDATE router_versions SET active = 1, promoted_by = ?, promoted_at = ? "
+                                 "WHERE router = ? AND version = ?", (by, time.time(), router, version))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def has_trace(self, trace_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM traces WHERE id = ?", (trace_id,)).fetchone() is not None
 
     def count(self) -> int:
         with self._lock:

@@ -1,0 +1,107 @@
+"""Scoring a shadow pair: is the routed answer as good as the reference model's?
+
+Programmatic where the output is structured (same tool call, equal JSON, same final answer),
+else a pairwise judge when one is configured, else unscored (stored, not counted).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from gearshift.request import ChatRequest
+
+# An explicit final answer: "#### 18", "The answer is 18", "\boxed{18}", "Answer: 18".
+_MARKED = re.compile(r"(?:####|answer\s*(?:is|:)|\\boxed\{)\s*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
+
+
+def _tool_calls(body: dict[str, Any] | None) -> list[tuple[str, Any]] | None:
+    try:
+        calls = body["choices"][0]["message"].get("tool_calls") if body else None
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+    if not calls:
+        return None
+    out = []
+    for c in calls:
+        fn = c.get("function") or {}
+        try:
+            args = json.loads(fn.get("arguments") or "{}")
+        except ValueError:
+            args = fn.get("arguments")
+        out.append((fn.get("name"), args))
+    return sorted(out, key=lambda x: (str(x[0]), json.dumps(x[1], sort_keys=True)))
+
+
+def _json(text: str) -> Any:
+    t = text.strip()
+    if t.startswith("```"):
+        t = t.split("\n", 1)[-1].rsplit("```", 1)[0]
+    try:
+        value = json.loads(t)
+    except ValueError:
+        return None
+    return value if isinstance(value, (dict, list)) else None
+
+
+def _number(s: str) -> float | None:
+    try:
+        return float(s.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def final_answer(text: str, marked_only: bool = True) -> float | None:
+    """The answer's final number: an explicitly marked one, else (when allowed) the last number."""
+    marked = _MARKED.findall(text)
+    if marked:
+        return _number(marked[-1])
+    if marked_only:
+        return None
+    numbers = _NUMBER.findall(text)
+    return _number(numbers[-1]) if numbers else None
+
+
+def compare(request: ChatRequest, answer: str, reference: str, answer_body: dict[str, Any] | None = None,
+            reference_body: dict[str, Any] | None = None, method: str = "auto") -> dict[str, Any] | None:
+    """A verdict dict {method, passed, score, reasons} for a pair, or None when only a judge could tell."""
+    if method in ("auto", "tool_call"):
+        a, r = _tool_calls(answer_body), _tool_calls(reference_body)
+        if a is not None or r is not None:
+            same = a == r
+            return {"method": "tool_call", "passed": same, "score": float(same),
+                    "reasons": [] if same else ["tool calls differ"]}
+    if method in ("auto", "json"):
+        rf = request.body.get("response_format")
+        wants_json = isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
+        ja, jr = _json(answer), _json(reference)
+        if (wants_json or method == "json") or (ja is not None and jr is not None):
+            same = ja is not None and ja == jr
+            return {"method": "json", "passed": same, "score": float(same),
+                    "reasons": [] if same else ["JSON differs" if ja is not None else "answer is not JSON"]}
+    if method in ("auto", "final_answer"):
+        fa = final_answer(answer, marked_only=method == "auto")
+        fr = final_answer(reference, marked_only=method == "auto")
+        if fr is not None and (fa is not None or method == "final_answer"):
+            same = fa is not None and abs(fa - fr) <= 1e-6 * max(1.0, abs(fr))
+            return {"method": "final_answer", "passed": same, "score": float(same),
+                    "reasons": [] if same else [f"final answer {fa} vs reference {fr}"]}
+    return None
+
+
+PAIRWISE_PROMPT = """You compare two answers to the same request. The reference answer comes from a strong model.
+Decide whether the candidate answer is as good as the reference for the user: correct, complete and useful.
+Minor differences in wording or length do not matter.
+
+[Request]
+{question}
+
+[Reference answer]
+{reference}
+
+[Candidate answer]
+{answer}
+
+Reply with one word: PASS if the candidate is as good as the reference, FAIL otherwise."""

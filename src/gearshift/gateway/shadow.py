@@ -1,0 +1,187 @@
+"""Shadow routing: after the client has its answer, a sample of requests also goes to the reference
+model in the background; the pair is scored and stored in the trace. Never delays or alters the
+client's response: a full queue or a spent daily budget drops the shadow work, counted."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import logging
+import random
+import time
+from collections import Counter
+from typing import Any
+
+from gearshift.config import Config, ShadowConfig
+from gearshift.errors import UpstreamError
+from gearshift.gateway.compare import PAIRWISE_PROMPT, compare
+from gearshift.providers.base import Provider
+from gearshift.request import ChatRequest
+from gearshift.routers.rules import Condition, When
+from gearshift.store.writer import TraceWriter
+from gearshift.trace import Call, Trace
+
+log = logging.getLogger("gearshift.shadow")
+
+
+class _Policy:
+    """One router's shadow settings, compiled."""
+
+    def __init__(self, router: str, cfg: ShadowConfig, config: Config) -> None:
+        self.router = router
+        self.rate = cfg.rate
+        self.reference = cfg.reference or config.strongest()
+        self.condition = Condition(When.model_validate(cfg.when)) if cfg.when else None
+        self.budget = cfg.daily_budget_usd
+        self.judge = cfg.judge
+        self.method = cfg.compare
+        if cfg.judge:
+            from gearshift.gates.judge import check_judge_capability
+
+            warning = check_judge_capability(config.models[cfg.judge], config.models[self.reference],
+                                             cfg.allow_weak_judge, where=f"routers.{router}.shadow.judge")
+            if warning:
+                log.warning("%s", warning)
+
+
+def policies(config: Config) -> dict[str, _Policy]:
+    """Shadow policies of every router that has one; raises ConfigError for a judge below the reference."""
+    return {name: _Policy(name, rc.shadow, config) for name, rc in config.routers.items()
+            if rc.shadow is not None and rc.shadow.rate > 0}
+
+
+class Shadower:
+    """Samples requests, queues shadow work, runs it on a few worker tasks and stores the scored pair."""
+
+    def __init__(self, config: Config, providers: dict[str, Provider], writer: TraceWriter) -> None:
+        self.config = config
+        self.providers = providers
+        self.writer = writer
+        self.policies = policies(config)
+        self.queue: asyncio.Queue[tuple[_Policy, ChatRequest, Trace, str, dict[str, Any] | None]] = \
+            asyncio.Queue(config.server.shadow_queue_size)
+        self.dropped: Counter[str] = Counter()
+        self.done = 0
+        self.spent: dict[str, float] = {}  # UTC day -> USD spent on shadow and its judging
+        self._workers: list[asyncio.Task[None]] = []
+        self._rng = random.Random()
+
+    def start(self) -> None:
+        if self.policies:
+            self._workers = [asyncio.create_task(self._work()) for _ in range(self.config.server.shadow_workers)]
+
+    def policy_for(self, trace: Trace) -> _Policy | None:
+        return self.policies.get(trace.router) or (self.policies.get(trace.arm) if trace.arm else None)
+
+    def offer(self, request: ChatRequest, trace: Trace, answer: str, answer_body: dict[str, Any] | None) -> bool:
+        """Maybe shadow this answered request. O(1); never waits."""
+        policy = self.policy_for(trace)
+        if policy is None or trace.status != 200 or not trace.final_model:
+            return False
+        if trace.final_model == policy.reference:
+            return False  # the answer already is the reference's: nothing to compare
+        if self._rng.random() >= policy.rate:
+            return False
+        if policy.condition is not None and not policy.condition.matches(request):
+            return False
+        if policy.budget is not None and self.spent_today() >= policy.budget:
+            self.dropped["budget"] += 1
+            return False
+        try:
+            self.queue.put_nowait((policy, request, trace, answer, answer_body))
+        except asyncio.QueueFull:
+            self.dropped["queue_full"] += 1
+            return False
+        trace.shadowed = True
+        return True
+
+    def spent_today(self) -> float:
+        return self.spent.get(dt.datetime.now(dt.UTC).date().isoformat(), 0.0)
+
+    def _spend(self, usd: float) -> None:
+        day = dt.datetime.now(dt.UTC).date().isoformat()
+        self.spent = {day: self.spent.get(day, 0.0) + usd}
+
+    async def _work(self) -> None:
+        while True:
+            policy, request, trace, answer, answer_body = await self.queue.get()
+            try:
+                await self._shadow(policy, request, trace, answer, answer_body)
+            except Exception:  # shadow work must never take a worker down
+                log.exception("shadow of trace %s failed", trace.id)
+            finally:
+                self.queue.task_done()
+
+    async def _call(self, model: str, request: ChatRequest, role: str) -> tuple[Call, Any]:
+        provider = self.providers[model]
+        t0 = time.perf_counter()
+        call = Call(model=model, role=role)
+        completion = None
+        try:
+            completion = await provider.complete(request)
+        except UpstreamError as e:
+            call.status, call.error = e.upstream_status or e.status, e.message
+        call.latency_ms = (time.perf_counter() - t0) * 1000
+        if completion is not None:
+            u = completion.usage
+            call.input_tokens, call.output_tokens, call.usage_estimated = u.input_tokens, u.output_tokens, u.estimated
+            call.cost_usd = self.config.models[model].price.cost(u.input_tokens, u.output_tokens)
+            call.response = completion.text
+            self._spend(call.cost_usd)
+        return call, completion
+
+    async def _shadow(self, policy: _Policy, request: ChatRequest, trace: Trace, answer: str,
+                      answer_body: dict[str, Any] | None) -> None:
+        if policy.budget is not None and self.spent_today() >= policy.budget:
+            self.dropped["budget"] += 1
+            return
+        body = {k: v for k, v in request.body.items() if k not in ("stream", "stream_options")}
+        shadow_req = ChatRequest(body=body, metadata=request.metadata, client=request.client)
+        call, completion = await self._call(policy.reference, shadow_req, "shadow")
+        # A copy: the original trace object may still be serialised by the writer thread.
+        t = copy.copy(trace)
+        t.calls = [*trace.calls, call]
+        t.verdicts = list(trace.verdicts)
+        t.shadowed = True
+        if completion is not None:
+            verdict = None if policy.method == "judge" else compare(
+                request, answer, completion.text, answer_body, completion.body, policy.method)
+            if verdict is None and policy.judge:
+                verdict, judge_call = await self._judge(policy, request, answer, completion.text)
+                t.calls.append(judge_call)
+            if verdict is not None:
+                t.verdicts.append({"gate": "shadow_agreement", "model": trace.final_model, **verdict})
+                # The reference is taken as correct: its quality in the pair is 1 by definition.
+                t.verdicts.append({"gate": "shadow_reference", "model": policy.reference, "passed": True,
+                                   "score": 1.0, "method": "reference", "reasons": []})
+        self.done += 1
+        self.writer.put(t)
+
+    async def _judge(self, policy: _Policy, request: ChatRequest, answer: str, reference: str) -> tuple[dict[str, Any] | None, Call]:
+        from gearshift.gates.judge import parse_pass_fail, question_text
+
+        prompt = PAIRWISE_PROMPT.format(question=question_text(request), reference=reference, answer=answer)
+        judge_req = ChatRequest(body={"messages": [{"role": "user", "content": prompt}], "temperature": 0,
+                                      "max_tokens": 10})
+        assert policy.judge is not None
+        call, completion = await self._call(policy.judge, judge_req, "judge")
+        if completion is None:
+            return None, call
+        score = parse_pass_fail(completion.text)
+        if score is None:
+            return {"method": "judge", "passed": False, "score": 0.0, "reasons": ["unparseable judgement"],
+                    "error": "unparseable"}, call
+        return {"method": "judge", "passed": score >= 0.5, "score": score, "reasons": []}, call
+
+    async def stop(self, drain_seconds: float = 5.0) -> None:
+        """Finish queued shadow work for a few seconds, then drop what is left (counted)."""
+        if not self._workers:
+            return
+        try:
+            await asyncio.wait_for(self.queue.join(), drain_seconds)
+        except TimeoutError:
+            self.dropped["shutdown"] += self.queue.qsize()
+        for w in self._workers:
+            w.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
