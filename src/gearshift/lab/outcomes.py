@@ -32,6 +32,8 @@ class Outcomes:
     responses: np.ndarray | None = None
     meta: dict[str, np.ndarray] = field(default_factory=dict)
     name: str = "outcomes"
+    # True when `cost` holds estimates (e.g. tokens guessed from characters), not billed amounts.
+    cost_estimated: bool = False
 
     def __post_init__(self) -> None:
         n, m = len(self.prompts), len(self.models)
@@ -65,6 +67,7 @@ class Outcomes:
             responses=None if self.responses is None else self.responses[rows],
             meta={k: v[rows] for k, v in self.meta.items()},
             name=self.name,
+            cost_estimated=self.cost_estimated,
         )
 
     def select_models(self, models: Sequence[str]) -> Outcomes:
@@ -79,6 +82,7 @@ class Outcomes:
             responses=None if self.responses is None else self.responses[:, cols],
             meta=dict(self.meta),
             name=self.name,
+            cost_estimated=self.cost_estimated,
         )
 
     def split(self, name: str) -> Outcomes:
