@@ -1,15 +1,48 @@
-"""The `gearshift` command."""
+"""The `gearshift` command. Subcommands load on use, so `gearshift serve` starts without the lab."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from gearshift.errors import ConfigError
 
+# name -> "module:attribute"; each subcommand lives beside the code it drives.
+COMMANDS = {
+    "serve": "gearshift.gateway.cli:serve_command",
+    "traces": "gearshift.gateway.cli:traces_command",
+    "routers": "gearshift.gateway.cli:routers_group",
+    "demo": "gearshift.demo:demo_command",
+    "datasets": "gearshift.lab.cli:datasets_group",
+    "lab": "gearshift.lab.cli:lab_group",
+    "watch": "gearshift.watch.cli:watch_command",
+}
 
-@click.group()
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.commands:
+            return self.commands[name]
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        try:
+            cmd = getattr(importlib.import_module(module), attr)
+        except (ModuleNotFoundError, AttributeError) as e:
+            # A command whose module is not there (an optional part) is hidden, not a crash.
+            if isinstance(e, ModuleNotFoundError) and e.name != module:
+                raise
+            return None
+        return cmd  # type: ignore[no-any-return]
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(package_name="gearshift")
 def main() -> None:
     """gearshift: route each LLM request to the cheapest model that can handle it."""
@@ -28,28 +61,6 @@ def check_config(path: str) -> None:
         sys.exit(2)
     click.echo(f"{path}: ok: {len(config.models)} models, {len(config.routers)} routers, store {config.store.url}")
 
-
-def _add_lazy_groups() -> None:
-    # Subcommand groups live beside the code they drive; imported here so `gearshift --help` lists them.
-    import importlib
-
-    for module, attr in (
-        ("gearshift.gateway.cli", "commands"),
-        ("gearshift.lab.cli", "commands"),
-        ("gearshift.demo", "commands"),
-        ("gearshift.watch.cli", "commands"),
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                continue
-            raise
-        for cmd in getattr(mod, attr):
-            main.add_command(cmd)
-
-
-_add_lazy_groups()
 
 if __name__ == "__main__":
     main()

@@ -25,23 +25,26 @@ def register(cls: type[Router]) -> type[Router]:
     return cls
 
 
-def _load_optional_kinds() -> None:
-    # Kinds with heavier modules register on import; an import error here is a bug, not a missing extra.
-    import importlib
+def router_class(kind: str) -> type[Router] | None:
+    """The class of a kind. Kinds not built in live in `gearshift.routers.<kind>` and register on
+    import, so a gateway that uses none of them never imports their (heavier) modules."""
+    if kind not in KINDS and kind.isidentifier():
+        import importlib
 
-    for mod in ("gearshift.routers.classifier", "gearshift.routers.cascade"):
+        module = f"gearshift.routers.{kind}"
         try:
-            importlib.import_module(mod)
+            importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name != mod:
+            if e.name != module:
                 raise
+    return KINDS.get(kind)
 
 
 def _parse(name: str, rc, config: Config, source: str):  # type: ignore[no-untyped-def]
-    _load_optional_kinds()
-    cls = KINDS.get(rc.kind)
+    cls = router_class(rc.kind)
     if cls is None:
-        raise ConfigError(f"{source}: routers.{name}.kind: bad value {rc.kind!r}; allowed: {sorted(KINDS)}")
+        allowed = sorted({*KINDS, "classifier", "cascade"})
+        raise ConfigError(f"{source}: routers.{name}.kind: bad value {rc.kind!r}; allowed: {allowed}")
     try:
         options = cls.Options.model_validate(rc.options())
     except ValidationError as err:
@@ -81,4 +84,4 @@ def build_routers(config: Config) -> dict[str, Router]:
     return routers
 
 
-__all__ = ["KINDS", "Router", "ScoringRouter", "build_routers", "register", "validate_router_configs"]
+__all__ = ["KINDS", "Router", "ScoringRouter", "build_routers", "register", "router_class", "validate_router_configs"]

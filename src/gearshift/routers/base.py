@@ -6,13 +6,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from gearshift.request import ChatRequest
 from gearshift.route import Route, Step
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from gearshift.config import Config
 
 
@@ -77,6 +78,8 @@ class ScoringRouter(Router):
 
     def scores(self, requests: Sequence[ChatRequest]) -> np.ndarray:
         """Scores of many requests; subclasses vectorise."""
+        import numpy as np  # the gateway's static routers never need numpy: import on first use
+
         return np.fromiter((self.score(r) for r in requests), dtype=float, count=len(requests))
 
     def route(self, request: ChatRequest) -> Route:

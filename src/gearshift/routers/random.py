@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from pydantic import Field
 
 from gearshift.request import ChatRequest
@@ -39,8 +39,12 @@ class RandomRouter(ScoringRouter):
         super().__init__(name, options, fallbacks, shadow)
         items = [(m, w) for m, w in options.weights.items() if w > 0]
         self._models = [m for m, _ in items]
-        w = np.array([w for _, w in items], dtype=float)
-        self._cum = np.cumsum(w / w.sum())
+        total = sum(w for _, w in items)
+        self._cum: list[float] = []
+        acc = 0.0
+        for _, w in items:
+            acc += w / total
+            self._cum.append(acc)
         # Two-model form: the weak model is the first listed, the strong the second.
         if len(self._models) == 2:
             self.weak, self.strong = self._models
@@ -63,7 +67,7 @@ class RandomRouter(ScoringRouter):
 
     def route(self, request: ChatRequest) -> Route:
         u = self.score(request)
-        i = min(int(np.searchsorted(self._cum, u, side="right")), len(self._models) - 1)
+        i = min(bisect.bisect_right(self._cum, u), len(self._models) - 1)
         model = self._models[i]
         return Route(steps=[self.step(model)], router=self.name, reason=f"random: draw {u:.3f} -> {model}", score=u)
 

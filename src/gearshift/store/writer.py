@@ -12,9 +12,6 @@ from gearshift.trace import Trace
 
 log = logging.getLogger("gearshift.store")
 
-_STOP = object()
-
-
 class TraceWriter:
     """Batches traces into the store from a background thread; `close()` drains every queued trace."""
 
@@ -23,6 +20,7 @@ class TraceWriter:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._stop = threading.Event()
         self.written = 0
         self.failed = 0
         self._thread = threading.Thread(target=self._run, name="gearshift-trace-writer", daemon=True)
@@ -36,37 +34,28 @@ class TraceWriter:
         return self._q.qsize()
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch: list[Trace] = []
-            try:
-                item = self._q.get(timeout=self.flush_interval)
-            except queue.Empty:
-                continue
-            deadline = time.monotonic() + self.flush_interval
-            while True:
-                if item is _STOP:
-                    stopping = True
-                elif isinstance(item, Trace):
-                    batch.append(item)
-                if len(batch) >= self.batch_size or (stopping and self._q.empty()):
-                    break
-                try:
-                    item = self._q.get(timeout=max(0.0, deadline - time.monotonic())) if not stopping else self._q.get_nowait()
-                except queue.Empty:
-                    break
-            self._write(batch)
+        # Poll rather than block on get(): a put() that must wake a waiting thread costs the event
+        # loop a thread switch per request; a put() into a queue nobody waits on costs almost nothing.
+        while True:
+            stopping = self._stop.wait(self.flush_interval)
+            self._drain()
             if stopping:
-                # Anything put after the stop marker is still written.
-                rest: list[Trace] = []
-                while True:
-                    try:
-                        item = self._q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if isinstance(item, Trace):
-                        rest.append(item)
-                self._write(rest)
+                self._drain()
+                return
+
+    def _drain(self) -> None:
+        batch: list[Trace] = []
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Trace):
+                batch.append(item)
+            if len(batch) >= self.batch_size:
+                self._write(batch)
+                batch = []
+        self._write(batch)
 
     def _write(self, batch: list[Trace]) -> None:
         if not batch:
@@ -83,5 +72,5 @@ class TraceWriter:
 
     def close(self, timeout: float = 30.0) -> None:
         """Write everything queued, then stop."""
-        self._q.put(_STOP)
+        self._stop.set()
         self._thread.join(timeout)
