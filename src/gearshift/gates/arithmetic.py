@@ -29,7 +29,7 @@ from gearshift.request import ChatRequest
 
 # A number: thousands groups (2,400), plain digits, decimals; optional currency before, % after.
 # `130,00` (a truncated `130,000`) is no number at all rather than 130.
-_NUM = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?!,\d)(?:\.\d+)?|\.\d+"
+_NUM = r"(?>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?!,\d)(?:\.\d+)?|\.\d+"
 _ATOM = rf"(?:-(?=[$€£\d.]))?[$€£]?(?:{_NUM})%?"
 # `x` multiplies only as a word of its own (3 x 60, 3x60), never inside a word (box, 2xy).
 _OP = r"(?:\*\*|[-+*/^×÷·−–]|(?<![A-Za-z])[xX](?![A-Za-z]))"
@@ -63,7 +63,7 @@ _OP_CHARS = frozenset("+-*/^×÷·−–<>")
 # `20% of $50` and `2/3 of 24` multiply.
 _OF = re.compile(r"(%|\d/\d+)[ \t]+of[ \t]+(?=[$€£\d(])")
 # A word that joins the left side to something we did not read: `divided by 4 = 2 + 1`.
-_CONNECTORS = frozenset(("of", "by", "times", "plus", "minus", "over", "per", "and", "than"))
+_CONNECTORS = frozenset(("by", "times", "plus", "minus", "over"))
 
 # ---------------------------------------------------------------------------------------------
 # Evaluating expressions (no eval: a tokenizer and a shunting-yard over floats)
@@ -196,13 +196,15 @@ def _balanced(toks: list[Token]) -> list[Token]:
     return toks[start:end]
 
 
-def _values(cleaned: str) -> tuple[list[float], int | None, int]:
+def _values(cleaned: str, lenient: bool = True) -> tuple[list[float], int | None, int]:
     """Readings of a cleaned expression (see _CLEAN), the decimals it shows when it is a lone
     number, and its number of binary operators. `20%` reads as 0.2 and, when a % is shown, also
     as 20, since answers write both `20% x 50 = 10` and `100 - 20 = 80%`."""
     m = _PLAIN.fullmatch(cleaned)
     if m is not None and (m.group(2) or m.group(3)):  # the common case: a lone number
         v = float(cleaned.rstrip("%"))
+        if not abs(v) <= MAX_MAGNITUDE:
+            raise Unverifiable("out of range")
         return ([v / 100.0, v] if m.group(4) else [v]), len(m.group(3) or ""), 0
     m = _BINARY.fullmatch(cleaned)
     if m is not None:  # the next most common: `48/2`
@@ -210,7 +212,9 @@ def _values(cleaned: str) -> tuple[list[float], int | None, int]:
         if op == "/" and b == 0:
             raise DivisionByZero("division by zero")
         return [a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else a / b], None, 1
-    toks = _balanced(_TOKEN.findall(cleaned))
+    toks = _TOKEN.findall(cleaned)
+    if lenient:
+        toks = _balanced(toks)
     v, binary = _evaluate_tokens(toks, True)
     if any(t[1] for t in toks):
         return [v, _evaluate_tokens(toks, False)[0]], None, binary
@@ -222,7 +226,7 @@ def evaluate(expr: str) -> float:
     `20%`, `2^10`), without eval. Raises DivisionByZero or Unverifiable."""
     if not expr.strip():
         raise Unverifiable("empty expression")
-    return _values(expr.translate(_CLEAN))[0][0]
+    return _values(expr.translate(_CLEAN), lenient=False)[0][0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,8 +256,11 @@ def _close(a: float, b: float, decimals: int | None, rel: float, approx: bool) -
     if a == b or abs(a - b) <= rel * max(abs(a), abs(b)):
         return True
     if decimals:
-        # A result shown with d decimals may be rounded or truncated: 10/3 = 3.33, 2/3 = 0.66.
-        return abs(a - b) < 10.0 ** -decimals + 1e-12
+        # A result shown with d decimals may be rounded (10/3 = 3.33, 2/3 = 0.67) or truncated
+        # toward zero (2/3 = 0.66), never anything else (10/3 = 3.4 is wrong).
+        unit = 10.0 ** -decimals
+        diff = a - b
+        return abs(diff) <= 0.5 * unit + 1e-9 * unit or 0 <= (diff if a >= 0 else -diff) < unit * (1 + 1e-9)
     if approx:
         # `≈` claims closeness only: within 1%, or rounded to the shown integer.
         return abs(a - b) <= max(0.01 * abs(a), 0.5 + 1e-12)
@@ -421,7 +428,7 @@ def _sides(text: str) -> Iterator[tuple[str, str, str]]:
             p = text.find(sign, p + 1)
 
 
-def find_equations(answer: str, rel_tol: float = 1e-6, integer_rounding: bool = True) -> list[Equation]:
+def find_equations(answer: str, rel_tol: float = 1e-12, integer_rounding: bool = True) -> list[Equation]:
     """Every checkable equation an answer shows, each once (an annotation and the inline text
     repeating it count as one).
 
@@ -453,7 +460,11 @@ def find_equations(answer: str, rel_tol: float = 1e-6, integer_rounding: bool = 
 
 
 class ArithmeticOptions(GateOptions):
-    rel_tol: float = Field(default=1e-6, gt=0, lt=1, description="relative tolerance of an equation")
+    # 1e-12, not 1e-6: with 1e-6, `999 * 1,001 = 1,000,000` would pass. Shown decimals get their own
+    # rounding tolerance.
+    rel_tol: float = Field(default=1e-12, gt=0, lt=1, description="relative tolerance of an equation")
+    integer_rounding: bool = Field(default=True, description="accept a quotient rounded to a whole number "
+                                                              "(73 / 8 = 9 boxes)")
     min_equations: int = Field(default=0, ge=0,
                                description="fail when fewer equations are shown (0: no equations passes)")
 
@@ -468,7 +479,7 @@ class ArithmeticGate(Gate):
 
     def check(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
         opts: ArithmeticOptions = self.options  # type: ignore[assignment]
-        eqs = find_equations(answer, opts.rel_tol)
+        eqs = find_equations(answer, opts.rel_tol, opts.integer_rounding)
         if len(eqs) < opts.min_equations:
             return self.verdict(0.0, [f"{len(eqs)} equation(s) shown, {opts.min_equations} required"])
         if not eqs:
@@ -484,19 +495,24 @@ class ArithmeticGate(Gate):
 # ---------------------------------------------------------------------------------------------
 
 _FINAL_NUM = r"-?[$€£]?\s?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:\s?/\s?\d+)?%?"
+# (pattern, a lower-case literal that must occur for it to match: a cheap filter, since
+# case-insensitive searches are slow).
 _FINAL_PATTERNS = (
-    re.compile(rf"####\s*\**\s*({_FINAL_NUM})"),
-    re.compile(rf"\\boxed\{{\s*({_FINAL_NUM})\s*\}}"),
-    re.compile(rf"(?i)\bfinal answer\b[^0-9\n$-]{{0,20}}({_FINAL_NUM})"),
-    re.compile(rf"(?i)\bthe answer is\b[^0-9\n$-]{{0,20}}({_FINAL_NUM})"),
+    (re.compile(rf"####\s*\**\s*({_FINAL_NUM})"), "####"),
+    (re.compile(rf"\\boxed\{{\s*({_FINAL_NUM})\s*\}}"), "\\boxed"),
+    (re.compile(rf"(?i)\bfinal answer\b[^0-9\n$-]{{0,20}}({_FINAL_NUM})"), "final answer"),
+    (re.compile(rf"(?i)\bthe answer is\b[^0-9\n$-]{{0,20}}({_FINAL_NUM})"), "answer is"),
 )
 
 
 def final_number(answer: str, pattern: re.Pattern[str] | None = None) -> str | None:
     """The final number an answer states with a marker (`#### 18`, `\\boxed{18}`, `the answer is
     18`, or a custom pattern whose group 1 is the number); the last such statement wins."""
-    patterns = (pattern,) if pattern is not None else _FINAL_PATTERNS
-    for p in patterns:
+    low = answer.lower()
+    patterns = ((pattern, ""),) if pattern is not None else _FINAL_PATTERNS
+    for p, literal in patterns:
+        if literal not in low:
+            continue
         last = None
         for last in p.finditer(answer):  # noqa: B007 - we want the last match
             pass
@@ -517,15 +533,17 @@ def number_value(text: str) -> float | None:
         return None
 
 
-_ANY_NUMBER = re.compile(rf"({_FINAL_NUM})(?!.*\d)", re.S)
-_UNCLOSED_ANNOTATION = re.compile(r"<<[^>]*$")
+_ANY_NUMBER = re.compile(_FINAL_NUM)
+# Signs of an answer cut off by the token limit: an unclosed `<<48/2=` annotation, or a number
+# broken inside its thousands groups (`$130,00`).
+_CUT_OFF = re.compile(r"\d,\d{0,2}\Z")
 
 
 class FinalAnswerOptions(GateOptions):
     pattern: str | None = Field(default=None, description="regex whose group 1 is the final number")
     integer: bool = Field(default=False, description="the final number must be a whole number")
     require_marker: bool = Field(
-        default=True,
+        default=False,
         description="the number must follow a marker (#### 18, \\boxed{18}, the answer is 18); "
                     "false: a number on the last line will do")
 
@@ -544,10 +562,12 @@ class FinalAnswerOptions(GateOptions):
 
 @register
 class FinalAnswerGate(Gate):
-    """Passes when the answer states a final number (and, with `integer: true`, a whole one).
+    """Passes when the answer states a final number (and, with `integer: true`, a whole one): after a
+    marker (`#### 18`, `\\boxed{18}`, `the answer is 18`) or, unless `require_marker`, as the last
+    number of the last line.
 
-    An answer cut off by the token limit (`finish_reason: length`, or an unclosed `<<` annotation)
-    fails whatever it ends with: a truncated `130,00` is not a final answer."""
+    An answer cut off by the token limit (`finish_reason: length`, an unclosed `<<` annotation, a
+    number broken inside its thousands groups like `$130,00`) fails whatever it ends with."""
 
     kind = "final_answer"
     Options = FinalAnswerOptions
@@ -562,13 +582,13 @@ class FinalAnswerGate(Gate):
         if _finish_reason(completion) == "length":
             return self.verdict(0.0, ["answer was cut off (finish_reason: length)"])
         tail = answer.rstrip()
-        if _UNCLOSED_ANNOTATION.search(tail[-200:]):
-            return self.verdict(0.0, ["answer was cut off inside a calculation"])
+        if tail.rfind("<<") > tail.rfind(">>") or _CUT_OFF.search(tail[-8:]):
+            return self.verdict(0.0, ["answer was cut off"])
         found = final_number(answer, self.pattern)
         if found is None and not opts.require_marker:
-            last_line = tail.rsplit("\n", 1)[-1]
-            m = _ANY_NUMBER.search(last_line)
-            found = m.group(1) if m else None
+            # The last number of the last line (of its last 300 characters: the end is what counts).
+            numbers = _ANY_NUMBER.findall(tail[max(tail.rfind("\n") + 1, len(tail) - 300):])
+            found = numbers[-1] if numbers else None
         if found is None:
             return self.verdict(0.0, ["no final numeric answer"])
         value = number_value(found)

@@ -341,11 +341,11 @@ REFUSAL_PHRASES: tuple[str, ...] = (
     rf"\bI(?:{_APOS}m| am) sorry,? (?:but )?(?:I|that|this)\b",
     rf"\bI(?:{_APOS}m| am) (?:really |very )?sorry\b[^.\n]{{0,40}}\b(?:can{_APOS}?t|cannot|unable|not able)\b",
     r"\bI apologi[sz]e,? (?:but )?(?:I|that|this)\b",
-    rf"\bI (?:can{_APOS}?t|cannot|can not|won{_APOS}t|will not|am unable to|{_APOS}m unable to|am not able to|"
-    rf"{_APOS}m not able to|must decline to|must refuse to|am not going to|do not feel comfortable|"
-    rf"don{_APOS}t feel comfortable)\b[^.\n]{{0,30}}\b(?:help|assist|provide|comply|fulfil|fulfill|"
-    rf"do that|answer|complete|create|generate|write|support|engage|share|give|participate|continue|"
-    rf"respond|discuss|produce|offer|recommend|make)",
+    rf"\bI(?: can{_APOS}?t| cannot| can not| won{_APOS}t| will not| am unable to|{_APOS}m unable to|"
+    rf" am not able to|{_APOS}m not able to| must decline to| must refuse to| am not going to|"
+    rf"{_APOS}m not going to| do not feel comfortable| don{_APOS}t feel comfortable)\b[^.\n]{{0,30}}"
+    r"\b(?:help|assist|provide|comply|fulfil|fulfill|do that|answer|complete|create|generate|write|support|"
+    r"engage|share|give|participate|continue|respond|discuss|produce|offer|recommend|make)",
     r"\bI must (?:respectfully )?(?:decline|refuse)\b",
     r"\bAs an AI(?: language model| assistant| model| developed by [A-Z]\w+)?,",
     r"\bAs an AI language model\b",
@@ -358,7 +358,7 @@ REFUSAL_PHRASES: tuple[str, ...] = (
     rf"\A\W*Unfortunately,? I (?:can{_APOS}?t|cannot|do not|don{_APOS}t|am unable|{_APOS}m unable|won{_APOS}t|"
     rf"will not|am not able|{_APOS}m not able|must)\b",
     # A bare opening (an answer cut after a few tokens: "Unfortunately I", "I apologize") is a
-    # refusal in practice: RouterBench's claude-v2 answers so on 108 prompts, all graded wrong.
+    # refusal in practice: RouterBench's claude-v2 answers so 110 times, all graded wrong.
     rf"\A\W*(?:Unfortunately,?(?: I)?|I apologi[sz]e|I(?:{_APOS}m| am) sorry)\W*\Z",
 )
 _REFUSAL_ANYWHERE = re.compile(r"\bAs an AI language model\b", re.IGNORECASE)
