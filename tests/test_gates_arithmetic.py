@@ -239,3 +239,26 @@ def test_known_answers(gsm8k: list[dict[str, str]]) -> None:
     wrong = next(r[f"{MIXTRAL}_response"] for r in gsm8k if "0.40*9*1040" in r[f"{MIXTRAL}_response"])
     v = gate.check(REQ, wrong)
     assert not v.passed and any("0.40*9*1040 = 3760" in r and "3744" in r for r in v.reasons)
+
+
+def test_programmatic_cascade_on_gsm8k(gsm8k: list[dict[str, str]]) -> None:
+    """Mixtral first; escalate to GPT-4 when arithmetic, final_answer (integer) or refusal fails.
+
+    Measured: 195 of 1,319 escalated (14.8%), accuracy 0.754 against Mixtral 0.638 and GPT-4 0.857,
+    so 53% of the quality gap for 14.8% strong calls (a random router gets ~15% for 15%)."""
+    gates = [build_gate("arithmetic"), build_gate({"kind": "final_answer", "integer": True}), build_gate("refusal")]
+    escalated = correct = 0
+    for r in gsm8k:
+        req = ChatRequest.from_prompt(r["prompt"])
+        if all(g.check(req, r[f"{MIXTRAL}_response"]).passed for g in gates):
+            correct += r[MIXTRAL] == "True"
+        else:
+            escalated += 1
+            correct += r[GPT4] == "True"
+    n = len(gsm8k)
+    q_weak = sum(r[MIXTRAL] == "True" for r in gsm8k) / n
+    q_strong = sum(r[GPT4] == "True" for r in gsm8k) / n
+    pgr = (correct / n - q_weak) / (q_strong - q_weak)
+    assert escalated / n <= 0.20
+    assert pgr >= 0.45
+    assert pgr >= 2.5 * escalated / n

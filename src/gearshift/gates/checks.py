@@ -361,6 +361,12 @@ REFUSAL_PHRASES: tuple[str, ...] = (
     # refusal in practice: RouterBench's claude-v2 answers so 110 times, all graded wrong.
     rf"\A\W*(?:Unfortunately,?(?: I)?|I apologi[sz]e|I(?:{_APOS}m| am) sorry)\W*\Z",
 )
+# Every built-in phrase contains one of these (lower-cased, apostrophes unified): a cheap filter
+# that skips the slow case-insensitive search for the great majority of answers.
+_TRIGGERS = ("sorry", "apologi", "can't", "cant", "cannot", "can not", "won't", "will not", "unable", "not able",
+             "decline", "refuse", "an ai", "appropriate", "have enough", "have sufficient", "goes against",
+             "violates", "against my", "unfortunately", "not going to", "comfortable")
+_BUILTIN_REFUSAL = re.compile("|".join(f"(?:{p})" for p in REFUSAL_PHRASES), re.IGNORECASE)
 _REFUSAL_ANYWHERE = re.compile(r"\bAs an AI language model\b", re.IGNORECASE)
 
 
@@ -388,12 +394,19 @@ class RefusalGate(Gate):
 
     def __init__(self, options: RefusalOptions) -> None:
         super().__init__(options)
-        self.pattern = re.compile("|".join(f"(?:{p})" for p in (*REFUSAL_PHRASES, *options.extra_phrases)),
-                                  re.IGNORECASE)
+        self.extra = (re.compile("|".join(f"(?:{p})" for p in options.extra_phrases), re.IGNORECASE)
+                      if options.extra_phrases else None)
 
     def check(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
         head = answer.lstrip()[: self.options.head_chars]  # type: ignore[attr-defined]
-        m = self.pattern.search(head) or _REFUSAL_ANYWHERE.search(answer)
+        m = None
+        low = head.lower().replace("’", "'")
+        if any(t in low for t in _TRIGGERS):
+            m = _BUILTIN_REFUSAL.search(head)
+        if m is None and self.extra is not None:
+            m = self.extra.search(head)
+        if m is None and len(answer) > len(head) and "as an ai" in answer.lower():
+            m = _REFUSAL_ANYWHERE.search(answer)
         if m is not None:
             return self.verdict(0.0, [f"refusal: {m.group(0)!r}"])
         return self.verdict(1.0, ["no refusal"])

@@ -265,13 +265,13 @@ class JudgeGate(Gate):
                            latency_ms=(time.perf_counter() - t0) * 1000, error="judge_failed")
         call.role = "judge"
         latency = call.latency_ms or (time.perf_counter() - t0) * 1000
-        extra = {"cost_usd": call.cost_usd, "latency_ms": latency, "calls": [call]}
         score = self.parse(text or "")
         if score is None:
             self.counts["unparseable"] += 1
             excerpt = (text or "").strip().replace("\n", " ")[:120]
             return Verdict(gate=self.name, passed=False, score=0.0,
                            reasons=["unparseable judgement", f"judge said: {excerpt!r}"], error="unparseable",
-                           **extra)
+                           cost_usd=call.cost_usd, latency_ms=latency, calls=[call])
         self.counts["judged"] += 1
-        return self.verdict(score, [f"{model} judged {score:.2f} (threshold {self.threshold:.2f})"], **extra)
+        return self.verdict(score, [f"{model} judged {score:.2f} (threshold {self.threshold:.2f})"],
+                            cost_usd=call.cost_usd, latency_ms=latency, calls=[call])
