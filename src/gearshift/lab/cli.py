@@ -127,7 +127,7 @@ def lab_evaluate(spec: str, router_names: tuple[str, ...], config_path: str | No
     """Always-weak, always-strong, random, oracle (and your routers): quality, cost, APGR, CPT."""
     import numpy as np
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
     from rich.table import Table
 
     from gearshift.lab import datasets, metrics
@@ -145,29 +145,28 @@ def lab_evaluate(spec: str, router_names: tuple[str, ...], config_path: str | No
             outcomes = datasets.load(spec, drop_contaminated=drop_contaminated)
         except (ValueError, FileNotFoundError) as e:
             raise click.UsageError(str(e)) from None
-    if (weak is None) != (strong is None) or weak is None:
-        dw, ds = default_pair(outcomes)
-        weak, strong = weak or dw, strong or ds
-    for m in (weak, strong):
+    dw, ds = default_pair(outcomes) if weak is None or strong is None else (weak, strong)
+    weak_m, strong_m = weak or dw, strong or ds
+    for m in (weak_m, strong_m):
         if m not in outcomes.models:
             raise click.UsageError(f"model {m!r} is not in {spec}; it has {outcomes.models}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
                   transient=True) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        rows = evaluate_pair(outcomes, weak, strong, routers, columns=columns, n_boot=n_boot, seed=seed,
+        rows = evaluate_pair(outcomes, weak_m, strong_m, routers, columns=columns, n_boot=n_boot, seed=seed,
                              alpha=alpha, progress=progress)
-    n = int(rows[0].curve.n) if rows[0].curve is not None else len(outcomes)
+    n = next(r.curve.n for r in rows if r.curve is not None)  # prompts with both qualities
     if as_json:
         def est(e):  # type: ignore[no-untyped-def]
             return None if e is None else {"value": e.value, "low": e.low, "high": e.high}
 
-        click.echo(json.dumps({"outcomes": outcomes.name, "weak": weak, "strong": strong, "alpha": alpha,
+        click.echo(json.dumps({"outcomes": outcomes.name, "weak": weak_m, "strong": strong_m, "alpha": alpha,
                                "n_boot": n_boot, "cost_estimated": outcomes.cost_estimated,
                                "rows": [{"name": r.name, "kind": r.kind, "strong_share": est(r.strong_share),
                                          "quality": est(r.quality), "cost": est(r.cost), "savings": r.savings,
@@ -175,7 +174,7 @@ def lab_evaluate(spec: str, router_names: tuple[str, ...], config_path: str | No
                                          "cpt50": est(r.cpt50), "cpt80": est(r.cpt80)} for r in rows]}, indent=2))
         return
     conf = f"{1 - alpha:.0%}"
-    table = Table(title=f"{outcomes.name}: {len(outcomes)} prompts, weak {weak}, strong {strong}",
+    table = Table(title=f"{outcomes.name}: {len(outcomes)} prompts, weak {weak_m}, strong {strong_m}",
                   caption=f"value, and under it its {conf} bootstrap interval ({n_boot} resamples over prompts); "
                           f"savings and retained are against always-strong"
                           + ("; costs are estimates" if outcomes.cost_estimated else ""),
@@ -198,8 +197,14 @@ def lab_evaluate(spec: str, router_names: tuple[str, ...], config_path: str | No
         console.print(f"all {len(outcomes.models)} models: zero-router AIQ {metrics.aiq(mc, mq, (lo, hi)):.4f} over cost "
                       f"[${lo:.6f}, ${hi:.6f}]; oracle (cheapest right model) quality {np.nanmean(oracle.quality):.4f} "
                       f"at ${np.nanmean(oracle.cost):.6f}/request")
+    if rows[1].quality.value <= rows[0].quality.value:
+        console.print(f"warning: {strong_m} is not better than {weak_m} on these prompts, so there is no gap to "
+                      "recover: PGR, APGR and CPT are not meaningful; swap --weak and --strong?")
     if n != len(outcomes):
-        console.print(f"note: {len(outcomes) - n} prompts without a quality for {weak} or {strong} were left out")
+        console.print(f"note: {len(outcomes) - n} prompts without a quality for {weak_m} or {strong_m} were left out")
 
 
 commands = [datasets_group, lab_group]
+
+# Commands defined beside the code they drive register themselves on lab_group when imported.
+from gearshift.lab import ops_cli  # noqa: E402,F401

@@ -213,8 +213,9 @@ def load_routerbench(task: str | None = None, root: str | Path | None = None) ->
     One task (arc_challenge, mbpp, winograde) or all three (task=None). Train and test files are
     concatenated, train first, with meta `split`; meta `task`; `source_id` = sample_id. Prompts and
     responses are stored as Python list literals of turns and are returned as plain text.
-    Missing labels stay NaN: 14 ARC rows (repeated sample_ids whose prompt holds two turns) are
-    graded only for gpt-3.5-turbo-1106. Rows with no label at all would be dropped (there are none).
+    Missing labels stay NaN: 14 ARC sample_ids appear twice, once as a normal row graded for every
+    model but gpt-3.5-turbo-1106, and once with a two-turn prompt graded for gpt-3.5-turbo-1106 only
+    (28 incomplete rows). Rows with no label at all would be dropped (there are none).
     """
     tasks = ROUTERBENCH_TASKS if task is None else (task,)
     for t in tasks:

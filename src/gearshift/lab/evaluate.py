@@ -103,8 +103,8 @@ def evaluate_pair(outcomes: Outcomes, weak: str, strong: str, routers: Sequence[
             progress(name, 0, 1)
         est = _point_estimates(to_strong, qw, qs, cw, cs, counts, alpha)
         r = Row(name=name, kind=kind, strong_share=est["share"], quality=est["quality"], cost=est["cost"],
-                savings=float(metrics.savings(est["cost"].value, ref_c)),
-                quality_retained=float(metrics.quality_retained(est["quality"].value, ref_q)))
+                savings=float(metrics.savings(float(np.mean(np.where(to_strong, cs, cw))), ref_c)),
+                quality_retained=float(metrics.quality_retained(float(np.mean(np.where(to_strong, qs, qw))), ref_q)))
         if scores is not None:
             cb = bootstrap_curve(scores, o, weak, strong, _curve_stats(), alpha=alpha, counts=counts,
                                  progress=(lambda d, t: progress(name, d, t)) if progress else None)
