@@ -204,7 +204,21 @@ def lab_evaluate(spec: str, router_names: tuple[str, ...], config_path: str | No
         console.print(f"note: {len(outcomes) - n} prompts without a quality for {weak_m} or {strong_m} were left out")
 
 
+def _load_lab_commands() -> None:
+    # Other modules add `lab` subcommands by decorating lab_group; any gearshift/lab/*_cli.py module is
+    # imported here so its commands appear without editing this file or the top-level CLI.
+    import importlib
+    import pkgutil
+
+    import gearshift.lab as lab_pkg
+
+    for info in pkgutil.iter_modules(lab_pkg.__path__):
+        if info.name.endswith("_cli"):
+            importlib.import_module(f"gearshift.lab.{info.name}")
+
+
 commands = [datasets_group, lab_group]
+_load_lab_commands()
 
 # Commands defined beside the code they drive register themselves on lab_group when imported.
 from gearshift.lab import ops_cli  # noqa: E402,F401
