@@ -136,7 +136,8 @@ def test_pairwise_judge_scores_free_text(upstream: FakeUpstream, tmp_path: Path)
         ask(gw, "capital of France?")
         wait_for(lambda: gw.gateway.shadower.done == 1)
         [t] = flushed(gw)
-    assert [c["role"] for c in t["calls"]] == ["primary", "shadow", "judge"]
+    assert [c["role"] for c in t["calls"]] == ["primary", "shadow", "shadow_judge"]
+    assert t["shadow_cost_usd"] > 0 and t["cost_usd"] == t["calls"][0]["cost_usd"]  # shadow paid apart
     [v] = [v for v in t["verdicts"] if v["gate"] == "shadow_agreement"]
     assert v["method"] == "judge" and v["passed"] and v["score"] == 1.0
     judge_prompt = upstream.requests[-1].json["messages"][0]["content"]

@@ -89,6 +89,20 @@ class ShadowConfig(_Strict):
     allow_weak_judge: bool = False
     compare: Literal["auto", "final_answer", "json", "tool_call", "judge"] = Field(
         default="auto", description="how pairs are scored: auto detects structured output, else the judge")
+    explore: str | None = Field(
+        default=None, description="when the answer came from the reference, shadow this (cheaper) model instead, "
+        "so pairs cover the whole score range, not only the requests routed cheap")
+
+
+class RecalibrateConfig(_Strict):
+    """Refit a scoring router's threshold on recent shadow pairs, on a schedule inside the server."""
+
+    floor: float = Field(gt=0, le=1, description="quality retained to keep, e.g. 0.95")
+    every_hours: float = Field(default=24.0, gt=0)
+    window_hours: float = Field(default=168.0, gt=0, description="pairs from this many recent hours")
+    min_pairs: int = Field(default=200, ge=10)
+    auto_apply: bool = Field(default=False, description="promote each new version at once (else an operator runs "
+                             "`gearshift routers promote`)")
 
 
 class RouterConfig(BaseModel):
@@ -99,6 +113,7 @@ class RouterConfig(BaseModel):
     kind: str
     fallbacks: list[str] = Field(default_factory=list)
     shadow: ShadowConfig | None = None
+    recalibrate: RecalibrateConfig | None = None
 
     def options(self) -> dict[str, Any]:
         """The kind-specific keys."""
@@ -144,6 +159,7 @@ class ServerConfig(_Strict):
     default_router: str | None = Field(default=None, description="router used when `model` is empty")
     shadow_queue_size: int = Field(default=1000, ge=1, description="shadow work waiting; beyond it work is dropped")
     shadow_workers: int = Field(default=4, ge=1, le=256)
+    version_poll_seconds: float = Field(default=10.0, gt=0, description="how often promoted router versions are read")
 
 
 class WatchBounds(_Strict):
@@ -227,7 +243,7 @@ class Config(_Strict):
             if rname in self.models:
                 raise _KeyProblem(f"routers.{rname}", rname, "a router name that is not also a model name")
             sh = r.shadow
-            for key in ("reference", "judge"):
+            for key in ("reference", "judge", "explore"):
                 value = getattr(sh, key) if sh else None
                 if value is not None and value not in self.models:
                     raise _KeyProblem(f"routers.{rname}.shadow.{key}", value, f"one of the models: {sorted(self.models)}")

@@ -7,7 +7,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ROLES = ("primary", "escalation", "fallback", "judge", "gate", "shadow")
+ROLES = ("primary", "escalation", "fallback", "judge", "gate", "shadow", "shadow_judge")
+# Shadow work is paid for apart from serving: its calls are not part of a request's cost.
+SHADOW_ROLES = ("shadow", "shadow_judge")
 
 
 @dataclass(slots=True)
@@ -55,9 +57,15 @@ class Trace:
 
     @property
     def cost_usd(self) -> float:
-        return sum(c.cost_usd for c in self.calls)
+        """What serving the request cost: answers, retries, fallbacks, gates and judges; not shadow work."""
+        return sum(c.cost_usd for c in self.calls if c.role not in SHADOW_ROLES)
+
+    @property
+    def shadow_cost_usd(self) -> float:
+        return sum(c.cost_usd for c in self.calls if c.role in SHADOW_ROLES)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["cost_usd"] = self.cost_usd
+        d["shadow_cost_usd"] = self.shadow_cost_usd
         return d

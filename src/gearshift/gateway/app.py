@@ -24,6 +24,7 @@ from gearshift.errors import (
 from gearshift.gateway.executor import Executor, Outcome
 from gearshift.gateway.feedback import parse_feedback
 from gearshift.gateway.shadow import Shadower
+from gearshift.gateway.versions import VersionLoop
 from gearshift.providers import build_provider
 from gearshift.request import ChatRequest
 from gearshift.route import Route, Step
@@ -94,6 +95,7 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self.executor: Executor | None = None
         self.shadower: Shadower | None = None
+        self.versions: VersionLoop | None = None
         self.recent: OrderedDict[str, None] = OrderedDict()  # trace ids feedback may name before they are flushed
         self.started = time.time()
         self.requests = 0
@@ -111,8 +113,13 @@ class Gateway:
         self.executor = Executor(self.config, providers)
         self.shadower = Shadower(self.config, providers, self.writer)
         self.shadower.start()
+        self.versions = VersionLoop(self.config, self.routers, self.store)
+        await self.versions.poll()  # promoted thresholds apply before the first request
+        self.versions.start()
 
     async def stop(self, app: web.Application | None = None) -> None:
+        if self.versions is not None:
+            await self.versions.stop()
         if self.shadower is not None:
             await self.shadower.stop()
         if self.executor is not None:

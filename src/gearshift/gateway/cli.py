@@ -59,4 +59,53 @@ def traces_command(config_path: str | None, since: float | None, as_json: bool) 
         print_summary(summary)
 
 
-commands = [serve_command, traces_command]
+@click.group("routers")
+def routers_group() -> None:
+    """Router versions: list them, promote one (the gateway applies it within seconds)."""
+
+
+@routers_group.command("list")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--router", default=None)
+def routers_list(config_path: str, router: str | None) -> None:
+    """Every stored version with its threshold, metrics, and who promoted it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from gearshift.store import open_store
+
+    config = _load(config_path)
+    store = open_store(config.store.url, config.base_dir)
+    table = Table(title="router versions")
+    for col in ("router", "version", "created", "by", "settings", "metrics", "active", "promoted by"):
+        table.add_column(col)
+    import json
+    import time
+
+    for v in store.router_versions(router):
+        table.add_row(v["router"], str(v["version"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created"])),
+                      v["created_by"], json.dumps(v["settings"]), json.dumps(v["metrics"], default=str)[:80],
+                      "yes" if v["active"] else "", v["promoted_by"] or "")
+    Console(width=160).print(table)
+
+
+@routers_group.command("promote")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.argument("router")
+@click.argument("version", type=int)
+@click.option("--by", required=True, help="who promotes it (recorded)")
+def routers_promote(config_path: str, router: str, version: int, by: str) -> None:
+    """Make VERSION the active version of ROUTER."""
+    from gearshift.store import open_store
+
+    config = _load(config_path)
+    store = open_store(config.store.url, config.base_dir)
+    try:
+        store.promote(router, version, by)
+    except KeyError as e:
+        click.echo(f"error: {e.args[0]}", err=True)
+        sys.exit(2)
+    click.echo(f"{router}: version {version} promoted by {by}; running gateways apply it at their next poll")
+
+
+commands = [serve_command, traces_command, routers_group]

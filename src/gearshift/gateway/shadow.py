@@ -35,6 +35,7 @@ class _Policy:
         self.condition = Condition(When.model_validate(cfg.when)) if cfg.when else None
         self.budget = cfg.daily_budget_usd
         self.judge = cfg.judge
+        self.explore = cfg.explore
         self.method = cfg.compare
         if cfg.judge:
             from gearshift.gates.judge import check_judge_capability
@@ -79,7 +80,7 @@ class Shadower:
         policy = self.policy_for(trace)
         if policy is None or trace.status != 200 or not trace.final_model:
             return False
-        if trace.final_model == policy.reference:
+        if trace.final_model == policy.reference and not policy.explore:
             return False  # the answer already is the reference's: nothing to compare
         if self._rng.random() >= policy.rate:
             return False
@@ -138,20 +139,29 @@ class Shadower:
             return
         body = {k: v for k, v in request.body.items() if k not in ("stream", "stream_options")}
         shadow_req = ChatRequest(body=body, metadata=request.metadata, client=request.client)
-        call, completion = await self._call(policy.reference, shadow_req, "shadow")
+        # Exploring: the client got the reference's answer; the cheaper model's answer is the one judged.
+        exploring = trace.final_model == policy.reference
+        target = policy.explore if exploring else policy.reference
+        assert target is not None
+        call, completion = await self._call(target, shadow_req, "shadow")
         # A copy: the original trace object may still be serialised by the writer thread.
         t = copy.copy(trace)
         t.calls = [*trace.calls, call]
         t.verdicts = list(trace.verdicts)
         t.shadowed = True
         if completion is not None:
+            candidate, candidate_body, candidate_model = answer, answer_body, trace.final_model
+            reference, reference_body = completion.text, completion.body
+            if exploring:
+                candidate, candidate_body, candidate_model = completion.text, completion.body, target
+                reference, reference_body = answer, answer_body
             verdict = None if policy.method == "judge" else compare(
-                request, answer, completion.text, answer_body, completion.body, policy.method)
+                request, candidate, reference, candidate_body, reference_body, policy.method)
             if verdict is None and policy.judge:
-                verdict, judge_call = await self._judge(policy, request, answer, completion.text)
+                verdict, judge_call = await self._judge(policy, request, candidate, reference)
                 t.calls.append(judge_call)
             if verdict is not None:
-                t.verdicts.append({"gate": "shadow_agreement", "model": trace.final_model, **verdict})
+                t.verdicts.append({"gate": "shadow_agreement", "model": candidate_model, **verdict})
                 # The reference is taken as correct: its quality in the pair is 1 by definition.
                 t.verdicts.append({"gate": "shadow_reference", "model": policy.reference, "passed": True,
                                    "score": 1.0, "method": "reference", "reasons": []})
@@ -165,7 +175,7 @@ class Shadower:
         judge_req = ChatRequest(body={"messages": [{"role": "user", "content": prompt}], "temperature": 0,
                                       "max_tokens": 10})
         assert policy.judge is not None
-        call, completion = await self._call(policy.judge, judge_req, "judge")
+        call, completion = await self._call(policy.judge, judge_req, "shadow_judge")
         if completion is None:
             return None, call
         score = parse_pass_fail(completion.text)

@@ -35,9 +35,13 @@ class RandomRouter(ScoringRouter):
     kind = "random"
     Options = RandomOptions
 
-    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None) -> None:
+    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None,
+                 ranks: dict[str, tuple[float, ...]] | None = None) -> None:
         super().__init__(name, options, fallbacks, shadow)
         items = [(m, w) for m, w in options.weights.items() if w > 0]
+        # Weakest first (by capability rank, then price), whatever order the YAML listed them in.
+        if ranks:
+            items.sort(key=lambda mw: ranks.get(mw[0], (0.0,)))
         self._models = [m for m, _ in items]
         total = sum(w for _, w in items)
         self._cum: list[float] = []
@@ -45,10 +49,16 @@ class RandomRouter(ScoringRouter):
         for _, w in items:
             acc += w / total
             self._cum.append(acc)
-        # Two-model form: the weak model is the first listed, the strong the second.
+        # Two-model form: the weak model is the lower-ranked one (the first listed without a config).
         if len(self._models) == 2:
             self.weak, self.strong = self._models
             self.threshold = float(self._cum[0])
+
+    @classmethod
+    def from_config(cls, name: str, options: Any, config: Any, fallbacks: Sequence[str] = (),
+                    shadow: Any = None) -> RandomRouter:
+        ranks = {m: (c.rank, c.price.output, c.price.input) for m, c in config.models.items()}
+        return cls(name, options, fallbacks, shadow, ranks)
 
     @classmethod
     def check(cls, name: str, options: Any, config: Any) -> list[tuple[str, Any, str]]:
@@ -66,6 +76,8 @@ class RandomRouter(ScoringRouter):
         return uniform(request.text(), self.options.seed)
 
     def route(self, request: ChatRequest) -> Route:
+        if len(self._models) == 2:
+            return super().route(request)  # the threshold decides, so a recalibrated one takes effect
         u = self.score(request)
         i = min(bisect.bisect_right(self._cum, u), len(self._models) - 1)
         model = self._models[i]

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS traces (
     response TEXT,
     error TEXT,
     arm TEXT,
-    shadowed INTEGER NOT NULL DEFAULT 0
+    shadowed INTEGER NOT NULL DEFAULT 0,
+    shadow_cost_usd REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS traces_created ON traces(created);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -80,7 +81,7 @@ CREATE TABLE IF NOT EXISTS calls (
 
 _TRACE_COLS = ("id", "created", "router", "requested_model", "reason", "route", "final_model", "status",
                "streamed", "cost_usd", "latency_ms", "estimated_tokens", "score", "client", "metadata",
-               "verdicts", "prompt", "response", "error", "arm", "shadowed")
+               "verdicts", "prompt", "response", "error", "arm", "shadowed", "shadow_cost_usd")
 _CALL_COLS = ("trace_id", "idx", "model", "role", "input_tokens", "output_tokens", "usage_estimated",
               "cost_usd", "latency_ms", "status", "error", "attempt", "response")
 
@@ -113,7 +114,7 @@ class SQLiteStore(TraceStore):
             trows.append((t.id, t.created, t.router, t.requested_model, t.reason, json.dumps(t.route),
                           t.final_model, t.status, int(t.streamed), t.cost_usd, t.latency_ms, t.estimated_tokens,
                           t.score, t.client, json.dumps(t.metadata), json.dumps(t.verdicts), t.prompt, t.response,
-                          t.error, t.arm, int(t.shadowed)))
+                          t.error, t.arm, int(t.shadowed), t.shadow_cost_usd))
             for i, c in enumerate(t.calls):
                 crows.append((t.id, i, c.model, c.role, c.input_tokens, c.output_tokens, int(c.usage_estimated),
                               c.cost_usd, c.latency_ms, c.status, c.error, c.attempt, c.response))

@@ -1,0 +1,79 @@
+"""`gearshift lab ab` and `gearshift lab recalibrate`: the lab on live traces."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from gearshift.lab.cli import lab_group
+
+
+def _config_and_store(config_path: str):  # type: ignore[no-untyped-def]
+    from gearshift.config import load_config
+    from gearshift.errors import ConfigError
+    from gearshift.store import open_store
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        sys.exit(2)
+    return config, open_store(config.store.url, config.base_dir)
+
+
+@lab_group.command("ab")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--router", default=None, help="only traces of this (split) router")
+@click.option("--control", default=None, help="the control arm (default: the first by name)")
+@click.option("--since-hours", type=float, default=None)
+@click.option("--json", "as_json", is_flag=True)
+def lab_ab(config_path: str, router: str | None, control: str | None, since_hours: float | None, as_json: bool) -> None:
+    """Compare A/B arms on quality (gates, shadow agreement, feedback), cost and latency."""
+    from dataclasses import asdict
+
+    from gearshift.lab.ab import ab_report, print_ab
+
+    config, store = _config_and_store(config_path)
+    since = time.time() - since_hours * 3600 if since_hours else None
+    try:
+        report = ab_report(store.traces(since=since), store.feedback(since), control=control, router=router)
+    except ValueError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(asdict(report), indent=2, default=str))
+    else:
+        print_ab(report)
+
+
+@lab_group.command("recalibrate")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--router", "name", required=True)
+@click.option("--floor", type=float, default=None, help="quality retained to keep (default: the router's recalibrate.floor)")
+@click.option("--since-hours", type=float, default=None, help="only pairs from this many recent hours")
+@click.option("--min-pairs", type=int, default=100, show_default=True)
+@click.option("--apply", is_flag=True, help="promote the new version at once")
+@click.option("--by", default="gearshift lab recalibrate", show_default=True)
+def lab_recalibrate(config_path: str, name: str, floor: float | None, since_hours: float | None, min_pairs: int,
+                    apply: bool, by: str) -> None:
+    """Refit a router's threshold on recent scored shadow pairs; store it as a new version."""
+    from gearshift.lab.recalibrate import recalibrate
+
+    config, store = _config_and_store(config_path)
+    rc = config.routers.get(name)
+    floor = floor or (rc.recalibrate.floor if rc and rc.recalibrate else None)
+    if floor is None:
+        raise click.UsageError("give --floor (the router has no recalibrate.floor)")
+    since = time.time() - since_hours * 3600 if since_hours else None
+    try:
+        r = recalibrate(config, store, name, floor, since, min_pairs, by, apply)
+    except (ValueError, KeyError, TypeError) as e:
+        click.echo(f"error: {e.args[0] if e.args else e}", err=True)
+        sys.exit(2)
+    click.echo(f"{name}: version {r.version} from {r.pairs} pairs: threshold {r.previous_threshold:.6g} -> "
+               f"{r.calibration.threshold:.6g}; {r.calibration.summary()}")
+    click.echo("promoted" if r.promoted else f"not applied: run `gearshift routers promote --config {config_path} "
+               f"{name} {r.version} --by NAME`")

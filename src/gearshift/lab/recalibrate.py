@@ -1,0 +1,75 @@
+"""Recurring recalibration: refit a scoring router's threshold on recent scored shadow pairs so it
+keeps its quality floor, and store the result as a new router version (applied only when promoted)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gearshift.config import Config
+from gearshift.lab.calibrate import Calibration, QualityFloor, calibrate_scores
+from gearshift.lab.datasets import from_traces
+from gearshift.lab.outcomes import Outcomes
+from gearshift.lab.replay import router_scores
+from gearshift.routers import build_routers
+from gearshift.routers.base import ScoringRouter
+from gearshift.store.base import TraceStore
+
+
+@dataclass
+class Recalibration:
+    router: str
+    version: int
+    pairs: int
+    calibration: Calibration
+    previous_threshold: float
+    promoted: bool
+
+
+def scoring_router(config: Config, name: str) -> ScoringRouter:
+    """The configured router `name`, which must have a threshold to recalibrate."""
+    routers = build_routers(config)
+    if name not in routers:
+        raise KeyError(f"no router {name!r}; routers: {sorted(routers)}")
+    router = routers[name]
+    if not isinstance(router, ScoringRouter):
+        raise TypeError(f"router {name!r} is of kind {router.kind!r}, which has no threshold to recalibrate "
+                        "(kinds with one: classifier, random with two models)")
+    return router
+
+
+def shadow_pairs(store: TraceStore, router: ScoringRouter, since: float | None = None) -> Outcomes:
+    """Prompts of the router's traffic with scored answers from both its weak and strong model."""
+    rows = [t for t in store.traces(since=since) if t["router"] == router.name or t.get("arm") == router.name]
+    outcomes = from_traces(rows).select_models([router.weak, router.strong])
+    keep = ~np.isnan(outcomes.quality).any(axis=1)
+    return outcomes.subset(keep)
+
+
+def recalibrate(config: Config, store: TraceStore, name: str, floor: float, since: float | None = None,
+                min_pairs: int = 100, by: str = "gearshift lab recalibrate", apply: bool = False,
+                alpha: float = 0.05) -> Recalibration:
+    """Fit the threshold that keeps `floor` of the reference's quality on recent pairs; store it as a
+    new version; promote it when `apply`."""
+    router = scoring_router(config, name)
+    active = store.active_version(name)
+    previous = float(active["settings"]["threshold"]) if active else float(router.threshold)
+    pairs = shadow_pairs(store, router, since)
+    if len(pairs) < min_pairs:
+        raise ValueError(f"router {name!r} has {len(pairs)} scored shadow pairs since "
+                         f"{'the start' if since is None else time.ctime(since)}; need {min_pairs} "
+                         "(raise the shadow rate, wait, or lower --min-pairs)")
+    scores = router_scores(router, pairs)
+    cal = calibrate_scores(scores, pairs, router.weak, router.strong, QualityFloor(floor), alpha=alpha)
+    metrics: dict[str, Any] = {
+        "pairs": len(pairs), "floor": floor, "confidence": cal.confidence, "lower_bound": cal.bound,
+        "retained": cal.retained_calibration, "strong_share": cal.calibration.strong_share,
+        "previous_threshold": previous,
+    }
+    version = store.add_router_version(name, {"threshold": cal.threshold}, metrics, by)
+    if apply:
+        store.promote(name, version, by)
+    return Recalibration(name, version, len(pairs), cal, previous, apply)
