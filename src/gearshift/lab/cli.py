@@ -219,6 +219,3 @@ def _load_lab_commands() -> None:
 
 commands = [datasets_group, lab_group]
 _load_lab_commands()
-
-# Commands defined beside the code they drive register themselves on lab_group when imported.
-from gearshift.lab import ops_cli  # noqa: E402,F401
