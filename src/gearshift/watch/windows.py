@@ -1,0 +1,219 @@
+"""Window statistics over trace dicts: the figures the watch compares with a baseline.
+
+Every figure is defined once here, so a baseline computed from a reference window and the live
+window agree on what they measure:
+
+- escalation rate: among *gated* answered requests (a gate/judge call or a non-shadow verdict), the
+  share that made an `escalation` call.
+- gate pass rate: the share of gate verdicts that passed (shadow verdicts excluded).
+
+Shadow work is appended to a trace after the client's answer (gateway/shadow.py): the first call
+with role `shadow` and every call after it (its judge) are shadow calls, and verdicts whose gate
+starts with `shadow_` are shadow verdicts. Neither counts as gating, escalation or serving spend.
+- strong share: the share of answered requests whose final model is the reference model.
+- error rate: the share of routed requests (router set) that ended in a 5xx status.
+- shadow agreement: among shadow pairs that judged the *served* answer (the verdict's model is the
+  final model, which is not the reference), the share whose `shadow_agreement` verdict passed.
+  Exploration pairs (the client got the reference's answer and a cheaper model was tried in the
+  background) say nothing about served quality and are left out.
+- quality retained: with the reference's answer taken as correct, `1 - (1 - agreement) x (1 - strong
+  share)`: requests the reference answered keep their quality; cheaper answers keep it at the
+  agreement rate. The interval is Wilson's on the agreement, carried through that formula (the strong
+  share is observed on every request, so its own noise is small next to the pairs' and is ignored).
+- spend ratio: serving spend (every call but shadow calls) over the always-reference counterfactual
+  (`gateway.summary.counterfactual_cost`), on answered requests. An estimate.
+- latency p50/p95 of answered requests, ms.
+- prompt tokens (`estimated_tokens`) and router scores: raw values, for PSI against the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from gearshift.config import Config
+from gearshift.gateway.summary import counterfactual_cost
+from gearshift.store.base import TraceStore
+from gearshift.trace import Trace
+
+SHADOW_GATE = "shadow_agreement"
+SHADOW_REFERENCE = "shadow_reference"
+GATE_ROLES = ("gate", "judge")
+
+
+def as_dict(trace: Mapping[str, Any] | Trace) -> Mapping[str, Any]:
+    """A trace as the store returns it (Trace objects are converted)."""
+    return trace.to_dict() if isinstance(trace, Trace) else trace
+
+
+def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (two-sided, at `confidence`)."""
+    if n <= 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den > 0 else None
+
+
+@dataclass(slots=True)
+class WindowStats:
+    """Counts and raw values of a set of traces; rates are derived properties."""
+
+    n: int = 0
+    routed: int = 0
+    answered: int = 0
+    errors: int = 0
+    gated: int = 0
+    escalated: int = 0
+    verdicts: int = 0
+    verdicts_passed: int = 0
+    strong: int = 0
+    pairs: int = 0
+    agreements: int = 0
+    spend_usd: float = 0.0
+    shadow_spend_usd: float = 0.0
+    counterfactual_usd: float | None = None
+    start: float | None = None
+    end: float | None = None
+    reference: str | None = None
+    latency_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    prompt_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def escalation_rate(self) -> float | None:
+        return _ratio(self.escalated, self.gated)
+
+    @property
+    def gate_pass_rate(self) -> float | None:
+        return _ratio(self.verdicts_passed, self.verdicts)
+
+    @property
+    def strong_share(self) -> float | None:
+        return _ratio(self.strong, self.answered) if self.reference else None
+
+    @property
+    def error_rate(self) -> float | None:
+        return _ratio(self.errors, self.routed)
+
+    @property
+    def shadow_agreement(self) -> float | None:
+        return _ratio(self.agreements, self.pairs)
+
+    @property
+    def spend_ratio(self) -> float | None:
+        return _ratio(self.spend_usd, self.counterfactual_usd or 0.0)
+
+    def latency(self, q: float) -> float | None:
+        return float(np.percentile(self.latency_ms, q)) if self.latency_ms.size else None
+
+    def quality_retained(self, confidence: float = 0.95) -> tuple[float, float, float] | None:
+        """(estimate, lower, upper) of quality retained vs always-reference, or None without pairs."""
+        if self.pairs == 0:
+            return None
+        cheap = 1.0 - (self.strong_share or 0.0)
+        lo, hi = wilson(self.agreements, self.pairs, confidence)
+        a = self.agreements / self.pairs
+        return 1 - (1 - a) * cheap, 1 - (1 - lo) * cheap, 1 - (1 - hi) * cheap
+
+
+def _reference(config: Config | None, reference: str | None) -> str | None:
+    if reference is not None:
+        return reference
+    if config is None:
+        return None
+    return config.watch.reference or config.strongest()
+
+
+def compute_stats(traces: Iterable[Mapping[str, Any] | Trace], config: Config | None = None,
+                  reference: str | None = None) -> WindowStats:
+    """The window figures of `traces` (store dicts or Trace objects). Without `config` there are no
+    prices, so the spend ratio is None; without a reference model, the strong share is None."""
+    ref = _reference(config, reference)
+    priced = config is not None and ref is not None and ref in config.models
+    s = WindowStats(reference=ref, counterfactual_usd=0.0 if priced else None)
+    latency: list[float] = []
+    tokens: list[float] = []
+    scores: list[float] = []
+    for raw in traces:
+        t = as_dict(raw)
+        s.n += 1
+        created = t.get("created")
+        if created is not None:
+            s.start = created if s.start is None else min(s.start, created)
+            s.end = created if s.end is None else max(s.end, created)
+        if not t.get("router"):
+            continue  # rejected before routing (auth, bad body): no route to judge
+        s.routed += 1
+        calls = t.get("calls") or []
+        cut = next((i for i, c in enumerate(calls) if c["role"] == "shadow"), len(calls))
+        serving, shadow_calls = calls[:cut], calls[cut:]
+        verdicts = t.get("verdicts") or []
+        tokens.append(float(t.get("estimated_tokens") or 0))
+        if t.get("score") is not None:
+            scores.append(float(t["score"]))
+        status = int(t.get("status") or 0)
+        if status >= 500:
+            s.errors += 1
+        if status != 200 or not t.get("final_model"):
+            continue
+        s.answered += 1
+        latency.append(float(t.get("latency_ms") or 0.0))
+        final = t["final_model"]
+        if ref is not None and final == ref:
+            s.strong += 1
+        gate_verdicts = [v for v in verdicts if not str(v.get("gate") or "").startswith("shadow_")]
+        if gate_verdicts or any(c["role"] in GATE_ROLES for c in serving):
+            s.gated += 1
+            s.escalated += int(any(c["role"] == "escalation" for c in serving))
+        s.verdicts += len(gate_verdicts)
+        s.verdicts_passed += sum(1 for v in gate_verdicts if v.get("passed"))
+        pair_ref = next((v.get("model") for v in verdicts if v.get("gate") == SHADOW_REFERENCE), ref)
+        for v in verdicts:
+            if v.get("gate") == SHADOW_GATE and v.get("model") == final and final != pair_ref:
+                s.pairs += 1
+                s.agreements += int(bool(v.get("passed")))
+        s.spend_usd += sum(c["cost_usd"] for c in serving)
+        s.shadow_spend_usd += sum(c["cost_usd"] for c in shadow_calls)
+        if priced:
+            assert config is not None and ref is not None and s.counterfactual_usd is not None
+            s.counterfactual_usd += counterfactual_cost(dict(t), config, ref)
+    s.latency_ms = np.asarray(latency, dtype=float)
+    s.prompt_tokens = np.asarray(tokens, dtype=float)
+    s.scores = np.asarray(scores, dtype=float)
+    return s
+
+
+def recent_traces(store: TraceStore, requests: int, seconds: float | None = None, router: str | None = None,
+                  now: float | None = None, lookback: float = 3600.0) -> list[dict[str, Any]]:
+    """The most recent `requests` traces (and, with `seconds`, only those that young), oldest first.
+
+    The store reads oldest-first from a `since` time, so without `seconds` the look-back widens (x4)
+    until it holds `requests` traces or reaches the oldest stored trace. Each call re-reads the whole
+    window: traces written late (the writer batches) or rewritten (shadow verdicts) are never missed.
+    """
+    now = time.time() if now is None else now
+    if seconds is not None:
+        return list(store.traces(since=now - seconds, router=router))[-requests:]
+    oldest = next(iter(store.traces(router=router, limit=1)), None)
+    if oldest is None:
+        return []
+    while True:
+        since = now - lookback
+        rows = list(store.traces(since=since, router=router))
+        if len(rows) >= requests or since <= oldest["created"]:
+            return rows[-requests:]
+        lookback *= 4
