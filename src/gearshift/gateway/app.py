@@ -25,6 +25,7 @@ from gearshift.gateway.executor import Executor, Outcome
 from gearshift.gateway.feedback import parse_feedback
 from gearshift.gateway.shadow import Shadower
 from gearshift.gateway.versions import VersionLoop
+from gearshift.jsonfast import dumps, loads
 from gearshift.providers import build_provider
 from gearshift.request import ChatRequest
 from gearshift.route import Route, Step
@@ -33,21 +34,6 @@ from gearshift.store import open_store
 from gearshift.store.base import TraceStore
 from gearshift.store.writer import TraceWriter
 from gearshift.trace import Trace
-
-try:
-    import orjson
-
-    def dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
-
-    loads = orjson.loads
-except ImportError:  # pragma: no cover - orjson is optional
-    import json
-
-    def dumps(obj: Any) -> bytes:
-        return json.dumps(obj, separators=(",", ":")).encode()
-
-    loads = json.loads
 
 log = logging.getLogger("gearshift.gateway")
 

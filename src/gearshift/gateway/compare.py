@@ -17,7 +17,7 @@ _MARKED = re.compile(r"(?:####|answer\s*(?:is|:)|\\boxed\{)\s*\$?\s*(-?[\d,]*\.?
 _NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
 
 
-def _tool_calls(body: dict[str, Any] | None) -> list[tuple[str, Any]] | None:
+def _tool_calls(body: dict[str, Any] | None) -> list[tuple[Any, Any]] | None:
     try:
         calls = body["choices"][0]["message"].get("tool_calls") if body else None
     except (KeyError, IndexError, TypeError, AttributeError):

@@ -207,11 +207,11 @@ class _Timed(Stream):
         self.inner, self.t0, self.model, self.role, self.attempt = inner, t0, model, role, attempt
 
     @property  # type: ignore[override]
-    def usage(self) -> Usage:
+    def usage(self) -> Usage:  # type: ignore[override]
         return self.inner.usage
 
     @property  # type: ignore[override]
-    def text(self) -> str:
+    def text(self) -> str:  # type: ignore[override]
         return self.inner.text
 
     async def start(self) -> None:

@@ -7,7 +7,7 @@ OpenAI-compatible and Anthropic adapters cannot drift apart.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -19,22 +19,7 @@ if TYPE_CHECKING:
     from gearshift.config import ModelConfig
     from gearshift.request import ChatRequest
 
-try:  # orjson is several times faster on the hot path; json keeps us working without it
-    import orjson
-
-    def dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
-
-    loads: Callable[[bytes | str], Any] = orjson.loads
-    JSONDecodeError: type[Exception] = orjson.JSONDecodeError
-except ImportError:  # pragma: no cover - orjson is installed in every supported environment
-    import json
-
-    def dumps(obj: Any) -> bytes:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-    loads = json.loads
-    JSONDecodeError = json.JSONDecodeError
+from gearshift.jsonfast import JSONDecodeError, dumps, loads  # noqa: F401  (re-exported to the adapters)
 
 JSON_CONTENT = "application/json"
 # What an upstream call can raise besides our own UpstreamError: mapped by transport_error().

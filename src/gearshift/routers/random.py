@@ -36,12 +36,12 @@ class RandomRouter(ScoringRouter):
     Options = RandomOptions
 
     def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None,
-                 ranks: dict[str, tuple[float, ...]] | None = None) -> None:
+                 ranks: dict[str, tuple[Any, ...]] | None = None) -> None:
         super().__init__(name, options, fallbacks, shadow)
         items = [(m, w) for m, w in options.weights.items() if w > 0]
         # Weakest first (by capability rank, then price), whatever order the YAML listed them in.
         if ranks:
-            items.sort(key=lambda mw: ranks.get(mw[0], (0.0,)))
+            items.sort(key=lambda mw: ranks.get(mw[0], (0,)))
         self._models = [m for m, _ in items]
         total = sum(w for _, w in items)
         self._cum: list[float] = []

@@ -134,7 +134,8 @@ class SQLiteStore(TraceStore):
 
     def traces(self, since: float | None = None, router: str | None = None,
                limit: int | None = None) -> Iterator[dict[str, Any]]:
-        where, args = [], []  # type: ignore[var-annotated]
+        where: list[str] = []
+        args: list[Any] = []
         if since is not None:
             where.append("created >= ?")
             args.append(since)
