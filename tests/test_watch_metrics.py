@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import subprocess
+import sys
 
 import aiohttp
 import pytest
@@ -160,3 +162,11 @@ def test_metrics_served_over_http() -> None:
     assert status == 200 and ctype == "text/plain; version=0.0.4; charset=utf-8"
     _, samples = parse(text)
     assert value(samples, "gearshift_requests_total", router="cascade", model=WEAK, status="200") == 4
+
+
+def test_gateway_side_imports_do_not_load_numpy() -> None:
+    # A gateway with the watch off serves /metrics without importing the analysis code.
+    code = ("import sys; from gearshift.watch import CONTENT_TYPE, Counters, WatchLoop, render_metrics; "
+            "render_metrics(Counters()); print('numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

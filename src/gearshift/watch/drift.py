@@ -33,7 +33,11 @@ import numpy as np
 
 from gearshift.config import Config, WatchConfig
 from gearshift.trace import Trace
+from gearshift.watch.report import DRIFT, INSUFFICIENT, NO_BASELINE, OFF, OK, Metric, WatchReport
 from gearshift.watch.windows import WindowStats, compute_stats
+
+__all__ = ["DRIFT", "INSUFFICIENT", "NO_BASELINE", "OFF", "OK", "Baseline", "Histogram", "Metric", "Watch",
+           "WatchReport", "psi", "psi_noise"]
 
 FORMAT = "gearshift-watch-baseline/1"
 PSI_EPS = 1e-4
@@ -41,8 +45,6 @@ VALUE_KEYS = ("escalation_rate", "gate_pass_rate", "strong_share", "error_rate",
               "quality_retained", "spend_ratio", "latency_p50_ms", "latency_p95_ms")
 HISTOGRAM_KEYS = ("prompt_tokens", "score")
 
-# Report statuses of one metric.
-OK, DRIFT, INSUFFICIENT, NO_BASELINE, OFF = "ok", "drift", "insufficient data", "no baseline", "off"
 
 
 @dataclass(slots=True)
@@ -170,60 +172,6 @@ class Baseline:
     @classmethod
     def load(cls, path: str | Path) -> Baseline:
         return cls.from_json(Path(path).read_text())
-
-
-@dataclass(slots=True)
-class Metric:
-    """One watched figure: the window's value, the baseline's, the bound and the verdict."""
-
-    name: str
-    value: float | None
-    baseline: float | None
-    bound: float | None
-    rule: str  # how the bound applies: "abs change", "drop", "rise", "ratio", "floor", "psi"
-    status: str
-    n: int
-    message: str = ""
-    lower: float | None = None
-    upper: float | None = None
-
-    @property
-    def drifted(self) -> bool:
-        return self.status == DRIFT
-
-
-@dataclass(slots=True)
-class WatchReport:
-    """The result of one check: every metric, and the drifted ones as alert messages."""
-
-    metrics: list[Metric]
-    window_n: int
-    window_start: float | None
-    window_end: float | None
-    baseline_source: str
-    baseline_n: int
-    router: str | None = None
-    created: float = field(default_factory=time.time)
-    spend: dict[str, float | None] = field(default_factory=dict)  # USD: window spend, counterfactual, shadow
-
-    @property
-    def drifted(self) -> list[Metric]:
-        return [m for m in self.metrics if m.drifted]
-
-    @property
-    def alerts(self) -> list[str]:
-        return [m.message for m in self.drifted]
-
-    def metric(self, name: str) -> Metric:
-        return next(m for m in self.metrics if m.name == name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"created": self.created, "router": self.router,
-                "window": {"n": self.window_n, "start": self.window_start, "end": self.window_end},
-                "spend_usd": self.spend,
-                "baseline": {"source": self.baseline_source, "n": self.baseline_n},
-                "metrics": [{**asdict(m), "drifted": m.drifted} for m in self.metrics],
-                "alerts": self.alerts}
 
 
 def _fmt(v: float | None) -> str:

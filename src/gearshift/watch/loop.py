@@ -1,4 +1,7 @@
-"""The in-server watch: every `watch.interval_seconds`, check the recent traces against the baseline."""
+"""The in-server watch: every `watch.interval_seconds`, check the recent traces against the baseline.
+
+The analysis modules (numpy) load when a WatchLoop is built, so a gateway with the watch off never
+imports them."""
 
 from __future__ import annotations
 
@@ -7,21 +10,25 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gearshift.config import Config
 from gearshift.errors import ConfigError
 from gearshift.store.base import TraceStore
 from gearshift.watch.alerts import Alerter
-from gearshift.watch.drift import Baseline, Watch, WatchReport
 from gearshift.watch.metrics import Counters
-from gearshift.watch.windows import recent_traces
+from gearshift.watch.report import WatchReport
+
+if TYPE_CHECKING:
+    from gearshift.watch.drift import Baseline
 
 log = logging.getLogger("gearshift.watch")
 
 
 def load_baseline(config: Config, path: str | None = None) -> Baseline | None:
     """The baseline file `path` (or watch.baseline), relative to the config's folder; None if unset."""
+    from gearshift.watch.drift import Baseline
+
     path = path or config.watch.baseline
     if path is None:
         return None
@@ -40,6 +47,8 @@ def load_baseline(config: Config, path: str | None = None) -> Baseline | None:
 def store_baseline(store: TraceStore, config: Config) -> tuple[Baseline | None, bool]:
     """The baseline from the oldest `window_requests` traces in the store, and whether it is complete
     (that many traces exist). None when there are fewer than `min_requests`."""
+    from gearshift.watch.drift import Baseline
+
     wc = config.watch
     rows = list(store.traces(router=wc.router, limit=wc.window_requests))
     if len(rows) < wc.min_requests:
@@ -56,6 +65,8 @@ class WatchLoop:
         self.store = store
         self.config = config
         self.wc = config.watch
+        from gearshift.watch.drift import Watch
+
         self.counters = counters
         self.watch = Watch(config)
         self.baseline = baseline or load_baseline(config)  # a bad baseline file fails at start-up
@@ -91,6 +102,8 @@ class WatchLoop:
         return report
 
     def _gather(self) -> tuple[list[dict[str, Any]], Baseline] | None:
+        from gearshift.watch.windows import recent_traces
+
         if not self._frozen:
             self.baseline, self._frozen = store_baseline(self.store, self.config)
         if self.baseline is None:

@@ -13,8 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gearshift.trace import Call, Trace
-from gearshift.watch.drift import DRIFT, WatchReport
-from gearshift.watch.windows import SHADOW_GATE
+from gearshift.watch.report import DRIFT, SHADOW_GATE, WatchReport
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Request duration buckets, seconds: from a cache-fast answer to a long escalated generation.

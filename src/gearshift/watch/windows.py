@@ -41,9 +41,8 @@ from gearshift.config import Config
 from gearshift.gateway.summary import counterfactual_cost
 from gearshift.store.base import TraceStore
 from gearshift.trace import Trace
+from gearshift.watch.report import SHADOW_GATE, SHADOW_REFERENCE
 
-SHADOW_GATE = "shadow_agreement"
-SHADOW_REFERENCE = "shadow_reference"
 GATE_ROLES = ("gate", "judge")
 
 
