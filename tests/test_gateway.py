@@ -244,3 +244,18 @@ def test_trace_persists_across_restart(upstream: FakeUpstream, tmp_path: Path) -
     rows = list(store.traces())
     assert len(rows) == 6 and rows[-1]["final_model"] == "large"
     assert [r["prompt"] for r in rows[:5]] == [f"q{i}" for i in range(5)]
+
+
+def test_metrics_endpoint_counts_requests(gateway, upstream: FakeUpstream) -> None:
+    c = client(gateway)
+    for _ in range(3):
+        c.chat.completions.create(model="gearshift/auto", messages=[{"role": "user", "content": "m"}])
+    with pytest.raises(openai.NotFoundError):
+        c.chat.completions.create(model="nope", messages=[{"role": "user", "content": "m"}])
+    r = urllib3.PoolManager().request("GET", gateway.url + "/metrics")
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+    text = r.data.decode()
+    ok = [ln for ln in text.splitlines() if ln.startswith("gearshift_requests_total{") and 'status="200"' in ln]
+    assert ok and sum(float(ln.rsplit(" ", 1)[1]) for ln in ok) == 3
+    assert any(ln.startswith("gearshift_requests_total{") and 'status="404"' in ln for ln in text.splitlines())
+    assert "# TYPE gearshift_requests_total counter" in text

@@ -34,6 +34,7 @@ from gearshift.store import open_store
 from gearshift.store.base import TraceStore
 from gearshift.store.writer import TraceWriter
 from gearshift.trace import Trace
+from gearshift.watch import CONTENT_TYPE, Counters, WatchLoop, render_metrics
 
 log = logging.getLogger("gearshift.gateway")
 
@@ -77,6 +78,8 @@ class Gateway:
         self.routers: dict[str, Router] = build_routers(config)
         self.store = store or open_store(config.store.url, config.base_dir)
         self.writer = TraceWriter(self.store, config.store.batch_size, config.store.flush_interval)
+        self.counters = Counters()
+        self.watch = WatchLoop(self.store, config, self.counters) if config.watch.enabled else None
         self.keys = [(k.name, (k.secret() or "").encode()) for k in config.client_keys]
         self.session: aiohttp.ClientSession | None = None
         self.executor: Executor | None = None
@@ -97,13 +100,17 @@ class Gateway:
         self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         providers = {name: build_provider(m, self.session, self.config.base_dir) for name, m in self.config.models.items()}
         self.executor = Executor(self.config, providers)
-        self.shadower = Shadower(self.config, providers, self.writer)
+        self.shadower = Shadower(self.config, providers, self.writer, self.counters)
         self.shadower.start()
+        if self.watch is not None:
+            await self.watch.start()
         self.versions = VersionLoop(self.config, self.routers, self.store)
         await self.versions.poll()  # promoted thresholds apply before the first request
         self.versions.start()
 
     async def stop(self, app: web.Application | None = None) -> None:
+        if self.watch is not None:
+            await self.watch.stop()
         if self.versions is not None:
             await self.versions.stop()
         if self.shadower is not None:
@@ -191,6 +198,7 @@ class Gateway:
         finally:
             self._remember(trace.id)
             self.writer.put(trace)
+            self.counters.observe(trace)
 
     def _headers(self, trace: Trace, route: Route, outcome: Outcome | None, cost: str | None = None) -> dict[str, str]:
         reason = route.reason + ("; " + "; ".join(outcome.notes) if outcome and outcome.notes else "")
@@ -290,6 +298,15 @@ class Gateway:
                 "uptime_s": round(time.time() - self.started, 1)}
         return web.Response(body=dumps(body), content_type="application/json")
 
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text: request counters, shadow counters and the watch's last report."""
+        if self.shadower is not None:
+            self.counters.sync_shadow_dropped(self.shadower.dropped)
+        gauges = {"gearshift_traces_pending": ("Traces queued for the store.", self.writer.pending())}
+        report = self.watch.report if self.watch is not None else None
+        return web.Response(body=render_metrics(self.counters, report, gauges).encode(),
+                            headers={"Content-Type": CONTENT_TYPE})
+
     async def not_found(self, request: web.Request) -> web.Response:
         err = NotFound(f"no route for {request.method} {request.path}")
         err.code = "not_found"
@@ -308,5 +325,6 @@ def create_app(config: Config, store: TraceStore | None = None) -> web.Applicati
     app.router.add_get("/v1/models", gw.models)
     app.router.add_post("/v1/feedback", gw.feedback)
     app.router.add_get("/health", gw.health)
+    app.router.add_get("/metrics", gw.metrics)
     app.router.add_route("*", "/{tail:.*}", gw.not_found)
     return app

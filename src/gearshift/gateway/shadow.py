@@ -55,8 +55,10 @@ def policies(config: Config) -> dict[str, _Policy]:
 class Shadower:
     """Samples requests, queues shadow work, runs it on a few worker tasks and stores the scored pair."""
 
-    def __init__(self, config: Config, providers: dict[str, Provider], writer: TraceWriter) -> None:
+    def __init__(self, config: Config, providers: dict[str, Provider], writer: TraceWriter,
+                 counters: Any = None) -> None:
         self.config = config
+        self.counters = counters  # gearshift.watch.Counters: shadow calls and verdicts for /metrics
         self.providers = providers
         self.writer = writer
         self.policies = policies(config)
@@ -166,6 +168,8 @@ class Shadower:
                 t.verdicts.append({"gate": "shadow_reference", "model": policy.reference, "passed": True,
                                    "score": 1.0, "method": "reference", "reasons": []})
         self.done += 1
+        if self.counters is not None:
+            self.counters.observe_shadow(t.calls[len(trace.calls):], t.verdicts[len(trace.verdicts):])
         self.writer.put(t)
 
     async def _judge(self, policy: _Policy, request: ChatRequest, answer: str, reference: str) -> tuple[dict[str, Any] | None, Call]:

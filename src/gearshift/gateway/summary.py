@@ -53,7 +53,8 @@ def summarise(rows: Iterable[dict[str, Any]], config: Config, reference: str | N
         if t["status"] == 200 and t["final_model"]:
             counterfactual += counterfactual_cost(t, config, reference)
             roles = {c["role"] for c in t["calls"]}
-            gated = any(c["role"] in ("gate", "judge") for c in t["calls"]) or t["verdicts"]
+            gated = any(c["role"] in ("gate", "judge") for c in t["calls"]) or any(
+                not str(v.get("gate", "")).startswith("shadow_") for v in t["verdicts"])
             if "escalation" in roles:
                 escalated.append(t["latency_ms"])
             elif gated:
