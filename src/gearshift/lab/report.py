@@ -716,6 +716,10 @@ def plot_levels(report: Report) -> Any:
         if xs:
             ax.bar(xs, ys, width * 0.92, yerr=[lo, hi], capsize=2, error_kw={"lw": 0.8}, **style)
         handles.append(Patch(label=name + (" (upper limit)" if name == "oracle" else ""), **style))
+    ests = [x.savings for x in report.level_results if x.savings is not None]
+    top = max([10.0, *(100 * np.nanmax([e.value, e.high]) for e in ests)])
+    bottom = min([0.0, *(100 * np.nanmin([e.value, e.low]) for e in ests)])
+    ax.set_ylim(bottom, top * 1.3)  # room for the legend above the bars
     ax.set_xticks(range(len(report.levels)), [f"keep {lv:.0%} of always-strong quality" for lv in report.levels])
     ax.set_ylabel("savings vs always-strongest (%)")
     ax.set_title(f"{report.source}: savings at quality levels (cheapest operating point reaching each level, in-sample)",
