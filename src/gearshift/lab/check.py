@@ -353,9 +353,9 @@ def check_traces(traces: Sequence[Mapping[str, Any]], feedback: Sequence[Mapping
         answers.append(Answer("savings", "unknown", "no graded pairs with the reference model to calibrate on", {}))
     else:
         if weak is None:
-            others = [m for m in pairs_o.models if m != reference]
+            cheaper = [m for m in pairs_o.models if m != reference]
             counts = {m: int((~np.isnan(pairs_o.quality[:, [pairs_o.index(m), pairs_o.index(reference)]])).all(1).sum())
-                      for m in others}
+                      for m in cheaper}
             weak = max(counts, key=lambda m: counts[m])  # the model with the most pairs
         answers.append(best_calibrated(pairs_o, weak, reference, floor, routers, n_boot=n_boot, seed=seed, alpha=alpha,
                                        progress=progress))

@@ -539,17 +539,17 @@ def build_report(outcomes: Outcomes, weak: str | None = None, strong: str | None
     level_results: list[LevelResult] = []
     bands: dict[str, Band] = {}
     for name, sc in swept_scores.items():
-        lv, band = _swept_levels(sc, o, weak, strong, counts, levels, alpha, name, step, progress)
-        level_results += lv
+        swept, band = _swept_levels(sc, o, weak, strong, counts, levels, alpha, name, step, progress)
+        level_results += swept
         bands[name] = band
     level_results += _hull_levels(o, strong, counts, levels, alpha)
     for r in rows:
         if r.curve is None and r.kind != "fixed":  # replayed pair routers: one operating point
             est = ratios[r.name]
-            for lv in levels:
-                ok = est["quality_retained"].value >= lv - 1e-12
-                level_results.append(LevelResult(r.name, lv, est["savings"] if ok else None, r.strong_share if ok else None,
-                                                 float(ok)))
+            for level in levels:
+                ok = est["quality_retained"].value >= level - 1e-12
+                level_results.append(LevelResult(r.name, level, est["savings"] if ok else None,
+                                                 r.strong_share if ok else None, float(ok)))
 
     mc, mq = (a[0] for a in (_model_means(None, o.cost), _model_means(None, o.quality)))
     hc, hq = metrics.ndch(mc, mq)
@@ -711,7 +711,7 @@ def plot_levels(report: Report) -> Any:
             ys.append(lr.savings.value * 100)
             lo.append(max(0.0, (lr.savings.value - lr.savings.low) * 100) if lr.savings.low == lr.savings.low else 0.0)
             hi.append(max(0.0, (lr.savings.high - lr.savings.value) * 100) if lr.savings.high == lr.savings.high else 0.0)
-        style = {"facecolor": colors.get(name, "#999999"), "hatch": "//" if name == "oracle" else None,
+        style: dict[str, Any] = {"facecolor": colors.get(name, "#999999"), "hatch": "//" if name == "oracle" else None,
                  "edgecolor": "white" if name != "oracle" else "#555555"}
         if xs:
             ax.bar(xs, ys, width * 0.92, yerr=[lo, hi], capsize=2, error_kw={"lw": 0.8}, **style)

@@ -37,7 +37,7 @@ def _routers(config: Any, names: list[str], weak: str, strong: str, columns: dic
 
     built = build_routers(config) if config is not None else {}
     inverse = {v: k for k, v in columns.items()}
-    out = []
+    out: list[Any] = []
     for n in names:
         if n in BUILTIN:
             continue
@@ -86,6 +86,7 @@ def _source(spec: str | None, config_path: str | None, drop_contaminated: bool, 
                 raise click.UsageError(str(e)) from None
     from gearshift.store import open_store
 
+    assert config is not None and config_path is not None
     store = open_store(config.store.url, config.base_dir)
     with console.status(f"reading traces from {config.store.url}"):
         traces = list(store.traces())
