@@ -305,3 +305,69 @@ def test_report_renders_in_headless_chromium(gsm8k_report, tmp_path: Path) -> No
         time.sleep(0.1)
     assert shot.exists() and shot.read_bytes().startswith(PNG_MAGIC)
     assert shot.stat().st_size > 50_000  # a page with plots, not a blank one
+
+
+# --- reports from a trace store ------------------------------------------------------------------------------
+
+
+def _config(tmp_path: Path) -> Path:
+    cfg = {"models": {name: {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "upstream_id": name,
+                             "price": {"input": p, "output": p}, "rank": r}
+                      for name, p, r in (("small", 0.6, 1), ("large", 10.0, 9))},
+           "routers": {"cascade-a": {"kind": "fixed", "model": "small"}},
+           "store": {"url": "sqlite:///traces.db"}}
+    import yaml
+
+    path = tmp_path / "gearshift.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_report_from_cascade_traces_without_pairs(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    store = SQLiteStore(tmp_path / "traces.db")
+    store.write([_trace(i, escalate=i % 3 == 0, latency_ms=100.0 + 10 * i) for i in range(30)])
+    out = tmp_path / "cascades.html"
+    res = CliRunner().invoke(main, ["lab", "report", "--config", str(config), "--n-boot", "50", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = out.read_text(encoding="utf-8")
+    assert "only the cascade split is shown" in text
+    assert "<td>cascade-a (traces)</td><td>escalated</td><td>10</td>" in text
+    assert "escalation rate 33.3%" in text
+    assert (tmp_path / "cascades-cascades.png").read_bytes().startswith(PNG_MAGIC)
+    assert not (tmp_path / "cascades-quality-cost.png").exists()
+
+
+def test_report_from_shadow_pairs_and_cascades_in_traces(tmp_path: Path, data_dir) -> None:  # type: ignore[no-untyped-def]
+    """Traces shaped as the gateway writes them, answered with GSM8K's recorded outcomes."""
+    o = datasets.load("routellm/gsm8k")
+    config = _config(tmp_path)
+    store = SQLiteStore(tmp_path / "traces.db")
+    traces = []
+    for i in range(300):
+        weak_right = bool(o.quality[i, 0])
+        calls = [Call(model="small", role="primary", cost_usd=float(o.cost[i, 0]), latency_ms=200, input_tokens=50,
+                      output_tokens=100)]
+        verdicts: list[dict] = []
+        escalate = i % 4 == 0  # a quarter of the requests go through a gate and escalate
+        if escalate:
+            calls += [Call(model="judge", role="judge", cost_usd=0.0002),
+                      Call(model="large", role="escalation", cost_usd=float(o.cost[i, 1]), latency_ms=900)]
+            verdicts.append({"gate": "judge", "model": "small", "passed": False, "score": 0.0})
+        else:
+            calls.append(Call(model="large", role="shadow", cost_usd=float(o.cost[i, 1])))
+            verdicts += [{"gate": "shadow_agreement", "model": "small", "passed": weak_right,
+                          "score": float(weak_right == bool(o.quality[i, 1]))},
+                         {"gate": "shadow_reference", "model": "large", "passed": True, "score": 1.0}]
+        traces.append(Trace(router="cascade-a", requested_model="cascade-a", final_model="large" if escalate else "small",
+                            calls=calls, verdicts=verdicts, prompt=str(o.prompts[i]), id=f"g{i}",
+                            latency_ms=1100.0 if escalate else 200.0, shadowed=not escalate))
+    store.write(traces)
+    out = tmp_path / "traces.html"
+    res = CliRunner().invoke(main, ["lab", "report", "--config", str(config), "--router", "length", "--n-boot", "50",
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = out.read_text(encoding="utf-8")
+    assert "weak <b>small</b>, strong <b>large</b>" in text and "225 prompts" in text  # the shadowed three quarters
+    assert "<td>length</td>" in text and "<td>cascade-a (traces)</td><td>escalated</td><td>75</td>" in text
+    assert len(re.findall(r'src="data:image/png;base64,', text)) == 4

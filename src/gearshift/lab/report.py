@@ -590,6 +590,23 @@ def build_report(outcomes: Outcomes, weak: str | None = None, strong: str | None
     return report
 
 
+def cascade_report(cascades: Sequence[CascadeRecords], source: str, *, n_boot: int = 1000, seed: int = 0,
+                   alpha: float = 0.05, note: str = "") -> Report:
+    """A report of cascade splits alone: for traces that carry escalations but no graded pairs."""
+    t0 = time.perf_counter()
+    if not cascades:
+        raise ValueError("no cascade records to report")
+    empty = np.array([])
+    report = Report(source=source, n=0, n_dropped=0, weak="", strong="", models=[], cost_estimated=False,
+                    alpha=alpha, n_boot=n_boot, levels=(), rows=[], ratios={}, level_results=[], bands={},
+                    model_cost=empty, model_quality=empty, hull_cost=empty, hull_quality=empty,
+                    notes=[note] if note else [])
+    report.cascades = [summarise_cascade(rec, n_boot=n_boot, seed=seed, alpha=alpha) for rec in cascades]
+    report.seconds = time.perf_counter() - t0
+    report.created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return report
+
+
 # --- drawing -------------------------------------------------------------------------------------------
 
 _FIXED_STYLE = {"random": ("#7f7f7f", "-"), "oracle": ("#000000", ":")}
@@ -611,6 +628,8 @@ def _per_1k(x: float | np.ndarray) -> Any:
 
 def plot_quality_cost(report: Report) -> Any:
     """Quality against cost per 1k requests: routers' curves, random, oracle, models and their hull."""
+    if not report.rows:
+        return None
     import matplotlib.pyplot as plt
 
     colors = _colors(report)
@@ -654,6 +673,8 @@ def plot_quality_cost(report: Report) -> Any:
 
 def plot_pgr_share(report: Report) -> Any:
     """PGR against the strong-call share, with each router's pointwise bootstrap band."""
+    if not report.rows:
+        return None
     import matplotlib.pyplot as plt
 
     colors = _colors(report)
@@ -690,6 +711,8 @@ def plot_pgr_share(report: Report) -> Any:
 
 def plot_levels(report: Report) -> Any:
     """Savings against always-strongest at each quality level, with intervals."""
+    if not report.rows:
+        return None
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
@@ -806,9 +829,53 @@ SUMMARY_HEAD = ("router", "$ per 1k requests", "savings vs always-strongest", "q
                 "strong calls", "APGR", "CPT(50%)", "CPT(80%)")
 
 
+def _cascade_section(report: Report, images: Mapping[str, bytes]) -> list[str]:
+    parts = ["<h2 id=\"cascades\">Cascades: accepted at tier 1 against escalated</h2>"]
+    if report.cascades:
+        crows = []
+        for c in report.cascades:
+            for label, g in (("accepted at tier 1", c.tier1), ("escalated", c.escalated)):
+                crows.append([_esc(f"{c.label} ({c.source})"), label, f"{g.count:,}",
+                              "-" if g.latency_p50 is None else f"{g.latency_p50 * 1000:.0f} ms",
+                              "-" if g.latency_p95 is None else f"{g.latency_p95 * 1000:.0f} ms",
+                              f"${g.spend:.4f}", "-" if g.gate_spend is None else f"${g.gate_spend:.4f}"])
+            crows.append([_esc(f"{c.label} ({c.source})"), "<b>all</b>", f"{c.requests:,}",
+                          "escalation rate " + _cell(c.escalation_rate, 100, ".1f", suffix="%"), "",
+                          f"<b>${c.spend:.4f}</b><br><small>per request {_cell(c.spend_per_request, 1, '.6f', '$')}</small>",
+                          "-" if c.gate_spend is None else f"${c.gate_spend:.4f}"])
+        parts.append(_table(["cascade", "group", "requests", "latency p50", "latency p95", "spend incl. gates",
+                             "of which gates"], crows))
+        if "cascades" in images:
+            parts.append(_img(images["cascades"], "cascade latency"))
+    else:
+        parts.append("<p class=\"muted\">No cascade data: these outcomes carry no escalations. Traces of cascade routers "
+                     "(<code>gearshift lab report --config FILE</code>) or a cascade replay "
+                     "(<code>gearshift.lab.cascade.cascade_records</code>) fill this section.</p>")
+    return parts
+
+
+def _render_cascades_only(report: Report, images: Mapping[str, bytes], command: str) -> str:
+    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>gearshift lab report: "
+             f"{_esc(report.source)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>gearshift lab report: {_esc(report.source)}</h1>",
+             f"<p class=\"meta\">No graded pairs of two models: only the cascade split is shown. Intervals: "
+             f"{1 - report.alpha:.0%} bootstrap percentile intervals ({report.n_boot:,} resamples). Generated "
+             f"{report.created} in {report.seconds:.1f} s.</p>"]
+    parts += _cascade_section(report, images)
+    if report.notes:
+        parts.append("<h2 id=\"notes\">Notes</h2><ul class=\"notes\">"
+                     + "".join(f"<li>{_esc(n)}</li>" for n in report.notes) + "</ul>")
+    if command:
+        parts.append(f"<p class=\"meta\">Command: <code>{_esc(command)}</code></p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
 def render_html(report: Report, images: Mapping[str, bytes], command: str = "") -> str:
     """The report as one HTML document; `images` (name -> PNG bytes) are embedded as data URIs."""
     conf = f"{1 - report.alpha:.0%}"
+    if not report.rows:
+        return _render_cascades_only(report, images, command)
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>gearshift lab report: "
              f"{_esc(report.source)}</title><style>{_CSS}</style></head><body>",
              f"<h1>gearshift lab report: {_esc(report.source)}</h1>",
@@ -856,27 +923,7 @@ def render_html(report: Report, images: Mapping[str, bytes], command: str = "") 
                           for m, c, q in sorted(zip(report.models, report.model_cost, report.model_quality, strict=True),
                                                 key=lambda t: t[1])]),
                   _table(["router", "AIQ"], [[_esc(k), f"{v:.4f}"] for k, v in sorted(report.aiq.items(), key=lambda kv: -kv[1])])]
-    parts.append("<h2 id=\"cascades\">Cascades: accepted at tier 1 against escalated</h2>")
-    if report.cascades:
-        crows = []
-        for c in report.cascades:
-            for label, g in (("accepted at tier 1", c.tier1), ("escalated", c.escalated)):
-                crows.append([_esc(f"{c.label} ({c.source})"), label, f"{g.count:,}",
-                              "-" if g.latency_p50 is None else f"{g.latency_p50 * 1000:.0f} ms",
-                              "-" if g.latency_p95 is None else f"{g.latency_p95 * 1000:.0f} ms",
-                              f"${g.spend:.4f}", "-" if g.gate_spend is None else f"${g.gate_spend:.4f}"])
-            crows.append([_esc(f"{c.label} ({c.source})"), "<b>all</b>", f"{c.requests:,}",
-                          "escalation rate " + _cell(c.escalation_rate, 100, ".1f", suffix="%"), "",
-                          f"<b>${c.spend:.4f}</b><br><small>per request {_cell(c.spend_per_request, 1, '.6f', '$')}</small>",
-                          "-" if c.gate_spend is None else f"${c.gate_spend:.4f}"])
-        parts.append(_table(["cascade", "group", "requests", "latency p50", "latency p95", "spend incl. gates",
-                             "of which gates"], crows))
-        if "cascades" in images:
-            parts.append(_img(images["cascades"], "cascade latency"))
-    else:
-        parts.append("<p class=\"muted\">No cascade data: these outcomes carry no escalations. Traces of cascade routers "
-                     "(<code>gearshift lab report --config FILE</code>) or a cascade replay "
-                     "(<code>gearshift.lab.cascade.cascade_records</code>) fill this section.</p>")
+    parts += _cascade_section(report, images)
     notes = list(report.notes) + [
         "PGR = (q - q_weak) / (q_strong - q_weak); APGR = area under PGR over the strong-call share; CPT(x%) = least "
         "strong-call share reaching PGR x% (RouteLLM, arXiv 2406.18665). The oracle sends a prompt strong exactly "

@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,6 +100,28 @@ def _source(spec: str | None, config_path: str | None, drop_contaminated: bool, 
     return outcomes, config, traces, store
 
 
+def _pair(outcomes: Any, weak: str | None, strong: str | None) -> tuple[str, str] | None:
+    """The weak/strong pair to report on, or None when no prompt is graded for two models."""
+    import numpy as np
+
+    from gearshift.lab.evaluate import default_pair
+
+    if outcomes is None:
+        return None
+    try:
+        with warnings.catch_warnings():  # a model never graded in the traces has an all-NaN mean: said below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            dw, ds = default_pair(outcomes) if weak is None or strong is None else (weak, strong)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    weak, strong = weak or dw, strong or ds
+    for m in (weak, strong):
+        if m not in outcomes.models:
+            raise click.UsageError(f"model {m!r} is not in {outcomes.name}; it has {outcomes.models}")
+    graded = ~np.isnan(outcomes.quality[:, [outcomes.index(weak), outcomes.index(strong)]]).any(axis=1)
+    return (weak, strong) if graded.any() else None
+
+
 def _levels(text: str) -> tuple[float, ...]:
     try:
         vals = tuple(float(x) for x in text.split(",") if x.strip())
@@ -132,39 +155,40 @@ def lab_report(spec: str | None, config_path: str | None, router_names: tuple[st
     """Write one self-contained HTML report (plots embedded) with the PNGs beside it."""
     from rich.console import Console
 
-    from gearshift.lab.evaluate import default_pair
-    from gearshift.lab.report import build_report, cascade_records_from_traces, write_report
+    from gearshift.lab.report import build_report, cascade_records_from_traces, cascade_report, write_report
 
     t0 = time.perf_counter()
     levels = _levels(levels_text)
     console = Console(stderr=True)
     outcomes, config, traces, _ = _source(spec, config_path, drop_contaminated, console)
-    if outcomes is None:
-        raise click.UsageError("the traces hold no prompt answered by two models (shadow pairs or escalations): "
-                               "enable shadow sampling, or report on --outcomes")
-    try:
-        dw, ds = default_pair(outcomes) if weak is None or strong is None else (weak, strong)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
-    weak, strong = weak or dw, strong or ds
-    for m in (weak, strong):
-        if m not in outcomes.models:
-            raise click.UsageError(f"model {m!r} is not in {outcomes.name}; it has {outcomes.models}")
-    columns = {} if traces or config is None else {
-        m: mc.replay.column for m, mc in config.models.items() if mc.replay is not None}
-    routers = _routers(config, list(router_names), weak, strong, columns)
     cascades = []
     for name in sorted({str(t.get("router")) for t in traces if t.get("router")}):
         rec = cascade_records_from_traces(traces, router=name)
         if rec is not None:
             cascades.append(rec)
-    with _progress(console) as progress:
-        try:
-            report = build_report(outcomes, weak, strong, routers, columns=columns, levels=levels, n_boot=n_boot,
-                                  seed=seed, alpha=alpha, cascades=cascades, progress=progress)
-        except ValueError as e:
-            raise click.UsageError(str(e)) from None
-        paths = write_report(report, out_path, command=shlex.join(["gearshift", *sys.argv[1:]]), progress=progress)
+    command = shlex.join(["gearshift", *sys.argv[1:]])
+    pair = _pair(outcomes, weak, strong)
+    if pair is None:
+        if not cascades:
+            raise click.UsageError("the traces hold no prompt graded for two models (shadow pairs) and no cascade "
+                                   "requests: enable shadow sampling, or report on --outcomes")
+        with _progress(console) as progress:
+            report = cascade_report(cascades, f"traces ({Path(str(config_path)).name})", n_boot=n_boot, seed=seed,
+                                    alpha=alpha, note="no prompt was graded for two models (shadow pairs): the "
+                                    "cost-quality sections need shadow sampling or --outcomes")
+            paths = write_report(report, out_path, command=command, progress=progress)
+    else:
+        weak, strong = pair
+        columns = {} if traces or config is None else {
+            m: mc.replay.column for m, mc in config.models.items() if mc.replay is not None}
+        routers = _routers(config, list(router_names), weak, strong, columns)
+        with _progress(console) as progress:
+            try:
+                report = build_report(outcomes, weak, strong, routers, columns=columns, levels=levels, n_boot=n_boot,
+                                      seed=seed, alpha=alpha, cascades=cascades, progress=progress)
+            except ValueError as e:
+                raise click.UsageError(str(e)) from None
+            paths = write_report(report, out_path, command=command, progress=progress)
     console.print(f"wrote {paths[0]} ({paths[0].stat().st_size / 1e6:.1f} MB, self-contained) and "
                   f"{len(paths) - 1} PNGs beside it in {time.perf_counter() - t0:.1f} s")
     click.echo(str(paths[0]))
