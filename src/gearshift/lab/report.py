@@ -565,6 +565,9 @@ def build_report(outcomes: Outcomes, weak: str | None = None, strong: str | None
         report.points.append(PointRouter(name, estimate(float(ts_c.mean()), m[:, 1], alpha),
                                          estimate(float(ts_q.mean()), m[:, 0], alpha), est["savings"],
                                          est["quality_retained"]))
+        for level in levels:  # one operating point: it keeps a level or it does not
+            ok = est["quality_retained"].value >= level - 1e-12
+            report.level_results.append(LevelResult(name, level, est["savings"] if ok else None, None, float(ok)))
     if report.multi_model:
         lo, hi = float(np.nanmin(mc)), float(np.nanmax(mc))
         report.aiq_range = (lo, hi)
