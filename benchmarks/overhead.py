@@ -27,6 +27,9 @@ import numpy as np
 import yaml
 
 HERE = Path(__file__).resolve().parent
+# Both gateways authenticate clients, as they would in production (LiteLLM refuses to start without a key).
+CLIENT_KEY = "sk-bench-" + os.urandom(16).hex()
+AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 BODY = json.dumps({"model": "gearshift/auto", "messages": [{"role": "user", "content": "Say ok."}],
                    "max_tokens": 5}).encode()
 
@@ -136,6 +139,7 @@ def gearshift_config(upstream: str, tmp: Path) -> Path:
             {"name": "code", "when": {"keywords": ["traceback", "refactor", "prove"]}, "model": "strong"},
         ]}},
         "store": {"url": f"sqlite:///{tmp / 'bench.db'}"},
+        "client_keys": [{"name": "bench", "key": CLIENT_KEY}],
     }
     path = tmp / "gearshift.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -180,7 +184,7 @@ def main() -> None:
         procs.append(gateway)
         startup = asyncio.run(wait_ready(f"http://127.0.0.1:{gs_port}/health")) + 0 * t0
         targets = [("direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", None, {}, "bench"),
-                   ("gearshift", f"http://127.0.0.1:{gs_port}/v1/chat/completions", gateway.pid, {}, "gearshift/auto")]
+                   ("gearshift", f"http://127.0.0.1:{gs_port}/v1/chat/completions", gateway.pid, AUTH, "gearshift/auto")]
         lite = None if args.no_litellm else litellm_command()
         if lite:
             ll_port = free_port()
@@ -188,12 +192,13 @@ def main() -> None:
             ll_cfg.write_text(yaml.safe_dump({"model_list": [{"model_name": "bench", "litellm_params": {
                 "model": "openai/bench", "api_base": f"http://127.0.0.1:{up_port}/v1", "api_key": "none"}}],
                 "litellm_settings": {"drop_params": True}}))
-            env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+            env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+                   "LITELLM_MASTER_KEY": CLIENT_KEY}
             litellm = start([lite, "--config", str(ll_cfg), "--port", str(ll_port), "--num_workers", "1"], env=env)
             procs.append(litellm)
             try:
                 asyncio.run(wait_ready(f"http://127.0.0.1:{ll_port}/health/liveliness", timeout=120))
-                targets.append(("litellm", f"http://127.0.0.1:{ll_port}/v1/chat/completions", litellm.pid, {}, "bench"))
+                targets.append(("litellm", f"http://127.0.0.1:{ll_port}/v1/chat/completions", litellm.pid, AUTH, "bench"))
             except RuntimeError:
                 print("litellm proxy did not start; skipped", file=sys.stderr)
 
