@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from gearshift.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gearshift.config import Config
 
 # name -> "module:attribute"; each subcommand lives beside the code it drives.
 COMMANDS = {
@@ -19,6 +23,17 @@ COMMANDS = {
     "lab": "gearshift.lab.cli:lab_group",
     "watch": "gearshift.watch.cli:watch_command",
 }
+
+
+def config_or_exit(path: str) -> Config:
+    """Load a config for a command; a bad one prints the problems and exits 2 (no traceback)."""
+    from gearshift.config import load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        sys.exit(2)
 
 
 class LazyGroup(click.Group):
@@ -52,13 +67,7 @@ def main() -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 def check_config(path: str) -> None:
     """Validate a config file without serving."""
-    from gearshift.config import load_config
-
-    try:
-        config = load_config(path)
-    except ConfigError as e:
-        click.echo(str(e), err=True)
-        sys.exit(2)
+    config = config_or_exit(path)
     click.echo(f"{path}: ok: {len(config.models)} models, {len(config.routers)} routers, store {config.store.url}")
 
 

@@ -267,22 +267,31 @@ class _KeyProblem(ValueError):
         self.key = key
 
 
-def _format_validation(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid config ({err.error_count()} problem{'s' if err.error_count() > 1 else ''})"]
+def error_lines(err: ValidationError, prefix: str = "", unknown: str = "unknown key; remove it or check its spelling") -> list[str]:
+    """One line per validation error: `  prefix.key: what is wrong (got value)`.
+
+    The one formatter for config, router options and gate options, so every bad key reads alike."""
+    lines = []
     for e in err.errors():
+        if isinstance(e.get("ctx", {}).get("error"), _KeyProblem):
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")  # already names key, value and fix
+            continue
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        key = ".".join(part for part in (prefix, loc) if part) or "<root>"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or check its spelling"
+            msg = unknown
         elif e["type"] == "missing":
             msg = "required key is missing"
         value = e.get("input")
-        shown = "" if e["type"] in ("missing",) or isinstance(value, dict) else f" (got {value!r})"
-        if isinstance(e.get("ctx", {}).get("error"), _KeyProblem):
-            lines.append(f"  {msg}")
-        else:
-            lines.append(f"  {loc or '<root>'}: {msg}{shown}")
-    return "\n".join(lines)
+        shown = "" if e["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {key}: {msg}{shown}")
+    return lines
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    n = err.error_count()
+    return "\n".join([f"{source}: invalid config ({n} problem{'s' if n > 1 else ''})", *error_lines(err)])
 
 
 def parse_config(data: Any, source: str = "<config>", base_dir: str | Path = ".") -> Config:

@@ -102,19 +102,11 @@ def _load_kinds() -> None:
 
 
 def _format_errors(err: ValidationError, where: str, kind: str, cls: type[Gate]) -> str:
-    lines = [f"{where}: invalid gate (kind {kind})"]
+    from gearshift.config import error_lines
+
     allowed = sorted(f.alias or name for name, f in cls.Options.model_fields.items())
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = f"unknown key for gate kind {kind}; allowed keys: {', '.join(allowed)}"
-        elif e["type"] == "missing":
-            msg = "required key is missing"
-        value = e.get("input")
-        got = "" if e["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"  {where}.{loc}: {msg}{got}" if loc else f"  {where}: {msg}{got}")
-    return "\n".join(lines)
+    unknown = f"unknown key for gate kind {kind}; allowed keys: {', '.join(allowed)}"
+    return "\n".join([f"{where}: invalid gate (kind {kind})", *error_lines(err, where, unknown)])
 
 
 def build_gate(spec: dict[str, Any] | str, models: dict[str, ModelConfig] | None = None,

@@ -7,17 +7,7 @@ import sys
 
 import click
 
-from gearshift.errors import ConfigError
-
-
-def _load(path: str):  # type: ignore[no-untyped-def]
-    from gearshift.config import load_config
-
-    try:
-        return load_config(path)
-    except ConfigError as e:
-        click.echo(str(e), err=True)
-        sys.exit(2)
+from gearshift.cli import config_or_exit as _load
 
 
 @click.command("serve")

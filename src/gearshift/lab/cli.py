@@ -93,15 +93,10 @@ def _cell(est, scale: float = 1.0, spec: str = ".3f", prefix: str = "", suffix: 
 
 
 def _configured(config_path: str, names: list[str]):  # type: ignore[no-untyped-def]
-    from gearshift.config import load_config
-    from gearshift.errors import ConfigError
+    from gearshift.cli import config_or_exit
     from gearshift.routers import build_routers
 
-    try:
-        config = load_config(config_path)
-    except ConfigError as e:
-        click.echo(str(e), err=True)
-        sys.exit(2)
+    config = config_or_exit(config_path)
     built = build_routers(config)
     missing = [n for n in names if n not in built]
     if missing:

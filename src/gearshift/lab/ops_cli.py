@@ -12,15 +12,10 @@ from gearshift.lab.cli import lab_group
 
 
 def _config_and_store(config_path: str):  # type: ignore[no-untyped-def]
-    from gearshift.config import load_config
-    from gearshift.errors import ConfigError
+    from gearshift.cli import config_or_exit
     from gearshift.store import open_store
 
-    try:
-        config = load_config(config_path)
-    except ConfigError as e:
-        click.echo(str(e), err=True)
-        sys.exit(2)
+    config = config_or_exit(config_path)
     return config, open_store(config.store.url, config.base_dir)
 
 

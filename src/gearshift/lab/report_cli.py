@@ -20,15 +20,7 @@ from gearshift.lab.cli import lab_group
 BUILTIN = ("random", "oracle")  # always in the report
 
 
-def _load_config(config_path: str):  # type: ignore[no-untyped-def]
-    from gearshift.config import load_config
-    from gearshift.errors import ConfigError
-
-    try:
-        return load_config(config_path)
-    except ConfigError as e:
-        click.echo(str(e), err=True)
-        sys.exit(2)
+from gearshift.cli import config_or_exit as _load_config  # noqa: E402
 
 
 def _routers(config: Any, names: list[str], weak: str, strong: str, columns: dict[str, str]) -> list[Any]:

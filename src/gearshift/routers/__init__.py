@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from gearshift.config import error_lines
 from gearshift.errors import ConfigError
 from gearshift.routers.base import Router, ScoringRouter
 from gearshift.routers.fixed import FixedRouter
@@ -48,16 +49,8 @@ def _parse(name: str, rc, config: Config, source: str):  # type: ignore[no-untyp
     try:
         options = cls.Options.model_validate(rc.options())
     except ValidationError as err:
-        lines = [f"{source}: invalid router {name!r} (kind {rc.kind})"]
-        for e in err.errors():
-            loc = ".".join(str(p) for p in e["loc"])
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                msg = f"unknown key for kind {rc.kind}; remove it or check its spelling"
-            elif e["type"] == "missing":
-                msg = "required key is missing"
-            got = "" if e["type"] == "missing" or isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})"
-            lines.append(f"  routers.{name}.{loc}: {msg}{got}")
+        lines = [f"{source}: invalid router {name!r} (kind {rc.kind})",
+                 *error_lines(err, f"routers.{name}", f"unknown key for kind {rc.kind}; remove it or check its spelling")]
         raise ConfigError("\n".join(lines)) from None
     problems = cls.check(name, options, config)
     if problems:
