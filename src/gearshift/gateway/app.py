@@ -100,6 +100,11 @@ class Gateway:
         self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         providers = {name: build_provider(m, self.session, self.config.base_dir) for name, m in self.config.models.items()}
         self.executor = Executor(self.config, providers)
+        for router in self.routers.values():
+            # Routers that need the executor (a cascade's judge gates and latency budgets) take it here.
+            attach = getattr(router, "attach", None)
+            if attach is not None:
+                attach(self.executor)
         self.shadower = Shadower(self.config, providers, self.writer, self.counters)
         self.shadower.start()
         if self.watch is not None:

@@ -104,9 +104,24 @@ class Executor:
         assert last is not None
         raise _every_upstream_failed(last, trace)
 
+    async def call_model(self, model: str, body: dict[str, Any]) -> tuple[str, Call]:
+        """One whole answer from `model` for a gate that calls a model (the judge), with the model's
+        retries. The gate puts the returned Call in its verdict and the trace records it from there;
+        failed attempts raise UpstreamError, which the gate turns into a failed verdict."""
+        scratch = Trace(router="", requested_model=model)
+        request = ChatRequest(body=body)
+
+        async def call(p: Provider) -> Completion:
+            return await p.complete(request)
+
+        _, completion, t0, attempt = await self._attempts(Step(model), "judge", scratch, call)
+        done = self._record(scratch, model, "judge", attempt, t0, usage=completion.usage, response=completion.text)
+        return completion.text, done
+
     async def complete(self, route: Route, request: ChatRequest, trace: Trace) -> Outcome:
         """Run the route to one whole answer (cascade steps gated, escalating on failure)."""
         best: tuple[float, str, Completion] | None = None
+        escalations: list[str] = []  # why each failed tier escalated: shown in x-gearshift-reason
         for i, step in enumerate(route.steps):
             role = "primary" if i == 0 else "escalation"
 
@@ -118,15 +133,17 @@ class Executor:
                          usage=completion.usage, response=completion.text)
             last_step = i == len(route.steps) - 1
             if not step.gates or (last_step and route.accept != "best"):
-                return Outcome(model=model, completion=completion)
+                return Outcome(model=model, completion=completion, notes=escalations)
             passed, score = await self._gate(step, request, completion, trace)
             if passed:
-                return Outcome(model=model, completion=completion, notes=[f"accepted at tier {i + 1}"])
+                return Outcome(model=model, completion=completion, notes=[*escalations, f"accepted at tier {i + 1}"])
+            escalations.append(_failed_note(i, model, step, trace))
             if best is None or score > best[0]:
                 best = (score, model, completion)
         # Every tier failed its gates and the route keeps the best-scored answer.
         assert best is not None
-        return Outcome(model=best[1], completion=best[2], notes=[f"no tier passed; best score {best[0]:.2f}"])
+        return Outcome(model=best[1], completion=best[2],
+                       notes=[*escalations, f"no tier passed; best score {best[0]:.2f}"])
 
     async def _gate(self, step: Step, request: ChatRequest, completion: Completion, trace: Trace) -> tuple[bool, float]:
         """Run a step's gates; all must pass. Gate calls and verdicts go into the trace."""
@@ -148,13 +165,20 @@ class Executor:
 
     async def open_stream(self, route: Route, request: ChatRequest, trace: Trace) -> Outcome:
         """Open a stream for the route. Gated steps are answered whole first (buffered), then either
-        accepted (replayed as chunks) or escalated; the first ungated step streams through."""
+        accepted (replayed as chunks) or escalated; the first ungated step streams through. With
+        accept="best" the last step is gated too, so it is buffered and the best-scored answer replayed."""
+        best: tuple[float, str, Completion] | None = None
+        escalations: list[str] = []
         for i, step in enumerate(route.steps):
             last_step = i == len(route.steps) - 1
-            if step.gates and not last_step:
-                outcome = await self._buffered_step(i, step, request, trace)
-                if outcome is not None:
-                    return outcome
+            if step.gates and (not last_step or route.accept == "best"):
+                model, completion, passed, score = await self._buffered_step(i, step, request, trace)
+                if passed:
+                    return Outcome(model=model, stream=CompletionStream(completion),
+                                   notes=[*escalations, f"accepted at tier {i + 1}"])
+                escalations.append(_failed_note(i, model, step, trace))
+                if best is None or score > best[0]:
+                    best = (score, model, completion)
                 continue
             role = "primary" if i == 0 else "escalation"
 
@@ -165,10 +189,13 @@ class Executor:
 
             model, stream, t0, attempt = await self._attempts(step, role, trace, opener)
             role = role if model == step.model else "fallback"
-            return Outcome(model=model, stream=_Timed(stream, t0, model, role, attempt))
-        raise AssertionError("unreachable: the last step always returns")
+            return Outcome(model=model, stream=_Timed(stream, t0, model, role, attempt), notes=escalations)
+        assert best is not None  # only accept="best" gets here: every step was gated and failed
+        return Outcome(model=best[1], stream=CompletionStream(best[2]),
+                       notes=[*escalations, f"no tier passed; best score {best[0]:.2f}"])
 
-    async def _buffered_step(self, i: int, step: Step, request: ChatRequest, trace: Trace) -> Outcome | None:
+    async def _buffered_step(self, i: int, step: Step, request: ChatRequest,
+                             trace: Trace) -> tuple[str, Completion, bool, float]:
         role = "primary" if i == 0 else "escalation"
 
         async def call(p: Provider) -> Completion:
@@ -177,16 +204,20 @@ class Executor:
         model, completion, t0, attempt = await self._attempts(step, role, trace, call)
         self._record(trace, model, role if model == step.model else "fallback", attempt, t0,
                      usage=completion.usage, response=completion.text)
-        passed, _ = await self._gate(step, request, completion, trace)
-        if passed:
-            return Outcome(model=model, stream=CompletionStream(completion), notes=[f"accepted at tier {i + 1}"])
-        return None
+        passed, score = await self._gate(step, request, completion, trace)
+        return model, completion, passed, score
 
     def finish_stream(self, outcome: Outcome, trace: Trace, error: UpstreamError | None = None) -> None:
         """Record the streamed call once the stream ended (or broke)."""
         s = outcome.stream
         if isinstance(s, _Timed):
             self._record(trace, s.model, s.role, s.attempt, s.t0, usage=s.usage, error=error, response=s.text)
+
+
+def _failed_note(i: int, model: str, step: Step, trace: Trace) -> str:
+    """`tier 1 (small) failed arithmetic`: the gates of this step that failed, from its verdicts."""
+    failed = [v["gate"] for v in trace.verdicts[-len(step.gates):] if not v["passed"]]
+    return f"tier {i + 1} ({model}) failed {', '.join(failed) or 'its gates'}"
 
 
 def _every_upstream_failed(last: UpstreamError, trace: Trace) -> UpstreamError:
