@@ -1,0 +1,395 @@
+"""Cascades in the lab: run the real gates on recorded answers, sweep a gate's threshold, replay
+cascade routers prompt by prompt, and train the learned gate.
+
+A cascade asks the cheap model first, gates its answer, and escalates when the gate fails. On
+recorded outcomes every part of that is known: the cheap answer's text (so the gate runs on it,
+the same code the gateway runs), both answers' quality, and both calls' cost. So the curve of a
+cascade is measured exactly like any router's (`replay.sweep_scores`), with two differences that
+`cascade_outcomes` builds into the table it sweeps:
+
+- the "weak" column of a cascade costs the cheap call plus its gates; the "strong" column costs
+  the cheap call, the gates *and* the expensive call (an escalated request pays for all three);
+- the strong-call share of a cascade point is its escalation rate.
+
+Gate scores are computed once per prompt (`gate_scores`), then every threshold is evaluated in one
+vectorised pass: quality = the cheap answer's if accepted, else the expensive one's; cost = cheap
++ gates (+ expensive if escalated).
+
+`replay_cascade` runs a configured cascade router's `route()` on every prompt and walks its steps
+as the gateway's executor does (any number of tiers, accept last or best), for RouterBench and for
+the lab report (`cascade_records`, the report's hook).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from gearshift.gates.base import Gate
+from gearshift.lab.outcomes import Outcomes
+from gearshift.lab.replay import Curve, requests, sweep_scores
+from gearshift.request import ChatRequest
+from gearshift.route import Route
+from gearshift.routers.base import Router
+
+# --- gate scores on recorded answers ------------------------------------------------------------
+
+
+@dataclass
+class GateScores:
+    """What each gate said about each recorded answer of one model.
+
+    scores, passed: (n, k) for k gates; cost: (n,) USD the gates spent (judges only; programmatic
+    and learned gates cost nothing); seconds: (n,) time the gates took here, measured.
+    """
+
+    gates: list[Gate]
+    model: str
+    scores: np.ndarray
+    passed: np.ndarray
+    cost: np.ndarray
+    seconds: np.ndarray
+
+    @property
+    def all_passed(self) -> np.ndarray:
+        """(n,) True where every gate passed: the answer is accepted at the gates' own thresholds."""
+        return self.passed.all(axis=1)
+
+    def index(self, gate: str | int) -> int:
+        if isinstance(gate, int):
+            return gate
+        names = [g.name for g in self.gates]
+        if gate not in names:
+            raise KeyError(f"no gate named {gate!r}; the gates are {names}")
+        return names.index(gate)
+
+    def escalation_scores(self, sweep: str | int | None = None) -> np.ndarray:
+        """One score per prompt, higher = escalate first, for sweeping a threshold.
+
+        sweep None: 1 - the lowest gate score (every gate's threshold moved together, as one).
+        sweep = a gate (name or index): 1 - that gate's score, and prompts another gate fails
+        (at its own threshold) come first (score 2 + ...), ordered by the swept gate: the
+        configuration's other gates stay as they are while one threshold moves.
+        """
+        if sweep is None:
+            return 1.0 - self.scores.min(axis=1)
+        j = self.index(sweep)
+        base = 1.0 - self.scores[:, j]
+        others = np.delete(self.passed, j, axis=1)
+        fails_other = ~others.all(axis=1) if others.shape[1] else np.zeros(len(base), bool)
+        return base + 2.0 * fails_other
+
+    def gate_threshold(self, escalation_threshold: float) -> float | None:
+        """The swept gate's threshold of a curve point (escalate when escalation score >= t).
+
+        A gate passes when score >= threshold, so escalating where 1 - score >= t is the gate
+        threshold just above 1 - t. None when t > 1: that point escalates part of the prompts another
+        gate fails, which no single threshold does (it is a mix of two configurations)."""
+        if escalation_threshold > 1.0:
+            return None
+        return float(np.nextafter(1.0 - escalation_threshold, np.inf)) if np.isfinite(escalation_threshold) else 0.0
+
+
+def _answers(outcomes: Outcomes, model: str) -> np.ndarray:
+    if outcomes.responses is None:
+        raise ValueError(f"outcomes {outcomes.name!r} keep no response text: gates need the recorded answers")
+    return outcomes.responses[:, outcomes.index(model)]
+
+
+def gate_scores(gates: Sequence[Gate], outcomes: Outcomes, model: str,
+                reqs: Sequence[ChatRequest] | None = None) -> GateScores:
+    """Run every gate on `model`'s recorded answer of every prompt (the gates' own `check`)."""
+    for g in gates:
+        if not g.offline:
+            raise ValueError(f"gate {g.name!r} (kind {g.kind}) calls a model to judge; the lab cannot replay it on "
+                             f"recorded text. Replay the programmatic and learned gates, or record judge verdicts in "
+                             f"traces and evaluate those")
+    answers = _answers(outcomes, model)
+    reqs = list(reqs) if reqs is not None else requests(outcomes)
+    n, k = len(outcomes), len(gates)
+    scores = np.empty((n, k))
+    passed = np.empty((n, k), dtype=bool)
+    cost = np.zeros(n)
+    seconds = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        text = answers[i] or ""
+        for j, g in enumerate(gates):
+            v = g.check(reqs[i], text)
+            scores[i, j], passed[i, j] = v.score, v.passed
+            cost[i] += v.cost_usd
+        seconds[i] = time.perf_counter() - t0
+    return GateScores(gates=list(gates), model=model, scores=scores, passed=passed, cost=cost, seconds=seconds)
+
+
+# --- the cascade as a two-column outcomes table -----------------------------------------------------
+
+
+def cascade_outcomes(outcomes: Outcomes, weak: str, strong: str, gate_cost: np.ndarray | float = 0.0) -> Outcomes:
+    """The table a cascade's sweep reads: columns `weak` (accepted at tier 1) and `strong` (escalated).
+
+    Quality is each model's own; cost of `weak` = cheap call + gates, cost of `strong` = cheap call
+    + gates + expensive call: an escalated request pays for every call it made.
+    """
+    w, s = outcomes.index(weak), outcomes.index(strong)
+    cw, cs = np.asarray(outcomes.cost[:, w], float), np.asarray(outcomes.cost[:, s], float)
+    g = np.broadcast_to(np.asarray(gate_cost, float), cw.shape)
+    cost = np.stack([cw + g, cw + g + cs], axis=1)
+    quality = np.asarray(outcomes.quality[:, [w, s]], float)
+    latency = None if outcomes.latency is None else np.stack(
+        [outcomes.latency[:, w], outcomes.latency[:, w] + outcomes.latency[:, s]], axis=1)
+    return Outcomes(prompts=outcomes.prompts, models=[weak, strong], quality=quality, cost=cost, latency=latency,
+                    responses=None if outcomes.responses is None else outcomes.responses[:, [w, s]],
+                    meta=dict(outcomes.meta), name=f"{outcomes.name} (cascade {weak} -> {strong})",
+                    cost_estimated=outcomes.cost_estimated)
+
+
+def sweep_cascade(escalation: np.ndarray, outcomes: Outcomes, weak: str, strong: str,
+                  gate_cost: np.ndarray | float = 0.0, thresholds: Sequence[float] | np.ndarray | None = None,
+                  label: str = "") -> Curve:
+    """The curve of a cascade over every escalation threshold, in one vectorised pass.
+
+    escalation: (n,) per prompt, higher escalates first (e.g. GateScores.escalation_scores()).
+    A point's strong share is its escalation rate; its cost includes the cheap call and gates on
+    every prompt. Metrics (APGR, CPT) apply to it exactly as to any router's curve.
+    """
+    return sweep_scores(escalation, cascade_outcomes(outcomes, weak, strong, gate_cost), weak, strong,
+                        thresholds, label=label)
+
+
+# --- replaying configured cascade routers ------------------------------------------------------------
+
+
+@dataclass
+class CascadeReplay:
+    """A cascade router replayed prompt by prompt, as the gateway's executor would run it.
+
+    choice: (n,) outcomes column of the answer returned; tier: (n,) index of its step in the
+    route; escalated: (n,) the answer came from a later step than the first; quality, cost (every
+    call, gates included), gate_cost, gate_seconds (measured here), latency (seconds, from the
+    outcomes' recorded latencies plus measured gate time; None when the outcomes have none).
+    Attribute names follow the lab report's cascade hook (see gearshift.lab.report.CascadeRecords).
+    """
+
+    models: list[str]
+    choice: np.ndarray
+    tier: np.ndarray
+    escalated: np.ndarray
+    quality: np.ndarray
+    cost: np.ndarray
+    gate_cost: np.ndarray
+    gate_seconds: np.ndarray
+    latency: np.ndarray | None
+    router: str = ""
+
+    def __len__(self) -> int:
+        return len(self.choice)
+
+    @property
+    def escalation_rate(self) -> float:
+        return float(self.escalated.mean())
+
+    def summary(self) -> dict[str, Any]:
+        """Accepted-at-tier-1 against escalated: count, quality, spend incl. gates, latency p50/p95."""
+        out: dict[str, Any] = {"requests": len(self), "escalation_rate": self.escalation_rate,
+                               "quality": float(np.nanmean(self.quality)), "spend_usd": float(self.cost.sum()),
+                               "gate_spend_usd": float(self.gate_cost.sum())}
+        for label, mask in (("accepted_at_tier1", ~self.escalated), ("escalated", self.escalated)):
+            lat = None if self.latency is None else self.latency[mask]
+            out[label] = {"count": int(mask.sum()), "spend_usd": float(self.cost[mask].sum()),
+                          "latency_p50_s": float(np.percentile(lat, 50)) if lat is not None and len(lat) else None,
+                          "latency_p95_s": float(np.percentile(lat, 95)) if lat is not None and len(lat) else None}
+        return out
+
+
+@dataclass
+class _Walk:
+    column: int
+    tier: int
+    cost: float
+    gate_cost: float
+    gate_seconds: float
+    latency: float
+
+
+def _walk(route: Route, outcomes: Outcomes, row: int, column: Callable[[str], int],
+          request: ChatRequest) -> _Walk:
+    """Run one route on recorded answers, mirroring Executor.complete: call each step's model,
+    gate its answer, accept on pass; the last step's answer (or, with accept=best, the best-scored
+    gated one) when none passes."""
+    # `cost` sums the model calls; the gates' own cost is added once, when the walk ends.
+    cost = gate_cost = gate_seconds = latency = 0.0
+    best: tuple[float, int, int] | None = None
+    n_steps = len(route.steps)
+    for i, step in enumerate(route.steps):
+        j = column(step.model)
+        cost += float(outcomes.cost[row, j])
+        if outcomes.latency is not None:
+            latency += float(outcomes.latency[row, j])
+        last = i == n_steps - 1
+        if not step.gates or (last and route.accept != "best"):
+            return _Walk(j, i, cost + gate_cost, gate_cost, gate_seconds, latency)
+        if outcomes.responses is None:
+            raise ValueError(f"outcomes {outcomes.name!r} keep no response text: the gates of "
+                             f"{step.model!r} need its recorded answers")
+        text = outcomes.responses[row, j] or ""
+        t0 = time.perf_counter()
+        passed, scores = True, []
+        for g in step.gates:
+            if not g.offline:
+                raise ValueError(f"gate {g.name!r} (kind {g.kind}) calls a model; the lab cannot replay it")
+            v = g.check(request, text)
+            passed = passed and v.passed
+            scores.append(v.score)
+            gate_cost += v.cost_usd
+        spent = time.perf_counter() - t0
+        gate_seconds += spent
+        latency += spent
+        if passed:
+            return _Walk(j, i, cost + gate_cost, gate_cost, gate_seconds, latency)
+        score = min(scores) if scores else 1.0
+        if best is None or score > best[0]:
+            best = (score, j, i)
+    assert best is not None
+    return _Walk(best[1], best[2], cost + gate_cost, gate_cost, gate_seconds, latency)
+
+
+def _column_of(outcomes: Outcomes, columns: Mapping[str, str] | None) -> Callable[[str], int]:
+    cache: dict[str, int] = {}
+
+    def column(model: str) -> int:
+        if model not in cache:
+            cache[model] = outcomes.index((columns or {}).get(model, model))
+        return cache[model]
+
+    return column
+
+
+def cascade_outcome(route: Route, outcomes: Outcomes, row: int, column: Callable[[str], int]) -> tuple[int, float, float]:
+    """A `replay.RouteOutcome` for cascades: walks the steps, running the gates on recorded answers;
+    cost counts every call made (cheap, gates, expensive). Use as `replay(router, o, outcome_of=cascade_outcome)`."""
+    req = ChatRequest.from_prompt(str(outcomes.prompts[row]), outcomes.metadata_of(row))
+    w = _walk(route, outcomes, row, column, req)
+    return w.column, w.cost, float(outcomes.quality[row, w.column])
+
+
+def replay_cascade(router: Router, outcomes: Outcomes, *, columns: Mapping[str, str] | None = None) -> CascadeReplay:
+    """Run `router.route()` on every prompt and walk each route over the recorded answers."""
+    n = len(outcomes)
+    column = _column_of(outcomes, columns)
+    walks = []
+    for i, req in enumerate(requests(outcomes)):
+        walks.append(_walk(router.route(req), outcomes, i, column, req))
+    choice = np.array([w.column for w in walks], dtype=np.int64)
+    tier = np.array([w.tier for w in walks], dtype=np.int64)
+    rows = np.arange(n)
+    return CascadeReplay(
+        models=list(outcomes.models), choice=choice, tier=tier, escalated=tier > 0,
+        quality=np.asarray(outcomes.quality, float)[rows, choice] if n else np.zeros(0),
+        cost=np.array([w.cost for w in walks]), gate_cost=np.array([w.gate_cost for w in walks]),
+        gate_seconds=np.array([w.gate_seconds for w in walks]),
+        latency=None if outcomes.latency is None else np.array([w.latency for w in walks]),
+        router=router.name)
+
+
+def cascade_records(router: Router, outcomes: Outcomes, *, columns: Mapping[str, str] | None = None) -> CascadeReplay:
+    """The lab report's cascade hook (gearshift.lab.report.cascade_records_from_replay)."""
+    return replay_cascade(router, outcomes, columns=columns)
+
+
+# --- training the learned gate ----------------------------------------------------------------------
+
+Target = Literal["gain", "wrong"]
+
+
+def gate_labels(outcomes: Outcomes, weak: str, strong: str | None = None, target: Target = "gain",
+                pass_bar: float = 0.5) -> np.ndarray:
+    """Training labels (1 = escalate): `wrong` = the weak answer's quality is below pass_bar;
+    `gain` = the strong answer is better than the weak one (escalating would help)."""
+    qw = np.asarray(outcomes.quality[:, outcomes.index(weak)], float)
+    if target == "wrong":
+        return (qw < pass_bar).astype(int)
+    if strong is None:
+        raise ValueError("target 'gain' needs the strong model")
+    qs = np.asarray(outcomes.quality[:, outcomes.index(strong)], float)
+    return (qs > qw).astype(int)
+
+
+def answer_checks(outcomes: Outcomes, model: str) -> np.ndarray:
+    """(n, len(ANSWER_FEATURES)) raw answer checks of `model`'s recorded answers (compute once, reuse per fold)."""
+    from gearshift.gates.learned import ANSWER_FEATURES, answer_features
+
+    answers = _answers(outcomes, model)
+    reqs = requests(outcomes)
+    if not len(outcomes):
+        return np.zeros((0, len(ANSWER_FEATURES)))
+    return np.stack([answer_features(r.last_user_text() or r.text(), a or "") for r, a in zip(reqs, answers, strict=True)])
+
+
+def train_learned_gate(outcomes: Outcomes, weak: str, strong: str | None = None, *, target: Target = "gain",
+                       rows: np.ndarray | None = None, checks: np.ndarray | None = None, C: float = 1.0,
+                       question: Any = "default", answer_bits: int = 14, question_weight: float = 1.0,
+                       ngram_weight: float = 1.0, threshold: float = 0.5, pass_bar: float = 0.5) -> Any:
+    """Train a learned gate on the weak model's recorded answers (logistic regression, scikit-learn).
+
+    rows: the training prompts (indices or mask; default all). checks: answer_checks(outcomes,
+    weak), to reuse across folds. question: a gearshift.features.FeatureSpec for the question
+    block, "default" (hashed word and character n-grams, 2**14 buckets each, plus structure) or
+    None (no question features). answer_bits: hashed answer word n-grams (0: none). The scaling of
+    every block is fitted on the training rows only. Returns a LearnedGateModel (save it with .save).
+    """
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    from gearshift.artifact import fingerprint
+    from gearshift.features import FeatureSpec, Featurizer
+    from gearshift.gates.learned import ANSWER_FEATURES, LearnedGateModel
+
+    idx = np.arange(len(outcomes)) if rows is None else np.asarray(rows)
+    if idx.dtype == bool:
+        idx = np.flatnonzero(idx)
+    if checks is None:
+        checks = answer_checks(outcomes, weak)
+    y = gate_labels(outcomes, weak, strong, target, pass_bar)[idx]
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"training labels ({target}) are all {int(y[0]) if len(y) else '-'}: nothing to learn")
+    reqs_all = requests(outcomes)
+    reqs = [reqs_all[i] for i in idx]
+    answers = [a or "" for a in _answers(outcomes, weak)[idx]]
+    spec = FeatureSpec(word_bits=14, char_bits=14) if question == "default" else question
+    featurizer = Featurizer(spec).fit(reqs) if spec is not None else None
+    raw = checks[idx]
+    mean, std = raw.mean(axis=0), raw.std(axis=0)
+    std[std < 1e-9] = 1.0
+    model = LearnedGateModel(weights=np.zeros(len(ANSWER_FEATURES) + (featurizer.dim if featurizer else 0)
+                                              + ((1 << answer_bits) if answer_bits else 0)),
+                             bias=0.0, mean=mean, std=std, featurizer=featurizer, answer_bits=answer_bits,
+                             question_weight=question_weight, ngram_weight=ngram_weight, target=target,
+                             threshold=threshold)
+    data, indices, indptr = [], [], [0]
+    for k, (r, a) in enumerate(zip(reqs, answers, strict=True)):
+        i, v = model.row(r, a, None, raw[k])
+        indices.append(i)
+        data.append(v)
+        indptr.append(indptr[-1] + len(i))
+    X = sp.csr_matrix((np.concatenate(data), np.concatenate(indices), np.asarray(indptr)), shape=(len(idx), model.dim))
+    # One BLAS thread: the problem is small, and on a shared machine extra threads thrash (10x slower).
+    with threadpool_limits(1):
+        clf = LogisticRegression(C=C, max_iter=5000).fit(X, y)
+    model.weights = clf.coef_[0].astype(np.float64)
+    model.bias = float(clf.intercept_[0])
+    model.header = {"trained_on": {"outcomes": outcomes.name, "weak": weak, "strong": strong, "rows": int(len(idx)),
+                                   "positives": int(y.sum()), "fingerprint": fingerprint(list(outcomes.prompts[idx]), y)},
+                    "C": C}
+    return model
+
+
+__all__ = [
+    "CascadeReplay", "GateScores", "answer_checks", "cascade_outcome", "cascade_outcomes", "cascade_records",
+    "gate_labels", "gate_scores", "replay_cascade", "sweep_cascade", "train_learned_gate",
+]
