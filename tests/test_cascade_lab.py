@@ -4,6 +4,7 @@ learned gate trained, saved, loaded from a config and scored exactly as in train
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,36 @@ def test_judge_gates_cannot_be_replayed_offline(gsm8k: Outcomes) -> None:
         {"models": {"gpt-4": model(10, 30, 9)}}).models["gpt-4"]})
     with pytest.raises(ValueError, match="cannot replay it on recorded text"):
         gate_scores([judge], gsm8k.subset(np.arange(3)), ROUTELLM_WEAK)
+
+
+def test_cli_trains_a_gate_and_replays_the_configured_cascade(data_dir: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from gearshift.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["lab", "train-gate", "--outcomes", "routellm/gsm8k", "--drop-contaminated",
+                               "--folds", "2", "--out", str(tmp_path / "gate.json")])
+    assert res.exit_code == 0, res.output
+    assert "held-out (2 folds, 1307 prompts): APGR" in res.output
+    assert (tmp_path / "gate.json").exists()
+    (tmp_path / "gearshift.yaml").write_text(f"""
+models:
+  mixtral: {{provider: replay, replay: {{dataset: routellm/gsm8k, column: {ROUTELLM_WEAK}}},
+            price: {{input: 0.6, output: 0.6}}, rank: 1}}
+  gpt-4: {{provider: replay, replay: {{dataset: routellm/gsm8k, column: {ROUTELLM_STRONG}}},
+          price: {{input: 10, output: 30}}, rank: 9}}
+routers:
+  cascade:
+    kind: cascade
+    tiers:
+      - {{model: mixtral, gates: [{{kind: arithmetic}}, {{kind: learned, artifact: gate.json}}]}}
+      - {{model: gpt-4}}
+""")
+    res = runner.invoke(main, ["lab", "cascade", "--config", str(tmp_path / "gearshift.yaml"), "--router", "cascade",
+                               "--outcomes", "routellm/gsm8k", "--drop-contaminated", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["requests"] == 1307 and 0 < out["escalation_rate"] < 1
+    assert out["accepted_at_tier1"]["count"] + out["escalated"]["count"] == 1307
+    assert out["sweep"]["swept"] == "learned" and out["in_sample_gates"] == ["learned"]
