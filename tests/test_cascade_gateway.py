@@ -167,6 +167,18 @@ def test_judge_gate_calls_its_model_and_the_call_is_in_the_trace(upstream: FakeU
     assert float(raw.headers["x-gearshift-cost-usd"]) == pytest.approx(sum(c["cost_usd"] for c in t["calls"]), rel=1e-6)
 
 
+def test_a_failed_judge_call_fails_the_gate_and_escalates(upstream: FakeUpstream, tmp_path: Path) -> None:
+    tiers = [{"model": "small", "gates": [{"kind": "judge", "model": "large"}]}, {"model": "large"}]
+    upstream.fail(500, model="fake-large")  # the judge's call (large has retries: 0)
+    with running(cascade_config(upstream, tmp_path, tiers=tiers)) as gw:
+        raw = ask(gw)
+        [t] = traces(gw, 1)
+    assert raw.headers["x-gearshift-model"] == "large"
+    assert roles(t) == [("small", "primary"), ("judge", "gate"), ("large", "escalation")]
+    assert t["calls"][1]["status"] == 422
+    assert "judge call failed" in " ".join(t["verdicts"][0]["reasons"])
+
+
 def test_a_judge_weaker_than_the_escalation_model_is_refused_at_config_load(upstream: FakeUpstream,
                                                                              tmp_path: Path) -> None:
     tiers = [{"model": "small", "gates": [{"kind": "judge", "model": "small"}]}, {"model": "large"}]

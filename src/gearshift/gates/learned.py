@@ -273,7 +273,8 @@ class LearnedGateModel:
             "featurizer": None if self.featurizer is None else {
                 "spec": self.featurizer.spec.to_json(), "state": self.featurizer.state_json()},
         }
-        arrays = {"weights": self.weights.astype(np.float32), "mean": self.mean, "std": self.std}
+        # float64: the gateway scores with exactly the weights the lab trained.
+        arrays: dict[str, np.ndarray] = {"weights": self.weights, "mean": self.mean, "std": self.std}
         return artifact.save(artifact.Artifact(header=header, arrays=arrays), path)
 
     @classmethod

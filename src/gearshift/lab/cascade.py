@@ -57,7 +57,7 @@ class GateScores:
     @property
     def all_passed(self) -> np.ndarray:
         """(n,) True where every gate passed: the answer is accepted at the gates' own thresholds."""
-        return self.passed.all(axis=1)
+        return np.asarray(self.passed.all(axis=1))
 
     def index(self, gate: str | int) -> int:
         if isinstance(gate, int):
