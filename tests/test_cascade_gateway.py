@@ -306,3 +306,28 @@ def test_streaming_with_accept_best_replays_the_best_answer(upstream: FakeUpstre
         headers, chunks = stream_raw(gw)
     assert headers["x-gearshift-model"] == "small"
     assert text_of(chunks) == "4 + 3 = 7 and 2 x 7 = 15.\n#### 15"
+
+
+def test_a_learned_gate_scores_online_exactly_as_in_the_lab(upstream: FakeUpstream, tmp_path: Path,
+                                                            data_dir: Path) -> None:
+    import numpy as np
+
+    from gearshift.gates.learned import LearnedGateModel
+    from gearshift.lab.cascade import train_learned_gate
+    from gearshift.lab.datasets import ROUTELLM_STRONG, ROUTELLM_WEAK, load
+    from gearshift.request import ChatRequest
+
+    o = load("routellm/gsm8k", drop_contaminated=True)
+    train_learned_gate(o, ROUTELLM_WEAK, ROUTELLM_STRONG, rows=np.arange(400), threshold=0.6).save(tmp_path / "gate.json")
+    question, answer = str(o.prompts[500]), str(o.responses[500, 0])
+    offline = LearnedGateModel.load(tmp_path / "gate.json").score(ChatRequest.from_prompt(question), answer)
+    upstream.reply(answer, model="fake-small")
+    upstream.reply("GPT-4's answer", model="fake-large")
+    tiers = [{"model": "small", "gates": [{"kind": "learned", "artifact": "gate.json"}]}, {"model": "large"}]
+    with running(cascade_config(upstream, tmp_path, tiers=tiers)) as gw:
+        raw = ask(gw, question)
+        [t] = traces(gw, 1)
+    [verdict] = t["verdicts"]
+    assert verdict["gate"] == "learned" and verdict["score"] == pytest.approx(offline, abs=1e-12)
+    assert verdict["passed"] == (offline >= 0.6)
+    assert raw.headers["x-gearshift-model"] == ("small" if offline >= 0.6 else "large")
