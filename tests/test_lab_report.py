@@ -260,7 +260,9 @@ class _Tiered(Router):
 
 def test_cascade_routers_without_a_replay_module_leave_a_note(data_dir) -> None:  # type: ignore[no-untyped-def]
     o = datasets.load("routellm/gsm8k").subset(np.arange(200))
-    report = build_report(o, routers=[_Tiered("tiers", None)], n_boot=20)
+    # The router's models "a" and "b" are the pair's columns (needed once gearshift.lab.cascade replays it).
+    columns = {"a": datasets.ROUTELLM_WEAK, "b": datasets.ROUTELLM_STRONG}
+    report = build_report(o, routers=[_Tiered("tiers", None)], columns=columns, n_boot=20)
     try:
         import gearshift.lab.cascade as cascade_lab  # type: ignore[import-not-found]  # noqa: F401
         has_hook = hasattr(cascade_lab, "cascade_records")
@@ -269,6 +271,9 @@ def test_cascade_routers_without_a_replay_module_leave_a_note(data_dir) -> None:
     if not has_hook:
         assert any("cascade replay is not available" in n for n in report.notes)
         assert report.cascades == []
+    else:  # the first step has no gates: every request is answered there
+        [c] = report.cascades
+        assert c.label == "tiers" and c.requests == 200 and c.escalated.count == 0
 
 
 # --- the command -------------------------------------------------------------------------------------------
