@@ -331,3 +331,39 @@ def test_a_learned_gate_scores_online_exactly_as_in_the_lab(upstream: FakeUpstre
     assert verdict["gate"] == "learned" and verdict["score"] == pytest.approx(offline, abs=1e-12)
     assert verdict["passed"] == (offline >= 0.6)
     assert raw.headers["x-gearshift-model"] == ("small" if offline >= 0.6 else "large")
+
+
+def test_the_example_cascade_online_matches_its_lab_replay(tmp_path: Path, data_dir: Path) -> None:
+    """examples/cascade-gsm8k.yaml on replay providers: the gateway escalates exactly the GSM8K
+    prompts the lab's replay of the same router escalates, and charges what the lab counts."""
+    import numpy as np
+    import yaml
+
+    from gearshift.config import parse_config
+    from gearshift.lab.cascade import replay_cascade
+    from gearshift.lab.datasets import load
+    from gearshift.routers import build_routers
+
+    repo = Path(__file__).resolve().parents[1]
+    doc = yaml.safe_load((repo / "examples" / "cascade-gsm8k.yaml").read_text())
+    doc["store"] = {"url": f"sqlite:///{tmp_path / 'traces.db'}", "flush_interval": 0.05}
+    config = parse_config(doc, base_dir=repo / "examples")
+    o = load("routellm/gsm8k", drop_contaminated=True).subset(np.arange(0, 1300, 26))  # 50 prompts
+    columns = {m: mc.replay.column for m, mc in config.models.items() if mc.replay is not None}
+    lab = replay_cascade(build_routers(config)["gearshift/cascade"], o, columns=columns)
+    assert 0 < lab.escalated.sum() < len(o)
+    with running(config) as gw:
+        c = client(gw)
+        online = []
+        for prompt in o.prompts:
+            raw = c.chat.completions.with_raw_response.create(
+                model="gearshift/cascade", messages=[{"role": "user", "content": str(prompt)}])
+            online.append(raw.headers["x-gearshift-model"] == "gpt-4-1106")
+        rows = traces(gw, len(o))
+    np.testing.assert_array_equal(np.array(online), lab.escalated)
+    # Costs: both price estimated tokens (characters / 4) of every call made; the gateway's request
+    # also counts a few tokens of per-message overhead, at most 5 input tokens per call.
+    by_prompt = {t["prompt"]: t["cost_usd"] for t in rows}
+    gateway_cost = np.array([by_prompt[str(p)] for p in o.prompts])
+    overhead = 5 * (0.6 + 10.0 * lab.escalated) / 1e6
+    assert (gateway_cost >= lab.cost - 1e-12).all() and (gateway_cost <= lab.cost + overhead).all()
