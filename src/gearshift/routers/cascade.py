@@ -212,9 +212,10 @@ class CascadeRouter(Router):
 
     def route(self, request: ChatRequest) -> Route:
         n = len(self._steps)
-        start, notes = 0, []
+        start, notes, score = 0, [], None
         if self.start_router is not None:
             picked = self.start_router.route(request)
+            score = picked.score  # a classifier's score stays visible in the trace
             start = self.tier_models.index(picked.primary) if picked.primary in self.tier_models else 0
             notes.append(f"start tier {start + 1} ({self.tier_models[start]}) by {self.start_router.name}: {picked.reason}")
         kept = list(range(start, n))
@@ -227,7 +228,7 @@ class CascadeRouter(Router):
         path = " -> ".join(self.tier_models[i] + (f"[{','.join(g.name for g in self._steps[i].gates)}]"
                                                    if self._steps[i].gates else "") for i in kept)
         reason = "cascade: " + "; ".join([*notes, path])
-        return Route(steps=steps, router=self.name, reason=reason, accept=self.options.accept)
+        return Route(steps=steps, router=self.name, reason=reason, accept=self.options.accept, score=score)
 
     def expected_ms(self, i: int) -> float | None:
         """Expected time of trying tier i: its model plus its gates, from recent observed latencies
