@@ -125,8 +125,19 @@ def build_gate(spec: dict[str, Any] | str, models: dict[str, ModelConfig] | None
     if kind is None:
         raise ConfigError(f"{where}.kind: required key is missing; allowed: {sorted(GATES)}")
     cls = GATES.get(kind)
+    if cls is None and isinstance(kind, str) and kind.isidentifier():
+        # Heavier kinds live in a module named after them (gates/learned.py) and load on first use.
+        import importlib
+
+        try:
+            importlib.import_module(f"gearshift.gates.{kind}")
+        except ModuleNotFoundError as e:
+            if e.name != f"gearshift.gates.{kind}":
+                raise
+        cls = GATES.get(kind)
     if cls is None:
-        raise ConfigError(f"{where}.kind: bad value {kind!r}; allowed: {sorted(GATES)}")
+        allowed = sorted({*GATES, "learned"})
+        raise ConfigError(f"{where}.kind: bad value {kind!r}; allowed: {allowed}")
     try:
         options = cls.Options.model_validate(spec)
     except ValidationError as err:
