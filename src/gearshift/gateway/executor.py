@@ -104,46 +104,68 @@ class Executor:
         assert last is not None
         raise _every_upstream_failed(last, trace)
 
+    async def _answer(self, step: Step, role: str, request: ChatRequest, trace: Trace) -> tuple[str, Completion]:
+        """One whole answer for a step (retries, fallbacks), recorded in the trace."""
+
+        async def call(p: Provider) -> Completion:
+            return await p.complete(request)
+
+        model, completion, t0, attempt = await self._attempts(step, role, trace, call)
+        self._record(trace, model, role if model == step.model else "fallback", attempt, t0,
+                     usage=completion.usage, response=completion.text)
+        return model, completion
+
     async def call_model(self, model: str, body: dict[str, Any]) -> tuple[str, Call]:
         """One whole answer from `model` for a gate that calls a model (the judge), with the model's
         retries. The gate puts the returned Call in its verdict and the trace records it from there;
         failed attempts raise UpstreamError, which the gate turns into a failed verdict."""
         scratch = Trace(router="", requested_model=model)
-        request = ChatRequest(body=body)
-
-        async def call(p: Provider) -> Completion:
-            return await p.complete(request)
-
-        _, completion, t0, attempt = await self._attempts(Step(model), "judge", scratch, call)
-        done = self._record(scratch, model, "judge", attempt, t0, usage=completion.usage, response=completion.text)
-        return completion.text, done
+        _, completion = await self._answer(Step(model), "judge", ChatRequest(body=body), scratch)
+        return completion.text, scratch.calls[-1]
 
     async def complete(self, route: Route, request: ChatRequest, trace: Trace) -> Outcome:
         """Run the route to one whole answer (cascade steps gated, escalating on failure)."""
+        return await self._run(route, request, trace, stream=False)
+
+    async def open_stream(self, route: Route, request: ChatRequest, trace: Trace) -> Outcome:
+        """Open a stream for the route. Gated steps are answered whole first (buffered), then either
+        accepted (replayed as chunks) or escalated; the first ungated step streams through. With
+        accept="best" the last step is gated too, so it is buffered and the best-scored answer replayed."""
+        return await self._run(route, request, trace, stream=True)
+
+    async def _run(self, route: Route, request: ChatRequest, trace: Trace, stream: bool) -> Outcome:
         best: tuple[float, str, Completion] | None = None
         escalations: list[str] = []  # why each failed tier escalated: shown in x-gearshift-reason
         for i, step in enumerate(route.steps):
             role = "primary" if i == 0 else "escalation"
-
-            async def call(p: Provider) -> Completion:
-                return await p.complete(request)
-
-            model, completion, t0, attempt = await self._attempts(step, role, trace, call)
-            self._record(trace, model, role if model == step.model else "fallback", attempt, t0,
-                         usage=completion.usage, response=completion.text)
             last_step = i == len(route.steps) - 1
             if not step.gates or (last_step and route.accept != "best"):
-                return Outcome(model=model, completion=completion, notes=escalations)
+                return await self._ungated(step, role, request, trace, stream, escalations)
+            model, completion = await self._answer(step, role, request, trace)
             passed, score = await self._gate(step, request, completion, trace)
             if passed:
-                return Outcome(model=model, completion=completion, notes=[*escalations, f"accepted at tier {i + 1}"])
+                return _whole(model, completion, stream, [*escalations, f"accepted at tier {i + 1}"])
             escalations.append(_failed_note(i, model, step, trace))
             if best is None or score > best[0]:
                 best = (score, model, completion)
         # Every tier failed its gates and the route keeps the best-scored answer.
         assert best is not None
-        return Outcome(model=best[1], completion=best[2],
-                       notes=[*escalations, f"no tier passed; best score {best[0]:.2f}"])
+        return _whole(best[1], best[2], stream, [*escalations, f"no tier passed; best score {best[0]:.2f}"])
+
+    async def _ungated(self, step: Step, role: str, request: ChatRequest, trace: Trace, stream: bool,
+                       notes: list[str]) -> Outcome:
+        if not stream:
+            model, completion = await self._answer(step, role, request, trace)
+            return Outcome(model=model, completion=completion, notes=notes)
+
+        async def opener(p: Provider) -> Stream:
+            s = p.stream(request)
+            await s.start()
+            return s
+
+        model, opened, t0, attempt = await self._attempts(step, role, trace, opener)
+        role = role if model == step.model else "fallback"
+        return Outcome(model=model, stream=_Timed(opened, t0, model, role, attempt), notes=notes)
 
     async def _gate(self, step: Step, request: ChatRequest, completion: Completion, trace: Trace) -> tuple[bool, float]:
         """Run a step's gates; all must pass. Gate calls and verdicts go into the trace."""
@@ -163,55 +185,18 @@ class Executor:
             passed = passed and verdict.passed
         return passed, min(scores) if scores else 1.0
 
-    async def open_stream(self, route: Route, request: ChatRequest, trace: Trace) -> Outcome:
-        """Open a stream for the route. Gated steps are answered whole first (buffered), then either
-        accepted (replayed as chunks) or escalated; the first ungated step streams through. With
-        accept="best" the last step is gated too, so it is buffered and the best-scored answer replayed."""
-        best: tuple[float, str, Completion] | None = None
-        escalations: list[str] = []
-        for i, step in enumerate(route.steps):
-            last_step = i == len(route.steps) - 1
-            if step.gates and (not last_step or route.accept == "best"):
-                model, completion, passed, score = await self._buffered_step(i, step, request, trace)
-                if passed:
-                    return Outcome(model=model, stream=CompletionStream(completion),
-                                   notes=[*escalations, f"accepted at tier {i + 1}"])
-                escalations.append(_failed_note(i, model, step, trace))
-                if best is None or score > best[0]:
-                    best = (score, model, completion)
-                continue
-            role = "primary" if i == 0 else "escalation"
-
-            async def opener(p: Provider) -> Stream:
-                s = p.stream(request)
-                await s.start()
-                return s
-
-            model, stream, t0, attempt = await self._attempts(step, role, trace, opener)
-            role = role if model == step.model else "fallback"
-            return Outcome(model=model, stream=_Timed(stream, t0, model, role, attempt), notes=escalations)
-        assert best is not None  # only accept="best" gets here: every step was gated and failed
-        return Outcome(model=best[1], stream=CompletionStream(best[2]),
-                       notes=[*escalations, f"no tier passed; best score {best[0]:.2f}"])
-
-    async def _buffered_step(self, i: int, step: Step, request: ChatRequest,
-                             trace: Trace) -> tuple[str, Completion, bool, float]:
-        role = "primary" if i == 0 else "escalation"
-
-        async def call(p: Provider) -> Completion:
-            return await p.complete(request)
-
-        model, completion, t0, attempt = await self._attempts(step, role, trace, call)
-        self._record(trace, model, role if model == step.model else "fallback", attempt, t0,
-                     usage=completion.usage, response=completion.text)
-        passed, score = await self._gate(step, request, completion, trace)
-        return model, completion, passed, score
-
     def finish_stream(self, outcome: Outcome, trace: Trace, error: UpstreamError | None = None) -> None:
         """Record the streamed call once the stream ended (or broke)."""
         s = outcome.stream
         if isinstance(s, _Timed):
             self._record(trace, s.model, s.role, s.attempt, s.t0, usage=s.usage, error=error, response=s.text)
+
+
+def _whole(model: str, completion: Completion, stream: bool, notes: list[str]) -> Outcome:
+    """An accepted whole answer: as it is, or replayed as chunks to a streaming client."""
+    if stream:
+        return Outcome(model=model, stream=CompletionStream(completion), notes=notes)
+    return Outcome(model=model, completion=completion, notes=notes)
 
 
 def _failed_note(i: int, model: str, step: Step, trace: Trace) -> str:
