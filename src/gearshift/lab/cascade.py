@@ -31,7 +31,7 @@ import numpy as np
 
 from gearshift.gates.base import Gate
 from gearshift.lab.outcomes import Outcomes
-from gearshift.lab.replay import Curve, requests, sweep_scores
+from gearshift.lab.replay import Curve, column_of, requests, sweep_scores
 from gearshift.request import ChatRequest
 from gearshift.route import Route
 from gearshift.routers.base import Router
@@ -258,17 +258,6 @@ def _walk(route: Route, outcomes: Outcomes, row: int, column: Callable[[str], in
     return _Walk(best[1], best[2], cost + gate_cost, gate_cost, gate_seconds, latency)
 
 
-def _column_of(outcomes: Outcomes, columns: Mapping[str, str] | None) -> Callable[[str], int]:
-    cache: dict[str, int] = {}
-
-    def column(model: str) -> int:
-        if model not in cache:
-            cache[model] = outcomes.index((columns or {}).get(model, model))
-        return cache[model]
-
-    return column
-
-
 def cascade_outcome(route: Route, outcomes: Outcomes, row: int, column: Callable[[str], int]) -> tuple[int, float, float]:
     """A `replay.RouteOutcome` for cascades: walks the steps, running the gates on recorded answers;
     cost counts every call made (cheap, gates, expensive). Use as `replay(router, o, outcome_of=cascade_outcome)`."""
@@ -280,7 +269,7 @@ def cascade_outcome(route: Route, outcomes: Outcomes, row: int, column: Callable
 def replay_cascade(router: Router, outcomes: Outcomes, *, columns: Mapping[str, str] | None = None) -> CascadeReplay:
     """Run `router.route()` on every prompt and walk each route over the recorded answers."""
     n = len(outcomes)
-    column = _column_of(outcomes, columns)
+    column = column_of(outcomes, columns)
     walks = []
     for i, req in enumerate(requests(outcomes)):
         walks.append(_walk(router.route(req), outcomes, i, column, req))

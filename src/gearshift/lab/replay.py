@@ -73,7 +73,8 @@ def requests(outcomes: Outcomes) -> list[ChatRequest]:
     return [ChatRequest.from_prompt(str(p), outcomes.metadata_of(i)) for i, p in enumerate(outcomes.prompts)]
 
 
-def _column_of(outcomes: Outcomes, columns: Mapping[str, str] | None) -> Callable[[str], int]:
+def column_of(outcomes: Outcomes, columns: Mapping[str, str] | None) -> Callable[[str], int]:
+    """A cached lookup of a model's column; `columns` maps config model names to outcomes columns."""
     cache: dict[str, int] = {}
 
     def column(model: str) -> int:
@@ -93,7 +94,7 @@ def replay(router: Router, outcomes: Outcomes, *, columns: Mapping[str, str] | N
     dataset columns). progress(done, total) is called every 1,000 prompts and at the end.
     """
     n = len(outcomes)
-    column = _column_of(outcomes, columns)
+    column = column_of(outcomes, columns)
     choice = np.empty(n, dtype=np.int64)
     quality = np.empty(n)
     cost = np.empty(n)
@@ -293,7 +294,7 @@ def sweep(router: ScoringRouter, outcomes: Outcomes, thresholds: Sequence[float]
 
 
 __all__ = [
-    "Curve", "Decisions", "OperatingPoint", "RouteOutcome", "ScoreOrder", "fixed_decisions", "operating_point",
+    "Curve", "Decisions", "OperatingPoint", "RouteOutcome", "ScoreOrder", "column_of", "fixed_decisions", "operating_point",
     "primary_outcome",
     "replay", "requests", "router_scores", "sweep", "sweep_scores",
 ]
