@@ -1,0 +1,277 @@
+"""Train a classifier router from outcomes (scikit-learn, imported lazily: only training needs it).
+
+Each head is an L2-regularised logistic regression predicting one model's quality (the chance its
+answer is acceptable) from the request features. Quality in [0, 1] that is not 0/1 is used as a
+soft label (each prompt counted as a success with weight q and a failure with weight 1 - q).
+
+- pair form, target `gain` (default): a head for the weak and for the strong model; the router's
+  score is (1 + p_strong - p_weak) / 2, the predicted quality GAIN of calling the strong model.
+  Predicting the gain routes far better than predicting only the weak model's failure: a prompt
+  both models fail gains nothing from the strong model.
+- pair form, target `weak-fails`: one head, score = 1 - p_weak (RouteLLM's formulation).
+- multi form: one head per model; the router picks by target or lambda (see routers.classifier).
+
+The artifact records the feature settings and fitted state, a fingerprint of the training data,
+the date, the settings and, when a hold-out share is given, the lab's metrics on the hold-out
+prompts from a fit on the rest (the saved weights are then refit on all prompts).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from gearshift import artifact as art
+from gearshift.encoders import Encoder
+from gearshift.features import FeatureSpec, Featurizer
+from gearshift.lab.outcomes import Outcomes
+from gearshift.lab.replay import requests as requests_of
+from gearshift.routers.classifier import KIND, Model
+
+Form = Literal["pair", "multi"]
+Target = Literal["gain", "weak-fails"]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train. `c` maps a model to its head's inverse regularisation (default `c_default`)."""
+
+    form: Form = "pair"
+    target: Target = "gain"
+    weak: str | None = None
+    strong: str | None = None
+    models: tuple[str, ...] | None = None  # multi form: which models (default: all)
+    features: FeatureSpec = field(default_factory=FeatureSpec)
+    c_strong: float = 1.0
+    c_weak: float = 0.3  # the weak head is noisier; tuned by 5-fold CV on RouteLLM MMLU
+    c_default: float = 0.5
+    max_iter: int = 2000
+    holdout: float = 0.0  # share of prompts held out to record metrics in the artifact
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["features"] = self.features.to_json()
+        d["models"] = list(self.models) if self.models else None
+        return d
+
+
+def default_features(outcomes: Outcomes) -> FeatureSpec:
+    """Default feature settings: metadata `task` as a feature (and crossed with words) when the data has it."""
+    if "task" in outcomes.meta and len(set(map(str, outcomes.meta["task"]))) > 1:
+        return FeatureSpec(metadata_keys=("task",), cross_key="task")
+    return FeatureSpec()
+
+
+def _pair(outcomes: Outcomes, s: TrainSettings) -> tuple[str, str]:
+    if s.weak and s.strong:
+        return s.weak, s.strong
+    if len(outcomes.models) != 2 and not (s.weak or s.strong):
+        raise ValueError(f"outcomes have {len(outcomes.models)} models: name --weak and --strong "
+                         f"(models: {outcomes.models})")
+    q = np.nanmean(outcomes.quality, axis=0)
+    order = [outcomes.models[i] for i in np.argsort(q)]
+    weak = s.weak or next(m for m in order if m != s.strong)
+    strong = s.strong or next(m for m in reversed(order) if m != weak)
+    return weak, strong
+
+
+def head_models(outcomes: Outcomes, s: TrainSettings) -> tuple[list[str], dict[str, Any]]:
+    """The models that get a head, and the score rule of the artifact."""
+    if s.form == "multi":
+        return list(s.models or outcomes.models), {"rule": "multi"}
+    weak, strong = _pair(outcomes, s)
+    for m in (weak, strong):
+        outcomes.index(m)
+    if s.target == "weak-fails":
+        return [weak], {"rule": "weak-fails", "weak": weak, "strong": strong}
+    if s.target != "gain":
+        raise ValueError(f"target {s.target!r}: allowed: gain, weak-fails")
+    return [weak, strong], {"rule": "gain", "weak": weak, "strong": strong}
+
+
+def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, dim: int):  # type: ignore[no-untyped-def]
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, dim))
+
+
+def _fit_head(X: Any, q: np.ndarray, c: float, max_iter: int) -> tuple[np.ndarray, float]:
+    """Logistic regression on soft labels q in [0, 1]; returns (weights, intercept)."""
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+
+    keep = ~np.isnan(q)
+    X, q = X[keep], q[keep]
+    if np.all(np.isin(q, (0.0, 1.0))):
+        Xf, y, w = X, q.astype(int), None
+    else:
+        Xf = sp.vstack([X, X]).tocsr()
+        y = np.concatenate([np.ones(len(q), int), np.zeros(len(q), int)])
+        w = np.concatenate([q, 1.0 - q])
+    if len(np.unique(y if w is None else y[w > 0])) < 2:
+        # Every answer was right (or wrong): a constant head, no model to fit.
+        rate = float(np.clip(np.mean(q), 1e-4, 1 - 1e-4))
+        return np.zeros(X.shape[1]), float(np.log(rate / (1 - rate)))
+    m = LogisticRegression(C=c, max_iter=max_iter)
+    m.fit(Xf, y, sample_weight=w)
+    return m.coef_[0], float(m.intercept_[0])
+
+
+def fit(outcomes: Outcomes, settings: TrainSettings | None = None, *, encoder: Encoder | None = None,
+        progress: Callable[[str], None] | None = None) -> art.Artifact:
+    """Fit a classifier router on all of `outcomes`; returns the artifact (not yet saved)."""
+    s = settings or TrainSettings(features=default_features(outcomes))
+    say = progress or (lambda _m: None)
+    models, score = head_models(outcomes, s)
+    reqs = requests_of(outcomes)
+    say(f"featurizing {len(reqs)} prompts")
+    fz = Featurizer(s.features, encoder=encoder).fit(reqs)
+    X = _csr(*fz.transform(reqs), fz.dim)
+    W = np.zeros((fz.dim, len(models)), dtype=np.float32)
+    b = np.zeros(len(models))
+    for k, m in enumerate(models):
+        c = s.c_strong if m == score.get("strong") else s.c_weak if m == score.get("weak") else s.c_default
+        say(f"fitting head {k + 1}/{len(models)}: {m} (C={c:g})")
+        w, b[k] = _fit_head(X, np.asarray(outcomes.quality[:, outcomes.index(m)], dtype=float), c, s.max_iter)
+        W[:, k] = w
+    costs = {m: float(np.nanmean(outcomes.cost[:, outcomes.index(m)])) for m in models}
+    header: dict[str, Any] = {
+        "kind": KIND,
+        "form": s.form,
+        "models": models if s.form == "multi" else [score["weak"], score["strong"]],
+        "heads": [{"model": m, "link": "logistic", "predicts": f"P(answer of {m} is acceptable)"} for m in models],
+        "score": score,
+        "threshold": 0.5 if s.form == "pair" else None,
+        "costs": costs,
+        "features": {"spec": s.features.to_json(), "state": fz.state_json()},
+        "encoder": encoder.describe() if encoder is not None else {"kind": "none"},
+        "training": {
+            "outcomes": outcomes.name,
+            "prompts": len(outcomes),
+            "fingerprint": fingerprint(outcomes, models, s.features),
+            "settings": s.to_json(),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "library": _library_versions(),
+        },
+        "metrics": {},
+    }
+    return art.Artifact(header=header, arrays={"W": W, "b": b})
+
+
+def fingerprint(outcomes: Outcomes, models: Sequence[str], spec: FeatureSpec) -> str:
+    """sha256 of what the weights depend on: prompts, the used metadata, the heads' qualities."""
+    cols = [outcomes.index(m) for m in models]
+    meta = [np.asarray(outcomes.meta[k], dtype=str) for k in spec.metadata_keys if k in outcomes.meta]
+    if spec.cross_key and spec.cross_key in outcomes.meta and spec.cross_key not in spec.metadata_keys:
+        meta.append(np.asarray(outcomes.meta[spec.cross_key], dtype=str))
+    return art.fingerprint(outcomes.prompts, list(models), np.asarray(outcomes.quality[:, cols], dtype=np.float64),
+                           *meta)
+
+
+def _library_versions() -> dict[str, str]:
+    import sklearn
+
+    import gearshift
+
+    return {"gearshift": getattr(gearshift, "__version__", "?"), "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__}
+
+
+def model_of(artifact: art.Artifact, encoder: Encoder | None = None) -> Model:
+    """The serving model of an in-memory artifact (what the gateway would load from its file)."""
+    return Model(artifact, encoder)
+
+
+def pair_scores(model: Model, outcomes: Outcomes) -> np.ndarray:
+    """The router's score of every prompt (pair form)."""
+    return np.asarray(model.pair_score(model.predict_many(requests_of(outcomes))), dtype=float)
+
+
+def holdout_metrics(outcomes: Outcomes, settings: TrainSettings, encoder: Encoder | None = None,
+                    n_boot: int = 200) -> dict[str, Any]:
+    """Fit on (1 - holdout) of the prompts, evaluate on the rest with the lab's metrics."""
+    from gearshift.lab import metrics
+    from gearshift.lab.bootstrap import bootstrap_curve
+    from gearshift.lab.replay import sweep_scores
+
+    rng = np.random.default_rng(settings.seed)
+    perm = rng.permutation(len(outcomes))
+    cut = int(round(len(outcomes) * (1 - settings.holdout)))
+    train, test = outcomes.subset(np.sort(perm[:cut])), outcomes.subset(np.sort(perm[cut:]))
+    a = fit(train, settings, encoder=encoder)
+    model = model_of(a, encoder)
+    out: dict[str, Any] = {"holdout_prompts": len(test), "train_prompts": len(train), "seed": settings.seed}
+    if model.form == "pair":
+        rule = model.score_rule
+        scores = pair_scores(model, test)
+        stats = {"apgr": metrics.apgr, "cpt50": lambda c: metrics.cpt(c, 0.5), "cpt80": lambda c: metrics.cpt(c, 0.8)}
+        est = bootstrap_curve(scores, test, rule["weak"], rule["strong"], stats, n=n_boot, seed=settings.seed)
+        curve = sweep_scores(scores, test, rule["weak"], rule["strong"])
+        out.update({k: {"value": e.value, "low": e.low, "high": e.high} for k, e in est.items()})
+        out["at_default_threshold"] = asdict(curve.at(0.5))
+    else:
+        out.update(multi_metrics(model, test))
+    return out
+
+
+def multi_points(model: Model, outcomes: Outcomes, lambdas: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(mean cost, mean quality) of the multi-model router at each lambda."""
+    p = model.predict_many(requests_of(outcomes))
+    cols = [outcomes.index(hm["model"]) for hm in model.heads_meta]
+    q, c = np.asarray(outcomes.quality[:, cols], float), np.asarray(outcomes.cost[:, cols], float)
+    cost = np.array([model.costs[hm["model"]] for hm in model.heads_meta])
+    rows = np.arange(len(outcomes))
+    costs, quals = [], []
+    for lam in lambdas:
+        k = np.argmax(p - lam * cost[None, :], axis=1)
+        costs.append(float(np.nanmean(c[rows, k])))
+        quals.append(float(np.nanmean(q[rows, k])))
+    return np.array(costs), np.array(quals)
+
+
+def default_lambdas(model: Model) -> np.ndarray:
+    """A sweep of lambda from 0 (best predicted quality) to where only the cheapest model pays off."""
+    cost = np.array(list(model.costs.values()))
+    spread = max(float(cost.max() - cost.min()), 1e-12)
+    return np.concatenate([[0.0], np.geomspace(1e-3 / spread, 1e3 / spread, 120)])
+
+
+def multi_metrics(model: Model, outcomes: Outcomes) -> dict[str, Any]:
+    """AIQ of the router's lambda sweep against the single models' hull (RouterBench), on `outcomes`."""
+    from gearshift.lab import metrics
+
+    models = [hm["model"] for hm in model.heads_meta]
+    mc, mq = metrics.model_points(outcomes, models)
+    rng = (float(np.nanmin(mc)), float(np.nanmax(mc)))
+    c, q = multi_points(model, outcomes, default_lambdas(model))
+    oracle = metrics.oracle_decisions(outcomes.select_models(models))
+    return {"aiq": metrics.aiq(c, q, rng), "zero_router_aiq": metrics.aiq(mc, mq, rng), "cost_range": list(rng),
+            "oracle_quality": float(np.nanmean(oracle.quality)), "oracle_cost": float(np.nanmean(oracle.cost))}
+
+
+def train(outcomes: Outcomes, settings: TrainSettings | None = None, *, encoder: Encoder | None = None,
+          progress: Callable[[str], None] | None = None) -> art.Artifact:
+    """Fit on all prompts; with settings.holdout > 0, first record hold-out metrics in the artifact."""
+    s = settings or TrainSettings(features=default_features(outcomes))
+    say = progress or (lambda _m: None)
+    measured: dict[str, Any] = {}
+    if s.holdout > 0:
+        say(f"measuring on a {s.holdout:.0%} hold-out")
+        measured = holdout_metrics(outcomes, s, encoder)
+    a = fit(outcomes, s, encoder=encoder, progress=progress)
+    a.header["metrics"] = measured
+    return a
+
+
+def with_features(settings: TrainSettings, **changes: Any) -> TrainSettings:
+    """Settings with some feature settings changed."""
+    return replace(settings, features=replace(settings.features, **changes))
+
+
+__all__ = ["TrainSettings", "default_features", "fit", "holdout_metrics", "model_of", "multi_metrics",
+           "multi_points", "pair_scores", "requests_of", "train"]

@@ -1,0 +1,283 @@
+"""`classifier`: a learned router that predicts, from the request alone, how well each model will do.
+
+Serving is plain numpy (no scikit-learn): features (gearshift.features) -> linear heads -> a
+logistic link gives each head's predicted quality (probability that the model's answer is
+acceptable). Artifacts come from `gearshift lab train` (gearshift.lab.train) and are loaded by path.
+
+Two forms:
+- pair (two models): a ScoringRouter. With the default `gain` target the artifact has a head per
+  model and score = (1 + p_strong - p_weak) / 2, i.e. the predicted quality gain of the strong
+  model mapped to [0, 1]; with `weak-fails`, score = 1 - p_weak. Route strong when
+  score >= threshold (from the config, else the artifact's; `gearshift lab calibrate` sets it).
+- multi (several models): pick the cheapest model whose predicted quality reaches `target`
+  (else the best predicted), or maximise predicted quality - lambda x cost (RouterBench's form).
+  Costs are the mean USD per call of each model in the training outcomes (recorded in the artifact).
+
+Config:
+    routers:
+      smart:
+        kind: classifier
+        artifact: router.json          # relative to the config file
+        threshold: 0.52                # pair form (optional: default from the artifact)
+        models: {gpt-4-1106-preview: gpt4}   # artifact model -> config model, when names differ
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ConfigDict, Field
+
+from gearshift.artifact import Artifact, ArtifactError
+from gearshift.artifact import load as load_artifact
+from gearshift.encoders import Encoder, EncoderError, check_matches, make_encoder
+from gearshift.features import Featurizer
+from gearshift.request import ChatRequest
+from gearshift.route import Route
+from gearshift.routers import register
+from gearshift.routers.base import Options, Router, ScoringRouter
+
+KIND = "classifier"
+FORMS = ("pair", "multi")
+
+
+class ClassifierOptions(Options):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    artifact: str = Field(description="path of the router artifact (relative to the config file)")
+    threshold: float | None = Field(default=None, description="pair form: route strong when score >= this")
+    models: dict[str, str] = Field(default_factory=dict,
+                                   description="artifact model name -> config model name, where they differ")
+    target: float | None = Field(default=None, ge=0, le=1,
+                                 description="multi form: cheapest model with predicted quality >= target")
+    cost_weight: float | None = Field(default=None, ge=0, alias="lambda",
+                                      description="multi form: maximise predicted quality - lambda x cost (USD)")
+    encoder: dict[str, Any] | None = Field(default=None, description="encoder settings, when the artifact needs one")
+
+
+class LinearHeads:
+    """K linear heads over sparse features with a logistic link: p = sigmoid(x . W[:, k] + b[k])."""
+
+    def __init__(self, weights: np.ndarray, bias: np.ndarray) -> None:
+        if weights.ndim != 2 or bias.shape != (weights.shape[1],):
+            raise ArtifactError(f"weights {weights.shape} and bias {bias.shape} do not fit together")
+        self.W = np.ascontiguousarray(weights)
+        self.b = np.asarray(bias, dtype=np.float64)
+
+    def predict_row(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        z = val @ self.W[idx] + self.b
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def predict_csr(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+        n = len(indptr) - 1
+        contrib = self.W[indices] * data[:, None]
+        z = np.zeros((n, self.W.shape[1]))
+        nonempty = indptr[1:] > indptr[:-1]
+        if contrib.size:
+            sums = np.add.reduceat(contrib, indptr[:-1][nonempty], axis=0)
+            z[nonempty] = sums
+        z += self.b
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+class Model:
+    """A loaded artifact: featurizer + heads + how heads become a decision. Shared by both forms."""
+
+    def __init__(self, artifact: Artifact, encoder: Encoder | None = None, source: str = "<artifact>") -> None:
+        h = artifact.header
+        if h.get("kind") != KIND:
+            raise ArtifactError(f"{source}: artifact is for router kind {h.get('kind')!r}, not {KIND!r}")
+        self.form = h.get("form")
+        if self.form not in FORMS:
+            raise ArtifactError(f"{source}: unknown form {self.form!r}; allowed: {FORMS}")
+        problem = check_matches(h.get("encoder"), encoder)
+        if problem:
+            raise ArtifactError(f"{source}: {problem}")
+        try:
+            self.featurizer = Featurizer.from_json(h["features"]["spec"], h["features"]["state"], encoder)
+            self.heads_meta: list[dict[str, Any]] = list(h["heads"])
+            self.models: list[str] = list(h["models"])
+            self.score_rule: dict[str, Any] = dict(h.get("score", {}))
+            self.costs: dict[str, float] = {str(k): float(v) for k, v in h.get("costs", {}).items()}
+            self.default_threshold = h.get("threshold")
+            self.heads = LinearHeads(artifact.arrays["W"].astype(np.float32), artifact.arrays["b"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{source}: artifact is incomplete or malformed ({e!r}); retrain it") from None
+        if self.heads.W.shape[0] != self.featurizer.dim:
+            raise ArtifactError(f"{source}: weights have {self.heads.W.shape[0]} rows, the features "
+                                f"{self.featurizer.dim}; the file is corrupt")
+        if len(self.heads_meta) != self.heads.W.shape[1]:
+            raise ArtifactError(f"{source}: {len(self.heads_meta)} heads described, {self.heads.W.shape[1]} stored")
+        self.head_of = {hm["model"]: k for k, hm in enumerate(self.heads_meta)}
+        self.header = h
+
+    @classmethod
+    def load(cls, path: str | Path, encoder: Encoder | None = None) -> Model:
+        return cls(load_artifact(path, kind=KIND), encoder, str(path))
+
+    def predict(self, request: ChatRequest) -> np.ndarray:
+        """Predicted quality of each head's model for one request."""
+        idx, val = self.featurizer.row(request)
+        return self.heads.predict_row(idx, val)
+
+    def predict_many(self, requests: Sequence[ChatRequest]) -> np.ndarray:
+        return self.heads.predict_csr(*self.featurizer.transform(requests))
+
+    def pair_score(self, p: np.ndarray) -> np.ndarray:
+        """score in [0, 1] from head predictions (last axis = heads)."""
+        rule = self.score_rule.get("rule")
+        if rule == "gain":
+            s, w = self.head_of[self.score_rule["strong"]], self.head_of[self.score_rule["weak"]]
+            return np.clip((1.0 + p[..., s] - p[..., w]) / 2.0, 0.0, 1.0)
+        if rule == "weak-fails":
+            return 1.0 - p[..., self.head_of[self.score_rule["weak"]]]
+        raise ArtifactError(f"unknown score rule {rule!r}")
+
+
+def _resolve(artifact_model: str, options: ClassifierOptions, config: Any) -> str | None:
+    """The config model serving an artifact model: explicit mapping, same name, or a replay column."""
+    if artifact_model in options.models:
+        return options.models[artifact_model]
+    if artifact_model in config.models:
+        return artifact_model
+    for name, mc in config.models.items():
+        if mc.replay is not None and mc.replay.column == artifact_model:
+            return str(name)
+    return None
+
+
+def _artifact_path(options: ClassifierOptions, config: Any) -> Path:
+    p = Path(options.artifact).expanduser()
+    return p if p.is_absolute() else Path(config.base_dir) / p
+
+
+class ClassifierRouter(ScoringRouter):
+    """Two-model form: score = predicted need of the strong model; strong when score >= threshold."""
+
+    kind = KIND
+    Options = ClassifierOptions
+
+    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None, *,
+                 model: Model | None = None, names: dict[str, str] | None = None) -> None:
+        super().__init__(name, options, fallbacks, shadow)
+        if model is None:
+            raise ValueError("ClassifierRouter needs a loaded model; build it with from_config")
+        self.model = model
+        names = names or {}
+        rule = model.score_rule
+        self.weak = names.get(rule["weak"], rule["weak"])
+        self.strong = names.get(rule["strong"], rule["strong"])
+        t = options.threshold if options.threshold is not None else model.default_threshold
+        self.threshold = float(t) if t is not None else 0.5
+
+    @classmethod
+    def check(cls, name: str, options: Any, config: Any) -> list[tuple[str, Any, str]]:
+        path = _artifact_path(options, config)
+        try:
+            model = _load_model(options, config)
+        except (ArtifactError, EncoderError) as e:
+            return [("artifact", options.artifact, f"a readable classifier artifact ({path}: {e})")]
+        problems: list[tuple[str, Any, str]] = []
+        for m in model.models:
+            if _resolve(m, options, config) is None:
+                problems.append((f"models.{m}", m, f"a config model for artifact model {m!r}: map it under "
+                                 f"`models:` to one of {sorted(config.models)}"))
+        for target in options.models.values():
+            if target not in config.models:
+                problems.append(("models", target, f"one of the models: {sorted(config.models)}"))
+        if model.form == "pair":
+            if options.target is not None or options.cost_weight is not None:
+                problems.append(("target", options.target, "no target/lambda: this artifact is a two-model "
+                                 "router; set `threshold` (or run `gearshift lab calibrate`)"))
+        else:
+            if options.threshold is not None:
+                problems.append(("threshold", options.threshold, "no threshold: this artifact routes over several "
+                                 "models; set `target` or `lambda`"))
+            if (options.target is None) == (options.cost_weight is None):
+                problems.append(("target", options.target, "exactly one of `target` (quality floor) or `lambda`"))
+        return problems
+
+    @classmethod
+    def from_config(cls, name: str, options: Any, config: Any, fallbacks: Sequence[str] = (),
+                    shadow: Any = None) -> Router:
+        model = _load_model(options, config)
+        names = {m: _resolve(m, options, config) or m for m in model.models}
+        if model.form == "multi":
+            return MultiClassifierRouter(name, options, fallbacks, shadow, model=model, names=names)
+        return cls(name, options, fallbacks, shadow, model=model, names=names)
+
+    def score(self, request: ChatRequest) -> float:
+        return float(self.model.pair_score(self.model.predict(request)))
+
+    def scores(self, requests: Sequence[ChatRequest]) -> np.ndarray:
+        if not requests:
+            return np.zeros(0)
+        return self.model.pair_score(self.model.predict_many(requests))
+
+
+class MultiClassifierRouter(Router):
+    """Several-model form: cheapest model meeting the quality target, or max quality - lambda x cost."""
+
+    kind = KIND
+    Options = ClassifierOptions
+
+    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None, *,
+                 model: Model, names: dict[str, str] | None = None) -> None:
+        super().__init__(name, options, fallbacks, shadow)
+        self.model = model
+        names = names or {}
+        arts = [hm["model"] for hm in model.heads_meta]
+        self.art_models = arts
+        self.names = [names.get(m, m) for m in arts]
+        cost = np.array([model.costs.get(m, math.nan) for m in arts])
+        if np.isnan(cost).any():
+            raise ArtifactError(f"artifact lacks the mean cost of {[m for m, c in zip(arts, cost, strict=True) if math.isnan(c)]}")
+        self.cost = cost
+        self.by_cost = np.argsort(cost, kind="stable")
+        self.target = options.target
+        self.cost_weight = options.cost_weight
+
+    def choose(self, p: np.ndarray) -> np.ndarray:
+        """Index of the chosen head for each row of predicted qualities (n, K)."""
+        p = np.atleast_2d(p)
+        if self.cost_weight is not None:
+            return np.argmax(p - self.cost_weight * self.cost[None, :], axis=1)
+        ok = p[:, self.by_cost] >= self.target
+        first = np.argmax(ok, axis=1)
+        best = np.argmax(p, axis=1)
+        return np.where(ok.any(axis=1), self.by_cost[first], best)
+
+    def route(self, request: ChatRequest) -> Route:
+        p = self.model.predict(request)
+        k = int(self.choose(p)[0])
+        model = self.names[k]
+        if self.cost_weight is not None:
+            why = f"max quality - {self.cost_weight:g} x cost: {model} (predicted {p[k]:.3f}, ${self.cost[k]:.6f})"
+        elif p[k] >= (self.target or 0):
+            why = f"cheapest predicted >= {self.target:g}: {model} ({p[k]:.3f})"
+        else:
+            why = f"none predicted >= {self.target:g}; best: {model} ({p[k]:.3f})"
+        return Route(steps=[self.step(model)], router=self.name, reason=f"{KIND}: {why}", score=float(p[k]))
+
+    def routes(self, requests: Sequence[ChatRequest]) -> list[str]:
+        """Chosen config model of many requests in one vectorised pass (the lab's fast path)."""
+        if not requests:
+            return []
+        return [self.names[k] for k in self.choose(self.model.predict_many(requests))]
+
+    def models(self) -> list[str]:
+        return [self.names[k] for k in self.by_cost]
+
+
+def _load_model(options: ClassifierOptions, config: Any) -> Model:
+    encoder = make_encoder(options.encoder)
+    return Model.load(_artifact_path(options, config), encoder)
+
+
+register(ClassifierRouter)
+
+__all__ = ["ClassifierOptions", "ClassifierRouter", "LinearHeads", "Model", "MultiClassifierRouter"]
