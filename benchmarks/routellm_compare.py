@@ -1,0 +1,216 @@
+"""The classifier router against RouteLLM on RouteLLM's own data, and over RouterBench's models.
+
+Protocol (RouteLLM paper, arXiv 2406.18665: strong GPT-4-1106, weak Mixtral-8x7B, contaminated
+prompts dropped):
+
+- Within-benchmark: 5-fold cross-validation on MMLU and on GSM8K. Train on four folds (features,
+  metadata vocabulary and scaling are fitted on those folds only), score the fifth with the saved-
+  and-served model; the five held-out folds make one curve over all prompts. APGR, CPT(50%) and
+  CPT(80%) from gearshift.lab.metrics, with 95% bootstrap percentile intervals over prompts
+  (gearshift.lab.bootstrap). Rows: our default (`gain`: predict both models' quality, score the
+  predicted gain), the `weak-fails` target (RouteLLM's formulation, same features), random and the
+  oracle; next to RouteLLM's best published numbers.
+- Transfer: train on all of MMLU, test on GSM8K, and vice versa (no metadata carries over).
+- Several models: RouterBench (11 models) per task, train on its train split, test on its test
+  split; the router's lambda sweep (max predicted quality - lambda x cost) as (cost, quality)
+  points; AIQ over the single models' cost range, against each single model, their convex hull
+  (RouterBench's zero router) and the oracle.
+
+The gap to RouteLLM is ours minus theirs, with our interval (their numbers carry none).
+
+    GEARSHIFT_DATA=../shared/datasets python benchmarks/routellm_compare.py [--only mmlu,gsm8k,transfer,routerbench]
+        [--folds 5] [--resamples 1000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from gearshift.lab import datasets, metrics
+from gearshift.lab.bootstrap import Estimate, bootstrap_curve
+from gearshift.lab.datasets import ROUTELLM_STRONG as S
+from gearshift.lab.datasets import ROUTELLM_WEAK as W
+from gearshift.lab.outcomes import Outcomes
+from gearshift.lab.train import TrainSettings, default_features, fit, model_of, multi_points, pair_scores
+
+# RouteLLM paper, Tables 2 and 3: the best router on each benchmark (as recorded in shared/datasets/README.md).
+PUBLISHED = {
+    "mmlu": {"router": "RouteLLM best (gold-label trained)", "apgr": 0.603, "cpt50": 0.354, "cpt80": 0.703},
+    "gsm8k": {"router": "RouteLLM best (Causal LLM, judge-augmented)", "apgr": 0.622, "cpt50": 0.336, "cpt80": 0.633},
+}
+GOAL = {"mmlu": {"apgr": 0.72, "cpt80": 0.50}}
+STATS = {"apgr": metrics.apgr, "cpt50": lambda c: metrics.cpt(c, 0.5), "cpt80": lambda c: metrics.cpt(c, 0.8)}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def folds_of(n: int, k: int, seed: int) -> list[np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    return [np.sort(perm[i::k]) for i in range(k)]
+
+
+def cv_scores(o: Outcomes, settings: TrainSettings, k: int, seed: int) -> np.ndarray:
+    """Out-of-fold scores: each prompt scored by a router trained without its fold."""
+    scores = np.empty(len(o))
+    for i, test in enumerate(folds_of(len(o), k, seed)):
+        train = np.setdiff1d(np.arange(len(o)), test)
+        model = model_of(fit(o.subset(train), settings))
+        scores[test] = pair_scores(model, o.subset(test))
+        log(f"  fold {i + 1}/{k}: trained on {len(train)}, scored {len(test)}")
+    return scores
+
+
+def curve_row(name: str, scores: np.ndarray, o: Outcomes, resamples: int, seed: int) -> dict[str, Any]:
+    est = bootstrap_curve(scores, o, W, S, STATS, n=resamples, seed=seed)
+    return {"router": name, **{k: e for k, e in est.items()}}
+
+
+def gap(ours: Estimate, theirs: float) -> Estimate:
+    return Estimate(ours.value - theirs, ours.low - theirs, ours.high - theirs, ours.alpha, ours.n_resamples)
+
+
+def fmt_row(r: dict[str, Any]) -> str:
+    def cell(k: str, pct: bool) -> str:
+        v = r.get(k)
+        if v is None:
+            return "-".rjust(22)
+        if isinstance(v, Estimate):
+            return (v.format(".1f", 100, "%") if pct else v.format(".3f")).rjust(22)
+        return (f"{v:.1%}" if pct else f"{v:.3f}").rjust(22)
+
+    return f"  {r['router']:<44}{cell('apgr', False)}{cell('cpt50', True)}{cell('cpt80', True)}"
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    print(f"\n{title}")
+    print(f"  {'router':<44}{'APGR':>22}{'CPT(50%)':>22}{'CPT(80%)':>22}")
+    for r in rows:
+        print(fmt_row(r))
+
+
+def within(bench: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    o = datasets.load(f"routellm/{bench}", drop_contaminated=True)
+    log(f"{bench}: {len(o)} prompts (contaminated dropped), {args.folds}-fold CV")
+    base = TrainSettings(features=default_features(o))
+    rows = []
+    t = time.time()
+    s_gain = cv_scores(o, base, args.folds, args.seed)
+    log(f"  gain: {time.time() - t:.0f} s")
+    rows.append(curve_row("gearshift classifier (gain, default)", s_gain, o, args.resamples, args.seed))
+    if not args.quick:
+        s_fail = cv_scores(o, replace(base, target="weak-fails"), args.folds, args.seed)
+        rows.append(curve_row("gearshift classifier (weak-fails target)", s_fail, o, args.resamples, args.seed))
+    rows.append(curve_row("random (expected)", np.zeros(len(o)), o, args.resamples, args.seed))
+    rows.append(curve_row("oracle", np.asarray(o.quality[:, 1] - o.quality[:, 0]), o, args.resamples, args.seed))
+    pub = PUBLISHED[bench]
+    rows.append({"router": f"published: {pub['router']}", "apgr": pub["apgr"], "cpt50": pub["cpt50"],
+                 "cpt80": pub["cpt80"]})
+    ours = rows[0]
+    rows.append({"router": "gap: ours - RouteLLM best", **{k: gap(ours[k], pub[k]) for k in ("apgr", "cpt50", "cpt80")}})
+    return rows
+
+
+def transfer(args: argparse.Namespace) -> list[dict[str, Any]]:
+    data = {b: datasets.load(f"routellm/{b}", drop_contaminated=True) for b in ("mmlu", "gsm8k")}
+    rows = []
+    for src, dst in (("mmlu", "gsm8k"), ("gsm8k", "mmlu")):
+        log(f"transfer: train on {src}, test on {dst}")
+        model = model_of(fit(data[src], TrainSettings(features=default_features(data[src]))))
+        scores = pair_scores(model, data[dst])
+        rows.append(curve_row(f"train {src} -> test {dst}", scores, data[dst], args.resamples, args.seed))
+    return rows
+
+
+def routerbench(args: argparse.Namespace) -> list[dict[str, Any]]:
+    out = []
+    for task in datasets.ROUTERBENCH_TASKS:
+        o = datasets.load(f"routerbench/{task}")
+        train, test = o.split("train"), o.split("test")
+        log(f"routerbench/{task}: train {len(train)}, test {len(test)}, {len(o.models)} models")
+        model = model_of(fit(train, TrainSettings(form="multi", features=default_features(train))))
+        lambdas = np.concatenate([[0.0], np.geomspace(1e-2, 1e5, 200)])
+        c, q = multi_points(model, test, lambdas)
+        mc, mq = metrics.model_points(test)
+        rng = (float(np.nanmin(mc)), float(np.nanmax(mc)))
+        hc, hq = metrics.zero_router(test)
+        oracle = metrics.oracle_decisions(test)
+        rows = {"task": task, "train": len(train), "test": len(test), "cost_range": rng,
+                "router_aiq": metrics.aiq(c, q, rng), "zero_router_aiq": metrics.aiq(mc, mq, rng),
+                "oracle": (float(np.nanmean(oracle.cost)), float(np.nanmean(oracle.quality))),
+                "router_best_quality": float(np.max(q)), "router_cost_at_best": float(c[int(np.argmax(q))]),
+                "models": {m: (float(mc[i]), float(mq[i])) for i, m in enumerate(test.models)},
+                "hull": list(zip(hc.tolist(), hq.tolist(), strict=True))}
+        # Router quality at each single model's cost: does it beat the model at equal spend?
+        rhc, rhq = metrics.ndch(c, q)
+        rows["at_model_cost"] = {m: float(metrics.hull_value(rhc, rhq, mc[i])) for i, m in enumerate(test.models)}
+        out.append(rows)
+    return out
+
+
+def print_routerbench(rows: list[dict[str, Any]]) -> None:
+    print("\nSeveral models: RouterBench, train split -> test split (max predicted quality - lambda x cost)")
+    for r in rows:
+        lo, hi = r["cost_range"]
+        print(f"  {r['task']} (train {r['train']}, test {r['test']}): AIQ router {r['router_aiq']:.4f} vs zero router "
+              f"(single models' hull) {r['zero_router_aiq']:.4f}, over cost ${lo:.6f}-${hi:.6f}")
+        print(f"    oracle: quality {r['oracle'][1]:.3f} at ${r['oracle'][0]:.6f}; router best quality "
+              f"{r['router_best_quality']:.3f} at ${r['router_cost_at_best']:.6f}")
+        best = sorted(r["models"].items(), key=lambda kv: -kv[1][1])[:4]
+        for m, (c, q) in best:
+            print(f"    {m:<28} quality {q:.3f} at ${c:.6f}; router at that cost {r['at_model_cost'][m]:.3f}")
+
+
+def jsonable(x: Any) -> Any:
+    if isinstance(x, Estimate):
+        return {"value": x.value, "low": x.low, "high": x.high}
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [jsonable(v) for v in x]
+    return x
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default="mmlu,gsm8k,transfer,routerbench")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--resamples", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="skip the weak-fails rows")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args()
+    parts = args.only.split(",")
+    result: dict[str, Any] = {}
+    for bench in ("mmlu", "gsm8k"):
+        if bench in parts:
+            result[bench] = within(bench, args)
+            print_table(f"Within-benchmark: RouteLLM {bench.upper()}, {args.folds}-fold CV, one curve over all "
+                        f"prompts (95% bootstrap intervals, {args.resamples} resamples)", result[bench])
+            goal = GOAL.get(bench)
+            if goal:
+                ours = result[bench][0]
+                met = ours["apgr"].value >= goal["apgr"] and ours["cpt80"].value <= goal["cpt80"]
+                print(f"  goal (APGR >= {goal['apgr']}, CPT(80%) <= {goal['cpt80']:.0%}): {'met' if met else 'NOT met'}")
+    if "transfer" in parts:
+        result["transfer"] = transfer(args)
+        print_table("Transfer (no metadata carries over): train on one benchmark, test on the other",
+                    result["transfer"])
+    if "routerbench" in parts:
+        result["routerbench"] = routerbench(args)
+        print_routerbench(result["routerbench"])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(jsonable(result), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
