@@ -74,7 +74,8 @@ class FeatureSpec:
     version: int = FEATURES_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON types (tuples as lists), equal before and after a save/load round trip."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FeatureSpec:
