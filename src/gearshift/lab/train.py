@@ -97,7 +97,9 @@ def head_models(outcomes: Outcomes, s: TrainSettings) -> tuple[list[str], dict[s
 def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, dim: int):  # type: ignore[no-untyped-def]
     import scipy.sparse as sp
 
-    return sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, dim))
+    X = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, dim))
+    X.sum_duplicates()  # n-grams sharing a bucket: one entry, their sum (what serving's dot product does)
+    return X
 
 
 def _fit_head(X: Any, q: np.ndarray, c: float, max_iter: int) -> tuple[np.ndarray, float]:
