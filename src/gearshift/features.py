@@ -386,9 +386,9 @@ class Featurizer:
                 idx_parts.append(_bucket(h, s.char_bits) + self.char_offset)
                 val_parts.append(v)
         if self.state.metadata_vocab:
-            cols = [self.state.metadata_vocab.get(f"{k}={request.metadata[k]}") for k in s.metadata_keys
-                    if k in request.metadata]
-            cols = sorted(c for c in cols if c is not None)
+            found = [self.state.metadata_vocab.get(f"{k}={request.metadata[k]}") for k in s.metadata_keys
+                     if k in request.metadata]
+            cols = sorted(c for c in found if c is not None)
             if cols:
                 idx_parts.append(np.asarray(cols, dtype=np.int64) + self.meta_offset)
                 val_parts.append(np.full(len(cols), 1.0 / math.sqrt(len(cols))))

@@ -221,7 +221,8 @@ def holdout_metrics(outcomes: Outcomes, settings: TrainSettings, encoder: Encode
     return out
 
 
-def multi_points(model: Model, outcomes: Outcomes, lambdas: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def multi_points(model: Model, outcomes: Outcomes,
+                 lambdas: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mean cost, mean quality) of the multi-model router at each lambda."""
     p = model.predict_many(requests_of(outcomes))
     cols = [outcomes.index(hm["model"]) for hm in model.heads_meta]

@@ -24,6 +24,7 @@ Config:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -273,9 +274,28 @@ class MultiClassifierRouter(Router):
         return [self.names[k] for k in self.by_cost]
 
 
+# Loaded models by (file, mtime, size, encoder settings): config validation and router building
+# both load the artifact; a model is read-only once loaded, so routers may share it.
+_LOADED: dict[tuple[str, int, int, str], Model] = {}
+_LOADED_MAX = 8
+
+
 def _load_model(options: ClassifierOptions, config: Any) -> Model:
-    encoder = make_encoder(options.encoder)
-    return Model.load(_artifact_path(options, config), encoder)
+    path = _artifact_path(options, config)
+    try:
+        st = path.stat()
+        key: tuple[str, int, int, str] | None = (str(path.resolve()), st.st_mtime_ns, st.st_size,
+                                                 json.dumps(options.encoder, sort_keys=True))
+    except OSError:
+        key = None  # missing file: Model.load raises the clear error
+    if key is not None and key in _LOADED:
+        return _LOADED[key]
+    model = Model.load(path, make_encoder(options.encoder))
+    if key is not None:
+        while len(_LOADED) >= _LOADED_MAX:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = model
+    return model
 
 
 register(ClassifierRouter)
