@@ -82,17 +82,17 @@ def fmt_row(r: dict[str, Any]) -> str:
     def cell(k: str, pct: bool) -> str:
         v = r.get(k)
         if v is None:
-            return "-".rjust(22)
+            return "-".rjust(25)
         if isinstance(v, Estimate):
-            return (v.format(".1f", 100, "%") if pct else v.format(".3f")).rjust(22)
-        return (f"{v:.1%}" if pct else f"{v:.3f}").rjust(22)
+            return (v.format(".1f", 100, "%") if pct else v.format(".3f")).rjust(25)
+        return (f"{v:.1%}" if pct else f"{v:.3f}").rjust(25)
 
     return f"  {r['router']:<44}{cell('apgr', False)}{cell('cpt50', True)}{cell('cpt80', True)}"
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     print(f"\n{title}")
-    print(f"  {'router':<44}{'APGR':>22}{'CPT(50%)':>22}{'CPT(80%)':>22}")
+    print(f"  {'router':<44}{'APGR':>25}{'CPT(50%)':>25}{'CPT(80%)':>25}")
     for r in rows:
         print(fmt_row(r))
 
