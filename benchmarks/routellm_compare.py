@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from gearshift.lab import datasets, metrics
-from gearshift.lab.bootstrap import Estimate, bootstrap_curve
+from gearshift.lab.bootstrap import Estimate, bootstrap, bootstrap_curve
 from gearshift.lab.datasets import ROUTELLM_STRONG as S
 from gearshift.lab.datasets import ROUTELLM_WEAK as W
 from gearshift.lab.outcomes import Outcomes
-from gearshift.lab.train import TrainSettings, default_features, fit, model_of, multi_points, pair_scores
+from gearshift.lab.train import TrainSettings, default_features, fit, model_of, multi_decisions, pair_scores
 
 # RouteLLM paper, Tables 2 and 3: the best router on each benchmark (as recorded in shared/datasets/README.md).
 PUBLISHED = {
@@ -138,13 +138,31 @@ def routerbench(args: argparse.Namespace) -> list[dict[str, Any]]:
         log(f"routerbench/{task}: train {len(train)}, test {len(test)}, {len(o.models)} models")
         model = model_of(fit(train, TrainSettings(form="multi", features=default_features(train))))
         lambdas = np.concatenate([[0.0], np.geomspace(1e-2, 1e5, 200)])
-        c, q = multi_points(model, test, lambdas)
-        mc, mq = metrics.model_points(test)
+        rc, rq = multi_decisions(model, test, lambdas)  # (n, L) per prompt, per lambda
+        cols = [test.index(m) for m in test.models]
+        mcost, mqual = np.asarray(test.cost[:, cols], float), np.asarray(test.quality[:, cols], float)
+        c, q = np.nanmean(rc, axis=0), np.nanmean(rq, axis=0)
+        mc, mq = np.nanmean(mcost, axis=0), np.nanmean(mqual, axis=0)
         rng = (float(np.nanmin(mc)), float(np.nanmax(mc)))
         hc, hq = metrics.zero_router(test)
         oracle = metrics.oracle_decisions(test)
+
+        def aiqs(data, w, rng=rng):  # type: ignore[no-untyped-def]
+            # Resampled prompts (counts w): both routers' points and AIQs over the full data's cost range.
+            # NaN-aware weighted means (a few RouterBench calls lack a cost or a quality).
+            means = [(w @ np.nan_to_num(x)) / (w @ ~np.isnan(x)) for x in data]
+            out: dict[str, list[float]] = {"router": [], "zero": [], "gap": []}
+            for i in range(w.shape[0]):
+                a = metrics.aiq(means[0][i], means[1][i], rng)
+                z = metrics.aiq(means[2][i], means[3][i], rng)
+                out["router"].append(a)
+                out["zero"].append(z)
+                out["gap"].append(a - z)
+            return {k: np.array(v) for k, v in out.items()}
+
+        est = bootstrap((rc, rq, mcost, mqual), aiqs, n=args.resamples, seed=args.seed, weighted=True)
         rows = {"task": task, "train": len(train), "test": len(test), "cost_range": rng,
-                "router_aiq": metrics.aiq(c, q, rng), "zero_router_aiq": metrics.aiq(mc, mq, rng),
+                "router_aiq": est["router"], "zero_router_aiq": est["zero"], "aiq_gap": est["gap"],
                 "oracle": (float(np.nanmean(oracle.cost)), float(np.nanmean(oracle.quality))),
                 "router_best_quality": float(np.max(q)), "router_cost_at_best": float(c[int(np.argmax(q))]),
                 "models": {m: (float(mc[i]), float(mq[i])) for i, m in enumerate(test.models)},
@@ -160,8 +178,8 @@ def print_routerbench(rows: list[dict[str, Any]]) -> None:
     print("\nSeveral models: RouterBench, train split -> test split (max predicted quality - lambda x cost)")
     for r in rows:
         lo, hi = r["cost_range"]
-        print(f"  {r['task']} (train {r['train']}, test {r['test']}): AIQ router {r['router_aiq']:.4f} vs zero router "
-              f"(single models' hull) {r['zero_router_aiq']:.4f}, over cost ${lo:.6f}-${hi:.6f}")
+        print(f"  {r['task']} (train {r['train']}, test {r['test']}): AIQ router {r['router_aiq']} vs zero router "
+              f"(single models' hull) {r['zero_router_aiq']}; gap {r['aiq_gap']}; over cost ${lo:.6f}-${hi:.6f}")
         print(f"    oracle: quality {r['oracle'][1]:.3f} at ${r['oracle'][0]:.6f}; router best quality "
               f"{r['router_best_quality']:.3f} at ${r['router_cost_at_best']:.6f}")
         best = sorted(r["models"].items(), key=lambda kv: -kv[1][1])[:4]

@@ -221,20 +221,25 @@ def holdout_metrics(outcomes: Outcomes, settings: TrainSettings, encoder: Encode
     return out
 
 
-def multi_points(model: Model, outcomes: Outcomes,
-                 lambdas: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean cost, mean quality) of the multi-model router at each lambda."""
+def multi_decisions(model: Model, outcomes: Outcomes,
+                    lambdas: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per prompt and lambda, the (cost, quality) of the model the router picks: two (n, L) arrays.
+
+    The pick is the multi-model router's lambda rule (max predicted quality - lambda x cost)."""
     p = model.predict_many(requests_of(outcomes))
     cols = [outcomes.index(hm["model"]) for hm in model.heads_meta]
     q, c = np.asarray(outcomes.quality[:, cols], float), np.asarray(outcomes.cost[:, cols], float)
     cost = np.array([model.costs[hm["model"]] for hm in model.heads_meta])
-    rows = np.arange(len(outcomes))
-    costs, quals = [], []
-    for lam in lambdas:
-        k = np.argmax(p - lam * cost[None, :], axis=1)
-        costs.append(float(np.nanmean(c[rows, k])))
-        quals.append(float(np.nanmean(q[rows, k])))
-    return np.array(costs), np.array(quals)
+    rows = np.arange(len(outcomes))[:, None]
+    k = np.stack([np.argmax(p - lam * cost[None, :], axis=1) for lam in lambdas], axis=1)
+    return c[rows, k], q[rows, k]
+
+
+def multi_points(model: Model, outcomes: Outcomes,
+                 lambdas: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean cost, mean quality) of the multi-model router at each lambda."""
+    c, q = multi_decisions(model, outcomes, lambdas)
+    return np.nanmean(c, axis=0), np.nanmean(q, axis=0)
 
 
 def default_lambdas(model: Model) -> np.ndarray:
@@ -276,5 +281,5 @@ def with_features(settings: TrainSettings, **changes: Any) -> TrainSettings:
     return replace(settings, features=replace(settings.features, **changes))
 
 
-__all__ = ["TrainSettings", "default_features", "fit", "holdout_metrics", "model_of", "multi_metrics",
+__all__ = ["TrainSettings", "default_features", "fit", "holdout_metrics", "model_of", "multi_decisions", "multi_metrics",
            "multi_points", "pair_scores", "requests_of", "train"]
