@@ -239,6 +239,15 @@ def ngram_combine(units: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
 
 
+def word_ngram_indices(words: list[str], lo: int, hi: int, bits: int) -> np.ndarray:
+    """Hashed buckets (0 .. 2**bits - 1) of the word n-grams lo..hi of a list of words.
+
+    For features of other texts than the request (the learned gate hashes the cheap answer's words)."""
+    text = " ".join(words)
+    units = _Text(text, len(text) + 1).word_hashes()
+    return _bucket(ngram_combine(units, lo, hi), bits)
+
+
 def _structure(request: ChatRequest, t: _Text) -> np.ndarray:
     """Raw structure features (order of STRUCTURE_NAMES) from the analysed tail `t`."""
     msgs = request.messages
