@@ -152,7 +152,7 @@ _CAT[128] = 7
 _DIGITS, _UPPER = b"0123456789", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _MATH, _CODE = b"=+-*/^<>%\\|", b"{}[]();_#"
 _DIGIT_RUNS = bytes(49 if 48 <= i <= 57 else 32 for i in range(256))  # digits -> "1", the rest -> " "
-_NON_ASCII_MATH = np.array(sorted(ord(c) for c in "∑∫√≤≥≠±×÷π"), dtype=np.uint32)
+_NON_ASCII_MATH_CHARS = "∑∫√≤≥≠±×÷π"
 
 
 def _codes(text: str) -> np.ndarray:
@@ -225,6 +225,18 @@ def _distinct(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return h[at], v / math.sqrt(float(v @ v))
 
 
+_M64 = (1 << 64) - 1
+
+
+def _ngram_consts(n: int) -> tuple[np.uint64, list[np.uint64]]:
+    """(S_n * B^n, [B^(n-1-k)]) mod 2^64: an n-gram's hash is S_n B^n + sum_k u_k B^(n-1-k)."""
+    b = int(_BASE)
+    return np.uint64((1000 + n) * pow(b, n, 1 << 64) & _M64), [np.uint64(pow(b, n - 1 - k, 1 << 64)) for k in range(n)]
+
+
+_NGRAM_CONSTS = [_ngram_consts(n) for n in range(8)]
+
+
 def ngram_combine(units: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """Hashes of runs of lo..hi consecutive unit hashes (word n-grams from word hashes)."""
     parts = []
@@ -232,9 +244,10 @@ def ngram_combine(units: np.ndarray, lo: int, hi: int) -> np.ndarray:
         m = units.size - n + 1
         if m <= 0:
             continue
-        h = np.full(m, np.uint64(1000 + n), dtype=np.uint64)
-        for k in range(n):
-            h = h * _BASE + units[k:k + m]
+        start, mult = _NGRAM_CONSTS[n] if n < len(_NGRAM_CONSTS) else _ngram_consts(n)
+        h = units[n - 1:n - 1 + m] + start  # the last unit's multiplier is B^0
+        for k in range(n - 1):
+            h = h + units[k:k + m] * mult[k]
         parts.append(h)
     return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
 
@@ -270,7 +283,7 @@ def _structure(request: ChatRequest, t: _Text) -> np.ndarray:
         digits, upper, math_chars, code_chars, non_ascii = (int(cat[1]), int(cat[2]), int(cat[3]), int(cat[4]),
                                                             int(cat[7]))
         hi = raw[raw > 127]
-        math_chars += int(np.isin(hi, _NON_ASCII_MATH).sum())
+        math_chars += sum(tail.count(ch) for ch in _NON_ASCII_MATH_CHARS)
         cjk = int(np.count_nonzero(((hi >= 0x3040) & (hi <= 0x9FFF)) | ((hi >= 0xAC00) & (hi <= 0xD7AF))))
         cyr = int(np.count_nonzero((hi >= 0x0400) & (hi <= 0x04FF)))
         arab = int(np.count_nonzero((hi >= 0x0590) & (hi <= 0x06FF)))
@@ -346,6 +359,7 @@ class Featurizer:
         self.dim = self.enc_offset + (self.encoder.dim if self.encoder is not None else 0)
         self._struct_idx = np.arange(self.struct_offset, self.enc_offset, dtype=np.int64)
         self._inv_std = 1.0 / self.state.structure_std
+        self._struct_scale = 1.0 / math.sqrt(len(STRUCTURE_NAMES))
 
     def fit(self, requests: Sequence[ChatRequest]) -> Featurizer:
         """Learn the metadata vocabulary and the structure features' mean and spread."""
@@ -403,9 +417,9 @@ class Featurizer:
                 val_parts.append(np.full(len(cols), 1.0 / math.sqrt(len(cols))))
         if s.structure:
             z = (_structure(request, t) - self.state.structure_mean) * self._inv_std
-            # Clip so one odd request (a 1 MB prompt) cannot dominate its score.
+            # Clip so one odd request (a 1 MB prompt) cannot dominate its score (ufuncs: np.clip is slower).
             idx_parts.append(self._struct_idx)
-            val_parts.append(np.clip(z, -5.0, 5.0) / math.sqrt(len(STRUCTURE_NAMES)))
+            val_parts.append(np.minimum(np.maximum(z, -5.0), 5.0) * self._struct_scale)
         if self.encoder is not None:
             e = self.encoder.encode([self.text_of(request)])[0] if embedding is None else embedding
             idx_parts.append(np.arange(self.enc_offset, self.dim, dtype=np.int64))
