@@ -172,6 +172,8 @@ class ClassifierRouter(ScoringRouter):
         rule = model.score_rule
         self.weak = names.get(rule["weak"], rule["weak"])
         self.strong = names.get(rule["strong"], rule["strong"])
+        if rule["rule"] == "gain":
+            self._strong_head, self._weak_head = model.head_of[rule["strong"]], model.head_of[rule["weak"]]
         t = options.threshold if options.threshold is not None else model.default_threshold
         self.threshold = float(t) if t is not None else 0.5
 
@@ -212,7 +214,14 @@ class ClassifierRouter(ScoringRouter):
         return cls(name, options, fallbacks, shadow, model=model, names=names)
 
     def score(self, request: ChatRequest) -> float:
-        return float(self.model.pair_score(self.model.predict(request)))
+        p = self.model.predict(request)
+        rule = self.model.score_rule
+        # Plain float arithmetic on two numbers (numpy's per-call overhead would dominate here);
+        # the same formula as Model.pair_score.
+        if rule["rule"] == "gain":
+            g = (1.0 + float(p[self._strong_head]) - float(p[self._weak_head])) / 2.0
+            return 0.0 if g < 0.0 else 1.0 if g > 1.0 else g
+        return float(self.model.pair_score(p))
 
     def scores(self, requests: Sequence[ChatRequest]) -> np.ndarray:
         if not requests:
