@@ -13,15 +13,39 @@ import click
 from gearshift.lab.cli import lab_group
 
 
-def _load_outcomes(spec: str, drop_contaminated: bool, split: str | None, sample: int | None, seed: int):  # type: ignore[no-untyped-def]
+def _load_outcomes(spec: str | None, drop_contaminated: bool, split: str | None, sample: int | None, seed: int,  # type: ignore[no-untyped-def]
+                   traces: str | None = None, since_hours: float | None = None):
+    import time
+
     import numpy as np
 
     from gearshift.lab import datasets
 
-    try:
-        o = datasets.load(spec, drop_contaminated=drop_contaminated)
-    except (ValueError, FileNotFoundError) as e:
-        raise click.UsageError(str(e)) from None
+    if (spec is None) == (traces is None):
+        raise click.UsageError("give exactly one of --outcomes or --traces")
+    if traces is not None:
+        # The gateway's own traffic: prompts answered by several models (shadow pairs) with verdicts.
+        from gearshift.config import load_config
+        from gearshift.errors import ConfigError
+        from gearshift.store import open_store
+
+        try:
+            config = load_config(traces)
+        except ConfigError as e:
+            raise click.UsageError(str(e)) from None
+        store = open_store(config.store.url, config.base_dir)
+        since = time.time() - since_hours * 3600 if since_hours else None
+        try:
+            o = datasets.from_traces(store.traces(since=since), name=f"traces of {traces}")
+        except ValueError as e:
+            raise click.UsageError(f"{traces}: {e}") from None
+        finally:
+            store.close()
+    else:
+        try:
+            o = datasets.load(str(spec), drop_contaminated=drop_contaminated)
+        except (ValueError, FileNotFoundError) as e:
+            raise click.UsageError(str(e)) from None
     if split:
         try:
             o = o.split(split)
@@ -33,7 +57,10 @@ def _load_outcomes(spec: str, drop_contaminated: bool, split: str | None, sample
 
 
 @lab_group.command("train")
-@click.option("--outcomes", "spec", required=True, help="dataset name (routellm/mmlu, routerbench/mbpp, ...) or outcomes file")
+@click.option("--outcomes", "spec", default=None, help="dataset name (routellm/mmlu, routerbench/mbpp, ...) or outcomes file")
+@click.option("--traces", "traces", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="train on the gateway's own traces instead: the config whose store holds them (shadow pairs)")
+@click.option("--since-hours", type=float, default=None, help="with --traces: only traces of this many recent hours")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="artifact to write (JSON)")
 @click.option("--drop-contaminated", is_flag=True, help="drop RouteLLM's contaminated prompts (routellm/* only)")
 @click.option("--split", default=None, help="train only on prompts of this split (e.g. train for routerbench)")
@@ -58,7 +85,7 @@ def _load_outcomes(spec: str, drop_contaminated: bool, split: str | None, sample
 @click.option("--encoder-url", default=None, help="openai encoder: base URL of an OpenAI-compatible /v1 API")
 @click.option("--encoder-key-env", default=None, help="openai encoder: variable holding the API key")
 @click.option("--seed", default=0, show_default=True, type=int)
-def lab_train(spec: str, out: str, drop_contaminated: bool, split: str | None, sample: int | None, form: str,
+def lab_train(spec: str | None, traces: str | None, since_hours: float | None, out: str, drop_contaminated: bool, split: str | None, sample: int | None, form: str,
               target: str, weak: str | None, strong: str | None, models: tuple[str, ...],
               metadata_keys: tuple[str, ...], no_metadata: bool, holdout: float, c_strong: float, c_weak: float,
               encoder_kind: str, encoder_model: str | None, encoder_url: str | None, encoder_key_env: str | None,
@@ -70,7 +97,8 @@ def lab_train(spec: str, out: str, drop_contaminated: bool, split: str | None, s
     from gearshift.features import FeatureSpec
     from gearshift.lab.train import TrainSettings, default_features, train
 
-    o = _load_outcomes(spec, drop_contaminated, split, sample, seed)
+    o = _load_outcomes(spec, drop_contaminated, split, sample, seed, traces, since_hours)
+    spec = spec or o.name
     if no_metadata:
         features = FeatureSpec()
     elif metadata_keys:
