@@ -245,7 +245,7 @@ def ngram_combine(units: np.ndarray, lo: int, hi: int) -> np.ndarray:
         if m <= 0:
             continue
         start, mult = _NGRAM_CONSTS[n] if n < len(_NGRAM_CONSTS) else _ngram_consts(n)
-        h = units[n - 1:n - 1 + m] + start  # the last unit's multiplier is B^0
+        h: np.ndarray = units[n - 1:n - 1 + m] + start  # the last unit's multiplier is B^0
         for k in range(n - 1):
             h = h + units[k:k + m] * mult[k]
         parts.append(h)
