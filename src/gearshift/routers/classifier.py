@@ -73,14 +73,20 @@ class LinearHeads:
         z = val @ self.W[idx] + self.b
         return 1.0 / (1.0 + np.exp(-z))
 
-    def predict_csr(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+    def predict_csr(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
+                    chunk: int = 2048) -> np.ndarray:
+        """Predictions for CSR rows, `chunk` rows at a time (bounds the gathered weights' memory)."""
         n = len(indptr) - 1
-        contrib = self.W[indices] * data[:, None]
         z = np.zeros((n, self.W.shape[1]))
-        nonempty = indptr[1:] > indptr[:-1]
-        if contrib.size:
-            sums = np.add.reduceat(contrib, indptr[:-1][nonempty], axis=0)
-            z[nonempty] = sums
+        for lo in range(0, n, chunk):
+            hi = min(lo + chunk, n)
+            a, b = indptr[lo], indptr[hi]
+            if b == a:
+                continue
+            contrib = self.W[indices[a:b]] * data[a:b, None]
+            starts = indptr[lo:hi] - a
+            nonempty = indptr[lo + 1:hi + 1] > indptr[lo:hi]
+            z[lo:hi][nonempty] = np.add.reduceat(contrib, starts[nonempty], axis=0)
         z += self.b
         return 1.0 / (1.0 + np.exp(-z))
 
