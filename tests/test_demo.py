@@ -23,8 +23,13 @@ def test_demo_prints_spend_savings_and_accuracy(data_dir: Path) -> None:
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     rows = {m.group(1): m.groups() for m in re.finditer(
-        r"(gearshift/\w+)\s*│\s*(\d+)\s*│\s*([\d.]+)%\s*│\s*([\d.]+)\s*│\s*([\d.-]+)%", out.stdout)}
-    assert set(rows) >= {"gearshift/auto", "gearshift/cascade", "gearshift/random", "gearshift/strong", "gearshift/weak"}
+        r"(gearshift/[\w-]+)\s*│\s*(\d+)\s*│\s*([\d.]+)%\s*│\s*([\d.]+)\s*│\s*([\d.-]+)%", out.stdout)}
+    assert set(rows) == {"gearshift/auto", "gearshift/cascade", "gearshift/random", "gearshift/strong",
+                         "gearshift/weak", "gearshift/classifier", "gearshift/cascade-learned"}
+    assert "training a classifier router and a learned gate on 660 prompts" in out.stdout
+    # The learned routers were trained on the other half and spend less than always-strong.
+    for learned in ("gearshift/classifier", "gearshift/cascade-learned"):
+        assert float(rows[learned][3]) < float(rows["gearshift/strong"][3])
     strong, weak = rows["gearshift/strong"], rows["gearshift/weak"]
     assert strong[1] == weak[1] == "60"
     # The recorded answers: GPT-4 is more accurate and far dearer than Mixtral on these prompts.

@@ -41,6 +41,48 @@ class RouterResult:
         return self.correct / self.requests if self.requests else 0.0
 
 
+def train_routers(outcomes: Any, folder: Path, floor: float, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Learned routers for the demo, trained on `outcomes` (the training half) and written to `folder`.
+
+    Two thirds fit the models, one third calibrates both thresholds to keep `floor` of always-strong
+    quality (the same bootstrap lower-bound rule for both), so the held-out half the demo sends
+    through the gateway was never seen. Needs the `lab` extra (scikit-learn)."""
+    import numpy as np
+
+    from gearshift import artifact
+    from gearshift.gates.learned import LearnedGate, LearnedOptions
+    from gearshift.lab.calibrate import QualityFloor, calibrate_scores
+    from gearshift.lab.cascade import cascade_outcomes, gate_scores, train_learned_gate
+    from gearshift.lab.datasets import ROUTELLM_STRONG, ROUTELLM_WEAK
+    from gearshift.lab.train import TrainSettings, default_features, model_of, pair_scores, train
+
+    weak, strong = ROUTELLM_WEAK, ROUTELLM_STRONG
+    order = np.random.default_rng(seed).permutation(len(outcomes))
+    cut = 2 * len(order) // 3
+    fit, cal = outcomes.subset(np.sort(order[:cut])), outcomes.subset(np.sort(order[cut:]))
+    target = QualityFloor(floor)
+
+    settings = TrainSettings(features=default_features(fit), weak=weak, strong=strong)
+    router_path = artifact.save(train(fit, settings), folder / "classifier.json")
+    scores = pair_scores(model_of(artifact.load(router_path)), cal)
+    router_threshold = calibrate_scores(scores, cal, weak, strong, target).threshold
+
+    gate_model = train_learned_gate(fit, weak, strong)
+    gate_path = gate_model.save(folder / "gate.json")
+    gate = LearnedGate(LearnedOptions(kind="learned", artifact=str(gate_path)), model=gate_model)
+    escalation = gate_scores([gate], cal, weak).escalation_scores()
+    t = calibrate_scores(escalation, cascade_outcomes(cal, weak, strong), weak, strong, target).threshold
+    # A request escalates when 1 - gate score >= t: the gate passes at scores just above 1 - t.
+    gate_threshold = float(np.nextafter(1.0 - t, np.inf)) if np.isfinite(t) else 0.0
+    return {
+        "gearshift/classifier": {"kind": "classifier", "artifact": str(router_path), "threshold": router_threshold},
+        "gearshift/cascade-learned": {"kind": "cascade", "tiers": [
+            {"model": "mixtral-8x7b", "gates": [{"kind": "learned", "artifact": str(gate_path),
+                                                  "threshold": gate_threshold}]},
+            {"model": "gpt-4-1106"}]},
+    }
+
+
 def _ask(client: Any, router: str, prompt: str) -> tuple[str, float, float | None]:
     """One request through the gateway: (model that answered, cost, recorded quality)."""
     raw = client.chat.completions.with_raw_response.create(model=router, messages=[{"role": "user", "content": prompt}])
@@ -49,13 +91,17 @@ def _ask(client: Any, router: str, prompt: str) -> tuple[str, float, float | Non
     return raw.headers["x-gearshift-model"], float(raw.headers["x-gearshift-cost-usd"]), extra.get("quality")
 
 
-def run_demo(config_path: Path, limit: int | None, concurrency: int, routers: list[str] | None) -> list[RouterResult]:
-    """Serve the config in-process, send every prompt to every router, and score the answers."""
+def run_demo(config_path: Path, limit: int | None, concurrency: int, routers: list[str] | None,
+             learned: bool = True, floor: float = 0.9) -> list[RouterResult]:
+    """Train the learned routers on one half of the prompts, serve the config in-process with them,
+    send the other half to every router, and score the answers."""
+    import yaml
     from openai import OpenAI
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from gearshift.config import load_config
+    from gearshift.config import load_config, parse_config
     from gearshift.gateway.server import running
+    from gearshift.lab.calibrate import split_halves
     from gearshift.lab.datasets import load
 
     config = load_config(config_path)
@@ -66,7 +112,17 @@ def run_demo(config_path: Path, limit: int | None, concurrency: int, routers: li
         if len(datasets) != 1:
             raise click.ClickException("the demo config's replay models must share one dataset")
         outcomes = load(datasets.pop(), base_dir=config.base_dir)
-        prompts = list(outcomes.prompts[:limit] if limit else outcomes.prompts)
+        train_half, test_half = split_halves(outcomes)
+        if learned:
+            click.echo(f"training a classifier router and a learned gate on {len(train_half)} prompts "
+                       f"(thresholds calibrated to keep {floor:.0%} of always-strong quality) ...")
+            extra = train_routers(train_half, Path(tmp), floor)
+            raw = yaml.safe_load(Path(config_path).read_text())
+            raw["routers"] = {**raw["routers"], **extra}
+            raw["store"] = {"url": f"sqlite:///{tmp}/demo.db"}
+            config = parse_config(raw, source=str(config_path), base_dir=config.base_dir)
+        prompts = list(test_half.prompts[:limit] if limit else test_half.prompts)
+        click.echo(f"sending {len(prompts)} held-out prompts to each router through the gateway")
         names = routers or list(config.routers)
         strongest = config.strongest()
         results = []
@@ -135,13 +191,25 @@ def ensure_data(name: str) -> None:
 @click.option("--limit", type=int, default=None, help="only the first N prompts")
 @click.option("--concurrency", type=int, default=8, show_default=True)
 @click.option("--router", "routers", multiple=True, help="routers to compare (default: all in the config)")
-def demo_command(config_path: Path | None, limit: int | None, concurrency: int, routers: tuple[str, ...]) -> None:
+@click.option("--learned/--no-learned", default=True, show_default=True,
+              help="train a classifier router and a learned-gate cascade on the other half first (needs gearshift[lab])")
+@click.option("--floor", default=0.9, show_default=True, type=click.FloatRange(0.5, 1.0),
+              help="quality to keep (share of always-strong) when calibrating the learned routers")
+def demo_command(config_path: Path | None, limit: int | None, concurrency: int, routers: tuple[str, ...],
+                 learned: bool, floor: float) -> None:
     """Route GSM8K prompts through the gateway with replay models; print spend, savings and accuracy."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     path = config_path or default_config_path()
     try:
         ensure_data("routellm")
-        results = run_demo(path, limit, concurrency, list(routers) or None)
+        if learned:
+            try:
+                import sklearn  # noqa: F401
+            except ImportError:
+                click.echo("scikit-learn is not installed (pip install 'gearshift[lab]'): "
+                           "showing the routers that need no training", err=True)
+                learned = False
+        results = run_demo(path, limit, concurrency, list(routers) or None, learned, floor)
     except ConfigError as e:
         click.echo(str(e), err=True)
         sys.exit(2)
