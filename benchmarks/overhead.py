@@ -1,7 +1,8 @@
 """Gateway overhead: the same load direct to a fake upstream and through gearshift, in one run.
 
 Prints requests/s, added p50/p99 latency and gateway CPU per request at concurrency 1, 16 and 64,
-resident memory and start-up time; and LiteLLM's proxy on the same upstream when it is installed
+resident memory and start-up time; a bare aiohttp pass-through proxy (the floor for any Python
+gateway here, `aiohttp-pt`); and LiteLLM's proxy on the same upstream when it is installed
 (set LITELLM_BIN to its `litellm` command, or have `litellm` on PATH).
 
     python benchmarks/overhead.py [--seconds 3] [--concurrency 1,16,64]
@@ -183,7 +184,12 @@ def main() -> None:
                          "--log-level", "WARNING"])
         procs.append(gateway)
         startup = asyncio.run(wait_ready(f"http://127.0.0.1:{gs_port}/health")) + 0 * t0
+        pt_port = free_port()
+        passthrough = start([sys.executable, str(HERE / "passthrough.py"), str(pt_port), f"http://127.0.0.1:{up_port}"])
+        procs.append(passthrough)
+        asyncio.run(wait_ready(f"http://127.0.0.1:{pt_port}/health"))
         targets = [("direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", None, {}, "bench"),
+                   ("aiohttp-pt", f"http://127.0.0.1:{pt_port}/v1/chat/completions", passthrough.pid, {}, "bench"),
                    ("gearshift", f"http://127.0.0.1:{gs_port}/v1/chat/completions", gateway.pid, AUTH, "gearshift/auto")]
         lite = None if args.no_litellm else litellm_command()
         if lite:
