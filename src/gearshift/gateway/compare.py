@@ -12,8 +12,7 @@ from typing import Any
 
 from gearshift.request import ChatRequest
 
-# An explicit final answer: "#### 18", "The answer is 18", "\boxed{18}", "Answer: 18".
-_MARKED = re.compile(r"(?:####|answer\s*(?:is|:)|\\boxed\{)\s*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
+# The unmarked fallback of `final_answer`: the answer's last number.
 _NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
 
 
@@ -46,22 +45,18 @@ def _json(text: str) -> Any:
     return value if isinstance(value, (dict, list)) else None
 
 
-def _number(s: str) -> float | None:
-    try:
-        return float(s.replace(",", ""))
-    except ValueError:
-        return None
-
-
 def final_answer(text: str, marked_only: bool = True) -> float | None:
-    """The answer's final number: an explicitly marked one, else (when allowed) the last number."""
-    marked = _MARKED.findall(text)
-    if marked:
-        return _number(marked[-1])
+    """The answer's final number: one stated with a marker (the final_answer gate's reading: `#### 18`,
+    `the answer is 18`, `\\boxed{18}`), else, when allowed, the last number."""
+    from gearshift.gates.arithmetic import final_number, number_value
+
+    marked = final_number(text)
+    if marked is not None:
+        return number_value(marked)
     if marked_only:
         return None
     numbers = _NUMBER.findall(text)
-    return _number(numbers[-1]) if numbers else None
+    return number_value(numbers[-1]) if numbers else None
 
 
 def compare(request: ChatRequest, answer: str, reference: str, answer_body: dict[str, Any] | None = None,

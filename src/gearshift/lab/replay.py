@@ -162,10 +162,10 @@ class Curve:
 
     @property
     def pgr(self) -> np.ndarray:
-        """Performance gap recovered at each point: (q - q_weak) / (q_strong - q_weak)."""
-        gap = self.quality[..., -1:] - self.quality[..., :1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (self.quality - self.quality[..., :1]) / gap
+        """Performance gap recovered at each point (metrics.pgr against the curve's own end points)."""
+        from gearshift.lab.metrics import pgr  # metrics imports this module: the one definition lives there
+
+        return pgr(self.quality, self.quality[..., :1], self.quality[..., -1:])
 
     def index_at(self, threshold: float) -> int:
         """Index of the point a router with this threshold operates at."""

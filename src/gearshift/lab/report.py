@@ -686,7 +686,7 @@ def plot_pgr_share(report: Report) -> Any:
     for r in report.rows:
         if r.curve is None:
             if r.kind == "replay":
-                pgr = (r.quality.value - report.rows[0].quality.value) / (report.rows[1].quality.value - report.rows[0].quality.value)
+                pgr = float(metrics.pgr(r.quality.value, report.rows[0].quality.value, report.rows[1].quality.value))
                 ax.scatter([r.strong_share.value], [pgr], marker="D", s=40, color=colors[r.name], zorder=4, label=r.name)
             continue
         color, ls = _FIXED_STYLE.get(r.name, (colors[r.name], "-"))
