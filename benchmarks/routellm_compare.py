@@ -19,8 +19,12 @@ prompts dropped):
 The gap to RouteLLM is ours minus theirs, with our interval (their numbers carry none).
 
     GEARSHIFT_DATA=../shared/datasets python benchmarks/routellm_compare.py [--only mmlu,gsm8k,transfer,routerbench]
-        [--folds 5] [--resamples 1000] [--json out.json]
+        [--folds 5] [--resamples 1000] [--json out.json] [--fold-seeds 5] [--learning-curve]
         [--encoder sentence-transformers --encoder-model NAME_OR_PATH]
+
+`--fold-seeds N` repeats the default's CV over N random fold splits (mean and range: how much the
+split alone moves a figure); `--learning-curve` trains it on 25/50/75% of each training split (is
+it limited by data?).
 
 With `--encoder`, the within-benchmark tables get one more row: the default features plus the
 encoder's sentence vector (as `gearshift lab train --encoder ...` trains it). Each prompt is
@@ -34,7 +38,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -45,6 +49,7 @@ from gearshift.lab.bootstrap import Estimate, bootstrap, bootstrap_curve
 from gearshift.lab.datasets import ROUTELLM_STRONG as S
 from gearshift.lab.datasets import ROUTELLM_WEAK as W
 from gearshift.lab.outcomes import Outcomes
+from gearshift.lab.replay import sweep_scores
 from gearshift.lab.train import TrainSettings, default_features, fit, model_of, multi_decisions, pair_scores
 
 # RouteLLM paper, Tables 2 and 3: the best router on each benchmark (as recorded in shared/datasets/README.md).
@@ -84,11 +89,17 @@ class CachedEncoder:
         return self.inner.describe()
 
 
-def cv_scores(o: Outcomes, settings: TrainSettings, k: int, seed: int, encoder: Encoder | None = None) -> np.ndarray:
-    """Out-of-fold scores: each prompt scored by a router trained without its fold."""
+def cv_scores(o: Outcomes, settings: TrainSettings, k: int, seed: int, encoder: Encoder | None = None,
+              train_share: float = 1.0) -> np.ndarray:
+    """Out-of-fold scores: each prompt scored by a router trained without its fold.
+
+    train_share < 1 trains on a random share of the other folds (a learning-curve point)."""
     scores = np.empty(len(o))
+    rng = np.random.default_rng(seed + 1)
     for i, test in enumerate(folds_of(len(o), k, seed)):
         train = np.setdiff1d(np.arange(len(o)), test)
+        if train_share < 1:
+            train = np.sort(rng.choice(train, int(round(len(train) * train_share)), replace=False))
         model = model_of(fit(o.subset(train), settings, encoder=encoder), encoder)
         scores[test] = pair_scores(model, o.subset(test))
         log(f"  fold {i + 1}/{k}: trained on {len(train)}, scored {len(test)}")
@@ -100,6 +111,21 @@ def curve_row(name: str, scores: np.ndarray, o: Outcomes, resamples: int, seed: 
     return {"router": name, **{k: e for k, e in est.items()}}
 
 
+@dataclass(frozen=True)
+class Spread:
+    """A mean with its range over repeated runs (not a confidence interval)."""
+
+    value: float
+    low: float
+    high: float
+
+    def format(self, spec: str, scale: float = 1.0, suffix: str = "") -> str:
+        def f(x: float) -> str:
+            return f"{x * scale:{spec}}{suffix}"
+
+        return f"{f(self.value)} ({f(self.low)}-{f(self.high)})"
+
+
 def gap(ours: Estimate, theirs: float) -> Estimate:
     return Estimate(ours.value - theirs, ours.low - theirs, ours.high - theirs, ours.alpha, ours.n_resamples)
 
@@ -109,7 +135,7 @@ def fmt_row(r: dict[str, Any]) -> str:
         v = r.get(k)
         if v is None:
             return "-".rjust(25)
-        if isinstance(v, Estimate):
+        if isinstance(v, Estimate | Spread):
             return (v.format(".1f", 100, "%") if pct else v.format(".3f")).rjust(25)
         return (f"{v:.1%}" if pct else f"{v:.3f}").rjust(25)
 
@@ -148,6 +174,43 @@ def within(bench: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                  "cpt80": pub["cpt80"]})
     ours = rows[0]
     rows.append({"router": "gap: ours - RouteLLM best", **{k: gap(ours[k], pub[k]) for k in ("apgr", "cpt50", "cpt80")}})
+    if args.fold_seeds > 1:
+        rows.append(fold_seed_row(o, base, args, s_gain))
+    if args.learning_curve:
+        rows.extend(learning_curve_rows(o, base, args, s_gain))
+    return rows
+
+
+def point(scores: np.ndarray, o: Outcomes) -> dict[str, float]:
+    """APGR, CPT(50%), CPT(80%) of one set of scores (no resampling)."""
+    c = sweep_scores(scores, o, W, S)
+    return {k: float(f(c)) for k, f in STATS.items()}
+
+
+def fold_seed_row(o: Outcomes, base: TrainSettings, args: argparse.Namespace, first: np.ndarray) -> dict[str, Any]:
+    """The default router's figures over several random fold splits: how much the split alone moves them.
+
+    The bootstrap intervals above resample prompts for one split; this is the other source of noise
+    in a CV figure, and the reason a single split's point estimate is no proof of a small gap."""
+    points = [point(first, o)]
+    for seed in range(args.seed + 1, args.seed + args.fold_seeds):
+        log(f"  fold split {seed - args.seed + 1}/{args.fold_seeds}")
+        points.append(point(cv_scores(o, base, args.folds, seed), o))
+    spread = {k: np.array([p[k] for p in points]) for k in STATS}
+    return {"router": f"default over {args.fold_seeds} fold splits: mean (min-max)",
+            **{k: Spread(float(v.mean()), float(v.min()), float(v.max())) for k, v in spread.items()}}
+
+
+def learning_curve_rows(o: Outcomes, base: TrainSettings, args: argparse.Namespace,
+                        full: np.ndarray) -> list[dict[str, Any]]:
+    """The default router trained on a share of each training split: is it limited by data?"""
+    n_train = len(o) - len(o) // args.folds
+    rows = []
+    for share in (0.25, 0.5, 0.75):
+        log(f"  learning curve: {share:.0%} of each training split")
+        p = point(cv_scores(o, base, args.folds, args.seed, train_share=share), o)
+        rows.append({"router": f"learning curve: trained on {int(n_train * share)} prompts", **p})
+    rows.append({"router": f"learning curve: trained on {n_train} prompts (all)", **point(full, o)})
     return rows
 
 
@@ -220,7 +283,7 @@ def print_routerbench(rows: list[dict[str, Any]]) -> None:
 
 
 def jsonable(x: Any) -> Any:
-    if isinstance(x, Estimate):
+    if isinstance(x, Estimate | Spread):
         return {"value": x.value, "low": x.low, "high": x.high}
     if isinstance(x, dict):
         return {k: jsonable(v) for k, v in x.items()}
@@ -236,6 +299,10 @@ def main() -> None:
     ap.add_argument("--resamples", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="skip the weak-fails rows")
+    ap.add_argument("--fold-seeds", type=int, default=1,
+                    help="also repeat the default's CV over this many random fold splits (mean and range)")
+    ap.add_argument("--learning-curve", action="store_true",
+                    help="also train the default on 25/50/75%% of each training split")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--encoder", choices=["none", "sentence-transformers"], default="none",
                     help="also run the within-benchmark CV with this encoder's vector added to the default features")

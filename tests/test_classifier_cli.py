@@ -77,3 +77,26 @@ def test_set_router_key_falls_back_to_a_full_rewrite(tmp_path: Path) -> None:
     assert "rewritten" in how
     assert yaml.safe_load(cfg.read_text())["routers"]["r"] == {"kind": "classifier", "artifact": "x.json",
                                                               "threshold": 0.25}
+
+
+def test_train_records_a_learning_curve(tmp_path: Path, data_dir: Path) -> None:
+    from gearshift import artifact
+
+    runner = CliRunner()
+    out = tmp_path / "router.json"
+    res = runner.invoke(main, ["lab", "train", "--outcomes", "routellm/gsm8k", "--drop-contaminated", "--sample", "800",
+                               "--holdout", "0.25", "--learning-curve", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    m = artifact.load(out).header["metrics"]
+    curve = m["learning_curve"]
+    assert [p["share"] for p in curve] == [0.25, 0.5, 0.75, 1.0]
+    sizes = [p["train_prompts"] for p in curve]
+    assert sizes == [150, 300, 450, 600] and m["train_prompts"] == 600
+    # The full-share point is the hold-out fit itself: same prompts, same router, same figures.
+    assert abs(curve[-1]["apgr"] - m["apgr"]["value"]) < 1e-9
+    # Each point is its own fit on the same hold-out (a hold-out this small is noisy: no order asserted).
+    assert len({round(p["apgr"], 9) for p in curve}) == 4
+    assert "learning curve: trained on 150 prompts (25%): APGR" in res.output and "are noise" in res.output
+    res = runner.invoke(main, ["lab", "train", "--outcomes", "routellm/gsm8k", "--sample", "200", "--holdout", "0",
+                               "--learning-curve", "--out", str(tmp_path / "x.json")])
+    assert res.exit_code != 0 and "give --holdout > 0" in res.output

@@ -197,21 +197,18 @@ def pair_scores(model: Model, outcomes: Outcomes) -> np.ndarray:
 def holdout_metrics(outcomes: Outcomes, settings: TrainSettings, encoder: Encoder | None = None,
                     n_boot: int = 200) -> dict[str, Any]:
     """Fit on (1 - holdout) of the prompts, evaluate on the rest with the lab's metrics."""
-    from gearshift.lab import metrics
     from gearshift.lab.bootstrap import bootstrap_curve
     from gearshift.lab.replay import sweep_scores
 
-    rng = np.random.default_rng(settings.seed)
-    perm = rng.permutation(len(outcomes))
-    cut = int(round(len(outcomes) * (1 - settings.holdout)))
-    train, test = outcomes.subset(np.sort(perm[:cut])), outcomes.subset(np.sort(perm[cut:]))
+    train_idx, test_idx = _holdout_split(len(outcomes), settings)
+    train, test = outcomes.subset(train_idx), outcomes.subset(test_idx)
     a = fit(train, settings, encoder=encoder)
     model = model_of(a, encoder)
     out: dict[str, Any] = {"holdout_prompts": len(test), "train_prompts": len(train), "seed": settings.seed}
     if model.form == "pair":
         rule = model.score_rule
         scores = pair_scores(model, test)
-        stats = {"apgr": metrics.apgr, "cpt50": lambda c: metrics.cpt(c, 0.5), "cpt80": lambda c: metrics.cpt(c, 0.8)}
+        stats = _pair_stats()
         est = bootstrap_curve(scores, test, rule["weak"], rule["strong"], stats, n=n_boot, seed=settings.seed)
         curve = sweep_scores(scores, test, rule["weak"], rule["strong"])
         out.update({k: {"value": e.value, "low": e.low, "high": e.high} for k, e in est.items()})
@@ -219,6 +216,47 @@ def holdout_metrics(outcomes: Outcomes, settings: TrainSettings, encoder: Encode
     else:
         out.update(multi_metrics(model, test))
     return out
+
+
+def _holdout_split(n: int, settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(train, hold-out) prompt indices: a seeded random `settings.holdout` share held out."""
+    perm = np.random.default_rng(settings.seed).permutation(n)
+    cut = int(round(n * (1 - settings.holdout)))
+    return np.sort(perm[:cut]), np.sort(perm[cut:])
+
+
+def _pair_stats() -> dict[str, Callable[[Any], Any]]:
+    from gearshift.lab import metrics
+
+    return {"apgr": metrics.apgr, "cpt50": lambda c: metrics.cpt(c, 0.5), "cpt80": lambda c: metrics.cpt(c, 0.8)}
+
+
+def learning_curve(outcomes: Outcomes, settings: TrainSettings, shares: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+                   encoder: Encoder | None = None) -> list[dict[str, Any]]:
+    """Hold-out metrics of routers fitted on growing shares of the training prompts (nested subsets).
+
+    Tells whether more outcomes (e.g. more shadow pairs) would still improve the router: a curve
+    still rising at the full share is limited by data, a flat one by its features."""
+    from gearshift.lab.replay import sweep_scores
+
+    if not 0 < settings.holdout < 1:
+        raise ValueError("a learning curve needs a hold-out share between 0 and 1 (--holdout)")
+    train_idx, test_idx = _holdout_split(len(outcomes), settings)
+    test = outcomes.subset(test_idx)
+    order = np.random.default_rng(settings.seed + 1).permutation(train_idx)
+    points = []
+    for share in shares:
+        n = max(2, int(round(len(order) * share)))
+        model = model_of(fit(outcomes.subset(np.sort(order[:n])), settings, encoder=encoder), encoder)
+        point: dict[str, Any] = {"share": float(share), "train_prompts": n}
+        if model.form == "pair":
+            rule = model.score_rule
+            curve = sweep_scores(pair_scores(model, test), test, rule["weak"], rule["strong"])
+            point.update({k: float(f(curve)) for k, f in _pair_stats().items()})
+        else:
+            point["aiq"] = multi_metrics(model, test)["aiq"]
+        points.append(point)
+    return points
 
 
 def multi_decisions(model: Model, outcomes: Outcomes,
@@ -263,14 +301,19 @@ def multi_metrics(model: Model, outcomes: Outcomes) -> dict[str, Any]:
 
 
 def train(outcomes: Outcomes, settings: TrainSettings | None = None, *, encoder: Encoder | None = None,
-          progress: Callable[[str], None] | None = None) -> art.Artifact:
-    """Fit on all prompts; with settings.holdout > 0, first record hold-out metrics in the artifact."""
+          progress: Callable[[str], None] | None = None, curve: bool = False) -> art.Artifact:
+    """Fit on all prompts; with settings.holdout > 0, first record hold-out metrics in the artifact.
+
+    curve=True also records a learning curve on the same hold-out (see `learning_curve`)."""
     s = settings or TrainSettings(features=default_features(outcomes))
     say = progress or (lambda _m: None)
     measured: dict[str, Any] = {}
     if s.holdout > 0:
         say(f"measuring on a {s.holdout:.0%} hold-out")
         measured = holdout_metrics(outcomes, s, encoder)
+        if curve:
+            say("learning curve: fitting on 25/50/75/100% of the training prompts")
+            measured["learning_curve"] = learning_curve(outcomes, s, encoder=encoder)
     a = fit(outcomes, s, encoder=encoder, progress=progress)
     a.header["metrics"] = measured
     return a
@@ -281,5 +324,5 @@ def with_features(settings: TrainSettings, **changes: Any) -> TrainSettings:
     return replace(settings, features=replace(settings.features, **changes))
 
 
-__all__ = ["TrainSettings", "default_features", "fit", "holdout_metrics", "model_of", "multi_decisions", "multi_metrics",
+__all__ = ["TrainSettings", "default_features", "fit", "holdout_metrics", "learning_curve", "model_of", "multi_decisions", "multi_metrics",
            "multi_points", "pair_scores", "requests_of", "train"]
