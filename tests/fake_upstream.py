@@ -478,7 +478,8 @@ class FakeUpstream:
         tools = body.get("tools") or []
         if tools and choice.get("type") in ("any", "tool"):
             name = choice.get("name") if choice.get("type") == "tool" else tools[0].get("name")
-            tool = {"id": f"toolu_fake{next(self._ids)}", "name": name, "input": {"query": _last_user(messages)}}
+            tool = {"id": f"toolu_fake{next(self._ids)}", "name": name,
+                    "input": _scripted_input(b) or {"query": _last_user(messages)}}
         return _answer(messages, b, prompt_tokens, tool, body.get("max_tokens"), body.get("stop_sequences") or [])
 
     # -- streaming ---------------------------------------------------------------------------
@@ -556,6 +557,15 @@ def _answer(messages: list[Any], b: Behaviour, prompt_tokens: int, tool: dict[st
         text, finish, stop_reason = text[: int(max_tokens) * 4], "length", "max_tokens"
     return _Answer(text, finish, stop_reason, stop_seq, tool, prompt_tokens,
                    fake_tokens(text) + (8 if tool else 0), b.usage)
+
+
+def _scripted_input(b: Behaviour) -> dict[str, Any] | None:
+    """A forced tool call's input from a scripted reply that is a JSON object (e.g. a JSON-mode answer)."""
+    try:
+        doc = orjson.loads(b.text) if b.text else None
+    except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _openai_usage(ans: _Answer) -> dict[str, int]:

@@ -132,6 +132,27 @@ def test_anthropic_model_non_stream_and_stream(gateway, upstream: FakeUpstream) 
     assert text == "echo: stream claude"
 
 
+def test_anthropic_model_answers_structured_outputs_for_the_openai_sdk(gateway, upstream: FakeUpstream) -> None:
+    from pydantic import BaseModel
+
+    class Trip(BaseModel):
+        city: str
+        days: int
+
+    c = client(gateway)
+    upstream.reply('{"city": "Lyon", "days": 3}')
+    r = c.chat.completions.parse(model="claude", messages=[{"role": "user", "content": "plan a trip"}],
+                                 response_format=Trip)
+    assert r.choices[0].message.parsed == Trip(city="Lyon", days=3) and r.choices[0].finish_reason == "stop"
+    sent = upstream.requests[-1].json
+    assert sent["tool_choice"]["type"] == "tool" and sent["tools"][0]["input_schema"]["required"] == ["city", "days"]
+    upstream.reply('{"city": "Oslo", "days": 2}')
+    text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+        model="claude", messages=[{"role": "user", "content": "plan"}], stream=True,
+        response_format={"type": "json_object"}) if ch.choices)
+    assert json.loads(text) == {"city": "Oslo", "days": 2}
+
+
 def test_models_and_health(gateway) -> None:
     ids = {m.id for m in client(gateway).models.list()}
     assert {"gearshift/auto", "gearshift/strong", "small", "large", "claude"} <= ids

@@ -13,6 +13,7 @@ import aiohttp
 import numpy as np
 import pytest
 from fake_upstream import FakeUpstream, fake_tokens
+from orjson import loads as orjson_loads
 
 from gearshift.config import ModelConfig, Price, ReplaySource, Timeouts
 from gearshift.errors import ReplayMiss, UpstreamError
@@ -24,7 +25,7 @@ from gearshift.providers import (
     ReplayProvider,
     build_provider,
 )
-from gearshift.providers.anthropic import from_anthropic, to_anthropic
+from gearshift.providers.anthropic import JSON_TOOL, TranslationError, from_anthropic, to_anthropic
 from gearshift.providers.base import Provider, estimate_tokens
 from gearshift.providers.replay import split_words
 from gearshift.request import ChatRequest
@@ -449,6 +450,67 @@ def test_anthropic_stream_tool_call_deltas(up: FakeUpstream) -> None:
     assert "".join(tc["function"]["arguments"] for tc in calls) == '{"query":"route me"}'
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert s.text == "calling lookup"
+
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+          "required": ["city", "days"]}
+
+
+def json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "trip", "schema": schema, "strict": True}}
+
+
+def test_to_anthropic_asks_for_response_format_json_by_a_forced_tool_or_the_system_prompt() -> None:
+    out = to_anthropic({"messages": [{"role": "user", "content": "plan"}], "response_format": json_schema(SCHEMA)},
+                       "claude-x")
+    assert out["tools"] == [{"name": JSON_TOOL, "input_schema": SCHEMA, "description": "Give the answer as this JSON."}]
+    assert out["tool_choice"] == {"type": "tool", "name": JSON_TOOL} and "system" not in out
+    out = to_anthropic({"messages": [{"role": "user", "content": "plan"}], "response_format": {"type": "json_object"}},
+                       "claude-x")
+    assert out["tools"][0]["input_schema"] == {"type": "object"}
+    # A schema that is not an object travels wrapped: tool inputs must be objects.
+    out = to_anthropic({"messages": [{"role": "user", "content": "x"}],
+                        "response_format": json_schema({"type": "array", "items": {"type": "integer"}})}, "c")
+    assert out["tools"][0]["input_schema"]["properties"]["value"] == {"type": "array", "items": {"type": "integer"}}
+    # With tools of the client's own, or thinking, the schema goes into the system prompt.
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    out = to_anthropic({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "x"}],
+                        "tools": tools, "response_format": json_schema(SCHEMA)}, "c")
+    assert [t["name"] for t in out["tools"]] == ["lookup"] and "tool_choice" not in out
+    assert out["system"].startswith("Be brief.\n\n") and '"required":["city","days"]' in out["system"]
+    out = to_anthropic({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"},
+                        "thinking": {"type": "enabled", "budget_tokens": 2048}}, "c")
+    assert "tools" not in out and "one JSON object only" in out["system"]
+    assert "tools" not in to_anthropic({"messages": [], "response_format": {"type": "text"}}, "c")
+    with pytest.raises(TranslationError, match="response_format type 'xml' is not one of"):
+        to_anthropic({"messages": [], "response_format": {"type": "xml"}}, "c", "claude")
+
+
+def test_anthropic_response_format_answer_is_json_content(up: FakeUpstream) -> None:
+    cfg = model("anthropic", up.anthropic_url)
+    up.reply('{"city": "Lyon", "days": 3}')
+    c = run(cfg, complete(req("plan a trip", response_format=json_schema(SCHEMA))))
+    msg = c.body["choices"][0]["message"]
+    assert orjson_loads(msg["content"]) == {"city": "Lyon", "days": 3} and "tool_calls" not in msg
+    assert c.body["choices"][0]["finish_reason"] == "stop" and c.text == msg["content"]
+    assert up.requests[-1].json["tool_choice"] == {"type": "tool", "name": JSON_TOOL}
+    # Streamed: the tool input's deltas are the content; the fake's text before the tool is held back.
+    up.reply('{"city": "Oslo", "days": 2}')
+    chunks, s = run(cfg, stream_all(req("plan a trip", stream=True, response_format=json_schema(SCHEMA))))
+    assert orjson_loads(content_of(chunks)) == {"city": "Oslo", "days": 2} == orjson_loads(s.text)
+    assert not any(c["choices"][0]["delta"].get("tool_calls") for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_anthropic_response_format_with_a_wrapped_schema_unwraps_the_value(up: FakeUpstream) -> None:
+    cfg = model("anthropic", up.anthropic_url)
+    fmt = json_schema({"type": "array", "items": {"type": "integer"}})
+    up.reply('{"value": [1, 2, 3]}')
+    c = run(cfg, complete(req("three numbers", response_format=fmt)))
+    assert orjson_loads(c.text) == [1, 2, 3]
+    up.reply('{"value": [4, 5]}')
+    chunks, s = run(cfg, stream_all(req("two numbers", stream=True, response_format=fmt)))
+    assert orjson_loads(content_of(chunks)) == [4, 5] and chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
 def test_anthropic_errors_map_to_retryable_or_not(up: FakeUpstream) -> None:

@@ -3,12 +3,19 @@
 Clients speak OpenAI chat-completions to gearshift; this adapter turns a request into a Messages
 request (system prompt, merged roles, content blocks, tools) and turns the answer (or the stream
 of Anthropic events) back into `chat.completion` / `chat.completion.chunk` dicts.
+
+`response_format` (JSON object or JSON schema) has no Messages API field that every Claude model
+takes, so it becomes a forced tool call whose input schema is the requested schema, and the tool's
+input comes back as the message content: the client gets JSON text, as from OpenAI. When the
+request also has tools of its own, or extended thinking (which forced tool use excludes), the
+schema goes into the system prompt instead.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gearshift.errors import UpstreamError
@@ -41,6 +48,9 @@ FINISH_REASONS = {
     "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
     "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter",
 }
+
+
+JSON_TOOL = "json_response"  # the forced tool that carries a response_format answer
 
 
 class TranslationError(UpstreamError):
@@ -115,6 +125,13 @@ def to_anthropic(body: dict[str, Any], upstream_id: str, model_name: str = "") -
         choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
         if choice:
             out["tool_choice"] = choice
+    fmt = json_format(body, name)
+    if fmt is not None:
+        if fmt.forced_tool:
+            out["tools"] = [fmt.tool()]
+            out["tool_choice"] = {"type": "tool", "name": JSON_TOOL}
+        else:
+            out["system"] = "\n\n".join([*system, fmt.instruction()])
     if body.get("stream"):
         out["stream"] = True
     return out
@@ -182,6 +199,61 @@ def _tool_result(m: dict[str, Any]) -> dict[str, Any]:
             "content": content_text(m.get("content"))}
 
 
+@dataclass(frozen=True)
+class JsonFormat:
+    """A request's `response_format` asking for JSON, and how it is asked of Claude."""
+
+    schema: dict[str, Any] | None  # None: any JSON object (json_object)
+    description: str
+    forced_tool: bool  # False: by the system prompt (the request has tools of its own, or thinking)
+
+    @property
+    def wrapped(self) -> bool:
+        """A tool's input must be an object: a schema of another type travels as {"value": ...}."""
+        return self.schema is not None and self.schema.get("type", "object") != "object"
+
+    def tool(self) -> dict[str, Any]:
+        schema = self.schema or {"type": "object"}
+        if self.wrapped:
+            schema = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
+        return {"name": JSON_TOOL, "input_schema": schema,
+                "description": self.description or "Give the answer as this JSON."}
+
+    def instruction(self) -> str:
+        if self.schema is None:
+            return "When you answer (rather than call a tool), answer with one JSON object only: no prose, no code fence."
+        return ("When you answer (rather than call a tool), answer with JSON only, no prose and no code fence, "
+                f"valid against this JSON schema: {dumps(self.schema).decode()}")
+
+    def content(self, tool_input: Any) -> str:
+        """The message content for the forced tool's input."""
+        value = tool_input.get("value") if self.wrapped and isinstance(tool_input, dict) else tool_input
+        return dumps(value if value is not None else {}).decode()
+
+
+def json_format(body: dict[str, Any], name: str = "") -> JsonFormat | None:
+    """The JSON the request asks for with `response_format`, or None (no response_format, or type text)."""
+    rf = body.get("response_format")
+    if rf is None:
+        return None
+    kind = rf.get("type") if isinstance(rf, dict) else None
+    if kind == "text":
+        return None
+    forced = not body.get("tools") and not body.get("thinking")
+    if kind == "json_object":
+        return JsonFormat(None, "", forced)
+    if kind == "json_schema":
+        spec = rf.get("json_schema")
+        spec = spec if isinstance(spec, dict) else {}
+        schema = spec.get("schema")
+        if schema is not None and not isinstance(schema, dict):
+            raise TranslationError(f"model {name!r} (Anthropic): response_format.json_schema.schema must be "
+                                   "a JSON Schema object")
+        return JsonFormat(schema or {"type": "object"}, str(spec.get("description") or ""), forced)
+    raise TranslationError(f"model {name!r} (Anthropic): response_format type {kind!r} is not one of "
+                           "text, json_object, json_schema")
+
+
 def _tools(tools: Any) -> list[dict[str, Any]]:
     out = []
     for t in tools or []:
@@ -219,22 +291,27 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- Anthropic answer -> OpenAI answer
 
 
-def from_anthropic(doc: dict[str, Any], created: int | None = None) -> dict[str, Any]:
-    """The OpenAI `chat.completion` for a Messages API answer."""
+def from_anthropic(doc: dict[str, Any], created: int | None = None, fmt: JsonFormat | None = None) -> dict[str, Any]:
+    """The OpenAI `chat.completion` for a Messages API answer (`fmt`: the request's forced JSON tool)."""
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    json_answer: str | None = None
     for block in doc.get("content") or []:
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text", ""))
+        elif kind == "tool_use" and fmt is not None and fmt.forced_tool and block.get("name") == JSON_TOOL:
+            json_answer = fmt.content(block.get("input"))
         elif kind == "tool_use":
             calls.append({"id": block.get("id"), "type": "function",
                           "function": {"name": block.get("name"),
                                        "arguments": dumps(block.get("input") or {}).decode()}})
+    stop = doc.get("stop_reason")
+    if json_answer is not None:
+        texts, stop = [json_answer], "end_turn"  # the forced tool call is the answer, not a call to make
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
-    stop = doc.get("stop_reason")
     return {
         "id": doc.get("id") or "",
         "object": "chat.completion",
@@ -307,7 +384,7 @@ class AnthropicProvider(Provider):
             if isinstance(doc, dict):
                 raise event_error(self.model, doc.get("error"), key)
             raise bad_body(self.model, "not a Messages API answer")
-        out = from_anthropic(doc)
+        out = from_anthropic(doc, fmt=json_format(request.body, self.model.name))
         u = out["usage"]
         return Completion(out, Usage(u["prompt_tokens"], u["completion_tokens"]))
 
@@ -331,12 +408,19 @@ class _AnthropicStream(SSEStream):
                  timeout: aiohttp.ClientTimeout, client_usage: bool) -> None:
         super().__init__(model, sessions, request, url, body, headers, secret, timeout)
         self._client_usage = client_usage
+        fmt = json_format(request.body, model.name)
+        self._json = fmt if fmt is not None and fmt.forced_tool else None
 
     async def _translate(self, events: AsyncIterator[tuple[str, bytes]]) -> AsyncGenerator[dict[str, Any], None]:
         msg_id, model, created = "", "", int(time.time())
         usage: dict[str, Any] = {}
         tools: dict[int, int] = {}  # Anthropic content-block index -> OpenAI tool_calls index
         finished = False
+        # response_format through the forced JSON tool: its input deltas are the content; text
+        # outside it is held back, and sent only if no JSON tool call comes.
+        json_block: int | None = None
+        json_parts: list[str] = []
+        held: list[str] = []
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {"id": msg_id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -352,9 +436,17 @@ class _AnthropicStream(SSEStream):
                 dkind = delta.get("type")
                 if dkind == "text_delta":
                     text = delta.get("text", "")
-                    if text:
+                    if text and self._json is not None:
+                        held.append(text)
+                    elif text:
                         self._parts.append(text)
                         yield chunk({"content": text})
+                elif dkind == "input_json_delta" and json_block is not None and ev.get("index") == json_block:
+                    piece = delta.get("partial_json", "")
+                    json_parts.append(piece)
+                    if piece and self._json is not None and not self._json.wrapped:
+                        self._parts.append(piece)
+                        yield chunk({"content": piece})
                 elif dkind == "input_json_delta":
                     idx = tools.get(ev.get("index", -1))
                     if idx is not None:
@@ -369,18 +461,30 @@ class _AnthropicStream(SSEStream):
                 yield chunk({"role": "assistant", "content": ""})
             elif kind == "content_block_start":
                 block = ev.get("content_block") or {}
-                if block.get("type") == "tool_use":
+                if self._json is not None and block.get("type") == "tool_use" and block.get("name") == JSON_TOOL:
+                    json_block = ev.get("index", -1)
+                elif block.get("type") == "tool_use":
                     idx = tools[ev.get("index", len(tools))] = len(tools)
                     yield chunk({"tool_calls": [{"index": idx, "id": block.get("id"), "type": "function",
                                                  "function": {"name": block.get("name"), "arguments": ""}}]})
                 elif block.get("type") == "text" and block.get("text"):
-                    self._parts.append(block["text"])
-                    yield chunk({"content": block["text"]})
+                    if self._json is not None:
+                        held.append(block["text"])
+                    else:
+                        self._parts.append(block["text"])
+                        yield chunk({"content": block["text"]})
             elif kind == "message_delta":
                 # usage here is cumulative (output_tokens, sometimes input_tokens too)
                 usage.update({k: v for k, v in (ev.get("usage") or {}).items() if v is not None})
                 self._note(usage)
                 stop = (ev.get("delta") or {}).get("stop_reason")
+                if stop and self._json is not None:
+                    late = self._json_tail(json_block, json_parts, held)
+                    if late:
+                        self._parts.append(late)
+                        yield chunk({"content": late})
+                    if json_block is not None and stop == "tool_use":
+                        stop = "end_turn"
                 if stop:
                     finished = True
                     yield chunk({}, FINISH_REASONS.get(stop, "stop"))
@@ -395,6 +499,19 @@ class _AnthropicStream(SSEStream):
         if self._client_usage:
             yield {"id": msg_id, "object": "chat.completion.chunk", "created": created, "model": model,
                    "choices": [], "usage": openai_usage(usage)}
+
+    def _json_tail(self, block: int | None, parts: list[str], held: list[str]) -> str:
+        """Content still owed at the end of a JSON-tool stream: the unwrapped value, or the held text."""
+        assert self._json is not None
+        if block is None:
+            return "".join(held)  # no JSON tool call came (a refusal, say): the text is the answer
+        if not self._json.wrapped:
+            return ""  # already streamed as it came
+        raw = "".join(parts)
+        try:
+            return self._json.content(loads(raw.encode() or b"{}"))
+        except JSONDecodeError:
+            return raw  # cut short (max_tokens): pass on what came; the finish reason says "length"
 
     def _note(self, usage: dict[str, Any]) -> None:
         # Kept current so a stream the client abandons still has the upstream's counts so far.
