@@ -1,11 +1,16 @@
-"""Router versions in the running gateway: apply promoted thresholds, and recalibrate on a schedule."""
+"""Router versions in the running gateway: apply promoted thresholds and retrained classifier
+artifacts, and recalibrate on a schedule."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from gearshift.artifact import ArtifactError
 from gearshift.config import Config
 from gearshift.routers.base import Router, ScoringRouter
 from gearshift.store.base import TraceStore
@@ -13,23 +18,54 @@ from gearshift.store.base import TraceStore
 log = logging.getLogger("gearshift.versions")
 
 
-def promoted_thresholds(routers: dict[str, Router], store: TraceStore) -> dict[str, float]:
-    """The threshold of each scoring router's promoted version (reads the store: call off the loop)."""
+@dataclass
+class Promoted:
+    """What a router's promoted version asks of it: a threshold, and for a retrained classifier, its model."""
+
+    threshold: float
+    artifact: str | None = None
+    model: Any = None  # the loaded classifier Model, when the artifact differs from the one served
+
+
+def promoted_versions(routers: dict[str, Router], store: TraceStore, base_dir: str = ".") -> dict[str, Promoted]:
+    """Each scoring router's promoted version (reads the store and loads new artifacts: call off the loop)."""
+    from gearshift.routers.classifier import ClassifierRouter, Model
+
     out = {}
     for name, r in routers.items():
-        if isinstance(r, ScoringRouter):
-            v = store.active_version(name)
-            if v is not None and "threshold" in v["settings"]:
-                out[name] = float(v["settings"]["threshold"])
+        if not isinstance(r, ScoringRouter):
+            continue
+        v = store.active_version(name)
+        if v is None or "threshold" not in v["settings"]:
+            continue
+        p = Promoted(float(v["settings"]["threshold"]), v["settings"].get("artifact"))
+        if p.artifact and isinstance(r, ClassifierRouter) and p.artifact != r.artifact:
+            path = Path(p.artifact) if Path(p.artifact).is_absolute() else Path(base_dir) / p.artifact
+            try:
+                p.model = Model.load(path, r.model.featurizer.encoder)
+            except (ArtifactError, OSError) as e:
+                log.error("router %s: promoted version %s has an unusable artifact, kept the served one: %s",
+                          name, v["version"], e)
+                continue
+        out[name] = p
     return out
 
 
-def apply_thresholds(routers: dict[str, Router], thresholds: dict[str, float]) -> None:
-    for name, t in thresholds.items():
+def apply_versions(routers: dict[str, Router], promoted: dict[str, Promoted]) -> None:
+    from gearshift.routers.classifier import ClassifierRouter
+
+    for name, p in promoted.items():
         r = routers[name]
-        if isinstance(r, ScoringRouter) and r.threshold != t:
-            log.info("router %s: threshold %.6g -> %.6g (promoted version)", name, r.threshold, t)
-            r.threshold = t
+        if p.model is not None and isinstance(r, ClassifierRouter):
+            try:
+                r.use(p.model, str(p.artifact), p.threshold)
+            except ArtifactError as e:
+                log.error("router %s: promoted artifact refused, kept the served one: %s", name, e)
+                continue
+            log.info("router %s: now serving %s at threshold %.6g (promoted version)", name, p.artifact, p.threshold)
+        elif isinstance(r, ScoringRouter) and r.threshold != p.threshold:
+            log.info("router %s: threshold %.6g -> %.6g (promoted version)", name, r.threshold, p.threshold)
+            r.threshold = p.threshold
 
 
 class VersionLoop:
@@ -47,7 +83,8 @@ class VersionLoop:
             self._task = asyncio.create_task(self._loop())
 
     async def poll(self) -> None:
-        apply_thresholds(self.routers, await asyncio.to_thread(promoted_thresholds, self.routers, self.store))
+        promoted = await asyncio.to_thread(promoted_versions, self.routers, self.store, self.config.base_dir)
+        apply_versions(self.routers, promoted)
 
     async def _loop(self) -> None:
         while True:

@@ -1,4 +1,4 @@
-"""`gearshift lab ab` and `gearshift lab recalibrate`: the lab on live traces."""
+"""`gearshift lab ab`, `gearshift lab recalibrate` and `gearshift lab retrain`: the lab on live traces."""
 
 from __future__ import annotations
 
@@ -70,5 +70,38 @@ def lab_recalibrate(config_path: str, name: str, floor: float | None, since_hour
         sys.exit(2)
     click.echo(f"{name}: version {r.version} from {r.pairs} pairs: threshold {r.previous_threshold:.6g} -> "
                f"{r.calibration.threshold:.6g}; {r.calibration.summary()}")
+    click.echo("promoted" if r.promoted else f"not applied: run `gearshift routers promote --config {config_path} "
+               f"{name} {r.version} --by NAME`")
+
+
+@lab_group.command("retrain")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--router", "name", required=True, help="a two-model classifier router")
+@click.option("--floor", type=float, default=None, help="quality retained to keep (default: the router's recalibrate.floor)")
+@click.option("--since-hours", type=float, default=None, help="only pairs from this many recent hours")
+@click.option("--min-pairs", type=int, default=200, show_default=True)
+@click.option("--check-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.3,
+              show_default=True, help="share of the pairs kept out of training, to compare and calibrate on")
+@click.option("--apply", is_flag=True, help="promote the new version at once")
+@click.option("--by", default="gearshift lab retrain", show_default=True)
+def lab_retrain(config_path: str, name: str, floor: float | None, since_hours: float | None, min_pairs: int,
+                check_share: float, apply: bool, by: str) -> None:
+    """Retrain a classifier router on recent scored shadow pairs; store it as a new version."""
+    from gearshift.lab.retrain import retrain
+
+    config, store = _config_and_store(config_path)
+    rc = config.routers.get(name)
+    floor = floor or (rc.recalibrate.floor if rc and rc.recalibrate else None)
+    if floor is None:
+        raise click.UsageError("give --floor (the router has no recalibrate.floor)")
+    since = time.time() - since_hours * 3600 if since_hours else None
+    try:
+        r = retrain(config, store, name, floor, since, min_pairs, check_share, by, apply)
+    except (ValueError, KeyError, TypeError) as e:
+        click.echo(f"error: {e.args[0] if e.args else e}", err=True)
+        sys.exit(2)
+    click.echo(f"{name}: version {r.version}: retrained on {r.train_pairs} of {r.pairs} pairs, wrote {r.artifact}")
+    click.echo(f"on the {r.check_pairs} held-out pairs: APGR {r.apgr_new:.3f} (served model: {r.apgr_served:.3f}); "
+               f"{r.calibration.summary()}")
     click.echo("promoted" if r.promoted else f"not applied: run `gearshift routers promote --config {config_path} "
                f"{name} {r.version} --by NAME`")

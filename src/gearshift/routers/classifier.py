@@ -173,15 +173,31 @@ class ClassifierRouter(ScoringRouter):
         super().__init__(name, options, fallbacks, shadow)
         if model is None:
             raise ValueError("ClassifierRouter needs a loaded model; build it with from_config")
+        self._names = names or {}
         self.model = model
-        names = names or {}
-        rule = model.score_rule
-        self.weak = names.get(rule["weak"], rule["weak"])
-        self.strong = names.get(rule["strong"], rule["strong"])
-        if rule["rule"] == "gain":
-            self._strong_head, self._weak_head = model.head_of[rule["strong"]], model.head_of[rule["weak"]]
+        self.artifact = str(options.artifact)
+        self._bind(model)
         t = options.threshold if options.threshold is not None else model.default_threshold
         self.threshold = float(t) if t is not None else 0.5
+
+    def _bind(self, model: Model) -> None:
+        rule = model.score_rule
+        self.weak = self._names.get(rule["weak"], rule["weak"])
+        self.strong = self._names.get(rule["strong"], rule["strong"])
+        if rule["rule"] == "gain":
+            self._strong_head, self._weak_head = model.head_of[rule["strong"]], model.head_of[rule["weak"]]
+
+    def use(self, model: Model, artifact: str, threshold: float) -> None:
+        """Serve a retrained model (a promoted router version) from now on; it must route the same two models."""
+        if model.form != "pair":
+            raise ArtifactError(f"{artifact}: a {model.form} artifact cannot replace two-model router {self.name!r}")
+        rule = model.score_rule
+        pair = (self._names.get(rule["weak"], rule["weak"]), self._names.get(rule["strong"], rule["strong"]))
+        if pair != (self.weak, self.strong):
+            raise ArtifactError(f"{artifact}: routes {pair}, router {self.name!r} routes {(self.weak, self.strong)}")
+        # One request sees either the old model or the new one: the event loop runs one route() at a time.
+        self.model, self.artifact, self.threshold = model, artifact, float(threshold)
+        self._bind(model)
 
     @classmethod
     def check(cls, name: str, options: Any, config: Any) -> list[tuple[str, Any, str]]:

@@ -1,0 +1,112 @@
+"""Retraining a classifier router on the gateway's own shadow pairs, and the gateway switching to it.
+
+The served router was trained on MMLU (another task); live traffic is GSM8K replayed from the real
+recorded answers of Mixtral-8x7B and GPT-4-1106, shadowed so that every request leaves a scored pair.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import openai
+import pytest
+import yaml
+from test_recalibrate_ab import send, settle
+
+from gearshift import artifact
+from gearshift.config import load_config
+from gearshift.gateway.server import running
+from gearshift.lab.datasets import load
+from gearshift.lab.replay import requests
+from gearshift.lab.retrain import retrain
+from gearshift.lab.train import TrainSettings, fit
+from gearshift.routers.classifier import Model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
+    mmlu = load("routellm/mmlu", drop_contaminated=True)
+    sample = mmlu.subset(np.sort(np.random.default_rng(0).choice(len(mmlu), 1500, replace=False)))
+    artifact.save(fit(sample, TrainSettings()), tmp_path / "router.json")
+    base = yaml.safe_load((REPO / "examples" / "replay-gsm8k.yaml").read_text())
+    base["routers"] = {
+        "gearshift/smart": {"kind": "classifier", "artifact": "router.json", "threshold": 0.5,
+                            "shadow": {"rate": 1.0, "compare": "final_answer", "explore": "mixtral-8x7b"}},
+        "gearshift/strong": {"kind": "fixed", "model": "gpt-4-1106"},
+    }
+    base["store"] = {"url": f"sqlite:///{tmp_path / 'traces.db'}", "flush_interval": 0.05}
+    base["server"] = {"version_poll_seconds": 0.1}
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+def test_retrain_on_shadow_pairs_then_promote_switches_the_running_gateway(config_path: Path) -> None:
+    config = load_config(config_path)
+    gsm8k = load("routellm/gsm8k")
+    prompts = list(gsm8k.prompts[:600])
+    with running(config) as gw:
+        send(gw, prompts, "gearshift/smart")
+        settle(gw)
+        store = gw.gateway.store
+        router = gw.gateway.routers["gearshift/smart"]
+        served = router.model
+        r = retrain(config, store, "gearshift/smart", floor=0.9, min_pairs=200)
+        assert (r.version, r.pairs, r.train_pairs, r.check_pairs, r.promoted) == (1, 600, 420, 180, False)
+        # Written beside the served artifact, stored relative to the config, loadable, for the config's models.
+        assert r.artifact.parent == config_path.parent and r.artifact.name.startswith("router.retrained-")
+        version = store.router_versions("gearshift/smart")[0]
+        assert version["settings"] == {"threshold": r.calibration.threshold, "artifact": r.artifact.name}
+        assert version["metrics"]["apgr"] == r.apgr_new and version["metrics"]["apgr_served"] == r.apgr_served
+        new = Model.load(r.artifact)
+        assert new.models == ["mixtral-8x7b", "gpt-4-1106"] and new.default_threshold == r.calibration.threshold
+        # Trained on this traffic, it routes it better than random on pairs it never saw.
+        assert r.apgr_new > 0.5
+        assert r.calibration.bound is not None and r.calibration.bound >= 0.9
+        time.sleep(0.3)
+        assert router.model is served  # stored, not applied
+        out = subprocess.run([sys.executable, "-m", "gearshift.cli", "routers", "promote", "--config",
+                              str(config_path), "gearshift/smart", "1", "--by", "alice"],
+                             capture_output=True, text=True, env={**os.environ})
+        assert out.returncode == 0, out.stderr
+        deadline = time.monotonic() + 10
+        while router.model is served and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert router.artifact == r.artifact.name and router.threshold == pytest.approx(r.calibration.threshold)
+        # The next request is scored by the retrained model.
+        raw = openai.OpenAI(base_url=gw.url + "/v1", api_key="x").chat.completions.with_raw_response.create(
+            model="gearshift/smart", messages=[{"role": "user", "content": gsm8k.prompts[99]}])
+        score = float(re.search(r"score (\d\.\d+)", raw.headers["x-gearshift-reason"]).group(1))  # type: ignore[union-attr]
+        expected = float(new.pair_score(new.predict(requests(gsm8k.subset(np.array([99])))[0])))
+        assert score == pytest.approx(expected, abs=1e-3)
+        assert f"threshold {r.calibration.threshold:.3f}" in raw.headers["x-gearshift-reason"]
+    # A restarted gateway serves the promoted artifact from the start.
+    with running(config) as gw:
+        restarted = gw.gateway.routers["gearshift/smart"]
+        deadline = time.monotonic() + 10
+        while restarted.artifact != r.artifact.name and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert restarted.artifact == r.artifact.name
+
+
+def test_retrain_refuses_other_routers_and_too_few_pairs(config_path: Path) -> None:
+    config = load_config(config_path)
+    with running(config) as gw:
+        send(gw, list(load("routellm/gsm8k").prompts[:20]), "gearshift/smart")
+        settle(gw)
+        with pytest.raises(ValueError, match="has 20 scored shadow pairs; need 200"):
+            retrain(config, gw.gateway.store, "gearshift/smart", floor=0.9)
+        with pytest.raises(TypeError, match="no threshold"):
+            retrain(config, gw.gateway.store, "gearshift/strong", floor=0.9)
+    out = subprocess.run([sys.executable, "-m", "gearshift.cli", "lab", "retrain", "--config", str(config_path),
+                          "--router", "gearshift/smart", "--floor", "0.9"], capture_output=True, text=True)
+    assert out.returncode == 2 and "need 200" in out.stderr and "Traceback" not in out.stderr
