@@ -23,10 +23,12 @@ from gearshift import artifact
 from gearshift.config import load_config
 from gearshift.gateway.server import running
 from gearshift.lab.datasets import load
+from gearshift.lab.recalibrate import recalibrate, scoring_router
 from gearshift.lab.replay import requests
 from gearshift.lab.retrain import retrain
 from gearshift.lab.train import TrainSettings, fit
 from gearshift.routers.classifier import Model
+from gearshift.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,6 +91,10 @@ def test_retrain_on_shadow_pairs_then_promote_switches_the_running_gateway(confi
         expected = float(new.pair_score(new.predict(requests(gsm8k.subset(np.array([99])))[0])))
         assert score == pytest.approx(expected, abs=1e-3)
         assert f"threshold {r.calibration.threshold:.3f}" in raw.headers["x-gearshift-reason"]
+        # Recalibrating now refits the threshold of the retrained model, and its version says so.
+        again = recalibrate(config, store, "gearshift/smart", floor=0.9, min_pairs=100)
+        assert again.previous_threshold == pytest.approx(r.calibration.threshold)
+        assert store.router_versions("gearshift/smart")[1]["settings"]["artifact"] == r.artifact.name
     # A restarted gateway serves the promoted artifact from the start.
     with running(config) as gw:
         restarted = gw.gateway.routers["gearshift/smart"]
@@ -96,6 +102,14 @@ def test_retrain_on_shadow_pairs_then_promote_switches_the_running_gateway(confi
         while restarted.artifact != r.artifact.name and time.monotonic() < deadline:
             time.sleep(0.05)
         assert restarted.artifact == r.artifact.name
+    # A version without an artifact was calibrated for the config's one: promoting it switches back.
+    store = open_store(config.store.url, config.base_dir)
+    try:
+        store.promote("gearshift/smart", store.add_router_version("gearshift/smart", {"threshold": 0.42}, {}, "t"), "t")
+        router = scoring_router(config, "gearshift/smart", store)
+        assert (router.artifact, router.threshold) == ("router.json", 0.42)
+    finally:
+        store.close()
 
 
 def test_retrain_refuses_other_routers_and_too_few_pairs(config_path: Path) -> None:

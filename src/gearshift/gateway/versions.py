@@ -39,6 +39,9 @@ def promoted_versions(routers: dict[str, Router], store: TraceStore, base_dir: s
         if v is None or "threshold" not in v["settings"]:
             continue
         p = Promoted(float(v["settings"]["threshold"]), v["settings"].get("artifact"))
+        if isinstance(r, ClassifierRouter):
+            # A version without an artifact was calibrated for the config's artifact.
+            p.artifact = p.artifact or r.configured_artifact
         if p.artifact and isinstance(r, ClassifierRouter) and p.artifact != r.artifact:
             path = Path(p.artifact) if Path(p.artifact).is_absolute() else Path(base_dir) / p.artifact
             try:

@@ -16,6 +16,7 @@ from gearshift.lab.outcomes import Outcomes
 from gearshift.lab.replay import router_scores
 from gearshift.routers import build_routers
 from gearshift.routers.base import ScoringRouter
+from gearshift.routers.classifier import ClassifierRouter
 from gearshift.store.base import TraceStore
 
 
@@ -29,8 +30,11 @@ class Recalibration:
     promoted: bool
 
 
-def scoring_router(config: Config, name: str) -> ScoringRouter:
-    """The configured router `name`, which must have a threshold to recalibrate."""
+def scoring_router(config: Config, name: str, store: TraceStore | None = None) -> ScoringRouter:
+    """The configured router `name`, which must have a threshold to recalibrate; with `store`, as its
+    promoted version makes it serve (threshold, and a retrained classifier's artifact)."""
+    from gearshift.gateway.versions import apply_versions, promoted_versions
+
     routers = build_routers(config)
     if name not in routers:
         raise KeyError(f"no router {name!r}; routers: {sorted(routers)}")
@@ -38,6 +42,8 @@ def scoring_router(config: Config, name: str) -> ScoringRouter:
     if not isinstance(router, ScoringRouter):
         raise TypeError(f"router {name!r} is of kind {router.kind!r}, which has no threshold to recalibrate "
                         "(kinds with one: classifier, random with two models)")
+    if store is not None:
+        apply_versions({name: router}, promoted_versions({name: router}, store, config.base_dir))
     return router
 
 
@@ -54,9 +60,8 @@ def recalibrate(config: Config, store: TraceStore, name: str, floor: float, sinc
                 alpha: float = 0.05) -> Recalibration:
     """Fit the threshold that keeps `floor` of the reference's quality on recent pairs; store it as a
     new version; promote it when `apply`."""
-    router = scoring_router(config, name)
-    active = store.active_version(name)
-    previous = float(active["settings"]["threshold"]) if active else float(router.threshold)
+    router = scoring_router(config, name, store)
+    previous = float(router.threshold)
     pairs = shadow_pairs(store, router, since)
     if len(pairs) < min_pairs:
         raise ValueError(f"router {name!r} has {len(pairs)} scored shadow pairs since "
@@ -69,7 +74,10 @@ def recalibrate(config: Config, store: TraceStore, name: str, floor: float, sinc
         "retained": cal.retained_calibration, "strong_share": cal.calibration.strong_share,
         "previous_threshold": previous,
     }
-    version = store.add_router_version(name, {"threshold": cal.threshold}, metrics, by)
+    settings: dict[str, Any] = {"threshold": cal.threshold}
+    if isinstance(router, ClassifierRouter) and router.artifact != router.configured_artifact:
+        settings["artifact"] = router.artifact  # the threshold belongs to the retrained model it was fitted on
+    version = store.add_router_version(name, settings, metrics, by)
     if apply:
         store.promote(name, version, by)
     return Recalibration(name, version, len(pairs), cal, previous, apply)

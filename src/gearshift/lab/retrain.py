@@ -41,9 +41,9 @@ class Retraining:
     promoted: bool
 
 
-def classifier_router(config: Config, name: str) -> ClassifierRouter:
-    """The configured two-model classifier router `name`."""
-    router = scoring_router(config, name)
+def classifier_router(config: Config, name: str, store: TraceStore | None = None) -> ClassifierRouter:
+    """The configured two-model classifier router `name` (as its promoted version serves it, with `store`)."""
+    router = scoring_router(config, name, store)
     if not isinstance(router, ClassifierRouter):
         raise TypeError(f"router {name!r} is of kind {router.kind!r}; only a classifier router can be retrained "
                         "(recalibrate its threshold instead: gearshift lab recalibrate)")
@@ -64,7 +64,7 @@ def retrain(config: Config, store: TraceStore, name: str, floor: float, since: f
             min_pairs: int = 200, check_share: float = 0.3, by: str = "gearshift lab retrain",
             apply: bool = False, alpha: float = 0.05, seed: int = 0) -> Retraining:
     """Fit a new model on recent pairs, calibrate it to `floor`, store it as a version; promote when `apply`."""
-    router = classifier_router(config, name)
+    router = classifier_router(config, name, store)
     if router.model.featurizer.encoder is not None:
         raise ValueError(f"router {name!r} uses an encoder; retrain it with `gearshift lab train --traces ...`")
     if not 0 < check_share < 1:
@@ -93,9 +93,9 @@ def retrain(config: Config, store: TraceStore, name: str, floor: float, since: f
     a.header["threshold"] = cal.threshold
     a.header["metrics"] = {"retrained_on_check_pairs": measured}
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
-    served = Path(router.artifact)
-    served_path = served if served.is_absolute() else Path(config.base_dir) / served
-    out = served_path.with_name(f"{served_path.stem}.retrained-{stamp}.json")
+    configured = Path(router.configured_artifact)  # named after the config's artifact, however often retrained
+    base = configured if configured.is_absolute() else Path(config.base_dir) / configured
+    out = base.with_name(f"{base.stem}.retrained-{stamp}.json")
     art.save(a, out)
     stored = str(out.relative_to(config.base_dir)) if out.is_relative_to(config.base_dir) else str(out)
     version = store.add_router_version(name, {"threshold": cal.threshold, "artifact": stored}, measured, by)

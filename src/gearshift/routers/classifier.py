@@ -175,7 +175,8 @@ class ClassifierRouter(ScoringRouter):
             raise ValueError("ClassifierRouter needs a loaded model; build it with from_config")
         self._names = names or {}
         self.model = model
-        self.artifact = str(options.artifact)
+        # The artifact served now: the config's, or a promoted retrained version's (see `use`).
+        self.configured_artifact = self.artifact = str(options.artifact)
         self._bind(model)
         t = options.threshold if options.threshold is not None else model.default_threshold
         self.threshold = float(t) if t is not None else 0.5
