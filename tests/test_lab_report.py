@@ -274,6 +274,12 @@ def test_cascade_routers_without_a_replay_module_leave_a_note(data_dir) -> None:
     else:  # the first step has no gates: every request is answered there
         [c] = report.cascades
         assert c.label == "tiers" and c.requests == 200 and c.escalated.count == 0
+        # It is also a point beside the other routers: always the weak answer, at the weak model's cost.
+        [point] = [p for p in report.points if p.name == "tiers"]
+        w = o.index(datasets.ROUTELLM_WEAK)
+        assert point.quality.value == pytest.approx(float(np.mean(o.quality[:, w])))
+        assert point.cost.value == pytest.approx(float(np.mean(o.cost[:, w])))
+        assert any(r.router == "tiers" for r in report.level_results)
 
 
 # --- the command -------------------------------------------------------------------------------------------

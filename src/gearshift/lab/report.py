@@ -498,6 +498,12 @@ def build_report(outcomes: Outcomes, weak: str | None = None, strong: str | None
                              f"is missing); its tier-1/escalated split needs traces or that module")
             else:
                 cascade_recs.append(rec)
+                if rec.quality is not None:
+                    # Replayed on these prompts: also one operating point beside the other routers, its
+                    # cost counting every tier and gate call (the tier-1/escalated split has its own section).
+                    points.append((router.name, Decisions(list(o.models), np.full(len(o), -1),
+                                                          np.asarray(rec.quality, float), np.asarray(rec.cost, float),
+                                                          router.name)))
             continue
         if isinstance(router, ScoringRouter) and getattr(router, "weak", None) and getattr(router, "strong", None):
             pw, ps = _pair_of(router, cols)
