@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from gearshift.lab.cli import lab_group
+
+T = TypeVar("T")
 
 
 def _config_and_store(config_path: str):  # type: ignore[no-untyped-def]
@@ -44,6 +48,22 @@ def lab_ab(config_path: str, router: str | None, control: str | None, since_hour
         print_ab(report)
 
 
+def _on_pairs(config_path: str, name: str, floor: float | None, since_hours: float | None,
+              run: Callable[[Any, Any, float, float | None], T]) -> T:
+    """Run a recalibration or retraining on the router's recent pairs; its errors end the command cleanly."""
+    config, store = _config_and_store(config_path)
+    rc = config.routers.get(name)
+    floor = floor or (rc.recalibrate.floor if rc and rc.recalibrate else None)
+    if floor is None:
+        raise click.UsageError("give --floor (the router has no recalibrate.floor)")
+    since = time.time() - since_hours * 3600 if since_hours else None
+    try:
+        return run(config, store, floor, since)
+    except (ValueError, KeyError, TypeError) as e:
+        click.echo(f"error: {e.args[0] if e.args else e}", err=True)
+        sys.exit(2)
+
+
 @lab_group.command("recalibrate")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--router", "name", required=True)
@@ -57,17 +77,9 @@ def lab_recalibrate(config_path: str, name: str, floor: float | None, since_hour
     """Refit a router's threshold on recent scored shadow pairs; store it as a new version."""
     from gearshift.lab.recalibrate import recalibrate
 
-    config, store = _config_and_store(config_path)
-    rc = config.routers.get(name)
-    floor = floor or (rc.recalibrate.floor if rc and rc.recalibrate else None)
-    if floor is None:
-        raise click.UsageError("give --floor (the router has no recalibrate.floor)")
-    since = time.time() - since_hours * 3600 if since_hours else None
-    try:
-        r = recalibrate(config, store, name, floor, since, min_pairs, by, apply)
-    except (ValueError, KeyError, TypeError) as e:
-        click.echo(f"error: {e.args[0] if e.args else e}", err=True)
-        sys.exit(2)
+    r = _on_pairs(config_path, name, floor, since_hours,
+                  lambda config, store, floor, since: recalibrate(config, store, name, floor, since, min_pairs, by,
+                                                                  apply))
     click.echo(f"{name}: version {r.version} from {r.pairs} pairs: threshold {r.previous_threshold:.6g} -> "
                f"{r.calibration.threshold:.6g}; {r.calibration.summary()}")
     click.echo("promoted" if r.promoted else f"not applied: run `gearshift routers promote --config {config_path} "
@@ -89,17 +101,9 @@ def lab_retrain(config_path: str, name: str, floor: float | None, since_hours: f
     """Retrain a classifier router on recent scored shadow pairs; store it as a new version."""
     from gearshift.lab.retrain import retrain
 
-    config, store = _config_and_store(config_path)
-    rc = config.routers.get(name)
-    floor = floor or (rc.recalibrate.floor if rc and rc.recalibrate else None)
-    if floor is None:
-        raise click.UsageError("give --floor (the router has no recalibrate.floor)")
-    since = time.time() - since_hours * 3600 if since_hours else None
-    try:
-        r = retrain(config, store, name, floor, since, min_pairs, check_share, by, apply)
-    except (ValueError, KeyError, TypeError) as e:
-        click.echo(f"error: {e.args[0] if e.args else e}", err=True)
-        sys.exit(2)
+    r = _on_pairs(config_path, name, floor, since_hours,
+                  lambda config, store, floor, since: retrain(config, store, name, floor, since, min_pairs,
+                                                              check_share, by, apply))
     click.echo(f"{name}: version {r.version}: retrained on {r.train_pairs} of {r.pairs} pairs, wrote {r.artifact}")
     click.echo(f"on the {r.check_pairs} held-out pairs: APGR {r.apgr_new:.3f} (served model: {r.apgr_served:.3f}); "
                f"{r.calibration.summary()}")
