@@ -124,3 +124,9 @@ def test_retrain_refuses_other_routers_and_too_few_pairs(config_path: Path) -> N
     out = subprocess.run([sys.executable, "-m", "gearshift.cli", "lab", "retrain", "--config", str(config_path),
                           "--router", "gearshift/smart", "--floor", "0.9"], capture_output=True, text=True)
     assert out.returncode == 2 and "need 200" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "gearshift.cli", "lab", "recalibrate", "--config", str(config_path),
+                          "--router", "gearshift/smart", "--floor", "0.9"], capture_output=True, text=True)
+    assert out.returncode == 2 and "need 100" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "gearshift.cli", "lab", "retrain", "--config", str(config_path),
+                          "--router", "gearshift/smart"], capture_output=True, text=True)
+    assert out.returncode == 2 and "give --floor" in out.stderr
