@@ -50,7 +50,15 @@ from gearshift.lab.datasets import ROUTELLM_STRONG as S
 from gearshift.lab.datasets import ROUTELLM_WEAK as W
 from gearshift.lab.outcomes import Outcomes
 from gearshift.lab.replay import sweep_scores
-from gearshift.lab.train import TrainSettings, default_features, fit, model_of, multi_decisions, pair_scores
+from gearshift.lab.train import (
+    TrainSettings,
+    default_features,
+    fit,
+    model_of,
+    multi_decisions,
+    pair_scores,
+    pair_stats,
+)
 
 # RouteLLM paper, Tables 2 and 3: the best router on each benchmark (as recorded in shared/datasets/README.md).
 PUBLISHED = {
@@ -58,7 +66,7 @@ PUBLISHED = {
     "gsm8k": {"router": "RouteLLM best (Causal LLM, judge-augmented)", "apgr": 0.622, "cpt50": 0.336, "cpt80": 0.633},
 }
 GOAL = {"mmlu": {"apgr": 0.72, "cpt80": 0.50}}
-STATS = {"apgr": metrics.apgr, "cpt50": lambda c: metrics.cpt(c, 0.5), "cpt80": lambda c: metrics.cpt(c, 0.8)}
+STATS = pair_stats()
 
 
 def log(msg: str) -> None:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -64,6 +65,17 @@ def settle(gw) -> None:  # type: ignore[no-untyped-def]
     time.sleep(0.5)
 
 
+def promote_and_wait(config_path: Path, router: str, version: int, applied: Callable[[], bool]) -> None:
+    """Promote a version through the CLI (another process, as an operator would) and wait for the
+    running gateway's version poll to apply it."""
+    out = subprocess.run([sys.executable, "-m", "gearshift.cli", "routers", "promote", "--config", str(config_path),
+                          router, str(version), "--by", "alice"], capture_output=True, text=True, env={**os.environ})
+    assert out.returncode == 0, out.stderr
+    deadline = time.monotonic() + 10
+    while not applied() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_recalibrate_then_promote_applies_in_running_gateway(config_path: Path) -> None:
     config = load_config(config_path)
     prompts = list(load("routellm/gsm8k").prompts[:240])
@@ -82,13 +94,7 @@ def test_recalibrate_then_promote_applies_in_running_gateway(config_path: Path) 
         assert r.calibration.bound is not None and r.calibration.bound >= 0.9
         time.sleep(0.3)
         assert router.threshold == before  # stored, not applied
-        out = subprocess.run([sys.executable, "-m", "gearshift.cli", "routers", "promote", "--config", str(config_path),
-                              "gearshift/rnd", "1", "--by", "alice"], capture_output=True, text=True,
-                             env={**os.environ})
-        assert out.returncode == 0, out.stderr
-        deadline = time.monotonic() + 10
-        while router.threshold == before and time.monotonic() < deadline:
-            time.sleep(0.05)
+        promote_and_wait(config_path, "gearshift/rnd", 1, lambda: router.threshold != before)
         assert router.threshold == pytest.approx(r.calibration.threshold)
         # The new threshold shows in the next route's reason.
         raw = openai.OpenAI(base_url=gw.url + "/v1", api_key="x").chat.completions.with_raw_response.create(

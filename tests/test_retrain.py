@@ -6,7 +6,6 @@ recorded answers of Mixtral-8x7B and GPT-4-1106, shadowed so that every request 
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import numpy as np
 import openai
 import pytest
 import yaml
-from test_recalibrate_ab import send, settle
+from test_recalibrate_ab import promote_and_wait, send, settle
 
 from gearshift import artifact
 from gearshift.config import load_config
@@ -76,13 +75,7 @@ def test_retrain_on_shadow_pairs_then_promote_switches_the_running_gateway(confi
         assert r.calibration.bound is not None and r.calibration.bound >= 0.9
         time.sleep(0.3)
         assert router.model is served  # stored, not applied
-        out = subprocess.run([sys.executable, "-m", "gearshift.cli", "routers", "promote", "--config",
-                              str(config_path), "gearshift/smart", "1", "--by", "alice"],
-                             capture_output=True, text=True, env={**os.environ})
-        assert out.returncode == 0, out.stderr
-        deadline = time.monotonic() + 10
-        while router.model is served and time.monotonic() < deadline:
-            time.sleep(0.05)
+        promote_and_wait(config_path, "gearshift/smart", 1, lambda: router.model is not served)
         assert router.artifact == r.artifact.name and router.threshold == pytest.approx(r.calibration.threshold)
         # The next request is scored by the retrained model.
         raw = openai.OpenAI(base_url=gw.url + "/v1", api_key="x").chat.completions.with_raw_response.create(

@@ -208,7 +208,7 @@ def holdout_metrics(outcomes: Outcomes, settings: TrainSettings, encoder: Encode
     if model.form == "pair":
         rule = model.score_rule
         scores = pair_scores(model, test)
-        stats = _pair_stats()
+        stats = pair_stats()
         est = bootstrap_curve(scores, test, rule["weak"], rule["strong"], stats, n=n_boot, seed=settings.seed)
         curve = sweep_scores(scores, test, rule["weak"], rule["strong"])
         out.update({k: {"value": e.value, "low": e.low, "high": e.high} for k, e in est.items()})
@@ -225,7 +225,8 @@ def _holdout_split(n: int, settings: TrainSettings) -> tuple[np.ndarray, np.ndar
     return np.sort(perm[:cut]), np.sort(perm[cut:])
 
 
-def _pair_stats() -> dict[str, Callable[[Any], Any]]:
+def pair_stats() -> dict[str, Callable[[Any], Any]]:
+    """The two-model figures of a curve: APGR, CPT(50%), CPT(80%)."""
     from gearshift.lab import metrics
 
     return {"apgr": metrics.apgr, "cpt50": lambda c: metrics.cpt(c, 0.5), "cpt80": lambda c: metrics.cpt(c, 0.8)}
@@ -252,7 +253,7 @@ def learning_curve(outcomes: Outcomes, settings: TrainSettings, shares: Sequence
         if model.form == "pair":
             rule = model.score_rule
             curve = sweep_scores(pair_scores(model, test), test, rule["weak"], rule["strong"])
-            point.update({k: float(f(curve)) for k, f in _pair_stats().items()})
+            point.update({k: float(f(curve)) for k, f in pair_stats().items()})
         else:
             point["aiq"] = multi_metrics(model, test)["aiq"]
         points.append(point)
@@ -324,5 +325,5 @@ def with_features(settings: TrainSettings, **changes: Any) -> TrainSettings:
     return replace(settings, features=replace(settings.features, **changes))
 
 
-__all__ = ["TrainSettings", "default_features", "fit", "holdout_metrics", "learning_curve", "model_of", "multi_decisions", "multi_metrics",
+__all__ = ["TrainSettings", "default_features", "fit", "holdout_metrics", "learning_curve", "model_of", "pair_stats", "multi_decisions", "multi_metrics",
            "multi_points", "pair_scores", "requests_of", "train"]
