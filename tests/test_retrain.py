@@ -123,3 +123,31 @@ def test_retrain_refuses_other_routers_and_too_few_pairs(config_path: Path) -> N
     out = subprocess.run([sys.executable, "-m", "gearshift.cli", "lab", "retrain", "--config", str(config_path),
                           "--router", "gearshift/smart"], capture_output=True, text=True)
     assert out.returncode == 2 and "give --floor" in out.stderr
+
+
+def test_an_unusable_promoted_artifact_is_logged_once_then_loaded_when_it_arrives(
+        config_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = load_config(config_path)
+    with running(config) as gw:
+        store = gw.gateway.store
+        router = gw.gateway.routers["gearshift/smart"]
+        served = router.model
+        version = store.add_router_version("gearshift/smart", {"threshold": 0.4, "artifact": "later.json"}, {},
+                                           "test")
+        store.promote("gearshift/smart", version, "alice")
+
+        def unusable() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "unusable artifact" in r.getMessage()]
+
+        deadline = time.monotonic() + 10
+        while not unusable() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # about ten more polls
+        assert len(unusable()) == 1 and "later.json" in unusable()[0]
+        assert router.model is served and router.threshold == 0.5  # kept the served model, whole
+        # The file arrives (copied after the promotion): the next poll loads it.
+        (config_path.parent / "later.json").write_bytes((config_path.parent / "router.json").read_bytes())
+        deadline = time.monotonic() + 10
+        while router.artifact != "later.json" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert router.artifact == "later.json" and router.threshold == 0.4 and router.model is not served

@@ -25,12 +25,26 @@ class Promoted:
     threshold: float
     artifact: str | None = None
     model: Any = None  # the loaded classifier Model, when the artifact differs from the one served
+    refusal_key: tuple[Any, ...] | None = None  # which refusal to remember if the router refuses the model
 
 
-def promoted_versions(routers: dict[str, Router], store: TraceStore, base_dir: str = ".") -> dict[str, Promoted]:
-    """Each scoring router's promoted version (reads the store and loads new artifacts: call off the loop)."""
+def _file_key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def promoted_versions(routers: dict[str, Router], store: TraceStore, base_dir: str = ".",
+                      refused: set[tuple[Any, ...]] | None = None) -> dict[str, Promoted]:
+    """Each scoring router's promoted version (reads the store and loads new artifacts: call off the loop).
+
+    `refused` remembers (router, version, artifact file state) whose artifact could not be used: such a
+    version is logged once and not loaded again until its file changes or another version is promoted."""
     from gearshift.routers.classifier import ClassifierRouter, Model
 
+    refused = set() if refused is None else refused
     out = {}
     for name, r in routers.items():
         if not isinstance(r, ScoringRouter):
@@ -44,17 +58,22 @@ def promoted_versions(routers: dict[str, Router], store: TraceStore, base_dir: s
             p.artifact = p.artifact or r.configured_artifact
         if p.artifact and isinstance(r, ClassifierRouter) and p.artifact != r.artifact:
             path = Path(p.artifact) if Path(p.artifact).is_absolute() else Path(base_dir) / p.artifact
+            p.refusal_key = (name, v["version"], str(path), _file_key(path))
+            if p.refusal_key in refused:
+                continue
             try:
                 p.model = Model.load(path, r.model.featurizer.encoder)
             except (ArtifactError, OSError) as e:
-                log.error("router %s: promoted version %s has an unusable artifact, kept the served one: %s",
-                          name, v["version"], e)
+                refused.add(p.refusal_key)
+                log.error("router %s: promoted version %s has an unusable artifact, kept the served one "
+                          "(retried when the file changes or another version is promoted): %s", name, v["version"], e)
                 continue
         out[name] = p
     return out
 
 
-def apply_versions(routers: dict[str, Router], promoted: dict[str, Promoted]) -> None:
+def apply_versions(routers: dict[str, Router], promoted: dict[str, Promoted],
+                   refused: set[tuple[Any, ...]] | None = None) -> None:
     from gearshift.routers.classifier import ClassifierRouter
 
     for name, p in promoted.items():
@@ -63,6 +82,8 @@ def apply_versions(routers: dict[str, Router], promoted: dict[str, Promoted]) ->
             try:
                 r.use(p.model, str(p.artifact), p.threshold)
             except ArtifactError as e:
+                if refused is not None and p.refusal_key is not None:
+                    refused.add(p.refusal_key)
                 log.error("router %s: promoted artifact refused, kept the served one: %s", name, e)
                 continue
             log.info("router %s: now serving %s at threshold %.6g (promoted version)", name, p.artifact, p.threshold)
@@ -79,6 +100,7 @@ class VersionLoop:
         self.routers = routers
         self.store = store
         self.last_run: dict[str, float] = {}
+        self.refused: set[tuple[Any, ...]] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -86,8 +108,9 @@ class VersionLoop:
             self._task = asyncio.create_task(self._loop())
 
     async def poll(self) -> None:
-        promoted = await asyncio.to_thread(promoted_versions, self.routers, self.store, self.config.base_dir)
-        apply_versions(self.routers, promoted)
+        promoted = await asyncio.to_thread(promoted_versions, self.routers, self.store, self.config.base_dir,
+                                           self.refused)
+        apply_versions(self.routers, promoted, self.refused)
 
     async def _loop(self) -> None:
         while True:
