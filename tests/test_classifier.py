@@ -157,6 +157,9 @@ def test_config_names_models_missing_from_config(saved: Path) -> None:
     bad = dict(ok, routers={"smart": {**ok["routers"]["smart"], "target": 0.8}})
     with pytest.raises(ConfigError, match="two-model router"):
         parse_config(bad)
+    priced = dict(ok, routers={"smart": {**ok["routers"]["smart"], "costs": {"a": 0.001}}})
+    with pytest.raises(ConfigError, match=r"routers\.smart\.costs.*routes by `threshold`"):
+        parse_config(priced)
 
 
 def test_features_are_stable_across_processes_and_bounded() -> None:
@@ -219,6 +222,14 @@ def test_multi_form_on_routerbench(tmp_path: Path, data_dir: Path) -> None:
     assert best.routes(reqs) == [best.names[k] for k in p.argmax(axis=1)]
     route = router(target=0.6).route(reqs[0])
     assert route.primary in five and "classifier:" in route.reason
+    # Today's prices in the config replace the training data's mean costs: GPT-4 made free, it wins.
+    free_gpt4 = {m: 0.0 if m == "gpt-4-1106-preview" else 0.01 for m in five}
+    assert set(router(costs=free_gpt4, **{"lambda": 1e9}).routes(reqs)) == {"gpt-4-1106-preview"}
+    assert router(costs=free_gpt4, target=0.0).models()[0] == "gpt-4-1106-preview"
+    with pytest.raises(ConfigError, match=r"costs\.gpt-5.*one of this router's models"):
+        router(costs={"gpt-5": 0.1}, target=0.5)
+    with pytest.raises(ConfigError, match=r"costs\.claude-v2.*>= 0"):
+        router(costs={"claude-v2": -1.0}, target=0.5)
     with pytest.raises(ConfigError, match="exactly one of `target`"):
         router()
     with pytest.raises(ConfigError, match="no threshold"):

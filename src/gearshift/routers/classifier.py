@@ -58,6 +58,9 @@ class ClassifierOptions(Options):
     cost_weight: float | None = Field(default=None, ge=0, alias="lambda",
                                       description="multi form: maximise predicted quality - lambda x cost (USD)")
     encoder: dict[str, Any] | None = Field(default=None, description="encoder settings, when the artifact needs one")
+    costs: dict[str, float] = Field(default_factory=dict,
+                                    description="multi form: config model -> USD per call, replacing the "
+                                                "artifact's training-time mean cost (e.g. after a price change)")
 
 
 class LinearHeads:
@@ -215,7 +218,15 @@ class ClassifierRouter(ScoringRouter):
         for target in options.models.values():
             if target not in config.models:
                 problems.append(("models", target, f"one of the models: {sorted(config.models)}"))
+        names = {_resolve(m, options, config) or m for m in model.models}
+        for m, usd in options.costs.items():
+            if m not in names:
+                problems.append((f"costs.{m}", m, f"one of this router's models: {sorted(names)}"))
+            elif not (usd >= 0 and math.isfinite(usd)):
+                problems.append((f"costs.{m}", usd, "a cost per call in USD, >= 0"))
         if model.form == "pair":
+            if options.costs:
+                problems.append(("costs", options.costs, "no costs: a two-model router routes by `threshold`"))
             if options.target is not None or options.cost_weight is not None:
                 problems.append(("target", options.target, "no target/lambda: this artifact is a two-model "
                                  "router; set `threshold` (or run `gearshift lab calibrate`)"))
@@ -266,9 +277,11 @@ class MultiClassifierRouter(Router):
         arts = [hm["model"] for hm in model.heads_meta]
         self.art_models = arts
         self.names = [names.get(m, m) for m in arts]
-        cost = np.array([model.costs.get(m, math.nan) for m in arts])
+        # The config's costs (today's prices) win over the artifact's (the training data's).
+        cost = np.array([options.costs.get(n, model.costs.get(m, math.nan)) for m, n in zip(arts, self.names, strict=True)])
         if np.isnan(cost).any():
-            raise ArtifactError(f"artifact lacks the mean cost of {[m for m, c in zip(arts, cost, strict=True) if math.isnan(c)]}")
+            missing = [n for n, c in zip(self.names, cost, strict=True) if math.isnan(c)]
+            raise ArtifactError(f"artifact lacks the mean cost of {missing}: give it under the router's `costs`")
         self.cost = cost
         self.by_cost = np.argsort(cost, kind="stable")
         self.target = options.target
