@@ -108,6 +108,34 @@ def test_daily_budget_stops_shadowing(upstream: FakeUpstream, tmp_path: Path) ->
     assert sum(1 for r in rows for c in r["calls"] if c["role"] == "shadow") == 1
 
 
+def test_daily_budgets_are_per_router_and_survive_a_restart(upstream: FakeUpstream, tmp_path: Path) -> None:
+    tiny = {"rate": 1.0, "daily_budget_usd": 1e-9}
+    routers = {"gearshift/a": {"kind": "rules", "default": "small", "rules": [], "shadow": tiny},
+               "gearshift/b": {"kind": "rules", "default": "small", "rules": [], "shadow": tiny}}
+    config = gateway_config(upstream.url, tmp_path, routers=routers)
+    with running(config) as gw:
+        sh = gw.gateway.shadower
+        ask(gw, "first", model="gearshift/a")
+        wait_for(lambda: sh.done == 1)
+        ask(gw, "again", model="gearshift/a")
+        assert sh.dropped["budget"] == 1
+        # Router a's spending is not router b's: b still gets its first shadow.
+        ask(gw, "first", model="gearshift/b")
+        wait_for(lambda: sh.done == 2)
+        assert sh.spent_today("gearshift/a") > 0 and sh.spent_today("gearshift/b") > 0
+        spent = sh.spent_today()
+        flushed(gw)
+    # A restart reads today's spend back from the store: both budgets stay spent.
+    with running(config) as gw:
+        sh = gw.gateway.shadower
+        assert sh.spent_today() == pytest.approx(spent)
+        for model in ("gearshift/a", "gearshift/b"):
+            ask(gw, "after restart", model=model)
+        assert sh.dropped["budget"] == 2
+        rows = flushed(gw)
+    assert sum(1 for r in rows for c in r["calls"] if c["role"] == "shadow") == 2
+
+
 def test_scored_pairs_become_outcomes(upstream: FakeUpstream, tmp_path: Path) -> None:
     # Reference answers mark a final number; the cheap answers agree on one prompt, not the other.
     upstream.reply("Work... #### 12", model="fake-large")

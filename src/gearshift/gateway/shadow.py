@@ -19,10 +19,15 @@ from gearshift.gateway.compare import PAIRWISE_PROMPT, compare
 from gearshift.providers.base import Provider
 from gearshift.request import ChatRequest
 from gearshift.routers.rules import Condition, When
+from gearshift.store.base import TraceStore
 from gearshift.store.writer import TraceWriter
 from gearshift.trace import Call, Trace
 
 log = logging.getLogger("gearshift.shadow")
+
+
+def _today() -> str:
+    return dt.datetime.now(dt.UTC).date().isoformat()
 
 
 class _Policy:
@@ -66,7 +71,9 @@ class Shadower:
             asyncio.Queue(config.server.shadow_queue_size)
         self.dropped: Counter[str] = Counter()
         self.done = 0
-        self.spent: dict[str, float] = {}  # UTC day -> USD spent on shadow and its judging
+        # USD spent on shadow calls and their judging on one UTC day, by router (each has its own budget).
+        self.day = _today()
+        self.spent: dict[str, float] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._rng = random.Random()
 
@@ -88,7 +95,7 @@ class Shadower:
             return False
         if policy.condition is not None and not policy.condition.matches(request):
             return False
-        if policy.budget is not None and self.spent_today() >= policy.budget:
+        if policy.budget is not None and self.spent_today(policy.router) >= policy.budget:
             self.dropped["budget"] += 1
             return False
         try:
@@ -99,12 +106,23 @@ class Shadower:
         trace.shadowed = True
         return True
 
-    def spent_today(self) -> float:
-        return self.spent.get(dt.datetime.now(dt.UTC).date().isoformat(), 0.0)
+    def spent_today(self, router: str | None = None) -> float:
+        """USD spent on shadowing today (UTC), by one router's policy or by all."""
+        if self.day != _today():
+            self.day, self.spent = _today(), {}
+        return self.spent.get(router, 0.0) if router is not None else sum(self.spent.values())
 
-    def _spend(self, usd: float) -> None:
-        day = dt.datetime.now(dt.UTC).date().isoformat()
-        self.spent = {day: self.spent.get(day, 0.0) + usd}
+    def restore_spend(self, store: TraceStore) -> None:
+        """Count today's shadow spend already in the store: a restart must not reset the daily budgets."""
+        start = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), dt.UTC).timestamp()
+        for router, arm, usd in store.shadow_spend(start):
+            key = router if router in self.policies else arm if arm in self.policies else None
+            if key is not None:
+                self.spent[key] = self.spent.get(key, 0.0) + usd
+
+    def _spend(self, policy: _Policy, usd: float) -> None:
+        self.spent_today()  # rolls the day over
+        self.spent[policy.router] = self.spent.get(policy.router, 0.0) + usd
 
     async def _work(self) -> None:
         while True:
@@ -116,7 +134,7 @@ class Shadower:
             finally:
                 self.queue.task_done()
 
-    async def _call(self, model: str, request: ChatRequest, role: str) -> tuple[Call, Any]:
+    async def _call(self, policy: _Policy, model: str, request: ChatRequest, role: str) -> tuple[Call, Any]:
         provider = self.providers[model]
         t0 = time.perf_counter()
         call = Call(model=model, role=role)
@@ -131,12 +149,12 @@ class Shadower:
             call.input_tokens, call.output_tokens, call.usage_estimated = u.input_tokens, u.output_tokens, u.estimated
             call.cost_usd = self.config.models[model].price.cost(u.input_tokens, u.output_tokens)
             call.response = completion.text
-            self._spend(call.cost_usd)
+            self._spend(policy, call.cost_usd)
         return call, completion
 
     async def _shadow(self, policy: _Policy, request: ChatRequest, trace: Trace, answer: str,
                       answer_body: dict[str, Any] | None) -> None:
-        if policy.budget is not None and self.spent_today() >= policy.budget:
+        if policy.budget is not None and self.spent_today(policy.router) >= policy.budget:
             self.dropped["budget"] += 1
             return
         body = {k: v for k, v in request.body.items() if k not in ("stream", "stream_options")}
@@ -145,7 +163,7 @@ class Shadower:
         exploring = trace.final_model == policy.reference
         target = policy.explore if exploring else policy.reference
         assert target is not None
-        call, completion = await self._call(target, shadow_req, "shadow")
+        call, completion = await self._call(policy, target, shadow_req, "shadow")
         # A copy: the original trace object may still be serialised by the writer thread.
         t = copy.copy(trace)
         t.calls = [*trace.calls, call]
@@ -179,7 +197,7 @@ class Shadower:
         judge_req = ChatRequest(body={"messages": [{"role": "user", "content": prompt}], "temperature": 0,
                                       "max_tokens": 10})
         assert policy.judge is not None
-        call, completion = await self._call(policy.judge, judge_req, "shadow_judge")
+        call, completion = await self._call(policy, policy.judge, judge_req, "shadow_judge")
         if completion is None:
             return None, call
         score = parse_pass_fail(completion.text)

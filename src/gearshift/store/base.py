@@ -38,6 +38,15 @@ class TraceStore(ABC):
     def feedback(self, since: float | None = None) -> list[dict[str, Any]]:
         """Feedback rows, oldest first."""
 
+    def shadow_spend(self, since: float) -> list[tuple[str, str | None, float]]:
+        """USD spent on shadow calls and their judging by traces since a time: (router, arm, usd) rows."""
+        spend: dict[tuple[str, str | None], float] = {}
+        for t in self.traces(since=since):
+            if t["shadowed"] and t["shadow_cost_usd"]:
+                key = (t["router"], t["arm"])
+                spend[key] = spend.get(key, 0.0) + t["shadow_cost_usd"]
+        return [(r, a, usd) for (r, a), usd in spend.items()]
+
     @abstractmethod
     def add_router_version(self, router: str, settings: dict[str, Any], metrics: dict[str, Any],
                            created_by: str) -> int:

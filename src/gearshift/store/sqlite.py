@@ -169,6 +169,12 @@ class SQLiteStore(TraceStore):
             d["calls"] = calls.get(d["id"], [])
             yield d
 
+    def shadow_spend(self, since: float) -> list[tuple[str, str | None, float]]:
+        with self._lock:
+            return [(r, a, float(usd)) for r, a, usd in self._db.execute(
+                "SELECT router, arm, SUM(shadow_cost_usd) FROM traces WHERE created >= ? AND shadowed = 1 "
+                "GROUP BY router, arm", (since,))]
+
     def write_feedback(self, trace_id: str, score: float, label: str | None = None, source: str | None = None,
                        comment: str | None = None) -> None:
         with self._lock:
