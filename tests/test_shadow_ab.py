@@ -124,6 +124,9 @@ def test_daily_budgets_are_per_router_and_survive_a_restart(upstream: FakeUpstre
         wait_for(lambda: sh.done == 2)
         assert sh.spent_today("gearshift/a") > 0 and sh.spent_today("gearshift/b") > 0
         spent = sh.spent_today()
+        health = urllib3.request("GET", gw.url + "/health").json()["shadow"]
+        assert health["spent_today_usd_by_router"] == {"gearshift/a": sh.spent_today("gearshift/a"),
+                                                       "gearshift/b": sh.spent_today("gearshift/b")}
         flushed(gw)
     # A restart reads today's spend back from the store: both budgets stay spent.
     with running(config) as gw:

@@ -301,7 +301,8 @@ class Gateway:
         body = {"status": "ok", "routers": len(self.routers), "models": len(self.config.models),
                 "traces_pending": self.writer.pending(), "traces_written": self.writer.written,
                 "shadow": {"queued": sh.queue.qsize(), "done": sh.done, "dropped": dict(sh.dropped),
-                           "spent_today_usd": sh.spent_today()} if sh else None,
+                           "spent_today_usd": sh.spent_today(),
+                           "spent_today_usd_by_router": {r: sh.spent_today(r) for r in sh.policies}} if sh else None,
                 "uptime_s": round(time.time() - self.started, 1)}
         return web.Response(body=dumps(body), content_type="application/json")
 
