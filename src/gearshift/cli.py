@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from gearshift.errors import ConfigError
+from gearshift.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from gearshift.config import Config
@@ -37,6 +37,14 @@ def config_or_exit(path: str) -> Config:
 
 
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except StoreError as e:
+            # An unreachable store is an operator's problem to fix, not a traceback to read.
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*COMMANDS, *self.commands})
 
@@ -68,7 +76,10 @@ def main() -> None:
 def check_config(path: str) -> None:
     """Validate a config file without serving."""
     config = config_or_exit(path)
-    click.echo(f"{path}: ok: {len(config.models)} models, {len(config.routers)} routers, store {config.store.url}")
+    from gearshift.store import redact_url
+
+    click.echo(f"{path}: ok: {len(config.models)} models, {len(config.routers)} routers, "
+               f"store {redact_url(config.store.url)}")
 
 
 if __name__ == "__main__":

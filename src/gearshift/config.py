@@ -143,12 +143,18 @@ class StoreConfig(_Strict):
     batch_size: int = Field(default=500, gt=0)
     flush_interval: float = Field(default=0.2, gt=0)
     record_content: bool = Field(default=True, description="keep prompt and answer text (needed for shadow pairs)")
+    password_env: str | None = Field(default=None, description="environment variable holding the PostgreSQL "
+                                     "password (keeps it out of the config file)")
+
+    def password(self) -> str | None:
+        """The password from the environment, read when used so it is never stored in config objects."""
+        return os.environ.get(self.password_env) if self.password_env else None
 
     @field_validator("url")
     @classmethod
     def _scheme(cls, v: str) -> str:
         if not re.match(r"^(sqlite:///|postgresql://|postgres://)", v):
-            raise ValueError("store url must be sqlite:///PATH or postgresql://...")
+            raise ValueError("store url must be sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
         return v
 
 
@@ -160,6 +166,8 @@ class ServerConfig(_Strict):
     shadow_queue_size: int = Field(default=1000, ge=1, description="shadow work waiting; beyond it work is dropped")
     shadow_workers: int = Field(default=4, ge=1, le=256)
     version_poll_seconds: float = Field(default=10.0, gt=0, description="how often promoted router versions are read")
+    shadow_spend_sync_seconds: float = Field(default=15.0, gt=0, description="with a shared store (PostgreSQL): "
+                                             "how often other replicas' shadow spend is read, for the daily budgets")
 
 
 class WatchBounds(_Strict):

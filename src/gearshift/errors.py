@@ -28,6 +28,13 @@ class ConfigError(GearshiftError):
     type = "config_error"
 
 
+class StoreError(GearshiftError):
+    """The trace store cannot be opened or reached; the message names it with any password masked."""
+
+    status = 503
+    type = "server_error"
+
+
 class BadRequest(GearshiftError):
     status = 400
     type = "invalid_request_error"

@@ -76,7 +76,7 @@ class Gateway:
     def __init__(self, config: Config, store: TraceStore | None = None) -> None:
         self.config = config
         self.routers: dict[str, Router] = build_routers(config)
-        self.store = store or open_store(config.store.url, config.base_dir)
+        self.store = store or open_store(config.store, config.base_dir)
         self.writer = TraceWriter(self.store, config.store.batch_size, config.store.flush_interval)
         self.counters = Counters()
         self.watch = WatchLoop(self.store, config, self.counters) if config.watch.enabled else None
@@ -107,7 +107,7 @@ class Gateway:
                 attach(self.executor)
         self.shadower = Shadower(self.config, providers, self.writer, self.counters)
         if any(p.budget is not None for p in self.shadower.policies.values()):
-            await asyncio.to_thread(self.shadower.restore_spend, self.store)
+            await asyncio.to_thread(self.shadower.sync_spend, self.store)
         self.shadower.start()
         if self.watch is not None:
             await self.watch.start()

@@ -36,7 +36,7 @@ def traces_command(config_path: str | None, since: float | None, as_json: bool) 
     if not config_path:
         raise click.UsageError("--config is required (it names the store and the model prices)")
     config = _load(config_path)
-    store = open_store(config.store.url, config.base_dir)
+    store = open_store(config.store, config.base_dir)
     import time
 
     rows = list(store.traces(since=time.time() - since * 3600 if since else None))
@@ -65,7 +65,7 @@ def routers_list(config_path: str, router: str | None) -> None:
     from gearshift.store import open_store
 
     config = _load(config_path)
-    store = open_store(config.store.url, config.base_dir)
+    store = open_store(config.store, config.base_dir)
     table = Table(title="router versions")
     for col in ("router", "version", "created", "by", "settings", "metrics", "active", "promoted by"):
         table.add_column(col)
@@ -89,7 +89,7 @@ def routers_promote(config_path: str, router: str, version: int, by: str) -> Non
     from gearshift.store import open_store
 
     config = _load(config_path)
-    store = open_store(config.store.url, config.base_dir)
+    store = open_store(config.store, config.base_dir)
     try:
         store.promote(router, version, by)
     except KeyError as e:

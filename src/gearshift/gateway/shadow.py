@@ -80,6 +80,8 @@ class Shadower:
     def start(self) -> None:
         if self.policies:
             self._workers = [asyncio.create_task(self._work()) for _ in range(self.config.server.shadow_workers)]
+            if self.writer.store.shared and any(p.budget is not None for p in self.policies.values()):
+                self._workers.append(asyncio.create_task(self._sync_loop(self.writer.store)))
 
     def policy_for(self, trace: Trace) -> _Policy | None:
         return self.policies.get(trace.router) or (self.policies.get(trace.arm) if trace.arm else None)
@@ -112,13 +114,28 @@ class Shadower:
             self.day, self.spent = _today(), {}
         return self.spent.get(router, 0.0) if router is not None else sum(self.spent.values())
 
-    def restore_spend(self, store: TraceStore) -> None:
-        """Count today's shadow spend already in the store: a restart must not reset the daily budgets."""
+    def sync_spend(self, store: TraceStore) -> None:
+        """Take in today's shadow spend recorded in the store: at start (a restart must not reset the
+        daily budgets) and, with a shared store, every few seconds (other replicas spend too)."""
         start = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), dt.UTC).timestamp()
+        stored: dict[str, float] = {}
         for router, arm, usd in store.shadow_spend(start):
             key = router if router in self.policies else arm if arm in self.policies else None
             if key is not None:
-                self.spent[key] = self.spent.get(key, 0.0) + usd
+                stored[key] = stored.get(key, 0.0) + usd
+        self.spent_today()  # rolls the day over
+        # The store has every replica's flushed spend, this process also its unflushed spend: the
+        # larger of the two is the better count.
+        for key, usd in stored.items():
+            self.spent[key] = max(self.spent.get(key, 0.0), usd)
+
+    async def _sync_loop(self, store: TraceStore) -> None:
+        while True:
+            await asyncio.sleep(self.config.server.shadow_spend_sync_seconds)
+            try:
+                await asyncio.to_thread(self.sync_spend, store)
+            except Exception as e:  # the store may be briefly unreachable; the next sync catches up
+                log.warning("shadow spend sync failed: %s", e)
 
     def _spend(self, policy: _Policy, usd: float) -> None:
         self.spent_today()  # rolls the day over

@@ -20,7 +20,7 @@ def _config_and_store(config_path: str):  # type: ignore[no-untyped-def]
     from gearshift.store import open_store
 
     config = config_or_exit(config_path)
-    return config, open_store(config.store.url, config.base_dir)
+    return config, open_store(config.store, config.base_dir)
 
 
 @lab_group.command("ab")

@@ -80,7 +80,7 @@ def _source(spec: str | None, config_path: str | None, drop_contaminated: bool, 
     from gearshift.store import open_store
 
     assert config is not None and config_path is not None
-    store = open_store(config.store.url, config.base_dir)
+    store = open_store(config.store, config.base_dir)
     with console.status(f"reading traces from {config.store.url}"):
         traces = list(store.traces())
     if not traces:

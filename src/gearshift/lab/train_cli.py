@@ -33,7 +33,7 @@ def _load_outcomes(spec: str | None, drop_contaminated: bool, split: str | None,
             config = load_config(traces)
         except ConfigError as e:
             raise click.UsageError(str(e)) from None
-        store = open_store(config.store.url, config.base_dir)
+        store = open_store(config.store, config.base_dir)
         since = time.time() - since_hours * 3600 if since_hours else None
         try:
             o = datasets.from_traces(store.traces(since=since), name=f"traces of {traces}")

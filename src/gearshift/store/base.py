@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -9,8 +10,15 @@ from typing import Any
 from gearshift.trace import Trace
 
 
+def redact_url(url: str) -> str:
+    """A store URL fit for logs and errors: any password masked."""
+    return re.sub(r"^([a-z]+://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
 class TraceStore(ABC):
     """Durable traces. Writes come in batches from one writer thread; reads may come from anywhere."""
+
+    shared = False  # True when several gateway processes write to it (they then sync shadow budgets)
 
     @abstractmethod
     def write(self, traces: Sequence[Trace]) -> None:
@@ -38,14 +46,9 @@ class TraceStore(ABC):
     def feedback(self, since: float | None = None) -> list[dict[str, Any]]:
         """Feedback rows, oldest first."""
 
+    @abstractmethod
     def shadow_spend(self, since: float) -> list[tuple[str, str | None, float]]:
         """USD spent on shadow calls and their judging by traces since a time: (router, arm, usd) rows."""
-        spend: dict[tuple[str, str | None], float] = {}
-        for t in self.traces(since=since):
-            if t["shadowed"] and t["shadow_cost_usd"]:
-                key = (t["router"], t["arm"])
-                spend[key] = spend.get(key, 0.0) + t["shadow_cost_usd"]
-        return [(r, a, usd) for (r, a), usd in spend.items()]
 
     @abstractmethod
     def add_router_version(self, router: str, settings: dict[str, Any], metrics: dict[str, Any],

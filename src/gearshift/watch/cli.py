@@ -53,7 +53,7 @@ def watch_command(config_path: str, window: int | None, seconds: float | None, r
         wc = config.watch
         if wc.router and wc.router not in config.routers and wc.router != "direct":
             click.echo(f"note: router {wc.router!r} is not configured; known: {sorted(config.routers)}", err=True)
-        store = open_store(config.store.url, config.base_dir)
+        store = open_store(config.store, config.base_dir)
         traces = recent_traces(store, wc.window_requests, wc.window_seconds, wc.router)
         if save_path:
             if not traces:

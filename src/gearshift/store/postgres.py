@@ -1,0 +1,72 @@
+"""PostgreSQL trace store: one database shared by several gateway replicas (and the CLI).
+
+Needs the `postgres` extra (psycopg 3 with its bundled libpq). The password comes from the
+config's `store.password_env`, libpq's own PGPASSWORD or ~/.pgpass, or the URL; it never appears
+in a log line or an error, which name the URL with the password masked.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gearshift.errors import StoreError
+from gearshift.store.base import redact_url
+from gearshift.store.sql import SQLStore, schema
+
+log = logging.getLogger("gearshift.store")
+
+# Any constant: the advisory lock that serialises schema creation between replicas starting together.
+_SCHEMA_LOCK = 0x6765_6172
+
+
+def _driver() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError("a postgresql:// store needs psycopg: pip install 'gearshift[postgres]'") from None
+    return psycopg
+
+
+class PostgresStore(SQLStore):
+    placeholder = "%s"
+    shared = True
+
+    def __init__(self, url: str, password: str | None = None, connect_timeout: float = 10.0) -> None:
+        super().__init__()
+        self.url = url
+        self._password = password
+        self._timeout = connect_timeout
+        self._psycopg = _driver()
+        with self._lock:
+            self._db = self._connect()
+            with self._transaction():
+                self._run("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+                for statement in schema(real="DOUBLE PRECISION", serial_pk="BIGSERIAL PRIMARY KEY"):
+                    self._run(statement)
+
+    def _connect(self) -> Any:
+        extra: dict[str, Any] = {"password": self._password} if self._password else {}
+        try:
+            # autocommit: the shared SQL begins and ends its own transactions.
+            return self._psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self._timeout)),
+                                         application_name="gearshift", **extra)
+        except self._psycopg.Error as e:
+            raise StoreError(f"store {redact_url(self.url)}: cannot connect: {self._scrub(e)}") from None
+
+    def _scrub(self, e: BaseException) -> str:
+        text = str(e).strip()
+        return text.replace(self._password, "***") if self._password else text
+
+    def _connection(self) -> Any:
+        # A connection lost to a database restart or a network blip is replaced at the next use;
+        # the statement that found it broken failed, and its caller retries (the trace writer does).
+        if self._db is None or self._db.closed or self._db.broken:
+            log.warning("store %s: connection lost, reconnecting", redact_url(self.url))
+            self._db = self._connect()
+        return self._db
+
+    def _begin_write(self, table: str) -> None:
+        self._run("BEGIN")
+        # Blocks other writers of the table (not readers) until this transaction ends.
+        self._run(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")

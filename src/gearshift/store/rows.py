@@ -1,0 +1,56 @@
+"""Trace, call and version rows as every SQL store writes and reads them (one encoding for all)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from gearshift.trace import Trace
+
+TRACE_COLS = ("id", "created", "router", "requested_model", "reason", "route", "final_model", "status",
+              "streamed", "cost_usd", "latency_ms", "estimated_tokens", "score", "client", "metadata",
+              "verdicts", "prompt", "response", "error", "arm", "shadowed", "shadow_cost_usd")
+CALL_COLS = ("trace_id", "idx", "model", "role", "input_tokens", "output_tokens", "usage_estimated",
+             "cost_usd", "latency_ms", "status", "error", "attempt", "response")
+FEEDBACK_COLS = ("trace_id", "created", "score", "label", "source", "comment")
+VERSION_COLS = ("router", "version", "created", "created_by", "settings", "metrics", "active", "promoted_by",
+                "promoted_at")
+
+
+def encode(traces: Sequence[Trace]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Trace rows and call rows, in TRACE_COLS and CALL_COLS order (JSON as text, booleans as 0/1)."""
+    trows, crows = [], []
+    for t in traces:
+        trows.append((t.id, t.created, t.router, t.requested_model, t.reason, json.dumps(t.route),
+                      t.final_model, t.status, int(t.streamed), t.cost_usd, t.latency_ms, t.estimated_tokens,
+                      t.score, t.client, json.dumps(t.metadata), json.dumps(t.verdicts), t.prompt, t.response,
+                      t.error, t.arm, int(t.shadowed), t.shadow_cost_usd))
+        for i, c in enumerate(t.calls):
+            crows.append((t.id, i, c.model, c.role, c.input_tokens, c.output_tokens, int(c.usage_estimated),
+                          c.cost_usd, c.latency_ms, c.status, c.error, c.attempt, c.response))
+    return trows, crows
+
+
+def decode_call(row: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """(trace id, call dict) of a call row."""
+    d = dict(zip(CALL_COLS, row, strict=True))
+    d["usage_estimated"] = bool(d["usage_estimated"])
+    return d.pop("trace_id"), d
+
+
+def decode_trace(row: Sequence[Any], calls: list[dict[str, Any]]) -> dict[str, Any]:
+    d = dict(zip(TRACE_COLS, row, strict=True))
+    d["route"] = json.loads(d["route"] or "[]")
+    d["metadata"] = json.loads(d["metadata"] or "{}")
+    d["verdicts"] = json.loads(d["verdicts"] or "[]")
+    d["streamed"] = bool(d["streamed"])
+    d["shadowed"] = bool(d["shadowed"])
+    d["calls"] = calls
+    return d
+
+
+def decode_version(row: Sequence[Any]) -> dict[str, Any]:
+    d = dict(zip(VERSION_COLS, row, strict=True))
+    d["settings"], d["metrics"], d["active"] = json.loads(d["settings"]), json.loads(d["metrics"]), bool(d["active"])
+    return d

@@ -1,0 +1,242 @@
+"""The SQL both stores share: the schema, and every read and write as one DB-API statement set.
+
+SQLite and PostgreSQL differ here only in column types, placeholders and how a writer takes the
+lock that numbers router versions; each store module supplies those and its connection.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from gearshift.store import rows
+from gearshift.store.base import TraceStore
+from gearshift.store.rows import CALL_COLS, FEEDBACK_COLS, TRACE_COLS, VERSION_COLS
+from gearshift.trace import Trace
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS traces (
+    id TEXT PRIMARY KEY,
+    created {real} NOT NULL,
+    router TEXT NOT NULL,
+    requested_model TEXT NOT NULL,
+    reason TEXT,
+    route TEXT,
+    final_model TEXT,
+    status INTEGER NOT NULL,
+    streamed INTEGER NOT NULL,
+    cost_usd {real} NOT NULL,
+    latency_ms {real} NOT NULL,
+    estimated_tokens INTEGER,
+    score {real},
+    client TEXT,
+    metadata TEXT,
+    verdicts TEXT,
+    prompt TEXT,
+    response TEXT,
+    error TEXT,
+    arm TEXT,
+    shadowed INTEGER NOT NULL DEFAULT 0,
+    shadow_cost_usd {real} NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS traces_created ON traces(created);
+CREATE TABLE IF NOT EXISTS feedback (
+    id {serial_pk},
+    trace_id TEXT NOT NULL,
+    created {real} NOT NULL,
+    score {real} NOT NULL,
+    label TEXT,
+    source TEXT,
+    comment TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_trace ON feedback(trace_id);
+CREATE TABLE IF NOT EXISTS router_versions (
+    router TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created {real} NOT NULL,
+    created_by TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 0,
+    promoted_by TEXT,
+    promoted_at {real},
+    PRIMARY KEY (router, version)
+);
+CREATE TABLE IF NOT EXISTS calls (
+    trace_id TEXT NOT NULL REFERENCES traces(id),
+    idx INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    role TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    usage_estimated INTEGER NOT NULL,
+    cost_usd {real} NOT NULL,
+    latency_ms {real} NOT NULL,
+    status INTEGER NOT NULL,
+    error TEXT,
+    attempt INTEGER NOT NULL,
+    response TEXT,
+    PRIMARY KEY (trace_id, idx)
+);
+"""
+
+
+def schema(real: str, serial_pk: str) -> list[str]:
+    """The schema's statements in one dialect's types."""
+    text = SCHEMA.format(real=real, serial_pk=serial_pk)
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+def _upsert(table: str, cols: Sequence[str], key: Sequence[str]) -> str:
+    # ON CONFLICT ... DO UPDATE: the same statement in SQLite (3.24+) and PostgreSQL. A trace is
+    # written again when its shadow pair arrives; the row is updated, never deleted and re-added.
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key)
+    return (f"INSERT INTO {table} ({','.join(cols)}) VALUES ({','.join('?' * len(cols))}) "
+            f"ON CONFLICT ({','.join(key)}) DO UPDATE SET {updates}")
+
+
+UPSERT_TRACE = _upsert("traces", TRACE_COLS, ("id",))
+UPSERT_CALL = _upsert("calls", CALL_COLS, ("trace_id", "idx"))
+
+
+class SQLStore(TraceStore):
+    """A trace store over one DB-API connection, guarded by a lock: the writer thread and readers
+    may share a store object. Subclasses set `_db` and the dialect hooks."""
+
+    placeholder = "?"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._db: Any = None
+
+    # Dialect hooks.
+    def _connection(self) -> Any:
+        """The open connection (a store that can reconnect does it here)."""
+        return self._db
+
+    def _begin_write(self, table: str) -> None:
+        """Start a transaction that holds the lock numbering rows of `table` until it ends."""
+        raise NotImplementedError
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _run(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        return self._connection().execute(self._sql(sql), tuple(args))
+
+    @contextmanager
+    def _transaction(self, lock_table: str | None = None) -> Iterator[None]:
+        if lock_table is None:
+            self._run("BEGIN")
+        else:
+            self._begin_write(lock_table)
+        try:
+            yield
+            self._run("COMMIT")
+        except BaseException:
+            self._run("ROLLBACK")
+            raise
+
+    def write(self, traces: Sequence[Trace]) -> None:
+        if not traces:
+            return
+        trows, crows = rows.encode(traces)
+        with self._lock, self._transaction():
+            cur = self._connection().cursor()
+            cur.executemany(self._sql(UPSERT_TRACE), trows)
+            if crows:
+                cur.executemany(self._sql(UPSERT_CALL), crows)
+
+    def traces(self, since: float | None = None, router: str | None = None,
+               limit: int | None = None) -> Iterator[dict[str, Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            where.append("created >= ?")
+            args.append(since)
+        if router is not None:
+            where.append("router = ?")
+            args.append(router)
+        sql = f"SELECT {','.join(TRACE_COLS)} FROM traces"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created, id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            found = self._run(sql, args).fetchall()
+            calls: dict[str, list[dict[str, Any]]] = {}
+            ids = [r[0] for r in found]
+            for chunk in range(0, len(ids), 500):
+                part = ids[chunk:chunk + 500]
+                q = (f"SELECT {','.join(CALL_COLS)} FROM calls WHERE trace_id IN ({','.join('?' * len(part))}) "
+                     "ORDER BY trace_id, idx")
+                for c in self._run(q, part).fetchall():
+                    trace_id, call = rows.decode_call(c)
+                    calls.setdefault(trace_id, []).append(call)
+        for r in found:
+            yield rows.decode_trace(r, calls.get(r[0], []))
+
+    def shadow_spend(self, since: float) -> list[tuple[str, str | None, float]]:
+        with self._lock:
+            found = self._run("SELECT router, arm, SUM(shadow_cost_usd) FROM traces WHERE created >= ? AND shadowed = 1 "
+                              "GROUP BY router, arm", (since,)).fetchall()
+        return [(r, a, float(usd)) for r, a, usd in found]
+
+    def write_feedback(self, trace_id: str, score: float, label: str | None = None, source: str | None = None,
+                       comment: str | None = None) -> None:
+        with self._lock:
+            self._run("INSERT INTO feedback (trace_id, created, score, label, source, comment) VALUES (?,?,?,?,?,?)",
+                      (trace_id, time.time(), score, label, source, comment))
+
+    def feedback(self, since: float | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT {','.join(FEEDBACK_COLS)} FROM feedback" + (" WHERE created >= ?" if since is not None else "")
+        with self._lock:
+            found = self._run(sql + " ORDER BY id", () if since is None else (since,)).fetchall()
+        return [dict(zip(FEEDBACK_COLS, r, strict=True)) for r in found]
+
+    def add_router_version(self, router: str, settings: dict[str, Any], metrics: dict[str, Any],
+                           created_by: str) -> int:
+        # Several processes (gateway replicas, the CLI) may add versions at once: the write lock
+        # makes "last number + 1" unique.
+        with self._lock, self._transaction(lock_table="router_versions"):
+            (last,) = self._run("SELECT COALESCE(MAX(version), 0) FROM router_versions WHERE router = ?",
+                                (router,)).fetchone()
+            version = int(last) + 1
+            self._run("INSERT INTO router_versions (router, version, created, created_by, settings, metrics)"
+                      " VALUES (?,?,?,?,?,?)",
+                      (router, version, time.time(), created_by, json.dumps(settings), json.dumps(metrics)))
+        return version
+
+    def router_versions(self, router: str | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT {','.join(VERSION_COLS)} FROM router_versions" + (" WHERE router = ?" if router else "")
+        with self._lock:
+            found = self._run(sql + " ORDER BY router, version", (router,) if router else ()).fetchall()
+        return [rows.decode_version(r) for r in found]
+
+    def promote(self, router: str, version: int, by: str) -> None:
+        with self._lock, self._transaction(lock_table="router_versions"):
+            found = self._run("SELECT 1 FROM router_versions WHERE router = ? AND version = ?",
+                              (router, version)).fetchone()
+            if not found:
+                raise KeyError(f"router {router!r} has no version {version}")
+            self._run("UPDATE router_versions SET active = 0 WHERE router = ?", (router,))
+            self._run("UPDATE router_versions SET active = 1, promoted_by = ?, promoted_at = ? "
+                      "WHERE router = ? AND version = ?", (by, time.time(), router, version))
+
+    def has_trace(self, trace_id: str) -> bool:
+        with self._lock:
+            return self._run("SELECT 1 FROM traces WHERE id = ?", (trace_id,)).fetchone() is not None
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._run("SELECT COUNT(*) FROM traces").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()

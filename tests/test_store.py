@@ -1,0 +1,205 @@
+"""Both trace stores keep the same contract: SQLite (a file) and PostgreSQL (a real server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gearshift.config import StoreConfig
+from gearshift.errors import StoreError
+from gearshift.store import TraceStore, open_store
+from gearshift.store.writer import TraceWriter
+from gearshift.trace import Call, Trace
+
+PW_ENV = "GEARSHIFT_TEST_PGPASSWORD"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
+    if request.param == "sqlite":
+        return StoreConfig(url=f"sqlite:///{tmp_path / 'traces.db'}")
+    return StoreConfig(url=request.getfixturevalue("pg_url"), password_env=PW_ENV)
+
+
+@pytest.fixture
+def store(store_config: StoreConfig) -> TraceStore:
+    s = open_store(store_config)
+    yield s
+    s.close()
+
+
+def trace(router: str = "gearshift/auto", created: float | None = None, **kw: object) -> Trace:
+    t = Trace(router=router, requested_model=router, reason="rule short", route=["small", "large"],
+              final_model="small", metadata={"tier": "free"}, prompt="What is 2+2?", response="4",
+              calls=[Call(model="small", role="primary", input_tokens=12, output_tokens=3, cost_usd=0.0001,
+                          latency_ms=40.5, response="4")],
+              verdicts=[{"gate": "length", "passed": True}], **kw)  # type: ignore[arg-type]
+    if created is not None:
+        t.created = created
+    return t
+
+
+def test_traces_round_trip_with_calls_and_filters(store: TraceStore) -> None:
+    a, b, c = trace(created=100.0), trace("gearshift/other", created=200.0), trace(created=300.0, arm="x")
+    b.calls.append(Call(model="large", role="fallback", status=502, error="upstream 502", attempt=2))
+    store.write([c, a, b])
+    rows = list(store.traces())
+    assert [r["id"] for r in rows] == [a.id, b.id, c.id]  # oldest first
+    first = rows[0]
+    assert first["route"] == ["small", "large"] and first["metadata"] == {"tier": "free"}
+    assert first["verdicts"] == [{"gate": "length", "passed": True}] and first["streamed"] is False
+    assert first["calls"] == [{"idx": 0, "model": "small", "role": "primary", "input_tokens": 12, "output_tokens": 3,
+                               "usage_estimated": False, "cost_usd": 0.0001, "latency_ms": 40.5, "status": 200,
+                               "error": None, "attempt": 1, "response": "4"}]
+    assert [x["role"] for x in rows[1]["calls"]] == ["primary", "fallback"] and rows[1]["calls"][1]["status"] == 502
+    assert first["created"] == 100.0 and first["cost_usd"] == pytest.approx(0.0001)
+    assert [r["id"] for r in store.traces(since=150.0)] == [b.id, c.id]
+    assert [r["id"] for r in store.traces(router="gearshift/other")] == [b.id]
+    assert [r["id"] for r in store.traces(limit=2)] == [a.id, b.id]
+    assert store.count() == 3 and store.has_trace(b.id) and not store.has_trace("nope")
+
+
+def test_a_trace_written_again_is_updated_not_duplicated(store: TraceStore) -> None:
+    t = trace()
+    store.write([t])
+    shadowed = copy.copy(t)
+    shadowed.calls = [*t.calls, Call(model="large", role="shadow", cost_usd=0.002, response="4")]
+    shadowed.verdicts = [*t.verdicts, {"gate": "shadow_agreement", "passed": True}]
+    shadowed.shadowed = True
+    store.write([shadowed])
+    (row,) = list(store.traces())
+    assert store.count() == 1 and row["shadowed"] is True
+    assert [c["role"] for c in row["calls"]] == ["primary", "shadow"]
+    assert row["shadow_cost_usd"] == pytest.approx(0.002) and row["cost_usd"] == pytest.approx(0.0001)
+    assert row["verdicts"][-1]["gate"] == "shadow_agreement"
+
+
+def test_shadow_spend_by_router_and_arm(store: TraceStore) -> None:
+    def shadowed(router: str, usd: float, created: float, arm: str | None = None) -> Trace:
+        t = trace(router, created=created, arm=arm, shadowed=True)
+        t.calls.append(Call(model="large", role="shadow", cost_usd=usd))
+        t.calls.append(Call(model="judge", role="shadow_judge", cost_usd=usd / 10))
+        return t
+
+    store.write([shadowed("gearshift/a", 0.01, 10.0), shadowed("gearshift/a", 0.02, 20.0),
+                 shadowed("gearshift/ab", 0.04, 20.0, arm="gearshift/a"), shadowed("gearshift/a", 1.0, 5.0),
+                 trace("gearshift/a", created=30.0)])
+    spend = {(r, a): usd for r, a, usd in store.shadow_spend(since=10.0)}
+    assert spend == {("gearshift/a", None): pytest.approx(0.033), ("gearshift/ab", "gearshift/a"): pytest.approx(0.044)}
+
+
+def test_feedback(store: TraceStore) -> None:
+    store.write_feedback("t1", 1.0, label="up", source="thumbs")
+    time.sleep(0.01)
+    middle = time.time()
+    store.write_feedback("t2", 0.25, comment="meh")
+    assert [(f["trace_id"], f["score"], f["label"]) for f in store.feedback()] == [("t1", 1.0, "up"), ("t2", 0.25, None)]
+    assert [f["trace_id"] for f in store.feedback(since=middle)] == ["t2"]
+
+
+def test_router_versions_number_per_router_and_promote_one(store: TraceStore) -> None:
+    assert store.add_router_version("r", {"threshold": 0.4}, {"pairs": 10}, "alice") == 1
+    assert store.add_router_version("r", {"threshold": 0.5}, {}, "bob") == 2
+    assert store.add_router_version("q", {"threshold": 0.9}, {}, "bob") == 1
+    assert store.active_version("r") is None
+    store.promote("r", 1, "carol")
+    store.promote("r", 2, "dave")
+    versions = store.router_versions("r")
+    assert [(v["version"], v["active"], v["promoted_by"]) for v in versions] == [(1, False, "carol"), (2, True, "dave")]
+    assert versions[0]["settings"] == {"threshold": 0.4} and versions[0]["metrics"] == {"pairs": 10}
+    assert store.active_version("r")["settings"] == {"threshold": 0.5}  # type: ignore[index]
+    assert len(store.router_versions()) == 3
+    with pytest.raises(KeyError, match="no version 7"):
+        store.promote("r", 7, "eve")
+    assert store.active_version("r")["version"] == 2  # type: ignore[index]  # the failed promotion changed nothing
+
+
+def test_replicas_adding_versions_at_once_get_distinct_numbers(store_config: StoreConfig) -> None:
+    # Two store objects are two connections, as two gateway replicas (or a replica and the CLI) have.
+    stores = [open_store(store_config), open_store(store_config)]
+    got: list[int] = []
+    errors: list[BaseException] = []
+
+    def add(s: TraceStore) -> None:
+        try:
+            for _ in range(15):
+                got.append(s.add_router_version("r", {"threshold": 0.5}, {}, "replica"))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=add, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(got) == list(range(1, 31))
+    for s in stores:
+        s.close()
+
+
+# PostgreSQL only: passwords and lost connections.
+
+def test_postgres_password_from_the_environment_never_shows(pg_url: str, postgres, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    # Without the password the server refuses, and the error says so without a traceback's worth of detail.
+    with pytest.raises(StoreError, match=r"cannot connect.*password"):
+        open_store(StoreConfig(url=pg_url))
+    # A wrong password in the URL itself is masked in the error.
+    wrong = pg_url.replace("postgres@", "postgres:hunter2-secret@")
+    with pytest.raises(StoreError) as e:
+        open_store(wrong)
+    assert "hunter2-secret" not in str(e.value) and "postgres:***@127.0.0.1" in str(e.value)
+    # The right one from the environment works, and appears nowhere in the logs.
+    s = open_store(StoreConfig(url=pg_url, password_env=PW_ENV))
+    s.write([trace()])
+    assert s.count() == 1
+    s.close()
+    assert postgres.password not in caplog.text
+
+
+def test_postgres_store_reconnects_after_losing_its_connection(pg_url: str, postgres,  # type: ignore[no-untyped-def]
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    s = open_store(StoreConfig(url=pg_url, password_env=PW_ENV))
+    writer = TraceWriter(s, flush_interval=0.05)
+    writer.put(trace())
+    deadline = time.monotonic() + 10
+    while writer.written < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # The server drops the store's connection (a restart, a failover, an idle timeout would).
+    with postgres.admin() as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'gearshift'")
+    writer.put(trace())
+    writer.close()
+    assert writer.written == 2 and writer.failed == 0  # the writer's retry found a new connection
+    assert "connection lost, reconnecting" in caplog.text
+    assert s.count() == 2
+    s.close()
+
+
+def test_postgres_schema_is_created_once_by_replicas_starting_together(pg_url: str) -> None:
+    cfg = StoreConfig(url=pg_url, password_env=PW_ENV)
+    stores: list[TraceStore] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            stores.append(open_store(cfg))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(stores) == 4
+    stores[0].write([trace()])
+    assert [s.count() for s in stores] == [1, 1, 1, 1]
+    for s in stores:
+        s.close()
+
