@@ -203,3 +203,64 @@ def test_postgres_schema_is_created_once_by_replicas_starting_together(pg_url: s
     for s in stores:
         s.close()
 
+
+
+def _wait(cond, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _database_accepts(postgres, url: str, accept: bool) -> None:  # type: ignore[no-untyped-def]
+    name = url.rsplit("/", 1)[1]
+    with postgres.admin() as admin:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'true' if accept else 'false'}")
+        if not accept:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+
+def test_a_store_outage_loses_no_traces(pg_url: str, postgres, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    s = open_store(StoreConfig(url=pg_url, password_env=PW_ENV))
+    writer = TraceWriter(s, flush_interval=0.05, max_held=50)
+    try:
+        _database_accepts(postgres, pg_url, False)  # the database goes away (a failover, a restart)
+        for _ in range(40):
+            writer.put(trace())
+        _wait(lambda: "store not taking traces" in caplog.text)
+        time.sleep(0.5)
+        assert writer.written == 0 and writer.pending() == 40  # held, not lost
+        for _ in range(20):
+            writer.put(trace())  # past max_held: dropped and counted, never blocking the caller
+        assert writer.dropped == 10 and writer.pending() == 50
+        _database_accepts(postgres, pg_url, True)
+        _wait(lambda: writer.written == 50)
+        assert writer.written == 50 and writer.failed == 0 and writer.pending() == 0
+        assert "store reachable again" in caplog.text
+    finally:
+        _database_accepts(postgres, pg_url, True)
+        writer.close()
+    assert s.count() == 50
+    s.close()
+
+
+def test_a_trace_the_store_refuses_is_dropped_alone(store: TraceStore, caplog: pytest.LogCaptureFixture) -> None:
+    bad = trace()
+    bad.metadata = {"tier": object()}  # type: ignore[dict-item]  # a row no store can take (not JSON)
+    writer = TraceWriter(store, flush_interval=0.05)
+    for t in [trace(), bad, trace()]:
+        writer.put(t)
+    _wait(lambda: writer.failed == 1)
+    writer.put(trace())
+    writer.close()
+    assert writer.written == 3 and writer.failed == 1 and store.count() == 3
+    assert f"trace {bad.id} refused by the store 3 times, dropped" in caplog.text
+
+
+def test_postgres_keeps_text_with_nul_characters(pg_url: str) -> None:
+    s = open_store(StoreConfig(url=pg_url, password_env=PW_ENV))
+    t = trace()
+    t.prompt, t.response = "before\x00after", "ok\x00"
+    s.write([t])
+    (row,) = list(s.traces())
+    assert row["prompt"] == "before\ufffdafter" and row["response"] == "ok\ufffd"
+    s.close()

@@ -139,7 +139,8 @@ class ClientKey(_Strict):
 
 class StoreConfig(_Strict):
     url: str = "sqlite:///gearshift.db"
-    queue_size: int = Field(default=100_000, gt=0)
+    queue_size: int = Field(default=100_000, gt=0, description="traces held in memory while the store is slow "
+                            "or down; beyond it new traces are dropped (counted)")
     batch_size: int = Field(default=500, gt=0)
     flush_interval: float = Field(default=0.2, gt=0)
     record_content: bool = Field(default=True, description="keep prompt and answer text (needed for shadow pairs)")

@@ -77,7 +77,8 @@ class Gateway:
         self.config = config
         self.routers: dict[str, Router] = build_routers(config)
         self.store = store or open_store(config.store, config.base_dir)
-        self.writer = TraceWriter(self.store, config.store.batch_size, config.store.flush_interval)
+        self.writer = TraceWriter(self.store, config.store.batch_size, config.store.flush_interval,
+                                  config.store.queue_size)
         self.counters = Counters()
         self.watch = WatchLoop(self.store, config, self.counters) if config.watch.enabled else None
         self.keys = [(k.name, (k.secret() or "").encode()) for k in config.client_keys]
@@ -300,6 +301,7 @@ class Gateway:
         sh = self.shadower
         body = {"status": "ok", "routers": len(self.routers), "models": len(self.config.models),
                 "traces_pending": self.writer.pending(), "traces_written": self.writer.written,
+                "traces_failed": self.writer.failed, "traces_dropped": self.writer.dropped,
                 "shadow": {"queued": sh.queue.qsize(), "done": sh.done, "dropped": dict(sh.dropped),
                            "spent_today_usd": sh.spent_today(),
                            "spent_today_usd_by_router": {r: sh.spent_today(r) for r in sh.policies}} if sh else None,
@@ -310,7 +312,11 @@ class Gateway:
         """Prometheus text: request counters, shadow counters and the watch's last report."""
         if self.shadower is not None:
             self.counters.sync_shadow_dropped(self.shadower.dropped)
-        gauges = {"gearshift_traces_pending": ("Traces queued for the store.", self.writer.pending())}
+        w = self.writer
+        gauges = {"gearshift_traces_pending": ("Traces queued or held for the store.", w.pending()),
+                  "gearshift_traces_written": ("Traces written to the store.", w.written),
+                  "gearshift_traces_failed": ("Traces the store refused, or lost at shutdown.", w.failed),
+                  "gearshift_traces_dropped": ("Traces not kept: store.queue_size were waiting already.", w.dropped)}
         report = self.watch.report if self.watch is not None else None
         return web.Response(body=render_metrics(self.counters, report, gauges).encode(),
                             headers={"Content-Type": CONTENT_TYPE})

@@ -47,6 +47,10 @@ class TraceStore(ABC):
         """Feedback rows, oldest first."""
 
     @abstractmethod
+    def ping(self) -> bool:
+        """Whether the store answers at all (a failed write is then the rows', not the store's)."""
+
+    @abstractmethod
     def shadow_spend(self, since: float) -> list[tuple[str, str | None, float]]:
         """USD spent on shadow calls and their judging by traces since a time: (router, arm, usd) rows."""
 

@@ -66,6 +66,12 @@ class PostgresStore(SQLStore):
             self._db = self._connect()
         return self._db
 
+    def _clean(self, values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        # PostgreSQL text cannot hold NUL characters, which a prompt or an answer may carry: they
+        # become U+FFFD rather than costing the whole trace.
+        return [tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) and "\x00" in v else v for v in row)
+                for row in values]
+
     def _begin_write(self, table: str) -> None:
         self._run("BEGIN")
         # Blocks other writers of the table (not readers) until this transaction ends.

@@ -122,6 +122,10 @@ class SQLStore(TraceStore):
         """Start a transaction that holds the lock numbering rows of `table` until it ends."""
         raise NotImplementedError
 
+    def _clean(self, values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Rows as this database can take them (default: as they are)."""
+        return values
+
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
@@ -144,7 +148,7 @@ class SQLStore(TraceStore):
     def write(self, traces: Sequence[Trace]) -> None:
         if not traces:
             return
-        trows, crows = rows.encode(traces)
+        trows, crows = (self._clean(r) for r in rows.encode(traces))
         with self._lock, self._transaction():
             cur = self._connection().cursor()
             cur.executemany(self._sql(UPSERT_TRACE), trows)
@@ -227,6 +231,14 @@ class SQLStore(TraceStore):
             self._run("UPDATE router_versions SET active = 0 WHERE router = ?", (router,))
             self._run("UPDATE router_versions SET active = 1, promoted_by = ?, promoted_at = ? "
                       "WHERE router = ? AND version = ?", (by, time.time(), router, version))
+
+    def ping(self) -> bool:
+        try:
+            with self._lock:
+                self._run("SELECT 1").fetchone()
+        except Exception:  # noqa: BLE001 - unreachable, whatever the driver calls it
+            return False
+        return True
 
     def has_trace(self, trace_id: str) -> bool:
         with self._lock:

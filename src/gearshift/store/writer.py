@@ -1,4 +1,10 @@
-"""Trace writing off the response's critical path: enqueue is O(1), a thread writes in batches."""
+"""Trace writing off the response's critical path: enqueue is O(1), a thread writes in batches.
+
+A store outage (a database restart, a failover, a locked file) loses nothing that fits in memory:
+traces are held, up to `max_held`, and written when the store answers again. A trace the store keeps
+refusing while it answers (a row it cannot take) is dropped after a few tries, logged by id, so
+that it cannot block the others.
+"""
 
 from __future__ import annotations
 
@@ -12,65 +18,145 @@ from gearshift.trace import Trace
 
 log = logging.getLogger("gearshift.store")
 
-class TraceWriter:
-    """Batches traces into the store from a background thread; `close()` drains every queued trace."""
+REFUSALS = 3  # tries, while the store answers, before a trace is dropped as refused
+MAX_BACKOFF = 5.0
+LOG_EVERY = 30.0  # seconds between "still unreachable" lines during an outage
 
-    def __init__(self, store: TraceStore, batch_size: int = 500, flush_interval: float = 0.2) -> None:
+
+class TraceWriter:
+    """Batches traces into the store from a background thread; `close()` drains what it can."""
+
+    def __init__(self, store: TraceStore, batch_size: int = 500, flush_interval: float = 0.2,
+                 max_held: int = 100_000) -> None:
         self.store = store
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._stop = threading.Event()
+        self.max_held = max_held
         self.written = 0
-        self.failed = 0
+        self.failed = 0  # refused by the store, or still unwritten when the writer stopped
+        self.dropped = 0  # not kept: `max_held` traces were already waiting for the store
+        self._q: queue.SimpleQueue[Trace] = queue.SimpleQueue()
+        self._held: list[Trace] = []  # taken from the queue, not yet written (oldest first)
+        self._tries: dict[str, int] = {}
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._outage_since: float | None = None
+        self._last_log = 0.0
+        self._stop = threading.Event()
+        self._deadline = 0.0
         self._thread = threading.Thread(target=self._run, name="gearshift-trace-writer", daemon=True)
         self._thread.start()
 
     def put(self, trace: Trace) -> None:
-        """Queue a trace; never blocks."""
+        """Queue a trace; never blocks. Past `max_held` waiting traces, the trace is dropped (counted)."""
+        if self._q.qsize() + len(self._held) >= self.max_held:
+            self.dropped += 1
+            return
         self._q.put(trace)
 
     def pending(self) -> int:
-        return self._q.qsize()
+        """Traces queued or held, not yet written."""
+        return self._q.qsize() + len(self._held)
 
     def _run(self) -> None:
         # Poll rather than block on get(): a put() that must wake a waiting thread costs the event
         # loop a thread switch per request; a put() into a queue nobody waits on costs almost nothing.
-        while True:
-            stopping = self._stop.wait(self.flush_interval)
+        while not self._stop.wait(self.flush_interval):
             self._drain()
-            if stopping:
-                self._drain()
-                return
+        self._drain(stopping=True)
+        while self.pending() and time.monotonic() < self._deadline:
+            time.sleep(min(max(self._backoff, 0.05), 0.5))
+            self._drain(stopping=True)
+        if self.pending():
+            lost = self.pending()
+            self.failed += lost
+            log.error("%d traces not written: the store did not take them before shutdown", lost)
 
-    def _drain(self) -> None:
-        batch: list[Trace] = []
+    def _drain(self, stopping: bool = False) -> None:
         while True:
             try:
-                item = self._q.get_nowait()
+                self._held.append(self._q.get_nowait())
             except queue.Empty:
                 break
-            if isinstance(item, Trace):
-                batch.append(item)
-            if len(batch) >= self.batch_size:
-                self._write(batch)
-                batch = []
-        self._write(batch)
-
-    def _write(self, batch: list[Trace]) -> None:
-        if not batch:
+        if not self._held or (time.monotonic() < self._retry_at and not stopping):
             return
-        for attempt in range(3):
+        while self._held:
+            batch = self._held[:self.batch_size]
+            keep = self._write(batch)
+            if keep is None:
+                return  # the store is not taking traces: all stay held, retried after a wait
+            self._held[:len(batch)] = keep
+            if keep:
+                return  # traces refused for now: retried at the next drain
+
+    def _write(self, batch: list[Trace]) -> list[Trace] | None:
+        """Write a batch. Returns the traces still to write, or None when the store does not answer."""
+        try:
+            self.store.write(batch)
+        except Exception as e:  # noqa: BLE001 - any store failure is handled the same way
+            error: Exception = e
+        else:
+            self._recovered()
+            self.written += len(batch)
+            return []
+        if not self.store.ping():
+            self._outage(error)
+            return None
+        # The store answers but refused the batch: write trace by trace to find the ones it refuses.
+        # Once a few fail with none written, the rest wait: the trouble may be the store's (a lock,
+        # a full disk), and each try may be slow.
+        wrote = 0
+        failures: list[tuple[Trace, Exception]] = []
+        rest: list[Trace] = []
+        for i, t in enumerate(batch):
+            if not wrote and len(failures) >= REFUSALS:
+                rest = batch[i:]
+                break
             try:
-                self.store.write(batch)
-                self.written += len(batch)
-                return
-            except Exception as e:  # a locked or full disk must not kill the writer
-                log.error("trace write failed (attempt %d): %s", attempt + 1, e)
-                time.sleep(0.2 * (attempt + 1))
-        self.failed += len(batch)
+                self.store.write([t])
+                wrote += 1
+            except Exception as e:  # noqa: BLE001
+                failures.append((t, e))
+        self.written += wrote
+        keep = []
+        for t, why in failures:
+            self._tries[t.id] = n = self._tries.get(t.id, 0) + 1
+            if n >= REFUSALS:
+                del self._tries[t.id]
+                self.failed += 1
+                log.error("trace %s refused by the store %d times, dropped: %s", t.id, n, why)
+            else:
+                keep.append(t)
+        if wrote:
+            self._recovered()
+        else:
+            self._outage(failures[0][1])
+        return keep + rest
+
+    def _wait(self) -> None:
+        self._backoff = min(MAX_BACKOFF, max(0.2, self._backoff * 2))
+        self._retry_at = time.monotonic() + self._backoff
+
+    def _outage(self, error: Exception) -> None:
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = self._last_log = now
+            log.error("store not taking traces, holding them until it does: %s", error)
+        elif now - self._last_log >= LOG_EVERY:
+            self._last_log = now
+            log.error("store not taking traces for %.0f s, holding %d: %s", now - self._outage_since,
+                      self.pending(), error)
+        self._wait()
+
+    def _recovered(self) -> None:
+        if self._outage_since is not None:
+            log.warning("store reachable again after %.1f s; writing %d held traces",
+                        time.monotonic() - self._outage_since, self.pending())
+        self._outage_since = None
+        self._backoff = self._retry_at = 0.0
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write everything queued, then stop."""
+        """Write everything queued (waiting up to `timeout` for a store that is down), then stop."""
+        self._deadline = time.monotonic() + timeout
         self._stop.set()
-        self._thread.join(timeout)
+        self._thread.join(timeout + 5)
