@@ -264,3 +264,17 @@ def test_postgres_keeps_text_with_nul_characters(pg_url: str) -> None:
     (row,) = list(s.traces())
     assert row["prompt"] == "before\ufffdafter" and row["response"] == "ok\ufffd"
     s.close()
+
+
+def test_prune_deletes_old_traces_calls_and_feedback(store: TraceStore) -> None:
+    now = time.time()
+    old = [trace(created=now - 40 * 86400 + i) for i in range(7)]
+    new = [trace(created=now - 86400)]
+    store.write(old + new)
+    store.write_feedback(old[0].id, 1.0)  # recent feedback on an old trace goes with the trace
+    store.write_feedback(new[0].id, 0.5)
+    assert store.prune(now - 30 * 86400, chunk=3) == 7  # in several chunks
+    assert [r["id"] for r in store.traces()] == [new[0].id] and store.count() == 1
+    assert list(store.traces())[0]["calls"]  # the kept trace keeps its calls
+    assert [f["trace_id"] for f in store.feedback()] == [new[0].id]
+    assert store.prune(now - 30 * 86400) == 0

@@ -18,6 +18,7 @@ COMMANDS = {
     "serve": "gearshift.gateway.cli:serve_command",
     "traces": "gearshift.gateway.cli:traces_command",
     "routers": "gearshift.gateway.cli:routers_group",
+    "prune": "gearshift.gateway.cli:prune_command",
     "demo": "gearshift.demo:demo_command",
     "datasets": "gearshift.lab.cli:datasets_group",
     "lab": "gearshift.lab.cli:lab_group",

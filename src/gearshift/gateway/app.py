@@ -23,6 +23,7 @@ from gearshift.errors import (
 )
 from gearshift.gateway.executor import Executor, Outcome
 from gearshift.gateway.feedback import parse_feedback
+from gearshift.gateway.retention import RetentionLoop
 from gearshift.gateway.shadow import Shadower
 from gearshift.gateway.versions import VersionLoop
 from gearshift.jsonfast import dumps, loads
@@ -86,6 +87,7 @@ class Gateway:
         self.executor: Executor | None = None
         self.shadower: Shadower | None = None
         self.versions: VersionLoop | None = None
+        self.retention = RetentionLoop(config, self.store)
         self.recent: OrderedDict[str, None] = OrderedDict()  # trace ids feedback may name before they are flushed
         self.started = time.time()
         self.requests = 0
@@ -115,8 +117,10 @@ class Gateway:
         self.versions = VersionLoop(self.config, self.routers, self.store)
         await self.versions.poll()  # promoted thresholds apply before the first request
         self.versions.start()
+        self.retention.start()
 
     async def stop(self, app: web.Application | None = None) -> None:
+        await self.retention.stop()
         if self.watch is not None:
             await self.watch.stop()
         if self.versions is not None:

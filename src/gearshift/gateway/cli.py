@@ -1,4 +1,4 @@
-"""`gearshift serve` and `gearshift traces`."""
+"""`gearshift serve`, `traces`, `prune` and `routers`."""
 
 from __future__ import annotations
 
@@ -47,6 +47,25 @@ def traces_command(config_path: str | None, since: float | None, as_json: bool) 
         click.echo(json.dumps(summary, indent=2))
     else:
         print_summary(summary)
+
+
+@click.command("prune")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--older-than-days", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="default: the config's store.retention_days")
+def prune_command(config_path: str, older_than_days: float | None) -> None:
+    """Delete traces (with their calls and shadow pairs) and feedback older than some days."""
+    import time
+
+    from gearshift.store import open_store
+
+    config = _load(config_path)
+    days = older_than_days or config.store.retention_days
+    if days is None:
+        raise click.UsageError("give --older-than-days, or set store.retention_days in the config")
+    store = open_store(config.store, config.base_dir)
+    n = store.prune(time.time() - days * 86400)
+    click.echo(f"deleted {n} traces older than {days:g} days; {store.count()} remain")
 
 
 @click.group("routers")

@@ -47,6 +47,11 @@ class TraceStore(ABC):
         """Feedback rows, oldest first."""
 
     @abstractmethod
+    def prune(self, before: float) -> int:
+        """Delete traces created before a time, with their calls and feedback (and any older feedback);
+        returns the number of traces deleted."""
+
+    @abstractmethod
     def ping(self) -> bool:
         """Whether the store answers at all (a failed write is then the rows', not the store's)."""
 

@@ -232,6 +232,25 @@ class SQLStore(TraceStore):
             self._run("UPDATE router_versions SET active = 1, promoted_by = ?, promoted_at = ? "
                       "WHERE router = ? AND version = ?", (by, time.time(), router, version))
 
+    def prune(self, before: float, chunk: int = 5000) -> int:
+        # In chunks, each its own transaction: the trace writer gets the store between them.
+        total = 0
+        while True:
+            with self._lock, self._transaction():
+                ids = [r[0] for r in self._run("SELECT id FROM traces WHERE created < ? LIMIT ?",
+                                               (before, chunk)).fetchall()]
+                if ids:
+                    marks = ",".join("?" * len(ids))
+                    self._run(f"DELETE FROM calls WHERE trace_id IN ({marks})", ids)
+                    self._run(f"DELETE FROM feedback WHERE trace_id IN ({marks})", ids)
+                    self._run(f"DELETE FROM traces WHERE id IN ({marks})", ids)
+            total += len(ids)
+            if len(ids) < chunk:
+                break
+        with self._lock:
+            self._run("DELETE FROM feedback WHERE created < ?", (before,))
+        return total
+
     def ping(self) -> bool:
         try:
             with self._lock:
