@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from gearshift.config import Config, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def gateway_config(upstream_url: str, tmp_path: Path, **overrides: Any) -> Config:
@@ -33,3 +37,15 @@ def gateway_config(upstream_url: str, tmp_path: Path, **overrides: Any) -> Confi
     for key, value in overrides.items():
         data[key] = value
     return parse_config(data, base_dir=tmp_path)
+
+
+def replay_config_file(tmp_path: Path, routers: dict[str, Any], store: dict[str, Any] | None = None) -> Path:
+    """A config file serving GSM8K from the recorded answers of Mixtral-8x7B and GPT-4-1106
+    (examples/replay-gsm8k.yaml) with these routers, polling router versions every 0.1 s."""
+    base = yaml.safe_load((REPO / "examples" / "replay-gsm8k.yaml").read_text())
+    base["routers"] = routers
+    base["store"] = store or {"url": f"sqlite:///{tmp_path / 'traces.db'}", "flush_interval": 0.05}
+    base["server"] = {"version_poll_seconds": 0.1}
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import openai
 import pytest
-import yaml
+from gateway_helpers import replay_config_file
 
 from gearshift.config import load_config
 from gearshift.gateway.server import running
@@ -22,26 +22,16 @@ from gearshift.lab.ab import ab_report
 from gearshift.lab.datasets import load
 from gearshift.lab.recalibrate import recalibrate, shadow_pairs
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
 def config_path(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
-    base = yaml.safe_load((REPO / "examples" / "replay-gsm8k.yaml").read_text())
-    base["routers"] = {
+    return replay_config_file(tmp_path, {
         "gearshift/rnd": {"kind": "random", "weights": {"mixtral-8x7b": 0.7, "gpt-4-1106": 0.3},
                           "shadow": {"rate": 1.0, "compare": "final_answer", "explore": "mixtral-8x7b"}},
         "gearshift/strong": {"kind": "fixed", "model": "gpt-4-1106"},
         "gearshift/ab": {"kind": "split", "arms": {"gearshift/rnd": 1, "gearshift/strong": 1}},
-    }
-    base["store"] = {"url": f"sqlite:///{tmp_path / 'traces.db'}", "flush_interval": 0.05}
-    base["server"] = {"version_poll_seconds": 0.1}
-    for m in base["models"].values():
-        m["replay"]["dataset"] = "routellm/gsm8k"
-    path = tmp_path / "gw.yaml"
-    path.write_text(yaml.safe_dump(base))
-    return path
+    })
 
 
 def send(gw, prompts: list[str], model: str, users: bool = False) -> list[str]:  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from gateway_helpers import replay_config_file
 from test_recalibrate_ab import promote_and_wait, send, settle
 
 from gearshift.config import load_config
@@ -19,24 +20,14 @@ from gearshift.gateway.server import running
 from gearshift.lab.datasets import load
 from gearshift.lab.recalibrate import recalibrate
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
 def config_path(tmp_path: Path, data_dir: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
-    base = yaml.safe_load((REPO / "examples" / "replay-gsm8k.yaml").read_text())
-    base["routers"] = {
+    return replay_config_file(tmp_path, {
         "gearshift/rnd": {"kind": "random", "weights": {"mixtral-8x7b": 0.7, "gpt-4-1106": 0.3},
                           "shadow": {"rate": 1.0, "compare": "final_answer", "explore": "mixtral-8x7b"}},
-    }
-    base["store"] = {"url": pg_url, "password_env": "GEARSHIFT_TEST_PGPASSWORD", "flush_interval": 0.05}
-    base["server"] = {"version_poll_seconds": 0.1}
-    for m in base["models"].values():
-        m["replay"]["dataset"] = "routellm/gsm8k"
-    path = tmp_path / "gw.yaml"
-    path.write_text(yaml.safe_dump(base))
-    return path
+    }, store={"url": pg_url, "password_env": "GEARSHIFT_TEST_PGPASSWORD", "flush_interval": 0.05})
 
 
 def test_two_replicas_share_traces_pairs_and_promoted_versions(config_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import openai
 import pytest
-import yaml
+from gateway_helpers import replay_config_file
 from test_recalibrate_ab import promote_and_wait, send, settle
 
 from gearshift import artifact
@@ -29,8 +29,6 @@ from gearshift.lab.train import TrainSettings, fit
 from gearshift.routers.classifier import Model
 from gearshift.store import open_store
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
 def config_path(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -38,17 +36,11 @@ def config_path(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch)
     mmlu = load("routellm/mmlu", drop_contaminated=True)
     sample = mmlu.subset(np.sort(np.random.default_rng(0).choice(len(mmlu), 1500, replace=False)))
     artifact.save(fit(sample, TrainSettings()), tmp_path / "router.json")
-    base = yaml.safe_load((REPO / "examples" / "replay-gsm8k.yaml").read_text())
-    base["routers"] = {
+    return replay_config_file(tmp_path, {
         "gearshift/smart": {"kind": "classifier", "artifact": "router.json", "threshold": 0.5,
                             "shadow": {"rate": 1.0, "compare": "final_answer", "explore": "mixtral-8x7b"}},
         "gearshift/strong": {"kind": "fixed", "model": "gpt-4-1106"},
-    }
-    base["store"] = {"url": f"sqlite:///{tmp_path / 'traces.db'}", "flush_interval": 0.05}
-    base["server"] = {"version_poll_seconds": 0.1}
-    path = tmp_path / "gw.yaml"
-    path.write_text(yaml.safe_dump(base))
-    return path
+    })
 
 
 def test_retrain_on_shadow_pairs_then_promote_switches_the_running_gateway(config_path: Path) -> None:
