@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from gearshift.store import rows
@@ -142,7 +142,9 @@ class SQLStore(TraceStore):
             yield
             self._run("COMMIT")
         except BaseException:
-            self._run("ROLLBACK")
+            # On a lost connection the rollback fails too: the first error is the one to report.
+            with suppress(Exception):
+                self._run("ROLLBACK")
             raise
 
     def write(self, traces: Sequence[Trace]) -> None:
