@@ -175,6 +175,10 @@ def within(bench: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     if not args.quick:
         s_fail = cv_scores(o, replace(base, target="weak-fails"), args.folds, args.seed)
         rows.append(curve_row("gearshift classifier (weak-fails target)", s_fail, o, args.resamples, args.seed))
+    if "task" in o.meta:
+        task_gain, task_oracle = task_mean_scores(o, args.folds, args.seed)
+        rows.append(curve_row("subject's mean gain (training folds)", task_gain, o, args.resamples, args.seed))
+        rows.append(curve_row("subject oracle (test labels: a bound)", task_oracle, o, args.resamples, args.seed))
     rows.append(curve_row("random (expected)", np.zeros(len(o)), o, args.resamples, args.seed))
     rows.append(curve_row("oracle", np.asarray(o.quality[:, 1] - o.quality[:, 0]), o, args.resamples, args.seed))
     pub = PUBLISHED[bench]
@@ -187,6 +191,20 @@ def within(bench: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.learning_curve:
         rows.extend(learning_curve_rows(o, base, args, s_gain))
     return rows
+
+
+def task_mean_scores(o: Outcomes, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each prompt scored by its task's mean gain: from the training folds (a router that knows only
+    the subject), and from all prompts (the best any subject-only router could do)."""
+    task = np.array([str(t) for t in o.meta["task"]])
+    gain = np.asarray(o.quality[:, 1] - o.quality[:, 0], dtype=float)
+    oracle = {t: gain[task == t].mean() for t in np.unique(task)}
+    from_training = np.empty(len(o))
+    for test in folds_of(len(o), k, seed):
+        train = np.setdiff1d(np.arange(len(o)), test)
+        means = {t: gain[train][task[train] == t].mean() for t in np.unique(task[train])}
+        from_training[test] = [means.get(t, 0.0) for t in task[test]]
+    return from_training, np.array([oracle[t] for t in task])
 
 
 def point(scores: np.ndarray, o: Outcomes) -> dict[str, float]:
