@@ -81,3 +81,23 @@ def test_a_daily_shadow_budget_holds_across_replicas(config_path: Path) -> None:
         send(b, prompts[1:], "gearshift/rnd")
         settle(b)
         assert b.gateway.shadower.dropped["budget"] == 4 and b.gateway.shadower.done == 0
+
+
+def test_scheduled_recalibration_runs_in_one_replica(config_path: Path) -> None:
+    data = yaml.safe_load(config_path.read_text())
+    data["routers"]["gearshift/rnd"]["recalibrate"] = {"floor": 0.9, "every_hours": 0.5 / 3600, "min_pairs": 50}
+    config_path.write_text(yaml.safe_dump(data))
+    config = load_config(config_path)
+    prompts = list(load("routellm/gsm8k").prompts[:120])
+    with running(config) as a, running(config) as b:
+        send(a, prompts, "gearshift/rnd")
+        settle(a)
+        loops = [a.gateway.versions, b.gateway.versions]
+        deadline = time.monotonic() + 20
+        while sum(v.recalibrations for v in loops) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        versions = a.gateway.store.router_versions("gearshift/rnd")
+        runs = sorted(v.recalibrations for v in loops)
+    assert runs[0] == 0 and runs[1] >= 3  # one replica leads; the other never recalibrated
+    # Every stored version is the leader's (a run before enough pairs were stored stores none).
+    assert 1 <= len(versions) <= runs[1] and {v["created_by"] for v in versions} == {"gateway schedule"}

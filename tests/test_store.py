@@ -278,3 +278,29 @@ def test_prune_deletes_old_traces_calls_and_feedback(store: TraceStore) -> None:
     assert list(store.traces())[0]["calls"]  # the kept trace keeps its calls
     assert [f["trace_id"] for f in store.feedback()] == [new[0].id]
     assert store.prune(now - 30 * 86400) == 0
+
+
+def test_one_process_leads_a_duty_until_it_goes(store_config: StoreConfig) -> None:
+    # Two store objects stand for two processes sharing the store (two connections, two lock files).
+    first, second = open_store(store_config), open_store(store_config)
+    assert first.leads("watch-alerts") and first.leads("watch-alerts")  # asked again: still the leader
+    assert not second.leads("watch-alerts")
+    assert second.leads("retention")  # each duty has its own leader
+    first.close()  # the leader goes away
+    assert second.leads("watch-alerts")
+    second.close()
+
+
+def test_postgres_leadership_goes_with_a_lost_connection(pg_url: str, postgres) -> None:  # type: ignore[no-untyped-def]
+    cfg = StoreConfig(url=pg_url, password_env=PW_ENV)
+    first, second = open_store(cfg), open_store(cfg)
+    assert first.leads("recalibrate") and not second.leads("recalibrate")
+    with postgres.admin() as admin:  # the leader's connection drops (its lock with it)
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'gearshift'"
+                      " AND pid <> ALL(SELECT pid FROM pg_stat_activity WHERE application_name = 'gearshift'"
+                      " ORDER BY backend_start DESC LIMIT 1)")
+    assert second.leads("recalibrate")
+    assert not first.ping()  # finds its connection gone; the next use reconnects
+    assert first.ping() and not first.leads("recalibrate")  # reconnected, it finds the duty taken
+    first.close()
+    second.close()

@@ -29,6 +29,8 @@ class RetentionLoop:
 
     async def prune_once(self) -> int:
         assert self.days is not None
+        if not await asyncio.to_thread(self.store.leads, "retention"):
+            return 0  # another process sharing the store prunes
         n = await asyncio.to_thread(self.store.prune, time.time() - self.days * 86400)
         self.pruned += n
         if n:

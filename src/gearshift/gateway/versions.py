@@ -101,6 +101,7 @@ class VersionLoop:
         self.store = store
         self.last_run: dict[str, float] = {}
         self.refused: set[tuple[Any, ...]] = set()
+        self.recalibrations = 0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -122,15 +123,18 @@ class VersionLoop:
             await asyncio.sleep(self.config.server.version_poll_seconds)
 
     async def _scheduled(self) -> None:
+        scheduled = {name: rc.recalibrate for name, rc in self.config.routers.items() if rc.recalibrate}
+        # One process among those sharing the store recalibrates: N replicas must not store N versions.
+        if not scheduled or not await asyncio.to_thread(self.store.leads, "recalibrate"):
+            self.last_run.clear()  # on taking over, wait a full period from then
+            return
         now = time.time()
-        for name, rc in self.config.routers.items():
-            rec = rc.recalibrate
-            if rec is None:
-                continue
+        for name, rec in scheduled.items():
             last = self.last_run.setdefault(name, now)  # the first run comes one period after start
             if now - last < rec.every_hours * 3600:
                 continue
             self.last_run[name] = now
+            self.recalibrations += 1
             from gearshift.lab.recalibrate import recalibrate
 
             try:

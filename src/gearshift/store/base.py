@@ -20,6 +20,12 @@ class TraceStore(ABC):
 
     shared = False  # True when several gateway processes write to it (they then sync shadow budgets)
 
+    def leads(self, duty: str) -> bool:
+        """Whether this process does a once-for-all duty (alerts, scheduled recalibration, pruning)
+        among every process sharing the store. The first to ask keeps it while it runs; when it
+        stops, another process's next ask takes it over. A store with one process always leads."""
+        return True
+
     @abstractmethod
     def write(self, traces: Sequence[Trace]) -> None:
         """Persist a batch atomically."""

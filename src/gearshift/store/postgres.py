@@ -8,6 +8,7 @@ in a log line or an error, which name the URL with the password masked.
 from __future__ import annotations
 
 import logging
+import zlib
 from typing import Any
 
 from gearshift.errors import StoreError
@@ -65,6 +66,22 @@ class PostgresStore(SQLStore):
             log.warning("store %s: connection lost, reconnecting", redact_url(self.url))
             self._db = self._connect()
         return self._db
+
+    def leads(self, duty: str) -> bool:
+        # A session-level advisory lock: held while this connection lives, released by the server
+        # when the replica goes away (or its connection does), then taken by the next to ask.
+        # Asked of the server every time: the answer also proves the connection, and with it the
+        # lock, is still there. (A 32-bit key shows in pg_locks as classid 0, objid key.)
+        key = zlib.crc32(f"gearshift:{duty}".encode())
+        try:
+            with self._lock:
+                (got,) = self._run(
+                    "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND pid = pg_backend_pid() AND classid = 0 AND objid = ?::bigint::oid AND objsubid = 1)"
+                    " THEN true ELSE pg_try_advisory_lock(?) END", (key, key)).fetchone()
+        except Exception:  # noqa: BLE001 - unreachable: nobody can tell, so do not act
+            return False
+        return bool(got)
 
     def _clean(self, values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         # PostgreSQL text cannot hold NUL characters, which a prompt or an answer may carry: they

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from pathlib import Path
+from typing import IO
 
 from gearshift.store.sql import SQLStore, schema
 
@@ -16,6 +18,7 @@ class SQLiteStore(SQLStore):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions; the shared SQL begins and ends its own.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._duties: dict[str, IO[bytes]] = {}
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -27,6 +30,26 @@ class SQLiteStore(SQLStore):
         if path != ":memory:" and not Path(path).is_absolute():
             path = str(Path(base_dir) / path)
         return cls(path)
+
+    def leads(self, duty: str) -> bool:
+        # Processes on one machine sharing the file (`serve --workers`): an flock beside it, held
+        # while this store is open; the kernel releases it when the process ends.
+        if self.path == ":memory:" or duty in self._duties:
+            return True
+        f = open(f"{self.path}.{duty}.lock", "ab")  # noqa: SIM115 - kept open: it holds the lock
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            return False
+        self._duties[duty] = f
+        return True
+
+    def close(self) -> None:
+        for f in self._duties.values():
+            f.close()
+        self._duties.clear()
+        super().close()
 
     def _begin_write(self, table: str) -> None:
         # IMMEDIATE takes the database's write lock now, not at the first write: two processes

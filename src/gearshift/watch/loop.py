@@ -93,15 +93,20 @@ class WatchLoop:
         gathered = await asyncio.to_thread(self._gather)
         if gathered is None:
             return None
-        traces, baseline = gathered
+        traces, baseline, leading = gathered
         report = self.watch.check(traces, baseline)
-        fired = await self.alerter.process(report)
+        if leading:
+            fired = await self.alerter.process(report)
+        else:
+            # Another process sharing the store alerts; this one keeps the state, so that if it takes
+            # over it does not alert again on a drift already announced.
+            fired, _ = self.alerter.update(report)
         self.report = report
         if self.counters is not None:
             self.counters.record_report(report, [m.name for m in fired])
         return report
 
-    def _gather(self) -> tuple[list[dict[str, Any]], Baseline] | None:
+    def _gather(self) -> tuple[list[dict[str, Any]], Baseline, bool] | None:
         from gearshift.watch.windows import recent_traces
 
         if not self._frozen:
@@ -114,7 +119,7 @@ class WatchLoop:
             # Start the next read near the span this window covered, so it usually takes one query.
             age = time.time() - traces[0]["created"]
             self._lookback = max(60.0, 1.5 * age + 2 * self.wc.interval_seconds)
-        return traces, self.baseline
+        return traces, self.baseline, self.store.leads("watch-alerts")
 
     async def _run(self) -> None:
         while True:
