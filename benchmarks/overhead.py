@@ -5,7 +5,7 @@ resident memory and start-up time; a bare aiohttp pass-through proxy (the floor 
 gateway here, `aiohttp-pt`); and LiteLLM's proxy on the same upstream when it is installed
 (set LITELLM_BIN to its `litellm` command, or have `litellm` on PATH).
 
-    python benchmarks/overhead.py [--seconds 3] [--concurrency 1,16,64]
+    python benchmarks/overhead.py [--seconds 3] [--concurrency 1,16,64] [--workers 2]
 """
 
 from __future__ import annotations
@@ -169,6 +169,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--no-litellm", action="store_true")
+    ap.add_argument("--workers", type=int, default=1, help="also run gearshift with this many worker processes")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
@@ -191,6 +192,14 @@ def main() -> None:
         targets = [("direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", None, {}, "bench"),
                    ("aiohttp-pt", f"http://127.0.0.1:{pt_port}/v1/chat/completions", passthrough.pid, {}, "bench"),
                    ("gearshift", f"http://127.0.0.1:{gs_port}/v1/chat/completions", gateway.pid, AUTH, "gearshift/auto")]
+        if args.workers > 1:
+            gw_port = free_port()
+            multi = start([sys.executable, "-m", "gearshift.cli", "serve", "--config", str(cfg), "--port", str(gw_port),
+                           "--workers", str(args.workers), "--log-level", "WARNING"])
+            procs.append(multi)
+            asyncio.run(wait_ready(f"http://127.0.0.1:{gw_port}/health"))
+            targets.append((f"gearshift-{args.workers}w", f"http://127.0.0.1:{gw_port}/v1/chat/completions", multi.pid,
+                            AUTH, "gearshift/auto"))
         lite = None if args.no_litellm else litellm_command()
         if lite:
             ll_port = free_port()
@@ -219,7 +228,7 @@ def main() -> None:
 
     print(f"\ngearshift start-up (process start to /health 200): {startup * 1000:.0f} ms; "
           f"resident memory after load: {mem:.0f} MB\n")
-    header = f"{'target':<10} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10} {'cpu/req ms':>10} {'errors':>6}"
+    header = f"{'target':<12} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10} {'cpu/req ms':>10} {'errors':>6}"
     print(header)
     print("-" * len(header))
     for c in levels:
@@ -228,7 +237,7 @@ def main() -> None:
             r = results[(name, c)]
             added50 = r["p50"] - d["p50"] if name != "direct" else 0.0
             added99 = r["p99"] - d["p99"] if name != "direct" else 0.0
-            print(f"{name:<10} {c:>4} {r['rps']:>8.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {added50:>10.2f} "
+            print(f"{name:<12} {c:>4} {r['rps']:>8.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {added50:>10.2f} "
                   f"{added99:>10.2f} {r['cpu_ms']:>10.2f} {r['errors']:>6}")
     names = [t[0] for t in targets]
     if "litellm" in names:

@@ -169,8 +169,11 @@ class ServerConfig(_Strict):
     shadow_queue_size: int = Field(default=1000, ge=1, description="shadow work waiting; beyond it work is dropped")
     shadow_workers: int = Field(default=4, ge=1, le=256)
     version_poll_seconds: float = Field(default=10.0, gt=0, description="how often promoted router versions are read")
-    shadow_spend_sync_seconds: float = Field(default=15.0, gt=0, description="with a shared store (PostgreSQL): "
-                                             "how often other replicas' shadow spend is read, for the daily budgets")
+    shadow_spend_sync_seconds: float = Field(default=15.0, gt=0, description="with a shared store (PostgreSQL, or "
+                                             "several workers): how often the others' shadow spend is read, "
+                                             "for the daily budgets")
+    workers: int = Field(default=1, ge=1, le=64, description="processes serving the port (one core each); they "
+                         "share the store like replicas")
 
 
 class WatchBounds(_Strict):

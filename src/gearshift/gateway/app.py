@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import time
 from collections import OrderedDict
 from typing import Any
@@ -309,7 +310,7 @@ class Gateway:
                 "shadow": {"queued": sh.queue.qsize(), "done": sh.done, "dropped": dict(sh.dropped),
                            "spent_today_usd": sh.spent_today(),
                            "spent_today_usd_by_router": {r: sh.spent_today(r) for r in sh.policies}} if sh else None,
-                "uptime_s": round(time.time() - self.started, 1)}
+                "uptime_s": round(time.time() - self.started, 1), "pid": os.getpid()}
         return web.Response(body=dumps(body), content_type="application/json")
 
     async def metrics(self, request: web.Request) -> web.Response:

@@ -14,14 +14,16 @@ from gearshift.cli import config_or_exit as _load
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config file")
 @click.option("--host", default=None, help="override server.host")
 @click.option("--port", default=None, type=int, help="override server.port")
+@click.option("--workers", default=None, type=click.IntRange(1, 64), help="override server.workers (processes)")
 @click.option("--log-level", default="INFO", show_default=True)
-def serve_command(config_path: str, host: str | None, port: int | None, log_level: str) -> None:
+def serve_command(config_path: str, host: str | None, port: int | None, workers: int | None, log_level: str) -> None:
     """Run the gateway."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
     config = _load(config_path)
     from gearshift.gateway.server import serve
 
-    serve(config, host, port)
+    serve(config, host, port, workers)
 
 
 @click.command("traces")

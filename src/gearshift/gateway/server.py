@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import os
+import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,16 +30,59 @@ def _event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def serve(config: Config, host: str | None = None, port: int | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; on stop, in-flight requests finish and every trace is written."""
-    _event_loop_policy()
-    app = create_app(config)
+def serve(config: Config, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; on stop, in-flight requests finish and every trace is written.
+
+    With several workers, each is a process of its own on the same port (SO_REUSEPORT: the kernel
+    spreads connections); they share the store as replicas do."""
     host = host or config.server.host
     port = config.server.port if port is None else port
-    log.info("gearshift gateway on http://%s:%d (%d routers, %d models, store %s)", host, port,
-             len(config.routers), len(config.models), config.store.url.split("://")[0])
+    workers = workers or config.server.workers
+    if workers > 1:
+        port = port or free_port()  # every worker must bind the same port
+        server = config.server.model_copy(update={"workers": workers})
+        _serve_workers(config.model_copy(update={"server": server}), host, port, workers)
+        return
+    _serve_one(config, host, port, reuse_port=False)
+
+
+def _serve_one(config: Config, host: str, port: int, reuse_port: bool) -> None:
+    _event_loop_policy()
+    app = create_app(config)
+    log.info("gearshift gateway on http://%s:%d (%d routers, %d models, store %s, pid %d)", host, port,
+             len(config.routers), len(config.models), config.store.url.split("://")[0], os.getpid())
     web.run_app(app, host=host, port=port, access_log=None, print=None, shutdown_timeout=30,
-                handle_signals=True)
+                handle_signals=True, reuse_port=reuse_port)
+
+
+def _serve_workers(config: Config, host: str, port: int, workers: int) -> None:
+    # fork: a worker starts from the loaded config at once, with nothing to re-read or re-import.
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_serve_one, args=(config, host, port, True), name=f"gearshift-worker-{i}")
+             for i in range(workers)]
+    for proc in procs:
+        proc.start()
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    log.info("gearshift: %d workers on http://%s:%d (pids %s)", workers, host, port,
+             ", ".join(str(p.pid) for p in procs))
+    while not stopping.is_set() and all(p.is_alive() for p in procs):
+        stopping.wait(0.2)
+    failed = [p for p in procs if not p.is_alive() and p.exitcode != 0]
+    if failed and not stopping.is_set():
+        log.error("worker %s exited with code %s: stopping the others", failed[0].name, failed[0].exitcode)
+    for proc in procs:
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, signal.SIGTERM)  # each finishes its requests and writes its traces
+    for proc in procs:
+        proc.join(60)
+    if failed and not stopping.is_set():
+        sys.exit(1)
 
 
 @dataclass

@@ -80,7 +80,8 @@ class Shadower:
     def start(self) -> None:
         if self.policies:
             self._workers = [asyncio.create_task(self._work()) for _ in range(self.config.server.shadow_workers)]
-            if self.writer.store.shared and any(p.budget is not None for p in self.policies.values()):
+            shared = self.writer.store.shared or self.config.server.workers > 1
+            if shared and any(p.budget is not None for p in self.policies.values()):
                 self._workers.append(asyncio.create_task(self._sync_loop(self.writer.store)))
 
     def policy_for(self, trace: Trace) -> _Policy | None:
