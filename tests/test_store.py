@@ -304,3 +304,32 @@ def test_postgres_leadership_goes_with_a_lost_connection(pg_url: str, postgres) 
     assert first.ping() and not first.leads("recalibrate")  # reconnected, it finds the duty taken
     first.close()
     second.close()
+
+
+def test_a_store_an_older_gearshift_created_gets_the_new_columns(store_config: StoreConfig) -> None:
+    # The traces table as it was before A/B arms and shadow accounting (three columns fewer).
+    from gearshift.store.sql import SCHEMA
+
+    old = SCHEMA.split(";")[0].format(real="DOUBLE PRECISION", serial_pk="")
+    for added in ("    arm TEXT,\n", "    shadowed INTEGER NOT NULL DEFAULT 0,\n",
+                  ",\n    shadow_cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0"):
+        old = old.replace(added, "")
+    assert "arm" not in old and "shadow" not in old
+    if store_config.url.startswith("sqlite"):
+        import sqlite3
+
+        raw = sqlite3.connect(store_config.url.removeprefix("sqlite:///"), isolation_level=None)
+    else:
+        import psycopg
+
+        raw = psycopg.connect(store_config.url, password=store_config.password(), autocommit=True)
+    raw.execute(old)
+    raw.execute("INSERT INTO traces (id, created, router, requested_model, status, streamed, cost_usd, latency_ms)"
+                " VALUES ('old-1', 1.0, 'r', 'r', 200, 0, 0.5, 10.0)")
+    raw.close()
+    store = open_store(store_config)
+    (row,) = list(store.traces())
+    assert row["id"] == "old-1" and row["arm"] is None and row["shadowed"] is False and row["shadow_cost_usd"] == 0
+    store.write([trace(arm="b", shadowed=True)])
+    assert store.count() == 2 and [r["arm"] for r in store.traces()] == [None, "b"]
+    store.close()

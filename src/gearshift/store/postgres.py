@@ -13,7 +13,7 @@ from typing import Any
 
 from gearshift.errors import StoreError
 from gearshift.store.base import redact_url
-from gearshift.store.sql import SQLStore, schema
+from gearshift.store.sql import SQLStore
 
 log = logging.getLogger("gearshift.store")
 
@@ -43,8 +43,7 @@ class PostgresStore(SQLStore):
             self._db = self._connect()
             with self._transaction():
                 self._run("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
-                for statement in schema(real="DOUBLE PRECISION", serial_pk="BIGSERIAL PRIMARY KEY"):
-                    self._run(statement)
+                self._create_schema(real="DOUBLE PRECISION", serial_pk="BIGSERIAL PRIMARY KEY")
 
     def _connect(self) -> Any:
         extra: dict[str, Any] = {"password": self._password} if self._password else {}
@@ -88,6 +87,11 @@ class PostgresStore(SQLStore):
         # become U+FFFD rather than costing the whole trace.
         return [tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) and "\x00" in v else v for v in row)
                 for row in values]
+
+    def _column_names(self, table: str) -> set[str]:
+        found = self._run("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+                          " AND table_name = ?", (table,)).fetchall()
+        return {r[0] for r in found}
 
     def _begin_write(self, table: str) -> None:
         self._run("BEGIN")

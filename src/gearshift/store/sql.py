@@ -18,6 +18,8 @@ from gearshift.store.base import TraceStore
 from gearshift.store.rows import CALL_COLS, FEEDBACK_COLS, TRACE_COLS, VERSION_COLS
 from gearshift.trace import Trace
 
+# Columns added after a table first shipped must be nullable or have a default: an existing database
+# gets them by ALTER TABLE ... ADD COLUMN when a newer gearshift opens it.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS traces (
     id TEXT PRIMARY KEY,
@@ -91,6 +93,19 @@ def schema(real: str, serial_pk: str) -> list[str]:
     return [s.strip() for s in text.split(";") if s.strip()]
 
 
+def columns(real: str, serial_pk: str) -> dict[str, list[tuple[str, str]]]:
+    """Each table's (column, definition) pairs, from the schema in one dialect's types."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for statement in schema(real, serial_pk):
+        head, _, body = statement.partition("(")
+        if not head.startswith("CREATE TABLE"):
+            continue
+        table = head.split()[-1]
+        defs = [line.strip().rstrip(",") for line in body.rsplit(")", 1)[0].splitlines()]
+        out[table] = [(d.split()[0], d) for d in defs if d and not d.startswith("PRIMARY KEY")]
+    return out
+
+
 def _upsert(table: str, cols: Sequence[str], key: Sequence[str]) -> str:
     # ON CONFLICT ... DO UPDATE: the same statement in SQLite (3.24+) and PostgreSQL. A trace is
     # written again when its shadow pair arrives; the row is updated, never deleted and re-added.
@@ -121,6 +136,20 @@ class SQLStore(TraceStore):
     def _begin_write(self, table: str) -> None:
         """Start a transaction that holds the lock numbering rows of `table` until it ends."""
         raise NotImplementedError
+
+    def _column_names(self, table: str) -> set[str]:
+        """The columns a table has now."""
+        raise NotImplementedError
+
+    def _create_schema(self, real: str, serial_pk: str) -> None:
+        """Create what is missing: tables, and columns a newer gearshift added to older tables."""
+        for statement in schema(real, serial_pk):
+            self._run(statement)
+        for table, cols in columns(real, serial_pk).items():
+            have = self._column_names(table)
+            for name, definition in cols:
+                if name not in have:
+                    self._run(f"ALTER TABLE {table} ADD COLUMN {definition}")
 
     def _clean(self, values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Rows as this database can take them (default: as they are)."""

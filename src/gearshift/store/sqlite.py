@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import IO
 
-from gearshift.store.sql import SQLStore, schema
+from gearshift.store.sql import SQLStore
 
 
 class SQLiteStore(SQLStore):
@@ -22,7 +22,13 @@ class SQLiteStore(SQLStore):
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(";\n".join(schema(real="REAL", serial_pk="INTEGER PRIMARY KEY AUTOINCREMENT")))
+            self._db.execute("BEGIN IMMEDIATE")  # one process creates or upgrades the schema at a time
+            try:
+                self._create_schema(real="REAL", serial_pk="INTEGER PRIMARY KEY AUTOINCREMENT")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     @classmethod
     def from_url(cls, url: str, base_dir: str = ".") -> SQLiteStore:
@@ -50,6 +56,9 @@ class SQLiteStore(SQLStore):
             f.close()
         self._duties.clear()
         super().close()
+
+    def _column_names(self, table: str) -> set[str]:
+        return {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
 
     def _begin_write(self, table: str) -> None:
         # IMMEDIATE takes the database's write lock now, not at the first write: two processes
