@@ -121,7 +121,8 @@ def test_report_gauges() -> None:
                                  Baseline.from_traces(batch(200, escalated_share=0.2, agree_share=0.98), config))
     counters = Counters()
     counters.record_report(report, [m.name for m in report.drifted])
-    types, samples = parse(render_metrics(counters, report, gauges={"gearshift_traces_pending": ("Traces queued.", 3)}))
+    types, samples = parse(render_metrics(counters, report, gauges={"gearshift_traces_pending": ("Traces queued.", 3)},
+                                          totals={"gearshift_traces_written_total": ("Traces written.", 7)}))
     assert types["gearshift_watch_value"] == "gauge"
     assert value(samples, "gearshift_watch_value", metric="escalation_rate") == pytest.approx(0.5)
     assert value(samples, "gearshift_watch_baseline", metric="escalation_rate") == pytest.approx(0.2)
@@ -133,6 +134,8 @@ def test_report_gauges() -> None:
     assert value(samples, "gearshift_watch_alerts_total", metric="quality_retained") == 1
     assert value(samples, "gearshift_watch_window_requests") == 100
     assert value(samples, "gearshift_traces_pending") == 3
+    assert value(samples, "gearshift_traces_written_total") == 7
+    assert types["gearshift_traces_written_total"] == "counter" and types["gearshift_traces_pending"] == "gauge"
 
 
 def test_metrics_served_over_http() -> None:

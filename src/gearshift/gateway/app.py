@@ -318,12 +318,12 @@ class Gateway:
         if self.shadower is not None:
             self.counters.sync_shadow_dropped(self.shadower.dropped)
         w = self.writer
-        gauges = {"gearshift_traces_pending": ("Traces queued or held for the store.", w.pending()),
-                  "gearshift_traces_written": ("Traces written to the store.", w.written),
-                  "gearshift_traces_failed": ("Traces the store refused, or lost at shutdown.", w.failed),
-                  "gearshift_traces_dropped": ("Traces not kept: store.queue_size were waiting already.", w.dropped)}
+        gauges = {"gearshift_traces_pending": ("Traces queued or held for the store.", w.pending())}
+        totals = {"gearshift_traces_written_total": ("Traces written to the store.", w.written),
+                  "gearshift_traces_failed_total": ("Traces the store refused, or lost at shutdown.", w.failed),
+                  "gearshift_traces_dropped_total": ("Traces not kept: store.queue_size were waiting.", w.dropped)}
         report = self.watch.report if self.watch is not None else None
-        return web.Response(body=render_metrics(self.counters, report, gauges).encode(),
+        return web.Response(body=render_metrics(self.counters, report, gauges, totals).encode(),
                             headers={"Content-Type": CONTENT_TYPE})
 
     async def not_found(self, request: web.Request) -> web.Response:

@@ -135,9 +135,10 @@ class _Writer:
 
 
 def render_metrics(counters: Counters, report: WatchReport | None = None,
-                   gauges: Mapping[str, tuple[str, float]] | None = None) -> str:
+                   gauges: Mapping[str, tuple[str, float]] | None = None,
+                   totals: Mapping[str, tuple[str, float]] | None = None) -> str:
     """The Prometheus text exposition of the counters, the report's gauges (default: the last report
-    recorded in `counters`) and extra gauges given as {name: (help, value)}."""
+    recorded in `counters`), and extra gauges and counters (`totals`) given as {name: (help, value)}."""
     report = report if report is not None else counters.report
     w = _Writer()
     with counters._lock:
@@ -168,9 +169,10 @@ def render_metrics(counters: Counters, report: WatchReport | None = None,
                    ("metric",), {(k,): v for k, v in counters.watch_alerts.items()})
     if report is not None:
         _report_gauges(w, report)
-    for gname, (help_text, value) in sorted((gauges or {}).items()):
-        w.family(gname, "gauge", help_text)
-        w.sample(gname, {}, value)
+    for kind, extra in (("gauge", gauges), ("counter", totals)):
+        for name, (help_text, value) in sorted((extra or {}).items()):
+            w.family(name, kind, help_text)
+            w.sample(name, {}, value)
     return "\n".join(w.lines) + "\n"
 
 
