@@ -30,21 +30,32 @@ def fresh(port: int, method: str, path: str, body: dict | None = None) -> tuple[
         conn.close()
 
 
-def test_two_workers_share_the_port_and_the_store(tmp_path: Path, data_dir: Path) -> None:
+def start_workers(tmp_path: Path, data_dir: Path) -> tuple[subprocess.Popen[str], int]:
+    """`gearshift serve --workers 2` on a free port, serving GSM8K replayed from GPT-4-1106's answers."""
     path = replay_config_file(tmp_path, {"gearshift/strong": {"kind": "fixed", "model": "gpt-4-1106"}})
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gearshift.cli", "serve", "--config", str(path), "--workers", "2",
                              "--port", str(port)], env={**os.environ, "GEARSHIFT_DATA": str(data_dir)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, port
+
+
+def worker_pids(port: int, want: int) -> set[int]:
+    """Pids answering /health over fresh connections, until `want` are seen (or 30 s pass)."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(pids) < want and time.monotonic() < deadline:
+        try:
+            pids.add(fresh(port, "GET", "/health")[1]["pid"])
+        except OSError:
+            time.sleep(0.1)  # still starting
+    return pids
+
+
+def test_two_workers_share_the_port_and_the_store(tmp_path: Path, data_dir: Path) -> None:
+    proc, port = start_workers(tmp_path, data_dir)
     try:
-        pids: set[int] = set()
-        deadline = time.monotonic() + 30
-        while len(pids) < 2 and time.monotonic() < deadline:
-            try:
-                status, health = fresh(port, "GET", "/health")
-                pids.add(health["pid"])
-            except OSError:
-                time.sleep(0.1)  # still starting
+        pids = worker_pids(port, 2)
         assert len(pids) == 2 and proc.pid not in pids  # two worker processes answer, not the parent
         prompts = list(load("routellm/gsm8k").prompts[:40])
         for p in prompts:
@@ -64,21 +75,11 @@ def test_two_workers_share_the_port_and_the_store(tmp_path: Path, data_dir: Path
 
 
 def test_a_worker_that_dies_stops_the_server_with_an_error(tmp_path: Path, data_dir: Path) -> None:
-    path = replay_config_file(tmp_path, {"gearshift/strong": {"kind": "fixed", "model": "gpt-4-1106"}})
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gearshift.cli", "serve", "--config", str(path), "--workers", "2",
-                             "--port", str(port)], env={**os.environ, "GEARSHIFT_DATA": str(data_dir)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, port = start_workers(tmp_path, data_dir)
     try:
-        deadline = time.monotonic() + 30
-        pid = None
-        while pid is None and time.monotonic() < deadline:
-            try:
-                pid = fresh(port, "GET", "/health")[1]["pid"]
-            except OSError:
-                time.sleep(0.1)
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)  # a worker crashes
+        pids = worker_pids(port, 1)
+        assert pids
+        os.kill(pids.pop(), signal.SIGKILL)  # a worker crashes
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
