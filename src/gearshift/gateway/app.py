@@ -110,8 +110,8 @@ class Gateway:
             if attach is not None:
                 attach(self.executor)
         self.shadower = Shadower(self.config, providers, self.writer, self.counters)
-        if any(p.budget is not None for p in self.shadower.policies.values()):
-            await asyncio.to_thread(self.shadower.sync_spend, self.store)
+        if self.shadower.budgeted:
+            await asyncio.to_thread(self.shadower.sync_spend)
         self.shadower.start()
         if self.watch is not None:
             await self.watch.start()

@@ -19,7 +19,6 @@ from gearshift.gateway.compare import PAIRWISE_PROMPT, compare
 from gearshift.providers.base import Provider
 from gearshift.request import ChatRequest
 from gearshift.routers.rules import Condition, When
-from gearshift.store.base import TraceStore
 from gearshift.store.writer import TraceWriter
 from gearshift.trace import Call, Trace
 
@@ -77,15 +76,24 @@ class Shadower:
         self._workers: list[asyncio.Task[None]] = []
         self._rng = random.Random()
 
+    @property
+    def budgeted(self) -> bool:
+        """Whether any router's shadowing has a daily budget."""
+        return any(p.budget is not None for p in self.policies.values())
+
     def start(self) -> None:
         if self.policies:
             self._workers = [asyncio.create_task(self._work()) for _ in range(self.config.server.shadow_workers)]
             shared = self.writer.store.shared or self.config.server.workers > 1
-            if shared and any(p.budget is not None for p in self.policies.values()):
-                self._workers.append(asyncio.create_task(self._sync_loop(self.writer.store)))
+            if shared and self.budgeted:
+                self._workers.append(asyncio.create_task(self._sync_loop()))
 
     def policy_for(self, trace: Trace) -> _Policy | None:
-        return self.policies.get(trace.router) or (self.policies.get(trace.arm) if trace.arm else None)
+        return self._policy_of(trace.router, trace.arm)
+
+    def _policy_of(self, router: str, arm: str | None) -> _Policy | None:
+        # A split router's arm carries the shadow policy when the split itself has none.
+        return self.policies.get(router) or (self.policies.get(arm) if arm else None)
 
     def offer(self, request: ChatRequest, trace: Trace, answer: str, answer_body: dict[str, Any] | None) -> bool:
         """Maybe shadow this answered request. O(1); never waits."""
@@ -115,26 +123,26 @@ class Shadower:
             self.day, self.spent = _today(), {}
         return self.spent.get(router, 0.0) if router is not None else sum(self.spent.values())
 
-    def sync_spend(self, store: TraceStore) -> None:
+    def sync_spend(self) -> None:
         """Take in today's shadow spend recorded in the store: at start (a restart must not reset the
         daily budgets) and, with a shared store, every few seconds (other replicas spend too)."""
         start = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), dt.UTC).timestamp()
         stored: dict[str, float] = {}
-        for router, arm, usd in store.shadow_spend(start):
-            key = router if router in self.policies else arm if arm in self.policies else None
-            if key is not None:
-                stored[key] = stored.get(key, 0.0) + usd
+        for router, arm, usd in self.writer.store.shadow_spend(start):
+            policy = self._policy_of(router, arm)
+            if policy is not None:
+                stored[policy.router] = stored.get(policy.router, 0.0) + usd
         self.spent_today()  # rolls the day over
         # The store has every replica's flushed spend, this process also its unflushed spend: the
         # larger of the two is the better count.
         for key, usd in stored.items():
             self.spent[key] = max(self.spent.get(key, 0.0), usd)
 
-    async def _sync_loop(self, store: TraceStore) -> None:
+    async def _sync_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.server.shadow_spend_sync_seconds)
             try:
-                await asyncio.to_thread(self.sync_spend, store)
+                await asyncio.to_thread(self.sync_spend)
             except Exception as e:  # the store may be briefly unreachable; the next sync catches up
                 log.warning("shadow spend sync failed: %s", e)
 

@@ -142,14 +142,20 @@ class SQLStore(TraceStore):
         raise NotImplementedError
 
     def _create_schema(self, real: str, serial_pk: str) -> None:
-        """Create what is missing: tables, and columns a newer gearshift added to older tables."""
-        for statement in schema(real, serial_pk):
-            self._run(statement)
+        """Create what is missing: tables, columns a newer gearshift added to older tables, indexes
+        (last: an index may be on an added column)."""
+        statements = schema(real, serial_pk)
+        for statement in statements:
+            if statement.startswith("CREATE TABLE"):
+                self._run(statement)
         for table, cols in columns(real, serial_pk).items():
             have = self._column_names(table)
             for name, definition in cols:
                 if name not in have:
                     self._run(f"ALTER TABLE {table} ADD COLUMN {definition}")
+        for statement in statements:
+            if not statement.startswith("CREATE TABLE"):
+                self._run(statement)
 
     def _clean(self, values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Rows as this database can take them (default: as they are)."""

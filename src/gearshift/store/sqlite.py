@@ -22,13 +22,9 @@ class SQLiteStore(SQLStore):
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("BEGIN IMMEDIATE")  # one process creates or upgrades the schema at a time
-            try:
+            # The database's write lock: one process creates or upgrades the schema at a time.
+            with self._transaction(lock_table="traces"):
                 self._create_schema(real="REAL", serial_pk="INTEGER PRIMARY KEY AUTOINCREMENT")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
 
     @classmethod
     def from_url(cls, url: str, base_dir: str = ".") -> SQLiteStore:
