@@ -32,12 +32,12 @@ from gearshift.gates.learned import LearnedGate, LearnedOptions
 from gearshift.lab import metrics
 from gearshift.lab.bootstrap import Estimate, bootstrap_curve, resample_matrix
 from gearshift.lab.cascade import answer_checks, cascade_outcomes, gate_scores, train_learned_gate
-from gearshift.lab.datasets import ROUTELLM_STRONG as STRONG
-from gearshift.lab.datasets import ROUTELLM_WEAK as WEAK
-from gearshift.lab.datasets import load
-from gearshift.lab.outcomes import Outcomes
 from gearshift.lab.replay import Curve, ScoreOrder, requests
 from gearshift.lab.report import cheapest_reaching
+from gearshift.outcomes.datasets import ROUTELLM_STRONG as STRONG
+from gearshift.outcomes.datasets import ROUTELLM_WEAK as WEAK
+from gearshift.outcomes.datasets import load
+from gearshift.outcomes.table import Outcomes
 
 # RouteLLM (arXiv 2406.18665), GSM8K, best router (causal LLM, judge-augmented).
 ROUTELLM = {"apgr": 0.622, "cpt50": 0.336, "cpt80": 0.633}
@@ -72,8 +72,8 @@ def question_only_scores(o: Outcomes) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
-    from gearshift.features import FeatureSpec, Featurizer
     from gearshift.lab.cascade import gate_labels
+    from gearshift.learned.features import FeatureSpec, Featurizer
 
     reqs = requests(o)
     y = gate_labels(o, WEAK, STRONG, "gain")

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from gearshift import artifact
 from gearshift.config import parse_config
-from gearshift.lab import datasets
-from gearshift.lab.datasets import ROUTELLM_STRONG as S
-from gearshift.lab.datasets import ROUTELLM_WEAK as W
 from gearshift.lab.replay import requests
 from gearshift.lab.train import TrainSettings, default_features, fit
+from gearshift.learned import artifact
+from gearshift.outcomes import datasets
+from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
+from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
 from gearshift.request import ChatRequest
 from gearshift.routers import build_routers
 

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from gearshift.lab import datasets, metrics
+from gearshift.lab import metrics
 from gearshift.lab.bootstrap import bootstrap_curve
-from gearshift.lab.datasets import ROUTELLM_STRONG as S
-from gearshift.lab.datasets import ROUTELLM_WEAK as W
 from gearshift.lab.replay import router_scores, sweep_scores
+from gearshift.outcomes import datasets
+from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
+from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
 from gearshift.routers.random import RandomOptions, RandomRouter
 
 

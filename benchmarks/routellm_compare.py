@@ -43,12 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from gearshift.encoders import Encoder, make_encoder
-from gearshift.lab import datasets, metrics
+from gearshift.lab import metrics
 from gearshift.lab.bootstrap import Estimate, bootstrap, bootstrap_curve
-from gearshift.lab.datasets import ROUTELLM_STRONG as S
-from gearshift.lab.datasets import ROUTELLM_WEAK as W
-from gearshift.lab.outcomes import Outcomes
 from gearshift.lab.replay import sweep_scores
 from gearshift.lab.train import (
     TrainSettings,
@@ -59,6 +55,11 @@ from gearshift.lab.train import (
     pair_scores,
     pair_stats,
 )
+from gearshift.learned.encoders import Encoder, make_encoder
+from gearshift.outcomes import datasets
+from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
+from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
+from gearshift.outcomes.table import Outcomes
 
 # RouteLLM paper, Tables 2 and 3: the best router on each benchmark (as recorded in shared/datasets/README.md).
 PUBLISHED = {

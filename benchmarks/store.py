@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))
 
 from gearshift.store import TraceStore, open_store  # noqa: E402
 from gearshift.trace import Call, Trace  # noqa: E402
@@ -73,7 +73,7 @@ def main() -> None:
     server = None
     url = args.pg_url
     if url is None:
-        from pg_server import PostgresServer, server_bin
+        from tests.support.pg_server import PostgresServer, server_bin
 
         bin_dir = server_bin()
         if bin_dir is not None:

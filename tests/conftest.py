@@ -25,7 +25,7 @@ def postgres():  # type: ignore[no-untyped-def]
     import shutil
     import tempfile
 
-    from pg_server import PostgresServer, server_bin
+    from tests.support.pg_server import PostgresServer, server_bin
 
     bin_dir = server_bin()
     if bin_dir is None:

@@ -49,12 +49,12 @@ def train_routers(outcomes: Any, folder: Path, floor: float, seed: int = 0) -> d
     through the gateway was never seen. Needs the `lab` extra (scikit-learn)."""
     import numpy as np
 
-    from gearshift import artifact
     from gearshift.gates.learned import LearnedGate, LearnedOptions
     from gearshift.lab.calibrate import QualityFloor, calibrate_scores
     from gearshift.lab.cascade import cascade_outcomes, gate_scores, train_learned_gate
-    from gearshift.lab.datasets import ROUTELLM_STRONG, ROUTELLM_WEAK
     from gearshift.lab.train import TrainSettings, default_features, model_of, pair_scores, train
+    from gearshift.learned import artifact
+    from gearshift.outcomes.datasets import ROUTELLM_STRONG, ROUTELLM_WEAK
 
     weak, strong = ROUTELLM_WEAK, ROUTELLM_STRONG
     order = np.random.default_rng(seed).permutation(len(outcomes))
@@ -102,7 +102,7 @@ def run_demo(config_path: Path, limit: int | None, concurrency: int, routers: li
     from gearshift.config import load_config, parse_config
     from gearshift.gateway.server import running
     from gearshift.lab.calibrate import split_halves
-    from gearshift.lab.datasets import load
+    from gearshift.outcomes.datasets import load
 
     config = load_config(config_path)
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,7 +177,7 @@ def print_results(results: list[RouterResult], strong_router: str, weak_router: 
 
 def ensure_data(name: str) -> None:
     """Use GEARSHIFT_DATA (or the cache) when it holds the dataset, else download it once."""
-    from gearshift.lab import datasets
+    from gearshift.outcomes import datasets
 
     if (datasets.data_dir() / name).is_dir():
         return

@@ -8,7 +8,7 @@ serves exactly what the lab trained (`gearshift.lab.cascade.train_learned_gate`)
 
 - answer checks (ANSWER_FEATURES): the arithmetic and final-answer gates' findings and simple
   statistics of the answer against the question, standardised with the training mean and spread;
-- the question's hashed n-grams and structure (gearshift.features.Featurizer, as the classifier
+- the question's hashed n-grams and structure (gearshift.learned.features.Featurizer, as the classifier
   router uses them);
 - the answer's hashed word 1-2-grams.
 
@@ -151,7 +151,7 @@ def answer_features(question: str, answer: str, completion: dict[str, Any] | Non
 
 def answer_ngrams(answer: str, bits: int, max_chars: int = 4000) -> tuple[np.ndarray, np.ndarray]:
     """Hashed word 1-2-grams of the answer's tail: sorted bucket indices and L2-normalised log counts."""
-    from gearshift.features import word_ngram_indices
+    from gearshift.learned.features import word_ngram_indices
 
     idx = word_ngram_indices(_WORD.findall(answer[-max_chars:].lower()), 1, 2, bits)
     if idx.size == 0:
@@ -264,7 +264,7 @@ class LearnedGateModel:
 
     def save(self, path: str | Path) -> Path:
         """Write the model as a gearshift artifact (JSON header + checksummed arrays)."""
-        from gearshift import artifact
+        from gearshift.learned import artifact
 
         header = {
             **self.header, "kind": ARTIFACT_KIND, "target": self.target, "threshold": self.threshold,
@@ -279,9 +279,9 @@ class LearnedGateModel:
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedGateModel:
-        """Read a model written by `save`; raises gearshift.artifact.ArtifactError saying why a file is refused."""
-        from gearshift import artifact
-        from gearshift.features import Featurizer
+        """Read a model written by `save`; raises gearshift.learned.artifact.ArtifactError saying why a file is refused."""
+        from gearshift.learned import artifact
+        from gearshift.learned.features import Featurizer
 
         art = artifact.load(path, kind=ARTIFACT_KIND)
         h = art.header
@@ -321,7 +321,7 @@ class LearnedGate(Gate):
 
     @classmethod
     def from_options(cls, options: Any, models: dict[str, Any], where: str) -> LearnedGate:
-        from gearshift.artifact import ArtifactError
+        from gearshift.learned.artifact import ArtifactError
 
         try:
             return cls(options)

@@ -22,7 +22,7 @@ from gearshift.errors import (
     Unauthorized,
     UpstreamError,
 )
-from gearshift.gateway.executor import Executor, Outcome
+from gearshift.gateway.executor import Answer, Executor
 from gearshift.gateway.feedback import parse_feedback
 from gearshift.gateway.retention import RetentionLoop
 from gearshift.gateway.shadow import Shadower
@@ -213,7 +213,7 @@ class Gateway:
             self.writer.put(trace)
             self.counters.observe(trace)
 
-    def _headers(self, trace: Trace, route: Route, outcome: Outcome | None, cost: str | None = None) -> dict[str, str]:
+    def _headers(self, trace: Trace, route: Route, outcome: Answer | None, cost: str | None = None) -> dict[str, str]:
         reason = route.reason + ("; " + "; ".join(outcome.notes) if outcome and outcome.notes else "")
         return {
             "x-gearshift-model": outcome.model if outcome else "",

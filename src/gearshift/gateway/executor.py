@@ -44,7 +44,7 @@ class LatencyTracker:
 
 
 @dataclass(slots=True)
-class Outcome:
+class Answer:
     """What the executor produced for the client."""
 
     model: str
@@ -123,17 +123,17 @@ class Executor:
         _, completion = await self._answer(Step(model), "judge", ChatRequest(body=body), scratch)
         return completion.text, scratch.calls[-1]
 
-    async def complete(self, route: Route, request: ChatRequest, trace: Trace) -> Outcome:
+    async def complete(self, route: Route, request: ChatRequest, trace: Trace) -> Answer:
         """Run the route to one whole answer (cascade steps gated, escalating on failure)."""
         return await self._run(route, request, trace, stream=False)
 
-    async def open_stream(self, route: Route, request: ChatRequest, trace: Trace) -> Outcome:
+    async def open_stream(self, route: Route, request: ChatRequest, trace: Trace) -> Answer:
         """Open a stream for the route. Gated steps are answered whole first (buffered), then either
         accepted (replayed as chunks) or escalated; the first ungated step streams through. With
         accept="best" the last step is gated too, so it is buffered and the best-scored answer replayed."""
         return await self._run(route, request, trace, stream=True)
 
-    async def _run(self, route: Route, request: ChatRequest, trace: Trace, stream: bool) -> Outcome:
+    async def _run(self, route: Route, request: ChatRequest, trace: Trace, stream: bool) -> Answer:
         best: tuple[float, str, Completion] | None = None
         escalations: list[str] = []  # why each failed tier escalated: shown in x-gearshift-reason
         for i, step in enumerate(route.steps):
@@ -153,10 +153,10 @@ class Executor:
         return _whole(best[1], best[2], stream, [*escalations, f"no tier passed; best score {best[0]:.2f}"])
 
     async def _ungated(self, step: Step, role: str, request: ChatRequest, trace: Trace, stream: bool,
-                       notes: list[str]) -> Outcome:
+                       notes: list[str]) -> Answer:
         if not stream:
             model, completion = await self._answer(step, role, request, trace)
-            return Outcome(model=model, completion=completion, notes=notes)
+            return Answer(model=model, completion=completion, notes=notes)
 
         async def opener(p: Provider) -> Stream:
             s = p.stream(request)
@@ -165,7 +165,7 @@ class Executor:
 
         model, opened, t0, attempt = await self._attempts(step, role, trace, opener)
         role = role if model == step.model else "fallback"
-        return Outcome(model=model, stream=_Timed(opened, t0, model, role, attempt), notes=notes)
+        return Answer(model=model, stream=_Timed(opened, t0, model, role, attempt), notes=notes)
 
     async def _gate(self, step: Step, request: ChatRequest, completion: Completion, trace: Trace) -> tuple[bool, float]:
         """Run a step's gates; all must pass. Gate calls and verdicts go into the trace."""
@@ -185,18 +185,18 @@ class Executor:
             passed = passed and verdict.passed
         return passed, min(scores) if scores else 1.0
 
-    def finish_stream(self, outcome: Outcome, trace: Trace, error: UpstreamError | None = None) -> None:
+    def finish_stream(self, outcome: Answer, trace: Trace, error: UpstreamError | None = None) -> None:
         """Record the streamed call once the stream ended (or broke)."""
         s = outcome.stream
         if isinstance(s, _Timed):
             self._record(trace, s.model, s.role, s.attempt, s.t0, usage=s.usage, error=error, response=s.text)
 
 
-def _whole(model: str, completion: Completion, stream: bool, notes: list[str]) -> Outcome:
+def _whole(model: str, completion: Completion, stream: bool, notes: list[str]) -> Answer:
     """An accepted whole answer: as it is, or replayed as chunks to a streaming client."""
     if stream:
-        return Outcome(model=model, stream=CompletionStream(completion), notes=notes)
-    return Outcome(model=model, completion=completion, notes=notes)
+        return Answer(model=model, stream=CompletionStream(completion), notes=notes)
+    return Answer(model=model, completion=completion, notes=notes)
 
 
 def _failed_note(i: int, model: str, step: Step, trace: Trace) -> str:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from gearshift.lab.outcomes import Outcomes
 from gearshift.lab.replay import Curve, ScoreOrder
+from gearshift.outcomes.table import Outcomes
 
 # Rows of the (resamples x prompts) count matrix built at once: bounds memory to ~chunk * n * 8 bytes.
 CHUNK_CELLS = 4_000_000

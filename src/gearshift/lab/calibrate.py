@@ -28,8 +28,8 @@ from typing import Literal
 import numpy as np
 
 from gearshift.lab.bootstrap import resample_counts
-from gearshift.lab.outcomes import Outcomes
 from gearshift.lab.replay import Curve, OperatingPoint, ScoreOrder, operating_point, router_scores
+from gearshift.outcomes.table import Outcomes
 from gearshift.routers.base import ScoringRouter
 
 

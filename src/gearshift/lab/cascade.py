@@ -30,8 +30,8 @@ from typing import Any, Literal
 import numpy as np
 
 from gearshift.gates.base import Gate
-from gearshift.lab.outcomes import Outcomes
 from gearshift.lab.replay import Curve, column_of, requests, sweep_scores
+from gearshift.outcomes.table import Outcomes
 from gearshift.request import ChatRequest
 from gearshift.route import Route
 from gearshift.routers.base import Router
@@ -326,7 +326,7 @@ def train_learned_gate(outcomes: Outcomes, weak: str, strong: str | None = None,
     """Train a learned gate on the weak model's recorded answers (logistic regression, scikit-learn).
 
     rows: the training prompts (indices or mask; default all). checks: answer_checks(outcomes,
-    weak), to reuse across folds. question: a gearshift.features.FeatureSpec for the question
+    weak), to reuse across folds. question: a gearshift.learned.features.FeatureSpec for the question
     block, "default" (hashed word and character n-grams, 2**14 buckets each, plus structure) or
     None (no question features). answer_bits: hashed answer word n-grams (0: none). The scaling of
     every block is fitted on the training rows only. Returns a LearnedGateModel (save it with .save).
@@ -335,9 +335,9 @@ def train_learned_gate(outcomes: Outcomes, weak: str, strong: str | None = None,
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
-    from gearshift.artifact import fingerprint
-    from gearshift.features import FeatureSpec, Featurizer
     from gearshift.gates.learned import ANSWER_FEATURES, LearnedGateModel
+    from gearshift.learned.artifact import fingerprint
+    from gearshift.learned.features import FeatureSpec, Featurizer
 
     idx = np.arange(len(outcomes)) if rows is None else np.asarray(rows)
     if idx.dtype == bool:

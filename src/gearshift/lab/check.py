@@ -28,10 +28,10 @@ from gearshift.lab import metrics
 from gearshift.lab.baselines import LengthRouter
 from gearshift.lab.bootstrap import Estimate, bootstrap
 from gearshift.lab.calibrate import Calibration, QualityFloor, calibrate_scores, split_halves
-from gearshift.lab.datasets import from_traces
 from gearshift.lab.evaluate import complete, default_pair
-from gearshift.lab.outcomes import Outcomes
 from gearshift.lab.replay import router_scores
+from gearshift.outcomes.datasets import from_traces
+from gearshift.outcomes.table import Outcomes
 from gearshift.routers.base import Router, ScoringRouter
 from gearshift.routers.random import RandomOptions, RandomRouter
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from gearshift.lab import metrics
 from gearshift.lab.bootstrap import Estimate, bootstrap, bootstrap_curve, resample_matrix
-from gearshift.lab.outcomes import Outcomes
 from gearshift.lab.replay import Curve, ScoreOrder, fixed_decisions, replay, router_scores
+from gearshift.outcomes.table import Outcomes
 from gearshift.routers.base import Router, ScoringRouter
 from gearshift.routers.random import RandomOptions, RandomRouter
 

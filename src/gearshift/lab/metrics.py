@@ -28,8 +28,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gearshift.lab.outcomes import Outcomes
 from gearshift.lab.replay import Curve, Decisions, sweep_scores
+from gearshift.outcomes.table import Outcomes
 
 # --- simple aggregates ---------------------------------------------------------------------------
 

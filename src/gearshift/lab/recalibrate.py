@@ -11,9 +11,9 @@ import numpy as np
 
 from gearshift.config import Config
 from gearshift.lab.calibrate import Calibration, QualityFloor, calibrate_scores
-from gearshift.lab.datasets import from_traces
-from gearshift.lab.outcomes import Outcomes
 from gearshift.lab.replay import router_scores
+from gearshift.outcomes.datasets import from_traces
+from gearshift.outcomes.table import Outcomes
 from gearshift.routers import build_routers
 from gearshift.routers.base import ScoringRouter
 from gearshift.routers.classifier import ClassifierRouter
@@ -33,7 +33,7 @@ class Recalibration:
 def scoring_router(config: Config, name: str, store: TraceStore | None = None) -> ScoringRouter:
     """The configured router `name`, which must have a threshold to recalibrate; with `store`, as its
     promoted version makes it serve (threshold, and a retrained classifier's artifact)."""
-    from gearshift.gateway.versions import apply_versions, promoted_versions
+    from gearshift.routers.versions import apply_versions, promoted_versions
 
     routers = build_routers(config)
     if name not in routers:

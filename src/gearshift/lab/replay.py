@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gearshift.lab.outcomes import Outcomes
+from gearshift.outcomes.table import Outcomes
 from gearshift.request import ChatRequest
 from gearshift.route import Route
 from gearshift.routers.base import Router, ScoringRouter

@@ -32,8 +32,8 @@ import numpy as np
 from gearshift.lab import metrics
 from gearshift.lab.bootstrap import Estimate, estimate, resample_matrix
 from gearshift.lab.evaluate import Row, complete, default_pair, evaluate_pair
-from gearshift.lab.outcomes import Outcomes
 from gearshift.lab.replay import Decisions, ScoreOrder, replay, router_scores
+from gearshift.outcomes.table import Outcomes
 from gearshift.request import ChatRequest
 from gearshift.routers.base import Router, ScoringRouter
 from gearshift.routers.random import RandomOptions, RandomRouter

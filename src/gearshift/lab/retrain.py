@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from gearshift import artifact as art
 from gearshift.config import Config
-from gearshift.features import FeatureSpec
 from gearshift.lab import metrics
 from gearshift.lab.calibrate import Calibration, QualityFloor, calibrate_scores
 from gearshift.lab.recalibrate import scoring_router, shadow_pairs
 from gearshift.lab.replay import router_scores, sweep_scores
 from gearshift.lab.train import TrainSettings, fit, model_of, pair_scores
+from gearshift.learned import artifact as art
+from gearshift.learned.features import FeatureSpec
 from gearshift.routers.classifier import ClassifierRouter
 from gearshift.store.base import TraceStore
 

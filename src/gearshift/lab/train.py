@@ -25,11 +25,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from gearshift import artifact as art
-from gearshift.encoders import Encoder
-from gearshift.features import FeatureSpec, Featurizer
-from gearshift.lab.outcomes import Outcomes
 from gearshift.lab.replay import requests as requests_of
+from gearshift.learned import artifact as art
+from gearshift.learned.encoders import Encoder
+from gearshift.learned.features import FeatureSpec, Featurizer
+from gearshift.outcomes.table import Outcomes
 from gearshift.routers.classifier import KIND, Model
 
 Form = Literal["pair", "multi"]

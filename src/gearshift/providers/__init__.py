@@ -11,7 +11,7 @@ from gearshift.errors import ConfigError
 from gearshift.providers.anthropic import AnthropicProvider
 from gearshift.providers.base import Completion, Provider, Stream, Usage
 from gearshift.providers.openai_compat import OpenAICompatProvider
-from gearshift.providers.replay import ReplayProvider
+from gearshift.providers.recorded import ReplayProvider
 
 if TYPE_CHECKING:
     import aiohttp

@@ -1,6 +1,6 @@
 """`classifier`: a learned router that predicts, from the request alone, how well each model will do.
 
-Serving is plain numpy (no scikit-learn): features (gearshift.features) -> linear heads -> a
+Serving is plain numpy (no scikit-learn): features (gearshift.learned.features) -> linear heads -> a
 logistic link gives each head's predicted quality (probability that the model's answer is
 acceptable). Artifacts come from `gearshift lab train` (gearshift.lab.train) and are loaded by path.
 
@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 from pydantic import ConfigDict, Field
 
-from gearshift.artifact import Artifact, ArtifactError
-from gearshift.artifact import load as load_artifact
-from gearshift.encoders import Encoder, EncoderError, check_matches, make_encoder
-from gearshift.features import Featurizer
+from gearshift.learned.artifact import Artifact, ArtifactError
+from gearshift.learned.artifact import load as load_artifact
+from gearshift.learned.encoders import Encoder, EncoderError, check_matches, make_encoder
+from gearshift.learned.features import Featurizer
 from gearshift.request import ChatRequest
 from gearshift.route import Route
 from gearshift.routers import register

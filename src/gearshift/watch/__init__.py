@@ -3,7 +3,7 @@
 - `Baseline` (drift.py): from a reference window of traces or a JSON file the lab writes.
 - `Watch.check(traces, baseline) -> WatchReport` (drift.py): every metric with its bound and verdict.
 - `Alerter` (alerts.py): log line and webhook, once per episode of drift.
-- `Counters`, `render_metrics` (metrics.py): Prometheus text for GET /metrics.
+- `Counters`, `render_metrics` (prometheus.py): Prometheus text for GET /metrics.
 - `WatchLoop` (loop.py): the periodic check inside the gateway.
 
 Names load on first use: the gateway imports `Counters` and `render_metrics` without numpy.
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 _WHERE = {
     "Alerter": "alerts",
     "Baseline": "drift", "Histogram": "drift", "Watch": "drift", "psi": "drift",
-    "Metric": "report", "WatchReport": "report",
+    "Metric": "findings", "WatchReport": "findings",
     "WatchLoop": "loop", "load_baseline": "loop",
-    "CONTENT_TYPE": "metrics", "Counters": "metrics", "render_metrics": "metrics",
+    "CONTENT_TYPE": "prometheus", "Counters": "prometheus", "render_metrics": "prometheus",
     "WindowStats": "windows", "compute_stats": "windows", "recent_traces": "windows", "wilson": "windows",
 }
 __all__ = ["CONTENT_TYPE", "Alerter", "Baseline", "Counters", "Histogram", "Metric", "Watch", "WatchLoop",
@@ -29,9 +29,9 @@ __all__ = ["CONTENT_TYPE", "Alerter", "Baseline", "Counters", "Histogram", "Metr
 if TYPE_CHECKING:
     from gearshift.watch.alerts import Alerter
     from gearshift.watch.drift import Baseline, Histogram, Watch, psi
+    from gearshift.watch.findings import Metric, WatchReport
     from gearshift.watch.loop import WatchLoop, load_baseline
-    from gearshift.watch.metrics import CONTENT_TYPE, Counters, render_metrics
-    from gearshift.watch.report import Metric, WatchReport
+    from gearshift.watch.prometheus import CONTENT_TYPE, Counters, render_metrics
     from gearshift.watch.windows import WindowStats, compute_stats, recent_traces, wilson
 
 

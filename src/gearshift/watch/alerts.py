@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from gearshift.config import WatchConfig
-from gearshift.watch.report import DRIFT, OK, Metric, WatchReport
+from gearshift.watch.findings import DRIFT, OK, Metric, WatchReport
 
 log = logging.getLogger("gearshift.watch")
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from gearshift.config import Config, WatchConfig
 from gearshift.trace import Trace
-from gearshift.watch.report import DRIFT, INSUFFICIENT, NO_BASELINE, OFF, OK, Metric, WatchReport
+from gearshift.watch.findings import DRIFT, INSUFFICIENT, NO_BASELINE, OFF, OK, Metric, WatchReport
 from gearshift.watch.windows import WindowStats, compute_stats
 
 __all__ = ["DRIFT", "INSUFFICIENT", "NO_BASELINE", "OFF", "OK", "Baseline", "Histogram", "Metric", "Watch",

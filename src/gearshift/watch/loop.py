@@ -16,8 +16,8 @@ from gearshift.config import Config
 from gearshift.errors import ConfigError
 from gearshift.store.base import TraceStore
 from gearshift.watch.alerts import Alerter
-from gearshift.watch.metrics import Counters
-from gearshift.watch.report import WatchReport
+from gearshift.watch.findings import WatchReport
+from gearshift.watch.prometheus import Counters
 
 if TYPE_CHECKING:
     from gearshift.watch.drift import Baseline

@@ -41,7 +41,7 @@ from gearshift.config import Config
 from gearshift.gateway.summary import counterfactual_cost
 from gearshift.store.base import TraceStore
 from gearshift.trace import Trace
-from gearshift.watch.report import SHADOW_GATE, SHADOW_REFERENCE
+from gearshift.watch.findings import SHADOW_GATE, SHADOW_REFERENCE
 
 GATE_ROLES = ("gate", "judge")
 

@@ -1,0 +1,111 @@
+"""`gearshift lab ab`, `gearshift lab recalibrate` and `gearshift lab retrain`: the lab on live traces."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from gearshift.cli.lab import lab_group
+
+T = TypeVar("T")
+
+
+def _config_and_store(config_path: str):  # type: ignore[no-untyped-def]
+    from gearshift.cli import config_or_exit
+    from gearshift.store import open_store
+
+    config = config_or_exit(config_path)
+    return config, open_store(config.store, config.base_dir)
+
+
+@lab_group.command("ab")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--router", default=None, help="only traces of this (split) router")
+@click.option("--control", default=None, help="the control arm (default: the first by name)")
+@click.option("--since-hours", type=float, default=None)
+@click.option("--json", "as_json", is_flag=True)
+def lab_ab(config_path: str, router: str | None, control: str | None, since_hours: float | None, as_json: bool) -> None:
+    """Compare A/B arms on quality (gates, shadow agreement, feedback), cost and latency."""
+    from dataclasses import asdict
+
+    from gearshift.lab.ab import ab_report, print_ab
+
+    config, store = _config_and_store(config_path)
+    since = time.time() - since_hours * 3600 if since_hours else None
+    try:
+        report = ab_report(store.traces(since=since), store.feedback(since), control=control, router=router)
+    except ValueError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(asdict(report), indent=2, default=str))
+    else:
+        print_ab(report)
+
+
+def _on_pairs(config_path: str, name: str, floor: float | None, since_hours: float | None,
+              run: Callable[[Any, Any, float, float | None], T]) -> T:
+    """Run a recalibration or retraining on the router's recent pairs; its errors end the command cleanly."""
+    config, store = _config_and_store(config_path)
+    rc = config.routers.get(name)
+    floor = floor or (rc.recalibrate.floor if rc and rc.recalibrate else None)
+    if floor is None:
+        raise click.UsageError("give --floor (the router has no recalibrate.floor)")
+    since = time.time() - since_hours * 3600 if since_hours else None
+    try:
+        return run(config, store, floor, since)
+    except (ValueError, KeyError, TypeError) as e:
+        click.echo(f"error: {e.args[0] if e.args else e}", err=True)
+        sys.exit(2)
+
+
+@lab_group.command("recalibrate")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--router", "name", required=True)
+@click.option("--floor", type=float, default=None, help="quality retained to keep (default: the router's recalibrate.floor)")
+@click.option("--since-hours", type=float, default=None, help="only pairs from this many recent hours")
+@click.option("--min-pairs", type=int, default=100, show_default=True)
+@click.option("--apply", is_flag=True, help="promote the new version at once")
+@click.option("--by", default="gearshift lab recalibrate", show_default=True)
+def lab_recalibrate(config_path: str, name: str, floor: float | None, since_hours: float | None, min_pairs: int,
+                    apply: bool, by: str) -> None:
+    """Refit a router's threshold on recent scored shadow pairs; store it as a new version."""
+    from gearshift.lab.recalibrate import recalibrate
+
+    r = _on_pairs(config_path, name, floor, since_hours,
+                  lambda config, store, floor, since: recalibrate(config, store, name, floor, since, min_pairs, by,
+                                                                  apply))
+    click.echo(f"{name}: version {r.version} from {r.pairs} pairs: threshold {r.previous_threshold:.6g} -> "
+               f"{r.calibration.threshold:.6g}; {r.calibration.summary()}")
+    click.echo("promoted" if r.promoted else f"not applied: run `gearshift routers promote --config {config_path} "
+               f"{name} {r.version} --by NAME`")
+
+
+@lab_group.command("retrain")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--router", "name", required=True, help="a two-model classifier router")
+@click.option("--floor", type=float, default=None, help="quality retained to keep (default: the router's recalibrate.floor)")
+@click.option("--since-hours", type=float, default=None, help="only pairs from this many recent hours")
+@click.option("--min-pairs", type=int, default=200, show_default=True)
+@click.option("--check-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.3,
+              show_default=True, help="share of the pairs kept out of training, to compare and calibrate on")
+@click.option("--apply", is_flag=True, help="promote the new version at once")
+@click.option("--by", default="gearshift lab retrain", show_default=True)
+def lab_retrain(config_path: str, name: str, floor: float | None, since_hours: float | None, min_pairs: int,
+                check_share: float, apply: bool, by: str) -> None:
+    """Retrain a classifier router on recent scored shadow pairs; store it as a new version."""
+    from gearshift.lab.retrain import retrain
+
+    r = _on_pairs(config_path, name, floor, since_hours,
+                  lambda config, store, floor, since: retrain(config, store, name, floor, since, min_pairs,
+                                                              check_share, by, apply))
+    click.echo(f"{name}: version {r.version}: retrained on {r.train_pairs} of {r.pairs} pairs, wrote {r.artifact}")
+    click.echo(f"on the {r.check_pairs} held-out pairs: APGR {r.apgr_new:.3f} (served model: {r.apgr_served:.3f}); "
+               f"{r.calibration.summary()}")
+    click.echo("promoted" if r.promoted else f"not applied: run `gearshift routers promote --config {config_path} "
+               f"{name} {r.version} --by NAME`")

@@ -1,0 +1,87 @@
+"""`gearshift serve --workers 2`: two processes on one port, sharing the store; a stop loses nothing."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gearshift.gateway.server import free_port
+from gearshift.outcomes.datasets import load
+from gearshift.store import open_store
+from tests.support.gateway_helpers import replay_config_file
+
+
+def fresh(port: int, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+    """One request on a new connection (the kernel picks a worker per connection)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=json.dumps(body) if body else None,
+                     headers={"Content-Type": "application/json", "Connection": "close"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def start_workers(tmp_path: Path, data_dir: Path) -> tuple[subprocess.Popen[str], int]:
+    """`gearshift serve --workers 2` on a free port, serving GSM8K replayed from GPT-4-1106's answers."""
+    path = replay_config_file(tmp_path, {"gearshift/strong": {"kind": "fixed", "model": "gpt-4-1106"}})
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gearshift.cli", "serve", "--config", str(path), "--workers", "2",
+                             "--port", str(port)], env={**os.environ, "GEARSHIFT_DATA": str(data_dir)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, port
+
+
+def worker_pids(port: int, want: int) -> set[int]:
+    """Pids answering /health over fresh connections, until `want` are seen (or 30 s pass)."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(pids) < want and time.monotonic() < deadline:
+        try:
+            pids.add(fresh(port, "GET", "/health")[1]["pid"])
+        except OSError:
+            time.sleep(0.1)  # still starting
+    return pids
+
+
+def test_two_workers_share_the_port_and_the_store(tmp_path: Path, data_dir: Path) -> None:
+    proc, port = start_workers(tmp_path, data_dir)
+    try:
+        pids = worker_pids(port, 2)
+        assert len(pids) == 2 and proc.pid not in pids  # two worker processes answer, not the parent
+        prompts = list(load("routellm/gsm8k").prompts[:40])
+        for p in prompts:
+            status, body = fresh(port, "POST", "/v1/chat/completions",
+                                 {"model": "gearshift/strong", "messages": [{"role": "user", "content": p}]})
+            assert status == 200 and body["choices"][0]["message"]["content"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "2 workers on http://127.0.0.1" in err
+    # Both workers wrote their traces to the one SQLite file before stopping.
+    store = open_store(f"sqlite:///{tmp_path / 'traces.db'}")
+    assert store.count() == 40
+    assert {t["final_model"] for t in store.traces()} == {"gpt-4-1106"}
+    store.close()
+
+
+def test_a_worker_that_dies_stops_the_server_with_an_error(tmp_path: Path, data_dir: Path) -> None:
+    proc, port = start_workers(tmp_path, data_dir)
+    try:
+        pids = worker_pids(port, 1)
+        assert pids
+        os.kill(pids.pop(), signal.SIGKILL)  # a worker crashes
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # The supervisor (systemd, Kubernetes) sees a failure and restarts the whole server.
+    assert proc.returncode == 1 and "exited with code -9: stopping the others" in err

@@ -1,0 +1,325 @@
+"""Both trace stores keep the same contract: SQLite (a file) and PostgreSQL (a real server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gearshift.config import StoreConfig
+from gearshift.errors import StoreError
+from gearshift.store import TraceStore, open_store
+from gearshift.store.writer import TraceWriter
+from gearshift.trace import Call, Trace
+from tests.support.traces import trace
+
+PW_ENV = "GEARSHIFT_TEST_PGPASSWORD"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
+    if request.param == "sqlite":
+        return StoreConfig(url=f"sqlite:///{tmp_path / 'traces.db'}")
+    return StoreConfig(url=request.getfixturevalue("pg_url"), password_env=PW_ENV)
+
+
+@pytest.fixture
+def store(store_config: StoreConfig) -> TraceStore:
+    s = open_store(store_config)
+    yield s
+    s.close()
+
+
+def test_traces_round_trip_with_calls_and_filters(store: TraceStore) -> None:
+    a, b, c = trace(created=100.0), trace("gearshift/other", created=200.0), trace(created=300.0, arm="x")
+    b.calls.append(Call(model="large", role="fallback", status=502, error="upstream 502", attempt=2))
+    store.write([c, a, b])
+    rows = list(store.traces())
+    assert [r["id"] for r in rows] == [a.id, b.id, c.id]  # oldest first
+    first = rows[0]
+    assert first["route"] == ["small", "large"] and first["metadata"] == {"tier": "free"}
+    assert first["verdicts"] == [{"gate": "length", "passed": True}] and first["streamed"] is False
+    assert first["calls"] == [{"idx": 0, "model": "small", "role": "primary", "input_tokens": 12, "output_tokens": 3,
+                               "usage_estimated": False, "cost_usd": 0.0001, "latency_ms": 40.5, "status": 200,
+                               "error": None, "attempt": 1, "response": "4"}]
+    assert [x["role"] for x in rows[1]["calls"]] == ["primary", "fallback"] and rows[1]["calls"][1]["status"] == 502
+    assert first["created"] == 100.0 and first["cost_usd"] == pytest.approx(0.0001)
+    assert [r["id"] for r in store.traces(since=150.0)] == [b.id, c.id]
+    assert [r["id"] for r in store.traces(router="gearshift/other")] == [b.id]
+    assert [r["id"] for r in store.traces(limit=2)] == [a.id, b.id]
+    assert store.count() == 3 and store.has_trace(b.id) and not store.has_trace("nope")
+
+
+def test_a_trace_written_again_is_updated_not_duplicated(store: TraceStore) -> None:
+    t = trace()
+    store.write([t])
+    shadowed = copy.copy(t)
+    shadowed.calls = [*t.calls, Call(model="large", role="shadow", cost_usd=0.002, response="4")]
+    shadowed.verdicts = [*t.verdicts, {"gate": "shadow_agreement", "passed": True}]
+    shadowed.shadowed = True
+    store.write([shadowed])
+    (row,) = list(store.traces())
+    assert store.count() == 1 and row["shadowed"] is True
+    assert [c["role"] for c in row["calls"]] == ["primary", "shadow"]
+    assert row["shadow_cost_usd"] == pytest.approx(0.002) and row["cost_usd"] == pytest.approx(0.0001)
+    assert row["verdicts"][-1]["gate"] == "shadow_agreement"
+
+
+def test_shadow_spend_by_router_and_arm(store: TraceStore) -> None:
+    def shadowed(router: str, usd: float, created: float, arm: str | None = None) -> Trace:
+        t = trace(router, created=created, arm=arm, shadowed=True)
+        t.calls.append(Call(model="large", role="shadow", cost_usd=usd))
+        t.calls.append(Call(model="judge", role="shadow_judge", cost_usd=usd / 10))
+        return t
+
+    store.write([shadowed("gearshift/a", 0.01, 10.0), shadowed("gearshift/a", 0.02, 20.0),
+                 shadowed("gearshift/ab", 0.04, 20.0, arm="gearshift/a"), shadowed("gearshift/a", 1.0, 5.0),
+                 trace("gearshift/a", created=30.0)])
+    spend = {(r, a): usd for r, a, usd in store.shadow_spend(since=10.0)}
+    assert spend == {("gearshift/a", None): pytest.approx(0.033), ("gearshift/ab", "gearshift/a"): pytest.approx(0.044)}
+
+
+def test_feedback(store: TraceStore) -> None:
+    store.write_feedback("t1", 1.0, label="up", source="thumbs")
+    time.sleep(0.01)
+    middle = time.time()
+    store.write_feedback("t2", 0.25, comment="meh")
+    assert [(f["trace_id"], f["score"], f["label"]) for f in store.feedback()] == [("t1", 1.0, "up"), ("t2", 0.25, None)]
+    assert [f["trace_id"] for f in store.feedback(since=middle)] == ["t2"]
+
+
+def test_router_versions_number_per_router_and_promote_one(store: TraceStore) -> None:
+    assert store.add_router_version("r", {"threshold": 0.4}, {"pairs": 10}, "alice") == 1
+    assert store.add_router_version("r", {"threshold": 0.5}, {}, "bob") == 2
+    assert store.add_router_version("q", {"threshold": 0.9}, {}, "bob") == 1
+    assert store.active_version("r") is None
+    store.promote("r", 1, "carol")
+    store.promote("r", 2, "dave")
+    versions = store.router_versions("r")
+    assert [(v["version"], v["active"], v["promoted_by"]) for v in versions] == [(1, False, "carol"), (2, True, "dave")]
+    assert versions[0]["settings"] == {"threshold": 0.4} and versions[0]["metrics"] == {"pairs": 10}
+    assert store.active_version("r")["settings"] == {"threshold": 0.5}  # type: ignore[index]
+    assert len(store.router_versions()) == 3
+    with pytest.raises(KeyError, match="no version 7"):
+        store.promote("r", 7, "eve")
+    assert store.active_version("r")["version"] == 2  # type: ignore[index]  # the failed promotion changed nothing
+
+
+def test_replicas_adding_versions_at_once_get_distinct_numbers(store_config: StoreConfig) -> None:
+    # Two store objects are two connections, as two gateway replicas (or a replica and the CLI) have.
+    stores = [open_store(store_config), open_store(store_config)]
+    got: list[int] = []
+    errors: list[BaseException] = []
+
+    def add(s: TraceStore) -> None:
+        try:
+            for _ in range(15):
+                got.append(s.add_router_version("r", {"threshold": 0.5}, {}, "replica"))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=add, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(got) == list(range(1, 31))
+    for s in stores:
+        s.close()
+
+
+# PostgreSQL only: passwords and lost connections.
+
+def test_postgres_password_from_the_environment_never_shows(pg_url: str, postgres, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    # Without the password the server refuses, and the error says so without a traceback's worth of detail.
+    with pytest.raises(StoreError, match=r"cannot connect.*password"):
+        open_store(StoreConfig(url=pg_url))
+    # A wrong password in the URL itself is masked in the error.
+    wrong = pg_url.replace("postgres@", "postgres:hunter2-secret@")
+    with pytest.raises(StoreError) as e:
+        open_store(wrong)
+    assert "hunter2-secret" not in str(e.value) and "postgres:***@127.0.0.1" in str(e.value)
+    # The right one from the environment works, and appears nowhere in the logs.
+    s = open_store(StoreConfig(url=pg_url, password_env=PW_ENV))
+    s.write([trace()])
+    assert s.count() == 1
+    s.close()
+    assert postgres.password not in caplog.text
+
+
+def test_postgres_store_reconnects_after_losing_its_connection(pg_url: str, postgres,  # type: ignore[no-untyped-def]
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    s = open_store(StoreConfig(url=pg_url, password_env=PW_ENV))
+    writer = TraceWriter(s, flush_interval=0.05)
+    writer.put(trace())
+    deadline = time.monotonic() + 10
+    while writer.written < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # The server drops the store's connection (a restart, a failover, an idle timeout would).
+    with postgres.admin() as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'gearshift'")
+    writer.put(trace())
+    writer.close()
+    assert writer.written == 2 and writer.failed == 0  # the writer's retry found a new connection
+    assert "connection lost, reconnecting" in caplog.text
+    assert s.count() == 2
+    s.close()
+
+
+def test_postgres_schema_is_created_once_by_replicas_starting_together(pg_url: str) -> None:
+    cfg = StoreConfig(url=pg_url, password_env=PW_ENV)
+    stores: list[TraceStore] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            stores.append(open_store(cfg))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(stores) == 4
+    stores[0].write([trace()])
+    assert [s.count() for s in stores] == [1, 1, 1, 1]
+    for s in stores:
+        s.close()
+
+
+
+def _wait(cond, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _database_accepts(postgres, url: str, accept: bool) -> None:  # type: ignore[no-untyped-def]
+    name = url.rsplit("/", 1)[1]
+    with postgres.admin() as admin:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'true' if accept else 'false'}")
+        if not accept:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+
+def test_a_store_outage_loses_no_traces(pg_url: str, postgres, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    s = open_store(StoreConfig(url=pg_url, password_env=PW_ENV))
+    writer = TraceWriter(s, flush_interval=0.05, max_held=50)
+    try:
+        _database_accepts(postgres, pg_url, False)  # the database goes away (a failover, a restart)
+        for _ in range(40):
+            writer.put(trace())
+        _wait(lambda: "store not taking traces" in caplog.text)
+        time.sleep(0.5)
+        assert writer.written == 0 and writer.pending() == 40  # held, not lost
+        for _ in range(20):
+            writer.put(trace())  # past max_held: dropped and counted, never blocking the caller
+        assert writer.dropped == 10 and writer.pending() == 50
+        _database_accepts(postgres, pg_url, True)
+        _wait(lambda: writer.written == 50)
+        assert writer.written == 50 and writer.failed == 0 and writer.pending() == 0
+        assert "store reachable again" in caplog.text
+    finally:
+        _database_accepts(postgres, pg_url, True)
+        writer.close()
+    assert s.count() == 50
+    s.close()
+
+
+def test_a_trace_the_store_refuses_is_dropped_alone(store: TraceStore, caplog: pytest.LogCaptureFixture) -> None:
+    bad = trace()
+    bad.metadata = {"tier": object()}  # type: ignore[dict-item]  # a row no store can take (not JSON)
+    writer = TraceWriter(store, flush_interval=0.05)
+    for t in [trace(), bad, trace()]:
+        writer.put(t)
+    _wait(lambda: writer.failed == 1)
+    writer.put(trace())
+    writer.close()
+    assert writer.written == 3 and writer.failed == 1 and store.count() == 3
+    assert f"trace {bad.id} refused by the store 3 times, dropped" in caplog.text
+
+
+def test_postgres_keeps_text_with_nul_characters(pg_url: str) -> None:
+    s = open_store(StoreConfig(url=pg_url, password_env=PW_ENV))
+    t = trace()
+    t.prompt, t.response = "before\x00after", "ok\x00"
+    s.write([t])
+    (row,) = list(s.traces())
+    assert row["prompt"] == "before\ufffdafter" and row["response"] == "ok\ufffd"
+    s.close()
+
+
+def test_prune_deletes_old_traces_calls_and_feedback(store: TraceStore) -> None:
+    now = time.time()
+    old = [trace(created=now - 40 * 86400 + i) for i in range(7)]
+    new = [trace(created=now - 86400)]
+    store.write(old + new)
+    store.write_feedback(old[0].id, 1.0)  # recent feedback on an old trace goes with the trace
+    store.write_feedback(new[0].id, 0.5)
+    assert store.prune(now - 30 * 86400, chunk=3) == 7  # in several chunks
+    assert [r["id"] for r in store.traces()] == [new[0].id] and store.count() == 1
+    assert list(store.traces())[0]["calls"]  # the kept trace keeps its calls
+    assert [f["trace_id"] for f in store.feedback()] == [new[0].id]
+    assert store.prune(now - 30 * 86400) == 0
+
+
+def test_one_process_leads_a_duty_until_it_goes(store_config: StoreConfig) -> None:
+    # Two store objects stand for two processes sharing the store (two connections, two lock files).
+    first, second = open_store(store_config), open_store(store_config)
+    assert first.leads("watch-alerts") and first.leads("watch-alerts")  # asked again: still the leader
+    assert not second.leads("watch-alerts")
+    assert second.leads("retention")  # each duty has its own leader
+    first.close()  # the leader goes away
+    assert second.leads("watch-alerts")
+    second.close()
+
+
+def test_postgres_leadership_goes_with_a_lost_connection(pg_url: str, postgres) -> None:  # type: ignore[no-untyped-def]
+    cfg = StoreConfig(url=pg_url, password_env=PW_ENV)
+    first, second = open_store(cfg), open_store(cfg)
+    assert first.leads("recalibrate") and not second.leads("recalibrate")
+    with postgres.admin() as admin:  # the leader's connection drops (its lock with it)
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'gearshift'"
+                      " AND pid <> ALL(SELECT pid FROM pg_stat_activity WHERE application_name = 'gearshift'"
+                      " ORDER BY backend_start DESC LIMIT 1)")
+    assert second.leads("recalibrate")
+    assert not first.ping()  # finds its connection gone; the next use reconnects
+    assert first.ping() and not first.leads("recalibrate")  # reconnected, it finds the duty taken
+    first.close()
+    second.close()
+
+
+def test_a_store_an_older_gearshift_created_gets_the_new_columns(store_config: StoreConfig) -> None:
+    # The traces table as it was before A/B arms and shadow accounting (three columns fewer).
+    from gearshift.store.sql import SCHEMA
+
+    old = SCHEMA.split(";")[0].format(real="DOUBLE PRECISION", serial_pk="")
+    for added in ("    arm TEXT,\n", "    shadowed INTEGER NOT NULL DEFAULT 0,\n",
+                  ",\n    shadow_cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0"):
+        old = old.replace(added, "")
+    assert "arm" not in old and "shadow" not in old
+    if store_config.url.startswith("sqlite"):
+        import sqlite3
+
+        raw = sqlite3.connect(store_config.url.removeprefix("sqlite:///"), isolation_level=None)
+    else:
+        import psycopg
+
+        raw = psycopg.connect(store_config.url, password=store_config.password(), autocommit=True)
+    raw.execute(old)
+    raw.execute("INSERT INTO traces (id, created, router, requested_model, status, streamed, cost_usd, latency_ms)"
+                " VALUES ('old-1', 1.0, 'r', 'r', 200, 0, 0.5, 10.0)")
+    raw.close()
+    store = open_store(store_config)
+    (row,) = list(store.traces())
+    assert row["id"] == "old-1" and row["arm"] is None and row["shadowed"] is False and row["shadow_cost_usd"] == 0
+    store.write([trace(arm="b", shadowed=True)])
+    assert store.count() == 2 and [r["arm"] for r in store.traces()] == [None, "b"]
+    store.close()
