@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gearshift.gates import build_gate
-from gearshift.gates.arithmetic import DivisionByZero, Unverifiable, evaluate, final_number, find_equations
+from gearshift.gates.arithmetic import final_number
+from gearshift.gates.equations import DivisionByZero, Unverifiable, evaluate, find_equations
 from gearshift.request import ChatRequest
 
 MIXTRAL = "mistralai/Mixtral-8x7B-Instruct-v0.1"

@@ -5,7 +5,7 @@ Build one from its YAML form with `build_gate({kind: length, min: 20}, models)`.
 run synchronously with `check()`; the `judge` calls a model and runs with `await acheck()`.
 """
 
-from gearshift.gates.arithmetic import ArithmeticGate, FinalAnswerGate, evaluate, final_number, find_equations
+from gearshift.gates.arithmetic import ArithmeticGate, FinalAnswerGate, final_number
 from gearshift.gates.base import GATES, Gate, GateOptions, Verdict, build_gate, register
 from gearshift.gates.checks import (
     ContainsGate,
@@ -18,6 +18,7 @@ from gearshift.gates.checks import (
     parse_json,
     strip_fences,
 )
+from gearshift.gates.equations import evaluate, find_equations
 from gearshift.gates.judge import JudgeCall, JudgeGate, check_judge_capability, parse_pass_fail, parse_score
 
 __all__ = [

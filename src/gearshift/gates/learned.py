@@ -37,10 +37,10 @@ from gearshift.gates.arithmetic import (
     FinalAnswerGate,
     FinalAnswerOptions,
     final_number,
-    find_equations,
     number_value,
 )
 from gearshift.gates.base import Gate, GateOptions, Verdict, register
+from gearshift.gates.equations import find_equations
 from gearshift.request import ChatRequest
 
 ARTIFACT_KIND = "learned-gate"
