@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -318,11 +318,6 @@ def train(outcomes: Outcomes, settings: TrainSettings | None = None, *, encoder:
     a = fit(outcomes, s, encoder=encoder, progress=progress)
     a.header["metrics"] = measured
     return a
-
-
-def with_features(settings: TrainSettings, **changes: Any) -> TrainSettings:
-    """Settings with some feature settings changed."""
-    return replace(settings, features=replace(settings.features, **changes))
 
 
 __all__ = ["TrainSettings", "default_features", "fit", "holdout_metrics", "learning_curve", "model_of", "pair_stats", "multi_decisions", "multi_metrics",

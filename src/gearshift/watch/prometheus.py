@@ -65,13 +65,8 @@ class Counters:
             self._calls(calls)
             self._verdicts(verdicts)
 
-    def shadow_drop(self, reason: str) -> None:
-        """Count a sampled shadow that was not run (queue full, budget spent, error...)."""
-        with self._lock:
-            self.shadow_dropped[reason] = self.shadow_dropped.get(reason, 0) + 1
-
     def sync_shadow_dropped(self, dropped: Mapping[str, int]) -> None:
-        """Take the drop counts kept elsewhere (the Shadower's own Counter) instead of `shadow_drop`."""
+        """Take the drop counts the Shadower keeps in its own Counter."""
         with self._lock:
             self.shadow_dropped = {str(k): int(v) for k, v in dropped.items()}
 
