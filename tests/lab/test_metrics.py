@@ -273,3 +273,34 @@ def test_score_order_threshold_is_the_lowest_strong_score() -> None:
     np.testing.assert_allclose(so.threshold, [np.inf, 0.8, 0.5, 0.2])
     with pytest.raises(ValueError, match="NaN"):
         ScoreOrder.from_scores(np.array([0.1, np.nan]))
+
+
+def test_cpt_finds_a_crossing_that_floating_error_puts_a_hair_below_x() -> None:
+    # PGR 0.5 computed as 0.49999999999999967 must count as reaching 0.5 on its own segment.
+    got = M.cpt_points(np.array([0, .3, .6, 1.]), np.array([0, 0.49999999999999967, .4, 1.]), 0.5)
+    assert got == pytest.approx(0.3)
+
+
+def test_cpt_on_gsm8k_matches_exact_rational_arithmetic(data_dir) -> None:  # type: ignore[no-untyped-def]
+    from fractions import Fraction
+
+    from gearshift.outcomes import datasets
+
+    o = datasets.load("routellm/gsm8k")
+    weak, strong = datasets.ROUTELLM_WEAK, datasets.ROUTELLM_STRONG
+    scores = np.random.default_rng(1172).random(len(o))
+    got = M.cpt(sweep_scores(scores, o, weak, strong), 0.5)
+    # The same curve in exact fractions: send the k highest scores strong, k = 0..n.
+    qw = o.quality[:, o.models.index(weak)].astype(int)
+    qs = o.quality[:, o.models.index(strong)].astype(int)
+    n, gap = len(o), int(qs.sum() - qw.sum())
+    correct, prev_share, prev_pgr = 0, Fraction(0), Fraction(0)
+    for k, i in enumerate(np.argsort(-scores, kind="stable"), start=1):
+        correct += int(qs[i] - qw[i])
+        share, pgr = Fraction(k, n), Fraction(correct, gap)
+        if pgr >= Fraction(1, 2):
+            exact = prev_share + (Fraction(1, 2) - prev_pgr) / (pgr - prev_pgr) * (share - prev_share)
+            break
+        prev_share, prev_pgr = share, pgr
+    assert float(exact) == pytest.approx(0.483, abs=5e-4)
+    assert got == pytest.approx(float(exact), abs=1e-12)

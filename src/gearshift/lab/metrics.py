@@ -97,15 +97,23 @@ def apgr(curve: Curve) -> np.ndarray | float:
     return apgr_points(curve.strong_share, curve.pgr)
 
 
+# Far above the rounding error of PGR (a ratio of sums over thousands of prompts, about 1e-15) and
+# far below any difference a curve can show (one prompt of 100,000 moves PGR by about 1e-5).
+PGR_TOLERANCE = 1e-9
+
+
 def cpt_points(share: np.ndarray, pgr_values: np.ndarray, x: float) -> np.ndarray | float:
     """The least share at which the piecewise-linear PGR curve reaches x (a fraction, e.g. 0.5).
 
-    Scans the points in order of share for the first one with PGR >= x and interpolates linearly
-    on the segment that crosses; it does not assume PGR rises with share. NaN if never reached.
+    Interpolated, not the first grid point: scans the points in order of share for the first one
+    with PGR >= x and interpolates linearly on the segment that crosses; it does not assume PGR
+    rises with share. NaN if never reached. "Reaches" allows PGR_TOLERANCE of floating error, so a
+    curve that meets x exactly (PGR is a ratio of sums: 0.5 may come out as 0.49999999999999967)
+    is not read as passing it by on the next segment.
     """
     s = np.asarray(share, dtype=float)
     p = np.asarray(pgr_values, dtype=float)
-    reached = p >= x
+    reached = p >= x - PGR_TOLERANCE
     any_reached = reached.any(axis=-1)
     i = np.argmax(reached, axis=-1)  # first index reaching x (0 if none; masked below)
     prev = np.maximum(i - 1, 0)
@@ -115,7 +123,7 @@ def cpt_points(share: np.ndarray, pgr_values: np.ndarray, x: float) -> np.ndarra
     p0 = np.take_along_axis(p, prev[..., None], -1)[..., 0]
     with np.errstate(invalid="ignore", divide="ignore"):
         # i == 0 means the first point already reaches x: s0 == s1 there, frac is irrelevant.
-        frac = np.where(i > 0, (x - p0) / (p1 - p0), 0.0)
+        frac = np.where(i > 0, np.clip((x - p0) / (p1 - p0), 0.0, 1.0), 0.0)
     out = np.where(any_reached, s0 + frac * (s1 - s0), np.nan)
     return float(out) if np.ndim(out) == 0 else out
 
