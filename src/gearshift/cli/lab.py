@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from gearshift.cli.outcomes import load_outcomes, price_table, prices_option
+
 
 @click.group("datasets")
 def datasets_group() -> None:
@@ -106,7 +108,10 @@ def _configured(config_path: str, names: list[str]):  # type: ignore[no-untyped-
 
 
 @lab_group.command("evaluate")
-@click.option("--outcomes", "spec", required=True, help="dataset name (routellm/gsm8k, routellm/mmlu, routerbench[/task]) or outcomes file")
+@click.option("--outcomes", "specs", required=True, multiple=True,
+              help="dataset name (routellm/gsm8k, routellm/mmlu, routerbench[/task]) or outcomes file; "
+                   "repeat to evaluate on several, one after another")
+@prices_option
 @click.option("--router", "router_names", multiple=True,
               help="random and oracle are always shown; other names are routers of --config (repeatable)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="config holding --router routers")
@@ -117,7 +122,7 @@ def _configured(config_path: str, names: list[str]):  # type: ignore[no-untyped-
 @click.option("--seed", default=0, show_default=True, type=int, help="bootstrap seed")
 @click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0.0, 0.5, min_open=True))
 @click.option("--json", "as_json", is_flag=True, help="print the rows as JSON")
-def lab_evaluate(spec: str, router_names: tuple[str, ...], config_path: str | None, drop_contaminated: bool,
+def lab_evaluate(specs: tuple[str, ...], prices: tuple[str, ...], router_names: tuple[str, ...], config_path: str | None, drop_contaminated: bool,
                  weak: str | None, strong: str | None, n_boot: int, seed: int, alpha: float, as_json: bool) -> None:
     """Always-weak, always-strong, random, oracle (and your routers): quality, cost, APGR, CPT."""
     import numpy as np
@@ -127,7 +132,6 @@ def lab_evaluate(spec: str, router_names: tuple[str, ...], config_path: str | No
 
     from gearshift.lab import metrics
     from gearshift.lab.evaluate import default_pair, evaluate_pair
-    from gearshift.outcomes import datasets
 
     console = Console(stderr=as_json)
     extra = [n for n in router_names if n not in ("random", "oracle")]
@@ -136,11 +140,10 @@ def lab_evaluate(spec: str, router_names: tuple[str, ...], config_path: str | No
         if not config_path:
             raise click.UsageError(f"--router {extra[0]} needs --config (only random and oracle are built in)")
         routers, columns = _configured(config_path, extra)
-    with console.status(f"loading {spec}"):
-        try:
-            outcomes = datasets.load(spec, drop_contaminated=drop_contaminated)
-        except (ValueError, FileNotFoundError) as e:
-            raise click.UsageError(str(e)) from None
+    with console.status(f"loading {', '.join(specs)}"):
+        outcomes = load_outcomes(specs, drop_contaminated=drop_contaminated, named=(weak, strong),
+                                 prices=price_table(prices, config_path))
+    spec = outcomes.name
     dw, ds = default_pair(outcomes) if weak is None or strong is None else (weak, strong)
     weak_m, strong_m = weak or dw, strong or ds
     for m in (weak_m, strong_m):

@@ -11,17 +11,19 @@ from typing import Any
 import click
 
 from gearshift.cli.lab import lab_group
+from gearshift.cli.outcomes import load_outcomes, price_table, prices_option
 
 
-def _load_outcomes(spec: str | None, drop_contaminated: bool, split: str | None, sample: int | None, seed: int,  # type: ignore[no-untyped-def]
-                   traces: str | None = None, since_hours: float | None = None):
+def _load_outcomes(specs: tuple[str, ...], drop_contaminated: bool, split: str | None, sample: int | None, seed: int,  # type: ignore[no-untyped-def]
+                   traces: str | None = None, since_hours: float | None = None, prices: tuple[str, ...] = (),
+                   named: tuple[str | None, ...] = ()):
     import time
 
     import numpy as np
 
     from gearshift.outcomes import datasets
 
-    if (spec is None) == (traces is None):
+    if bool(specs) == (traces is not None):
         raise click.UsageError("give exactly one of --outcomes or --traces")
     if traces is not None:
         # The gateway's own traffic: prompts answered by several models (shadow pairs) with verdicts.
@@ -42,10 +44,7 @@ def _load_outcomes(spec: str | None, drop_contaminated: bool, split: str | None,
         finally:
             store.close()
     else:
-        try:
-            o = datasets.load(str(spec), drop_contaminated=drop_contaminated)
-        except (ValueError, FileNotFoundError) as e:
-            raise click.UsageError(str(e)) from None
+        o = load_outcomes(specs, drop_contaminated=drop_contaminated, prices=price_table(prices), named=named)
     if split:
         try:
             o = o.split(split)
@@ -57,7 +56,9 @@ def _load_outcomes(spec: str | None, drop_contaminated: bool, split: str | None,
 
 
 @lab_group.command("train")
-@click.option("--outcomes", "spec", default=None, help="dataset name (routellm/mmlu, routerbench/mbpp, ...) or outcomes file")
+@click.option("--outcomes", "specs", multiple=True,
+              help="dataset name (routellm/mmlu, routerbench/mbpp, ...) or outcomes file; repeat to train on several")
+@prices_option
 @click.option("--traces", "traces", default=None, type=click.Path(exists=True, dir_okay=False),
               help="train on the gateway's own traces instead: the config whose store holds them (shadow pairs)")
 @click.option("--since-hours", type=float, default=None, help="with --traces: only traces of this many recent hours")
@@ -88,7 +89,7 @@ def _load_outcomes(spec: str | None, drop_contaminated: bool, split: str | None,
               help="also fit on 25/50/75/100% of the training prompts and record the hold-out metrics of each: "
                    "does more data still help?")
 @click.option("--seed", default=0, show_default=True, type=int)
-def lab_train(spec: str | None, traces: str | None, since_hours: float | None, out: str, drop_contaminated: bool, split: str | None, sample: int | None, form: str,
+def lab_train(specs: tuple[str, ...], prices: tuple[str, ...], traces: str | None, since_hours: float | None, out: str, drop_contaminated: bool, split: str | None, sample: int | None, form: str,
               target: str, weak: str | None, strong: str | None, models: tuple[str, ...],
               metadata_keys: tuple[str, ...], no_metadata: bool, holdout: float, c_strong: float, c_weak: float,
               encoder_kind: str, encoder_model: str | None, encoder_url: str | None, encoder_key_env: str | None,
@@ -100,8 +101,8 @@ def lab_train(spec: str | None, traces: str | None, since_hours: float | None, o
     from gearshift.learned.encoders import EncoderError, make_encoder
     from gearshift.learned.features import FeatureSpec
 
-    o = _load_outcomes(spec, drop_contaminated, split, sample, seed, traces, since_hours)
-    spec = spec or o.name
+    o = _load_outcomes(specs, drop_contaminated, split, sample, seed, traces, since_hours, prices, (weak, strong))
+    spec = o.name
     if no_metadata:
         features = FeatureSpec()
     elif metadata_keys:
@@ -261,7 +262,7 @@ def lab_calibrate(config_path: str, name: str, spec: str, drop_contaminated: boo
     if not isinstance(router, ScoringRouter):
         raise click.UsageError(f"router {name!r} (kind {router.kind}) has no threshold; calibrate a two-model "
                                "router (a classifier trained with --form pair)")
-    o = _load_outcomes(spec, drop_contaminated, split, None, seed)
+    o = _load_outcomes((spec,), drop_contaminated, split, None, seed)
     columns = {m: mc.replay.column for m, mc in config.models.items() if mc.replay is not None}
     weak, strong = columns.get(router.weak, router.weak), columns.get(router.strong, router.strong)
     for m in (weak, strong):

@@ -85,6 +85,11 @@ class Outcomes:
             cost_estimated=self.cost_estimated,
         )
 
+    def unanswered(self) -> list[str]:
+        """Models with no quality on any prompt: nothing can be measured or learned about them."""
+        empty = np.isnan(np.asarray(self.quality, dtype=float)).all(axis=0) if len(self) else np.ones(len(self.models), bool)
+        return [m for m, e in zip(self.models, empty, strict=True) if e]
+
     def split(self, name: str) -> Outcomes:
         """The prompts whose `split` metadata equals `name`."""
         if "split" not in self.meta:
@@ -94,3 +99,36 @@ class Outcomes:
     def metadata_of(self, row: int) -> dict[str, str]:
         """Metadata of one prompt as the gateway would see it in a request."""
         return {k: str(v[row]) for k, v in self.meta.items() if k not in ("split", "source_id")}
+
+
+def concat(tables: Sequence[Outcomes], name: str | None = None) -> Outcomes:
+    """The prompts of several tables, one after the other, over the union of their models.
+
+    A model a table lacks has no answer there (quality and cost NaN). Metadata columns a table lacks
+    are empty strings."""
+    if len(tables) == 1:
+        return tables[0]
+    models = list(dict.fromkeys(m for t in tables for m in t.models))
+    keys = list(dict.fromkeys(k for t in tables for k in t.meta))
+
+    def widen(t: Outcomes, values: np.ndarray | None, fill: object, dtype: type) -> np.ndarray:
+        out: np.ndarray = np.full((len(t), len(models)), fill, dtype=dtype)
+        if values is not None:
+            for j, m in enumerate(t.models):
+                out[:, models.index(m)] = values[:, j]
+        return out
+
+    any_latency = any(t.latency is not None for t in tables)
+    any_text = any(t.responses is not None for t in tables)
+    return Outcomes(
+        prompts=np.concatenate([t.prompts for t in tables]),
+        models=models,
+        quality=np.concatenate([widen(t, t.quality, np.nan, float) for t in tables]),
+        cost=np.concatenate([widen(t, t.cost, np.nan, float) for t in tables]),
+        latency=np.concatenate([widen(t, t.latency, np.nan, float) for t in tables]) if any_latency else None,
+        responses=np.concatenate([widen(t, t.responses, None, object) for t in tables]) if any_text else None,
+        meta={k: np.concatenate([t.meta.get(k, np.full(len(t), "", dtype=object)) for t in tables]) for k in keys},
+        name=name or " + ".join(t.name for t in tables),
+        cost_estimated=any(t.cost_estimated for t in tables),
+    )
+
