@@ -9,8 +9,8 @@ import multiprocessing
 import os
 import signal
 import socket
-import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -56,12 +56,16 @@ def _serve_one(config: Config, host: str, port: int, reuse_port: bool) -> None:
 
 
 def _serve_workers(config: Config, host: str, port: int, workers: int) -> None:
+    """Run `workers` processes on one port; restart one that dies, with backoff, while the others serve."""
     # fork: a worker starts from the loaded config at once, with nothing to re-read or re-import.
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_serve_one, args=(config, host, port, True), name=f"gearshift-worker-{i}")
-             for i in range(workers)]
-    for proc in procs:
+
+    def spawn(i: int) -> multiprocessing.process.BaseProcess:
+        proc = ctx.Process(target=_serve_one, args=(config, host, port, True), name=f"gearshift-worker-{i}")
         proc.start()
+        return proc
+
+    procs = [spawn(i) for i in range(workers)]
     stopping = threading.Event()
 
     def stop(signum: int, frame: object) -> None:
@@ -71,18 +75,51 @@ def _serve_workers(config: Config, host: str, port: int, workers: int) -> None:
         signal.signal(sig, stop)
     log.info("gearshift: %d workers on http://%s:%d (pids %s)", workers, host, port,
              ", ".join(str(p.pid) for p in procs))
-    while not stopping.is_set() and all(p.is_alive() for p in procs):
-        stopping.wait(0.2)
-    failed = [p for p in procs if not p.is_alive() and p.exitcode != 0]
-    if failed and not stopping.is_set():
-        log.error("worker %s exited with code %s: stopping the others", failed[0].name, failed[0].exitcode)
+    backoff = [Backoff() for _ in procs]
+    while not stopping.wait(0.1):
+        now = time.monotonic()
+        for i, proc in enumerate(procs):
+            if proc.is_alive():
+                backoff[i].alive(now)
+                continue
+            due = backoff[i].due
+            if due is None:
+                delay = backoff[i].died(now)
+                log.error("worker %s (pid %s) exited with code %s: restarting it in %.1f s; the others serve",
+                          proc.name, proc.pid, proc.exitcode, delay)
+            elif now >= due:
+                procs[i] = spawn(i)
+                backoff[i].restarted(now)
+                log.info("worker %s restarted (pid %s)", procs[i].name, procs[i].pid)
     for proc in procs:
         if proc.is_alive() and proc.pid is not None:
             os.kill(proc.pid, signal.SIGTERM)  # each finishes its requests and writes its traces
     for proc in procs:
         proc.join(60)
-    if failed and not stopping.is_set():
-        sys.exit(1)
+
+
+class Backoff:
+    """When to restart a dead worker: 0.5 s after its first death, doubling to 30 s while it keeps
+    dying young; a worker that then lives a minute starts again from 0.5 s."""
+
+    FIRST, CAP, HEALTHY = 0.5, 30.0, 60.0
+
+    def __init__(self) -> None:
+        self.delay = self.FIRST
+        self.due: float | None = None
+        self.started = time.monotonic()
+
+    def alive(self, now: float) -> None:
+        if now - self.started >= self.HEALTHY:
+            self.delay = self.FIRST
+
+    def died(self, now: float) -> float:
+        self.due, delay = now + self.delay, self.delay
+        self.delay = min(self.CAP, self.delay * 2)
+        return delay
+
+    def restarted(self, now: float) -> None:
+        self.due, self.started = None, now
 
 
 @dataclass
