@@ -251,6 +251,23 @@ def test_secrets_never_leak(upstream: FakeUpstream, tmp_path: Path, caplog: pyte
     assert "credentials" in body or "rejected" in body
 
 
+@pytest.mark.parametrize("echo", [f"{UPSTREAM_KEY[:8]}...{UPSTREAM_KEY[-4:]}", f"{UPSTREAM_KEY[:7]}{'*' * 20}{UPSTREAM_KEY[-4:]}",
+                                  UPSTREAM_KEY[:12], UPSTREAM_KEY[-10:]])
+def test_fragments_of_a_key_never_leak(upstream: FakeUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                       echo: str) -> None:
+    # Upstreams echo keys in part (`sk-proj-****1234`); any start-and-end or long run of the key is masked.
+    upstream.fail(400, times=None, message=f"Incorrect API key provided: {echo}. Find your key at ...")
+    caplog.set_level(logging.DEBUG)
+    with running(gateway_config(upstream.url, tmp_path)) as gw:
+        with pytest.raises(openai.APIStatusError) as info:
+            client(gw).chat.completions.create(model="gearshift/auto", messages=[{"role": "user", "content": "x"}])
+        body = json.dumps(info.value.body)
+        traces = json.dumps(stored(gw))
+    assert "Incorrect API key provided: ***." in body
+    for text in (body, traces, caplog.text):
+        assert echo not in text and UPSTREAM_KEY[:8] not in text and UPSTREAM_KEY[-8:] not in text
+
+
 def test_trace_persists_across_restart(upstream: FakeUpstream, tmp_path: Path) -> None:
     config = gateway_config(upstream.url, tmp_path)
     with running(config) as gw:

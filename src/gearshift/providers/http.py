@@ -7,6 +7,7 @@ OpenAI-compatible and Anthropic adapters cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -59,10 +60,29 @@ class SessionOwner:
         self._own = None
 
 
+# A key shown in part: its start, a mask, its end (`sk-UPSTR...1111`, `sk-proj-****1234`, `sk-a…9f`).
+_MASKED = re.compile(r"(?P<head>[\w\-]{2,})(?P<mask>[.*…•xX]{3,}|…)(?P<tail>[\w\-]{2,})")
+_FRAGMENT = 8  # a bare run of this many leading or trailing characters of a key is the key in part
+
+
 def scrub(text: str, secret: str | None) -> str:
-    """Remove a secret from text that will reach logs, traces or clients."""
-    if secret and secret in text:
-        text = text.replace(secret, "***")
+    """Remove a secret, and any fragment of it (start and end around a mask, or a long start or end),
+    from text that will reach logs, traces or clients."""
+    if not secret:
+        return text
+    text = text.replace(secret, "***")
+
+    def masked(m: re.Match[str]) -> str:
+        head, tail = m["head"], m["tail"]
+        # The head may carry text before the key (`key:sk-UP`): any suffix of it that starts the key.
+        starts = any(secret.startswith(head[i:]) for i in range(max(0, len(head) - len(secret)), len(head) - 1))
+        return "***" if starts and secret.endswith(tail) and len(tail) < len(secret) else m[0]
+
+    text = _MASKED.sub(masked, text)
+    if len(secret) >= 2 * _FRAGMENT:
+        for part in (secret[:_FRAGMENT], secret[-_FRAGMENT:]):
+            if part in text:  # the whole word that holds it goes
+                text = re.sub(rf"[\w\-]*{re.escape(part)}[\w\-]*", "***", text)
     return text
 
 
