@@ -126,6 +126,7 @@ class ClientKey(_Strict):
     name: str
     key: str | None = None
     key_env: str | None = None
+    admin: bool = Field(default=False, description="may write feedback on any request's trace, not only its own")
 
     @model_validator(mode="after")
     def _one_source(self) -> ClientKey:

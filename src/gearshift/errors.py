@@ -46,6 +46,12 @@ class Unauthorized(GearshiftError):
     code = "invalid_api_key"
 
 
+class Forbidden(GearshiftError):
+    status = 403
+    type = "invalid_request_error"
+    code = "forbidden"
+
+
 class NotFound(GearshiftError):
     status = 404
     type = "invalid_request_error"

@@ -211,4 +211,34 @@ def test_feedback_round_trip(upstream: FakeUpstream, tmp_path: Path) -> None:
         assert post({"trace_id": trace_id, "score": 3}).status == 400
         assert post({"trace_id": trace_id, "score": 1, "thumbs": "up"}).status == 400
         fb = gw.gateway.store.feedback()
-    assert [(f["trace_id"], f["score"], f["label"]) for f in fb] == [(trace_id, 1.0, "up"), (trace_id, 0.25, "2/5")]
+    # A repeat replaces the earlier judgement of the same answer.
+    assert [(f["trace_id"], f["score"], f["label"]) for f in fb] == [(trace_id, 0.25, "2/5")]
+
+
+def test_feedback_only_from_the_key_that_asked_or_an_admin(upstream: FakeUpstream, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = {"alice": "key-alice-0123456789", "bob": "key-bob-0123456789", "ops": "key-ops-0123456789"}
+    for name, secret in keys.items():
+        monkeypatch.setenv(f"GS_KEY_{name.upper()}", secret)
+    config = gateway_config(upstream.url, tmp_path, client_keys=[
+        {"name": "alice", "key_env": "GS_KEY_ALICE"}, {"name": "bob", "key_env": "GS_KEY_BOB"},
+        {"name": "ops", "key_env": "GS_KEY_OPS", "admin": True}])
+    http = urllib3.PoolManager()
+    with running(config) as gw:
+        c = openai.OpenAI(base_url=gw.url + "/v1", api_key=keys["alice"], max_retries=0)
+        trace_id = c.chat.completions.with_raw_response.create(
+            model="gearshift/auto", messages=[{"role": "user", "content": "hi"}]).headers["x-gearshift-trace-id"]
+
+        def post(who: str, score: float) -> urllib3.BaseHTTPResponse:
+            return http.request("POST", gw.url + "/v1/feedback", body=json.dumps({"trace_id": trace_id, "score": score}),
+                                headers={"Content-Type": "application/json", "Authorization": f"Bearer {keys[who]}"})
+
+        r = post("bob", 0.0)  # another tenant's key
+        assert r.status == 403 and json.loads(r.data)["error"]["code"] == "forbidden"
+        assert post("alice", 0.5).status == 200
+        wait_for(lambda: gw.gateway.store.has_trace(trace_id))
+        gw.gateway.recent.clear()  # the owner is now read from the stored trace
+        assert post("bob", 0.0).status == 403
+        assert post("ops", 1.0).status == 200
+        fb = gw.gateway.store.feedback()
+    assert [(f["score"], f["client"]) for f in fb] == [(1.0, "ops")]

@@ -89,6 +89,16 @@ def test_feedback(store: TraceStore) -> None:
     store.write_feedback("t2", 0.25, comment="meh")
     assert [(f["trace_id"], f["score"], f["label"]) for f in store.feedback()] == [("t1", 1.0, "up"), ("t2", 0.25, None)]
     assert [f["trace_id"] for f in store.feedback(since=middle)] == ["t2"]
+    store.write_feedback("t1", 0.0, label="down", client="alice")  # a repeat replaces, and says who wrote it
+    assert [(f["trace_id"], f["score"], f["client"]) for f in store.feedback()] == [("t2", 0.25, None), ("t1", 0.0, "alice")]
+
+
+def test_trace_client_names_the_key_that_made_the_request(store: TraceStore) -> None:
+    t = trace()
+    t.client = "alice"
+    store.write([t, trace()])
+    assert store.trace_client(t.id) == (True, "alice")
+    assert store.trace_client("nope") == (False, None)
 
 
 def test_router_versions_number_per_router_and_promote_one(store: TraceStore) -> None:

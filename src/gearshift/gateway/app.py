@@ -16,6 +16,7 @@ from aiohttp import web
 from gearshift.config import Config
 from gearshift.errors import (
     BadRequest,
+    Forbidden,
     GearshiftError,
     NotFound,
     PayloadTooLarge,
@@ -89,7 +90,9 @@ class Gateway:
         self.shadower: Shadower | None = None
         self.versions: VersionLoop | None = None
         self.retention = RetentionLoop(config, self.store)
-        self.recent: OrderedDict[str, None] = OrderedDict()  # trace ids feedback may name before they are flushed
+        # trace id -> the client key that made it, for feedback that names a trace not yet flushed
+        self.recent: OrderedDict[str, str | None] = OrderedDict()
+        self.admins = {k.name for k in config.client_keys if k.admin}
         self.started = time.time()
         self.requests = 0
         missing = [k.name for k in config.client_keys if not k.secret()]
@@ -209,7 +212,7 @@ class Gateway:
             err = GearshiftError(f"internal error (trace {trace.id})")
             return self._error(err, trace, t0)
         finally:
-            self._remember(trace.id)
+            self._remember(trace.id, trace.client)
             self.writer.put(trace)
             self.counters.observe(trace)
 
@@ -265,25 +268,33 @@ class Gateway:
             self.shadower.offer(req, trace, outcome.stream.text, None)
         return resp
 
-    def _remember(self, trace_id: str, keep: int = 50_000) -> None:
-        self.recent[trace_id] = None
+    def _remember(self, trace_id: str, client: str | None, keep: int = 50_000) -> None:
+        self.recent[trace_id] = client
         if len(self.recent) > keep:
             self.recent.popitem(last=False)
 
     async def feedback(self, request: web.Request) -> web.Response:
         """POST /v1/feedback {trace_id, score | thumbs | rating (+ scale), source?, comment?}."""
         try:
-            self.authenticate(request)
+            client = self.authenticate(request)
             try:
                 body = loads(await request.read())
             except ValueError as e:
                 raise BadRequest(f"request body is not valid JSON: {e}") from None
             fb = parse_feedback(body)
-            if fb.trace_id not in self.recent:
-                known = await asyncio.to_thread(self.store.has_trace, fb.trace_id)
-                if not known:
-                    raise NotFound(f"no trace with id {fb.trace_id!r}", param="trace_id", code="trace_not_found")
-            await asyncio.to_thread(self.store.write_feedback, fb.trace_id, fb.score, fb.label, fb.source, fb.comment)
+            if fb.trace_id in self.recent:
+                known, owner = True, self.recent[fb.trace_id]
+            else:
+                known, owner = await asyncio.to_thread(self.store.trace_client, fb.trace_id)
+            if not known:
+                raise NotFound(f"no trace with id {fb.trace_id!r}", param="trace_id", code="trace_not_found")
+            if client is not None and client != owner and client not in self.admins:
+                # Answer as for a trace that does not exist would leak less, but a 403 tells an honest
+                # application what is wrong; trace ids are unguessable, so it confirms nothing useful.
+                raise Forbidden(f"the key {client!r} did not make request {fb.trace_id!r}: only that key, or a key "
+                                "with `admin: true`, may write its feedback", param="trace_id")
+            await asyncio.to_thread(self.store.write_feedback, fb.trace_id, fb.score, fb.label, fb.source, fb.comment,
+                                    client)
         except GearshiftError as e:
             return web.Response(status=e.status, body=dumps(e.to_json()), content_type="application/json")
         return web.Response(body=dumps({"object": "feedback", "trace_id": fb.trace_id, "score": fb.score}),

@@ -40,13 +40,18 @@ class TraceStore(ABC):
         """Whether a trace with this id is stored."""
 
     @abstractmethod
+    def trace_client(self, trace_id: str) -> tuple[bool, str | None]:
+        """(whether the trace is stored, the name of the client key that made its request)."""
+
+    @abstractmethod
     def count(self) -> int:
         """How many traces are stored."""
 
     @abstractmethod
     def write_feedback(self, trace_id: str, score: float, label: str | None = None, source: str | None = None,
-                       comment: str | None = None) -> None:
-        """Record the application's judgement of a traced answer (score in [0, 1])."""
+                       comment: str | None = None, client: str | None = None) -> None:
+        """Record the application's judgement of a traced answer (score in [0, 1]), written by the key
+        named `client`; it replaces any earlier feedback on that trace."""
 
     @abstractmethod
     def feedback(self, since: float | None = None) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ TRACE_COLS = ("id", "created", "router", "requested_model", "reason", "route", "
               "verdicts", "prompt", "response", "error", "arm", "shadowed", "shadow_cost_usd")
 CALL_COLS = ("trace_id", "idx", "model", "role", "input_tokens", "output_tokens", "usage_estimated",
              "cost_usd", "latency_ms", "status", "error", "attempt", "response")
-FEEDBACK_COLS = ("trace_id", "created", "score", "label", "source", "comment")
+FEEDBACK_COLS = ("trace_id", "created", "score", "label", "source", "comment", "client")
 VERSION_COLS = ("router", "version", "created", "created_by", "settings", "metrics", "active", "promoted_by",
                 "promoted_at")
 

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     score {real} NOT NULL,
     label TEXT,
     source TEXT,
-    comment TEXT
+    comment TEXT,
+    client TEXT
 );
 CREATE INDEX IF NOT EXISTS feedback_trace ON feedback(trace_id);
 CREATE TABLE IF NOT EXISTS router_versions (
@@ -229,10 +230,11 @@ class SQLStore(TraceStore):
         return [(r, a, float(usd)) for r, a, usd in found]
 
     def write_feedback(self, trace_id: str, score: float, label: str | None = None, source: str | None = None,
-                       comment: str | None = None) -> None:
-        with self._lock:
-            self._run("INSERT INTO feedback (trace_id, created, score, label, source, comment) VALUES (?,?,?,?,?,?)",
-                      (trace_id, time.time(), score, label, source, comment))
+                       comment: str | None = None, client: str | None = None) -> None:
+        with self._lock, self._transaction():
+            self._run("DELETE FROM feedback WHERE trace_id = ?", (trace_id,))
+            self._run("INSERT INTO feedback (trace_id, created, score, label, source, comment, client) "
+                      "VALUES (?,?,?,?,?,?,?)", (trace_id, time.time(), score, label, source, comment, client))
 
     def feedback(self, since: float | None = None) -> list[dict[str, Any]]:
         sql = f"SELECT {','.join(FEEDBACK_COLS)} FROM feedback" + (" WHERE created >= ?" if since is not None else "")
@@ -299,6 +301,11 @@ class SQLStore(TraceStore):
     def has_trace(self, trace_id: str) -> bool:
         with self._lock:
             return self._run("SELECT 1 FROM traces WHERE id = ?", (trace_id,)).fetchone() is not None
+
+    def trace_client(self, trace_id: str) -> tuple[bool, str | None]:
+        with self._lock:
+            row = self._run("SELECT client FROM traces WHERE id = ?", (trace_id,)).fetchone()
+        return (False, None) if row is None else (True, row[0])
 
     def count(self) -> int:
         with self._lock:
