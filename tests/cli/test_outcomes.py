@@ -95,3 +95,32 @@ def test_prices_price_token_counts_from_the_command_line(tmp_path: Path) -> None
     assert rows["always big"]["cost"]["value"] == pytest.approx(0.002)
     code, out = run("lab", "evaluate", "--outcomes", f, "--prices", "cheap=1")
     assert code == 2 and "MODEL=INPUT,OUTPUT" in out
+
+
+def test_datasets_split_deals_prompts_into_disjoint_parts_that_train_reads(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "o.csv", 200, 4)
+    out = tmp_path / "parts.csv"
+    code, text = run("datasets", "split", str(src), "--out", str(out), "--parts", "train=0.5,calibrate=0.3,test=0.2")
+    assert code == 0, text
+    assert "train 100, calibrate 60, test 40" in text
+    from gearshift.outcomes import datasets
+
+    o = datasets.load(str(out))
+    parts = {n: set(o.split(n).prompts) for n in ("train", "calibrate", "test")}
+    assert sum(len(p) for p in parts.values()) == 200 and not (parts["train"] & parts["calibrate"])
+    code, text = run("lab", "train", "--outcomes", str(out), "--split", "train", "--weak", "cheap",
+                     "--strong", "big", "--holdout", "0", "--out", str(tmp_path / "r.json"))
+    assert code == 0 and "trained on 100 prompts" in text, text
+
+
+def test_assign_parts_by_a_key_mixes_every_part_alike() -> None:
+    from gearshift.outcomes.table import assign_parts
+
+    n = 300
+    task = np.array(["a"] * 200 + ["b"] * 100, dtype=object)
+    o = Outcomes(prompts=np.array([f"p{i}" for i in range(n)], dtype=object), models=["x", "y"],
+                 quality=np.zeros((n, 2)), cost=np.zeros((n, 2)), meta={"task": task})
+    split = assign_parts(o, {"train": 0.8, "test": 0.2}, seed=3, by="task").meta["split"]
+    assert [(int(((split == p) & (task == t)).sum())) for p in ("train", "test") for t in ("a", "b")] == [160, 80, 40, 20]
+    with pytest.raises(KeyError, match="metadata 'subject' is not in"):
+        assign_parts(o, {"train": 1.0}, by="subject")

@@ -46,6 +46,43 @@ def datasets_path(name: str | None) -> None:
     click.echo(str(root / name) if name and name != "all" else str(root))
 
 
+@datasets_group.command("split")
+@click.argument("specs", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="outcomes file to write (.csv or .jsonl)")
+@click.option("--parts", default="train=0.6,calibrate=0.2,test=0.2", show_default=True,
+              help="name=share, comma-separated: the parts to deal the prompts into")
+@click.option("--by", default=None, help="metadata key (e.g. task) whose values every part should mix alike")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--drop-contaminated", is_flag=True, help="drop RouteLLM's contaminated prompts (routellm/* only)")
+def datasets_split(specs: tuple[str, ...], out: str, parts: str, by: str | None, seed: int,
+                   drop_contaminated: bool) -> None:
+    """Deal an outcomes table's prompts into parts (a `split` column), so training, calibration and
+    testing never share a prompt: then `lab train --split train`, `lab calibrate --split calibrate`."""
+    from gearshift.outcomes.files import write_outcomes
+    from gearshift.outcomes.table import assign_parts
+
+    shares: dict[str, float] = {}
+    for item in parts.split(","):
+        name, _, share = item.partition("=")
+        try:
+            shares[name.strip()] = float(share)
+        except ValueError:
+            raise click.UsageError(f"--parts {item!r}: write name=share, e.g. train=0.6,calibrate=0.2,test=0.2") from None
+    o = load_outcomes(specs, drop_contaminated=drop_contaminated)
+    if "split" in o.meta:
+        click.echo(f"note: {o.name} has a split column already; it is replaced", err=True)
+    try:
+        o = assign_parts(o, shares, seed=seed, by=by)
+    except (ValueError, KeyError) as e:
+        raise click.UsageError(str(e.args[0])) from None
+    write_outcomes(o, out)
+    counts = {n: int((o.meta["split"] == n).sum()) for n in shares}
+    click.echo(f"wrote {out}: {len(o)} prompts of {o.name} in parts "
+               + ", ".join(f"{n} {c}" for n, c in counts.items()))
+    first = next(iter(shares))
+    click.echo(f"next: gearshift lab train --outcomes {out} --split {first} --out router.json")
+
+
 @datasets_group.command("fetch")
 @click.argument("name")
 @click.option("--base-url", default=None, help="a mirror laid out like the data folder (default: the public sources)")

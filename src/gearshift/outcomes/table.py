@@ -7,7 +7,7 @@ Columnar numpy arrays, not a dataframe: every lab computation is a vectorised op
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,4 +131,30 @@ def concat(tables: Sequence[Outcomes], name: str | None = None) -> Outcomes:
         name=name or " + ".join(t.name for t in tables),
         cost_estimated=any(t.cost_estimated for t in tables),
     )
+
+
+def assign_parts(outcomes: Outcomes, parts: Mapping[str, float], seed: int = 0, by: str | None = None) -> Outcomes:
+    """The same table with a `split` column dealing the prompts into `parts` (name -> share) at random.
+
+    With `by` (a metadata key, e.g. task), each value's prompts are dealt alike, so every part has the
+    same mix. Shares are normalised; each part gets its share of each group, rounded, the last the rest."""
+    if not parts or any(s <= 0 for s in parts.values()):
+        raise ValueError("parts need positive shares, e.g. train=0.6 calibrate=0.2 test=0.2")
+    names = list(parts)
+    shares = np.array([parts[n] for n in names], dtype=float)
+    bounds = np.cumsum(shares / shares.sum())
+    if by is not None and by not in outcomes.meta:
+        raise KeyError(f"metadata {by!r} is not in {outcomes.name}; it has {sorted(outcomes.meta)}")
+    groups = outcomes.meta[by] if by is not None else np.zeros(len(outcomes), dtype=object)
+    rng = np.random.default_rng(seed)
+    split = np.empty(len(outcomes), dtype=object)
+    for g in sorted(set(groups.tolist()), key=str):
+        rows = rng.permutation(np.flatnonzero(groups == g))
+        cuts = np.round(bounds * len(rows)).astype(int)
+        for name, lo, hi in zip(names, np.r_[0, cuts[:-1]], cuts, strict=True):
+            split[rows[lo:hi]] = name
+    meta = {**outcomes.meta, "split": split}
+    return Outcomes(prompts=outcomes.prompts, models=list(outcomes.models), quality=outcomes.quality,
+                    cost=outcomes.cost, latency=outcomes.latency, responses=outcomes.responses, meta=meta,
+                    name=outcomes.name, cost_estimated=outcomes.cost_estimated)
 
