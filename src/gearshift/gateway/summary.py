@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from gearshift.config import Config
-
-ANSWER_ROLES = ("primary", "escalation", "fallback")
-
-
-def counterfactual_cost(trace: dict[str, Any], config: Config, reference: str) -> float:
-    """What the request would have cost on the reference model: its prompt tokens and the final
-    answer's output tokens at the reference's prices. An estimate: another model answers at another length."""
-    answered = [c for c in trace["calls"] if c["role"] in ANSWER_ROLES and c["status"] == 200]
-    if not answered:
-        return 0.0
-    input_tokens = max(c["input_tokens"] for c in answered)
-    final = next((c for c in reversed(answered) if c["model"] == trace.get("final_model")), answered[-1])
-    return config.models[reference].price.cost(input_tokens, final["output_tokens"])
+from gearshift.store.view import TraceView
 
 
 def _pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def summarise(rows: Iterable[dict[str, Any]], config: Config, reference: str | None = None) -> dict[str, Any]:
+def summarise(rows: Iterable[Mapping[str, Any]], config: Config, reference: str | None = None) -> dict[str, Any]:
     """Aggregate traces into the figures `gearshift traces` prints."""
     reference = reference or config.strongest()
     n = errors = streamed = 0
@@ -39,26 +27,23 @@ def summarise(rows: Iterable[dict[str, Any]], config: Config, reference: str | N
     estimated_usage = 0
     tier1: list[float] = []
     escalated: list[float] = []
-    for t in rows:
+    for t in map(TraceView.of, rows):
         n += 1
-        by_router[t["router"] or "(rejected)"] += 1
-        streamed += int(t["streamed"])
-        if t["status"] != 200:
+        by_router[t.router or "(rejected)"] += 1
+        streamed += int(t.streamed)
+        if t.status != 200:
             errors += 1
-        for c in t["calls"]:
-            spend[c["model"]][c["role"]] += c["cost_usd"]
-            calls_by_model[c["model"]] += 1
-            estimated_usage += int(c["usage_estimated"])
-        actual += t["cost_usd"]
-        if t["status"] == 200 and t["final_model"]:
-            counterfactual += counterfactual_cost(t, config, reference)
-            roles = {c["role"] for c in t["calls"]}
-            gated = any(c["role"] in ("gate", "judge") for c in t["calls"]) or any(
-                not str(v.get("gate", "")).startswith("shadow_") for v in t["verdicts"])
-            if "escalation" in roles:
-                escalated.append(t["latency_ms"])
-            elif gated:
-                tier1.append(t["latency_ms"])
+        for c in t.calls:
+            spend[c.model][c.role] += c.cost_usd
+            calls_by_model[c.model] += 1
+            estimated_usage += int(c.usage_estimated)
+        actual += t.cost_usd
+        if t.answered:
+            counterfactual += t.counterfactual_cost(config.models[reference].price)
+            if t.escalated:
+                escalated.append(t.latency_ms)
+            elif t.gated:
+                tier1.append(t.latency_ms)
     cascade = None
     if tier1 or escalated:
         total = len(tier1) + len(escalated)

@@ -18,7 +18,7 @@ volume cannot be known) or a trace store (traces and feedback).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from gearshift.outcomes.datasets import from_traces
 from gearshift.outcomes.table import Outcomes
 from gearshift.routers.base import Router, ScoringRouter
 from gearshift.routers.random import RandomOptions, RandomRouter
+from gearshift.store.view import SHADOW_GATE, TraceView
 
 MIN_VOLUME_TOKENS_PER_DAY = 100_000
 MIN_BASELINE = 30  # graded always-strongest answers for a baseline with a usable interval
@@ -41,7 +42,6 @@ MIN_GRADED = 100  # graded requests for quality to count as measured (interval a
 MIN_PAIRS = 100  # graded pairs to calibrate on one half and test on the other
 MIN_CERTIFY = 500  # calibration prompts below which "no cheaper point passed" means "not enough evidence"
 MIN_SPAN_SECONDS = 3600.0  # shorter trace spans are not extrapolated to a day
-SERVING_ROLES = ("primary", "escalation", "fallback")
 
 QUESTIONS = {
     "baseline": "Is there a quality baseline for always-expensive?",
@@ -231,134 +231,126 @@ def check_outcomes(outcomes: Outcomes, floor: float = 0.95, routers: Sequence[Ro
 # --- traces ----------------------------------------------------------------------------------------------
 
 
-def _score(v: Mapping[str, Any]) -> float | None:
-    s = v.get("score")
-    if isinstance(s, bool):
-        return float(s)
-    if isinstance(s, int | float):
-        return float(s)
-    p = v.get("passed")
-    return float(p) if isinstance(p, bool) else None
-
-
-def token_volume(traces: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def token_volume(traces: Iterable[Mapping[str, Any] | TraceView]) -> dict[str, Any]:
     """Tokens of the calls that served clients (primary, escalation, fallback) per day of the span."""
-    tokens = sum(int(c.get("input_tokens") or 0) + int(c.get("output_tokens") or 0)
-                 for t in traces for c in t.get("calls") or [] if c.get("role") in SERVING_ROLES)
-    all_tokens = sum(int(c.get("input_tokens") or 0) + int(c.get("output_tokens") or 0)
-                     for t in traces for c in t.get("calls") or [])
-    created = [float(t["created"]) for t in traces if t.get("created") is not None]
+    views = [TraceView.of(t) for t in traces]
+    tokens = sum(t.answer_tokens for t in views)
+    created = [float(t.created) for t in views if t.created is not None]
     span = (max(created) - min(created)) if len(created) >= 2 else 0.0
-    per_day = tokens / (span / 86400.0) if span > 0 else None
-    return {"tokens": tokens, "tokens_all_roles": all_tokens, "span_seconds": span, "tokens_per_day": per_day,
-            "estimated_calls": sum(bool(c.get("usage_estimated")) for t in traces for c in t.get("calls") or [])}
+    return {"tokens": tokens, "tokens_all_roles": sum(c.tokens for t in views for c in t.calls), "span_seconds": span,
+            "tokens_per_day": tokens / (span / 86400.0) if span > 0 else None,
+            "estimated_calls": sum(c.usage_estimated for t in views for c in t.calls)}
 
 
-def check_traces(traces: Sequence[Mapping[str, Any]], feedback: Sequence[Mapping[str, Any]] = (), *,
-                 reference: str | None = None, floor: float = 0.95, routers: Sequence[Router] = (),
-                 weak: str | None = None, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
-                 source: str = "traces", progress: Progress | None = None) -> CheckResult:
-    """The decision check on stored traces (dicts as TraceStore.traces() yields them) and feedback.
-
-    reference: the always-expensive model (default: the best model of the shadow pairs).
-    """
-    traces = list(traces)
-    n = len(traces)
-    answers: list[Answer] = []
-    by_id = {t.get("id"): t for t in traces}
-    fb_by_trace: dict[Any, list[float]] = {}
+def _feedback(traces: Sequence[TraceView], feedback: Iterable[Mapping[str, Any]]) -> dict[Any, list[float]]:
+    """Feedback scores by trace id, for the traces at hand."""
+    ids = {t.id for t in traces}
+    out: dict[Any, list[float]] = {}
     for f in feedback:
-        if f.get("trace_id") in by_id and isinstance(f.get("score"), int | float):
-            fb_by_trace.setdefault(f["trace_id"], []).append(float(f["score"]))
+        if f.get("trace_id") in ids and isinstance(f.get("score"), int | float):
+            out.setdefault(f["trace_id"], []).append(float(f["score"]))
+    return out
 
-    pairs_o: Outcomes | None = None
-    try:
-        pairs_o = from_traces(traces, min_models=2, name=source)
-    except ValueError:
-        pairs_o = None
-    if reference is None and pairs_o is not None:
-        reference = metrics.strongest(pairs_o)
 
-    # 1. baseline: independent grades of the reference's own answers (gates, feedback); a shadow
-    # pair's reference is right by definition, so it cannot be its own baseline.
-    base_scores: list[float] = []
-    for t in traces:
-        for v in t.get("verdicts") or []:
-            if v.get("model") == reference and not str(v.get("gate", "")).startswith("shadow_") \
-                    and (sc := _score(v)) is not None:
-                base_scores.append(sc)
-        if t.get("final_model") == reference and t.get("id") in fb_by_trace:
-            base_scores.extend(fb_by_trace[t["id"]])
+def _baseline(traces: Sequence[TraceView], fb: Mapping[Any, list[float]], reference: str | None,
+              n_boot: int, seed: int, alpha: float) -> Answer:
+    """Question 1: independent grades of the reference's own answers (gates, feedback); a shadow
+    pair's reference is right by definition, so it cannot be its own baseline."""
     if reference is None:
-        answers.append(Answer("baseline", "unknown", "no reference model: give --strong or record shadow pairs", {}))
-    elif len(base_scores) >= MIN_BASELINE:
-        base = mean_estimate(np.array(base_scores), n_boot, seed, alpha)
-        answers.append(Answer("baseline", "yes", f"always-{reference}: quality {base} from {len(base_scores)} graded "
-                              f"answers of it (gates, feedback)", {"model": reference, "quality": base,
-                                                                    "graded": len(base_scores)}))
-    else:
-        answers.append(Answer("baseline", "no", f"{len(base_scores)} answers of {reference} carry an independent grade "
-                              f"(gates, feedback; need {MIN_BASELINE}); shadow pairs measure the cheaper model against "
-                              f"it, not it", {"model": reference, "graded": len(base_scores)}))
+        return Answer("baseline", "unknown", "no reference model: give --strong or record shadow pairs", {})
+    scores: list[float] = []
+    for t in traces:  # in trace order: the bootstrap resamples by position
+        scores += [g for v in t.gate_verdicts if v.model == reference and (g := v.grade) is not None]
+        scores += fb.get(t.id, []) if t.final_model == reference else []
+    if len(scores) >= MIN_BASELINE:
+        base = mean_estimate(np.array(scores), n_boot, seed, alpha)
+        return Answer("baseline", "yes", f"always-{reference}: quality {base} from {len(scores)} graded answers of it "
+                      f"(gates, feedback)", {"model": reference, "quality": base, "graded": len(scores)})
+    return Answer("baseline", "no", f"{len(scores)} answers of {reference} carry an independent grade (gates, "
+                  f"feedback; need {MIN_BASELINE}); shadow pairs measure the cheaper model against it, not it",
+                  {"model": reference, "graded": len(scores)})
 
-    # 2. shadow pairs
-    shadowed = sum(any(c.get("role") == "shadow" and not c.get("error") and c.get("status", 200) == 200
-                       for c in t.get("calls") or []) for t in traces)
-    graded_pairs = 0
-    if pairs_o is not None and reference in (pairs_o.models if pairs_o else []):
-        q = pairs_o.quality
-        others = [j for j, m in enumerate(pairs_o.models) if m != reference]
-        ref_ok = ~np.isnan(q[:, pairs_o.index(reference)])
-        graded_pairs = int((ref_ok & (~np.isnan(q[:, others])).any(axis=1)).sum()) if others else 0
-    answers.append(Answer("shadow", "yes" if shadowed else "no",
-                          f"{shadowed} of {n} requests shadowed ({shadowed / n:.1%} of traffic); {graded_pairs} "
-                          f"pairs graded against {reference}" if n else "no traces",
-                          {"shadowed": shadowed, "requests": n, "share": shadowed / n if n else 0.0,
-                           "graded_pairs": graded_pairs}))
 
-    # 3. measurable: a verdict of any kind on the request
+def _shadow(traces: Sequence[TraceView], pairs: Outcomes | None, reference: str | None) -> Answer:
+    """Question 2: how many requests were shadowed, and how many pairs are graded against the reference."""
+    n = len(traces)
+    shadowed = sum(t.shadow_answered for t in traces)
+    graded = 0
+    if pairs is not None and reference in pairs.models:
+        q = pairs.quality
+        others = [j for j, m in enumerate(pairs.models) if m != reference]
+        ref_ok = ~np.isnan(q[:, pairs.index(reference)])
+        graded = int((ref_ok & (~np.isnan(q[:, others])).any(axis=1)).sum()) if others else 0
+    return Answer("shadow", "yes" if shadowed else "no",
+                  f"{shadowed} of {n} requests shadowed ({shadowed / n:.1%} of traffic); {graded} pairs graded "
+                  f"against {reference}" if n else "no traces",
+                  {"shadowed": shadowed, "requests": n, "share": shadowed / n if n else 0.0, "graded_pairs": graded})
+
+
+def _measurable(traces: Sequence[TraceView], fb: Mapping[Any, list[float]]) -> Answer:
+    """Question 3: a verdict of any kind on the request (a graded gate, a shadow comparison, feedback)."""
+    n = len(traces)
     kinds = {"gates": 0, "shadow agreement": 0, "feedback": 0}
     graded = 0
     for t in traces:
-        vs = [v for v in t.get("verdicts") or [] if _score(v) is not None]
-        has_gate = any(not str(v.get("gate", "")).startswith("shadow_") for v in vs)
-        has_shadow = any(v.get("gate") == "shadow_agreement" for v in vs)
-        has_fb = t.get("id") in fb_by_trace
-        kinds["gates"] += has_gate
-        kinds["shadow agreement"] += has_shadow
-        kinds["feedback"] += has_fb
-        graded += has_gate or has_shadow or has_fb
-    answers.append(Answer("measurable", "yes" if graded >= MIN_GRADED else "no",
-                          f"{graded} of {n} requests ({graded / n if n else 0:.1%}) have a verdict: "
-                          + ", ".join(f"{k} {v}" for k, v in kinds.items()) + ("" if graded >= MIN_GRADED else
-                                                                               f" (need {MIN_GRADED})"),
-                          {"graded": graded, "requests": n, "share": graded / n if n else 0.0, **kinds}))
+        vs = [v for v in t.verdicts if v.grade is not None]
+        has = (any(not v.shadow for v in vs), any(v.gate == SHADOW_GATE for v in vs), t.id in fb)
+        for kind, yes in zip(kinds, has, strict=True):
+            kinds[kind] += yes
+        graded += any(has)
+    return Answer("measurable", "yes" if graded >= MIN_GRADED else "no",
+                  f"{graded} of {n} requests ({graded / n if n else 0:.1%}) have a verdict: "
+                  + ", ".join(f"{k} {v}" for k, v in kinds.items()) + ("" if graded >= MIN_GRADED else
+                                                                       f" (need {MIN_GRADED})"),
+                  {"graded": graded, "requests": n, "share": graded / n if n else 0.0, **kinds})
 
-    # 4. volume
+
+def _volume(traces: Sequence[TraceView]) -> Answer:
+    """Question 4: client tokens per day, when the span is long enough to extrapolate."""
     vol = token_volume(traces)
     if vol["tokens_per_day"] is None or vol["span_seconds"] < MIN_SPAN_SECONDS:
-        answers.append(Answer("volume", "unknown", f"{vol['tokens']:,} tokens over {vol['span_seconds'] / 3600:.2f} h: "
-                              f"too short a span to extrapolate to a day (need {MIN_SPAN_SECONDS / 3600:.0f} h)", vol))
-    else:
-        per_day = vol["tokens_per_day"]
-        days = vol["span_seconds"] / 86400
-        how = f"over {days:.1f} days" if days >= 1 else f"extrapolated from {days * 24:.1f} h"
-        answers.append(Answer("volume", "yes" if per_day >= MIN_VOLUME_TOKENS_PER_DAY else "no",
-                              f"{per_day:,.0f} tokens/day ({vol['tokens']:,} tokens of client calls {how})"
-                              + ("" if per_day >= MIN_VOLUME_TOKENS_PER_DAY else
-                                 "; below 100K/day the cost of routing may exceed its savings"), vol))
+        return Answer("volume", "unknown", f"{vol['tokens']:,} tokens over {vol['span_seconds'] / 3600:.2f} h: too "
+                      f"short a span to extrapolate to a day (need {MIN_SPAN_SECONDS / 3600:.0f} h)", vol)
+    per_day = vol["tokens_per_day"]
+    days = vol["span_seconds"] / 86400
+    how = f"over {days:.1f} days" if days >= 1 else f"extrapolated from {days * 24:.1f} h"
+    return Answer("volume", "yes" if per_day >= MIN_VOLUME_TOKENS_PER_DAY else "no",
+                  f"{per_day:,.0f} tokens/day ({vol['tokens']:,} tokens of client calls {how})"
+                  + ("" if per_day >= MIN_VOLUME_TOKENS_PER_DAY else
+                     "; below 100K/day the cost of routing may exceed its savings"), vol)
 
-    # 5. savings on the shadow pairs
-    if pairs_o is None or reference is None or reference not in pairs_o.models:
+
+def _most_paired(pairs: Outcomes, reference: str) -> str:
+    """The cheaper model with the most prompts graded for both it and the reference."""
+    r = pairs.index(reference)
+    counts = {m: int((~np.isnan(pairs.quality[:, [pairs.index(m), r]])).all(1).sum())
+              for m in pairs.models if m != reference}
+    return max(counts, key=lambda m: counts[m])
+
+
+def check_traces(traces: Iterable[Mapping[str, Any] | TraceView], feedback: Sequence[Mapping[str, Any]] = (), *,
+                 reference: str | None = None, floor: float = 0.95, routers: Sequence[Router] = (),
+                 weak: str | None = None, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+                 source: str = "traces", progress: Progress | None = None) -> CheckResult:
+    """The decision check on stored traces (dicts as TraceStore.traces() yields them, or views) and feedback.
+
+    reference: the always-expensive model (default: the best model of the shadow pairs).
+    """
+    views = [TraceView.of(t) for t in traces]
+    fb = _feedback(views, feedback)
+    try:
+        pairs: Outcomes | None = from_traces(views, min_models=2, name=source)
+    except ValueError:
+        pairs = None
+    if reference is None and pairs is not None:
+        reference = metrics.strongest(pairs)
+    answers = [_baseline(views, fb, reference, n_boot, seed, alpha), _shadow(views, pairs, reference),
+               _measurable(views, fb), _volume(views)]
+    if pairs is None or reference is None or reference not in pairs.models:
         answers.append(Answer("savings", "unknown", "no graded pairs with the reference model to calibrate on", {}))
     else:
-        if weak is None:
-            cheaper = [m for m in pairs_o.models if m != reference]
-            counts = {m: int((~np.isnan(pairs_o.quality[:, [pairs_o.index(m), pairs_o.index(reference)]])).all(1).sum())
-                      for m in cheaper}
-            weak = max(counts, key=lambda m: counts[m])  # the model with the most pairs
-        answers.append(best_calibrated(pairs_o, weak, reference, floor, routers, n_boot=n_boot, seed=seed, alpha=alpha,
-                                       progress=progress))
+        answers.append(best_calibrated(pairs, weak or _most_paired(pairs, reference), reference, floor, routers,
+                                       n_boot=n_boot, seed=seed, alpha=alpha, progress=progress))
     return CheckResult(source, floor, answers)
 
 

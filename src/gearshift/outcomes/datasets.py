@@ -31,6 +31,7 @@ from gearshift.outcomes.fetch import DATASETS, fetch
 from gearshift.outcomes.files import PriceTable, read_outcomes
 from gearshift.outcomes.table import Outcomes
 from gearshift.request import CHARS_PER_TOKEN
+from gearshift.store.view import TraceView
 
 ROUTELLM_WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 ROUTELLM_STRONG = "gpt-4-1106-preview"
@@ -392,52 +393,30 @@ def rederive_gsm8k_labels(root: str | Path | None = None) -> np.ndarray:
 
 # --- traces ------------------------------------------------------------------------------------
 
-ANSWER_ROLES = ("primary", "escalation", "fallback", "shadow")
-
-
-def _call_quality(call: Mapping[str, Any], verdicts: Mapping[str, float]) -> float:
-    for key in ("quality", "score"):
-        v = call.get(key)
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            return float(v)
-        if isinstance(v, bool):
-            return 1.0 if v else 0.0
-    verdict = call.get("verdict")
-    if isinstance(verdict, Mapping) and isinstance(verdict.get("score"), int | float):
-        return float(verdict["score"])
-    return verdicts.get(str(call.get("model")), float("nan"))
-
-
-def from_traces(rows: Iterable[Mapping[str, Any]], min_models: int = 2, name: str = "traces") -> Outcomes:
+def from_traces(rows: Iterable[Mapping[str, Any] | TraceView], min_models: int = 2, name: str = "traces") -> Outcomes:
     """Outcomes from stored traces: one row per prompt answered by at least `min_models` models.
 
     Each trace is a dict with `prompt` (text) and `calls`: dicts with `model`, `role`, `response`,
     `cost_usd`, `latency_ms` and optionally `quality` (or `score`, or `verdict: {score}`), or a
     trace-level `verdicts` list of {model, score}. Only answering calls count (roles primary,
     escalation, fallback, shadow; not judge/gate calls) and only successful ones (no `error`,
-    `status` 200 when given). Traces with the same prompt text are merged; several answers of one
-    model to one prompt are averaged (quality, cost, latency) and the last response is kept.
-    Quality is NaN where no verdict graded an answer. Trace `metadata` becomes meta columns.
+    `status` 200 when given): TraceView.answers. Traces with the same prompt text are merged; several
+    answers of one model to one prompt are averaged (quality, cost, latency) and the last response is
+    kept. Quality is NaN where no verdict graded an answer. Trace `metadata` becomes meta columns.
     """
     by_prompt: dict[str, dict[str, Any]] = {}
-    for t in rows:
-        prompt = t.get("prompt")
-        if not isinstance(prompt, str) or not prompt:
+    for t in map(TraceView.of, rows):
+        if not isinstance(t.prompt, str) or not t.prompt:
             continue
-        verdicts = {str(v.get("model")): float(v["score"]) for v in (t.get("verdicts") or [])
-                    if isinstance(v, Mapping) and isinstance(v.get("score"), int | float) and v.get("model")}
-        entry = by_prompt.setdefault(prompt, {"answers": {}, "meta": {}, "id": t.get("id")})
-        entry["meta"].update({str(k): str(v) for k, v in (t.get("metadata") or {}).items()})
-        for call in t.get("calls") or []:
-            if call.get("role") not in ANSWER_ROLES or call.get("error") or call.get("status", 200) != 200:
-                continue
-            model = str(call.get("model"))
-            acc = entry["answers"].setdefault(model, {"q": [], "c": [], "l": [], "r": None})
-            acc["q"].append(_call_quality(call, verdicts))
-            acc["c"].append(float(call.get("cost_usd") or 0.0))
-            acc["l"].append(float(call.get("latency_ms") or 0.0) / 1000.0)
-            if call.get("response") is not None:
-                acc["r"] = str(call["response"])
+        entry = by_prompt.setdefault(t.prompt, {"answers": {}, "meta": {}, "id": t.id})
+        entry["meta"].update({str(k): str(v) for k, v in t.metadata.items()})
+        for call in t.answers:
+            acc = entry["answers"].setdefault(call.model, {"q": [], "c": [], "l": [], "r": None})
+            acc["q"].append(t.quality(call))
+            acc["c"].append(call.cost_usd)
+            acc["l"].append(call.latency_ms / 1000.0)
+            if call.response is not None:
+                acc["r"] = str(call.response)
     kept = [(p, e) for p, e in by_prompt.items() if len(e["answers"]) >= min_models]
     if not kept:
         raise ValueError(f"no prompt in the traces was answered by {min_models} or more models")

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from gearshift.store.view import TraceView
 from gearshift.trace import Trace
 
 
@@ -34,6 +35,11 @@ class TraceStore(ABC):
     def traces(self, since: float | None = None, router: str | None = None,
                limit: int | None = None) -> Iterator[dict[str, Any]]:
         """Traces as dicts (with a `calls` list), oldest first."""
+
+    def views(self, since: float | None = None, router: str | None = None,
+              limit: int | None = None) -> Iterator[TraceView]:
+        """Traces as TraceView (what each one means), oldest first."""
+        return map(TraceView.of, self.traces(since=since, router=router, limit=limit))
 
     @abstractmethod
     def has_trace(self, trace_id: str) -> bool:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from gearshift.config import Config, WatchConfig
+from gearshift.store.view import TraceView
 from gearshift.trace import Trace
 from gearshift.watch.findings import DRIFT, INSUFFICIENT, NO_BASELINE, OFF, OK, Metric, WatchReport
 from gearshift.watch.windows import WindowStats, compute_stats
@@ -124,9 +125,9 @@ class Baseline:
                    prompt_tokens=Histogram.fit(s.prompt_tokens, bins), score=Histogram.fit(s.scores, bins))
 
     @classmethod
-    def from_traces(cls, traces: Iterable[Mapping[str, Any] | Trace], config: Config | None = None,
+    def from_traces(cls, traces: Iterable[Mapping[str, Any] | Trace | TraceView], config: Config | None = None,
                     reference: str | None = None, bins: int | None = None, source: str = "traces") -> Baseline:
-        """A baseline from a reference window of traces (store dicts or Trace objects). `config` gives
+        """A baseline from a reference window of traces (store dicts, Trace objects or views). `config` gives
         prices (spend ratio), the reference model and the bin count (watch.psi_bins)."""
         bins = bins or (config.watch.psi_bins if config is not None else 10)
         return cls.from_stats(compute_stats(traces, config, reference), bins, source)
@@ -185,10 +186,10 @@ class Watch:
         self.config = config
         self.wc = watch or (config.watch if config is not None else WatchConfig())
 
-    def stats(self, traces: Iterable[Mapping[str, Any] | Trace]) -> WindowStats:
+    def stats(self, traces: Iterable[Mapping[str, Any] | Trace | TraceView]) -> WindowStats:
         return compute_stats(traces, self.config, self.wc.reference)
 
-    def check(self, traces: Iterable[Mapping[str, Any] | Trace], baseline: Baseline) -> WatchReport:
+    def check(self, traces: Iterable[Mapping[str, Any] | Trace | TraceView], baseline: Baseline) -> WatchReport:
         """Every metric of `traces` against `baseline`; drifted ones are the report's alerts."""
         s = self.stats(traces)
         b, wc = self.wc.bounds, self.wc

@@ -7,9 +7,8 @@ window agree on what they measure:
   share that made an `escalation` call.
 - gate pass rate: the share of gate verdicts that passed (shadow verdicts excluded).
 
-Shadow work is appended to a trace after the client's answer (gateway/shadow.py): the first call
-with role `shadow` and every call after it (its judge) are shadow calls, and verdicts whose gate
-starts with `shadow_` are shadow verdicts. Neither counts as gating, escalation or serving spend.
+What a single trace means (serving or shadow calls, gated, escalated, its shadow pair, what it cost)
+is read once, by gearshift.store.view.TraceView; this module only counts.
 - strong share: the share of answered requests whose final model is the reference model.
 - error rate: the share of routed requests (router set) that ended in a 5xx status.
 - shadow agreement: among shadow pairs that judged the *served* answer (the verdict's model is the
@@ -21,7 +20,7 @@ starts with `shadow_` are shadow verdicts. Neither counts as gating, escalation 
   agreement rate. The interval is Wilson's on the agreement, carried through that formula (the strong
   share is observed on every request, so its own noise is small next to the pairs' and is ignored).
 - spend ratio: serving spend (every call but shadow calls) over the always-reference counterfactual
-  (`gateway.summary.counterfactual_cost`), on answered requests. An estimate.
+  (`TraceView.counterfactual_cost`), on answered requests. An estimate.
 - latency p50/p95 of answered requests, ms.
 - prompt tokens (`estimated_tokens`) and router scores: raw values, for PSI against the baseline.
 """
@@ -38,17 +37,9 @@ from typing import Any
 import numpy as np
 
 from gearshift.config import Config
-from gearshift.gateway.summary import counterfactual_cost
 from gearshift.store.base import TraceStore
+from gearshift.store.view import TraceView
 from gearshift.trace import Trace
-from gearshift.watch.findings import SHADOW_GATE, SHADOW_REFERENCE
-
-GATE_ROLES = ("gate", "judge")
-
-
-def as_dict(trace: Mapping[str, Any] | Trace) -> Mapping[str, Any]:
-    """A trace as the store returns it (Trace objects are converted)."""
-    return trace.to_dict() if isinstance(trace, Trace) else trace
 
 
 def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -137,59 +128,45 @@ def _reference(config: Config | None, reference: str | None) -> str | None:
     return config.watch.reference or config.strongest()
 
 
-def compute_stats(traces: Iterable[Mapping[str, Any] | Trace], config: Config | None = None,
+def compute_stats(traces: Iterable[Mapping[str, Any] | Trace | TraceView], config: Config | None = None,
                   reference: str | None = None) -> WindowStats:
-    """The window figures of `traces` (store dicts or Trace objects). Without `config` there are no
-    prices, so the spend ratio is None; without a reference model, the strong share is None."""
+    """The window figures of `traces` (store dicts, Trace objects or views). Without `config` there are
+    no prices, so the spend ratio is None; without a reference model, the strong share is None."""
     ref = _reference(config, reference)
-    priced = config is not None and ref is not None and ref in config.models
-    s = WindowStats(reference=ref, counterfactual_usd=0.0 if priced else None)
+    price = config.models[ref].price if config is not None and ref is not None and ref in config.models else None
+    s = WindowStats(reference=ref, counterfactual_usd=None if price is None else 0.0)
     latency: list[float] = []
     tokens: list[float] = []
     scores: list[float] = []
-    for raw in traces:
-        t = as_dict(raw)
+    for t in map(TraceView.of, traces):
         s.n += 1
-        created = t.get("created")
-        if created is not None:
-            s.start = created if s.start is None else min(s.start, created)
-            s.end = created if s.end is None else max(s.end, created)
-        if not t.get("router"):
+        if t.created is not None:
+            s.start = t.created if s.start is None else min(s.start, t.created)
+            s.end = t.created if s.end is None else max(s.end, t.created)
+        if not t.routed:
             continue  # rejected before routing (auth, bad body): no route to judge
         s.routed += 1
-        calls = t.get("calls") or []
-        cut = next((i for i, c in enumerate(calls) if c["role"] == "shadow"), len(calls))
-        serving, shadow_calls = calls[:cut], calls[cut:]
-        verdicts = t.get("verdicts") or []
-        tokens.append(float(t.get("estimated_tokens") or 0))
-        if t.get("score") is not None:
-            scores.append(float(t["score"]))
-        status = int(t.get("status") or 0)
-        if status >= 500:
-            s.errors += 1
-        if status != 200 or not t.get("final_model"):
+        tokens.append(float(t.estimated_tokens))
+        if t.score is not None:
+            scores.append(t.score)
+        s.errors += t.failed
+        if not t.answered:
             continue
         s.answered += 1
-        latency.append(float(t.get("latency_ms") or 0.0))
-        final = t["final_model"]
-        if ref is not None and final == ref:
-            s.strong += 1
-        gate_verdicts = [v for v in verdicts if not str(v.get("gate") or "").startswith("shadow_")]
-        if gate_verdicts or any(c["role"] in GATE_ROLES for c in serving):
+        latency.append(t.latency_ms)
+        s.strong += ref is not None and t.final_model == ref
+        if t.gated:
             s.gated += 1
-            s.escalated += int(any(c["role"] == "escalation" for c in serving))
-        s.verdicts += len(gate_verdicts)
-        s.verdicts_passed += sum(1 for v in gate_verdicts if v.get("passed"))
-        pair_ref = next((v.get("model") for v in verdicts if v.get("gate") == SHADOW_REFERENCE), ref)
-        for v in verdicts:
-            if v.get("gate") == SHADOW_GATE and v.get("model") == final and final != pair_ref:
-                s.pairs += 1
-                s.agreements += int(bool(v.get("passed")))
-        s.spend_usd += sum(c["cost_usd"] for c in serving)
-        s.shadow_spend_usd += sum(c["cost_usd"] for c in shadow_calls)
-        if priced:
-            assert config is not None and ref is not None and s.counterfactual_usd is not None
-            s.counterfactual_usd += counterfactual_cost(dict(t), config, ref)
+            s.escalated += t.escalated
+        s.verdicts += len(t.gate_verdicts)
+        s.verdicts_passed += t.gates_passed
+        pairs = t.served_pairs(ref)
+        s.pairs += len(pairs)
+        s.agreements += sum(p.passed for p in pairs)
+        s.spend_usd += t.cost_usd
+        s.shadow_spend_usd += t.shadow_cost_usd
+        if price is not None:
+            s.counterfactual_usd = (s.counterfactual_usd or 0.0) + t.counterfactual_cost(price)
     s.latency_ms = np.asarray(latency, dtype=float)
     s.prompt_tokens = np.asarray(tokens, dtype=float)
     s.scores = np.asarray(scores, dtype=float)
