@@ -73,9 +73,7 @@ def test_counters_render_and_parse() -> None:
     traces.append(cascade_trace(status=502, latency_ms=20_000.0))
     for t in traces:
         counters.observe(t)
-    counters.shadow_drop("queue_full")
-    counters.shadow_drop("queue_full")
-    counters.shadow_drop("budget")
+    counters.sync_shadow_dropped({"queue_full": 2, "budget": 1})  # the shadower keeps the drop counts
     types, samples = parse(render_metrics(counters))
     assert types["gearshift_requests_total"] == "counter"
     assert types["gearshift_request_duration_seconds"] == "histogram"
