@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from gearshift.gates.base import Gate, GateOptions, Verdict, register
+from gearshift.gates.base import Gate, GateOptions, Verdict
 from gearshift.request import ChatRequest
 
 # ---------------------------------------------------------------------------------------------
@@ -469,8 +469,7 @@ class ArithmeticOptions(GateOptions):
                                description="fail when fewer equations are shown (0: no equations passes)")
 
 
-@register
-class ArithmeticGate(Gate):
+class ArithmeticGate(Gate[ArithmeticOptions]):
     """Score = the fraction of shown equations that hold; default threshold 1 (any wrong one fails)."""
 
     kind = "arithmetic"
@@ -478,7 +477,7 @@ class ArithmeticGate(Gate):
     default_threshold = 1.0
 
     def check(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
-        opts: ArithmeticOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         eqs = find_equations(answer, opts.rel_tol, opts.integer_rounding)
         if len(eqs) < opts.min_equations:
             return self.verdict(0.0, [f"{len(eqs)} equation(s) shown, {opts.min_equations} required"])
@@ -560,8 +559,7 @@ class FinalAnswerOptions(GateOptions):
         return v
 
 
-@register
-class FinalAnswerGate(Gate):
+class FinalAnswerGate(Gate[FinalAnswerOptions]):
     """Passes when the answer states a final number (and, with `integer: true`, a whole one): after a
     marker (`#### 18`, `\\boxed{18}`, `the answer is 18`) or, unless `require_marker`, as the last
     number of the last line.
@@ -578,7 +576,7 @@ class FinalAnswerGate(Gate):
         self.pattern = re.compile(options.pattern) if options.pattern else None
 
     def check(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
-        opts: FinalAnswerOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         if _finish_reason(completion) == "length":
             return self.verdict(0.0, ["answer was cut off (finish_reason: length)"])
         tail = answer.rstrip()

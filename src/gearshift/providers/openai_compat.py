@@ -37,10 +37,11 @@ class OpenAICompatProvider(Provider):
     """One model behind an OpenAI-compatible chat-completions endpoint."""
 
     kind = "openai"
+    default_base_url = "https://api.openai.com/v1"
 
     def __init__(self, model: ModelConfig, session: aiohttp.ClientSession | None, base_dir: str = ".") -> None:
         super().__init__(model, session, base_dir)
-        self._url = model.base_url.rstrip("/") + "/chat/completions"
+        self._url = (model.base_url or self.default_base_url).rstrip("/") + "/chat/completions"
         self._timeout, self._stream_timeout = timeouts(model)
         self._sessions = SessionOwner(session)
         self._static_headers = {"Content-Type": JSON_CONTENT, **model.headers}

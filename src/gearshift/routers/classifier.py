@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 from pydantic import ConfigDict, Field
 
+from gearshift.config import Config, ShadowConfig
 from gearshift.learned.artifact import Artifact, ArtifactError
 from gearshift.learned.artifact import load as load_artifact
 from gearshift.learned.encoders import Encoder, EncoderError, check_matches, make_encoder
 from gearshift.learned.features import Featurizer
 from gearshift.request import ChatRequest
 from gearshift.route import Route
-from gearshift.routers import register
 from gearshift.routers.base import Options, Router, ScoringRouter
 
 KIND = "classifier"
@@ -165,13 +165,14 @@ def _artifact_path(options: ClassifierOptions, config: Any) -> Path:
     return p if p.is_absolute() else Path(config.base_dir) / p
 
 
-class ClassifierRouter(ScoringRouter):
+class ClassifierRouter(ScoringRouter[ClassifierOptions]):
     """Two-model form: score = predicted need of the strong model; strong when score >= threshold."""
 
     kind = KIND
     Options = ClassifierOptions
 
-    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None, *,
+    def __init__(self, name: str, options: ClassifierOptions, fallbacks: Sequence[str] = (),
+                 shadow: ShadowConfig | None = None, *,
                  model: Model | None = None, names: dict[str, str] | None = None) -> None:
         super().__init__(name, options, fallbacks, shadow)
         if model is None:
@@ -204,7 +205,7 @@ class ClassifierRouter(ScoringRouter):
         self._bind(model)
 
     @classmethod
-    def check(cls, name: str, options: Any, config: Any) -> list[tuple[str, Any, str]]:
+    def check(cls, name: str, options: ClassifierOptions, config: Config) -> list[tuple[str, Any, str]]:
         path = _artifact_path(options, config)
         try:
             model = _load_model(options, config)
@@ -239,8 +240,8 @@ class ClassifierRouter(ScoringRouter):
         return problems
 
     @classmethod
-    def from_config(cls, name: str, options: Any, config: Any, fallbacks: Sequence[str] = (),
-                    shadow: Any = None) -> Router:
+    def from_config(cls, name: str, options: ClassifierOptions, config: Config, fallbacks: Sequence[str] = (),
+                    shadow: ShadowConfig | None = None) -> Router:
         model = _load_model(options, config)
         names = {m: _resolve(m, options, config) or m for m in model.models}
         if model.form == "multi":
@@ -263,14 +264,15 @@ class ClassifierRouter(ScoringRouter):
         return self.model.pair_score(self.model.predict_many(requests))
 
 
-class MultiClassifierRouter(Router):
+class MultiClassifierRouter(Router[ClassifierOptions]):
     """Several-model form: cheapest model meeting the quality target, or max quality - lambda x cost."""
 
     kind = KIND
     Options = ClassifierOptions
+    registered = False  # built by ClassifierRouter.from_config for multi-form artifacts
 
-    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None, *,
-                 model: Model, names: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, options: ClassifierOptions, fallbacks: Sequence[str] = (),
+                 shadow: ShadowConfig | None = None, *, model: Model, names: dict[str, str] | None = None) -> None:
         super().__init__(name, options, fallbacks, shadow)
         self.model = model
         names = names or {}
@@ -342,7 +344,5 @@ def _load_model(options: ClassifierOptions, config: Any) -> Model:
         _LOADED[key] = model
     return model
 
-
-register(ClassifierRouter)
 
 __all__ = ["ClassifierOptions", "ClassifierRouter", "LinearHeads", "Model", "MultiClassifierRouter"]
