@@ -342,7 +342,7 @@ def test_the_example_cascade_online_matches_its_lab_replay(tmp_path: Path, data_
     from gearshift.config import parse_config
     from gearshift.lab.cascade import replay_cascade
     from gearshift.outcomes.datasets import load
-    from gearshift.routers import build_routers
+    from gearshift.plan import build_routers
 
     repo = Path(__file__).resolve().parents[2]
     doc = yaml.safe_load((repo / "examples" / "cascade-gsm8k.yaml").read_text())
