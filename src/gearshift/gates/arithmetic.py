@@ -599,6 +599,7 @@ class FinalAnswerGate(Gate[FinalAnswerOptions]):
 
 def _finish_reason(completion: dict[str, Any] | None) -> str | None:
     try:
-        return completion["choices"][0].get("finish_reason")  # type: ignore[index]
+        reason = completion["choices"][0].get("finish_reason")  # type: ignore[index]
+        return reason if isinstance(reason, str) else None
     except (TypeError, KeyError, IndexError, AttributeError):
         return None

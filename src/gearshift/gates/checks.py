@@ -110,7 +110,7 @@ def _check_schema(schema: Any) -> type[jsonschema.protocols.Validator]:
         raise SchemaError(f"a JSON Schema is an object or a boolean, got {type(schema).__name__}")
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     cls.check_schema(schema)
-    return cls
+    return cls  # type: ignore[no-any-return]  # jsonschema's validator_for is untyped
 
 
 class _ValidatorCache:

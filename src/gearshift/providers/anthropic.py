@@ -19,17 +19,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gearshift.errors import UpstreamError
+from gearshift.jsonfast import JSONDecodeError, dumps, loads
 from gearshift.providers.base import Completion, Provider, Stream, Usage
 from gearshift.providers.http import (
     JSON_CONTENT,
     TRANSPORT_ERRORS,
-    JSONDecodeError,
     SessionOwner,
     SSEStream,
     bad_body,
-    dumps,
     event_error,
-    loads,
     status_error,
     timeouts,
     transport_error,

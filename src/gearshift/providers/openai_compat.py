@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from gearshift.jsonfast import dumps, loads
 from gearshift.providers.base import Completion, Provider, Stream, Usage, estimate_tokens
 from gearshift.providers.http import (
     JSON_CONTENT,
@@ -18,9 +19,7 @@ from gearshift.providers.http import (
     SessionOwner,
     SSEStream,
     bad_body,
-    dumps,
     event_error,
-    loads,
     status_error,
     timeouts,
     transport_error,

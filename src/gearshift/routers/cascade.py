@@ -98,12 +98,12 @@ def _resolve_paths(spec: dict[str, Any] | str, base_dir: str) -> dict[str, Any] 
     return spec
 
 
-def build_tier_gates(name: str, options: CascadeOptions, config: Config) -> tuple[list[tuple[Gate, ...]], list[str]]:
+def build_tier_gates(name: str, options: CascadeOptions, config: Config) -> tuple[list[tuple[Gate[Any], ...]], list[str]]:
     """Every tier's gates, built and checked; returns them and the weak-judge warnings to log.
 
     Raises ConfigError naming the key: a bad gate, a judge below the model it escalates to, gates
     on the last tier without accept: best."""
-    tiers: list[tuple[Gate, ...]] = []
+    tiers: list[tuple[Gate[Any], ...]] = []
     warnings: list[str] = []
     last = len(options.tiers) - 1
     for i, tier in enumerate(options.tiers):
@@ -114,7 +114,7 @@ def build_tier_gates(name: str, options: CascadeOptions, config: Config) -> tupl
         if i == last and not tier.gates and options.accept == "best":
             raise ConfigError(f"{where}.gates: `accept: best` compares the tiers' gate scores, so the last tier "
                               f"needs gates too (e.g. the same gates as tier 0), or use `accept: last`")
-        gates: list[Gate] = []
+        gates: list[Gate[Any]] = []
         for j, spec in enumerate(tier.gates):
             gate = build_gate(_resolve_paths(spec, config.base_dir), config.models, where=f"{where}.gates.{j}")
             if gate.kind == "judge":
@@ -136,11 +136,11 @@ class CascadeRouter(Router[CascadeOptions]):
 
     def __init__(self, name: str, options: CascadeOptions, fallbacks: Sequence[str] = (),
                  shadow: ShadowConfig | None = None,
-                 gates: list[tuple[Gate, ...]] | None = None) -> None:
+                 gates: list[tuple[Gate[Any], ...]] | None = None) -> None:
         super().__init__(name, options, fallbacks, shadow)
         self.tier_models = [t.model for t in options.tiers]
         self.gates = gates if gates is not None else [() for _ in options.tiers]
-        self.start_router: Router | None = None
+        self.start_router: Router[Any] | None = None
         self.latency: Any = None  # the gateway's LatencyTracker (attach); None in the lab: no budget skips
         self._steps = [self._step(i) for i in range(len(options.tiers))]
 
@@ -237,9 +237,9 @@ class CascadeRouter(Router[CascadeOptions]):
         for g in step.gates:
             seen = self.latency.expected(f"gate:{g.name}", q)
             if seen is None and g.kind == "judge":
-                seen = self.latency.expected(g.options.model, q)  # type: ignore[attr-defined]
+                seen = self.latency.expected(g.options.model, q)
             total += seen or 0.0
-        return total
+        return float(total)
 
     def _fit_budget(self, kept: list[int], budget: float) -> tuple[list[int], list[str]]:
         """Keep the last tier; walking back, keep a tier only if it plus every kept tier after it fits."""

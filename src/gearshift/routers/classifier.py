@@ -74,7 +74,8 @@ class LinearHeads:
 
     def predict_row(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         z = val @ self.W[idx] + self.b
-        return 1.0 / (1.0 + np.exp(-z))
+        p: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+        return p
 
     def predict_csr(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
                     chunk: int = 2048) -> np.ndarray:
@@ -142,7 +143,8 @@ class Model:
         rule = self.score_rule.get("rule")
         if rule == "gain":
             s, w = self.head_of[self.score_rule["strong"]], self.head_of[self.score_rule["weak"]]
-            return np.clip((1.0 + p[..., s] - p[..., w]) / 2.0, 0.0, 1.0)
+            gain: np.ndarray = np.clip((1.0 + p[..., s] - p[..., w]) / 2.0, 0.0, 1.0)
+            return gain
         if rule == "weak-fails":
             return 1.0 - p[..., self.head_of[self.score_rule["weak"]]]
         raise ArtifactError(f"unknown score rule {rule!r}")
@@ -241,7 +243,7 @@ class ClassifierRouter(ScoringRouter[ClassifierOptions]):
 
     @classmethod
     def from_config(cls, name: str, options: ClassifierOptions, config: Config, fallbacks: Sequence[str] = (),
-                    shadow: ShadowConfig | None = None) -> Router:
+                    shadow: ShadowConfig | None = None) -> Router[Any]:
         model = _load_model(options, config)
         names = {m: _resolve(m, options, config) or m for m in model.models}
         if model.form == "multi":
@@ -293,11 +295,11 @@ class MultiClassifierRouter(Router[ClassifierOptions]):
         """Index of the chosen head for each row of predicted qualities (n, K)."""
         p = np.atleast_2d(p)
         if self.cost_weight is not None:
-            return np.argmax(p - self.cost_weight * self.cost[None, :], axis=1)
+            return np.asarray(np.argmax(p - self.cost_weight * self.cost[None, :], axis=1))
         ok = p[:, self.by_cost] >= self.target
         first = np.argmax(ok, axis=1)
         best = np.argmax(p, axis=1)
-        return np.where(ok.any(axis=1), self.by_cost[first], best)
+        return np.asarray(np.where(ok.any(axis=1), self.by_cost[first], best))
 
     def route(self, request: ChatRequest) -> Route:
         p = self.model.predict(request)

@@ -39,7 +39,7 @@ class SplitRouter(Router[SplitOptions]):
         for _, w in weights:
             acc += w / total
             self._cum.append(acc)
-        self._arms: list[Router] = []
+        self._arms: list[Router[Any]] = []
 
     @classmethod
     def check(cls, name: str, options: SplitOptions, config: Config) -> list[tuple[str, Any, str]]:
