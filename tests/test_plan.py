@@ -128,3 +128,11 @@ def test_config_schema_is_json_schema_and_describes_every_kind() -> None:
 def test_config_schema_command_prints_it() -> None:
     result = CliRunner().invoke(main, ["config-schema"])
     assert result.exit_code == 0 and '"RulesRouterConfig"' in result.stdout
+
+
+def test_the_plan_sits_below_the_gateway_lab_watch_and_cli() -> None:
+    # Every router, gate and provider kind loaded (the registries import their packages).
+    code = ("import sys, gearshift.plan, gearshift.schema; gearshift.schema.config_schema(); "
+            "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('gearshift.') and m.count('.') >= 1}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert not {"gateway", "lab", "watch", "cli"} & set(eval(out))
