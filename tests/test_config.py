@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gearshift.config import load_config, parse_config
 from gearshift.errors import ConfigError
+from tests.support.configs import load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 

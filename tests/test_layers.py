@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gearshift"
 LAYERS: list[set[str]] = [
     {"cli", "demo"},
     {"gateway", "lab", "watch"},
-    {"plan"},
+    {"plan", "schema"},
     {"routers", "gates", "providers", "store", "outcomes", "learned"},
     {"config", "request", "route", "trace", "errors", "registry", "jsonfast", "services"},
 ]

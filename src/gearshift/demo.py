@@ -99,12 +99,12 @@ def run_demo(config_path: Path, limit: int | None, concurrency: int, routers: li
     from openai import OpenAI
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from gearshift.config import load_config, parse_config
+    from gearshift import plan
     from gearshift.gateway.server import running
     from gearshift.lab.calibrate import split_halves
     from gearshift.outcomes.datasets import load
 
-    config = load_config(config_path)
+    config = plan.load(config_path).config
     with tempfile.TemporaryDirectory() as tmp:
         # A fresh store per run, so the demo's traces summary describes this run only.
         config = config.model_copy(update={"store": config.store.model_copy(update={"url": f"sqlite:///{tmp}/demo.db"})})
@@ -120,7 +120,7 @@ def run_demo(config_path: Path, limit: int | None, concurrency: int, routers: li
             raw = yaml.safe_load(Path(config_path).read_text())
             raw["routers"] = {**raw["routers"], **extra}
             raw["store"] = {"url": f"sqlite:///{tmp}/demo.db"}
-            config = parse_config(raw, source=str(config_path), base_dir=config.base_dir)
+            config = plan.parse(raw, source=str(config_path), base_dir=config.base_dir).config
         prompts = list(test_half.prompts[:limit] if limit else test_half.prompts)
         click.echo(f"sending {len(prompts)} held-out prompts to each router through the gateway")
         names = routers or list(config.routers)

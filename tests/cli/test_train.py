@@ -12,7 +12,7 @@ from gearshift.cli.train import set_router_key
 from gearshift.config import load_config
 from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
 from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
-from gearshift.routers import build_routers
+from gearshift.plan import build_routers
 
 CONFIG = f"""\
 # gateway config (comments must survive calibration)

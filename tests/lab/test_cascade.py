@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gearshift.config import parse_config
 from gearshift.gates import build_gate
 from gearshift.gates.learned import LearnedGate, LearnedGateModel
 from gearshift.lab import metrics
@@ -27,7 +26,8 @@ from gearshift.lab.replay import replay, requests
 from gearshift.lab.report import cascade_records_from_replay
 from gearshift.outcomes.datasets import ROUTELLM_STRONG, ROUTELLM_WEAK, load
 from gearshift.outcomes.table import Outcomes
-from gearshift.routers import build_routers
+from gearshift.plan import build_routers
+from tests.support.configs import parse_config
 
 MATH_GATES = [{"kind": "arithmetic"}, {"kind": "final_answer"}]
 

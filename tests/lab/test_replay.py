@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gearshift.config import parse_config
 from gearshift.lab import metrics as M
 from gearshift.lab.bootstrap import bootstrap, bootstrap_curve, resample_counts, resample_matrix
 from gearshift.lab.evaluate import evaluate_pair
@@ -18,8 +17,9 @@ from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
 from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
 from gearshift.outcomes.datasets import load
 from gearshift.outcomes.table import Outcomes
-from gearshift.routers import build_routers
+from gearshift.plan import build_routers
 from gearshift.routers.random import RandomOptions, RandomRouter
+from tests.support.configs import parse_config
 
 
 def rnd(seed: int = 0, weak: str = W, strong: str = S) -> RandomRouter:

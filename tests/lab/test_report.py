@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gearshift.cli import main
-from gearshift.config import load_config
 from gearshift.lab import metrics
 from gearshift.lab.baselines import LengthRouter
 from gearshift.lab.evaluate import default_pair
@@ -30,11 +29,12 @@ from gearshift.lab.report import (
     write_report,
 )
 from gearshift.outcomes import datasets
+from gearshift.plan import build_routers
 from gearshift.route import Route
-from gearshift.routers import build_routers
 from gearshift.routers.base import Router
 from gearshift.store.sqlite import SQLiteStore
 from gearshift.trace import Call, Trace
+from tests.support.configs import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "replay-gsm8k.yaml"

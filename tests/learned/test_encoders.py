@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gearshift.config import parse_config
 from gearshift.errors import ConfigError
 from gearshift.lab.replay import requests
 from gearshift.lab.train import TrainSettings, fit, model_of, pair_scores
@@ -21,7 +20,8 @@ from gearshift.learned.features import FeatureSpec
 from gearshift.outcomes import datasets
 from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
 from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
-from gearshift.routers import build_routers
+from gearshift.plan import build_routers
+from tests.support.configs import parse_config
 
 KEY = "sk-embed-SECRET-42"
 DIM = 6

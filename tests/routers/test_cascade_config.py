@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 
-from gearshift.config import Config, parse_config
+from gearshift.config import Config
+from gearshift.config import parse_config as shape_only
 from gearshift.errors import BadRequest, ConfigError
 from gearshift.gateway.executor import LatencyTracker
+from gearshift.plan import build_routers
 from gearshift.request import ChatRequest
-from gearshift.routers import build_routers
 from gearshift.routers.cascade import CascadeRouter
+from tests.support.configs import parse_config
 
 MODELS = {
     "small": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "price": {"input": 1, "output": 2}, "rank": 1},
@@ -80,9 +82,12 @@ def test_start_router_must_exist_pick_tiers_and_not_delegate() -> None:
     assert "routers.c.start.router: bad value 'r'" in error({"tiers": tiers("small", "large"), "start": {"router": "r"}})
     assert "routers.c.start.router: bad value 'c'" in error({"tiers": tiers("small", "large"),
                                                              "start": {"router": "c"}})
-    c = config({"tiers": tiers("small", "large"), "start": {"router": "r"}}, r={**rules, "default": "medium"})
-    with pytest.raises(ConfigError, match=r"routers.c.start.router: router 'r' may pick \['medium'\]"):
-        build_routers(c)
+    # Refused when the config is checked (check-config), not only when the routers are built (serve).
+    picks_medium = {"models": MODELS, "routers": {"c": {"kind": "cascade", "tiers": tiers("small", "large"),
+                                                        "start": {"router": "r"}}, "r": {**rules, "default": "medium"}}}
+    for check in (lambda: build_routers(shape_only(picks_medium)), lambda: parse_config(picks_medium)):
+        with pytest.raises(ConfigError, match=r"routers.c.start.router: router 'r' may pick \['medium'\]"):
+            check()
     c = config({"tiers": tiers("small", "large"), "start": {"router": "r"}}, r=rules)
     assert build_routers(c)["c"].route(ChatRequest.from_prompt("q")).reason.startswith("cascade: start tier 1 (small)")
 

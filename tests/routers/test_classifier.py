@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import yaml
 
-from gearshift.config import parse_config
 from gearshift.errors import ConfigError
 from gearshift.lab import metrics
 from gearshift.lab.replay import requests, sweep, sweep_scores
@@ -23,9 +22,10 @@ from gearshift.outcomes import datasets
 from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
 from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
 from gearshift.outcomes.table import Outcomes
+from gearshift.plan import build_routers
 from gearshift.request import ChatRequest
-from gearshift.routers import build_routers
 from gearshift.routers.classifier import ClassifierRouter
+from tests.support.configs import parse_config
 
 TRAIN, TEST = 2500, 1500
 # Smaller hash spaces than the defaults keep the tests fast; the code path is the same.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gearshift.config import parse_config
+from gearshift.plan import build_routers
 from gearshift.request import ChatRequest
-from gearshift.routers import build_routers
+from tests.support.configs import parse_config
 
 MODELS = {
     "small": {"provider": "openai", "price": {"input": 0.1, "output": 0.4}, "rank": 1},

@@ -14,7 +14,8 @@ from typing import Any
 import openai
 import yaml
 
-from gearshift.config import Config, parse_config
+from gearshift.config import Config
+from tests.support.configs import parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 

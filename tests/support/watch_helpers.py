@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gearshift.config import Config, parse_config
+from gearshift.config import Config
 from gearshift.trace import Call, Trace
+from tests.support.configs import parse_config
 
 WEAK, STRONG = "weak", "strong"
 # weak: 0.5/1.5 USD per 1M tokens; strong: 10/30. A 100-in, 50-out answer costs 0.000125 / 0.0025.

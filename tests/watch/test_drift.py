@@ -17,13 +17,13 @@ import openai
 import pytest
 import yaml
 
-from gearshift.config import parse_config
 from gearshift.gateway.server import running
 from gearshift.lab.recalibrate import recalibrate
 from gearshift.outcomes.datasets import ROUTELLM_STRONG, ROUTELLM_WEAK, gsm8k_answer_value, load
 from gearshift.outcomes.files import write_outcomes
 from gearshift.outcomes.table import Outcomes
 from gearshift.watch import Baseline, Watch
+from tests.support.configs import parse_config
 
 FLOOR = 0.70  # keep 72% of always-GPT-4 quality, as shadow pairs measure it (the reference taken as right)
 BATCH = 25

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from gearshift.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from gearshift.config import Config
+    from gearshift.plan import Plan
 
 # name -> "module:attribute"; each subcommand lives beside the code it drives.
 COMMANDS = {
@@ -26,15 +28,21 @@ COMMANDS = {
 }
 
 
-def config_or_exit(path: str) -> Config:
-    """Load a config for a command; a bad one prints the problems and exits 2 (no traceback)."""
-    from gearshift.config import load_config
+def plan_or_exit(path: str) -> Plan:
+    """Load, check and build a config (gearshift.plan.load, the one door for every command);
+    a bad one prints the problems and exits 2 (no traceback)."""
+    from gearshift import plan  # the routers' modules: loaded only by commands that read a config
 
     try:
-        return load_config(path)
+        return plan.load(path)
     except ConfigError as e:
         click.echo(str(e), err=True)
         sys.exit(2)
+
+
+def config_or_exit(path: str) -> Config:
+    """The checked config of a file (see plan_or_exit)."""
+    return plan_or_exit(path).config
 
 
 class LazyGroup(click.Group):
@@ -75,11 +83,19 @@ def main() -> None:
 @main.command("check-config")
 @click.argument("path", type=click.Path(dir_okay=False))
 def check_config(path: str) -> None:
-    """Validate a config file without serving."""
-    config = config_or_exit(path)
+    """Validate a config file without serving: the same checks, and the same messages, as `serve`."""
+    config = plan_or_exit(path).config
     from gearshift.store import redact_url
 
     click.echo(f"{path}: ok: {len(config.models)} models, {len(config.routers)} routers, "
                f"store {redact_url(config.store.url)}")
 
 
+
+
+@main.command("config-schema")
+def config_schema() -> None:
+    """Print the config file's JSON Schema (for editors), with every router and gate kind's options."""
+    from gearshift.schema import config_schema as schema
+
+    click.echo(json.dumps(schema(), indent=2))

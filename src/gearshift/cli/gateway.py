@@ -8,6 +8,7 @@ import sys
 import click
 
 from gearshift.cli import config_or_exit as _load
+from gearshift.cli import plan_or_exit
 
 
 @click.command("serve")
@@ -20,10 +21,10 @@ def serve_command(config_path: str, host: str | None, port: int | None, workers:
     """Run the gateway."""
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
-    config = _load(config_path)
+    plan = plan_or_exit(config_path)  # the same door as `check-config`
     from gearshift.gateway.server import serve
 
-    serve(config, host, port, workers)
+    serve(plan, host, port, workers)
 
 
 @click.command("traces")

@@ -133,7 +133,7 @@ def _cell(est, scale: float = 1.0, spec: str = ".3f", prefix: str = "", suffix: 
 
 def _configured(config_path: str, names: list[str]):  # type: ignore[no-untyped-def]
     from gearshift.cli import config_or_exit
-    from gearshift.routers import build_routers
+    from gearshift.plan import build_routers
 
     config = config_or_exit(config_path)
     built = build_routers(config)

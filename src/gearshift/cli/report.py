@@ -26,7 +26,7 @@ from gearshift.cli import config_or_exit as _load_config  # noqa: E402
 def _routers(config: Any, names: list[str], weak: str, strong: str, columns: dict[str, str]) -> list[Any]:
     """Routers by name: `length` is the built-in baseline, the others come from the config."""
     from gearshift.lab.baselines import BUILTIN_BASELINES, baseline
-    from gearshift.routers import build_routers
+    from gearshift.plan import build_routers
 
     built = build_routers(config) if config is not None else {}
     inverse = {v: k for k, v in columns.items()}
@@ -214,7 +214,7 @@ def lab_check(spec: str | None, config_path: str | None, floor: float, router_na
     outcomes, config, traces, store = _source(spec, config_path, drop_contaminated, console)
     routers: list[Any] = []
     if config is not None:
-        from gearshift.routers import build_routers
+        from gearshift.plan import build_routers
 
         built = build_routers(config)
         missing = [n for n in router_names if n not in built and n not in ("random", "length")]

@@ -27,12 +27,12 @@ def _load_outcomes(specs: tuple[str, ...], drop_contaminated: bool, split: str |
         raise click.UsageError("give exactly one of --outcomes or --traces")
     if traces is not None:
         # The gateway's own traffic: prompts answered by several models (shadow pairs) with verdicts.
-        from gearshift.config import load_config
+        from gearshift import plan
         from gearshift.errors import ConfigError
         from gearshift.store import open_store
 
         try:
-            config = load_config(traces)
+            config = plan.load(traces).config
         except ConfigError as e:
             raise click.UsageError(str(e)) from None
         store = open_store(config.store, config.base_dir)
@@ -238,11 +238,10 @@ def lab_calibrate(config_path: str, name: str, spec: str, drop_contaminated: boo
                   share: float | None, budget: float | None, floor: float | None, alpha: float, method: str,
                   test_share: float, seed: int, dry_run: bool) -> None:
     """Choose a router's threshold for a target and write it into the config (routers.NAME.threshold)."""
-    from gearshift.config import load_config
+    from gearshift import plan
     from gearshift.errors import ConfigError
     from gearshift.lab.calibrate import CostBudget, QualityFloor, StrongShare, calibrate_scores, split_halves
     from gearshift.lab.replay import router_scores
-    from gearshift.routers import build_routers
     from gearshift.routers.base import ScoringRouter
 
     targets = [t for t in (share, budget, floor) if t is not None]
@@ -251,11 +250,11 @@ def lab_calibrate(config_path: str, name: str, spec: str, drop_contaminated: boo
     target = (StrongShare(share) if share is not None else CostBudget(budget) if budget is not None  # type: ignore[arg-type]
               else QualityFloor(floor))  # type: ignore[arg-type]
     try:
-        config = load_config(config_path)
+        built = plan.load(config_path)
     except ConfigError as e:
         click.echo(str(e), err=True)
         sys.exit(2)
-    routers = build_routers(config)
+    config, routers = built.config, built.routers
     if name not in routers:
         raise click.UsageError(f"router {name!r} is not in {config_path}; it has {sorted(routers)}")
     router = routers[name]

@@ -39,14 +39,14 @@ def _when(t: float | None) -> str:
 def watch_command(config_path: str, window: int | None, seconds: float | None, router: str | None,
                   baseline_path: str | None, save_path: str | None, as_json: bool, exit_code: bool) -> None:
     """Compare the recent traces with the baseline: rates, spend, latency, input shift (PSI)."""
-    from gearshift.config import load_config
+    from gearshift import plan
     from gearshift.store import open_store
     from gearshift.watch.drift import Baseline, Watch
     from gearshift.watch.loop import load_baseline, store_baseline
     from gearshift.watch.windows import recent_traces
 
     try:
-        config = load_config(config_path)
+        config = plan.load(config_path).config
         overrides = {k: v for k, v in (("window_requests", window), ("window_seconds", seconds),
                                        ("router", router)) if v is not None}
         config = config.model_copy(update={"watch": config.watch.model_copy(update=overrides)})

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from gearshift.gates.base import Gate, GateOptions, Verdict, register
+from gearshift.gates.base import Gate, GateOptions, Verdict
 from gearshift.gates.equations import CLEAN, find_equations
 from gearshift.request import ChatRequest
 
@@ -28,8 +28,7 @@ class ArithmeticOptions(GateOptions):
                                description="fail when fewer equations are shown (0: no equations passes)")
 
 
-@register
-class ArithmeticGate(Gate):
+class ArithmeticGate(Gate[ArithmeticOptions]):
     """Score = the fraction of shown equations that hold; default threshold 1 (any wrong one fails)."""
 
     kind = "arithmetic"
@@ -37,7 +36,7 @@ class ArithmeticGate(Gate):
     default_threshold = 1.0
 
     def check(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
-        opts: ArithmeticOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         eqs = find_equations(answer, opts.rel_tol, opts.integer_rounding)
         if len(eqs) < opts.min_equations:
             return self.verdict(0.0, [f"{len(eqs)} equation(s) shown, {opts.min_equations} required"])
@@ -119,8 +118,7 @@ class FinalAnswerOptions(GateOptions):
         return v
 
 
-@register
-class FinalAnswerGate(Gate):
+class FinalAnswerGate(Gate[FinalAnswerOptions]):
     """Passes when the answer states a final number (and, with `integer: true`, a whole one): after a
     marker (`#### 18`, `\\boxed{18}`, `the answer is 18`) or, unless `require_marker`, as the last
     number of the last line.
@@ -137,7 +135,7 @@ class FinalAnswerGate(Gate):
         self.pattern = re.compile(options.pattern) if options.pattern else None
 
     def check(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
-        opts: FinalAnswerOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         if _finish_reason(completion) == "length":
             return self.verdict(0.0, ["answer was cut off (finish_reason: length)"])
         tail = answer.rstrip()
@@ -160,6 +158,7 @@ class FinalAnswerGate(Gate):
 
 def _finish_reason(completion: dict[str, Any] | None) -> str | None:
     try:
-        return completion["choices"][0].get("finish_reason")  # type: ignore[index]
+        reason = completion["choices"][0].get("finish_reason")  # type: ignore[index]
+        return reason if isinstance(reason, str) else None
     except (TypeError, KeyError, IndexError, AttributeError):
         return None

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from abc import ABC
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gearshift.config import error_lines
 from gearshift.errors import ConfigError
+from gearshift.registry import Registry
 
 if TYPE_CHECKING:
     from gearshift.config import ModelConfig
@@ -50,21 +52,25 @@ class GateOptions(BaseModel):
                                     description="pass when score >= threshold (default per kind)")
 
 
-class Gate(ABC):
-    """An evaluator of a response. Subclasses set `kind`, `Options`, `default_threshold`, and `check`."""
+OptionsT = TypeVar("OptionsT", bound=GateOptions)
+
+
+class Gate(ABC, Generic[OptionsT]):
+    """An evaluator of a response. Subclasses set `kind`, `Options`, `default_threshold`, and `check`;
+    `class LengthGate(Gate[LengthOptions])` types `self.options`."""
 
     kind: ClassVar[str]
     Options: ClassVar[type[GateOptions]] = GateOptions
     default_threshold: ClassVar[float] = 1.0
     offline: ClassVar[bool] = True  # False when judging needs an upstream call (the lab cannot replay it)
 
-    def __init__(self, options: GateOptions) -> None:
-        self.options = options
+    def __init__(self, options: OptionsT) -> None:
+        self.options: OptionsT = options
         self.name: str = options.name or self.kind
         self.threshold: float = self.default_threshold if options.threshold is None else options.threshold
 
     @classmethod
-    def from_options(cls, options: Any, models: dict[str, ModelConfig], where: str) -> Gate:
+    def from_options(cls, options: Any, models: dict[str, ModelConfig], where: str) -> Gate[Any]:
         """Build from validated options; kinds that need the model table (judge) override this."""
         return cls(options)
 
@@ -85,38 +91,26 @@ class Gate(ABC):
         return f"<{type(self).__name__} {self.name!r} threshold={self.threshold}>"
 
 
-GATES: dict[str, type[Gate]] = {}
+# Marks a router option that holds gate specs, so the config's JSON Schema describes each gate kind there.
+GATE_LIST = "x-gearshift-gates"
+
+GATES: Registry[Gate[Any]] = Registry("gearshift.gates", Gate, "gate kind")
+register = GATES.register  # kinds defined outside gearshift.gates (tests, plugins)
 
 
-def register(cls: type[Gate]) -> type[Gate]:
-    """Add a gate kind; each gate module registers its classes on import."""
-    GATES[cls.kind] = cls
-    return cls
-
-
-def _load_kinds() -> None:
-    # The kinds live in sibling modules that import this one; importing them here fills GATES.
-    import gearshift.gates.arithmetic
-    import gearshift.gates.checks
-    import gearshift.gates.judge  # noqa: F401
-
-
-def _format_errors(err: ValidationError, where: str, kind: str, cls: type[Gate]) -> str:
-    from gearshift.config import error_lines
-
+def _format_errors(err: ValidationError, where: str, kind: str, cls: type[Gate[Any]]) -> str:
     allowed = sorted(f.alias or name for name, f in cls.Options.model_fields.items())
     unknown = f"unknown key for gate kind {kind}; allowed keys: {', '.join(allowed)}"
     return "\n".join([f"{where}: invalid gate (kind {kind})", *error_lines(err, where, unknown)])
 
 
 def build_gate(spec: dict[str, Any] | str, models: dict[str, ModelConfig] | None = None,
-               where: str = "gate") -> Gate:
+               where: str = "gate") -> Gate[Any]:
     """A gate from its YAML form, e.g. `{kind: length, min: 20}` (a bare string is `{kind: <it>}`).
 
     `models` is the config's model table (a judge names one); `where` is the key path used in errors,
     e.g. `routers.cascade.gates.0`. Raises ConfigError naming the key and what is allowed.
     """
-    _load_kinds()
     if isinstance(spec, str):
         spec = {"kind": spec}
     if not isinstance(spec, dict):
@@ -124,20 +118,7 @@ def build_gate(spec: dict[str, Any] | str, models: dict[str, ModelConfig] | None
     kind = spec.get("kind")
     if kind is None:
         raise ConfigError(f"{where}.kind: required key is missing; allowed: {sorted(GATES)}")
-    cls = GATES.get(kind)
-    if cls is None and isinstance(kind, str) and kind.isidentifier():
-        # Heavier kinds live in a module named after them (gates/learned.py) and load on first use.
-        import importlib
-
-        try:
-            importlib.import_module(f"gearshift.gates.{kind}")
-        except ModuleNotFoundError as e:
-            if e.name != f"gearshift.gates.{kind}":
-                raise
-        cls = GATES.get(kind)
-    if cls is None:
-        allowed = sorted({*GATES, "learned"})
-        raise ConfigError(f"{where}.kind: bad value {kind!r}; allowed: {allowed}")
+    cls = GATES.resolve(kind, f"{where}.kind")
     try:
         options = cls.Options.model_validate(spec)
     except ValidationError as err:

@@ -14,7 +14,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError
 from pydantic import Field, field_validator, model_validator
 
-from gearshift.gates.base import Gate, GateOptions, Verdict, register
+from gearshift.gates.base import Gate, GateOptions, Verdict
 from gearshift.request import CHARS_PER_TOKEN, ChatRequest
 
 _MAX_REASONS = 5
@@ -43,15 +43,14 @@ class LengthOptions(GateOptions):
         return self
 
 
-@register
-class LengthGate(Gate):
+class LengthGate(Gate[LengthOptions]):
     """The answer's length (whitespace at the ends ignored) lies within [min, max]."""
 
     kind = "length"
     Options = LengthOptions
 
     def check(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
-        o: LengthOptions = self.options  # type: ignore[assignment]
+        o = self.options
         n = len(answer.strip())
         size = int(n / CHARS_PER_TOKEN) if o.unit == "tokens" else n
         label = "estimated tokens" if o.unit == "tokens" else "characters"
@@ -111,7 +110,7 @@ def _check_schema(schema: Any) -> type[jsonschema.protocols.Validator]:
         raise SchemaError(f"a JSON Schema is an object or a boolean, got {type(schema).__name__}")
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     cls.check_schema(schema)
-    return cls
+    return cls  # type: ignore[no-any-return]  # jsonschema's validator_for is untyped
 
 
 class _ValidatorCache:
@@ -178,8 +177,7 @@ class JsonSchemaOptions(GateOptions):
         return v
 
 
-@register
-class JsonSchemaGate(Gate):
+class JsonSchemaGate(Gate[JsonSchemaOptions]):
     """The answer is JSON (```json fences allowed) and satisfies the schema, when there is one.
 
     Score: 1 when valid, 0 otherwise; the reasons name each violation by its JSON path."""
@@ -195,7 +193,7 @@ class JsonSchemaGate(Gate):
             self.validator = cls(options.schema_, format_checker=cls.FORMAT_CHECKER)
 
     def check(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
-        value, problem = parse_json(answer, self.options.extract)  # type: ignore[attr-defined]
+        value, problem = parse_json(answer, self.options.extract)
         if problem is not None:
             return self.verdict(0.0, [problem])
         validator = self.validator
@@ -247,8 +245,7 @@ class RegexOptions(GateOptions):
         return self
 
 
-@register
-class RegexGate(Gate):
+class RegexGate(Gate[RegexOptions]):
     """Every `must_match` pattern is found and no `must_not_match` one is (re.search, multiline).
 
     Score: the fraction of conditions met."""
@@ -293,8 +290,7 @@ class ContainsOptions(GateOptions):
         return self
 
 
-@register
-class ContainsGate(Gate):
+class ContainsGate(Gate[ContainsOptions]):
     """Phrase checks, case-insensitive: any-of, all-of, none-of. Score: the fraction of conditions met
     (`any` counts as one condition, each `all` and `none` phrase as one)."""
 
@@ -318,7 +314,7 @@ class ContainsGate(Gate):
         if self.any:
             total += 1
             if not any(p.search(answer) for p in self.any):
-                reasons.append(f"none of {self.options.any} found")  # type: ignore[attr-defined]
+                reasons.append(f"none of {self.options.any} found")
         for phrase, p in self.all:
             total += 1
             if p.search(answer) is None:
@@ -385,8 +381,7 @@ class RefusalOptions(GateOptions):
         return v
 
 
-@register
-class RefusalGate(Gate):
+class RefusalGate(Gate[RefusalOptions]):
     """Passes unless the answer refuses ("I can't help with that", "As an AI language model", ...)."""
 
     kind = "refusal"
@@ -398,7 +393,7 @@ class RefusalGate(Gate):
                       if options.extra_phrases else None)
 
     def check(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
-        head = answer.lstrip()[: self.options.head_chars]  # type: ignore[attr-defined]
+        head = answer.lstrip()[: self.options.head_chars]
         m = None
         low = head.lower().replace("’", "'")
         if any(t in low for t in _TRIGGERS):
@@ -442,8 +437,7 @@ def _declared_tools(request: ChatRequest) -> dict[str, Any]:
     return tools
 
 
-@register
-class ToolCallsGate(Gate):
+class ToolCallsGate(Gate[ToolCallsOptions]):
     """Each tool call names a declared tool and its arguments are JSON matching that tool's
     `parameters` schema. Needs the completion body. Score: the fraction of well-formed calls."""
 
@@ -462,7 +456,7 @@ class ToolCallsGate(Gate):
             calls = [{"type": "function", "function": message["function_call"]}]
         choice = request.body.get("tool_choice")
         forced = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
-        required = self.options.required  # type: ignore[attr-defined]
+        required = self.options.required
         if required is None:
             required = choice == "required" or forced is not None
         if not calls:

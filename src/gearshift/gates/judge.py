@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from gearshift.errors import ConfigError, GearshiftError
-from gearshift.gates.base import Gate, GateOptions, Verdict, register
+from gearshift.gates.base import Gate, GateOptions, Verdict
 from gearshift.request import ChatRequest, content_text
 
 if TYPE_CHECKING:
@@ -200,8 +200,7 @@ def question_text(request: ChatRequest) -> str:
     return "\n\n".join(f"{m.get('role', 'user')}: {content_text(m.get('content'))}" for m in msgs)
 
 
-@register
-class JudgeGate(Gate):
+class JudgeGate(Gate[JudgeOptions]):
     """An LLM grades the answer. Pass/fail scores 1 or 0 (threshold 0.5); 1-10 scores N/10 (threshold
     0.7). An unparseable judgement fails the gate with error="unparseable" and is counted."""
 
@@ -235,7 +234,7 @@ class JudgeGate(Gate):
         if self.model_config is None:
             raise ValueError("judge gate built without its model config; use build_gate(spec, models)")
         return check_judge_capability(self.model_config, escalation_model,
-                                      self.options.allow_weak_judge, where)  # type: ignore[attr-defined]
+                                      self.options.allow_weak_judge, where)
 
     def render(self, request: ChatRequest, answer: str) -> str:
         # str.replace, not str.format: prompts and answers may contain braces (JSON, code).
@@ -243,18 +242,18 @@ class JudgeGate(Gate):
 
     def body(self, request: ChatRequest, answer: str) -> dict[str, Any]:
         """The chat-completions body sent to the judge model."""
-        o: JudgeOptions = self.options  # type: ignore[assignment]
+        o = self.options
         return {"model": o.model, "messages": [{"role": "user", "content": self.render(request, answer)}],
                 "temperature": o.temperature, "max_tokens": o.max_tokens}
 
     def parse(self, judgement: str) -> float | None:
-        scale = self.options.scale  # type: ignore[attr-defined]
+        scale = self.options.scale
         return parse_pass_fail(judgement) if scale == "pass_fail" else parse_score(judgement)
 
     async def acheck(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
         if self.call is None:
             raise RuntimeError(f"judge gate {self.name!r} has no model caller; the executor must bind() one")
-        model = self.options.model  # type: ignore[attr-defined]
+        model = self.options.model
         t0 = time.perf_counter()
         try:
             text, call = await self.call(model, self.body(request, answer))

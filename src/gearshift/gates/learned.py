@@ -39,7 +39,7 @@ from gearshift.gates.arithmetic import (
     final_number,
     number_value,
 )
-from gearshift.gates.base import Gate, GateOptions, Verdict, register
+from gearshift.gates.base import Gate, GateOptions, Verdict
 from gearshift.gates.equations import find_equations
 from gearshift.request import ChatRequest
 
@@ -305,8 +305,7 @@ class LearnedOptions(GateOptions):
                                       "relative to the config file")
 
 
-@register
-class LearnedGate(Gate):
+class LearnedGate(Gate[LearnedOptions]):
     """Passes when 1 - P(escalation helps) >= threshold (default: the artifact's suggested threshold)."""
 
     kind = "learned"

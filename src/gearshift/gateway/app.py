@@ -29,10 +29,12 @@ from gearshift.gateway.retention import RetentionLoop
 from gearshift.gateway.shadow import Shadower
 from gearshift.gateway.versions import VersionLoop
 from gearshift.jsonfast import dumps, loads
+from gearshift.plan import Plan
+from gearshift.plan import of as plan_of
 from gearshift.providers import build_provider
 from gearshift.request import ChatRequest
 from gearshift.route import Route, Step
-from gearshift.routers import Router, build_routers
+from gearshift.routers import Router
 from gearshift.store import open_store
 from gearshift.store.base import TraceStore
 from gearshift.store.writer import TraceWriter
@@ -76,9 +78,11 @@ def validate_body(body: Any) -> dict[str, Any]:
 class Gateway:
     """Routers, providers, executor and trace writer of one running gateway."""
 
-    def __init__(self, config: Config, store: TraceStore | None = None) -> None:
-        self.config = config
-        self.routers: dict[str, Router] = build_routers(config)
+    def __init__(self, config: Config | Plan, store: TraceStore | None = None) -> None:
+        # A Config is checked and built here, through the same door as `check-config`.
+        self.plan = plan_of(config)
+        config = self.config = self.plan.config
+        self.routers: dict[str, Router[Any]] = dict(self.plan.routers)
         self.store = store or open_store(config.store, config.base_dir)
         self.writer = TraceWriter(self.store, config.store.batch_size, config.store.flush_interval,
                                   config.store.queue_size)
@@ -343,10 +347,10 @@ class Gateway:
         return web.Response(status=404, body=dumps(err.to_json()), content_type="application/json")
 
 
-def create_app(config: Config, store: TraceStore | None = None) -> web.Application:
+def create_app(config: Config | Plan, store: TraceStore | None = None) -> web.Application:
     """The aiohttp application of a gateway (its lifecycle starts and stops the gateway)."""
     gw = Gateway(config, store)
-    app = web.Application(client_max_size=config.server.max_body_bytes)
+    app = web.Application(client_max_size=gw.config.server.max_body_bytes)
     app[GATEWAY_KEY] = gw
     app.on_startup.append(gw.start)
     app.on_cleanup.append(gw.stop)

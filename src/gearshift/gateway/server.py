@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -18,6 +19,8 @@ from aiohttp import web
 
 from gearshift.config import Config
 from gearshift.gateway.app import GATEWAY_KEY, Gateway, create_app
+from gearshift.plan import Plan
+from gearshift.plan import of as plan_of
 
 log = logging.getLogger("gearshift.gateway")
 
@@ -30,38 +33,42 @@ def _event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def serve(config: Config, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
+def serve(config: Config | Plan, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
     """Serve until SIGINT/SIGTERM; on stop, in-flight requests finish and every trace is written.
 
     With several workers, each is a process of its own on the same port (SO_REUSEPORT: the kernel
     spreads connections); they share the store as replicas do."""
+    plan = plan_of(config)  # checked and built once, before any worker starts
+    config = plan.config
     host = host or config.server.host
     port = config.server.port if port is None else port
     workers = workers or config.server.workers
     if workers > 1:
         port = port or free_port()  # every worker must bind the same port
         server = config.server.model_copy(update={"workers": workers})
-        _serve_workers(config.model_copy(update={"server": server}), host, port, workers)
+        _serve_workers(dataclasses.replace(plan, config=config.model_copy(update={"server": server})),
+                       host, port, workers)
         return
-    _serve_one(config, host, port, reuse_port=False)
+    _serve_one(plan, host, port, reuse_port=False)
 
 
-def _serve_one(config: Config, host: str, port: int, reuse_port: bool) -> None:
+def _serve_one(plan: Plan, host: str, port: int, reuse_port: bool) -> None:
     _event_loop_policy()
-    app = create_app(config)
+    config = plan.config
+    app = create_app(plan)
     log.info("gearshift gateway on http://%s:%d (%d routers, %d models, store %s, pid %d)", host, port,
              len(config.routers), len(config.models), config.store.url.split("://")[0], os.getpid())
     web.run_app(app, host=host, port=port, access_log=None, print=None, shutdown_timeout=30,
                 handle_signals=True, reuse_port=reuse_port)
 
 
-def _serve_workers(config: Config, host: str, port: int, workers: int) -> None:
+def _serve_workers(plan: Plan, host: str, port: int, workers: int) -> None:
     """Run `workers` processes on one port; restart one that dies, with backoff, while the others serve."""
-    # fork: a worker starts from the loaded config at once, with nothing to re-read or re-import.
+    # fork: a worker starts from the built plan at once, with nothing to re-read or re-import.
     ctx = multiprocessing.get_context("fork")
 
     def spawn(i: int) -> multiprocessing.process.BaseProcess:
-        proc = ctx.Process(target=_serve_one, args=(config, host, port, True), name=f"gearshift-worker-{i}")
+        proc = ctx.Process(target=_serve_one, args=(plan, host, port, True), name=f"gearshift-worker-{i}")
         proc.start()
         return proc
 
@@ -138,7 +145,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(config: Config, port: int | None = None) -> Iterator[Running]:
+def running(config: Config | Plan, port: int | None = None) -> Iterator[Running]:
     """Start the gateway on 127.0.0.1 in a thread; stop it (draining traces) on exit."""
     port = port or free_port()
     app = create_app(config)

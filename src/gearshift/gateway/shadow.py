@@ -13,12 +13,12 @@ import time
 from collections import Counter
 from typing import Any
 
-from gearshift.config import Config, ShadowConfig
+from gearshift.config import Config
 from gearshift.errors import UpstreamError
 from gearshift.gateway.compare import PAIRWISE_PROMPT, compare
+from gearshift.plan import ShadowPolicy, shadow_policies
 from gearshift.providers.base import Provider
 from gearshift.request import ChatRequest
-from gearshift.routers.rules import Condition, When
 from gearshift.store.writer import TraceWriter
 from gearshift.trace import Call, Trace
 
@@ -29,31 +29,13 @@ def _today() -> str:
     return dt.datetime.now(dt.UTC).date().isoformat()
 
 
-class _Policy:
-    """One router's shadow settings, compiled."""
-
-    def __init__(self, router: str, cfg: ShadowConfig, config: Config) -> None:
-        self.router = router
-        self.rate = cfg.rate
-        self.reference = cfg.reference or config.strongest()
-        self.condition = Condition(When.model_validate(cfg.when)) if cfg.when else None
-        self.budget = cfg.daily_budget_usd
-        self.judge = cfg.judge
-        self.explore = cfg.explore
-        self.method = cfg.compare
-        if cfg.judge:
-            from gearshift.gates.judge import check_judge_capability
-
-            warning = check_judge_capability(config.models[cfg.judge], config.models[self.reference],
-                                             cfg.allow_weak_judge, where=f"routers.{router}.shadow.judge")
-            if warning:
-                log.warning("%s", warning)
+# Built and checked by the plan (gearshift.plan), so `check-config` refuses what serving would.
+_Policy = ShadowPolicy
 
 
-def policies(config: Config) -> dict[str, _Policy]:
+def policies(config: Config) -> dict[str, ShadowPolicy]:
     """Shadow policies of every router that has one; raises ConfigError for a judge below the reference."""
-    return {name: _Policy(name, rc.shadow, config) for name, rc in config.routers.items()
-            if rc.shadow is not None and rc.shadow.rate > 0}
+    return shadow_policies(config)
 
 
 class Shadower:

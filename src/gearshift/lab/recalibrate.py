@@ -14,7 +14,7 @@ from gearshift.lab.calibrate import Calibration, QualityFloor, calibrate_scores
 from gearshift.lab.replay import router_scores
 from gearshift.outcomes.datasets import from_traces
 from gearshift.outcomes.table import Outcomes
-from gearshift.routers import build_routers
+from gearshift.plan import build_routers
 from gearshift.routers.base import ScoringRouter
 from gearshift.routers.classifier import ClassifierRouter
 from gearshift.store.base import TraceStore

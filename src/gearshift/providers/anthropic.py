@@ -19,17 +19,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gearshift.errors import UpstreamError
+from gearshift.jsonfast import JSONDecodeError, dumps, loads
 from gearshift.providers.base import Completion, Provider, Stream, Usage
 from gearshift.providers.http import (
     JSON_CONTENT,
     TRANSPORT_ERRORS,
-    JSONDecodeError,
     SessionOwner,
     SSEStream,
     bad_body,
-    dumps,
     event_error,
-    loads,
     status_error,
     timeouts,
     transport_error,
@@ -342,10 +340,11 @@ class AnthropicProvider(Provider):
     """One Claude model behind the Anthropic Messages API."""
 
     kind = "anthropic"
+    default_base_url = "https://api.anthropic.com"
 
     def __init__(self, model: ModelConfig, session: aiohttp.ClientSession | None, base_dir: str = ".") -> None:
         super().__init__(model, session, base_dir)
-        base = model.base_url.rstrip("/")
+        base = (model.base_url or self.default_base_url).rstrip("/")
         self._url = base + "/messages" if base.endswith("/v1") else base + "/v1/messages"
         self._timeout, self._stream_timeout = timeouts(model)
         self._sessions = SessionOwner(session)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from gearshift.request import CHARS_PER_TOKEN, ChatRequest
 
@@ -64,9 +64,18 @@ class Stream(ABC):
 
 
 class Provider(ABC):
-    """One model's upstream. Built once per model; shares the gateway's pooled HTTP session."""
+    """One model's upstream. Built once per model; shares the gateway's pooled HTTP session.
 
-    kind: str
+    A provider kind is one module here: its class sets `kind`, and `default_base_url` when models
+    may leave `base_url` out (gearshift.providers.PROVIDERS finds it)."""
+
+    kind: ClassVar[str]
+    default_base_url: ClassVar[str] = ""  # "" : models of this kind need no base_url
+
+    @classmethod
+    def check(cls, model: ModelConfig) -> list[str]:
+        """What a model of this kind lacks, each as what is needed (checked at plan time)."""
+        return []
 
     def __init__(self, model: ModelConfig, session: aiohttp.ClientSession | None, base_dir: str = ".") -> None:
         self.model = model

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from gearshift.jsonfast import dumps, loads
 from gearshift.providers.base import Completion, Provider, Stream, Usage, estimate_tokens
 from gearshift.providers.http import (
     JSON_CONTENT,
@@ -18,9 +19,7 @@ from gearshift.providers.http import (
     SessionOwner,
     SSEStream,
     bad_body,
-    dumps,
     event_error,
-    loads,
     status_error,
     timeouts,
     transport_error,
@@ -37,10 +36,11 @@ class OpenAICompatProvider(Provider):
     """One model behind an OpenAI-compatible chat-completions endpoint."""
 
     kind = "openai"
+    default_base_url = "https://api.openai.com/v1"
 
     def __init__(self, model: ModelConfig, session: aiohttp.ClientSession | None, base_dir: str = ".") -> None:
         super().__init__(model, session, base_dir)
-        self._url = model.base_url.rstrip("/") + "/chat/completions"
+        self._url = (model.base_url or self.default_base_url).rstrip("/") + "/chat/completions"
         self._timeout, self._stream_timeout = timeouts(model)
         self._sessions = SessionOwner(session)
         self._static_headers = {"Content-Type": JSON_CONTENT, **model.headers}

@@ -73,6 +73,12 @@ class ReplayProvider(Provider):
 
     kind = "replay"
 
+    @classmethod
+    def check(cls, model: ModelConfig) -> list[str]:
+        if model.replay is None:
+            return ["a `replay:` block with `dataset` and `column` (provider 'replay' answers from recordings)"]
+        return []
+
     def __init__(self, model: ModelConfig, session: aiohttp.ClientSession | None = None, base_dir: str = ".",
                  outcomes: Outcomes | None = None) -> None:
         super().__init__(model, session, base_dir)

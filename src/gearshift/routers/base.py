@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -14,7 +14,8 @@ from gearshift.route import Route, Step
 if TYPE_CHECKING:
     import numpy as np
 
-    from gearshift.config import Config
+    from gearshift.config import Config, ShadowConfig
+    from gearshift.gates.base import Gate
 
 
 class Options(BaseModel):
@@ -23,29 +24,35 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Router(ABC):
-    """A policy that turns a request into a route. `route()` does no I/O."""
+OptionsT = TypeVar("OptionsT", bound=Options)
+
+
+class Router(ABC, Generic[OptionsT]):
+    """A policy that turns a request into a route. `route()` does no I/O.
+
+    A kind subclasses `Router[ItsOptions]`, sets `kind` and `Options`, and lives in one module of
+    this package (gearshift.routers.ROUTERS finds it)."""
 
     kind: ClassVar[str]
     Options: ClassVar[type[Options]] = Options
 
-    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None) -> None:
+    def __init__(self, name: str, options: OptionsT, fallbacks: Sequence[str] = (), shadow: ShadowConfig | None = None) -> None:
         self.name = name
-        self.options = options
+        self.options: OptionsT = options
         self.fallbacks = tuple(fallbacks)
         self.shadow = shadow
 
     @classmethod
-    def check(cls, name: str, options: Any, config: Config) -> list[tuple[str, Any, str]]:
+    def check(cls, name: str, options: OptionsT, config: Config) -> list[tuple[str, Any, str]]:
         """Problems with options that need the whole config: (key, bad value, what is allowed)."""
         return []
 
     @classmethod
-    def from_config(cls, name: str, options: Any, config: Config, fallbacks: Sequence[str] = (),
-                    shadow: Any = None) -> Router:
+    def from_config(cls, name: str, options: OptionsT, config: Config, fallbacks: Sequence[str] = (),
+                    shadow: ShadowConfig | None = None) -> Router[Any]:
         return cls(name, options, fallbacks, shadow)
 
-    def bind(self, routers: dict[str, Router]) -> None:
+    def bind(self, routers: Mapping[str, Router[Any]]) -> None:
         """Called once every router is built: routers that delegate (split) look their targets up here."""
 
     @abstractmethod
@@ -56,12 +63,12 @@ class Router(ABC):
         """Models this router may choose (for /v1/models and the lab)."""
         return []
 
-    def step(self, model: str, gates: tuple[Any, ...] = ()) -> Step:
+    def step(self, model: str, gates: tuple[Gate[Any], ...] = ()) -> Step:
         """A step to `model` with this router's fallbacks (minus the model itself)."""
         return Step(model=model, gates=gates, fallbacks=tuple(f for f in self.fallbacks if f != model))
 
 
-class ScoringRouter(Router):
+class ScoringRouter(Router[OptionsT]):
     """A two-model router with a score: higher means the strong model is needed.
 
     Route strong when score >= threshold. The lab sweeps the threshold in one vectorised pass over

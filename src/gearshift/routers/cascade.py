@@ -32,21 +32,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from gearshift.config import Config, ShadowConfig
 from gearshift.errors import BadRequest, ConfigError
+from gearshift.gates.base import GATE_LIST, Gate, build_gate
 from gearshift.request import ChatRequest
 from gearshift.route import Route, Step
-from gearshift.routers import register
 from gearshift.routers.base import Options, Router
-
-if TYPE_CHECKING:
-    from gearshift.config import Config
-    from gearshift.gates.base import Gate
 
 log = logging.getLogger("gearshift.cascade")
 
@@ -59,7 +56,8 @@ class TierOptions(Options):
     """One tier: a model, the gates its answer must pass, and optional settings."""
 
     model: str = Field(description="a model under `models:`")
-    gates: list[dict[str, Any] | str] = Field(default_factory=list, description="gates the answer must all pass")
+    gates: list[dict[str, Any] | str] = Field(default_factory=list, description="gates the answer must all pass",
+                                              json_schema_extra={GATE_LIST: True})
     fallbacks: list[str] | None = Field(default=None, description="models tried when this one's upstream fails "
                                         "(default: the router's `fallbacks`)")
     latency_ms: float | None = Field(default=None, gt=0, description="expected latency of this tier (model and "
@@ -100,14 +98,12 @@ def _resolve_paths(spec: dict[str, Any] | str, base_dir: str) -> dict[str, Any] 
     return spec
 
 
-def build_tier_gates(name: str, options: CascadeOptions, config: Config) -> tuple[list[tuple[Gate, ...]], list[str]]:
+def build_tier_gates(name: str, options: CascadeOptions, config: Config) -> tuple[list[tuple[Gate[Any], ...]], list[str]]:
     """Every tier's gates, built and checked; returns them and the weak-judge warnings to log.
 
     Raises ConfigError naming the key: a bad gate, a judge below the model it escalates to, gates
     on the last tier without accept: best."""
-    from gearshift.gates import build_gate
-
-    tiers: list[tuple[Gate, ...]] = []
+    tiers: list[tuple[Gate[Any], ...]] = []
     warnings: list[str] = []
     last = len(options.tiers) - 1
     for i, tier in enumerate(options.tiers):
@@ -118,10 +114,8 @@ def build_tier_gates(name: str, options: CascadeOptions, config: Config) -> tupl
         if i == last and not tier.gates and options.accept == "best":
             raise ConfigError(f"{where}.gates: `accept: best` compares the tiers' gate scores, so the last tier "
                               f"needs gates too (e.g. the same gates as tier 0), or use `accept: last`")
-        gates: list[Gate] = []
+        gates: list[Gate[Any]] = []
         for j, spec in enumerate(tier.gates):
-            if isinstance(spec, dict) and spec.get("kind") == "learned":
-                import gearshift.gates.learned  # noqa: F401 - registers the kind (numpy: imported only when used)
             gate = build_gate(_resolve_paths(spec, config.base_dir), config.models, where=f"{where}.gates.{j}")
             if gate.kind == "judge":
                 # The capability rule: against the model this tier escalates to (its own on the last tier).
@@ -134,19 +128,19 @@ def build_tier_gates(name: str, options: CascadeOptions, config: Config) -> tupl
     return tiers, warnings
 
 
-@register
-class CascadeRouter(Router):
+class CascadeRouter(Router[CascadeOptions]):
     """Ordered tiers, cheapest first; each gated tier's answer is accepted only if its gates pass."""
 
     kind = "cascade"
     Options = CascadeOptions
 
-    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None,
-                 gates: list[tuple[Gate, ...]] | None = None) -> None:
+    def __init__(self, name: str, options: CascadeOptions, fallbacks: Sequence[str] = (),
+                 shadow: ShadowConfig | None = None,
+                 gates: list[tuple[Gate[Any], ...]] | None = None) -> None:
         super().__init__(name, options, fallbacks, shadow)
         self.tier_models = [t.model for t in options.tiers]
         self.gates = gates if gates is not None else [() for _ in options.tiers]
-        self.start_router: Router | None = None
+        self.start_router: Router[Any] | None = None
         self.latency: Any = None  # the gateway's LatencyTracker (attach); None in the lab: no budget skips
         self._steps = [self._step(i) for i in range(len(options.tiers))]
 
@@ -160,7 +154,7 @@ class CascadeRouter(Router):
     # -- configuration -----------------------------------------------------------------------
 
     @classmethod
-    def check(cls, name: str, options: Any, config: Config) -> list[tuple[str, Any, str]]:
+    def check(cls, name: str, options: CascadeOptions, config: Config) -> list[tuple[str, Any, str]]:
         allowed = f"one of the models: {sorted(config.models)}"
         problems: list[tuple[str, Any, str]] = []
         for i, t in enumerate(options.tiers):
@@ -180,15 +174,15 @@ class CascadeRouter(Router):
         return []
 
     @classmethod
-    def from_config(cls, name: str, options: Any, config: Config, fallbacks: Sequence[str] = (),
-                    shadow: Any = None) -> CascadeRouter:
+    def from_config(cls, name: str, options: CascadeOptions, config: Config, fallbacks: Sequence[str] = (),
+                    shadow: ShadowConfig | None = None) -> CascadeRouter:
         gates, warnings = build_tier_gates(name, options, config)
         # Built once per gateway start: an allowed weak judge is a warning at every start.
         for w in warnings:
             log.warning("%s", w)
         return cls(name, options, fallbacks, shadow, gates)
 
-    def bind(self, routers: dict[str, Router]) -> None:
+    def bind(self, routers: Mapping[str, Router[Any]]) -> None:
         if self.options.start is None:
             return
         start = routers[self.options.start.router]
@@ -243,9 +237,9 @@ class CascadeRouter(Router):
         for g in step.gates:
             seen = self.latency.expected(f"gate:{g.name}", q)
             if seen is None and g.kind == "judge":
-                seen = self.latency.expected(g.options.model, q)  # type: ignore[attr-defined]
+                seen = self.latency.expected(g.options.model, q)
             total += seen or 0.0
-        return total
+        return float(total)
 
     def _fit_budget(self, kept: list[int], budget: float) -> tuple[list[int], list[str]]:
         """Keep the last tier; walking back, keep a tier only if it plus every kept tier after it fits."""

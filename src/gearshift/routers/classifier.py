@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 from pydantic import ConfigDict, Field
 
+from gearshift.config import Config, ShadowConfig
 from gearshift.learned.artifact import Artifact, ArtifactError
 from gearshift.learned.artifact import load as load_artifact
 from gearshift.learned.encoders import Encoder, EncoderError, check_matches, make_encoder
 from gearshift.learned.features import Featurizer
 from gearshift.request import ChatRequest
 from gearshift.route import Route
-from gearshift.routers import register
 from gearshift.routers.base import Options, Router, ScoringRouter
 
 KIND = "classifier"
@@ -74,7 +74,8 @@ class LinearHeads:
 
     def predict_row(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         z = val @ self.W[idx] + self.b
-        return 1.0 / (1.0 + np.exp(-z))
+        p: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+        return p
 
     def predict_csr(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
                     chunk: int = 2048) -> np.ndarray:
@@ -142,7 +143,8 @@ class Model:
         rule = self.score_rule.get("rule")
         if rule == "gain":
             s, w = self.head_of[self.score_rule["strong"]], self.head_of[self.score_rule["weak"]]
-            return np.clip((1.0 + p[..., s] - p[..., w]) / 2.0, 0.0, 1.0)
+            gain: np.ndarray = np.clip((1.0 + p[..., s] - p[..., w]) / 2.0, 0.0, 1.0)
+            return gain
         if rule == "weak-fails":
             return 1.0 - p[..., self.head_of[self.score_rule["weak"]]]
         raise ArtifactError(f"unknown score rule {rule!r}")
@@ -165,13 +167,14 @@ def _artifact_path(options: ClassifierOptions, config: Any) -> Path:
     return p if p.is_absolute() else Path(config.base_dir) / p
 
 
-class ClassifierRouter(ScoringRouter):
+class ClassifierRouter(ScoringRouter[ClassifierOptions]):
     """Two-model form: score = predicted need of the strong model; strong when score >= threshold."""
 
     kind = KIND
     Options = ClassifierOptions
 
-    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None, *,
+    def __init__(self, name: str, options: ClassifierOptions, fallbacks: Sequence[str] = (),
+                 shadow: ShadowConfig | None = None, *,
                  model: Model | None = None, names: dict[str, str] | None = None) -> None:
         super().__init__(name, options, fallbacks, shadow)
         if model is None:
@@ -204,7 +207,7 @@ class ClassifierRouter(ScoringRouter):
         self._bind(model)
 
     @classmethod
-    def check(cls, name: str, options: Any, config: Any) -> list[tuple[str, Any, str]]:
+    def check(cls, name: str, options: ClassifierOptions, config: Config) -> list[tuple[str, Any, str]]:
         path = _artifact_path(options, config)
         try:
             model = _load_model(options, config)
@@ -239,8 +242,8 @@ class ClassifierRouter(ScoringRouter):
         return problems
 
     @classmethod
-    def from_config(cls, name: str, options: Any, config: Any, fallbacks: Sequence[str] = (),
-                    shadow: Any = None) -> Router:
+    def from_config(cls, name: str, options: ClassifierOptions, config: Config, fallbacks: Sequence[str] = (),
+                    shadow: ShadowConfig | None = None) -> Router[Any]:
         model = _load_model(options, config)
         names = {m: _resolve(m, options, config) or m for m in model.models}
         if model.form == "multi":
@@ -263,14 +266,15 @@ class ClassifierRouter(ScoringRouter):
         return self.model.pair_score(self.model.predict_many(requests))
 
 
-class MultiClassifierRouter(Router):
+class MultiClassifierRouter(Router[ClassifierOptions]):
     """Several-model form: cheapest model meeting the quality target, or max quality - lambda x cost."""
 
     kind = KIND
     Options = ClassifierOptions
+    registered = False  # built by ClassifierRouter.from_config for multi-form artifacts
 
-    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None, *,
-                 model: Model, names: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, options: ClassifierOptions, fallbacks: Sequence[str] = (),
+                 shadow: ShadowConfig | None = None, *, model: Model, names: dict[str, str] | None = None) -> None:
         super().__init__(name, options, fallbacks, shadow)
         self.model = model
         names = names or {}
@@ -291,11 +295,11 @@ class MultiClassifierRouter(Router):
         """Index of the chosen head for each row of predicted qualities (n, K)."""
         p = np.atleast_2d(p)
         if self.cost_weight is not None:
-            return np.argmax(p - self.cost_weight * self.cost[None, :], axis=1)
+            return np.asarray(np.argmax(p - self.cost_weight * self.cost[None, :], axis=1))
         ok = p[:, self.by_cost] >= self.target
         first = np.argmax(ok, axis=1)
         best = np.argmax(p, axis=1)
-        return np.where(ok.any(axis=1), self.by_cost[first], best)
+        return np.asarray(np.where(ok.any(axis=1), self.by_cost[first], best))
 
     def route(self, request: ChatRequest) -> Route:
         p = self.model.predict(request)
@@ -342,7 +346,5 @@ def _load_model(options: ClassifierOptions, config: Any) -> Model:
         _LOADED[key] = model
     return model
 
-
-register(ClassifierRouter)
 
 __all__ = ["ClassifierOptions", "ClassifierRouter", "LinearHeads", "Model", "MultiClassifierRouter"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gearshift.config import Config
 from gearshift.request import ChatRequest
 from gearshift.route import Route
 from gearshift.routers.base import Options, Router
@@ -13,12 +14,12 @@ class FixedOptions(Options):
     model: str
 
 
-class FixedRouter(Router):
+class FixedRouter(Router[FixedOptions]):
     kind = "fixed"
     Options = FixedOptions
 
     @classmethod
-    def check(cls, name: str, options: Any, config: Any) -> list[tuple[str, Any, str]]:
+    def check(cls, name: str, options: FixedOptions, config: Config) -> list[tuple[str, Any, str]]:
         if options.model not in config.models:
             return [("model", options.model, f"one of the models: {sorted(config.models)}")]
         return []

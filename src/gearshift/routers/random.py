@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
+from gearshift.config import Config, ShadowConfig
 from gearshift.request import ChatRequest
 from gearshift.route import Route
 from gearshift.routers.base import Options, ScoringRouter
@@ -25,7 +26,7 @@ def uniform(text: str, seed: int) -> float:
     return int.from_bytes(digest, "little") / 2**64
 
 
-class RandomRouter(ScoringRouter):
+class RandomRouter(ScoringRouter[RandomOptions]):
     """Picks a model with probability proportional to its weight.
 
     With two models it is a scoring router (score = the uniform draw), so the lab can sweep the
@@ -35,7 +36,8 @@ class RandomRouter(ScoringRouter):
     kind = "random"
     Options = RandomOptions
 
-    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None,
+    def __init__(self, name: str, options: RandomOptions, fallbacks: Sequence[str] = (),
+                 shadow: ShadowConfig | None = None,
                  ranks: dict[str, tuple[Any, ...]] | None = None) -> None:
         super().__init__(name, options, fallbacks, shadow)
         items = [(m, w) for m, w in options.weights.items() if w > 0]
@@ -55,13 +57,13 @@ class RandomRouter(ScoringRouter):
             self.threshold = float(self._cum[0])
 
     @classmethod
-    def from_config(cls, name: str, options: Any, config: Any, fallbacks: Sequence[str] = (),
-                    shadow: Any = None) -> RandomRouter:
+    def from_config(cls, name: str, options: RandomOptions, config: Config, fallbacks: Sequence[str] = (),
+                    shadow: ShadowConfig | None = None) -> RandomRouter:
         ranks = {m: (c.rank, c.price.output, c.price.input) for m, c in config.models.items()}
         return cls(name, options, fallbacks, shadow, ranks)
 
     @classmethod
-    def check(cls, name: str, options: Any, config: Any) -> list[tuple[str, Any, str]]:
+    def check(cls, name: str, options: RandomOptions, config: Config) -> list[tuple[str, Any, str]]:
         problems: list[tuple[str, Any, str]] = []
         for m, w in options.weights.items():
             if m not in config.models:

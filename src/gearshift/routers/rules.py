@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from gearshift.config import Config, ShadowConfig
 from gearshift.request import ChatRequest
 from gearshift.route import Route
 from gearshift.routers.base import Options, Router
@@ -131,16 +132,17 @@ class _Rule(Condition):
         self.model = rule.model
 
 
-class RulesRouter(Router):
+class RulesRouter(Router[RulesOptions]):
     kind = "rules"
     Options = RulesOptions
 
-    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None) -> None:
+    def __init__(self, name: str, options: RulesOptions, fallbacks: Sequence[str] = (),
+                 shadow: ShadowConfig | None = None) -> None:
         super().__init__(name, options, fallbacks, shadow)
         self._rules = [_Rule(i, r) for i, r in enumerate(options.rules)]
 
     @classmethod
-    def check(cls, name: str, options: Any, config: Any) -> list[tuple[str, Any, str]]:
+    def check(cls, name: str, options: RulesOptions, config: Config) -> list[tuple[str, Any, str]]:
         allowed = f"one of the models: {sorted(config.models)}"
         problems = [(f"rules.{i}.model", r.model, allowed) for i, r in enumerate(options.rules)
                     if r.model not in config.models]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import Field
 
+from gearshift.config import Config, ShadowConfig
 from gearshift.request import ChatRequest
 from gearshift.route import Route
 from gearshift.routers.base import Options, Router
@@ -20,14 +21,15 @@ class SplitOptions(Options):
     seed: int = 0
 
 
-class SplitRouter(Router):
+class SplitRouter(Router[SplitOptions]):
     """Sends each user (or client key) to one arm for good, so an A/B comparison is not muddled by users
     who see both arms. Each arm is a configured router; the trace records which arm answered."""
 
     kind = "split"
     Options = SplitOptions
 
-    def __init__(self, name: str, options: Any, fallbacks: Sequence[str] = (), shadow: Any = None) -> None:
+    def __init__(self, name: str, options: SplitOptions, fallbacks: Sequence[str] = (),
+                 shadow: ShadowConfig | None = None) -> None:
         super().__init__(name, options, fallbacks, shadow)
         weights = [(arm, w) for arm, w in options.arms.items() if w > 0]
         total = sum(w for _, w in weights)
@@ -37,10 +39,10 @@ class SplitRouter(Router):
         for _, w in weights:
             acc += w / total
             self._cum.append(acc)
-        self._arms: list[Router] = []
+        self._arms: list[Router[Any]] = []
 
     @classmethod
-    def check(cls, name: str, options: Any, config: Any) -> list[tuple[str, Any, str]]:
+    def check(cls, name: str, options: SplitOptions, config: Config) -> list[tuple[str, Any, str]]:
         problems: list[tuple[str, Any, str]] = []
         others = sorted(r for r, rc in config.routers.items() if r != name and rc.kind != "split")
         for arm, w in options.arms.items():
@@ -54,7 +56,7 @@ class SplitRouter(Router):
             problems.append(("sticky", options.sticky, "user, client or none"))
         return problems
 
-    def bind(self, routers: dict[str, Router]) -> None:
+    def bind(self, routers: Mapping[str, Router[Any]]) -> None:
         self._arms = [routers[n] for n in self._names]
 
     def sticky_key(self, request: ChatRequest) -> str:

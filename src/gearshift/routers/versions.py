@@ -35,7 +35,7 @@ def _file_key(path: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def promoted_versions(routers: dict[str, Router], store: TraceStore, base_dir: str = ".",
+def promoted_versions(routers: dict[str, Router[Any]], store: TraceStore, base_dir: str = ".",
                       refused: set[tuple[Any, ...]] | None = None) -> dict[str, Promoted]:
     """Each scoring router's promoted version (reads the store and loads new artifacts: call off the loop).
 
@@ -71,7 +71,7 @@ def promoted_versions(routers: dict[str, Router], store: TraceStore, base_dir: s
     return out
 
 
-def apply_versions(routers: dict[str, Router], promoted: dict[str, Promoted],
+def apply_versions(routers: dict[str, Router[Any]], promoted: dict[str, Promoted],
                    refused: set[tuple[Any, ...]] | None = None) -> None:
     from gearshift.routers.classifier import ClassifierRouter
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from gearshift.store.view import TraceView
 from gearshift.trace import Trace
@@ -19,7 +19,22 @@ def redact_url(url: str) -> str:
 class TraceStore(ABC):
     """Durable traces. Writes come in batches from one writer thread; reads may come from anywhere."""
 
+    # A store kind is one module here: its class sets `kind` (the URL scheme), `aliases` (other
+    # schemes) and `url_form` (shown in errors), and opens itself in `open_url`.
+    kind: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    url_form: ClassVar[str] = ""
     shared = False  # True when several gateway processes write to it (they then sync shadow budgets)
+
+    @classmethod
+    def url_ok(cls, url: str) -> bool:
+        """Whether a URL of this scheme is well formed (kinds with a stricter form override it)."""
+        return True
+
+    @classmethod
+    def open_url(cls, url: str, base_dir: str = ".", password: str | None = None) -> TraceStore:
+        """Open the store a URL of this kind names."""
+        raise NotImplementedError(f"{cls.__name__} cannot be opened from a URL")
 
     def leads(self, duty: str) -> bool:
         """Whether this process does a once-for-all duty (alerts, scheduled recalibration, pruning)

@@ -30,6 +30,9 @@ def _driver() -> Any:
 
 
 class PostgresStore(SQLStore):
+    kind = "postgresql"
+    aliases = ("postgres",)
+    url_form = "postgresql://USER@HOST:PORT/DB"
     placeholder = "%s"
     shared = True
 
@@ -44,6 +47,10 @@ class PostgresStore(SQLStore):
             with self._transaction():
                 self._run("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
                 self._create_schema(real="DOUBLE PRECISION", serial_pk="BIGSERIAL PRIMARY KEY")
+
+    @classmethod
+    def open_url(cls, url: str, base_dir: str = ".", password: str | None = None) -> PostgresStore:
+        return cls(url, password=password)
 
     def _connect(self) -> Any:
         extra: dict[str, Any] = {"password": self._password} if self._password else {}

@@ -11,6 +11,9 @@ from gearshift.store.sql import SQLStore
 
 
 class SQLiteStore(SQLStore):
+    kind = "sqlite"
+    url_form = "sqlite:///PATH"
+
     def __init__(self, path: str | Path) -> None:
         super().__init__()
         self.path = str(path)
@@ -25,6 +28,14 @@ class SQLiteStore(SQLStore):
             # The database's write lock: one process creates or upgrades the schema at a time.
             with self._transaction(lock_table="traces"):
                 self._create_schema(real="REAL", serial_pk="INTEGER PRIMARY KEY AUTOINCREMENT")
+
+    @classmethod
+    def url_ok(cls, url: str) -> bool:
+        return url.startswith("sqlite:///")
+
+    @classmethod
+    def open_url(cls, url: str, base_dir: str = ".", password: str | None = None) -> SQLiteStore:
+        return cls.from_url(url, base_dir)
 
     @classmethod
     def from_url(cls, url: str, base_dir: str = ".") -> SQLiteStore:

@@ -1,0 +1,191 @@
+"""The plan: one config file validated and built into what the gateway and the lab run.
+
+`load(path)` is the one door for configuration: `gearshift check-config`, `gearshift serve`, the
+gateway's construction and the lab all go through it, so a config one of them accepts, all accept.
+It checks what config.py cannot know (router, gate, provider and store kinds; shadow conditions and
+judges) and builds the routers, raising one ConfigError with every problem found.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import ValidationError
+
+from gearshift.config import Config, ModelConfig, ShadowConfig, error_lines, parse_config, read_yaml
+from gearshift.errors import ConfigError
+from gearshift.gates.judge import check_judge_capability
+from gearshift.providers import PROVIDERS, Provider
+from gearshift.routers import Router, parse_router
+from gearshift.routers.rules import Condition, When
+from gearshift.store import check_url
+
+log = logging.getLogger("gearshift.plan")
+
+
+@dataclass(frozen=True)
+class ShadowPolicy:
+    """One router's shadow settings, compiled: whom to compare with, which requests, what budget."""
+
+    router: str
+    rate: float
+    reference: str
+    condition: Condition | None
+    budget: float | None
+    judge: str | None
+    explore: str | None
+    method: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated config and everything built from it. Treat it as read-only: gateways and workers share it."""
+
+    config: Config
+    routers: Mapping[str, Router[Any]]
+    providers: Mapping[str, type[Provider]]  # model name -> its provider class
+    shadows: Mapping[str, ShadowPolicy]  # router name -> shadow policy (routers that shadow at all)
+    warnings: tuple[str, ...] = ()
+    source: str = field(default="<config>", compare=False)
+
+
+def load(path: str | Path) -> Plan:
+    """Read, validate and build a YAML config file; ConfigError with every problem found."""
+    p = Path(path)
+    return parse(read_yaml(p), source=str(p), base_dir=p.resolve().parent)
+
+
+def parse(data: Any, source: str = "<config>", base_dir: str | Path = ".") -> Plan:
+    """Validate and build a parsed YAML document."""
+    return build(parse_config(data, source, base_dir), source)
+
+
+def of(config: Config | Plan) -> Plan:
+    """The plan of a config (built now) or the plan itself."""
+    return config if isinstance(config, Plan) else build(config)
+
+
+def build(config: Config, source: str = "<config>") -> Plan:
+    """Check the kind-specific parts of a validated Config and build its routers and shadow policies."""
+    problems: list[str] = []
+    config, providers = _models(config, problems)
+    if (line := check_url(config.store.url)) is not None:
+        problems.append(line)
+    routers = _routers(config, source, problems)
+    shadows, warnings = _shadows(config, problems)
+    if problems:
+        raise ConfigError(_message(problems, source))
+    for w in warnings:
+        log.warning("%s", w)
+    return Plan(config=config, routers=MappingProxyType(routers), providers=MappingProxyType(providers),
+                shadows=MappingProxyType(shadows), warnings=tuple(warnings), source=source)
+
+
+def build_routers(config: Config, source: str = "<config>") -> dict[str, Router[Any]]:
+    """Only the routers of a config (the lab's use): validated, built and linked."""
+    problems: list[str] = []
+    routers = _routers(config, source, problems)
+    if problems:
+        raise ConfigError(_message(problems, source))
+    return routers
+
+
+def shadow_policies(config: Config) -> dict[str, ShadowPolicy]:
+    """Shadow policies of every router that shadows; ConfigError for a bad condition or a weak judge."""
+    problems: list[str] = []
+    shadows, _ = _shadows(config, problems)
+    if problems:
+        raise ConfigError(_message(problems, "<config>"))
+    return shadows
+
+
+def _message(problems: list[str], source: str) -> str:
+    # Router problems arrive as whole blocks naming the source; single lines get it here.
+    return "\n".join(p if p.startswith(f"{source}: ") else f"{source}: {p}" for p in problems)
+
+
+def _models(config: Config, problems: list[str]) -> tuple[Config, dict[str, type[Provider]]]:
+    """Each model's provider class; models without base_url get the provider's default."""
+    providers: dict[str, type[Provider]] = {}
+    models: dict[str, ModelConfig] = {}
+    for name, m in config.models.items():
+        try:
+            cls = PROVIDERS.resolve(m.provider, f"models.{name}.provider")
+        except ConfigError as e:
+            problems.append(str(e))
+            continue
+        problems += [f"models.{name}: provider {m.provider!r} needs {need}" for need in cls.check(m)]
+        if not m.base_url and cls.default_base_url:
+            m = m.model_copy(update={"base_url": cls.default_base_url})
+        providers[name] = cls
+        models[name] = m
+    if models != config.models and len(models) == len(config.models):
+        config = config.model_copy(update={"models": models})
+    return config, providers
+
+
+def _routers(config: Config, source: str, problems: list[str]) -> dict[str, Router[Any]]:
+    parsed = {}
+    for name, rc in config.routers.items():
+        try:
+            parsed[name] = parse_router(name, rc, config, source)
+        except ConfigError as e:
+            problems.append(str(e))
+    if problems:
+        return {}  # building on a broken config would only repeat its problems
+    routers: dict[str, Router[Any]] = {}
+    try:
+        for name, (cls, options) in parsed.items():
+            rc = config.routers[name]
+            routers[name] = cls.from_config(name, options, config, rc.fallbacks, rc.shadow)
+        for r in routers.values():
+            r.bind(routers)  # link phase: split arms and cascade start routers
+    except ConfigError as e:
+        problems.append(str(e))
+    return routers
+
+
+def _shadows(config: Config, problems: list[str]) -> tuple[dict[str, ShadowPolicy], list[str]]:
+    shadows: dict[str, ShadowPolicy] = {}
+    warnings: list[str] = []
+    for name, rc in config.routers.items():
+        if rc.shadow is None:
+            continue
+        try:
+            policy, warning = _shadow(name, rc.shadow, config)
+        except ConfigError as e:
+            problems.append(str(e))
+            continue
+        if warning:
+            warnings.append(warning)
+        if policy.rate > 0:
+            shadows[name] = policy
+    return shadows, warnings
+
+
+def _shadow(router: str, cfg: ShadowConfig, config: Config) -> tuple[ShadowPolicy, str | None]:
+    where = f"routers.{router}.shadow"
+    condition = None
+    if cfg.when:
+        try:
+            condition = Condition(When.model_validate(cfg.when))
+        except ValidationError as err:
+            unknown = f"unknown condition; allowed: {', '.join(sorted(When.model_fields))}"
+            raise ConfigError("\n".join([f"invalid shadow condition of router {router!r}",
+                                         *error_lines(err, f"{where}.when", unknown)])) from None
+    reference = cfg.reference or config.strongest()
+    warning = None
+    if cfg.judge:
+        warning = check_judge_capability(config.models[cfg.judge], config.models[reference],
+                                         cfg.allow_weak_judge, where=f"{where}.judge")
+    policy = ShadowPolicy(router=router, rate=cfg.rate, reference=reference, condition=condition,
+                          budget=cfg.daily_budget_usd, judge=cfg.judge, explore=cfg.explore, method=cfg.compare)
+    return policy, warning
+
+
+__all__ = ["Plan", "ShadowPolicy", "build", "build_routers", "load", "of", "parse", "shadow_policies"]

@@ -1,0 +1,122 @@
+"""The plan: one door for configuration, so `check-config` and `serve` refuse exactly the same configs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from jsonschema import Draft202012Validator
+
+from gearshift import plan
+from gearshift.cli import main
+from gearshift.config import parse_config as shape_only
+from gearshift.errors import ConfigError
+from gearshift.gateway import server
+from gearshift.gateway.app import create_app
+from gearshift.schema import config_schema
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+
+MODELS = {
+    "small": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "price": {"input": 1, "output": 2}, "rank": 1},
+    "large": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "price": {"input": 10, "output": 30},
+              "rank": 9},
+}
+
+
+def with_shadow(shadow: dict[str, Any]) -> dict[str, Any]:
+    return {"models": MODELS, "routers": {"auto": {"kind": "fixed", "model": "small", "shadow": shadow}}}
+
+
+BAD = {
+    "shadow_when_key": (with_shadow({"rate": 1.0, "when": {"min_tokenz": 5}}),
+                        "routers.auto.shadow.when.min_tokenz: unknown condition"),
+    "weak_shadow_judge": (with_shadow({"rate": 1.0, "judge": "small"}), "allow_weak_judge"),
+}
+
+
+def check_config(path: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["check-config", str(path)])
+    return result.exit_code, result.stderr
+
+
+def serve(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, list[plan.Plan]]:
+    """`gearshift serve` up to the point where it would listen (the plan it would serve is recorded)."""
+    served: list[plan.Plan] = []
+    monkeypatch.setattr(server, "serve", lambda p, *args: served.append(p))
+    result = CliRunner().invoke(main, ["serve", "--config", str(path)])
+    return result.exit_code, result.stderr, served
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_check_config_and_serve_refuse_alike(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, expected = BAD[case]
+    path = tmp_path / "gs.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code, err = check_config(path)
+    assert code == 2 and expected in err and "Traceback" not in err
+    serve_code, serve_err, served = serve(path, monkeypatch)
+    assert (serve_code, serve_err, served) == (code, err, [])
+    # A gateway built in-process from the (shape-valid) Config refuses it with the same lines.
+    with pytest.raises(ConfigError) as info:
+        create_app(shape_only(data, base_dir=tmp_path))
+    assert str(info.value).replace("<config>: ", "") == err.strip().replace(f"{path}: ", "")
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_check_config_and_serve_accept_the_examples(example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, err = check_config(example)
+    serve_code, serve_err, served = serve(example, monkeypatch)
+    assert code == serve_code == 0, err + serve_err
+    [p] = served
+    assert set(p.routers) == set(p.config.routers) and set(p.providers) == set(p.config.models)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = with_shadow({"rate": 1.0, "when": {"min_tokenz": 5}})
+    data["models"] = {**MODELS, "x": {"provider": "azure", "price": {"input": 0, "output": 0}}}
+    data["store"] = {"url": "mysql://h/db"}
+    with pytest.raises(ConfigError) as info:
+        plan.parse(data, source="gs.yaml")
+    msg = str(info.value)
+    for part in ("gs.yaml: models.x.provider: bad value 'azure'", "gs.yaml: store.url: bad value 'mysql://h/db'",
+                 "routers.auto.shadow.when.min_tokenz"):
+        assert part in msg
+
+
+def test_the_plan_is_read_only_and_fills_provider_defaults() -> None:
+    p = plan.parse({"models": {"m": {"provider": "anthropic", "price": {"input": 1, "output": 1}}},
+                    "routers": {"r": {"kind": "fixed", "model": "m", "shadow": {"rate": 0.5}}}})
+    assert p.config.models["m"].base_url == "https://api.anthropic.com"
+    assert p.shadows["r"].reference == "m" and p.shadows["r"].rate == 0.5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.routers = {}  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        p.routers["other"] = p.routers["r"]  # type: ignore[index]
+
+
+def test_config_schema_is_json_schema_and_describes_every_kind() -> None:
+    schema = config_schema()
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema)
+    for example in EXAMPLES:
+        errors = [e.message for e in validator.iter_errors(yaml.safe_load(example.read_text()))]
+        assert errors == [], f"{example.name}: {errors}"
+    defs = schema["$defs"]
+    assert "rules" in defs["RulesRouterConfig"]["properties"] and "tiers" in defs["CascadeRouterConfig"]["properties"]
+    assert "JudgeGateSpec" in defs and "items" in defs["TierOptions"]["properties"]["gates"]
+    bad = {"models": MODELS, "routers": {"r": {"kind": "rules", "tiers": [], "default": "small"}}}
+    assert not validator.is_valid(bad)  # a cascade key on a rules router
+    bad_gate = {"models": MODELS, "routers": {"c": {"kind": "cascade", "tiers": [
+        {"model": "small", "gates": [{"kind": "length", "mni": 3}]}, {"model": "large"}]}}}
+    assert not validator.is_valid(bad_gate)
+
+
+def test_config_schema_command_prints_it() -> None:
+    result = CliRunner().invoke(main, ["config-schema"])
+    assert result.exit_code == 0 and '"RulesRouterConfig"' in result.stdout
