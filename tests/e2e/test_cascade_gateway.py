@@ -313,7 +313,7 @@ def test_a_learned_gate_scores_online_exactly_as_in_the_lab(upstream: FakeUpstre
     import numpy as np
 
     from gearshift.gates.learned import LearnedGateModel
-    from gearshift.lab.cascade import train_learned_gate
+    from gearshift.lab.gating import train_learned_gate
     from gearshift.outcomes.datasets import ROUTELLM_STRONG, ROUTELLM_WEAK, load
     from gearshift.request import ChatRequest
 
@@ -340,7 +340,7 @@ def test_the_example_cascade_online_matches_its_lab_replay(tmp_path: Path, data_
     import yaml
 
     from gearshift.config import parse_config
-    from gearshift.lab.cascade import replay_cascade
+    from gearshift.lab.replay import replay_cascade
     from gearshift.outcomes.datasets import load
     from gearshift.routers import build_routers
 

@@ -15,7 +15,7 @@ from gearshift.config import Config
 from gearshift.errors import UpstreamError
 from gearshift.providers.base import Completion, Provider, Stream, Usage
 from gearshift.request import ChatRequest
-from gearshift.route import Route, Step
+from gearshift.route import Route, Step, Walk
 from gearshift.trace import Call, Trace
 
 log = logging.getLogger("gearshift.executor")
@@ -134,23 +134,15 @@ class Executor:
         return await self._run(route, request, trace, stream=True)
 
     async def _run(self, route: Route, request: ChatRequest, trace: Trace, stream: bool) -> Answer:
-        best: tuple[float, str, Completion] | None = None
-        escalations: list[str] = []  # why each failed tier escalated: shown in x-gearshift-reason
-        for i, step in enumerate(route.steps):
-            role = "primary" if i == 0 else "escalation"
-            last_step = i == len(route.steps) - 1
-            if not step.gates or (last_step and route.accept != "best"):
-                return await self._ungated(step, role, request, trace, stream, escalations)
-            model, completion = await self._answer(step, role, request, trace)
-            passed, score = await self._gate(step, request, completion, trace)
-            if passed:
-                return _whole(model, completion, stream, [*escalations, f"accepted at tier {i + 1}"])
-            escalations.append(_failed_note(i, model, step, trace))
-            if best is None or score > best[0]:
-                best = (score, model, completion)
-        # Every tier failed its gates and the route keeps the best-scored answer.
-        assert best is not None
-        return _whole(best[1], best[2], stream, [*escalations, f"no tier passed; best score {best[0]:.2f}"])
+        walk = Walk(route)
+        answers: list[tuple[str, Completion]] = []  # each gated step's answer, by step index
+        while walk.gated:
+            model, completion = await self._answer(walk.step, walk.role, request, trace)
+            answers.append((model, completion))
+            chosen = walk.judge(model, await self._gate(walk.step, request, completion, trace))
+            if chosen is not None:
+                return _whole(*answers[chosen], stream, walk.notes)
+        return await self._ungated(walk.step, walk.role, request, trace, stream, walk.notes)
 
     async def _ungated(self, step: Step, role: str, request: ChatRequest, trace: Trace, stream: bool,
                        notes: list[str]) -> Answer:
@@ -167,9 +159,10 @@ class Executor:
         role = role if model == step.model else "fallback"
         return Answer(model=model, stream=_Timed(opened, t0, model, role, attempt), notes=notes)
 
-    async def _gate(self, step: Step, request: ChatRequest, completion: Completion, trace: Trace) -> tuple[bool, float]:
-        """Run a step's gates; all must pass. Gate calls and verdicts go into the trace."""
-        passed, scores = True, []
+    async def _gate(self, step: Step, request: ChatRequest, completion: Completion,
+                    trace: Trace) -> list[tuple[str, bool, float]]:
+        """Run a step's gates: (name, passed, score) each. Gate calls and verdicts go into the trace."""
+        results = []
         for gate in step.gates:
             t0 = time.perf_counter()
             verdict = await gate.acheck(request, completion.text, completion.body)
@@ -181,9 +174,8 @@ class Executor:
                                         status=200 if verdict.passed else 422))
             trace.verdicts.append({"gate": gate.name, "model": step.model, "passed": verdict.passed,
                                    "score": verdict.score, "reasons": list(verdict.reasons)})
-            scores.append(verdict.score)
-            passed = passed and verdict.passed
-        return passed, min(scores) if scores else 1.0
+            results.append((gate.name, verdict.passed, verdict.score))
+        return results
 
     def finish_stream(self, outcome: Answer, trace: Trace, error: UpstreamError | None = None) -> None:
         """Record the streamed call once the stream ended (or broke)."""
@@ -197,12 +189,6 @@ def _whole(model: str, completion: Completion, stream: bool, notes: list[str]) -
     if stream:
         return Answer(model=model, stream=CompletionStream(completion), notes=notes)
     return Answer(model=model, completion=completion, notes=notes)
-
-
-def _failed_note(i: int, model: str, step: Step, trace: Trace) -> str:
-    """`tier 1 (small) failed arithmetic`: the gates of this step that failed, from its verdicts."""
-    failed = [v["gate"] for v in trace.verdicts[-len(step.gates):] if not v["passed"]]
-    return f"tier {i + 1} ({model}) failed {', '.join(failed) or 'its gates'}"
 
 
 def _every_upstream_failed(last: UpstreamError, trace: Trace) -> UpstreamError:
