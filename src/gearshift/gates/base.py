@@ -17,6 +17,7 @@ from gearshift.errors import ConfigError
 if TYPE_CHECKING:
     from gearshift.config import ModelConfig
     from gearshift.request import ChatRequest
+    from gearshift.services import Services
     from gearshift.trace import Call
 
 
@@ -75,6 +76,9 @@ class Gate(ABC):
     async def acheck(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
         """The gateway's entry point; programmatic gates simply run `check`."""
         return self.check(request, answer, completion)
+
+    def attach(self, services: Services) -> None:
+        """Called by the gateway once its executor exists; gates that call a model (the judge) keep it."""
 
     def verdict(self, score: float, reasons: list[str] | None = None, **extra: Any) -> Verdict:
         """A verdict from a score, applying this gate's threshold."""

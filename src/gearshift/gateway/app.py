@@ -105,10 +105,7 @@ class Gateway:
         providers = {name: build_provider(m, self.session, self.config.base_dir) for name, m in self.config.models.items()}
         self.executor = Executor(self.config, providers)
         for router in self.routers.values():
-            # Routers that need the executor (a cascade's judge gates and latency budgets) take it here.
-            attach = getattr(router, "attach", None)
-            if attach is not None:
-                attach(self.executor)
+            router.attach(self.executor)  # what the executor lends: model calls (judges), latencies (budgets)
         self.shadower = Shadower(self.config, providers, self.writer, self.counters)
         if self.shadower.budgeted:
             await asyncio.to_thread(self.shadower.sync_spend)

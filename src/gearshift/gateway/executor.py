@@ -61,6 +61,10 @@ class Executor:
         self.providers = providers
         self.latency = LatencyTracker()
 
+    def expected_latency(self, key: str, quantile: float = 0.5) -> float | None:
+        """Services: the quantile of recent latencies of a model or `gate:<name>`, in ms."""
+        return self.latency.expected(key, quantile)
+
     def cost(self, model: str, usage: Usage) -> float:
         return self.config.models[model].price.cost(usage.input_tokens, usage.output_tokens)
 
