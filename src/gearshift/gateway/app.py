@@ -194,7 +194,9 @@ class Gateway:
             if self.config.store.record_content:
                 trace.response = outcome.completion.text
             trace.latency_ms = (time.perf_counter() - t0) * 1000
-            response = web.Response(body=dumps(outcome.completion.body), content_type="application/json",
+            # The upstream's bytes when it sent the body (nothing here changes it): no second encode.
+            body = outcome.completion.raw or dumps(outcome.completion.body)
+            response = web.Response(body=body, content_type="application/json",
                                     headers=self._headers(trace, route, outcome))
             assert self.shadower is not None
             self.shadower.offer(req, trace, outcome.completion.text, outcome.completion.body)

@@ -83,8 +83,11 @@ class Executor:
         trace.calls.append(call)
         return call
 
-    async def _attempts(self, step: Step, role: str, trace: Trace, opener: Any) -> tuple[str, Any, float, int]:
-        """Try the step's model then its fallbacks, each with retries; return (model, result, t0, attempt)."""
+    async def _attempts(self, step: Step, role: str, trace: Trace, opener: Any,
+                        failed: tuple[UpstreamError, float] | None = None) -> tuple[str, Any, float, int]:
+        """Try the step's model then its fallbacks, each with retries; return (model, result, t0, attempt).
+
+        `failed` is the first attempt's error and start time when the caller made that attempt itself."""
         last: UpstreamError | None = None
         for n, model in enumerate((step.model, *step.fallbacks)):
             provider = self.providers[model]
@@ -93,6 +96,10 @@ class Executor:
             for attempt in range(1, retries + 2):
                 t0 = time.perf_counter()
                 try:
+                    if failed is not None:
+                        error, t0 = failed
+                        failed = None
+                        raise error
                     return model, await opener(provider), t0, attempt
                 except UpstreamError as e:
                     self._record(trace, model, this_role, attempt, t0, error=e)
@@ -114,7 +121,12 @@ class Executor:
         async def call(p: Provider) -> Completion:
             return await p.complete(request)
 
-        model, completion, t0, attempt = await self._attempts(step, role, trace, call)
+        # The first try goes straight to the provider; retries and fallbacks only when it fails.
+        t0 = time.perf_counter()
+        try:
+            model, completion, attempt = step.model, await self.providers[step.model].complete(request), 1
+        except UpstreamError as e:
+            model, completion, t0, attempt = await self._attempts(step, role, trace, call, failed=(e, t0))
         self._record(trace, model, role if model == step.model else "fallback", attempt, t0,
                      usage=completion.usage, response=completion.text)
         return model, completion
@@ -129,6 +141,10 @@ class Executor:
 
     async def complete(self, route: Route, request: ChatRequest, trace: Trace) -> Answer:
         """Run the route to one whole answer (cascade steps gated, escalating on failure)."""
+        step = route.steps[0]
+        if not step.gates:  # an ungated first step answers as it is: no walk to run
+            model, completion = await self._answer(step, "primary", request, trace)
+            return Answer(model=model, completion=completion)
         return await self._run(route, request, trace, stream=False)
 
     async def open_stream(self, route: Route, request: ChatRequest, trace: Trace) -> Answer:
