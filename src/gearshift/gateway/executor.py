@@ -32,7 +32,10 @@ class LatencyTracker:
         self.window = window
 
     def observe(self, key: str, ms: float) -> None:
-        self._seen.setdefault(key, deque(maxlen=self.window)).append(ms)
+        seen = self._seen.get(key)
+        if seen is None:  # not setdefault: that builds a deque on every call
+            seen = self._seen[key] = deque(maxlen=self.window)
+        seen.append(ms)
 
     def expected(self, key: str, quantile: float = 0.5) -> float | None:
         """The quantile of recent latencies in ms, or None when nothing was observed."""
