@@ -31,7 +31,7 @@ from gearshift.gates import build_gate
 from gearshift.gates.learned import LearnedGate, LearnedOptions
 from gearshift.lab import metrics
 from gearshift.lab.bootstrap import Estimate, bootstrap_curve, resample_matrix
-from gearshift.lab.cascade import answer_checks, cascade_outcomes, gate_scores, train_learned_gate
+from gearshift.lab.gating import answer_checks, cascade_outcomes, gate_scores, train_learned_gate
 from gearshift.lab.replay import Curve, ScoreOrder, requests
 from gearshift.lab.report import cheapest_reaching
 from gearshift.outcomes.datasets import ROUTELLM_STRONG as STRONG
@@ -72,7 +72,7 @@ def question_only_scores(o: Outcomes) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
-    from gearshift.lab.cascade import gate_labels
+    from gearshift.lab.gating import gate_labels
     from gearshift.learned.features import FeatureSpec, Featurizer
 
     reqs = requests(o)

@@ -1,6 +1,7 @@
 """Gateway overhead: the same load direct to a fake upstream and through gearshift, in one run.
 
-Prints requests/s, added p50/p99 latency and gateway CPU per request at concurrency 1, 16 and 64,
+Prints requests/s, added p50/p99 latency and gateway CPU per request (process CPU time / requests)
+at concurrency 1, 16 and 64, the gateway's throughput and CPU per request against the pass-through's,
 resident memory and start-up time; a bare aiohttp pass-through proxy (the floor for any Python
 gateway here, `aiohttp-pt`); and LiteLLM's proxy on the same upstream when it is installed
 (set LITELLM_BIN to its `litellm` command, or have `litellm` on PATH).
@@ -238,7 +239,7 @@ def main() -> None:
             added50 = r["p50"] - d["p50"] if name != "direct" else 0.0
             added99 = r["p99"] - d["p99"] if name != "direct" else 0.0
             print(f"{name:<12} {c:>4} {r['rps']:>8.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {added50:>10.2f} "
-                  f"{added99:>10.2f} {r['cpu_ms']:>10.2f} {r['errors']:>6}")
+                  f"{added99:>10.2f} {r['cpu_ms']:>10.3f} {r['errors']:>6}")
     names = [t[0] for t in targets]
     if "litellm" in names:
         for c in levels:
@@ -246,6 +247,10 @@ def main() -> None:
             print(f"concurrency {c}: gearshift/litellm throughput ratio {g['rps'] / lt['rps']:.1f}x; "
                   f"added p50 gearshift {g['p50'] - results[('direct', c)]['p50']:.2f} ms vs litellm "
                   f"{lt['p50'] - results[('direct', c)]['p50']:.2f} ms")
+    for c in levels:
+        g, pt = results[("gearshift", c)], results[("aiohttp-pt", c)]
+        print(f"concurrency {c}: gearshift/aiohttp-pt throughput {g['rps'] / pt['rps']:.2f}x; CPU per request "
+              f"{g['cpu_ms']:.3f} ms vs {pt['cpu_ms']:.3f} ms ({g['cpu_ms'] / pt['cpu_ms']:.2f}x)")
     for c in levels:
         print(f"concurrency {c}: gearshift throughput is {results[('gearshift', c)]['rps'] / results[('direct', c)]['rps']:.2f}x direct")
 

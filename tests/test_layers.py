@@ -33,6 +33,7 @@ SIDEWAYS = {
     ("request", "errors"),
     ("request", "config"),
     ("route", "request"),
+    ("route", "trace"),        # a step's gates return verdicts
     ("services", "trace"),
 }
 

@@ -51,7 +51,7 @@ def train_routers(outcomes: Any, folder: Path, floor: float, seed: int = 0) -> d
 
     from gearshift.gates.learned import LearnedGate, LearnedOptions
     from gearshift.lab.calibrate import QualityFloor, calibrate_scores
-    from gearshift.lab.cascade import cascade_outcomes, gate_scores, train_learned_gate
+    from gearshift.lab.gating import cascade_outcomes, gate_scores, train_learned_gate
     from gearshift.lab.train import TrainSettings, default_features, model_of, pair_scores, train
     from gearshift.learned import artifact
     from gearshift.outcomes.datasets import ROUTELLM_STRONG, ROUTELLM_WEAK

@@ -53,6 +53,7 @@ class ChatRequest:
     metadata: dict[str, str] = field(default_factory=dict)
     client: str | None = None
     _text: str | None = None
+    _tokens: int | None = None
 
     @classmethod
     def from_prompt(cls, prompt: str, metadata: dict[str, str] | None = None, model: str = "") -> ChatRequest:
@@ -98,8 +99,11 @@ class ChatRequest:
         return ""
 
     def estimated_tokens(self) -> int:
-        """Estimated prompt tokens (characters / 4): an estimate, never billed."""
-        return int(len(self.text()) / CHARS_PER_TOKEN) + 4 * len(self.messages)
+        """Estimated prompt tokens (characters / 4): an estimate, never billed (cached: the trace, the
+        rules and a usage-less upstream all ask)."""
+        if self._tokens is None:
+            self._tokens = int(len(self.text()) / CHARS_PER_TOKEN) + 4 * len(self.messages)
+        return self._tokens
 
     def with_model(self, upstream_model: str) -> dict[str, Any]:
         """The body to forward upstream: the client's, with `model` replaced."""

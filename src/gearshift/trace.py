@@ -30,6 +30,25 @@ class Call:
 
 
 @dataclass(slots=True)
+class Verdict:
+    """What a gate decided about one answer. `score` is in [0, 1]; `passed` is score >= threshold."""
+
+    gate: str
+    passed: bool
+    score: float
+    reasons: list[str] = field(default_factory=list)
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    calls: list[Call] = field(default_factory=list)  # a judge's own upstream calls
+    error: str | None = None  # set when the gate could not judge (e.g. "unparseable", "judge_failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The form stored in `Trace.verdicts` (calls are stored once, in `Trace.calls`)."""
+        return {"gate": self.gate, "passed": self.passed, "score": self.score, "reasons": list(self.reasons),
+                "cost_usd": self.cost_usd, "latency_ms": self.latency_ms, "error": self.error}
+
+
+@dataclass(slots=True)
 class Trace:
     """One request, from route to final answer."""
 

@@ -314,7 +314,7 @@ def test_a_learned_gate_scores_online_exactly_as_in_the_lab(upstream: FakeUpstre
     import numpy as np
 
     from gearshift.gates.learned import LearnedGateModel
-    from gearshift.lab.cascade import train_learned_gate
+    from gearshift.lab.gating import train_learned_gate
     from gearshift.outcomes.datasets import ROUTELLM_STRONG, ROUTELLM_WEAK, load
     from gearshift.request import ChatRequest
 
@@ -341,7 +341,7 @@ def test_the_example_cascade_online_matches_its_lab_replay(tmp_path: Path, data_
     import yaml
 
     from gearshift.config import parse_config
-    from gearshift.lab.cascade import replay_cascade
+    from gearshift.lab.replay import replay_cascade
     from gearshift.outcomes.datasets import load
     from gearshift.plan import build_routers
 
@@ -368,3 +368,33 @@ def test_the_example_cascade_online_matches_its_lab_replay(tmp_path: Path, data_
     gateway_cost = np.array([by_prompt[str(p)] for p in o.prompts])
     overhead = 5 * (0.6 + 10.0 * lab.escalated) / 1e6
     assert (gateway_cost >= lab.cost - 1e-12).all() and (gateway_cost <= lab.cost + overhead).all()
+
+
+def test_the_gateway_and_the_lab_walk_a_route_alike(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """One walk (route.Walk) online and offline: on the same answers, the gateway and the lab's replay
+    of the same router pick the same tier, accept="best" included."""
+    import numpy as np
+
+    from gearshift.lab.replay import replay_cascade
+    from gearshift.outcomes.table import Outcomes
+    from gearshift.routers import build_routers
+
+    half_right = "4 + 3 = 7 and 2 x 7 = 15.\n#### 15"  # arithmetic score 0.5
+    all_wrong = "4 + 3 = 8 and 2 x 8 = 17.\n#### 17"  # 0
+    cases = [(GOOD, all_wrong), (BAD_ARITHMETIC, GOOD), (half_right, all_wrong), (all_wrong, half_right),
+             (all_wrong, all_wrong)]
+    tiers = [{"model": "small", "gates": MATH_GATES}, {"model": "large", "gates": MATH_GATES}]
+    config = cascade_config(upstream, tmp_path, tiers=tiers, accept="best")
+    prompts = [f"Question {i}: how many apples are in 2 boxes?" for i in range(len(cases))]
+    o = Outcomes(prompts=np.array(prompts, dtype=object), models=["small", "large"], quality=np.ones((len(cases), 2)),
+                 cost=np.ones((len(cases), 2)), responses=np.array(cases, dtype=object))
+    lab = replay_cascade(build_routers(config)["gearshift/cascade"], o)
+    online = []
+    with running(config) as gw:
+        for prompt, (small, large) in zip(prompts, cases, strict=True):
+            upstream.clear()  # an accepted first tier leaves the large model's reply unused
+            upstream.reply(small, model="fake-small")
+            upstream.reply(large, model="fake-large")
+            online.append(ask(gw, prompt).headers["x-gearshift-model"])
+    assert online == [o.models[j] for j in lab.choice]
+    assert online == ["small", "large", "small", "large", "small"]

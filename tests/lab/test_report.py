@@ -261,11 +261,11 @@ class _Tiered(Router):
 
 def test_cascade_routers_without_a_replay_module_leave_a_note(data_dir) -> None:  # type: ignore[no-untyped-def]
     o = datasets.load("routellm/gsm8k").subset(np.arange(200))
-    # The router's models "a" and "b" are the pair's columns (needed once gearshift.lab.cascade replays it).
+    # The router's models "a" and "b" are the pair's columns (needed once gearshift.lab.replay replays it).
     columns = {"a": datasets.ROUTELLM_WEAK, "b": datasets.ROUTELLM_STRONG}
     report = build_report(o, routers=[_Tiered("tiers", None)], columns=columns, n_boot=20)
     try:
-        import gearshift.lab.cascade as cascade_lab  # type: ignore[import-not-found]  # noqa: F401
+        import gearshift.lab.replay as cascade_lab
         has_hook = hasattr(cascade_lab, "cascade_records")
     except ImportError:
         has_hook = False

@@ -10,7 +10,7 @@ import pytest
 from gearshift.config import Config
 from gearshift.config import parse_config as shape_only
 from gearshift.errors import BadRequest, ConfigError
-from gearshift.gateway.executor import LatencyTracker
+from gearshift.gateway.executor import Executor
 from gearshift.plan import build_routers
 from gearshift.request import ChatRequest
 from gearshift.routers.cascade import CascadeRouter
@@ -113,8 +113,9 @@ def test_budget_skips_tiers_from_the_back_keeping_the_cheap_first_tier() -> None
     c = config({"tiers": tiers("small", "medium", "large")})
     router = build_routers(c)["c"]
     assert isinstance(router, CascadeRouter)
-    tracker = LatencyTracker()
-    router.latency = tracker
+    executor = Executor(c, {})
+    router.attach(executor)
+    tracker = executor.latency
     for ms in (400, 500, 600):
         tracker.observe("small", ms)
         tracker.observe("medium", 2 * ms)

@@ -41,8 +41,8 @@ def train_gate(spec: str, drop_contaminated: bool, weak: str | None, strong: str
 
     from gearshift.gates.learned import LearnedGate, LearnedOptions
     from gearshift.lab import metrics
-    from gearshift.lab.cascade import answer_checks, gate_scores, sweep_cascade, train_learned_gate
     from gearshift.lab.evaluate import complete, default_pair
+    from gearshift.lab.gating import answer_checks, gate_scores, sweep_cascade, train_learned_gate
 
     console = Console()
     o = _load(spec, drop_contaminated)
@@ -90,7 +90,8 @@ def lab_cascade(config_path: str, name: str, spec: str, drop_contaminated: bool,
 
     from gearshift.cli.lab import _configured
     from gearshift.lab import metrics
-    from gearshift.lab.cascade import gate_scores, replay_cascade, sweep_cascade
+    from gearshift.lab.gating import gate_scores, sweep_cascade
+    from gearshift.lab.replay import replay_cascade
 
     [router], columns = _configured(config_path, [name])
     if getattr(router, "kind", "") != "cascade":

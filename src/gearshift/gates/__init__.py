@@ -6,7 +6,7 @@ run synchronously with `check()`; the `judge` calls a model and runs with `await
 """
 
 from gearshift.gates.arithmetic import ArithmeticGate, FinalAnswerGate, final_number
-from gearshift.gates.base import GATES, Gate, GateOptions, Verdict, build_gate, register
+from gearshift.gates.base import GATES, Gate, GateOptions, build_gate, register
 from gearshift.gates.checks import (
     ContainsGate,
     JsonSchemaGate,
@@ -20,6 +20,7 @@ from gearshift.gates.checks import (
 )
 from gearshift.gates.equations import evaluate, find_equations
 from gearshift.gates.judge import JudgeCall, JudgeGate, check_judge_capability, parse_pass_fail, parse_score
+from gearshift.trace import Verdict
 
 __all__ = [
     "GATES", "ArithmeticGate", "ContainsGate", "FinalAnswerGate", "Gate", "GateOptions", "JsonSchemaGate",

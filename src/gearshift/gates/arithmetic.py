@@ -13,9 +13,10 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from gearshift.gates.base import Gate, GateOptions, Verdict
+from gearshift.gates.base import Gate, GateOptions
 from gearshift.gates.equations import CLEAN, find_equations
 from gearshift.request import ChatRequest
+from gearshift.trace import Verdict
 
 
 class ArithmeticOptions(GateOptions):

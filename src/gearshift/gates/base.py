@@ -7,7 +7,6 @@ answers. Gates that call a model (the judge) override `acheck` and are marked `o
 from __future__ import annotations
 
 from abc import ABC
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -15,30 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gearshift.config import error_lines
 from gearshift.errors import ConfigError
 from gearshift.registry import Registry
+from gearshift.trace import Verdict
 
 if TYPE_CHECKING:
     from gearshift.config import ModelConfig
     from gearshift.request import ChatRequest
-    from gearshift.trace import Call
-
-
-@dataclass(slots=True)
-class Verdict:
-    """What a gate decided about one answer. `score` is in [0, 1]; `passed` is score >= threshold."""
-
-    gate: str
-    passed: bool
-    score: float
-    reasons: list[str] = field(default_factory=list)
-    cost_usd: float = 0.0
-    latency_ms: float = 0.0
-    calls: list[Call] = field(default_factory=list)  # a judge's own upstream calls
-    error: str | None = None  # set when the gate could not judge (e.g. "unparseable", "judge_failed")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The form stored in `Trace.verdicts` (calls are stored once, in `Trace.calls`)."""
-        return {"gate": self.gate, "passed": self.passed, "score": self.score, "reasons": list(self.reasons),
-                "cost_usd": self.cost_usd, "latency_ms": self.latency_ms, "error": self.error}
+    from gearshift.services import Services
 
 
 class GateOptions(BaseModel):
@@ -81,6 +62,9 @@ class Gate(ABC, Generic[OptionsT]):
     async def acheck(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
         """The gateway's entry point; programmatic gates simply run `check`."""
         return self.check(request, answer, completion)
+
+    def attach(self, services: Services) -> None:
+        """Called by the gateway once its executor exists; gates that call a model (the judge) keep it."""
 
     def verdict(self, score: float, reasons: list[str] | None = None, **extra: Any) -> Verdict:
         """A verdict from a score, applying this gate's threshold."""

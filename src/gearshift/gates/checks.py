@@ -14,8 +14,9 @@ import jsonschema
 from jsonschema.exceptions import SchemaError
 from pydantic import Field, field_validator, model_validator
 
-from gearshift.gates.base import Gate, GateOptions, Verdict
+from gearshift.gates.base import Gate, GateOptions
 from gearshift.request import CHARS_PER_TOKEN, ChatRequest
+from gearshift.trace import Verdict
 
 _MAX_REASONS = 5
 

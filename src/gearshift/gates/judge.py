@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from gearshift.errors import ConfigError, GearshiftError
-from gearshift.gates.base import Gate, GateOptions, Verdict
+from gearshift.gates.base import Gate, GateOptions
 from gearshift.request import ChatRequest, content_text
+from gearshift.trace import Verdict
 
 if TYPE_CHECKING:
     from gearshift.config import ModelConfig
+    from gearshift.services import Services
     from gearshift.trace import Call
 
 JudgeCall = Callable[[str, dict[str, Any]], Awaitable[tuple[str, "Call"]]]
@@ -228,6 +230,10 @@ class JudgeGate(Gate[JudgeOptions]):
         """Give the gate the executor's model caller; returns the gate."""
         self.call = call
         return self
+
+    def attach(self, services: Services) -> None:
+        """The gateway's executor calls the judge model (retries, pricing, tracing)."""
+        self.call = services.call_model
 
     def check_capability(self, escalation_model: ModelConfig, where: str = "judge") -> str | None:
         """The capability rule against the model this gate escalates to (see check_judge_capability)."""

@@ -4,7 +4,7 @@ The question alone says little about whether a cheap answer is right (on GSM8K a
 router reaches APGR ~0.6); the answer says much more: failed arithmetic, a missing or non-integer
 final answer, a cut-off text, numbers that appear from nowhere. This gate scores an answer with a
 linear model over three blocks of features, each computed here with numpy only, so the gateway
-serves exactly what the lab trained (`gearshift.lab.cascade.train_learned_gate`):
+serves exactly what the lab trained (`gearshift.lab.gating.train_learned_gate`):
 
 - answer checks (ANSWER_FEATURES): the arithmetic and final-answer gates' findings and simple
   statistics of the answer against the question, standardised with the training mean and spread;
@@ -39,9 +39,10 @@ from gearshift.gates.arithmetic import (
     final_number,
     number_value,
 )
-from gearshift.gates.base import Gate, GateOptions, Verdict
+from gearshift.gates.base import Gate, GateOptions
 from gearshift.gates.equations import find_equations
 from gearshift.request import ChatRequest
+from gearshift.trace import Verdict
 
 ARTIFACT_KIND = "learned-gate"
 
@@ -287,7 +288,7 @@ class LearnedGateModel:
         h = art.header
         if list(h.get("answer_features", [])) != list(ANSWER_FEATURES):
             raise artifact.ArtifactError(f"{path}: the gate's answer features differ from this gearshift version's; "
-                                         "retrain it with gearshift.lab.cascade.train_learned_gate")
+                                         "retrain it with gearshift.lab.gating.train_learned_gate")
         fz = h.get("featurizer")
         featurizer = Featurizer.from_json(fz["spec"], fz["state"]) if fz else None
         return cls(weights=art.arrays["weights"], bias=float(h["bias"]), mean=art.arrays["mean"],
@@ -301,7 +302,7 @@ def _sigmoid(x: float) -> float:
 
 
 class LearnedOptions(GateOptions):
-    artifact: str = Field(description="the trained gate (gearshift.lab.cascade.train_learned_gate), "
+    artifact: str = Field(description="the trained gate (gearshift.lab.gating.train_learned_gate), "
                                       "relative to the config file")
 
 

@@ -112,10 +112,7 @@ class Gateway:
         providers = {name: build_provider(m, self.session, self.config.base_dir) for name, m in self.config.models.items()}
         self.executor = Executor(self.config, providers)
         for router in self.routers.values():
-            # Routers that need the executor (a cascade's judge gates and latency budgets) take it here.
-            attach = getattr(router, "attach", None)
-            if attach is not None:
-                attach(self.executor)
+            router.attach(self.executor)  # what the executor lends: model calls (judges), latencies (budgets)
         self.shadower = Shadower(self.config, providers, self.writer, self.counters)
         if self.shadower.budgeted:
             await asyncio.to_thread(self.shadower.sync_spend)
@@ -204,7 +201,9 @@ class Gateway:
             if self.config.store.record_content:
                 trace.response = outcome.completion.text
             trace.latency_ms = (time.perf_counter() - t0) * 1000
-            response = web.Response(body=dumps(outcome.completion.body), content_type="application/json",
+            # The upstream's bytes when it sent the body (nothing here changes it): no second encode.
+            body = outcome.completion.raw or dumps(outcome.completion.body)
+            response = web.Response(body=body, content_type="application/json",
                                     headers=self._headers(trace, route, outcome))
             assert self.shadower is not None
             self.shadower.offer(req, trace, outcome.completion.text, outcome.completion.body)

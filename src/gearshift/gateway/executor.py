@@ -15,7 +15,7 @@ from gearshift.config import Config
 from gearshift.errors import UpstreamError
 from gearshift.providers.base import Completion, Provider, Stream, Usage
 from gearshift.request import ChatRequest
-from gearshift.route import Route, Step
+from gearshift.route import Route, Step, Walk
 from gearshift.trace import Call, Trace
 
 log = logging.getLogger("gearshift.executor")
@@ -32,7 +32,10 @@ class LatencyTracker:
         self.window = window
 
     def observe(self, key: str, ms: float) -> None:
-        self._seen.setdefault(key, deque(maxlen=self.window)).append(ms)
+        seen = self._seen.get(key)
+        if seen is None:  # not setdefault: that builds a deque on every call
+            seen = self._seen[key] = deque(maxlen=self.window)
+        seen.append(ms)
 
     def expected(self, key: str, quantile: float = 0.5) -> float | None:
         """The quantile of recent latencies in ms, or None when nothing was observed."""
@@ -61,6 +64,10 @@ class Executor:
         self.providers = providers
         self.latency = LatencyTracker()
 
+    def expected_latency(self, key: str, quantile: float = 0.5) -> float | None:
+        """Services: the quantile of recent latencies of a model or `gate:<name>`, in ms."""
+        return self.latency.expected(key, quantile)
+
     def cost(self, model: str, usage: Usage) -> float:
         return self.config.models[model].price.cost(usage.input_tokens, usage.output_tokens)
 
@@ -79,8 +86,11 @@ class Executor:
         trace.calls.append(call)
         return call
 
-    async def _attempts(self, step: Step, role: str, trace: Trace, opener: Any) -> tuple[str, Any, float, int]:
-        """Try the step's model then its fallbacks, each with retries; return (model, result, t0, attempt)."""
+    async def _attempts(self, step: Step, role: str, trace: Trace, opener: Any,
+                        failed: tuple[UpstreamError, float] | None = None) -> tuple[str, Any, float, int]:
+        """Try the step's model then its fallbacks, each with retries; return (model, result, t0, attempt).
+
+        `failed` is the first attempt's error and start time when the caller made that attempt itself."""
         last: UpstreamError | None = None
         for n, model in enumerate((step.model, *step.fallbacks)):
             provider = self.providers[model]
@@ -89,6 +99,10 @@ class Executor:
             for attempt in range(1, retries + 2):
                 t0 = time.perf_counter()
                 try:
+                    if failed is not None:
+                        error, t0 = failed
+                        failed = None
+                        raise error
                     return model, await opener(provider), t0, attempt
                 except UpstreamError as e:
                     self._record(trace, model, this_role, attempt, t0, error=e)
@@ -110,7 +124,12 @@ class Executor:
         async def call(p: Provider) -> Completion:
             return await p.complete(request)
 
-        model, completion, t0, attempt = await self._attempts(step, role, trace, call)
+        # The first try goes straight to the provider; retries and fallbacks only when it fails.
+        t0 = time.perf_counter()
+        try:
+            model, completion, attempt = step.model, await self.providers[step.model].complete(request), 1
+        except UpstreamError as e:
+            model, completion, t0, attempt = await self._attempts(step, role, trace, call, failed=(e, t0))
         self._record(trace, model, role if model == step.model else "fallback", attempt, t0,
                      usage=completion.usage, response=completion.text)
         return model, completion
@@ -125,6 +144,10 @@ class Executor:
 
     async def complete(self, route: Route, request: ChatRequest, trace: Trace) -> Answer:
         """Run the route to one whole answer (cascade steps gated, escalating on failure)."""
+        step = route.steps[0]
+        if not step.gates:  # an ungated first step answers as it is: no walk to run
+            model, completion = await self._answer(step, "primary", request, trace)
+            return Answer(model=model, completion=completion)
         return await self._run(route, request, trace, stream=False)
 
     async def open_stream(self, route: Route, request: ChatRequest, trace: Trace) -> Answer:
@@ -134,23 +157,15 @@ class Executor:
         return await self._run(route, request, trace, stream=True)
 
     async def _run(self, route: Route, request: ChatRequest, trace: Trace, stream: bool) -> Answer:
-        best: tuple[float, str, Completion] | None = None
-        escalations: list[str] = []  # why each failed tier escalated: shown in x-gearshift-reason
-        for i, step in enumerate(route.steps):
-            role = "primary" if i == 0 else "escalation"
-            last_step = i == len(route.steps) - 1
-            if not step.gates or (last_step and route.accept != "best"):
-                return await self._ungated(step, role, request, trace, stream, escalations)
-            model, completion = await self._answer(step, role, request, trace)
-            passed, score = await self._gate(step, request, completion, trace)
-            if passed:
-                return _whole(model, completion, stream, [*escalations, f"accepted at tier {i + 1}"])
-            escalations.append(_failed_note(i, model, step, trace))
-            if best is None or score > best[0]:
-                best = (score, model, completion)
-        # Every tier failed its gates and the route keeps the best-scored answer.
-        assert best is not None
-        return _whole(best[1], best[2], stream, [*escalations, f"no tier passed; best score {best[0]:.2f}"])
+        walk = Walk(route)
+        answers: list[tuple[str, Completion]] = []  # each gated step's answer, by step index
+        while walk.gated:
+            model, completion = await self._answer(walk.step, walk.role, request, trace)
+            answers.append((model, completion))
+            chosen = walk.judge(model, await self._gate(walk.step, request, completion, trace))
+            if chosen is not None:
+                return _whole(*answers[chosen], stream, walk.notes)
+        return await self._ungated(walk.step, walk.role, request, trace, stream, walk.notes)
 
     async def _ungated(self, step: Step, role: str, request: ChatRequest, trace: Trace, stream: bool,
                        notes: list[str]) -> Answer:
@@ -167,9 +182,10 @@ class Executor:
         role = role if model == step.model else "fallback"
         return Answer(model=model, stream=_Timed(opened, t0, model, role, attempt), notes=notes)
 
-    async def _gate(self, step: Step, request: ChatRequest, completion: Completion, trace: Trace) -> tuple[bool, float]:
-        """Run a step's gates; all must pass. Gate calls and verdicts go into the trace."""
-        passed, scores = True, []
+    async def _gate(self, step: Step, request: ChatRequest, completion: Completion,
+                    trace: Trace) -> list[tuple[str, bool, float]]:
+        """Run a step's gates: (name, passed, score) each. Gate calls and verdicts go into the trace."""
+        results = []
         for gate in step.gates:
             t0 = time.perf_counter()
             verdict = await gate.acheck(request, completion.text, completion.body)
@@ -181,9 +197,8 @@ class Executor:
                                         status=200 if verdict.passed else 422))
             trace.verdicts.append({"gate": gate.name, "model": step.model, "passed": verdict.passed,
                                    "score": verdict.score, "reasons": list(verdict.reasons)})
-            scores.append(verdict.score)
-            passed = passed and verdict.passed
-        return passed, min(scores) if scores else 1.0
+            results.append((gate.name, verdict.passed, verdict.score))
+        return results
 
     def finish_stream(self, outcome: Answer, trace: Trace, error: UpstreamError | None = None) -> None:
         """Record the streamed call once the stream ended (or broke)."""
@@ -197,12 +212,6 @@ def _whole(model: str, completion: Completion, stream: bool, notes: list[str]) -
     if stream:
         return Answer(model=model, stream=CompletionStream(completion), notes=notes)
     return Answer(model=model, completion=completion, notes=notes)
-
-
-def _failed_note(i: int, model: str, step: Step, trace: Trace) -> str:
-    """`tier 1 (small) failed arithmetic`: the gates of this step that failed, from its verdicts."""
-    failed = [v["gate"] for v in trace.verdicts[-len(step.gates):] if not v["passed"]]
-    return f"tier {i + 1} ({model}) failed {', '.join(failed) or 'its gates'}"
 
 
 def _every_upstream_failed(last: UpstreamError, trace: Trace) -> UpstreamError:

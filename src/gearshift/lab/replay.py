@@ -5,6 +5,9 @@
 - `sweep(router, outcomes)` scores every prompt once with a ScoringRouter and evaluates every
   distinct threshold in one vectorised pass (`sweep_scores`): sort the scores, take cumulative sums
   of the strong-minus-weak differences, read them off at the ends of each group of tied scores.
+- `replay_cascade(router, outcomes)` walks each route's steps over the recorded answers with the
+  gateway executor's own walk (`route.Walk`): gates run on the text, accept or escalate, every call
+  counted; `cascade_outcome` is the same walk as a `replay` hook.
 
 A Curve's operating points run from all-weak (threshold +inf, strong share 0) to all-strong (the
 lowest score, share 1). Between two adjacent points the curve is linear: that is exactly what a
@@ -13,14 +16,16 @@ router achieves by randomising between the two thresholds, so metrics integrate 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from gearshift.outcomes.table import Outcomes
 from gearshift.request import ChatRequest
-from gearshift.route import Route
+from gearshift.route import Route, Walk
 from gearshift.routers.base import Router, ScoringRouter
 
 # --- per-prompt replay ---------------------------------------------------------------------------
@@ -57,8 +62,8 @@ class Decisions:
 
 
 # Maps one route to (answering model's column, cost, quality) for one outcomes row. The default
-# reads the primary step only; the cascade engineer supplies one that walks the steps, runs the
-# gates on recorded responses and sums the cost of every call made.
+# reads the primary step only; `cascade_outcome` walks the steps, runs the gates on recorded
+# responses and sums the cost of every call made.
 RouteOutcome = Callable[[Route, Outcomes, int, Callable[[str], int]], tuple[int, float, float]]
 
 
@@ -293,8 +298,132 @@ def sweep(router: ScoringRouter, outcomes: Outcomes, thresholds: Sequence[float]
                         cols.get(router.strong, router.strong), thresholds, label=router.name)
 
 
+# --- replaying cascade routers, step by step ------------------------------------------------------------
+
+
+@dataclass
+class CascadeReplay:
+    """A cascade router replayed prompt by prompt, as the gateway's executor would run it.
+
+    choice: (n,) outcomes column of the answer returned; tier: (n,) index of its step in the
+    route; escalated: (n,) the answer came from a later step than the first; quality, cost (every
+    call, gates included), gate_cost, gate_seconds (measured here), latency (seconds, from the
+    outcomes' recorded latencies plus measured gate time; None when the outcomes have none).
+    Attribute names follow the lab report's cascade hook (see gearshift.lab.report.CascadeRecords).
+    """
+
+    models: list[str]
+    choice: np.ndarray
+    tier: np.ndarray
+    escalated: np.ndarray
+    quality: np.ndarray
+    cost: np.ndarray
+    gate_cost: np.ndarray
+    gate_seconds: np.ndarray
+    latency: np.ndarray | None
+    router: str = ""
+
+    def __len__(self) -> int:
+        return len(self.choice)
+
+    @property
+    def escalation_rate(self) -> float:
+        return float(self.escalated.mean())
+
+    def summary(self) -> dict[str, Any]:
+        """Accepted-at-tier-1 against escalated: count, quality, spend incl. gates, latency p50/p95."""
+        out: dict[str, Any] = {"requests": len(self), "escalation_rate": self.escalation_rate,
+                               "quality": float(np.nanmean(self.quality)), "spend_usd": float(self.cost.sum()),
+                               "gate_spend_usd": float(self.gate_cost.sum())}
+        for label, mask in (("accepted_at_tier1", ~self.escalated), ("escalated", self.escalated)):
+            lat = None if self.latency is None else self.latency[mask]
+            out[label] = {"count": int(mask.sum()), "spend_usd": float(self.cost[mask].sum()),
+                          "latency_p50_s": float(np.percentile(lat, 50)) if lat is not None and len(lat) else None,
+                          "latency_p95_s": float(np.percentile(lat, 95)) if lat is not None and len(lat) else None}
+        return out
+
+
+@dataclass
+class _Walked:
+    column: int
+    tier: int
+    cost: float
+    gate_cost: float
+    gate_seconds: float
+    latency: float
+
+
+def _walk(route: Route, outcomes: Outcomes, row: int, column: Callable[[str], int],
+          request: ChatRequest) -> _Walked:
+    """Run one route on recorded answers with the executor's walk (route.Walk): each step's recorded
+    answer, its gates run on the text, accept or escalate as the gateway would."""
+    # `cost` sums the model calls; the gates' own cost is added once, when the walk ends.
+    cost = gate_cost = gate_seconds = latency = 0.0
+    walk = Walk(route)
+    columns: list[int] = []  # each step's outcomes column, by step index
+    while True:
+        step = walk.step
+        j = column(step.model)
+        columns.append(j)
+        cost += float(outcomes.cost[row, j])
+        if outcomes.latency is not None:
+            latency += float(outcomes.latency[row, j])
+        if not walk.gated:
+            return _Walked(j, walk.index, cost + gate_cost, gate_cost, gate_seconds, latency)
+        if outcomes.responses is None:
+            raise ValueError(f"outcomes {outcomes.name!r} keep no response text: the gates of "
+                             f"{step.model!r} need its recorded answers")
+        text = outcomes.responses[row, j] or ""
+        t0 = time.perf_counter()
+        results = []
+        for g in step.gates:
+            if not g.offline:
+                raise ValueError(f"gate {g.name!r} (kind {g.kind}) calls a model; the lab cannot replay it")
+            v = g.check(request, text)
+            results.append((g.name, v.passed, v.score))
+            gate_cost += v.cost_usd
+        spent = time.perf_counter() - t0
+        gate_seconds += spent
+        latency += spent
+        chosen = walk.judge(step.model, results)
+        if chosen is not None:
+            return _Walked(columns[chosen], chosen, cost + gate_cost, gate_cost, gate_seconds, latency)
+
+
+def cascade_outcome(route: Route, outcomes: Outcomes, row: int, column: Callable[[str], int]) -> tuple[int, float, float]:
+    """A `replay.RouteOutcome` for cascades: walks the steps, running the gates on recorded answers;
+    cost counts every call made (cheap, gates, expensive). Use as `replay(router, o, outcome_of=cascade_outcome)`."""
+    req = ChatRequest.from_prompt(str(outcomes.prompts[row]), outcomes.metadata_of(row))
+    w = _walk(route, outcomes, row, column, req)
+    return w.column, w.cost, float(outcomes.quality[row, w.column])
+
+
+def replay_cascade(router: Router, outcomes: Outcomes, *, columns: Mapping[str, str] | None = None) -> CascadeReplay:
+    """Run `router.route()` on every prompt and walk each route over the recorded answers."""
+    n = len(outcomes)
+    column = column_of(outcomes, columns)
+    walks = []
+    for i, req in enumerate(requests(outcomes)):
+        walks.append(_walk(router.route(req), outcomes, i, column, req))
+    choice = np.array([w.column for w in walks], dtype=np.int64)
+    tier = np.array([w.tier for w in walks], dtype=np.int64)
+    rows = np.arange(n)
+    return CascadeReplay(
+        models=list(outcomes.models), choice=choice, tier=tier, escalated=tier > 0,
+        quality=np.asarray(outcomes.quality, float)[rows, choice] if n else np.zeros(0),
+        cost=np.array([w.cost for w in walks]), gate_cost=np.array([w.gate_cost for w in walks]),
+        gate_seconds=np.array([w.gate_seconds for w in walks]),
+        latency=None if outcomes.latency is None else np.array([w.latency for w in walks]),
+        router=router.name)
+
+
+def cascade_records(router: Router, outcomes: Outcomes, *, columns: Mapping[str, str] | None = None) -> CascadeReplay:
+    """The lab report's cascade hook (gearshift.lab.report.cascade_records_from_replay)."""
+    return replay_cascade(router, outcomes, columns=columns)
+
+
 __all__ = [
-    "Curve", "Decisions", "OperatingPoint", "RouteOutcome", "ScoreOrder", "column_of", "fixed_decisions", "operating_point",
-    "primary_outcome",
-    "replay", "requests", "router_scores", "sweep", "sweep_scores",
+    "CascadeReplay", "Curve", "Decisions", "OperatingPoint", "RouteOutcome", "ScoreOrder", "cascade_outcome",
+    "cascade_records", "column_of", "fixed_decisions", "operating_point", "primary_outcome", "replay",
+    "replay_cascade", "requests", "router_scores", "sweep", "sweep_scores",
 ]

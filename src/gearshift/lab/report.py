@@ -61,7 +61,7 @@ def cascade_records_from_replay(router: Router, outcomes: Outcomes,
     """A cascade router replayed over outcomes by `gearshift.lab.cascade.cascade_records`, if that
     module and function exist (None otherwise: the report then says the replay is not available)."""
     try:
-        from gearshift.lab import cascade as cascade_lab  # type: ignore[attr-defined]
+        from gearshift.lab import replay as cascade_lab
     except ImportError:
         return None
     fn = getattr(cascade_lab, "cascade_records", None)

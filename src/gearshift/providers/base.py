@@ -33,6 +33,7 @@ class Completion:
 
     body: dict[str, Any]
     usage: Usage
+    raw: bytes | None = None  # the upstream's own bytes of `body`, forwarded to the client as they are
 
     @property
     def text(self) -> str:

@@ -3,7 +3,8 @@ Together, Groq, DeepSeek...
 
 The client's body is forwarded untouched apart from `model` (and `stream`/`stream_options`, which
 gearshift controls), so fields this adapter does not know still reach the upstream. This is the
-benchmarked hot path: one dict copy, one orjson encode and decode per call.
+benchmarked hot path: one dict copy, one orjson encode and decode per call; the answer's bytes reach
+the client as the upstream sent them.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class OpenAICompatProvider(Provider):
             if isinstance(doc, dict) and "error" in doc:  # some servers answer 200 with an error body
                 raise event_error(self.model, doc["error"], key)
             raise bad_body(self.model, "no `choices` in the chat.completion")
-        return Completion(doc, _usage(doc.get("usage"), doc, request))
+        return Completion(doc, _usage(doc.get("usage"), doc, request), raw)
 
     def stream(self, request: ChatRequest) -> Stream:
         body = request.with_model(self.model.upstream_id)

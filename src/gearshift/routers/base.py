@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from gearshift.request import ChatRequest
 from gearshift.route import Route, Step
+from gearshift.services import Services
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,6 +55,9 @@ class Router(ABC, Generic[OptionsT]):
 
     def bind(self, routers: Mapping[str, Router[Any]]) -> None:
         """Called once every router is built: routers that delegate (split) look their targets up here."""
+
+    def attach(self, services: Services) -> None:
+        """Called by the gateway once its executor exists, with what it lends (model calls, latencies)."""
 
     @abstractmethod
     def route(self, request: ChatRequest) -> Route:

@@ -44,6 +44,7 @@ from gearshift.gates.base import GATE_LIST, Gate, build_gate
 from gearshift.request import ChatRequest
 from gearshift.route import Route, Step
 from gearshift.routers.base import Options, Router
+from gearshift.services import Services
 
 log = logging.getLogger("gearshift.cascade")
 
@@ -141,7 +142,7 @@ class CascadeRouter(Router[CascadeOptions]):
         self.tier_models = [t.model for t in options.tiers]
         self.gates = gates if gates is not None else [() for _ in options.tiers]
         self.start_router: Router[Any] | None = None
-        self.latency: Any = None  # the gateway's LatencyTracker (attach); None in the lab: no budget skips
+        self.services: Services | None = None  # the gateway's (attach); None in the lab: no budget skips
         self._steps = [self._step(i) for i in range(len(options.tiers))]
 
     def _step(self, i: int) -> Step:
@@ -193,14 +194,12 @@ class CascadeRouter(Router[CascadeOptions]):
                               f"another start router")
         self.start_router = start
 
-    def attach(self, executor: Any) -> None:
-        """Called by the gateway once its executor exists: latency budgets read its latency tracker,
-        and judge gates call models through it (retries, pricing, tracing)."""
-        self.latency = executor.latency
+    def attach(self, services: Services) -> None:
+        """Latency budgets read the gateway's recent latencies; gates (judges) call models through it."""
+        self.services = services
         for gates in self.gates:
             for g in gates:
-                if g.kind == "judge":
-                    g.bind(executor.call_model)  # type: ignore[attr-defined]
+                g.attach(services)
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -230,14 +229,15 @@ class CascadeRouter(Router[CascadeOptions]):
         step = self._steps[i]
         q = self.options.latency_quantile
         prior = self.options.tiers[i].latency_ms
-        model = self.latency.expected(step.model, q) if self.latency is not None else None
-        if model is None:
+        services = self.services
+        model = services.expected_latency(step.model, q) if services is not None else None
+        if services is None or model is None:
             return prior
         total = model
         for g in step.gates:
-            seen = self.latency.expected(f"gate:{g.name}", q)
+            seen = services.expected_latency(f"gate:{g.name}", q)
             if seen is None and g.kind == "judge":
-                seen = self.latency.expected(g.options.model, q)
+                seen = services.expected_latency(g.options.model, q)
             total += seen or 0.0
         return float(total)
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from gearshift.trace import Trace
+from gearshift.trace import SHADOW_ROLES, Trace
 
 TRACE_COLS = ("id", "created", "router", "requested_model", "reason", "route", "final_model", "status",
               "streamed", "cost_usd", "latency_ms", "estimated_tokens", "score", "client", "metadata",
@@ -19,16 +19,31 @@ VERSION_COLS = ("router", "version", "created", "created_by", "settings", "metri
 
 
 def encode(traces: Sequence[Trace]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Trace rows and call rows, in TRACE_COLS and CALL_COLS order (JSON as text, booleans as 0/1)."""
+    """Trace rows and call rows, in TRACE_COLS and CALL_COLS order (JSON as text, booleans as 0/1).
+
+    One pass over each trace's calls; the JSON columns are the text `json.dumps` makes, with the
+    common values (the router's route, no metadata, no verdicts) not encoded again per trace."""
     trows, crows = [], []
+    routes: dict[tuple[str, ...], str] = {}  # a batch holds few distinct routes
     for t in traces:
-        trows.append((t.id, t.created, t.router, t.requested_model, t.reason, json.dumps(t.route),
-                      t.final_model, t.status, int(t.streamed), t.cost_usd, t.latency_ms, t.estimated_tokens,
-                      t.score, t.client, json.dumps(t.metadata), json.dumps(t.verdicts), t.prompt, t.response,
-                      t.error, t.arm, int(t.shadowed), t.shadow_cost_usd))
+        tid = t.id
+        serving = shadow = 0.0
         for i, c in enumerate(t.calls):
-            crows.append((t.id, i, c.model, c.role, c.input_tokens, c.output_tokens, int(c.usage_estimated),
+            if c.role in SHADOW_ROLES:
+                shadow += c.cost_usd
+            else:
+                serving += c.cost_usd
+            crows.append((tid, i, c.model, c.role, c.input_tokens, c.output_tokens, int(c.usage_estimated),
                           c.cost_usd, c.latency_ms, c.status, c.error, c.attempt, c.response))
+        key = tuple(t.route)
+        route = routes.get(key)
+        if route is None:
+            route = routes[key] = json.dumps(t.route)
+        trows.append((tid, t.created, t.router, t.requested_model, t.reason, route,
+                      t.final_model, t.status, int(t.streamed), serving, t.latency_ms, t.estimated_tokens,
+                      t.score, t.client, json.dumps(t.metadata) if t.metadata else "{}",
+                      json.dumps(t.verdicts) if t.verdicts else "[]", t.prompt, t.response,
+                      t.error, t.arm, int(t.shadowed), shadow))
     return trows, crows
 
 

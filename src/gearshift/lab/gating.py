@@ -1,5 +1,5 @@
-"""Cascades in the lab: run the real gates on recorded answers, sweep a gate's threshold, replay
-cascade routers prompt by prompt, and train the learned gate.
+"""Gates in the lab: run the real gates on recorded answers, sweep a cascade's gate threshold, and
+train the learned gate.
 
 A cascade asks the cheap model first, gates its answer, and escalates when the gate fails. On
 recorded outcomes every part of that is known: the cheap answer's text (so the gate runs on it,
@@ -15,26 +15,22 @@ Gate scores are computed once per prompt (`gate_scores`), then every threshold i
 vectorised pass: quality = the cheap answer's if accepted, else the expensive one's; cost = cheap
 + gates (+ expensive if escalated).
 
-`replay_cascade` runs a configured cascade router's `route()` on every prompt and walks its steps
-as the gateway's executor does (any number of tiers, accept last or best), for RouterBench and for
-the lab report (`cascade_records`, the report's hook).
+A configured cascade router replayed prompt by prompt is `replay.replay_cascade`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from gearshift.gates.base import Gate
-from gearshift.lab.replay import Curve, column_of, requests, sweep_scores
+from gearshift.lab.replay import Curve, requests, sweep_scores
 from gearshift.outcomes.table import Outcomes
 from gearshift.request import ChatRequest
-from gearshift.route import Route
-from gearshift.routers.base import Router
 
 # --- gate scores on recorded answers ------------------------------------------------------------
 
@@ -161,135 +157,6 @@ def sweep_cascade(escalation: np.ndarray, outcomes: Outcomes, weak: str, strong:
                         thresholds, label=label)
 
 
-# --- replaying configured cascade routers ------------------------------------------------------------
-
-
-@dataclass
-class CascadeReplay:
-    """A cascade router replayed prompt by prompt, as the gateway's executor would run it.
-
-    choice: (n,) outcomes column of the answer returned; tier: (n,) index of its step in the
-    route; escalated: (n,) the answer came from a later step than the first; quality, cost (every
-    call, gates included), gate_cost, gate_seconds (measured here), latency (seconds, from the
-    outcomes' recorded latencies plus measured gate time; None when the outcomes have none).
-    Attribute names follow the lab report's cascade hook (see gearshift.lab.report.CascadeRecords).
-    """
-
-    models: list[str]
-    choice: np.ndarray
-    tier: np.ndarray
-    escalated: np.ndarray
-    quality: np.ndarray
-    cost: np.ndarray
-    gate_cost: np.ndarray
-    gate_seconds: np.ndarray
-    latency: np.ndarray | None
-    router: str = ""
-
-    def __len__(self) -> int:
-        return len(self.choice)
-
-    @property
-    def escalation_rate(self) -> float:
-        return float(self.escalated.mean())
-
-    def summary(self) -> dict[str, Any]:
-        """Accepted-at-tier-1 against escalated: count, quality, spend incl. gates, latency p50/p95."""
-        out: dict[str, Any] = {"requests": len(self), "escalation_rate": self.escalation_rate,
-                               "quality": float(np.nanmean(self.quality)), "spend_usd": float(self.cost.sum()),
-                               "gate_spend_usd": float(self.gate_cost.sum())}
-        for label, mask in (("accepted_at_tier1", ~self.escalated), ("escalated", self.escalated)):
-            lat = None if self.latency is None else self.latency[mask]
-            out[label] = {"count": int(mask.sum()), "spend_usd": float(self.cost[mask].sum()),
-                          "latency_p50_s": float(np.percentile(lat, 50)) if lat is not None and len(lat) else None,
-                          "latency_p95_s": float(np.percentile(lat, 95)) if lat is not None and len(lat) else None}
-        return out
-
-
-@dataclass
-class _Walk:
-    column: int
-    tier: int
-    cost: float
-    gate_cost: float
-    gate_seconds: float
-    latency: float
-
-
-def _walk(route: Route, outcomes: Outcomes, row: int, column: Callable[[str], int],
-          request: ChatRequest) -> _Walk:
-    """Run one route on recorded answers, mirroring Executor.complete: call each step's model,
-    gate its answer, accept on pass; the last step's answer (or, with accept=best, the best-scored
-    gated one) when none passes."""
-    # `cost` sums the model calls; the gates' own cost is added once, when the walk ends.
-    cost = gate_cost = gate_seconds = latency = 0.0
-    best: tuple[float, int, int] | None = None
-    n_steps = len(route.steps)
-    for i, step in enumerate(route.steps):
-        j = column(step.model)
-        cost += float(outcomes.cost[row, j])
-        if outcomes.latency is not None:
-            latency += float(outcomes.latency[row, j])
-        last = i == n_steps - 1
-        if not step.gates or (last and route.accept != "best"):
-            return _Walk(j, i, cost + gate_cost, gate_cost, gate_seconds, latency)
-        if outcomes.responses is None:
-            raise ValueError(f"outcomes {outcomes.name!r} keep no response text: the gates of "
-                             f"{step.model!r} need its recorded answers")
-        text = outcomes.responses[row, j] or ""
-        t0 = time.perf_counter()
-        passed, scores = True, []
-        for g in step.gates:
-            if not g.offline:
-                raise ValueError(f"gate {g.name!r} (kind {g.kind}) calls a model; the lab cannot replay it")
-            v = g.check(request, text)
-            passed = passed and v.passed
-            scores.append(v.score)
-            gate_cost += v.cost_usd
-        spent = time.perf_counter() - t0
-        gate_seconds += spent
-        latency += spent
-        if passed:
-            return _Walk(j, i, cost + gate_cost, gate_cost, gate_seconds, latency)
-        score = min(scores) if scores else 1.0
-        if best is None or score > best[0]:
-            best = (score, j, i)
-    assert best is not None
-    return _Walk(best[1], best[2], cost + gate_cost, gate_cost, gate_seconds, latency)
-
-
-def cascade_outcome(route: Route, outcomes: Outcomes, row: int, column: Callable[[str], int]) -> tuple[int, float, float]:
-    """A `replay.RouteOutcome` for cascades: walks the steps, running the gates on recorded answers;
-    cost counts every call made (cheap, gates, expensive). Use as `replay(router, o, outcome_of=cascade_outcome)`."""
-    req = ChatRequest.from_prompt(str(outcomes.prompts[row]), outcomes.metadata_of(row))
-    w = _walk(route, outcomes, row, column, req)
-    return w.column, w.cost, float(outcomes.quality[row, w.column])
-
-
-def replay_cascade(router: Router, outcomes: Outcomes, *, columns: Mapping[str, str] | None = None) -> CascadeReplay:
-    """Run `router.route()` on every prompt and walk each route over the recorded answers."""
-    n = len(outcomes)
-    column = column_of(outcomes, columns)
-    walks = []
-    for i, req in enumerate(requests(outcomes)):
-        walks.append(_walk(router.route(req), outcomes, i, column, req))
-    choice = np.array([w.column for w in walks], dtype=np.int64)
-    tier = np.array([w.tier for w in walks], dtype=np.int64)
-    rows = np.arange(n)
-    return CascadeReplay(
-        models=list(outcomes.models), choice=choice, tier=tier, escalated=tier > 0,
-        quality=np.asarray(outcomes.quality, float)[rows, choice] if n else np.zeros(0),
-        cost=np.array([w.cost for w in walks]), gate_cost=np.array([w.gate_cost for w in walks]),
-        gate_seconds=np.array([w.gate_seconds for w in walks]),
-        latency=None if outcomes.latency is None else np.array([w.latency for w in walks]),
-        router=router.name)
-
-
-def cascade_records(router: Router, outcomes: Outcomes, *, columns: Mapping[str, str] | None = None) -> CascadeReplay:
-    """The lab report's cascade hook (gearshift.lab.report.cascade_records_from_replay)."""
-    return replay_cascade(router, outcomes, columns=columns)
-
-
 # --- training the learned gate ----------------------------------------------------------------------
 
 Target = Literal["gain", "wrong"]
@@ -379,6 +246,6 @@ def train_learned_gate(outcomes: Outcomes, weak: str, strong: str | None = None,
 
 
 __all__ = [
-    "CascadeReplay", "GateScores", "answer_checks", "cascade_outcome", "cascade_outcomes", "cascade_records",
-    "gate_labels", "gate_scores", "replay_cascade", "sweep_cascade", "train_learned_gate",
+    "GateScores", "answer_checks", "cascade_outcomes", "gate_labels", "gate_scores", "sweep_cascade",
+    "train_learned_gate",
 ]

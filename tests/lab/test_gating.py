@@ -14,15 +14,8 @@ import pytest
 from gearshift.gates import build_gate
 from gearshift.gates.learned import LearnedGate, LearnedGateModel
 from gearshift.lab import metrics
-from gearshift.lab.cascade import (
-    answer_checks,
-    cascade_outcome,
-    gate_scores,
-    replay_cascade,
-    sweep_cascade,
-    train_learned_gate,
-)
-from gearshift.lab.replay import replay, requests
+from gearshift.lab.gating import answer_checks, gate_scores, sweep_cascade, train_learned_gate
+from gearshift.lab.replay import cascade_outcome, replay, replay_cascade, requests
 from gearshift.lab.report import cascade_records_from_replay
 from gearshift.outcomes.datasets import ROUTELLM_STRONG, ROUTELLM_WEAK, load
 from gearshift.outcomes.table import Outcomes
