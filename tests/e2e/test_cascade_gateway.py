@@ -377,7 +377,7 @@ def test_the_gateway_and_the_lab_walk_a_route_alike(upstream: FakeUpstream, tmp_
 
     from gearshift.lab.replay import replay_cascade
     from gearshift.outcomes.table import Outcomes
-    from gearshift.routers import build_routers
+    from gearshift.plan import build_routers
 
     half_right = "4 + 3 = 7 and 2 x 7 = 15.\n#### 15"  # arithmetic score 0.5
     all_wrong = "4 + 3 = 8 and 2 x 8 = 17.\n#### 17"  # 0
