@@ -140,6 +140,9 @@ class StoreConfig(_Strict):
     record_content: bool = Field(default=True, description="keep prompt and answer text (needed for shadow pairs)")
     retention_days: float | None = Field(default=None, gt=0, description="delete traces and feedback older than "
                                          "this (checked hourly by the gateway); default: keep everything")
+    spill_path: str | None = Field(default="gearshift-spill", description="where traces the store could not take "
+                                   "at shutdown are kept (files PATH.PID.jsonl, relative to the config file), "
+                                   "to be written at the next start; null: keep none (they are lost, and counted)")
     password_env: str | None = Field(default=None, description="environment variable holding the PostgreSQL "
                                      "password (keeps it out of the config file)")
 

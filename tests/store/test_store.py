@@ -243,6 +243,35 @@ def test_a_store_outage_loses_no_traces(pg_url: str, postgres, caplog: pytest.Lo
     s.close()
 
 
+def test_traces_held_at_shutdown_are_spilled_and_written_at_the_next_start(
+        pg_url: str, postgres, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    spill = tmp_path / "spill"
+    s = open_store(StoreConfig(url=pg_url, password_env=PW_ENV))
+    sent = [trace() for _ in range(500)]
+    sent[0].calls.append(Call(model="large", role="shadow", cost_usd=0.5, response="ref"))
+    writer = TraceWriter(s, flush_interval=0.05, spill=spill)
+    try:
+        _database_accepts(postgres, pg_url, False)  # the store is down when the stop comes
+        for t in sent:
+            writer.put(t)
+        writer.close(timeout=0.5)
+        assert writer.spilled == 500 and writer.failed == 0 and writer.written == 0
+        assert "kept in" in caplog.text and len(list(tmp_path.glob("spill.*.jsonl"))) == 1
+    finally:
+        _database_accepts(postgres, pg_url, True)
+    s.close()
+    s = open_store(StoreConfig(url=pg_url, password_env=PW_ENV))
+    after = TraceWriter(s, flush_interval=0.05, spill=spill)  # the next start
+    assert after.unspilled == 500
+    _wait(lambda: after.written == 500 and not list(tmp_path.iterdir()))
+    after.close()
+    assert after.written == 500 and list(tmp_path.iterdir()) == []  # the spill file is gone once written
+    rows = {r["id"]: r for r in s.traces()}
+    assert set(rows) == {t.id for t in sent}
+    assert rows[sent[0].id]["shadow_cost_usd"] == pytest.approx(0.5) and rows[sent[0].id]["calls"][1]["response"] == "ref"
+    s.close()
+
+
 def test_a_trace_the_store_refuses_is_dropped_alone(store: TraceStore, caplog: pytest.LogCaptureFixture) -> None:
     bad = trace()
     bad.metadata = {"tier": object()}  # type: ignore[dict-item]  # a row no store can take (not JSON)

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -84,8 +85,9 @@ class Gateway:
         config = self.config = self.plan.config
         self.routers: dict[str, Router[Any]] = dict(self.plan.routers)
         self.store = store or open_store(config.store, config.base_dir)
+        spill = config.store.spill_path and Path(config.base_dir) / config.store.spill_path
         self.writer = TraceWriter(self.store, config.store.batch_size, config.store.flush_interval,
-                                  config.store.queue_size)
+                                  config.store.queue_size, spill)
         self.counters = Counters()
         self.watch = WatchLoop(self.store, config, self.counters) if config.watch.enabled else None
         self.keys = [(k.name, (k.secret() or "").encode()) for k in config.client_keys]
@@ -137,7 +139,8 @@ class Gateway:
                 await p.close()
         if self.session is not None:
             await self.session.close()
-        self.writer.close()
+        # With a spill file a down store costs the stop only a short wait: nothing is lost either way.
+        self.writer.close(timeout=5.0 if self.writer.spill is not None else 30.0)
         self.store.close()
 
     # -- requests --------------------------------------------------------------------------

@@ -3,18 +3,24 @@
 A store outage (a database restart, a failover, a locked file) loses nothing that fits in memory:
 traces are held, up to `max_held`, and written when the store answers again. A trace the store keeps
 refusing while it answers (a row it cannot take) is dropped after a few tries, logged by id, so
-that it cannot block the others.
+that it cannot block the others. Traces still held when the process stops go to a spill file, and
+the next writer to start on the same spill path writes them (ids make a second write harmless).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
+from pathlib import Path
+
+import orjson
 
 from gearshift.store.base import TraceStore
-from gearshift.trace import Trace
+from gearshift.trace import Call, Trace
 
 log = logging.getLogger("gearshift.store")
 
@@ -27,7 +33,7 @@ class TraceWriter:
     """Batches traces into the store from a background thread; `close()` drains what it can."""
 
     def __init__(self, store: TraceStore, batch_size: int = 500, flush_interval: float = 0.2,
-                 max_held: int = 100_000) -> None:
+                 max_held: int = 100_000, spill: str | Path | None = None) -> None:
         self.store = store
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -44,6 +50,12 @@ class TraceWriter:
         self._last_log = 0.0
         self._stop = threading.Event()
         self._deadline = 0.0
+        self.spill = Path(spill) if spill is not None else None
+        self.spilled = 0  # traces put in the spill file at shutdown
+        self.unspilled = 0  # traces read back from spill files at start
+        self._claimed: list[Path] = []  # spill files read at start, removed once their traces are written
+        if self.spill is not None:
+            self._read_spills(self.spill)
         self._thread = threading.Thread(target=self._run, name="gearshift-trace-writer", daemon=True)
         self._thread.start()
 
@@ -68,16 +80,14 @@ class TraceWriter:
             time.sleep(min(max(self._backoff, 0.05), 0.5))
             self._drain(stopping=True)
         if self.pending():
-            lost = self.pending()
-            self.failed += lost
-            log.error("%d traces not written: the store did not take them before shutdown", lost)
+            self._spill_held()
 
     def _drain(self, stopping: bool = False) -> None:
-        while True:
-            try:
-                self._held.append(self._q.get_nowait())
-            except queue.Empty:
-                break
+        self._drain_queue()
+        if self._claimed and not self._held:
+            for path in self._claimed:  # every trace read back from them is written now
+                path.unlink(missing_ok=True)
+            self._claimed = []
         if not self._held or (time.monotonic() < self._retry_at and not stopping):
             return
         while self._held:
@@ -88,6 +98,60 @@ class TraceWriter:
             self._held[:len(batch)] = keep
             if keep:
                 return  # traces refused for now: retried at the next drain
+
+    def _spill_held(self) -> None:
+        """Keep what the store did not take in a spill file; count it lost if that fails too."""
+        self._drain_queue()
+        held, self._held = self._held, []
+        if self.spill is None:
+            self.failed += len(held)
+            log.error("%d traces not written: the store did not take them before shutdown (no store.spill_path)",
+                      len(held))
+            return
+        path = self.spill.with_name(f"{self.spill.name}.{os.getpid()}.jsonl")
+        try:
+            with path.open("ab") as f:
+                f.write(b"".join(orjson.dumps(dataclasses.asdict(t)) + b"\n" for t in held))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            self.failed += len(held)
+            log.error("%d traces not written: the store did not take them and %s could not be written: %s",
+                      len(held), path, e.strerror)
+            return
+        self.spilled += len(held)
+        log.error("the store did not take %d traces before shutdown: kept in %s, written at the next start",
+                  len(held), path)
+
+    def _read_spills(self, spill: Path) -> None:
+        """Take the traces of earlier processes' spill files (claimed by renaming, so that one of several
+        workers starting together takes each file)."""
+        stale = [p for p in spill.parent.glob(f"{spill.name}.*.claimed-*") if not _alive(p.suffix.split("-")[-1])]
+        for path in sorted([*spill.parent.glob(f"{spill.name}.*.jsonl"), *stale]):
+            claimed = path.with_suffix(f".claimed-{os.getpid()}")
+            try:
+                path.rename(claimed)
+                lines = claimed.read_bytes().splitlines()
+            except OSError:
+                continue  # another worker took it
+            for line in lines:
+                try:
+                    d = orjson.loads(line)
+                    d["calls"] = [Call(**c) for c in d.get("calls", [])]
+                    self._held.append(Trace(**d))
+                except (orjson.JSONDecodeError, TypeError) as e:
+                    log.error("%s: a line that is not a trace was skipped: %s", claimed, e)
+            self.unspilled += len(lines)
+            self._claimed.append(claimed)
+            log.warning("writing %d traces kept in %s by a process that stopped while the store was down",
+                        len(lines), path)
+
+    def _drain_queue(self) -> None:
+        while True:
+            try:
+                self._held.append(self._q.get_nowait())
+            except queue.Empty:
+                return
 
     def _write(self, batch: list[Trace]) -> list[Trace] | None:
         """Write a batch. Returns the traces still to write, or None when the store does not answer."""
@@ -160,3 +224,15 @@ class TraceWriter:
         self._deadline = time.monotonic() + timeout
         self._stop.set()
         self._thread.join(timeout + 5)
+
+
+def _alive(pid: str) -> bool:
+    """Whether a process with this id runs (a spill file it claimed and did not finish is taken over)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+

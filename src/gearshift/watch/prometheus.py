@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -43,15 +44,14 @@ class Counters:
         """Count one finished request: call it once per trace."""
         router = trace.router or "none"
         with self._lock:
-            key = (router, trace.final_model or "none", str(trace.status))
+            key = (router, trace.final_model or "none", _status(trace.status))
             self.requests[key] = self.requests.get(key, 0) + 1
             self._calls(trace.calls)
             h = self.latency.get(router)
             if h is None:
                 h = self.latency[router] = [0.0] * (len(self.buckets) + 2)
             seconds = trace.latency_ms / 1000
-            i = next((j for j, le in enumerate(self.buckets) if seconds <= le), len(self.buckets))
-            h[i] += 1
+            h[bisect_left(self.buckets, seconds)] += 1  # the first bucket with seconds <= le, else +Inf
             h[-1] += seconds
             if any(c.role == "shadow" for c in trace.calls):
                 self.shadow += 1
@@ -80,7 +80,7 @@ class Counters:
 
     def _calls(self, calls: Iterable[Call]) -> None:
         for c in calls:
-            k = (c.model, c.role, str(c.status))
+            k = (c.model, c.role, _status(c.status))
             self.calls[k] = self.calls.get(k, 0) + 1
             ck = (c.model, c.role)
             self.cost[ck] = self.cost.get(ck, 0.0) + c.cost_usd
@@ -90,6 +90,17 @@ class Counters:
             if v.get("gate") == SHADOW_GATE:
                 result = "agree" if v.get("passed") else "disagree"
                 self.shadow_verdicts[result] = self.shadow_verdicts.get(result, 0) + 1
+
+
+_STATUS: dict[int, str] = {}
+
+
+def _status(code: int) -> str:
+    """The status as a label value; a few distinct codes, so the strings are made once."""
+    s = _STATUS.get(code)
+    if s is None:
+        s = _STATUS[code] = str(code)
+    return s
 
 
 def escape_label(value: str) -> str:
