@@ -300,6 +300,21 @@ def test_report_command_writes_html_and_pngs(tmp_path: Path, data_dir) -> None: 
     assert bad.exit_code == 2 and "--router nope needs --config" in bad.output
 
 
+def test_report_shows_the_configs_routers_unless_some_are_named(tmp_path: Path, data_dir) -> None:  # type: ignore[no-untyped-def]
+    config = REPO / "examples" / "replay-gsm8k.yaml"
+    out = tmp_path / "all.html"
+    res = CliRunner().invoke(main, ["lab", "report", "--outcomes", "routellm/gsm8k", "--config", str(config),
+                                    "--n-boot", "20", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = out.read_text(encoding="utf-8")
+    assert all(name in text for name in ("gearshift/auto", "gearshift/weak", "gearshift/strong"))
+    named = tmp_path / "one.html"
+    res = CliRunner().invoke(main, ["lab", "report", "--outcomes", "routellm/gsm8k", "--config", str(config),
+                                    "--router", "gearshift/auto", "--n-boot", "20", "--out", str(named)])
+    assert res.exit_code == 0, res.output
+    assert "gearshift/auto" in named.read_text(encoding="utf-8") and "gearshift/weak" not in named.read_text(encoding="utf-8")
+
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 

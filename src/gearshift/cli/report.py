@@ -30,6 +30,11 @@ def _routers(config: Any, names: list[str], weak: str, strong: str, columns: dic
 
     built = build_routers(config) if config is not None else {}
     inverse = {v: k for k, v in columns.items()}
+    if not names:
+        # None named: every router of the config that routes between this pair (cascades have their own section).
+        pair = {weak, strong}
+        names = [n for n, r in built.items() if r.kind != "cascade" and r.models()
+                 and {columns.get(m, m) for m in r.models()} <= pair]
     out: list[Any] = []
     for n in names:
         if n in BUILTIN:
@@ -130,7 +135,8 @@ def _levels(text: str) -> tuple[float, ...]:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="config: its routers for --router, and its trace store when --outcomes is not given")
 @click.option("--router", "router_names", multiple=True,
-              help="random and oracle are always shown; `length` is a built-in baseline; others are routers of --config")
+              help="random and oracle are always shown; `length` is a built-in baseline; others are routers of --config "
+                   "(default: every router of --config that routes between --weak and --strong)")
 @click.option("--drop-contaminated", is_flag=True, help="drop RouteLLM's contaminated prompts (routellm/* only)")
 @click.option("--weak", default=None, help="weak model column (default: the cheapest, or the worse of two)")
 @click.option("--strong", default=None, help="strong model column (default: the best)")
