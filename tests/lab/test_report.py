@@ -183,6 +183,10 @@ def test_report_on_routerbench_shows_every_model_and_aiq(tmp_path: Path, data_di
     assert report.aiq_range == pytest.approx((lo, hi))
     assert report.oracle_point is not None
     assert report.oracle_point[1] == pytest.approx(np.nanmean(metrics.oracle_decisions(used).quality))
+    # The oracle is mixed with the single models like any one-point router: it ranks above all of them.
+    oracle = report.aiq[f"oracle (all {len(o.models)} models)"]
+    assert oracle > report.aiq["single-model hull (zero router)"]
+    assert oracle == max(report.aiq.values())
     html_path = write_report(report, tmp_path / "mbpp.html")[0]
     text = html_path.read_text(encoding="utf-8")
     assert "All models (RouterBench)" in text and "<th>AIQ</th>" in text

@@ -302,13 +302,16 @@ def build_report(outcomes: Outcomes, weak: str | None = None, strong: str | None
         for r in rows:
             if r.curve is not None:
                 report.aiq[r.name] = metrics.aiq(r.curve.cost, r.curve.quality, (lo, hi))
+        # A router with one operating point can be mixed with the single models (send a share of prompts
+        # to one of them), so its curve is the hull of its point and theirs: read alone, a point counts 0
+        # below its cost, and the oracle ranked below the models it picks from.
         for p in report.points:
-            report.aiq[p.name] = metrics.aiq([p.cost.value], [p.quality.value], (lo, hi))
+            report.aiq[p.name] = metrics.aiq(np.r_[mc, p.cost.value], np.r_[mq, p.quality.value], (lo, hi))
         od = metrics.oracle_decisions(o)
         ok = ~np.isnan(od.quality) & ~np.isnan(od.cost)
         report.oracle_point = (float(od.cost[ok].mean()), float(od.quality[ok].mean()))
-        report.aiq[f"oracle (all {len(o.models)} models)"] = metrics.aiq([report.oracle_point[0]],
-                                                                          [report.oracle_point[1]], (lo, hi))
+        report.aiq[f"oracle (all {len(o.models)} models)"] = metrics.aiq(
+            np.r_[mc, report.oracle_point[0]], np.r_[mq, report.oracle_point[1]], (lo, hi))
     for rec in cascade_recs:
         report.cascades.append(summarise_cascade(rec, n_boot=n_boot, seed=seed, alpha=alpha))
     if report.n_dropped:
