@@ -82,6 +82,7 @@ class Trace:
     error: str | None = None
     id: str = field(default_factory=lambda: new_trace_id())
     created: float = field(default_factory=time.time)
+    revision: int = 0  # 0 when first written; later writes of the same trace (a shadow pair added) count up
 
     @property
     def cost_usd(self) -> float:

@@ -63,6 +63,10 @@ def test_shadow_runs_after_the_response_and_never_changes_it(upstream: FakeUpstr
         assert gw.gateway.shadower.done == 0
         wait_for(lambda: gw.gateway.shadower.done == 1)
         [t] = flushed(gw)
+        wait_for(lambda: gw.gateway.writer.updated == 1)
+        health = json.loads(urllib3.PoolManager().request("GET", gw.url + "/health").data)
+    # One request, written once, then its shadow pair added: one trace, not two.
+    assert health["traces_written"] == 1 and health["traces_updated"] == 1
     assert t["shadowed"]
     roles = [(c["model"], c["role"]) for c in t["calls"]]
     assert roles == [("small", "primary"), ("large", "shadow")]

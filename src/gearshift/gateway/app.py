@@ -323,6 +323,7 @@ class Gateway:
         sh = self.shadower
         body = {"status": "ok", "routers": len(self.routers), "models": len(self.config.models),
                 "traces_pending": self.writer.pending(), "traces_written": self.writer.written,
+                "traces_updated": self.writer.updated,
                 "traces_failed": self.writer.failed, "traces_dropped": self.writer.dropped,
                 "shadow": {"queued": sh.queue.qsize(), "done": sh.done, "dropped": dict(sh.dropped),
                            "spent_today_usd": sh.spent_today(),
@@ -337,6 +338,8 @@ class Gateway:
         w = self.writer
         gauges = {"gearshift_traces_pending": ("Traces queued or held for the store.", w.pending())}
         totals = {"gearshift_traces_written_total": ("Traces written to the store.", w.written),
+                  "gearshift_traces_updated_total": ("Writes of a trace written before (its shadow pair added).",
+                                                     w.updated),
                   "gearshift_traces_failed_total": ("Traces the store refused, or lost at shutdown.", w.failed),
                   "gearshift_traces_dropped_total": ("Traces not kept: store.queue_size were waiting.", w.dropped)}
         report = self.watch.report if self.watch is not None else None

@@ -174,6 +174,7 @@ class Shadower:
         call, completion = await self._call(policy, target, shadow_req, "shadow")
         # A copy: the original trace object may still be serialised by the writer thread.
         t = copy.copy(trace)
+        t.revision = trace.revision + 1
         t.calls = [*trace.calls, call]
         t.verdicts = list(trace.verdicts)
         t.shadowed = True

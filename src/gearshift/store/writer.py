@@ -38,7 +38,8 @@ class TraceWriter:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_held = max_held
-        self.written = 0
+        self.written = 0  # traces, each counted once
+        self.updated = 0  # writes of a trace written before (its shadow pair added)
         self.failed = 0  # refused by the store, or still unwritten when the writer stopped
         self.dropped = 0  # not kept: `max_held` traces were already waiting for the store
         self._q: queue.SimpleQueue[Trace] = queue.SimpleQueue()
@@ -161,7 +162,7 @@ class TraceWriter:
             error: Exception = e
         else:
             self._recovered()
-            self.written += len(batch)
+            self._count(batch)
             return []
         if not self.store.ping():
             self._outage(error)
@@ -169,7 +170,7 @@ class TraceWriter:
         # The store answers but refused the batch: write trace by trace to find the ones it refuses.
         # Once a few fail with none written, the rest wait: the trouble may be the store's (a lock,
         # a full disk), and each try may be slow.
-        wrote = 0
+        wrote: list[Trace] = []
         failures: list[tuple[Trace, Exception]] = []
         rest: list[Trace] = []
         for i, t in enumerate(batch):
@@ -178,10 +179,10 @@ class TraceWriter:
                 break
             try:
                 self.store.write([t])
-                wrote += 1
+                wrote.append(t)
             except Exception as e:  # noqa: BLE001
                 failures.append((t, e))
-        self.written += wrote
+        self._count(wrote)
         keep = []
         for t, why in failures:
             self._tries[t.id] = n = self._tries.get(t.id, 0) + 1
@@ -196,6 +197,11 @@ class TraceWriter:
         else:
             self._outage(failures[0][1])
         return keep + rest
+
+    def _count(self, traces: list[Trace]) -> None:
+        updates = sum(1 for t in traces if t.revision)
+        self.updated += updates
+        self.written += len(traces) - updates
 
     def _wait(self) -> None:
         self._backoff = min(MAX_BACKOFF, max(0.2, self._backoff * 2))
