@@ -7,8 +7,8 @@ from typing import Any
 
 from gearshift.config import parse_config
 from gearshift.gates.judge import JudgeGate
-from gearshift.request import ChatRequest
 from gearshift.plan import build_routers
+from gearshift.request import ChatRequest
 from gearshift.routers.cascade import CascadeRouter
 from gearshift.services import Services
 from gearshift.trace import Call
