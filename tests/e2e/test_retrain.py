@@ -16,9 +16,10 @@ import numpy as np
 import openai
 import pytest
 
+from gearshift.cli.ops import pairs_line
 from gearshift.config import load_config
 from gearshift.gateway.server import running
-from gearshift.lab.recalibrate import recalibrate, scoring_router
+from gearshift.lab.recalibrate import collect_pairs, recalibrate, scoring_router
 from gearshift.lab.replay import requests
 from gearshift.lab.retrain import retrain
 from gearshift.lab.train import TrainSettings, fit
@@ -99,8 +100,11 @@ def test_retrain_on_shadow_pairs_then_promote_switches_the_running_gateway(confi
 def test_retrain_refuses_other_routers_and_too_few_pairs(config_path: Path) -> None:
     config = load_config(config_path)
     with running(config) as gw:
-        send(gw, list(load("routellm/gsm8k").prompts[:20]), "gearshift/smart")
+        send(gw, list(load("routellm/gsm8k").prompts[:20]) * 2, "gearshift/smart")  # each prompt asked twice
         settle(gw)
+        pairs, traces = collect_pairs(gw.gateway.store, gw.gateway.routers["gearshift/smart"])
+        assert (len(pairs), traces) == (20, 40)  # a prompt asked again is one pair
+        assert "20 pairs from 40 shadowed traces: a prompt asked more than once is one pair" in pairs_line(20, 40)
         with pytest.raises(ValueError, match="has 20 scored shadow pairs; need 200"):
             retrain(config, gw.gateway.store, "gearshift/smart", floor=0.9)
         with pytest.raises(TypeError, match="no threshold"):

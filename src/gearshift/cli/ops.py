@@ -80,6 +80,7 @@ def lab_recalibrate(config_path: str, name: str, floor: float | None, since_hour
     r = _on_pairs(config_path, name, floor, since_hours,
                   lambda config, store, floor, since: recalibrate(config, store, name, floor, since, min_pairs, by,
                                                                   apply))
+    click.echo(pairs_line(r.pairs, r.traces))
     click.echo(f"{name}: version {r.version} from {r.pairs} pairs: threshold {r.previous_threshold:.6g} -> "
                f"{r.calibration.threshold:.6g}; {r.calibration.summary()}")
     click.echo("promoted" if r.promoted else f"not applied: run `gearshift routers promote --config {config_path} "
@@ -104,8 +105,18 @@ def lab_retrain(config_path: str, name: str, floor: float | None, since_hours: f
     r = _on_pairs(config_path, name, floor, since_hours,
                   lambda config, store, floor, since: retrain(config, store, name, floor, since, min_pairs,
                                                               check_share, by, apply))
+    click.echo(pairs_line(r.pairs, r.traces))
     click.echo(f"{name}: version {r.version}: retrained on {r.train_pairs} of {r.pairs} pairs, wrote {r.artifact}")
     click.echo(f"on the {r.check_pairs} held-out pairs: APGR {r.apgr_new:.3f} (served model: {r.apgr_served:.3f}); "
                f"{r.calibration.summary()}")
     click.echo("promoted" if r.promoted else f"not applied: run `gearshift routers promote --config {config_path} "
                f"{name} {r.version} --by NAME`")
+
+
+def pairs_line(pairs: int, traces: int) -> str:
+    """Why there may be fewer pairs than shadowed traces, said where it is true."""
+    if traces > pairs:
+        return (f"{pairs} pairs from {traces} shadowed traces: a prompt asked more than once is one pair "
+                "(its grades averaged), and traces without both models graded are left out")
+    return f"{pairs} pairs from {traces} shadowed traces"
+

@@ -28,6 +28,7 @@ class Recalibration:
     calibration: Calibration
     previous_threshold: float
     promoted: bool
+    traces: int = 0  # shadowed traces the pairs came from
 
 
 def scoring_router(config: Config, name: str, store: TraceStore | None = None) -> ScoringRouter:
@@ -49,10 +50,16 @@ def scoring_router(config: Config, name: str, store: TraceStore | None = None) -
 
 def shadow_pairs(store: TraceStore, router: ScoringRouter, since: float | None = None) -> Outcomes:
     """Prompts of the router's traffic with scored answers from both its weak and strong model."""
+    return collect_pairs(store, router, since)[0]
+
+
+def collect_pairs(store: TraceStore, router: ScoringRouter, since: float | None = None) -> tuple[Outcomes, int]:
+    """The router's scored pairs, and how many shadowed traces they came from: a prompt asked again
+    is one pair (its answers' grades averaged), so there may be fewer pairs than shadowed traces."""
     rows = [t for t in store.traces(since=since) if t["router"] == router.name or t.get("arm") == router.name]
     outcomes = from_traces(rows).select_models([router.weak, router.strong])
     keep = ~np.isnan(outcomes.quality).any(axis=1)
-    return outcomes.subset(keep)
+    return outcomes.subset(keep), sum(1 for t in rows if t.get("shadowed"))
 
 
 def recalibrate(config: Config, store: TraceStore, name: str, floor: float, since: float | None = None,
@@ -62,9 +69,9 @@ def recalibrate(config: Config, store: TraceStore, name: str, floor: float, sinc
     new version; promote it when `apply`."""
     router = scoring_router(config, name, store)
     previous = float(router.threshold)
-    pairs = shadow_pairs(store, router, since)
+    pairs, traces = collect_pairs(store, router, since)
     if len(pairs) < min_pairs:
-        raise ValueError(f"router {name!r} has {len(pairs)} scored shadow pairs since "
+        raise ValueError(f"router {name!r} has {len(pairs)} scored shadow pairs ({traces} shadowed traces) since "
                          f"{'the start' if since is None else time.ctime(since)}; need {min_pairs} "
                          "(raise the shadow rate, wait, or lower --min-pairs)")
     scores = router_scores(router, pairs)
@@ -80,4 +87,4 @@ def recalibrate(config: Config, store: TraceStore, name: str, floor: float, sinc
     version = store.add_router_version(name, settings, metrics, by)
     if apply:
         store.promote(name, version, by)
-    return Recalibration(name, version, len(pairs), cal, previous, apply)
+    return Recalibration(name, version, len(pairs), cal, previous, apply, traces)

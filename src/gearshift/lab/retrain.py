@@ -18,7 +18,7 @@ import numpy as np
 from gearshift.config import Config
 from gearshift.lab import metrics
 from gearshift.lab.calibrate import Calibration, QualityFloor, calibrate_scores
-from gearshift.lab.recalibrate import scoring_router, shadow_pairs
+from gearshift.lab.recalibrate import collect_pairs, scoring_router
 from gearshift.lab.replay import router_scores, sweep_scores
 from gearshift.lab.train import TrainSettings, fit, model_of, pair_scores
 from gearshift.learned import artifact as art
@@ -39,6 +39,7 @@ class Retraining:
     apgr_new: float
     apgr_served: float
     promoted: bool
+    traces: int = 0  # shadowed traces the pairs came from
 
 
 def classifier_router(config: Config, name: str, store: TraceStore | None = None) -> ClassifierRouter:
@@ -69,7 +70,7 @@ def retrain(config: Config, store: TraceStore, name: str, floor: float, since: f
         raise ValueError(f"router {name!r} uses an encoder; retrain it with `gearshift lab train --traces ...`")
     if not 0 < check_share < 1:
         raise ValueError(f"check share {check_share}: must be between 0 and 1")
-    pairs = shadow_pairs(store, router, since)
+    pairs, traces = collect_pairs(store, router, since)
     if len(pairs) < min_pairs:
         raise ValueError(f"router {name!r} has {len(pairs)} scored shadow pairs; need {min_pairs} to retrain "
                          "(raise the shadow rate, wait, or lower --min-pairs)")
@@ -101,7 +102,8 @@ def retrain(config: Config, store: TraceStore, name: str, floor: float, since: f
     version = store.add_router_version(name, {"threshold": cal.threshold, "artifact": stored}, measured, by)
     if apply:
         store.promote(name, version, by)
-    return Retraining(name, version, len(pairs), len(train), len(check), out, cal, apgr_new, apgr_served, apply)
+    return Retraining(name, version, len(pairs), len(train), len(check), out, cal, apgr_new, apgr_served, apply,
+                      traces)
 
 
 __all__ = ["Retraining", "classifier_router", "retrain"]
