@@ -24,8 +24,8 @@ from gearshift.lab.replay import requests
 from gearshift.lab.retrain import retrain
 from gearshift.lab.train import TrainSettings, fit
 from gearshift.learned import artifact
+from gearshift.learned.classifier import Model
 from gearshift.outcomes.datasets import load
-from gearshift.routers.classifier import Model
 from gearshift.store import open_store
 from tests.support.gateway_helpers import promote_and_wait, replay_config_file, send, settle
 

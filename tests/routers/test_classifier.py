@@ -189,7 +189,7 @@ def test_features_are_stable_across_processes_and_bounded() -> None:
 
 
 def test_serving_imports_no_sklearn(saved: Path) -> None:
-    code = ("import sys; from gearshift.routers.classifier import Model; from gearshift.request import ChatRequest;"
+    code = ("import sys; from gearshift.learned.classifier import Model; from gearshift.request import ChatRequest;"
             f"m=Model.load({str(saved)!r}); p=m.predict(ChatRequest.from_prompt('hi', {{'task': 'anatomy'}}));"
             "print(float(m.pair_score(p)), 'sklearn' in sys.modules, 'scipy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

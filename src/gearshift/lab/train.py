@@ -27,10 +27,10 @@ import numpy as np
 
 from gearshift.lab.replay import requests as requests_of
 from gearshift.learned import artifact as art
+from gearshift.learned.classifier import KIND, Model
 from gearshift.learned.encoders import Encoder
 from gearshift.learned.features import FeatureSpec, Featurizer
 from gearshift.outcomes.table import Outcomes
-from gearshift.routers.classifier import KIND, Model
 
 Form = Literal["pair", "multi"]
 Target = Literal["gain", "weak-fails"]

@@ -41,7 +41,8 @@ def promoted_versions(routers: dict[str, Router[Any]], store: TraceStore, base_d
 
     `refused` remembers (router, version, artifact file state) whose artifact could not be used: such a
     version is logged once and not loaded again until its file changes or another version is promoted."""
-    from gearshift.routers.classifier import ClassifierRouter, Model
+    from gearshift.learned.classifier import Model
+    from gearshift.routers.classifier import ClassifierRouter
 
     refused = set() if refused is None else refused
     out = {}
