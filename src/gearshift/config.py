@@ -154,6 +154,8 @@ class StoreConfig(_Strict):
 
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
+    open: bool = Field(default=False, description="serve without client keys: anyone who can reach the port may "
+                       "use the gateway (and spend). Without it, `client_keys` are required")
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     default_router: str | None = Field(default=None, description="router used when `model` is empty")
