@@ -138,6 +138,8 @@ class StoreConfig(_Strict):
     batch_size: int = Field(default=500, gt=0)
     flush_interval: float = Field(default=0.2, gt=0)
     record_content: bool = Field(default=True, description="keep prompt and answer text (needed for shadow pairs)")
+    max_answer_chars: int = Field(default=100_000, gt=0, description="answers are stored up to this many "
+                                  "characters, the rest cut and the row marked truncated")
     retention_days: float | None = Field(default=None, gt=0, description="delete traces and feedback older than "
                                          "this (checked hourly by the gateway); default: keep everything")
     password_env: str | None = Field(default=None, description="environment variable holding the PostgreSQL "

@@ -218,6 +218,7 @@ class Gateway:
             return self._error(err, trace, t0)
         finally:
             self._remember(trace.id, trace.client)
+            trace.cap_answers(self.config.store.max_answer_chars)
             self.writer.put(trace)
             self.counters.observe(trace)
 
