@@ -109,7 +109,7 @@ async def load(port: int, seconds: float, tally: Tally, stop_on_refused: bool = 
                     if stop_on_refused:
                         return
                     await asyncio.sleep(0.01)
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     tally.failed += 1
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
