@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gearshift.errors import ConfigError
-from tests.support.configs import load_config, parse_config
+from tests.support.configs import load_config, parse_config, secrets_named
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,14 +86,17 @@ def test_yaml_syntax_error_and_missing_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
-def test_examples_are_valid(example: Path) -> None:
+def test_examples_are_valid(example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in secrets_named(example).items():
+        monkeypatch.setenv(name, value)
     config = load_config(example)
     assert config.models
 
 
 def test_check_config_command_exit_codes(tmp_path: Path) -> None:
-    good = subprocess.run([sys.executable, "-m", "gearshift.cli", "check-config", str(REPO / "examples/openai.yaml")],
-                          capture_output=True, text=True)
+    example = REPO / "examples/openai.yaml"
+    good = subprocess.run([sys.executable, "-m", "gearshift.cli", "check-config", str(example)],
+                          capture_output=True, text=True, env={**os.environ, **secrets_named(example)})
     assert good.returncode == 0, good.stderr
     assert "ok" in good.stdout
     bad = tmp_path / "bad.yaml"

@@ -18,6 +18,7 @@ from gearshift.errors import ConfigError
 from gearshift.gateway import server
 from gearshift.gateway.app import create_app
 from gearshift.schema import config_schema
+from tests.support.configs import secrets_named
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -30,10 +31,24 @@ MODELS = {
 
 
 def with_shadow(shadow: dict[str, Any]) -> dict[str, Any]:
-    return {"models": MODELS, "routers": {"auto": {"kind": "fixed", "model": "small", "shadow": shadow}}}
+    return {"models": MODELS, "routers": {"auto": {"kind": "fixed", "model": "small", "shadow": shadow}},
+            "server": {"open": True}}
 
+
+KEYED = {"models": MODELS, "client_keys": [{"name": "app", "key_env": "GS_TEST_UNSET_CLIENT_KEY"}]}
+UPSTREAM_KEY = {"models": {**MODELS, "small": {**MODELS["small"], "api_key_env": "GS_TEST_UNSET_UPSTREAM_KEY"}},
+                "server": {"open": True}}
 
 BAD = {
+    # Fail closed: a secret named but absent, or no keys without asking for an open gateway.
+    "client_key_env_unset": (KEYED, "client_keys.0.key_env: the environment variable GS_TEST_UNSET_CLIENT_KEY "
+                             "(key 'app') is not set; fix: export GS_TEST_UNSET_CLIENT_KEY="),
+    "upstream_key_env_unset": (UPSTREAM_KEY, "models.small.api_key_env: the environment variable "
+                               "GS_TEST_UNSET_UPSTREAM_KEY is not set; fix: export GS_TEST_UNSET_UPSTREAM_KEY="),
+    "open_not_asked_for": ({"models": MODELS}, "client_keys: none configured, so anyone who can reach the port "
+                           "could use the gateway; fix: add client_keys"),
+    "open_and_keys": ({**KEYED, "client_keys": [{"name": "app", "key": "sk-x"}], "server": {"open": True}},
+                      "server.open: true, but client_keys are configured"),
     "shadow_when_key": (with_shadow({"rate": 1.0, "when": {"min_tokenz": 5}}),
                         "routers.auto.shadow.when.min_tokenz: unknown condition"),
     "weak_shadow_judge": (with_shadow({"rate": 1.0, "judge": "small"}), "allow_weak_judge"),
@@ -70,6 +85,8 @@ def test_check_config_and_serve_refuse_alike(case: str, tmp_path: Path, monkeypa
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_check_config_and_serve_accept_the_examples(example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in secrets_named(example).items():
+        monkeypatch.setenv(name, value)
     code, err = check_config(example)
     serve_code, serve_err, served = serve(example, monkeypatch)
     assert code == serve_code == 0, err + serve_err
@@ -91,7 +108,8 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def test_the_plan_is_read_only_and_fills_provider_defaults() -> None:
     p = plan.parse({"models": {"m": {"provider": "anthropic", "price": {"input": 1, "output": 1}}},
-                    "routers": {"r": {"kind": "fixed", "model": "m", "shadow": {"rate": 0.5}}}})
+                    "routers": {"r": {"kind": "fixed", "model": "m", "shadow": {"rate": 0.5}}},
+                    "server": {"open": True}})
     assert p.config.models["m"].base_url == "https://api.anthropic.com"
     assert p.shadows["r"].reference == "m" and p.shadows["r"].rate == 0.5
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -120,3 +138,12 @@ def test_config_schema_is_json_schema_and_describes_every_kind() -> None:
 def test_config_schema_command_prints_it() -> None:
     result = CliRunner().invoke(main, ["config-schema"])
     assert result.exit_code == 0 and '"RulesRouterConfig"' in result.stdout
+
+
+def test_keys_named_and_set_or_keyless_providers_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GS_TEST_UNSET_CLIENT_KEY", "sk-client")
+    monkeypatch.setenv("GS_TEST_UNSET_UPSTREAM_KEY", "sk-upstream")
+    assert plan.parse(KEYED).config.client_keys[0].secret() == "sk-client"
+    assert plan.parse(UPSTREAM_KEY).config.models["small"].api_key() == "sk-upstream"
+    # No api_key_env: an upstream that needs no key (a local server). Replay never sends one.
+    assert plan.parse({"models": MODELS, "server": {"open": True}}).config.models["large"].api_key() is None

@@ -138,6 +138,8 @@ class StoreConfig(_Strict):
     batch_size: int = Field(default=500, gt=0)
     flush_interval: float = Field(default=0.2, gt=0)
     record_content: bool = Field(default=True, description="keep prompt and answer text (needed for shadow pairs)")
+    max_answer_chars: int = Field(default=100_000, gt=0, description="answers are stored up to this many "
+                                  "characters, the rest cut and the row marked truncated")
     retention_days: float | None = Field(default=None, gt=0, description="delete traces and feedback older than "
                                          "this (checked hourly by the gateway); default: keep everything")
     spill_path: str | None = Field(default="gearshift-spill", description="where traces the store could not take "
@@ -157,6 +159,8 @@ class StoreConfig(_Strict):
 
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
+    open: bool = Field(default=False, description="serve without client keys: anyone who can reach the port may "
+                       "use the gateway (and spend). Without it, `client_keys` are required")
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     default_router: str | None = Field(default=None, description="router used when `model` is empty")

@@ -104,7 +104,12 @@ def run_demo(config_path: Path, limit: int | None, concurrency: int, routers: li
     from gearshift.lab.calibrate import split_halves
     from gearshift.outcomes.datasets import load
 
-    config = plan.load(config_path).config
+    # The demo's gateway is its own, in this process on 127.0.0.1, and only the demo's client calls it:
+    # it is opened explicitly (client keys of the file, if any, are not needed).
+    raw = yaml.safe_load(Path(config_path).read_text())
+    raw.pop("client_keys", None)
+    raw["server"] = {**(raw.get("server") or {}), "open": True}
+    config = plan.parse(raw, source=str(config_path), base_dir=Path(config_path).resolve().parent).config
     with tempfile.TemporaryDirectory() as tmp:
         # A fresh store per run, so the demo's traces summary describes this run only.
         config = config.model_copy(update={"store": config.store.model_copy(update={"url": f"sqlite:///{tmp}/demo.db"})})
@@ -117,7 +122,6 @@ def run_demo(config_path: Path, limit: int | None, concurrency: int, routers: li
             click.echo(f"training a classifier router and a learned gate on {len(train_half)} prompts "
                        f"(thresholds calibrated to keep {floor:.0%} of always-strong quality) ...")
             extra = train_routers(train_half, Path(tmp), floor)
-            raw = yaml.safe_load(Path(config_path).read_text())
             raw["routers"] = {**raw["routers"], **extra}
             raw["store"] = {"url": f"sqlite:///{tmp}/demo.db"}
             config = plan.parse(raw, source=str(config_path), base_dir=config.base_dir).config

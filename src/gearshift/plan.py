@@ -9,6 +9,7 @@ judges) and builds the routers, raising one ConfigError with every problem found
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,7 @@ def build(config: Config, source: str = "<config>") -> Plan:
     """Check the kind-specific parts of a validated Config and build its routers and shadow policies."""
     problems: list[str] = []
     config, providers = _models(config, problems)
+    _secrets(config, problems)
     if (line := check_url(config.store.url)) is not None:
         problems.append(line)
     routers = _routers(config, source, problems)
@@ -127,6 +129,32 @@ def _models(config: Config, problems: list[str]) -> tuple[Config, dict[str, type
     if models != config.models and len(models) == len(config.models):
         config = config.model_copy(update={"models": models})
     return config, providers
+
+
+# Providers that never send a key: a named key variable of theirs is not needed.
+KEYLESS_PROVIDERS = ("replay",)
+
+
+def _secrets(config: Config, problems: list[str]) -> None:
+    """Fail closed: every named secret must be in the environment, and an open gateway is asked for."""
+    if not config.client_keys and not config.server.open:
+        problems.append("client_keys: none configured, so anyone who can reach the port could use the gateway; "
+                        "fix: add client_keys (e.g. `- {name: app, key_env: GEARSHIFT_CLIENT_KEY}`), or set "
+                        "`server: {open: true}` to serve without authentication")
+    if config.client_keys and config.server.open:
+        problems.append("server.open: true, but client_keys are configured; fix: remove `server.open` "
+                        "(keys authenticate) or remove the client_keys (open to anyone)")
+    for i, k in enumerate(config.client_keys):
+        if k.key_env is not None and not os.environ.get(k.key_env):
+            problems.append(f"client_keys.{i}.key_env: the environment variable {k.key_env} (key {k.name!r}) "
+                            f"is not set; fix: export {k.key_env}=<the key clients send>, or remove the key")
+        elif k.key is not None and not k.key:
+            problems.append(f"client_keys.{i}.key: empty (key {k.name!r}); fix: give a key, or use key_env")
+    for name, m in config.models.items():
+        if m.api_key_env and not os.environ.get(m.api_key_env) and m.provider not in KEYLESS_PROVIDERS:
+            problems.append(f"models.{name}.api_key_env: the environment variable {m.api_key_env} is not set; "
+                            f"fix: export {m.api_key_env}=<the upstream's API key>, or leave api_key_env out "
+                            "for an upstream that needs no key")
 
 
 def _routers(config: Config, source: str, problems: list[str]) -> dict[str, Router[Any]]:

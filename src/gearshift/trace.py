@@ -36,6 +36,7 @@ class Call:
     error: str | None = None  # never holds secrets: built from our own messages
     attempt: int = 1
     response: str | None = None  # answer text, kept for shadow pairs and lab use
+    truncated: bool = False  # `response` is the first store.max_answer_chars characters of a longer answer
 
 
 @dataclass(slots=True)
@@ -74,6 +75,7 @@ class Trace:
     client: str | None = None
     prompt: str | None = None  # the conversation text, when the store records content
     response: str | None = None
+    response_truncated: bool = False  # `response` is cut at store.max_answer_chars
     estimated_tokens: int = 0
     score: float | None = None
     arm: str | None = None  # the A/B arm (the router a split router delegated to)
@@ -92,6 +94,17 @@ class Trace:
     @property
     def shadow_cost_usd(self) -> float:
         return sum(c.cost_usd for c in self.calls if c.role in SHADOW_ROLES)
+
+    def cap_answers(self, limit: int) -> None:
+        """Cut the answer and every call's answer to `limit` characters, marked as truncated.
+
+        Done before the trace is queued for the store: a long answer must not stay alive (twice,
+        in memory and in the database) for as long as the trace waits to be written."""
+        if self.response is not None and len(self.response) > limit:
+            self.response, self.response_truncated = self.response[:limit], True
+        for c in self.calls:
+            if c.response is not None and len(c.response) > limit:
+                c.response, c.truncated = c.response[:limit], True
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

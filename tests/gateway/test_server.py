@@ -30,6 +30,7 @@ def write_config(path: Path, upstream: FakeUpstream) -> None:
         "routers": {"gearshift/auto": {"kind": "rules", "default": "small",
                                        "rules": [{"when": {"keywords": ["hard"]}, "model": "large"}]}},
         "store": {"url": "sqlite:///traces.db"},
+        "server": {"open": True},  # 127.0.0.1 only, and not about authentication
     }
     path.write_text(yaml.safe_dump(config))
 

@@ -44,7 +44,8 @@ def test_traces_round_trip_with_calls_and_filters(store: TraceStore) -> None:
     assert first["verdicts"] == [{"gate": "length", "passed": True}] and first["streamed"] is False
     assert first["calls"] == [{"idx": 0, "model": "small", "role": "primary", "input_tokens": 12, "output_tokens": 3,
                                "usage_estimated": False, "cost_usd": 0.0001, "latency_ms": 40.5, "status": 200,
-                               "error": None, "attempt": 1, "response": "4"}]
+                               "error": None, "attempt": 1, "response": "4", "truncated": False}]
+    assert first["response"] == "4" and first["response_truncated"] is False  # stored once, on the call
     assert [x["role"] for x in rows[1]["calls"]] == ["primary", "fallback"] and rows[1]["calls"][1]["status"] == 502
     assert first["created"] == 100.0 and first["cost_usd"] == pytest.approx(0.0001)
     assert [r["id"] for r in store.traces(since=150.0)] == [b.id, c.id]

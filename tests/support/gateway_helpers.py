@@ -21,7 +21,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def gateway_config(upstream_url: str, tmp_path: Path, **overrides: Any) -> Config:
-    """Two OpenAI-compatible models and one Anthropic model on the fake upstream, and a rules router."""
+    """Two OpenAI-compatible models and one Anthropic model on the fake upstream, and a rules router.
+
+    The upstream key's variable must be set (a named, missing secret is refused): a test that does not
+    choose its value gets a dummy one."""
+    os.environ.setdefault("GS_TEST_UPSTREAM_KEY", "sk-test-upstream")
     models: dict[str, Any] = {
         "small": {"provider": "openai", "upstream_id": "fake-small", "base_url": upstream_url + "/v1",
                   "api_key_env": "GS_TEST_UPSTREAM_KEY", "price": {"input": 1.0, "output": 2.0}, "rank": 1,
@@ -53,7 +57,7 @@ def replay_config_file(tmp_path: Path, routers: dict[str, Any], store: dict[str,
     base = yaml.safe_load((REPO / "examples" / "replay-gsm8k.yaml").read_text())
     base["routers"] = routers
     base["store"] = store or {"url": f"sqlite:///{tmp_path / 'traces.db'}", "flush_interval": 0.05}
-    base["server"] = {"version_poll_seconds": 0.1}
+    base["server"] = {"version_poll_seconds": 0.1, "open": True}
     path = tmp_path / "gw.yaml"
     path.write_text(yaml.safe_dump(base))
     return path

@@ -17,6 +17,7 @@ from aiohttp import web
 from gearshift.config import Config
 from gearshift.errors import (
     BadRequest,
+    ConfigError,
     Forbidden,
     GearshiftError,
     NotFound,
@@ -101,12 +102,13 @@ class Gateway:
         self.admins = {k.name for k in config.client_keys if k.admin}
         self.started = time.time()
         self.requests = 0
+        # The plan refused missing secrets; the environment may have changed since it was built.
         missing = [k.name for k in config.client_keys if not k.secret()]
         if missing:
-            log.warning("client keys with no secret in the environment are ignored: %s", ", ".join(missing))
-            self.keys = [(n, s) for n, s in self.keys if s]
+            raise ConfigError(f"client_keys: no secret in the environment for {', '.join(missing)}; "
+                              "fix: set their key_env variables")
         if not self.keys:
-            log.warning("no client keys configured: the gateway is open to anyone who can reach it")
+            log.warning("server.open: the gateway serves without authentication")
 
     async def start(self, app: web.Application | None = None) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=300, keepalive_timeout=30)
@@ -219,6 +221,7 @@ class Gateway:
             return self._error(err, trace, t0)
         finally:
             self._remember(trace.id, trace.client)
+            trace.cap_answers(self.config.store.max_answer_chars)
             self.writer.put(trace)
             self.counters.observe(trace)
 

@@ -197,6 +197,7 @@ class Shadower:
         self.done += 1
         if self.counters is not None:
             self.counters.observe_shadow(t.calls[len(trace.calls):], t.verdicts[len(trace.verdicts):])
+        t.cap_answers(self.config.store.max_answer_chars)  # the new calls' answers (the others are cut)
         self.writer.put(t)
 
     async def _judge(self, policy: _Policy, request: ChatRequest, answer: str, reference: str) -> tuple[dict[str, Any] | None, Call]:

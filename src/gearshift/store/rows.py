@@ -10,9 +10,10 @@ from gearshift.trace import SHADOW_ROLES, Trace
 
 TRACE_COLS = ("id", "created", "router", "requested_model", "reason", "route", "final_model", "status",
               "streamed", "cost_usd", "latency_ms", "estimated_tokens", "score", "client", "metadata",
-              "verdicts", "prompt", "response", "error", "arm", "shadowed", "shadow_cost_usd")
+              "verdicts", "prompt", "response", "error", "arm", "shadowed", "shadow_cost_usd",
+              "answer_call", "response_truncated")
 CALL_COLS = ("trace_id", "idx", "model", "role", "input_tokens", "output_tokens", "usage_estimated",
-             "cost_usd", "latency_ms", "status", "error", "attempt", "response")
+             "cost_usd", "latency_ms", "status", "error", "attempt", "response", "truncated")
 FEEDBACK_COLS = ("trace_id", "created", "score", "label", "source", "comment", "client")
 VERSION_COLS = ("router", "version", "created", "created_by", "settings", "metrics", "active", "promoted_by",
                 "promoted_at")
@@ -22,7 +23,9 @@ def encode(traces: Sequence[Trace]) -> tuple[list[tuple[Any, ...]], list[tuple[A
     """Trace rows and call rows, in TRACE_COLS and CALL_COLS order (JSON as text, booleans as 0/1).
 
     One pass over each trace's calls; the JSON columns are the text `json.dumps` makes, with the
-    common values (the router's route, no metadata, no verdicts) not encoded again per trace."""
+    common values (the router's route, no metadata, no verdicts) not encoded again per trace.
+    The answer is stored once: when a call holds the trace's answer, the trace row names that call
+    (`answer_call`) instead of repeating the text."""
     trows, crows = [], []
     routes: dict[tuple[str, ...], str] = {}  # a batch holds few distinct routes
     for t in traces:
@@ -34,7 +37,10 @@ def encode(traces: Sequence[Trace]) -> tuple[list[tuple[Any, ...]], list[tuple[A
             else:
                 serving += c.cost_usd
             crows.append((tid, i, c.model, c.role, c.input_tokens, c.output_tokens, int(c.usage_estimated),
-                          c.cost_usd, c.latency_ms, c.status, c.error, c.attempt, c.response))
+                          c.cost_usd, c.latency_ms, c.status, c.error, c.attempt, c.response, int(c.truncated)))
+        answer, answer_call = t.response, _answer_call(t)
+        if answer_call is not None:
+            answer = None
         key = tuple(t.route)
         route = routes.get(key)
         if route is None:
@@ -42,15 +48,31 @@ def encode(traces: Sequence[Trace]) -> tuple[list[tuple[Any, ...]], list[tuple[A
         trows.append((tid, t.created, t.router, t.requested_model, t.reason, route,
                       t.final_model, t.status, int(t.streamed), serving, t.latency_ms, t.estimated_tokens,
                       t.score, t.client, json.dumps(t.metadata) if t.metadata else "{}",
-                      json.dumps(t.verdicts) if t.verdicts else "[]", t.prompt, t.response,
-                      t.error, t.arm, int(t.shadowed), shadow))
+                      json.dumps(t.verdicts) if t.verdicts else "[]", t.prompt, answer,
+                      t.error, t.arm, int(t.shadowed), shadow, answer_call, int(t.response_truncated)))
     return trows, crows
+
+
+def _answer_call(t: Trace) -> int | None:
+    """The index of the (last) serving call whose answer is the trace's answer, if any."""
+    r = t.response
+    if r is None:
+        return None
+    for i in range(len(t.calls) - 1, -1, -1):
+        c = t.calls[i]
+        cr = c.response
+        # Identity first: the gateway hands the call's own string to the trace.
+        if cr is not None and c.role not in SHADOW_ROLES and (cr is r or (len(cr) == len(r) and cr == r)) \
+                and c.truncated == t.response_truncated:
+            return i
+    return None
 
 
 def decode_call(row: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     """(trace id, call dict) of a call row."""
     d = dict(zip(CALL_COLS, row, strict=True))
     d["usage_estimated"] = bool(d["usage_estimated"])
+    d["truncated"] = bool(d["truncated"])
     return d.pop("trace_id"), d
 
 
@@ -61,6 +83,10 @@ def decode_trace(row: Sequence[Any], calls: list[dict[str, Any]]) -> dict[str, A
     d["verdicts"] = json.loads(d["verdicts"] or "[]")
     d["streamed"] = bool(d["streamed"])
     d["shadowed"] = bool(d["shadowed"])
+    d["response_truncated"] = bool(d["response_truncated"])
+    answer_call = d.pop("answer_call")
+    if answer_call is not None:
+        d["response"] = next((c["response"] for c in calls if c["idx"] == answer_call), None)
     d["calls"] = calls
     return d
 

@@ -43,7 +43,9 @@ CREATE TABLE IF NOT EXISTS traces (
     error TEXT,
     arm TEXT,
     shadowed INTEGER NOT NULL DEFAULT 0,
-    shadow_cost_usd {real} NOT NULL DEFAULT 0
+    shadow_cost_usd {real} NOT NULL DEFAULT 0,
+    answer_call INTEGER,
+    response_truncated INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS traces_created ON traces(created);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -83,6 +85,7 @@ CREATE TABLE IF NOT EXISTS calls (
     error TEXT,
     attempt INTEGER NOT NULL,
     response TEXT,
+    truncated INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (trace_id, idx)
 );
 """
