@@ -27,8 +27,8 @@ from gearshift.learned import artifact
 from gearshift.outcomes import datasets
 from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
 from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
-from gearshift.request import ChatRequest
 from gearshift.plan import build_routers
+from gearshift.request import ChatRequest
 
 
 def timings(route, reqs: list[ChatRequest], repeat: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
