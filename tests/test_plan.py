@@ -147,3 +147,16 @@ def test_keys_named_and_set_or_keyless_providers_pass(monkeypatch: pytest.Monkey
     assert plan.parse(UPSTREAM_KEY).config.models["small"].api_key() == "sk-upstream"
     # No api_key_env: an upstream that needs no key (a local server). Replay never sends one.
     assert plan.parse({"models": MODELS, "server": {"open": True}}).config.models["large"].api_key() is None
+
+
+def test_only_serving_needs_the_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The lab and the store commands read a config without serving it: no client keys or upstream keys needed.
+    monkeypatch.delenv("GS_PLAN_UPSTREAM_KEY", raising=False)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"models": {"m": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                                     "api_key_env": "GS_PLAN_UPSTREAM_KEY",
+                                                     "price": {"input": 1, "output": 1}}}}))
+    assert plan.load(path, serving=False).config.models["m"].api_key_env == "GS_PLAN_UPSTREAM_KEY"
+    with pytest.raises(ConfigError) as e:
+        plan.load(path)
+    assert "client_keys: none configured" in str(e.value) and "models.m.api_key_env" in str(e.value)

@@ -55,15 +55,18 @@ class Plan:
     source: str = field(default="<config>", compare=False)
 
 
-def load(path: str | Path) -> Plan:
-    """Read, validate and build a YAML config file; ConfigError with every problem found."""
+def load(path: str | Path, serving: bool = True) -> Plan:
+    """Read, validate and build a YAML config file; ConfigError with every problem found.
+
+    `serving`: also require what serving needs (client keys or an explicit open gateway, every named
+    secret in the environment); commands that only read the store or replay outcomes pass False."""
     p = Path(path)
-    return parse(read_yaml(p), source=str(p), base_dir=p.resolve().parent)
+    return parse(read_yaml(p), source=str(p), base_dir=p.resolve().parent, serving=serving)
 
 
-def parse(data: Any, source: str = "<config>", base_dir: str | Path = ".") -> Plan:
+def parse(data: Any, source: str = "<config>", base_dir: str | Path = ".", serving: bool = True) -> Plan:
     """Validate and build a parsed YAML document."""
-    return build(parse_config(data, source, base_dir), source)
+    return build(parse_config(data, source, base_dir), source, serving)
 
 
 def of(config: Config | Plan) -> Plan:
@@ -71,11 +74,12 @@ def of(config: Config | Plan) -> Plan:
     return config if isinstance(config, Plan) else build(config)
 
 
-def build(config: Config, source: str = "<config>") -> Plan:
+def build(config: Config, source: str = "<config>", serving: bool = True) -> Plan:
     """Check the kind-specific parts of a validated Config and build its routers and shadow policies."""
     problems: list[str] = []
     config, providers = _models(config, problems)
-    _secrets(config, problems)
+    if serving:
+        _secrets(config, problems)
     if (line := check_url(config.store.url)) is not None:
         problems.append(line)
     routers = _routers(config, source, problems)

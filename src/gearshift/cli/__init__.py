@@ -28,13 +28,14 @@ COMMANDS = {
 }
 
 
-def plan_or_exit(path: str) -> Plan:
+def plan_or_exit(path: str, serving: bool = False) -> Plan:
     """Load, check and build a config (gearshift.plan.load, the one door for every command);
-    a bad one prints the problems and exits 2 (no traceback)."""
+    a bad one prints the problems and exits 2 (no traceback). `serve` and `check-config` pass
+    serving=True: only they need the secrets a gateway serves with."""
     from gearshift import plan  # the routers' modules: loaded only by commands that read a config
 
     try:
-        return plan.load(path)
+        return plan.load(path, serving)
     except ConfigError as e:
         click.echo(str(e), err=True)
         sys.exit(2)
@@ -84,7 +85,7 @@ def main() -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 def check_config(path: str) -> None:
     """Validate a config file without serving: the same checks, and the same messages, as `serve`."""
-    config = plan_or_exit(path).config
+    config = plan_or_exit(path, serving=True).config
     from gearshift.store import redact_url
 
     click.echo(f"{path}: ok: {len(config.models)} models, {len(config.routers)} routers, "

@@ -21,7 +21,7 @@ def serve_command(config_path: str, host: str | None, port: int | None, workers:
     """Run the gateway."""
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
-    plan = plan_or_exit(config_path)  # the same door as `check-config`
+    plan = plan_or_exit(config_path, serving=True)  # the same door as `check-config`
     from gearshift.gateway.server import serve
 
     serve(plan, host, port, workers)

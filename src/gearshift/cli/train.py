@@ -32,7 +32,7 @@ def _load_outcomes(specs: tuple[str, ...], drop_contaminated: bool, split: str |
         from gearshift.store import open_store
 
         try:
-            config = plan.load(traces).config
+            config = plan.load(traces, serving=False).config
         except ConfigError as e:
             raise click.UsageError(str(e)) from None
         store = open_store(config.store, config.base_dir)
@@ -250,7 +250,7 @@ def lab_calibrate(config_path: str, name: str, spec: str, drop_contaminated: boo
     target = (StrongShare(share) if share is not None else CostBudget(budget) if budget is not None  # type: ignore[arg-type]
               else QualityFloor(floor))  # type: ignore[arg-type]
     try:
-        built = plan.load(config_path)
+        built = plan.load(config_path, serving=False)
     except ConfigError as e:
         click.echo(str(e), err=True)
         sys.exit(2)

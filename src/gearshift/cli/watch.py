@@ -46,7 +46,7 @@ def watch_command(config_path: str, window: int | None, seconds: float | None, r
     from gearshift.watch.windows import recent_traces
 
     try:
-        config = plan.load(config_path).config
+        config = plan.load(config_path, serving=False).config
         overrides = {k: v for k, v in (("window_requests", window), ("window_seconds", seconds),
                                        ("router", router)) if v is not None}
         config = config.model_copy(update={"watch": config.watch.model_copy(update=overrides)})
