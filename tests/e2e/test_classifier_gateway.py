@@ -41,6 +41,7 @@ def test_gateway_serves_a_trained_classifier(tmp_path: Path, data_dir: Path) -> 
         },
         "routers": {"gearshift/smart": {"kind": "classifier", "artifact": "router.json", "threshold": threshold}},
         "store": {"url": f"sqlite:///{tmp_path / 'traces.db'}", "flush_interval": 0.05},
+        "server": {"open": True},
     })), base_dir=tmp_path)
 
     with running(config) as gw:

@@ -32,7 +32,7 @@ def test_train_on_shadow_pairs_from_traces(tmp_path: Path, data_dir: Path) -> No
         "routers": {"gearshift/auto": {"kind": "random", "weights": {"mixtral": 0.5, "gpt-4": 0.5},
                                        "shadow": {"rate": 1.0, "compare": "final_answer", "explore": "mixtral"}}},
         "store": {"url": "sqlite:///traces.db", "flush_interval": 0.05},
-        "server": {"shadow_workers": 8},
+        "server": {"shadow_workers": 8, "open": True},
     }))
     prompts = list(datasets.load("routellm/gsm8k", drop_contaminated=True).prompts[:160])
     with running(load_config(cfg)) as gw:
