@@ -374,11 +374,11 @@ class AnthropicProvider(Provider):
                                                  timeout=self._timeout) as resp:
                 raw = await resp.read()
                 status = resp.status
-            doc = loads(raw) if status < 300 else None
+                if status >= 300:
+                    raise status_error(self.model, status, raw, key, headers=resp.headers)
+            doc = loads(raw)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(self.model, exc, key) from exc
-        if doc is None:
-            raise status_error(self.model, status, raw, key)
         if not isinstance(doc, dict) or doc.get("type") == "error":
             if isinstance(doc, dict):
                 raise event_error(self.model, doc.get("error"), key)

@@ -66,10 +66,10 @@ class OpenAICompatProvider(Provider):
                                                  timeout=self._timeout) as resp:
                 raw = await resp.read()
                 status = resp.status
+                if status >= 300:
+                    raise status_error(self.model, status, raw, key, headers=resp.headers)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(self.model, exc, key) from exc
-        if status >= 300:
-            raise status_error(self.model, status, raw, key)
         try:
             doc = loads(raw)
         except TRANSPORT_ERRORS as exc:
