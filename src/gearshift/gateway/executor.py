@@ -15,7 +15,7 @@ from gearshift.config import Config
 from gearshift.errors import Unavailable, UpstreamError
 from gearshift.gateway.breaker import OPEN, Breakers
 from gearshift.providers.base import Completion, Provider, Stream, Usage
-from gearshift.request import ChatRequest
+from gearshift.request import ROUTING_KEYS, ChatRequest, metadata_keys_read
 from gearshift.route import Route, Step, Walk
 from gearshift.trace import Call, Trace
 
@@ -65,6 +65,10 @@ class Executor:
         self.providers = providers
         self.latency = LatencyTracker()
         self.breakers = Breakers(config)
+        # Routing hints stay here: the keys any configured router or shadow policy reads are not forwarded.
+        keys = ROUTING_KEYS | metadata_keys_read([r.model_dump() for r in config.routers.values()])
+        for p in providers.values():
+            p.routing_keys = frozenset(keys)
 
     def expected_latency(self, key: str, quantile: float = 0.5) -> float | None:
         """Services: the quantile of recent latencies of a model or `gate:<name>`, in ms."""

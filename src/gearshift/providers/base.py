@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gearshift.request import CHARS_PER_TOKEN, ChatRequest
+from gearshift.request import CHARS_PER_TOKEN, ROUTING_KEYS, ChatRequest
 
 if TYPE_CHECKING:
     import aiohttp
@@ -72,6 +72,8 @@ class Provider(ABC):
 
     kind: ClassVar[str]
     default_base_url: ClassVar[str] = ""  # "" : models of this kind need no base_url
+    # Metadata keys that are routing hints, never forwarded; the executor adds those its config reads.
+    routing_keys: frozenset[str] = ROUTING_KEYS
 
     @classmethod
     def check(cls, model: ModelConfig) -> list[str]:
