@@ -221,13 +221,16 @@ class Gateway:
 
     def _headers(self, trace: Trace, route: Route, outcome: Answer | None, cost: str | None = None) -> dict[str, str]:
         reason = route.reason + ("; " + "; ".join(outcome.notes) if outcome and outcome.notes else "")
-        return {
+        headers = {
             "x-gearshift-model": outcome.model if outcome else "",
             "x-gearshift-router": trace.router,
             "x-gearshift-reason": _header_safe(reason),
             "x-gearshift-cost-usd": cost if cost is not None else f"{trace.cost_usd:.8f}",
             "x-gearshift-trace-id": trace.id,
         }
+        if outcome is not None and outcome.dropped:  # a model with drop_params dropped or clamped these
+            headers["x-gearshift-dropped-params"] = ",".join(outcome.dropped)
+        return headers
 
     def _error(self, e: GearshiftError, trace: Trace, t0: float) -> web.Response:
         trace.status, trace.error = e.status, e.message

@@ -56,6 +56,13 @@ class Answer:
     stream: Stream | None = None
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        """Request parameters the answering model's adapter dropped or clamped (`drop_params`)."""
+        if self.completion is not None:
+            return self.completion.dropped
+        return self.stream.dropped if self.stream is not None else ()
+
 
 class Executor:
     """Executes routes against providers, recording every call in the trace."""
@@ -275,6 +282,7 @@ class _Timed(Stream):
 
     def __init__(self, inner: Stream, t0: float, model: str, role: str, attempt: int) -> None:
         self.inner, self.t0, self.model, self.role, self.attempt = inner, t0, model, role, attempt
+        self.dropped = inner.dropped
 
     @property  # type: ignore[override]
     def usage(self) -> Usage:  # type: ignore[override]
@@ -301,6 +309,7 @@ class CompletionStream(Stream):
         self.completion = completion
         self.usage = completion.usage
         self.text = completion.text
+        self.dropped = completion.dropped
 
     async def start(self) -> None:
         return None

@@ -34,6 +34,7 @@ class Completion:
     body: dict[str, Any]
     usage: Usage
     raw: bytes | None = None  # the upstream's own bytes of `body`, forwarded to the client as they are
+    dropped: tuple[str, ...] = ()  # request parameters the adapter dropped or clamped (`drop_params`)
 
     @property
     def text(self) -> str:
@@ -52,6 +53,7 @@ class Stream(ABC):
 
     usage: Usage
     text: str
+    dropped: tuple[str, ...] = ()  # request parameters the adapter dropped or clamped (`drop_params`)
 
     @abstractmethod
     async def start(self) -> None:
