@@ -165,11 +165,22 @@ def test_every_circuit_open_answers_503_with_retry_after(upstream: FakeUpstream,
     cfg = config(upstream, tmp_path, breaker=BreakerConfig(failures=1, open_seconds=60))
     upstream.fail(500, times=None, model="fake-small")
     with running(cfg) as gw:
-        with pytest.raises(openai.InternalServerError):
-            ask(gw, model="small")
-        with pytest.raises(openai.APIStatusError) as info:
-            ask(gw, model="small")
-    r = info.value.response
-    assert r.status_code == 503 and r.headers["x-should-retry"] == "true"
-    assert 58 <= int(r.headers["retry-after"]) <= 60
+        for _ in range(2):  # the failure that opens it, then a request that does not reach the upstream
+            with pytest.raises(openai.InternalServerError) as info:
+                ask(gw, model="small")
+            r = info.value.response
+            assert r.status_code == 503 and r.headers["x-should-retry"] == "true"
+            assert 58 <= int(r.headers["retry-after"]) <= 60
+            assert info.value.code == "circuit_open"
     assert upstream.count(model="fake-small") == 1
+
+
+def test_a_circuit_opening_on_rate_limits_answers_with_its_open_time(upstream: FakeUpstream,
+                                                                       tmp_path: Path) -> None:
+    cfg = config(upstream, tmp_path, retries=5, timeout=Timeouts(connect=1, read=5),
+                 breaker=BreakerConfig(failures=2, open_seconds=40))
+    upstream.fail(429, times=None, model="fake-small", headers={"retry-after": "0.1"})
+    with running(cfg) as gw, pytest.raises(openai.InternalServerError) as info:
+        ask(gw, model="small")
+    assert info.value.response.status_code == 503 and 38 <= int(info.value.response.headers["retry-after"]) <= 40
+    assert upstream.count(model="fake-small") == 2  # retries stop when the circuit opens

@@ -140,12 +140,16 @@ class Executor:
                     if not e.retryable:
                         raise
                     delay = e.retry_after
+                    now = time.monotonic()
                     circuit = breakers.sick.get(model)
-                    if delay is not None and (attempt > retries or time.monotonic() + delay > deadline):
+                    if circuit is not None and circuit.state == OPEN:  # it just opened: no more calls to it
+                        waits.append((max(delay or 0.0, circuit.open_until - now), 503))
+                        break
+                    if delay is not None and (attempt > retries or now + delay > deadline):
                         waits.append((delay, 429 if e.upstream_status == 429 else 503))
                         break  # waiting would pass the deadline: the next model, or a 429 with the wait
-                    if attempt > retries or (circuit is not None and circuit.state == OPEN):
-                        break  # retries spent, or the circuit just opened: no more calls to this model
+                    if attempt > retries:
+                        break
                     if delay is None:
                         delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * (0.5 + random.random())
                     await asyncio.sleep(delay)
