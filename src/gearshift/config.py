@@ -34,6 +34,14 @@ class Timeouts(_Strict):
     read: float = Field(default=120.0, gt=0)
 
 
+class BreakerConfig(_Strict):
+    """A model's circuit breaker: after `failures` consecutive failed calls it is skipped (its
+    fallbacks serve at once) for `open_seconds`, then one trial call decides."""
+
+    failures: int = Field(default=5, ge=0, description="consecutive failed calls that open it; 0 turns it off")
+    open_seconds: float = Field(default=30.0, gt=0, description="how long it stays open before a trial call")
+
+
 class ReplaySource(_Strict):
     """Where a `replay` model's recorded answers come from."""
 
@@ -57,6 +65,11 @@ class ModelConfig(_Strict):
     retries: int = Field(default=2, ge=0, le=10)
     headers: dict[str, str] = Field(default_factory=dict)
     replay: ReplaySource | None = None
+    breaker: BreakerConfig = BreakerConfig()
+    forward_metadata: bool = Field(default=False, description="forward the request's `metadata` object (less "
+                                   "gearshift's routing keys) to the upstream; OpenAI refuses it without `store`")
+    drop_params: bool = Field(default=False, description="drop or clamp parameters the upstream cannot take "
+                              "(named in x-gearshift-dropped-params) instead of answering 400")
 
     # The provider kind, its needs and its default base_url are checked by gearshift.plan, which
     # knows the provider classes; config stays the bottom layer.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class GearshiftError(Exception):
     """Base error. `status` and `type` are what an HTTP client sees in the OpenAI-style error JSON."""
@@ -19,6 +21,11 @@ class GearshiftError(Exception):
 
     def to_json(self) -> dict[str, object]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def headers(self) -> dict[str, str]:
+        """Response headers telling a client whether a retry can help (the OpenAI and Anthropic SDKs
+        obey `x-should-retry` and `retry-after`)."""
+        return {}
 
 
 class ConfigError(GearshiftError):
@@ -65,21 +72,41 @@ class PayloadTooLarge(GearshiftError):
 
 
 class UpstreamError(GearshiftError):
-    """An upstream call failed. `retryable` marks connect errors, timeouts, 429 and 5xx."""
+    """An upstream call failed. `retryable` marks connect errors, timeouts, 429 and 5xx; `retry_after`
+    is the wait in seconds the upstream asked for (Retry-After), when it did."""
 
     status = 502
     type = "upstream_error"
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
-                 timeout: bool = False, upstream_status: int | None = None) -> None:
+                 timeout: bool = False, upstream_status: int | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.timeout = timeout
         self.upstream_status = upstream_status
+        self.retry_after = retry_after
         if status is not None:
             self.status = status
         elif timeout:
             self.status = 504
+
+    def headers(self) -> dict[str, str]:
+        # The gateway already retried and fell back: a client retry only helps after a stated wait.
+        if self.retry_after is None:
+            return {"x-should-retry": "false"}
+        seconds = max(0.0, self.retry_after)
+        return {"x-should-retry": "true", "retry-after": str(max(1, math.ceil(seconds))),
+                "retry-after-ms": str(int(seconds * 1000))}
+
+
+class Unavailable(UpstreamError):
+    """Every model of the route is rate limited (429) or has its circuit open (503); retry after `retry_after`."""
+
+    def __init__(self, message: str, *, status: int, retry_after: float) -> None:
+        super().__init__(message, status=status, retryable=False, retry_after=retry_after)
+        self.type = "rate_limit_error" if status == 429 else "upstream_error"
+        self.code = "rate_limited" if status == 429 else "circuit_open"
 
 
 class ReplayMiss(UpstreamError):

@@ -12,6 +12,9 @@ CHARS_PER_TOKEN = 4.0
 METADATA_HEADER_PREFIX = "x-gearshift-"
 # Headers with this prefix that are controls, not request metadata.
 _NOT_METADATA = {"x-gearshift-trace-id"}
+# Metadata keys gearshift's routers read (rules tiers, split users, cascade latency budgets, the lab's
+# task): routing hints, never forwarded upstream. Keys a configured rule reads are added to these.
+ROUTING_KEYS = frozenset({"tier", "quality", "task", "user", "latency_budget_ms"})
 
 
 def content_text(content: Any) -> str:
@@ -39,6 +42,36 @@ def metadata_from_headers(headers: Any) -> dict[str, str]:
         if low.startswith(METADATA_HEADER_PREFIX) and low not in _NOT_METADATA:
             out[low[len(METADATA_HEADER_PREFIX):].replace("-", "_")] = value
     return out
+
+
+def metadata_keys_read(options: Any) -> set[str]:
+    """The metadata keys a router's or shadow policy's settings read: those of any `metadata:` mapping
+    in them (rules' `when`, shadow `when`, nested routers)."""
+    found: set[str] = set()
+    if isinstance(options, dict):
+        for key, value in options.items():
+            if key == "metadata" and isinstance(value, dict):
+                found.update(str(k) for k in value)
+            else:
+                found |= metadata_keys_read(value)
+    elif isinstance(options, list | tuple):
+        for value in options:
+            found |= metadata_keys_read(value)
+    return found
+
+
+def strip_metadata(body: dict[str, Any], forward: bool, routing_keys: frozenset[str] = ROUTING_KEYS) -> None:
+    """Make a body that is about to go upstream (a copy) carry no routing hints: its `metadata` goes,
+    or with `forward` only the routing keys go (the model's `forward_metadata`)."""
+    meta = body.get("metadata")
+    if meta is None:
+        return
+    if forward and isinstance(meta, dict):
+        rest = {k: v for k, v in meta.items() if k not in routing_keys}
+        if rest:
+            body["metadata"] = rest
+            return
+    del body["metadata"]
 
 
 @dataclass(slots=True)

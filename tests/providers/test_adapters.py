@@ -24,7 +24,7 @@ from gearshift.providers import (
     ReplayProvider,
     build_provider,
 )
-from gearshift.providers.anthropic import JSON_TOOL, TranslationError, from_anthropic, to_anthropic
+from gearshift.providers.anthropic import JSON_TOOL, Params, TranslationError, from_anthropic, to_anthropic
 from gearshift.providers.base import Provider, estimate_tokens
 from gearshift.providers.recorded import split_words
 from gearshift.request import ChatRequest
@@ -295,7 +295,9 @@ def test_to_anthropic_translates_roles_system_content_and_parameters() -> None:
             {"role": "user", "content": "third"},
         ],
     }
-    out = to_anthropic(body, "claude-x")
+    params = Params("claude-x", drop=True)  # drop_params: true; without it each loss is a 400 (test_params.py)
+    out = to_anthropic(body, "claude-x", params=params)
+    assert params.dropped == ["logit_bias", "temperature", "stop"]
     assert out["model"] == "claude-x" and out["system"] == "You are terse.\n\nAnswer in French."
     assert [m["role"] for m in out["messages"]] == ["user", "assistant", "user"]
     assert out["messages"][0]["content"] == [
@@ -309,7 +311,7 @@ def test_to_anthropic_translates_roles_system_content_and_parameters() -> None:
     assert to_anthropic({"messages": [{"role": "user", "content": "x"}]}, "c")["max_tokens"] == 4096
     with pytest.raises(UpstreamError, match="`n` must be 1") as info:  # one choice per request only
         to_anthropic({"n": 2, "messages": [{"role": "user", "content": "x"}]}, "c", "claude")
-    assert info.value.status == 400 and info.value.retryable is False
+    assert info.value.status == 400 and info.value.retryable is False and info.value.param == "n"
 
 
 def test_to_anthropic_translates_tools_tool_calls_and_tool_results() -> None:

@@ -81,6 +81,7 @@ class Behaviour:
     after: int = 1  # drop / stall / error_event: content chunks sent first
     text: str | None = None
     usage: bool = True
+    headers: dict[str, str] | None = None  # fail: response headers (default for 429: retry-after 1)
 
 
 @dataclass
@@ -146,9 +147,11 @@ class FakeUpstream:
         return self
 
     def fail(self, status: int = 500, times: int | None = 1, model: str | None = None, message: str | None = None,
-             error_type: str | None = None) -> FakeUpstream:
-        """Answer HTTP `status` with the API's error JSON."""
-        return self.script(Behaviour("fail", times, status=status, message=message, error_type=error_type), model=model)
+             error_type: str | None = None, headers: dict[str, str] | None = None) -> FakeUpstream:
+        """Answer HTTP `status` with the API's error JSON (and `headers`, e.g. {"retry-after": "30"};
+        a 429 without them says `retry-after: 1`)."""
+        return self.script(Behaviour("fail", times, status=status, message=message, error_type=error_type,
+                                     headers=headers), model=model)
 
     def delay(self, seconds: float, times: int | None = 1, model: str | None = None, text: str | None = None) -> FakeUpstream:
         """Sleep before answering normally (to trigger read timeouts)."""
@@ -284,7 +287,7 @@ class FakeUpstream:
     async def _scripted(self, request: web.Request, b: Behaviour, error: Any) -> web.StreamResponse | None:
         """Apply the behaviours that do not depend on the API; None means answer normally."""
         if b.kind == "fail":
-            headers = {"retry-after": "1"} if b.status == 429 else {}
+            headers = b.headers if b.headers is not None else {"retry-after": "1"} if b.status == 429 else {}
             return web.Response(status=b.status, body=orjson.dumps(error(b)), headers=headers,
                                 content_type="application/json")
         if b.kind == "reset":

@@ -227,19 +227,22 @@ class Gateway:
 
     def _headers(self, trace: Trace, route: Route, outcome: Answer | None, cost: str | None = None) -> dict[str, str]:
         reason = route.reason + ("; " + "; ".join(outcome.notes) if outcome and outcome.notes else "")
-        return {
+        headers = {
             "x-gearshift-model": outcome.model if outcome else "",
             "x-gearshift-router": trace.router,
             "x-gearshift-reason": _header_safe(reason),
             "x-gearshift-cost-usd": cost if cost is not None else f"{trace.cost_usd:.8f}",
             "x-gearshift-trace-id": trace.id,
         }
+        if outcome is not None and outcome.dropped:  # a model with drop_params dropped or clamped these
+            headers["x-gearshift-dropped-params"] = ",".join(outcome.dropped)
+        return headers
 
     def _error(self, e: GearshiftError, trace: Trace, t0: float) -> web.Response:
         trace.status, trace.error = e.status, e.message
         trace.latency_ms = (time.perf_counter() - t0) * 1000
         headers = {"x-gearshift-trace-id": trace.id, "x-gearshift-router": trace.router,
-                   "x-gearshift-cost-usd": f"{trace.cost_usd:.8f}"}
+                   "x-gearshift-cost-usd": f"{trace.cost_usd:.8f}", **e.headers()}
         return web.Response(status=e.status, body=dumps(e.to_json()), content_type="application/json",
                             headers=headers)
 
@@ -324,7 +327,8 @@ class Gateway:
 
     async def health(self, request: web.Request) -> web.Response:
         sh = self.shadower
-        body = {"status": "ok", "routers": len(self.routers), "models": len(self.config.models),
+        circuits = self.executor.breakers.snapshot() if self.executor is not None else {}
+        body = {"status": "ok", "routers": len(self.routers), "models": circuits,
                 "traces_pending": self.writer.pending(), "traces_written": self.writer.written,
                 "traces_updated": self.writer.updated,
                 "traces_failed": self.writer.failed, "traces_dropped": self.writer.dropped,
@@ -346,7 +350,8 @@ class Gateway:
                   "gearshift_traces_failed_total": ("Traces the store refused, or lost at shutdown.", w.failed),
                   "gearshift_traces_dropped_total": ("Traces not kept: store.queue_size were waiting.", w.dropped)}
         report = self.watch.report if self.watch is not None else None
-        return web.Response(body=render_metrics(self.counters, report, gauges, totals).encode(),
+        circuits = self.executor.breakers.snapshot() if self.executor is not None else None
+        return web.Response(body=render_metrics(self.counters, report, gauges, totals, circuits).encode(),
                             headers={"Content-Type": CONTENT_TYPE})
 
     async def not_found(self, request: web.Request) -> web.Response:

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gearshift.config import Config
-from gearshift.errors import UpstreamError
+from gearshift.errors import Unavailable, UpstreamError
+from gearshift.gateway.breaker import OPEN, Breakers
 from gearshift.providers.base import Completion, Provider, Stream, Usage
-from gearshift.request import ChatRequest
+from gearshift.request import ROUTING_KEYS, ChatRequest, metadata_keys_read
 from gearshift.route import Route, Step, Walk
 from gearshift.trace import Call, Trace
 
@@ -55,6 +56,13 @@ class Answer:
     stream: Stream | None = None
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        """Request parameters the answering model's adapter dropped or clamped (`drop_params`)."""
+        if self.completion is not None:
+            return self.completion.dropped
+        return self.stream.dropped if self.stream is not None else ()
+
 
 class Executor:
     """Executes routes against providers, recording every call in the trace."""
@@ -63,6 +71,11 @@ class Executor:
         self.config = config
         self.providers = providers
         self.latency = LatencyTracker()
+        self.breakers = Breakers(config)
+        # Routing hints stay here: the keys any configured router or shadow policy reads are not forwarded.
+        keys = ROUTING_KEYS | metadata_keys_read([r.model_dump() for r in config.routers.values()])
+        for p in providers.values():
+            p.routing_keys = frozenset(keys)
 
     def expected_latency(self, key: str, quantile: float = 0.5) -> float | None:
         """Services: the quantile of recent latencies of a model or `gate:<name>`, in ms."""
@@ -90,31 +103,68 @@ class Executor:
                         failed: tuple[UpstreamError, float] | None = None) -> tuple[str, Any, float, int]:
         """Try the step's model then its fallbacks, each with retries; return (model, result, t0, attempt).
 
-        `failed` is the first attempt's error and start time when the caller made that attempt itself."""
+        `failed` is the first attempt's error and start time when the caller made that attempt itself.
+        A model whose circuit is open, or whose Retry-After has not passed, is skipped. A Retry-After
+        is waited out when it fits the step's deadline (its first model's read timeout); otherwise
+        the next model serves at once."""
         last: UpstreamError | None = None
-        for n, model in enumerate((step.model, *step.fallbacks)):
+        waits: list[tuple[float, int]] = []  # (seconds, status) of each model that asked us to wait
+        breakers = self.breakers
+        deadline = time.monotonic() + self.config.models[step.model].timeout.read
+        models = (step.model, *step.fallbacks)
+        for n, model in enumerate(models):
+            if failed is None:
+                wait, status = breakers.wait(model, time.monotonic())
+                if wait:
+                    waits.append((wait, status))
+                    log.info("model %s skipped (%s for %.1fs)", model,
+                             "rate limited" if status == 429 else "circuit open", wait)
+                    continue
             provider = self.providers[model]
             retries = self.config.models[model].retries
             this_role = role if n == 0 else "fallback"
-            for attempt in range(1, retries + 2):
+            attempt = 0
+            while True:
+                attempt += 1
                 t0 = time.perf_counter()
                 try:
                     if failed is not None:
                         error, t0 = failed
                         failed = None
                         raise error
-                    return model, await opener(provider), t0, attempt
+                    result = await opener(provider)
                 except UpstreamError as e:
                     self._record(trace, model, this_role, attempt, t0, error=e)
                     last = e
+                    breakers.failure(model, e, time.monotonic())
                     if not e.retryable:
                         raise
-                    if attempt <= retries:
-                        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
-                        await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = e.retry_after
+                    now = time.monotonic()
+                    circuit = breakers.sick.get(model)
+                    if circuit is not None and circuit.state == OPEN:  # it just opened: no more calls to it
+                        waits.append((max(delay or 0.0, circuit.open_until - now), 503))
+                        break
+                    if delay is not None and (attempt > retries or now + delay > deadline):
+                        waits.append((delay, 429 if e.upstream_status == 429 else 503))
+                        break  # waiting would pass the deadline: the next model, or a 429 with the wait
+                    if attempt > retries:
+                        break
+                    if delay is None:
+                        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * (0.5 + random.random())
+                    await asyncio.sleep(delay)
+                    continue
+                if model in breakers.sick:
+                    breakers.success(model)
+                return model, result, t0, attempt
             if n < len(step.fallbacks):
                 log.warning("model %s failed (%s); falling back to %s", model, last.message if last else "",
                             step.fallbacks[n])
+        if len(waits) == len(models):  # every model asked for a wait: say how long, so a retry can succeed
+            wait, status = min(waits)
+            what = "rate limited" if status == 429 else "unavailable (circuit open)"
+            raise Unavailable(f"every model of the route is {what} ({', '.join(models)}); retry after {wait:.1f}s",
+                              status=status, retry_after=wait)
         assert last is not None
         raise _every_upstream_failed(last, trace)
 
@@ -124,12 +174,16 @@ class Executor:
         async def call(p: Provider) -> Completion:
             return await p.complete(request)
 
-        # The first try goes straight to the provider; retries and fallbacks only when it fails.
+        # A healthy first model is called straight away (one dict lookup); retries, fallbacks and
+        # breakers only when it is sick or fails.
         t0 = time.perf_counter()
-        try:
-            model, completion, attempt = step.model, await self.providers[step.model].complete(request), 1
-        except UpstreamError as e:
-            model, completion, t0, attempt = await self._attempts(step, role, trace, call, failed=(e, t0))
+        if step.model not in self.breakers.sick:
+            try:
+                model, completion, attempt = step.model, await self.providers[step.model].complete(request), 1
+            except UpstreamError as e:
+                model, completion, t0, attempt = await self._attempts(step, role, trace, call, failed=(e, t0))
+        else:
+            model, completion, t0, attempt = await self._attempts(step, role, trace, call)
         self._record(trace, model, role if model == step.model else "fallback", attempt, t0,
                      usage=completion.usage, response=completion.text)
         return model, completion
@@ -204,6 +258,8 @@ class Executor:
         """Record the streamed call once the stream ended (or broke)."""
         s = outcome.stream
         if isinstance(s, _Timed):
+            if error is not None:
+                self.breakers.failure(s.model, error, time.monotonic())
             self._record(trace, s.model, s.role, s.attempt, s.t0, usage=s.usage, error=error, response=s.text)
 
 
@@ -230,6 +286,7 @@ class _Timed(Stream):
 
     def __init__(self, inner: Stream, t0: float, model: str, role: str, attempt: int) -> None:
         self.inner, self.t0, self.model, self.role, self.attempt = inner, t0, model, role, attempt
+        self.dropped = inner.dropped
 
     @property  # type: ignore[override]
     def usage(self) -> Usage:  # type: ignore[override]
@@ -256,6 +313,7 @@ class CompletionStream(Stream):
         self.completion = completion
         self.usage = completion.usage
         self.text = completion.text
+        self.dropped = completion.dropped
 
     async def start(self) -> None:
         return None

@@ -32,7 +32,7 @@ from gearshift.providers.http import (
     timeouts,
     transport_error,
 )
-from gearshift.request import ChatRequest, content_text
+from gearshift.request import ChatRequest, content_text, strip_metadata
 
 if TYPE_CHECKING:
     import aiohttp
@@ -54,17 +54,52 @@ JSON_TOOL = "json_response"  # the forced tool that carries a response_format an
 class TranslationError(UpstreamError):
     """The OpenAI request uses something the Messages API cannot express (the client must change it)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message, status=400, retryable=False)
         self.type = "invalid_request_error"
+        self.param = param
+        if param is not None:
+            self.code = "unsupported_parameter"
+
+
+# OpenAI request keys this adapter translates (or, for stream_options, handles itself).
+TRANSLATED = frozenset({
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "thinking",
+    "stop", "user", "tools", "tool_choice", "parallel_tool_calls", "response_format", "stream",
+    "stream_options", "n", "metadata"})
+# Values that ask for nothing (OpenAI's defaults): sending them is not using the parameter.
+_UNUSED = {"logprobs": False, "frequency_penalty": 0, "presence_penalty": 0, "store": False, "top_logprobs": 0}
+
+
+class Params:
+    """What the translation could not carry: a 400 naming it, or with `drop` a note of what was dropped
+    (sent to the client as x-gearshift-dropped-params)."""
+
+    def __init__(self, model_name: str, drop: bool) -> None:
+        self.name, self.drop = model_name, drop
+        self.dropped: list[str] = []
+
+    def lose(self, param: str, why: str) -> None:
+        """Drop `param` when allowed, else refuse the request naming it."""
+        if not self.drop:
+            raise TranslationError(f"model {self.name!r} (Anthropic) {why}; change the request, or set "
+                                   f"`drop_params: true` on the model to drop it", param=param)
+        if param not in self.dropped:
+            self.dropped.append(param)
 
 
 # ---------------------------------------------------------------- OpenAI request -> Anthropic request
 
 
-def to_anthropic(body: dict[str, Any], upstream_id: str, model_name: str = "") -> dict[str, Any]:
-    """The Messages API body for an OpenAI chat-completions body."""
+def to_anthropic(body: dict[str, Any], upstream_id: str, model_name: str = "",
+                 params: Params | None = None) -> dict[str, Any]:
+    """The Messages API body for an OpenAI chat-completions body. What it cannot carry is refused
+    (TranslationError naming the parameter), or dropped and noted in `params` when it allows."""
     name = model_name or upstream_id
+    params = params or Params(name, drop=False)
+    for key, value in body.items():
+        if key not in TRANSLATED and value is not None and _UNUSED.get(key, ...) != value:
+            params.lose(key, f"does not support `{key}`")
     system: list[str] = []
     messages: list[dict[str, Any]] = []
     for m in body.get("messages") or []:
@@ -96,7 +131,8 @@ def to_anthropic(body: dict[str, Any], upstream_id: str, model_name: str = "") -
 
     n = body.get("n")
     if n is not None and n != 1:
-        raise TranslationError(f"model {name!r} (Anthropic) answers one choice per request; `n` must be 1, got {n!r}")
+        raise TranslationError(f"model {name!r} (Anthropic) answers one choice per request; `n` must be 1, got {n!r}",
+                               param="n")
     out: dict[str, Any] = {"model": upstream_id, "messages": messages}
     if system:
         out["system"] = "\n\n".join(system)
@@ -104,20 +140,33 @@ def to_anthropic(body: dict[str, Any], upstream_id: str, model_name: str = "") -
     out["max_tokens"] = int(max_tokens) if max_tokens else DEFAULT_MAX_TOKENS
     temperature = body.get("temperature")
     if temperature is not None:
-        out["temperature"] = min(max(float(temperature), 0.0), 1.0)  # OpenAI allows up to 2
+        clamped = min(max(float(temperature), 0.0), 1.0)  # OpenAI allows up to 2, Anthropic up to 1
+        if clamped != float(temperature):
+            params.lose("temperature", f"takes temperature from 0 to 1, got {temperature!r}")
+        out["temperature"] = clamped
     for key in ("top_p", "top_k", "thinking"):
         if body.get(key) is not None:
             out[key] = body[key]
     stop = body.get("stop")
     if stop:
         seqs = [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)]
-        seqs = [s for s in seqs if s.strip()]  # Anthropic rejects whitespace-only stop sequences
+        if any(not s.strip() for s in seqs):  # Anthropic rejects whitespace-only stop sequences
+            params.lose("stop", "does not take whitespace-only stop sequences")
+        seqs = [s for s in seqs if s.strip()]
         if seqs:
             out["stop_sequences"] = seqs
     user = body.get("user")
+    meta = body.get("metadata")  # what is left once gearshift's routing hints are stripped
+    if isinstance(meta, dict) and meta:
+        if set(meta) - {"user_id"}:
+            params.lose("metadata", "takes only `user_id` in metadata")
+        user = meta.get("user_id") or user
     if isinstance(user, str) and user:
         out["metadata"] = {"user_id": user}
-    tools = _tools(body.get("tools"))
+    raw_tools = body.get("tools")
+    tools = _tools(raw_tools)
+    if isinstance(raw_tools, list) and len(tools) < len(raw_tools):
+        params.lose("tools", "takes only tools of type `function`")
     if tools:
         out["tools"] = tools
         choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
@@ -358,42 +407,50 @@ class AnthropicProvider(Provider):
         headers["x-api-key"] = key
         return headers, key
 
-    def _body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
-        body = to_anthropic(request.body, self.model.upstream_id, self.model.name)
+    def _body(self, request: ChatRequest, stream: bool) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The Messages API body and the parameters dropped from it (with `drop_params`)."""
+        source = request.body
+        if "metadata" in source:  # routing hints never go upstream
+            source = dict(source)
+            strip_metadata(source, self.model.forward_metadata, self.routing_keys)
+        params = Params(self.model.name or self.model.upstream_id, self.model.drop_params)
+        body = to_anthropic(source, self.model.upstream_id, self.model.name, params)
         if stream:
             body["stream"] = True
         else:
             body.pop("stream", None)
-        return body
+        return body, tuple(params.dropped)
 
     async def complete(self, request: ChatRequest) -> Completion:
-        body = self._body(request, stream=False)
+        body, dropped = self._body(request, stream=False)
         headers, key = self._headers()
         try:
             async with self._sessions.get().post(self._url, data=dumps(body), headers=headers,
                                                  timeout=self._timeout) as resp:
                 raw = await resp.read()
                 status = resp.status
-            doc = loads(raw) if status < 300 else None
+                if status >= 300:
+                    raise status_error(self.model, status, raw, key, headers=resp.headers)
+            doc = loads(raw)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(self.model, exc, key) from exc
-        if doc is None:
-            raise status_error(self.model, status, raw, key)
         if not isinstance(doc, dict) or doc.get("type") == "error":
             if isinstance(doc, dict):
                 raise event_error(self.model, doc.get("error"), key)
             raise bad_body(self.model, "not a Messages API answer")
         out = from_anthropic(doc, fmt=json_format(request.body, self.model.name))
         u = out["usage"]
-        return Completion(out, Usage(u["prompt_tokens"], u["completion_tokens"]))
+        return Completion(out, Usage(u["prompt_tokens"], u["completion_tokens"]), dropped=dropped)
 
     def stream(self, request: ChatRequest) -> Stream:
-        body = self._body(request, stream=True)
+        body, dropped = self._body(request, stream=True)
         options = request.body.get("stream_options")
         client_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         headers, key = self._headers()
-        return _AnthropicStream(self.model, self._sessions, request, self._url, body, headers, key,
-                                self._stream_timeout, client_usage)
+        s = _AnthropicStream(self.model, self._sessions, request, self._url, body, headers, key,
+                             self._stream_timeout, client_usage)
+        s.dropped = dropped
+        return s
 
     async def close(self) -> None:
         await self._sessions.close()

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gearshift.request import CHARS_PER_TOKEN, ChatRequest
+from gearshift.request import CHARS_PER_TOKEN, ROUTING_KEYS, ChatRequest
 
 if TYPE_CHECKING:
     import aiohttp
@@ -34,6 +34,7 @@ class Completion:
     body: dict[str, Any]
     usage: Usage
     raw: bytes | None = None  # the upstream's own bytes of `body`, forwarded to the client as they are
+    dropped: tuple[str, ...] = ()  # request parameters the adapter dropped or clamped (`drop_params`)
 
     @property
     def text(self) -> str:
@@ -52,6 +53,7 @@ class Stream(ABC):
 
     usage: Usage
     text: str
+    dropped: tuple[str, ...] = ()  # request parameters the adapter dropped or clamped (`drop_params`)
 
     @abstractmethod
     async def start(self) -> None:
@@ -72,6 +74,8 @@ class Provider(ABC):
 
     kind: ClassVar[str]
     default_base_url: ClassVar[str] = ""  # "" : models of this kind need no base_url
+    # Metadata keys that are routing hints, never forwarded; the executor adds those its config reads.
+    routing_keys: frozenset[str] = ROUTING_KEYS
 
     @classmethod
     def check(cls, model: ModelConfig) -> list[str]:

@@ -7,8 +7,10 @@ OpenAI-compatible and Anthropic adapters cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -106,8 +108,35 @@ def _error_fields(raw: bytes) -> tuple[str, dict[str, Any]]:
     return str(err)[:MAX_MESSAGE_CHARS], {}
 
 
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """The wait in seconds an upstream asked for: `retry-after-ms`, or `retry-after` as seconds or an
+    HTTP date; None when absent or unreadable."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+
+
 def status_error(model: ModelConfig, status: int, raw: bytes, secret: str | None,
-                 kind: str | None = None) -> UpstreamError:
+                 kind: str | None = None, headers: Mapping[str, str] | None = None) -> UpstreamError:
     """Map an upstream HTTP error status (and its body) to an UpstreamError.
 
     Retryable: 408, 409, 429 and 5xx (Anthropic's 529 overloaded included). 401/403 mean *our*
@@ -118,7 +147,10 @@ def status_error(model: ModelConfig, status: int, raw: bytes, secret: str | None
     message = scrub(message, secret)
     if kind:
         fields.setdefault("type", kind)
-    return _by_status(model, status, message, fields)
+    err = _by_status(model, status, message, fields)
+    if err.retryable and headers:
+        err.retry_after = retry_after(headers)
+    return err
 
 
 def _by_status(model: ModelConfig, status: int, message: str, fields: dict[str, Any]) -> UpstreamError:
@@ -303,7 +335,7 @@ class SSEStream(Stream):
                 raw = b""
             finally:
                 resp.release()
-            raise status_error(self.model, resp.status, raw, self._secret)
+            raise status_error(self.model, resp.status, raw, self._secret, headers=resp.headers)
         self._resp = resp
         self._gen = self._translate(sse_events(resp.content))
         # Read up to the first chunk that carries an answer (the role-only opener does not): an

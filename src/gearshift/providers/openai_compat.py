@@ -2,7 +2,7 @@
 Together, Groq, DeepSeek...
 
 The client's body is forwarded untouched apart from `model` (and `stream`/`stream_options`, which
-gearshift controls), so fields this adapter does not know still reach the upstream. This is the
+gearshift controls, and `metadata`, which carries gearshift's routing hints: see `forward_metadata`), so fields this adapter does not know still reach the upstream. This is the
 benchmarked hot path: one dict copy, one orjson encode and decode per call; the answer's bytes reach
 the client as the upstream sent them.
 """
@@ -25,7 +25,7 @@ from gearshift.providers.http import (
     timeouts,
     transport_error,
 )
-from gearshift.request import ChatRequest
+from gearshift.request import ChatRequest, strip_metadata
 
 if TYPE_CHECKING:
     import aiohttp
@@ -57,6 +57,7 @@ class OpenAICompatProvider(Provider):
 
     async def complete(self, request: ChatRequest) -> Completion:
         body = request.with_model(self.model.upstream_id)
+        strip_metadata(body, self.model.forward_metadata, self.routing_keys)
         if body.get("stream"):  # the gateway may ask for a whole answer of a streamed request (cascades)
             body["stream"] = False
         body.pop("stream_options", None)  # OpenAI refuses stream_options without stream
@@ -66,10 +67,10 @@ class OpenAICompatProvider(Provider):
                                                  timeout=self._timeout) as resp:
                 raw = await resp.read()
                 status = resp.status
+                if status >= 300:
+                    raise status_error(self.model, status, raw, key, headers=resp.headers)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(self.model, exc, key) from exc
-        if status >= 300:
-            raise status_error(self.model, status, raw, key)
         try:
             doc = loads(raw)
         except TRANSPORT_ERRORS as exc:
@@ -82,6 +83,7 @@ class OpenAICompatProvider(Provider):
 
     def stream(self, request: ChatRequest) -> Stream:
         body = request.with_model(self.model.upstream_id)
+        strip_metadata(body, self.model.forward_metadata, self.routing_keys)
         body["stream"] = True
         options = body.get("stream_options")
         client_usage = isinstance(options, dict) and bool(options.get("include_usage"))

@@ -142,9 +142,11 @@ class _Writer:
 
 def render_metrics(counters: Counters, report: WatchReport | None = None,
                    gauges: Mapping[str, tuple[str, float]] | None = None,
-                   totals: Mapping[str, tuple[str, float]] | None = None) -> str:
+                   totals: Mapping[str, tuple[str, float]] | None = None,
+                   circuits: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The Prometheus text exposition of the counters, the report's gauges (default: the last report
-    recorded in `counters`), and extra gauges and counters (`totals`) given as {name: (help, value)}."""
+    recorded in `counters`), extra gauges and counters (`totals`) given as {name: (help, value)}, and
+    each model's circuit breaker (`circuits`: the executor's snapshot)."""
     report = report if report is not None else counters.report
     w = _Writer()
     with counters._lock:
@@ -175,6 +177,14 @@ def render_metrics(counters: Counters, report: WatchReport | None = None,
                    ("metric",), {(k,): v for k, v in counters.watch_alerts.items()})
     if report is not None:
         _report_gauges(w, report)
+    if circuits:
+        w.labelled("gearshift_model_circuit_open", "gauge", "1 while the model's circuit breaker is open "
+                   "(the model is skipped), else 0.", ("model",),
+                   {(m, ): 1.0 if c["state"] == "open" else 0.0 for m, c in circuits.items()})
+        w.labelled("gearshift_model_circuit_trips_total", "counter", "Times the model's circuit breaker opened.",
+                   ("model",), {(m, ): c["trips"] for m, c in circuits.items()})
+        w.labelled("gearshift_model_consecutive_failures", "gauge", "The model's failed calls since its last "
+                   "success.", ("model",), {(m, ): c["consecutive_failures"] for m, c in circuits.items()})
     for kind, extra in (("gauge", gauges), ("counter", totals)):
         for name, (help_text, value) in sorted((extra or {}).items()):
             w.family(name, kind, help_text)
