@@ -32,7 +32,7 @@ from gearshift.jsonfast import dumps, loads
 from gearshift.plan import Plan
 from gearshift.plan import of as plan_of
 from gearshift.providers import build_provider
-from gearshift.request import ChatRequest
+from gearshift.request import MAX_DEPTH, ChatRequest, too_deep
 from gearshift.route import Route, Step
 from gearshift.routers import Router
 from gearshift.store import open_store
@@ -65,14 +65,36 @@ def validate_body(body: Any) -> dict[str, Any]:
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise BadRequest(f"messages[{i}] must be an object", param=f"messages[{i}]")
-        if m.get("role") not in ROLES:
-            raise BadRequest(f"messages[{i}].role must be one of {sorted(ROLES)}, got {m.get('role')!r}",
+        role = m.get("role")
+        # Type first: a list or object is unhashable, and the membership test would raise.
+        if not isinstance(role, str) or role not in ROLES:
+            raise BadRequest(f"messages[{i}].role must be one of {sorted(ROLES)}, got {_short(role)}",
                              param=f"messages[{i}].role")
     if "model" in body and not isinstance(body["model"], str):
         raise BadRequest("`model` must be a string", param="model")
     if "stream" in body and not isinstance(body["stream"], bool):
         raise BadRequest("`stream` must be a boolean", param="stream")
+    for name, kinds, what in _FIELD_TYPES:
+        value = body.get(name)
+        # bool is an int to Python but not a number to OpenAI's schema.
+        if value is not None and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            raise BadRequest(f"`{name}` must be {what}", param=name)
     return body
+
+
+# Fields routers, gates and providers read: checked so their code may trust the type (null = absent).
+_FIELD_TYPES: tuple[tuple[str, tuple[type, ...], str], ...] = (
+    ("max_tokens", (int,), "an integer"), ("max_completion_tokens", (int,), "an integer"),
+    ("n", (int,), "an integer"), ("temperature", (int, float), "a number"), ("top_p", (int, float), "a number"),
+    ("metadata", (dict,), "an object"), ("response_format", (dict,), "an object"),
+    ("tools", (list,), "an array"), ("stream_options", (dict,), "an object"), ("user", (str,), "a string"),
+    ("stop", (str, list), "a string or an array"),
+)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class Gateway:
@@ -183,6 +205,8 @@ class Gateway:
                 body = loads(raw)
             except ValueError as e:
                 raise BadRequest(f"request body is not valid JSON: {e}") from None
+            if too_deep(raw, body):
+                raise BadRequest(f"request body nests arrays and objects deeper than {MAX_DEPTH} levels")
             req = ChatRequest.from_http(validate_body(body), request.headers, client)
             trace.requested_model, trace.client, trace.metadata = req.model, client, req.metadata
             trace.streamed = req.stream
