@@ -41,6 +41,16 @@ def test_role_of_the_wrong_type_is_400(gateway, role: object) -> None:
     assert err["param"] == "messages[0].role"
 
 
+@pytest.mark.parametrize("message,param", [({"role": "assistant", "content": 5}, "content"),
+                                           ({"role": "assistant", "content": "x", "tool_calls": [1]}, "tool_calls"),
+                                           ({"role": "assistant", "tool_calls": [{"function": "f"}]}, "tool_calls")])
+def test_message_parts_of_the_wrong_type_are_400(gateway, message: dict, param: str) -> None:
+    for model in ("gearshift/auto", "claude"):  # the Anthropic translation trusts these types
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": "x"}, message]})
+        err = check_error(post(gateway, body), 400, param)
+        assert err["param"] == f"messages[1].{param}"
+
+
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 254, 255, 600, 1023])
 def test_deep_nesting_is_400(gateway, depth: int) -> None:
     deep = "[" * (depth - 2) + "]" * (depth - 2)  # inside the body object and its `extra` field's list
@@ -55,7 +65,8 @@ def test_nesting_at_the_limit_is_served(gateway) -> None:
 
 
 @pytest.mark.parametrize("field,value", [("max_tokens", "10"), ("temperature", "hot"), ("temperature", True),
-                                         ("metadata", [1]), ("tools", {"a": 1}), ("response_format", "json"),
+                                         ("metadata", [1]), ("tools", {"a": 1}), ("tools", [{"type": "function", "function": 1}]),
+                                         ("tool_choice", 1), ("parallel_tool_calls", "no"), ("response_format", "json"),
                                          ("n", 1.5), ("user", 7), ("stop", 3)])
 def test_known_fields_of_the_wrong_type_are_400(gateway, field: str, value: object) -> None:
     err = check_error(post(gateway, chat(**{field: value})), 400, field)

@@ -70,6 +70,15 @@ def validate_body(body: Any) -> dict[str, Any]:
         if not isinstance(role, str) or role not in ROLES:
             raise BadRequest(f"messages[{i}].role must be one of {sorted(ROLES)}, got {_short(role)}",
                              param=f"messages[{i}].role")
+        content = m.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise BadRequest(f"messages[{i}].content must be a string, an array of parts or null",
+                             param=f"messages[{i}].content")
+        if not _functions(m.get("tool_calls")):
+            raise BadRequest(f"messages[{i}].tool_calls must be an array of objects whose `function` is an object",
+                             param=f"messages[{i}].tool_calls")
+    if not _functions(body.get("tools")):
+        raise BadRequest("`tools` must be an array of objects whose `function` is an object", param="tools")
     if "model" in body and not isinstance(body["model"], str):
         raise BadRequest("`model` must be a string", param="model")
     if "stream" in body and not isinstance(body["stream"], bool):
@@ -87,9 +96,22 @@ _FIELD_TYPES: tuple[tuple[str, tuple[type, ...], str], ...] = (
     ("max_tokens", (int,), "an integer"), ("max_completion_tokens", (int,), "an integer"),
     ("n", (int,), "an integer"), ("temperature", (int, float), "a number"), ("top_p", (int, float), "a number"),
     ("metadata", (dict,), "an object"), ("response_format", (dict,), "an object"),
-    ("tools", (list,), "an array"), ("stream_options", (dict,), "an object"), ("user", (str,), "a string"),
+    ("top_k", (int, float), "a number"), ("parallel_tool_calls", (bool,), "a boolean"),
+    ("tool_choice", (str, dict), "a string or an object"), ("stream_options", (dict,), "an object"), ("user", (str,), "a string"),
     ("stop", (str, list), "a string or an array"),
 )
+
+
+def _functions(items: Any) -> bool:
+    """Whether `tools` or `tool_calls` is null, or an array of objects whose `function` is an object."""
+    if items is None:
+        return True
+    if not isinstance(items, list):
+        return False
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("function", {}), dict):
+            return False
+    return True
 
 
 def _short(value: Any, limit: int = 80) -> str:
