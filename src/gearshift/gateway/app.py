@@ -143,6 +143,7 @@ class Gateway:
         self.admins = {k.name for k in config.client_keys if k.admin}
         self.started = time.time()
         self.requests = 0
+        self.unauthenticated = 0  # requests refused for a missing or wrong key (they leave no trace)
         missing = [k.name for k in config.client_keys if not k.secret()]
         if missing:
             log.warning("client keys with no secret in the environment are ignored: %s", ", ".join(missing))
@@ -213,12 +214,20 @@ class Gateway:
         raise NotFound(f"the model {name!r} does not exist: name a router or a model: {', '.join(known)}",
                        param="model")
 
+    def _unauthenticated(self, e: GearshiftError) -> web.Response:
+        """A request without a valid key: counted, never traced (anyone could fill the store)."""
+        self.unauthenticated += 1
+        return web.Response(status=e.status, body=dumps(e.to_json()), content_type="application/json")
+
     async def chat(self, request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
-        trace = Trace(router="", requested_model="")
         self.requests += 1
         try:
             client = self.authenticate(request)
+        except Unauthorized as e:
+            return self._unauthenticated(e)
+        trace = Trace(router="", requested_model="", client=client)
+        try:
             try:
                 raw = await request.read()
             except web.HTTPRequestEntityTooLarge:
@@ -230,7 +239,7 @@ class Gateway:
             if too_deep(raw, body):
                 raise BadRequest(f"request body nests arrays and objects deeper than {MAX_DEPTH} levels")
             req = ChatRequest.from_http(validate_body(body), request.headers, client)
-            trace.requested_model, trace.client, trace.metadata = req.model, client, req.metadata
+            trace.requested_model, trace.metadata = req.model, req.metadata
             trace.streamed = req.stream
             router, route = self.resolve(req)
             trace.router, trace.reason, trace.route, trace.score = route.router, route.reason, route.models(), route.score
@@ -326,6 +335,9 @@ class Gateway:
         """POST /v1/feedback {trace_id, score | thumbs | rating (+ scale), source?, comment?}."""
         try:
             client = self.authenticate(request)
+        except Unauthorized as e:
+            return self._unauthenticated(e)
+        try:
             try:
                 body = loads(await request.read())
             except ValueError as e:
@@ -352,8 +364,8 @@ class Gateway:
     async def models(self, request: web.Request) -> web.Response:
         try:
             self.authenticate(request)
-        except GearshiftError as e:
-            return web.Response(status=e.status, body=dumps(e.to_json()), content_type="application/json")
+        except Unauthorized as e:
+            return self._unauthenticated(e)
         created = int(self.started)
         data = [{"id": name, "object": "model", "created": created, "owned_by": "gearshift",
                  "gearshift": {"kind": r.kind, "models": r.models()}} for name, r in self.routers.items()]
@@ -381,7 +393,9 @@ class Gateway:
         gauges = {"gearshift_traces_pending": ("Traces queued or held for the store.", w.pending())}
         totals = {"gearshift_traces_written_total": ("Traces written to the store.", w.written),
                   "gearshift_traces_failed_total": ("Traces the store refused, or lost at shutdown.", w.failed),
-                  "gearshift_traces_dropped_total": ("Traces not kept: store.queue_size were waiting.", w.dropped)}
+                  "gearshift_traces_dropped_total": ("Traces not kept: store.queue_size were waiting.", w.dropped),
+                  "gearshift_unauthenticated_requests_total": ("Requests refused for a missing or wrong key "
+                                                               "(they leave no trace).", self.unauthenticated)}
         report = self.watch.report if self.watch is not None else None
         return web.Response(body=render_metrics(self.counters, report, gauges, totals).encode(),
                             headers={"Content-Type": CONTENT_TYPE})
