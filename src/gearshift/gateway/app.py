@@ -46,6 +46,11 @@ log = logging.getLogger("gearshift.gateway")
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 DIRECT = "direct"  # the router name recorded when a request names a model, bypassing routing
 
+# What writing to a client that has gone raises: OSError's ConnectionError family (reset, broken pipe,
+# aborted; aiohttp's ClientConnectionResetError is one) and aiohttp's own ClientConnectionError.
+CLIENT_GONE = (ConnectionError, aiohttp.ClientConnectionError)
+CLIENT_CLOSED = "client closed the connection"
+
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 
 
@@ -265,6 +270,10 @@ class Gateway:
             return response
         except GearshiftError as e:
             return self._error(e, trace, t0)
+        except CLIENT_GONE:  # e.g. while a stream's headers were sent: the client's doing, no stack trace
+            trace.status, trace.error = 499, CLIENT_CLOSED
+            trace.latency_ms = (time.perf_counter() - t0) * 1000
+            return web.Response(status=499)
         except Exception:
             log.exception("internal error in trace %s", trace.id)
             err = GearshiftError(f"internal error (trace {trace.id})")
@@ -310,8 +319,8 @@ class Gateway:
             error = e
             trace.status, trace.error = e.status, e.message
             await resp.write(b"data: " + dumps(e.to_json()) + b"\n\n")
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-            trace.status, trace.error = 499, "client closed the connection"
+        except CLIENT_GONE:
+            trace.status, trace.error = 499, CLIENT_CLOSED
         finally:
             await outcome.stream.aclose()
             self.executor.finish_stream(outcome, trace, error)
@@ -319,9 +328,12 @@ class Gateway:
             if self.config.store.record_content:
                 trace.response = outcome.stream.text
         if trace.status != 499:
-            await resp.write(f": gearshift cost_usd={trace.cost_usd:.8f} model={outcome.model}\n\n".encode())
-            await resp.write(b"data: [DONE]\n\n")
-            await resp.write_eof()
+            try:
+                await resp.write(f": gearshift cost_usd={trace.cost_usd:.8f} model={outcome.model}\n\n".encode())
+                await resp.write(b"data: [DONE]\n\n")
+                await resp.write_eof()
+            except CLIENT_GONE:  # the answer was complete, only its trailer was lost
+                trace.status, trace.error = 499, CLIENT_CLOSED
         if trace.status == 200 and self.shadower is not None:
             self.shadower.offer(req, trace, outcome.stream.text, None)
         return resp
