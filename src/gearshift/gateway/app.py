@@ -148,6 +148,9 @@ class Gateway:
         self.admins = {k.name for k in config.client_keys if k.admin}
         self.started = time.time()
         self.requests = 0
+        key_env = config.server.metrics_key_env
+        # plan.build refused a named variable that is not set: None here means "open by choice".
+        self.metrics_key = os.environ.get(key_env, "").encode() if key_env else None
         self.unauthenticated = 0  # requests refused for a missing or wrong key (they leave no trace)
         missing = [k.name for k in config.client_keys if not k.secret()]
         if missing:
@@ -386,7 +389,22 @@ class Gateway:
                  for name, m in self.config.models.items()]
         return web.Response(body=dumps({"object": "list", "data": data}), content_type="application/json")
 
+    def _may_see_details(self, request: web.Request) -> bool:
+        """Whether the request may read /metrics and the detailed /health (always, with no metrics key)."""
+        if self.metrics_key is None:
+            return True
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip().encode() if auth[:7].lower() == "bearer " else b""
+        return hmac.compare_digest(token, self.metrics_key)
+
+    async def livez(self, request: web.Request) -> web.Response:
+        """Liveness only: open to any prober, whatever the metrics key."""
+        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
     async def health(self, request: web.Request) -> web.Response:
+        """Liveness for anyone; the details (routers, traces, shadow spend) for the metrics key's holders."""
+        if not self._may_see_details(request):
+            return await self.livez(request)
         sh = self.shadower
         body = {"status": "ok", "routers": len(self.routers), "models": len(self.config.models),
                 "traces_pending": self.writer.pending(), "traces_written": self.writer.written,
@@ -399,6 +417,9 @@ class Gateway:
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus text: request counters, shadow counters and the watch's last report."""
+        if not self._may_see_details(request):
+            return self._unauthenticated(Unauthorized("/metrics requires the metrics key: send "
+                                                      "`Authorization: Bearer <key>`"))
         if self.shadower is not None:
             self.counters.sync_shadow_dropped(self.shadower.dropped)
         w = self.writer
@@ -431,5 +452,6 @@ def create_app(config: Config | Plan, store: TraceStore | None = None) -> web.Ap
     app.router.add_post("/v1/feedback", gw.feedback)
     app.router.add_get("/health", gw.health)
     app.router.add_get("/metrics", gw.metrics)
+    app.router.add_get("/livez", gw.livez)
     app.router.add_route("*", "/{tail:.*}", gw.not_found)
     return app
