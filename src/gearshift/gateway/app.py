@@ -18,6 +18,7 @@ from gearshift.errors import (
     BadRequest,
     Forbidden,
     GearshiftError,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
@@ -434,9 +435,19 @@ class Gateway:
                             headers={"Content-Type": CONTENT_TYPE})
 
     async def not_found(self, request: web.Request) -> web.Response:
+        allowed = ALLOWED_METHODS.get(request.path)
+        if allowed is not None:
+            err = MethodNotAllowed(f"{request.method} is not allowed on {request.path}: use {allowed}")
+            return web.Response(status=405, body=dumps(err.to_json()), content_type="application/json",
+                                headers={"Allow": allowed})
         err = NotFound(f"no route for {request.method} {request.path}")
         err.code = "not_found"
         return web.Response(status=404, body=dumps(err.to_json()), content_type="application/json")
+
+
+# The known paths (create_app routes them) and their methods: another method on one gets a 405.
+ALLOWED_METHODS = {"/v1/chat/completions": "POST", "/chat/completions": "POST", "/v1/models": "GET, HEAD",
+                   "/v1/feedback": "POST", "/health": "GET, HEAD", "/metrics": "GET, HEAD", "/livez": "GET, HEAD"}
 
 
 def create_app(config: Config | Plan, store: TraceStore | None = None) -> web.Application:
