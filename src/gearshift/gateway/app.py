@@ -437,8 +437,8 @@ class Gateway:
     async def not_found(self, request: web.Request) -> web.Response:
         allowed = ALLOWED_METHODS.get(request.path)
         if allowed is not None:
-            err = MethodNotAllowed(f"{request.method} is not allowed on {request.path}: use {allowed}")
-            return web.Response(status=405, body=dumps(err.to_json()), content_type="application/json",
+            wrong = MethodNotAllowed(f"{request.method} is not allowed on {request.path}: use {allowed}")
+            return web.Response(status=405, body=dumps(wrong.to_json()), content_type="application/json",
                                 headers={"Allow": allowed})
         err = NotFound(f"no route for {request.method} {request.path}")
         err.code = "not_found"

@@ -104,10 +104,11 @@ class GatewayRunner(web.AppRunner):
 
     def __init__(self, app: web.Application, *, header_timeout: float, max_per_client: int, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
-        self._edges = {"header_timeout": header_timeout, "max_per_client": max_per_client}
+        self._header_timeout, self._max_per_client = header_timeout, max_per_client
 
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()  # starts the app, as AppRunner does
         return GatewayServer(base.request_handler, request_factory=base.request_factory,
                              handler_cancellation=base.handler_cancellation, loop=base._loop,
-                             **self._edges, **base._kwargs)
+                             header_timeout=self._header_timeout, max_per_client=self._max_per_client,
+                             **base._kwargs)
