@@ -185,6 +185,13 @@ class ServerConfig(_Strict):
                                              "for the daily budgets")
     workers: int = Field(default=1, ge=1, le=64, description="processes serving the port (one core each); they "
                          "share the store like replicas")
+    metrics_key_env: str | None = Field(default=None, description="environment variable holding the key that "
+                                        "/metrics and the detailed /health require (`Authorization: Bearer`); "
+                                        "unset: both are open, as for a scraper on a private network")
+    header_timeout_seconds: float = Field(default=10.0, gt=0, description="a connection whose request head has not "
+                                          "arrived within this is closed (slow-header clients)")
+    max_connections_per_client: int = Field(default=256, ge=1, description="open connections one client IP may hold; "
+                                            "beyond it new ones are closed at once")
 
 
 class WatchBounds(_Strict):

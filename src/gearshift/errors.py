@@ -65,6 +65,12 @@ class NotFound(GearshiftError):
     code = "model_not_found"
 
 
+class MethodNotAllowed(GearshiftError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class PayloadTooLarge(GearshiftError):
     status = 413
     type = "invalid_request_error"

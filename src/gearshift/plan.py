@@ -82,6 +82,8 @@ def build(config: Config, source: str = "<config>", serving: bool = True) -> Pla
         _secrets(config, problems)
     if (line := check_url(config.store.url)) is not None:
         problems.append(line)
+    if (line := _metrics_key(config)) is not None:
+        problems.append(line)
     routers = _routers(config, source, problems)
     shadows, warnings = _shadows(config, problems)
     if problems:
@@ -108,6 +110,15 @@ def shadow_policies(config: Config) -> dict[str, ShadowPolicy]:
     if problems:
         raise ConfigError(_message(problems, "<config>"))
     return shadows
+
+
+def _metrics_key(config: Config) -> str | None:
+    """A metrics key named but not set must stop the start: never serve the details open by mistake."""
+    name = config.server.metrics_key_env
+    if name and not os.environ.get(name):
+        return (f"server.metrics_key_env: the environment variable {name} is not set; set it to the key "
+                "/metrics and /health require, or remove server.metrics_key_env to leave them open")
+    return None
 
 
 def _message(problems: list[str], source: str) -> str:

@@ -9,6 +9,10 @@ from typing import Any
 # prose and code within ~20%. Every use of it is labelled an estimate.
 CHARS_PER_TOKEN = 4.0
 
+# Deepest nesting of arrays and objects a request may have: far beyond any real chat body, and well
+# inside what orjson re-encodes for the upstream (254 levels) after parsing (1024).
+MAX_DEPTH = 64
+
 METADATA_HEADER_PREFIX = "x-gearshift-"
 # Headers with this prefix that are controls, not request metadata.
 _NOT_METADATA = {"x-gearshift-trace-id"}
@@ -32,6 +36,23 @@ def content_text(content: Any) -> str:
                 parts.append(part)
         return "\n".join(parts)
     return str(content)
+
+
+def too_deep(raw: bytes, value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether parsed JSON `value` nests arrays and objects deeper than `limit`.
+
+    `raw`'s count of brackets bounds the depth, so most bodies are cleared without walking them."""
+    if raw.count(b"[") + raw.count(b"{") <= limit or not isinstance(value, (dict, list)):
+        return False
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in v.values() if isinstance(v, dict) else v:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
 
 
 def metadata_from_headers(headers: Any) -> dict[str, str]:

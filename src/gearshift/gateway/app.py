@@ -20,6 +20,7 @@ from gearshift.errors import (
     ConfigError,
     Forbidden,
     GearshiftError,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
@@ -34,7 +35,7 @@ from gearshift.jsonfast import dumps, loads
 from gearshift.plan import Plan
 from gearshift.plan import of as plan_of
 from gearshift.providers import build_provider
-from gearshift.request import ChatRequest
+from gearshift.request import MAX_DEPTH, ChatRequest, too_deep
 from gearshift.route import Route, Step
 from gearshift.routers import Router
 from gearshift.store import open_store
@@ -47,6 +48,11 @@ log = logging.getLogger("gearshift.gateway")
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 DIRECT = "direct"  # the router name recorded when a request names a model, bypassing routing
+
+# What writing to a client that has gone raises: OSError's ConnectionError family (reset, broken pipe,
+# aborted; aiohttp's ClientConnectionResetError is one) and aiohttp's own ClientConnectionError.
+CLIENT_GONE = (ConnectionError, aiohttp.ClientConnectionError)
+CLIENT_CLOSED = "client closed the connection"
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 
@@ -67,14 +73,58 @@ def validate_body(body: Any) -> dict[str, Any]:
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise BadRequest(f"messages[{i}] must be an object", param=f"messages[{i}]")
-        if m.get("role") not in ROLES:
-            raise BadRequest(f"messages[{i}].role must be one of {sorted(ROLES)}, got {m.get('role')!r}",
+        role = m.get("role")
+        # Type first: a list or object is unhashable, and the membership test would raise.
+        if not isinstance(role, str) or role not in ROLES:
+            raise BadRequest(f"messages[{i}].role must be one of {sorted(ROLES)}, got {_short(role)}",
                              param=f"messages[{i}].role")
+        content = m.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise BadRequest(f"messages[{i}].content must be a string, an array of parts or null",
+                             param=f"messages[{i}].content")
+        if not _functions(m.get("tool_calls")):
+            raise BadRequest(f"messages[{i}].tool_calls must be an array of objects whose `function` is an object",
+                             param=f"messages[{i}].tool_calls")
+    if not _functions(body.get("tools")):
+        raise BadRequest("`tools` must be an array of objects whose `function` is an object", param="tools")
     if "model" in body and not isinstance(body["model"], str):
         raise BadRequest("`model` must be a string", param="model")
     if "stream" in body and not isinstance(body["stream"], bool):
         raise BadRequest("`stream` must be a boolean", param="stream")
+    for name, kinds, what in _FIELD_TYPES:
+        value = body.get(name)
+        # bool is an int to Python but not a number to OpenAI's schema.
+        if value is not None and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            raise BadRequest(f"`{name}` must be {what}", param=name)
     return body
+
+
+# Fields routers, gates and providers read: checked so their code may trust the type (null = absent).
+_FIELD_TYPES: tuple[tuple[str, tuple[type, ...], str], ...] = (
+    ("max_tokens", (int,), "an integer"), ("max_completion_tokens", (int,), "an integer"),
+    ("n", (int,), "an integer"), ("temperature", (int, float), "a number"), ("top_p", (int, float), "a number"),
+    ("metadata", (dict,), "an object"), ("response_format", (dict,), "an object"),
+    ("top_k", (int, float), "a number"), ("parallel_tool_calls", (bool,), "a boolean"),
+    ("tool_choice", (str, dict), "a string or an object"), ("stream_options", (dict,), "an object"), ("user", (str,), "a string"),
+    ("stop", (str, list), "a string or an array"),
+)
+
+
+def _functions(items: Any) -> bool:
+    """Whether `tools` or `tool_calls` is null, or an array of objects whose `function` is an object."""
+    if items is None:
+        return True
+    if not isinstance(items, list):
+        return False
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("function", {}), dict):
+            return False
+    return True
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class Gateway:
@@ -103,6 +153,10 @@ class Gateway:
         self.started = time.time()
         self.requests = 0
         # The plan refused missing secrets; the environment may have changed since it was built.
+        key_env = config.server.metrics_key_env
+        # plan.build refused a named variable that is not set: None here means "open by choice".
+        self.metrics_key = os.environ.get(key_env, "").encode() if key_env else None
+        self.unauthenticated = 0  # requests refused for a missing or wrong key (they leave no trace)
         missing = [k.name for k in config.client_keys if not k.secret()]
         if missing:
             raise ConfigError(f"client_keys: no secret in the environment for {', '.join(missing)}; "
@@ -174,12 +228,20 @@ class Gateway:
         raise NotFound(f"the model {name!r} does not exist: name a router or a model: {', '.join(known)}",
                        param="model")
 
+    def _unauthenticated(self, e: GearshiftError) -> web.Response:
+        """A request without a valid key: counted, never traced (anyone could fill the store)."""
+        self.unauthenticated += 1
+        return web.Response(status=e.status, body=dumps(e.to_json()), content_type="application/json")
+
     async def chat(self, request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
-        trace = Trace(router="", requested_model="")
         self.requests += 1
         try:
             client = self.authenticate(request)
+        except Unauthorized as e:
+            return self._unauthenticated(e)
+        trace = Trace(router="", requested_model="", client=client)
+        try:
             try:
                 raw = await request.read()
             except web.HTTPRequestEntityTooLarge:
@@ -188,8 +250,10 @@ class Gateway:
                 body = loads(raw)
             except ValueError as e:
                 raise BadRequest(f"request body is not valid JSON: {e}") from None
+            if too_deep(raw, body):
+                raise BadRequest(f"request body nests arrays and objects deeper than {MAX_DEPTH} levels")
             req = ChatRequest.from_http(validate_body(body), request.headers, client)
-            trace.requested_model, trace.client, trace.metadata = req.model, client, req.metadata
+            trace.requested_model, trace.metadata = req.model, req.metadata
             trace.streamed = req.stream
             router, route = self.resolve(req)
             trace.router, trace.reason, trace.route, trace.score = route.router, route.reason, route.models(), route.score
@@ -215,6 +279,10 @@ class Gateway:
             return response
         except GearshiftError as e:
             return self._error(e, trace, t0)
+        except CLIENT_GONE:  # e.g. while a stream's headers were sent: the client's doing, no stack trace
+            trace.status, trace.error = 499, CLIENT_CLOSED
+            trace.latency_ms = (time.perf_counter() - t0) * 1000
+            return web.Response(status=499)
         except Exception:
             log.exception("internal error in trace %s", trace.id)
             err = GearshiftError(f"internal error (trace {trace.id})")
@@ -264,8 +332,8 @@ class Gateway:
             error = e
             trace.status, trace.error = e.status, e.message
             await resp.write(b"data: " + dumps(e.to_json()) + b"\n\n")
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-            trace.status, trace.error = 499, "client closed the connection"
+        except CLIENT_GONE:
+            trace.status, trace.error = 499, CLIENT_CLOSED
         finally:
             await outcome.stream.aclose()
             self.executor.finish_stream(outcome, trace, error)
@@ -273,9 +341,12 @@ class Gateway:
             if self.config.store.record_content:
                 trace.response = outcome.stream.text
         if trace.status != 499:
-            await resp.write(f": gearshift cost_usd={trace.cost_usd:.8f} model={outcome.model}\n\n".encode())
-            await resp.write(b"data: [DONE]\n\n")
-            await resp.write_eof()
+            try:
+                await resp.write(f": gearshift cost_usd={trace.cost_usd:.8f} model={outcome.model}\n\n".encode())
+                await resp.write(b"data: [DONE]\n\n")
+                await resp.write_eof()
+            except CLIENT_GONE:  # the answer was complete, only its trailer was lost
+                trace.status, trace.error = 499, CLIENT_CLOSED
         if trace.status == 200 and self.shadower is not None:
             self.shadower.offer(req, trace, outcome.stream.text, None)
         return resp
@@ -289,6 +360,9 @@ class Gateway:
         """POST /v1/feedback {trace_id, score | thumbs | rating (+ scale), source?, comment?}."""
         try:
             client = self.authenticate(request)
+        except Unauthorized as e:
+            return self._unauthenticated(e)
+        try:
             try:
                 body = loads(await request.read())
             except ValueError as e:
@@ -315,8 +389,8 @@ class Gateway:
     async def models(self, request: web.Request) -> web.Response:
         try:
             self.authenticate(request)
-        except GearshiftError as e:
-            return web.Response(status=e.status, body=dumps(e.to_json()), content_type="application/json")
+        except Unauthorized as e:
+            return self._unauthenticated(e)
         created = int(self.started)
         data = [{"id": name, "object": "model", "created": created, "owned_by": "gearshift",
                  "gearshift": {"kind": r.kind, "models": r.models()}} for name, r in self.routers.items()]
@@ -325,7 +399,22 @@ class Gateway:
                  for name, m in self.config.models.items()]
         return web.Response(body=dumps({"object": "list", "data": data}), content_type="application/json")
 
+    def _may_see_details(self, request: web.Request) -> bool:
+        """Whether the request may read /metrics and the detailed /health (always, with no metrics key)."""
+        if self.metrics_key is None:
+            return True
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip().encode() if auth[:7].lower() == "bearer " else b""
+        return hmac.compare_digest(token, self.metrics_key)
+
+    async def livez(self, request: web.Request) -> web.Response:
+        """Liveness only: open to any prober, whatever the metrics key."""
+        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
     async def health(self, request: web.Request) -> web.Response:
+        """Liveness for anyone; the details (routers, traces, shadow spend) for the metrics key's holders."""
+        if not self._may_see_details(request):
+            return await self.livez(request)
         sh = self.shadower
         circuits = self.executor.breakers.snapshot() if self.executor is not None else {}
         body = {"status": "ok", "routers": len(self.routers), "models": circuits,
@@ -340,6 +429,9 @@ class Gateway:
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus text: request counters, shadow counters and the watch's last report."""
+        if not self._may_see_details(request):
+            return self._unauthenticated(Unauthorized("/metrics requires the metrics key: send "
+                                                      "`Authorization: Bearer <key>`"))
         if self.shadower is not None:
             self.counters.sync_shadow_dropped(self.shadower.dropped)
         w = self.writer
@@ -348,16 +440,28 @@ class Gateway:
                   "gearshift_traces_updated_total": ("Writes of a trace written before (its shadow pair added).",
                                                      w.updated),
                   "gearshift_traces_failed_total": ("Traces the store refused, or lost at shutdown.", w.failed),
-                  "gearshift_traces_dropped_total": ("Traces not kept: store.queue_size were waiting.", w.dropped)}
+                  "gearshift_traces_dropped_total": ("Traces not kept: store.queue_size were waiting.", w.dropped),
+                  "gearshift_unauthenticated_requests_total": ("Requests refused for a missing or wrong key "
+                                                               "(they leave no trace).", self.unauthenticated)}
         report = self.watch.report if self.watch is not None else None
         circuits = self.executor.breakers.snapshot() if self.executor is not None else None
         return web.Response(body=render_metrics(self.counters, report, gauges, totals, circuits).encode(),
                             headers={"Content-Type": CONTENT_TYPE})
 
     async def not_found(self, request: web.Request) -> web.Response:
+        allowed = ALLOWED_METHODS.get(request.path)
+        if allowed is not None:
+            wrong = MethodNotAllowed(f"{request.method} is not allowed on {request.path}: use {allowed}")
+            return web.Response(status=405, body=dumps(wrong.to_json()), content_type="application/json",
+                                headers={"Allow": allowed})
         err = NotFound(f"no route for {request.method} {request.path}")
         err.code = "not_found"
         return web.Response(status=404, body=dumps(err.to_json()), content_type="application/json")
+
+
+# The known paths (create_app routes them) and their methods: another method on one gets a 405.
+ALLOWED_METHODS = {"/v1/chat/completions": "POST", "/chat/completions": "POST", "/v1/models": "GET, HEAD",
+                   "/v1/feedback": "POST", "/health": "GET, HEAD", "/metrics": "GET, HEAD", "/livez": "GET, HEAD"}
 
 
 def create_app(config: Config | Plan, store: TraceStore | None = None) -> web.Application:
@@ -373,5 +477,6 @@ def create_app(config: Config | Plan, store: TraceStore | None = None) -> web.Ap
     app.router.add_post("/v1/feedback", gw.feedback)
     app.router.add_get("/health", gw.health)
     app.router.add_get("/metrics", gw.metrics)
+    app.router.add_get("/livez", gw.livez)
     app.router.add_route("*", "/{tail:.*}", gw.not_found)
     return app

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from gearshift.config import Config
 from gearshift.gateway.app import GATEWAY_KEY, Gateway, create_app
+from gearshift.gateway.edges import GatewayRunner
 from gearshift.plan import Plan
 from gearshift.plan import of as plan_of
 
@@ -73,8 +74,36 @@ def _serve_one(plan: Plan, host: str, port: int, reuse_port: bool) -> None:
     app.on_startup.append(_settle_gc)  # after the gateway's own start-up
     log.info("gearshift gateway on http://%s:%d (%d routers, %d models, store %s, pid %d)", host, port,
              len(config.routers), len(config.models), config.store.url.split("://")[0], os.getpid())
-    web.run_app(app, host=host, port=port, access_log=None, print=None, shutdown_timeout=30,
-                handle_signals=True, reuse_port=reuse_port)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(_serve_until_signal(app, config, host, port, reuse_port))
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass  # SIGTERM/SIGINT: the runner's cleanup below drains in-flight requests and the trace writer
+    finally:
+        main.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(main)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def runner(app: web.Application, config: Config, **kwargs: object) -> GatewayRunner:
+    """The gateway's AppRunner: aiohttp's, with the header timeout and per-client connection limit."""
+    return GatewayRunner(app, header_timeout=config.server.header_timeout_seconds,
+                         max_per_client=config.server.max_connections_per_client, access_log=None, **kwargs)
+
+
+async def _serve_until_signal(app: web.Application, config: Config, host: str, port: int, reuse_port: bool) -> None:
+    """What web.run_app does, with the gateway's runner: serve until a signal raises GracefulExit."""
+    r = runner(app, config, handle_signals=True, shutdown_timeout=30)
+    await r.setup()
+    try:
+        await web.TCPSite(r, host, port, reuse_port=reuse_port).start()
+        await asyncio.Event().wait()
+    finally:
+        await r.cleanup()
 
 
 def _serve_workers(plan: Plan, host: str, port: int, workers: int) -> None:
@@ -166,12 +195,12 @@ def running(config: Config | Plan, port: int | None = None) -> Iterator[Running]
     app = create_app(config)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
-    runner = web.AppRunner(app, access_log=None)
+    gw_runner = runner(app, app[GATEWAY_KEY].config)
     failure: list[BaseException] = []
 
     async def start() -> None:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port)
+        await gw_runner.setup()
+        site = web.TCPSite(gw_runner, "127.0.0.1", port)
         await site.start()
 
     def run() -> None:
@@ -184,7 +213,7 @@ def running(config: Config | Plan, port: int | None = None) -> Iterator[Running]
             return
         ready.set()
         loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
+        loop.run_until_complete(gw_runner.cleanup())
         loop.close()
 
     thread = threading.Thread(target=run, name="gearshift-gateway", daemon=True)
