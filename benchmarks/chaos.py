@@ -315,10 +315,17 @@ def main() -> None:
             t0 = time.monotonic()
             code = gw.wait(60)
             waited = time.monotonic() - t0
+            spilled = sum(len(f.read_bytes().splitlines()) for f in tmp.glob("gearshift-spill.*.jsonl"))
             pg.up()
             time.sleep(0.5)
+            # The next gateway to start on the same spill path writes what the stopped one kept.
+            again = Gateway(tmp, up_port, store_url=url, pg_password=pg.server.password)
+            deadline = time.monotonic() + 30
+            while list(tmp.glob("gearshift-spill.*")) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            again.stop()
             report("SIGTERM, store down (pg)", tally, pg.ids(url), (b, a),
-                   f"exit code {code} after {waited:.1f} s; store up again only after exit")
+                   f"exit code {code} after {waited:.1f} s; {spilled} traces spilled, written by the next start")
 
         # 6. kill -9 of the whole server: loss bounded by what the writer had not flushed (0.2 s).
         gw = Gateway(tmp, up_port)
