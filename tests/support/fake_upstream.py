@@ -67,7 +67,7 @@ def _words(text: str) -> list[str]:
 class Behaviour:
     """One scripted answer.
 
-    kind: ok | fail | delay | reset | drop | stall | error_event
+    kind: ok | fail | delay | reset | drop | stall | error_event | raw
     times: how many requests it applies to (None: every request from now on).
     ok/delay also take `text` (instead of the echo) and `usage=False` (omit usage, as some servers do).
     """
@@ -82,6 +82,8 @@ class Behaviour:
     text: str | None = None
     usage: bool = True
     headers: dict[str, str] | None = None  # fail: response headers (default for 429: retry-after 1)
+    body: bytes = b""  # raw: the body sent as it is
+    content_type: str = "application/json"  # raw: its content type
 
 
 @dataclass
@@ -156,6 +158,11 @@ class FakeUpstream:
     def delay(self, seconds: float, times: int | None = 1, model: str | None = None, text: str | None = None) -> FakeUpstream:
         """Sleep before answering normally (to trigger read timeouts)."""
         return self.script(Behaviour("delay", times, seconds=seconds, text=text), model=model)
+
+    def raw(self, body: bytes, status: int = 200, content_type: str = "application/json", times: int | None = 1,
+            model: str | None = None) -> FakeUpstream:
+        """Answer `body` as it is: invalid JSON under a JSON content type, a proxy's HTML error page..."""
+        return self.script(Behaviour("raw", times, status=status, body=body, content_type=content_type), model=model)
 
     def reset(self, times: int | None = 1, model: str | None = None) -> FakeUpstream:
         """Close the connection without any response."""
@@ -290,6 +297,8 @@ class FakeUpstream:
             headers = b.headers if b.headers is not None else {"retry-after": "1"} if b.status == 429 else {}
             return web.Response(status=b.status, body=orjson.dumps(error(b)), headers=headers,
                                 content_type="application/json")
+        if b.kind == "raw":
+            return web.Response(status=b.status, body=b.body, headers={"Content-Type": b.content_type})
         if b.kind == "reset":
             assert request.transport is not None
             request.transport.abort()

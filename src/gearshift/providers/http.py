@@ -88,12 +88,18 @@ def scrub(text: str, secret: str | None) -> str:
     return text
 
 
+_TITLE = re.compile(r"<title[^>]*>([^<]*)</title>", re.IGNORECASE)
+
+
 def _error_fields(raw: bytes) -> tuple[str, dict[str, Any]]:
     """The human message and the OpenAI-style error fields of an upstream error body, any dialect."""
     try:
         doc = loads(raw)
     except (JSONDecodeError, ValueError, TypeError):
         text = raw.decode("utf-8", "replace").strip()
+        if text[:1] == "<":  # a proxy's or load balancer's HTML page: its title says what happened
+            title = _TITLE.search(text)
+            return f"an HTML page, not the API's JSON{f' ({title[1].strip()[:120]})' if title else ''}", {}
         return text[:MAX_MESSAGE_CHARS], {}
     err: Any = doc.get("error", doc) if isinstance(doc, dict) else doc
     if isinstance(err, dict):
