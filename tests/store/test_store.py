@@ -316,7 +316,8 @@ def test_one_process_leads_a_duty_until_it_goes(store_config: StoreConfig) -> No
     assert first.leads("watch-alerts") and first.leads("watch-alerts")  # asked again: still the leader
     assert not second.leads("watch-alerts")
     assert second.leads("retention")  # each duty has its own leader
-    first.close()  # the leader goes away
+    first.close()  # the leader goes away; the server frees its lock when the old session has ended
+    _wait(lambda: second.leads("watch-alerts"))
     assert second.leads("watch-alerts")
     second.close()
 
@@ -329,6 +330,7 @@ def test_postgres_leadership_goes_with_a_lost_connection(pg_url: str, postgres) 
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'gearshift'"
                       " AND pid <> ALL(SELECT pid FROM pg_stat_activity WHERE application_name = 'gearshift'"
                       " ORDER BY backend_start DESC LIMIT 1)")
+    _wait(lambda: second.leads("recalibrate"))  # the terminated session ends, and its lock with it
     assert second.leads("recalibrate")
     assert not first.ping()  # finds its connection gone; the next use reconnects
     assert first.ping() and not first.leads("recalibrate")  # reconnected, it finds the duty taken
