@@ -95,8 +95,11 @@ def routers_list(config_path: str, router: str | None) -> None:
     import time
 
     for v in store.router_versions(router):
+        proof = v["metrics"].get("proof") if isinstance(v["metrics"], dict) else None
+        # A proof's one line says what it showed (observing 312/500, no signal, proven ...).
+        shown = proof["reason"] if isinstance(proof, dict) and "reason" in proof else json.dumps(v["metrics"], default=str)[:80]
         table.add_row(v["router"], str(v["version"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created"])),
-                      v["created_by"], json.dumps(v["settings"]), json.dumps(v["metrics"], default=str)[:80],
+                      v["created_by"], json.dumps(v["settings"]), shown,
                       "yes" if v["active"] else "", v["promoted_by"] or "")
     Console(width=160).print(table)
 

@@ -417,7 +417,9 @@ class Gateway:
             return await self.livez(request)
         sh = self.shadower
         circuits = self.executor.breakers.snapshot() if self.executor is not None else {}
-        body = {"status": "ok", "routers": len(self.routers), "models": circuits,
+        states = self.versions.states() if self.versions is not None else {}
+        routers = {name: {"kind": r.kind, **states.get(name, {})} for name, r in self.routers.items()}
+        body = {"status": "ok", "routers": routers, "models": circuits,
                 "traces_pending": self.writer.pending(), "traces_written": self.writer.written,
                 "traces_updated": self.writer.updated,
                 "traces_failed": self.writer.failed, "traces_dropped": self.writer.dropped,
@@ -445,7 +447,8 @@ class Gateway:
                                                                "(they leave no trace).", self.unauthenticated)}
         report = self.watch.report if self.watch is not None else None
         circuits = self.executor.breakers.snapshot() if self.executor is not None else None
-        return web.Response(body=render_metrics(self.counters, report, gauges, totals, circuits).encode(),
+        states = self.versions.states() if self.versions is not None else None
+        return web.Response(body=render_metrics(self.counters, report, gauges, totals, circuits, states).encode(),
                             headers={"Content-Type": CONTENT_TYPE})
 
     async def not_found(self, request: web.Request) -> web.Response:

@@ -1,5 +1,6 @@
-"""Router versions in the running gateway: poll the store for promoted versions, and recalibrate on a
-schedule."""
+"""Router versions in the running gateway: poll the store for promoted versions, recalibrate on a
+schedule, and prove observing routers (store a proven version, promote it when asked to, demote a
+serving router whose re-check fails)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from gearshift.config import Config
 from gearshift.routers.base import Router, ScoringRouter
-from gearshift.routers.versions import apply_versions, promoted_versions
+from gearshift.routers.versions import apply_versions, promoted_versions, set_mode
 from gearshift.store.base import TraceStore
 
 log = logging.getLogger("gearshift.versions")
@@ -26,6 +27,9 @@ class VersionLoop:
         self.last_run: dict[str, float] = {}
         self.refused: set[tuple[Any, ...]] = set()
         self.recalibrations = 0
+        self.last_proof: dict[str, float] = {}
+        self.proven: dict[str, int] = {}  # router -> the proven version stored while it observes
+        self.demotions = 0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -42,6 +46,7 @@ class VersionLoop:
             try:
                 await self.poll()
                 await self._scheduled()
+                await self._proofs()
             except Exception:  # a bad poll must not stop future ones
                 log.exception("router version poll failed")
             await asyncio.sleep(self.config.server.version_poll_seconds)
@@ -71,6 +76,78 @@ class VersionLoop:
             log.info("router %s recalibrated on %d pairs: version %d, threshold %.6g%s", name, result.pairs,
                      result.version, result.calibration.threshold, " (applied)" if result.promoted else
                      " (run `gearshift routers promote` to apply)")
+
+    async def _proofs(self) -> None:
+        """Check the proof of each router configured to start in observe, every `proof.every_hours`."""
+        now = time.time()
+        due = [r for r in self.routers.values() if isinstance(r, ScoringRouter) and r.observed
+               and now - self.last_proof.get(r.name, 0.0) >= r.proof.every_hours * 3600]
+        # One process among those sharing the store proves: N replicas must not store N versions.
+        if not due or not await asyncio.to_thread(self.store.leads, "prove"):
+            return
+        for r in due:
+            self.last_proof[r.name] = now
+            try:
+                await self.check(r)
+            except (ValueError, KeyError) as e:
+                log.warning("proof check of %s skipped: %s", r.name, e)
+
+    async def check(self, r: ScoringRouter[Any]) -> None:
+        """Prove `r` on its shadow pairs and act on the result."""
+        from gearshift.lab.proof import prove
+        from gearshift.lab.recalibrate import collect_pairs
+
+        opts = r.proof
+        try:
+            pairs, _ = await asyncio.to_thread(collect_pairs, self.store, r)
+        except ValueError:  # no prompt answered by both models yet
+            if r.mode == "observe":
+                r.state, r.state_reason = "observing", f"observing: 0/{opts.min_pairs} pairs"
+            return
+        proof = await asyncio.to_thread(prove, pairs, r, opts.floor, opts.min_pairs, opts.confidence)
+        r.pairs = proof.pairs
+        if r.mode == "serve":
+            if proof.ok or proof.state == "observing":  # too few pairs is no evidence against it
+                r.state, r.state_reason = "serving", f"serving: {proof.reason}"
+                return
+            version = await asyncio.to_thread(self._store, r, r.threshold, "observe", proof.metrics(), True)
+            self.demotions += 1
+            set_mode(r, "observe")
+            self.proven.pop(r.name, None)
+            r.state, r.state_reason = "observing", f"demoted (version {version}): {proof.reason}"
+            log.warning("router %s: DEMOTED to observe, serving safe model %s (version %d): %s", r.name, r.safe,
+                        version, proof.reason)
+            return
+        if not proof.ok:
+            r.state, r.state_reason = proof.state, proof.reason
+            self.proven.pop(r.name, None)
+            return
+        if r.name not in self.proven:
+            assert proof.threshold is not None
+            self.proven[r.name] = await asyncio.to_thread(self._store, r, proof.threshold, "serve", proof.metrics(),
+                                                          opts.auto_promote)
+            log.warning("router %s: proven, version %d stored%s: %s", r.name, self.proven[r.name],
+                        " and promoted" if opts.auto_promote else "", proof.reason)
+        version = self.proven[r.name]
+        r.state = "proven"
+        r.state_reason = f"{proof.reason}; version {version} " + (
+            "promoted" if opts.auto_promote else f"waiting: `gearshift routers promote {r.name} {version}`")
+        if opts.auto_promote:
+            await self.poll()  # serve it now, not at the next poll
+
+    def _store(self, r: ScoringRouter[Any], threshold: float, mode: str, proof: dict[str, Any], promote: bool) -> int:
+        by = "gateway proof check"
+        version = self.store.add_router_version(r.name, {"threshold": threshold, "mode": mode}, {"proof": proof}, by)
+        if promote:
+            self.store.promote(r.name, version, by)
+        return version
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Each scoring router's mode, state and proof progress (for /health and /metrics)."""
+        return {name: {"mode": r.mode, "state": r.state, "reason": r.state_reason, "pairs": r.pairs,
+                       "min_pairs": r.proof.min_pairs if r.observed else None, "threshold": r.threshold,
+                       "safe": r.safe}
+                for name, r in self.routers.items() if isinstance(r, ScoringRouter) and hasattr(r, "strong")}
 
     async def stop(self) -> None:
         if self._task is not None:

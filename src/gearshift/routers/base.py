@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from gearshift.request import ChatRequest
 from gearshift.route import Route, Step
@@ -23,6 +23,28 @@ class Options(BaseModel):
     """Base of each router kind's options: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProofOptions(Options):
+    """What a router in `observe` must show before it serves its own decisions (see lab/proof.py)."""
+
+    min_pairs: int = Field(default=500, ge=10, description="scored shadow pairs needed before a proof is tried")
+    floor: float = Field(default=0.95, gt=0, le=1, description="quality retained to keep, of the safe model's")
+    confidence: float = Field(default=0.95, gt=0, lt=1, description="confidence of the floor's lower bound")
+    auto_promote: bool = Field(default=False, description="serve a proven version at once (else wait for "
+                                                          "`gearshift routers promote`)")
+    every_hours: float = Field(default=1.0, gt=0, description="how often the gateway re-checks the proof")
+
+
+class ScoringOptions(Options):
+    """Options every two-model scoring router takes: observe or serve, the safe model, the proof.
+
+    `observe` is the recommended start: the router's decision is recorded, the safe model served,
+    until a proof on this traffic's shadow pairs lets it serve. `serve` (default) routes at once."""
+
+    mode: Literal["observe", "serve"] = "serve"
+    safe: str | None = Field(default=None, description="model served while observing (default: the strong one)")
+    proof: ProofOptions = Field(default_factory=ProofOptions)
 
 
 OptionsT = TypeVar("OptionsT", bound=Options)
@@ -82,6 +104,31 @@ class ScoringRouter(Router[OptionsT]):
     strong: str
     weak: str
     threshold: float
+    # Whether the router serves its own decisions; a promoted version may change it (observe -> serve
+    # when proven, serve -> observe when demoted). State: observing, no_signal, proven, serving.
+    mode: str = "serve"
+    state: str = "serving"
+    state_reason: str = ""
+    pairs: int = 0
+
+    def __init__(self, name: str, options: OptionsT, fallbacks: Sequence[str] = (), shadow: ShadowConfig | None = None) -> None:
+        super().__init__(name, options, fallbacks, shadow)
+        self.mode = str(getattr(options, "mode", "serve"))
+        if self.mode == "observe":
+            self.state, self.state_reason = "observing", "observing: no pairs yet"
+
+    @property
+    def proof(self) -> ProofOptions:
+        return getattr(self.options, "proof", None) or ProofOptions()
+
+    @property
+    def observed(self) -> bool:
+        """Whether the config starts this router in observe (its life is then governed by proofs)."""
+        return getattr(self.options, "mode", "serve") == "observe"
+
+    @property
+    def safe(self) -> str:
+        return getattr(self.options, "safe", None) or self.strong
 
     @abstractmethod
     def score(self, request: ChatRequest) -> float:
@@ -98,6 +145,11 @@ class ScoringRouter(Router[OptionsT]):
         strong = s >= self.threshold
         model = self.strong if strong else self.weak
         cmp = ">=" if strong else "<"
+        if self.mode == "observe":
+            side = "strong" if strong else "weak"
+            return Route(steps=[self.step(self.safe)], router=self.name, score=s,
+                         reason=f"observe: would route {side} (score {s:.2f} {cmp} {self.threshold:.2f}); "
+                                f"serving safe model {self.safe}")
         return Route(steps=[self.step(model)], router=self.name,
                      reason=f"{self.kind}: score {s:.3f} {cmp} threshold {self.threshold:.3f}", score=s)
 

@@ -39,10 +39,10 @@ from gearshift.learned.classifier import KIND, Model
 from gearshift.learned.encoders import EncoderError, make_encoder
 from gearshift.request import ChatRequest
 from gearshift.route import Route
-from gearshift.routers.base import Options, Router, ScoringRouter
+from gearshift.routers.base import Router, ScoringOptions, ScoringRouter
 
 
-class ClassifierOptions(Options):
+class ClassifierOptions(ScoringOptions):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     artifact: str = Field(description="path of the router artifact (relative to the config file)")

@@ -12,10 +12,10 @@ from pydantic import Field
 from gearshift.config import Config, ShadowConfig
 from gearshift.request import ChatRequest
 from gearshift.route import Route
-from gearshift.routers.base import Options, ScoringRouter
+from gearshift.routers.base import ScoringOptions, ScoringRouter
 
 
-class RandomOptions(Options):
+class RandomOptions(ScoringOptions):
     weights: dict[str, float] = Field(description="model -> relative weight")
     seed: int = 0
 

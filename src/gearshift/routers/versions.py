@@ -25,6 +25,7 @@ class Promoted:
     artifact: str | None = None
     model: Any = None  # the loaded classifier Model, when the artifact differs from the one served
     refusal_key: tuple[Any, ...] | None = None  # which refusal to remember if the router refuses the model
+    mode: str | None = None  # "serve" for a proven version, "observe" for a demotion; None: as configured
 
 
 def _file_key(path: Path) -> tuple[int, int] | None:
@@ -52,7 +53,7 @@ def promoted_versions(routers: dict[str, Router[Any]], store: TraceStore, base_d
         v = store.active_version(name)
         if v is None or "threshold" not in v["settings"]:
             continue
-        p = Promoted(float(v["settings"]["threshold"]), v["settings"].get("artifact"))
+        p = Promoted(float(v["settings"]["threshold"]), v["settings"].get("artifact"), mode=v["settings"].get("mode"))
         if isinstance(r, ClassifierRouter):
             # A version without an artifact was calibrated for the config's artifact.
             p.artifact = p.artifact or r.configured_artifact
@@ -78,6 +79,8 @@ def apply_versions(routers: dict[str, Router[Any]], promoted: dict[str, Promoted
 
     for name, p in promoted.items():
         r = routers[name]
+        if isinstance(r, ScoringRouter):
+            set_mode(r, p.mode)
         if p.model is not None and isinstance(r, ClassifierRouter):
             try:
                 r.use(p.model, str(p.artifact), p.threshold)
@@ -90,3 +93,14 @@ def apply_versions(routers: dict[str, Router[Any]], promoted: dict[str, Promoted
         elif isinstance(r, ScoringRouter) and r.threshold != p.threshold:
             log.info("router %s: threshold %.6g -> %.6g (promoted version)", name, r.threshold, p.threshold)
             r.threshold = p.threshold
+
+
+def set_mode(router: ScoringRouter[Any], mode: str | None) -> None:
+    """Serve or observe as a promoted version says (None: as configured)."""
+    mode = mode or str(getattr(router.options, "mode", "serve"))
+    if router.mode == mode:
+        return
+    log.warning("router %s: now %s (promoted version)", router.name,
+                "serving its own decisions" if mode == "serve" else f"observing, serving safe model {router.safe}")
+    router.mode = mode
+    router.state = "serving" if mode == "serve" else "observing"

@@ -140,13 +140,18 @@ class _Writer:
             self.sample(name, dict(zip(names, key, strict=True)), v)
 
 
+ROUTER_STATES = ("observing", "no_signal", "proven", "serving")
+
+
 def render_metrics(counters: Counters, report: WatchReport | None = None,
                    gauges: Mapping[str, tuple[str, float]] | None = None,
                    totals: Mapping[str, tuple[str, float]] | None = None,
-                   circuits: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+                   circuits: Mapping[str, Mapping[str, Any]] | None = None,
+                   routers: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The Prometheus text exposition of the counters, the report's gauges (default: the last report
     recorded in `counters`), extra gauges and counters (`totals`) given as {name: (help, value)}, and
-    each model's circuit breaker (`circuits`: the executor's snapshot)."""
+    each model's circuit breaker (`circuits`: the executor's snapshot) and each scoring router's proof
+    state (`routers`: the version loop's states)."""
     report = report if report is not None else counters.report
     w = _Writer()
     with counters._lock:
@@ -185,6 +190,12 @@ def render_metrics(counters: Counters, report: WatchReport | None = None,
                    ("model",), {(m, ): c["trips"] for m, c in circuits.items()})
         w.labelled("gearshift_model_consecutive_failures", "gauge", "The model's failed calls since its last "
                    "success.", ("model",), {(m, ): c["consecutive_failures"] for m, c in circuits.items()})
+    if routers:
+        w.labelled("gearshift_router_state", "gauge", "1 for the scoring router's current state (observing, "
+                   "no_signal, proven, serving), else 0.", ("router", "state"),
+                   {(name, s): float(r["state"] == s) for name, r in routers.items() for s in ROUTER_STATES})
+        w.labelled("gearshift_router_proof_pairs", "gauge", "Scored shadow pairs at the router's last proof check.",
+                   ("router",), {(name,): float(r["pairs"]) for name, r in routers.items()})
     for kind, extra in (("gauge", gauges), ("counter", totals)):
         for name, (help_text, value) in sorted((extra or {}).items()):
             w.family(name, kind, help_text)

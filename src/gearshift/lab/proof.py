@@ -1,0 +1,85 @@
+"""The proof that lets a scoring router serve its own decisions, on this traffic's scored shadow pairs.
+
+Three conditions, all on the router's pairs:
+- enough of them (`min_pairs`);
+- a threshold calibrated to the quality floor with its one-sided lower confidence bound (lab.calibrate,
+  fixed-sequence testing) on the calibration part, that sends some requests weak (a threshold that keeps
+  the floor only by always calling the strong model saves nothing);
+- on a held-out part (split at random with a fixed seed, never used to choose the threshold), an APGR
+  bootstrap interval whose lower end is above 0.5, the expected APGR of a random router.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from gearshift.lab import metrics
+from gearshift.lab.bootstrap import Estimate, bootstrap_curve
+from gearshift.lab.calibrate import QualityFloor, calibrate_scores, split_halves
+from gearshift.lab.replay import router_scores
+from gearshift.outcomes.table import Outcomes
+from gearshift.routers.base import ScoringRouter
+
+RANDOM_APGR = 0.5
+
+
+@dataclass(frozen=True)
+class Proof:
+    """The outcome of `prove`; `reason` is the one line shown in logs, /health and the CLI."""
+
+    ok: bool
+    pairs: int
+    min_pairs: int
+    floor: float
+    confidence: float
+    reason: str
+    threshold: float | None = None
+    bound: float | None = None
+    strong_share: float | None = None
+    apgr: Estimate | None = None
+    held_out: int = 0
+
+    @property
+    def state(self) -> str:
+        if self.ok:
+            return "proven"
+        return "observing" if self.pairs < self.min_pairs else "no_signal"
+
+    def metrics(self) -> dict[str, Any]:
+        """JSON-safe figures to store with a router version."""
+        out = {k: v for k, v in asdict(self).items() if k != "apgr"}
+        if self.apgr is not None:
+            out["apgr"] = {"value": self.apgr.value, "low": self.apgr.low, "high": self.apgr.high}
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
+
+
+def prove(pairs: Outcomes, router: ScoringRouter, floor: float, min_pairs: int = 500, confidence: float = 0.95,
+          held_out: float = 0.3, seed: int = 0, n_boot: int = 1000) -> Proof:
+    """Whether `router`'s scores on `pairs` (weak and strong answers both scored) earn it the right to serve."""
+    n = len(pairs)
+    base: dict[str, Any] = {"pairs": n, "min_pairs": min_pairs, "floor": floor, "confidence": confidence}
+    if n < min_pairs:
+        return Proof(ok=False, reason=f"observing: {n}/{min_pairs} pairs", **base)
+    cal, test = split_halves(pairs, seed=seed, fraction=1 - held_out)
+    c = calibrate_scores(router_scores(router, cal), cal, router.weak, router.strong, QualityFloor(floor),
+                         alpha=1 - confidence, n_boot=n_boot, seed=seed)
+    test_scores = router_scores(router, test)
+    est = bootstrap_curve(test_scores, test, router.weak, router.strong, {"apgr": metrics.apgr},
+                          n=n_boot, seed=seed, alpha=1 - confidence)["apgr"]
+    base.update(threshold=c.threshold, bound=c.bound, strong_share=c.calibration.strong_share, apgr=est,
+                held_out=len(test))
+    apgr_line = f"APGR {est.value:.2f} [{est.low:.2f}, {est.high:.2f}]"
+    if not est.low > RANDOM_APGR:  # NaN (no quality gap between the models) fails too
+        return Proof(ok=False, reason=f"no signal yet: {apgr_line}", **base)
+    if c.threshold == -np.inf or c.calibration.strong_share >= 1.0:
+        return Proof(ok=False, reason=f"no savings yet: the {floor:.0%} floor needs the strong model on every "
+                                      f"request ({apgr_line})", **base)
+    return Proof(ok=True, reason=f"proven: threshold {c.threshold:.3f}, retained >= {c.bound:.1%} at "
+                                 f"{confidence:.0%} confidence, strong share {c.calibration.strong_share:.0%}, "
+                                 f"{apgr_line} on {len(test)} held-out pairs", **base)
+
+
+__all__ = ["Proof", "prove"]

@@ -1,0 +1,71 @@
+"""lab/proof.prove on recorded GSM8K answers (Mixtral-8x7B vs GPT-4-1106): a score that knows which
+prompts need GPT-4 is proven, a random one is not, and too few pairs keep the router observing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gearshift.lab.proof import prove
+from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
+from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
+from gearshift.outcomes.datasets import load
+from gearshift.request import ChatRequest
+from gearshift.routers.base import Options, ScoringRouter
+
+
+class Table(ScoringRouter[Options]):
+    """Scores looked up by prompt text (what a trained router would compute)."""
+
+    kind = "table"
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        super().__init__("t", Options())
+        self.weak, self.strong, self.threshold, self.table = W, S, 0.5, scores
+
+    def score(self, request: ChatRequest) -> float:
+        return self.table[request.text()]
+
+    def scores(self, requests: Sequence[ChatRequest]) -> np.ndarray:
+        return np.array([self.score(r) for r in requests])
+
+
+@pytest.fixture(scope="module")
+def pairs(data_dir: Path):  # type: ignore[no-untyped-def]
+    o = load("routellm/gsm8k")
+    return o.subset(np.arange(400))
+
+
+def _router(pairs, scores: np.ndarray) -> Table:  # type: ignore[no-untyped-def]
+    return Table({str(p): float(s) for p, s in zip(pairs.prompts, scores, strict=True)})
+
+
+def test_an_informative_score_is_proven(pairs) -> None:  # type: ignore[no-untyped-def]
+    q = pairs.quality
+    # The strong model's gain on the prompt, blurred: a good but imperfect router.
+    gain = q[:, pairs.index(S)] - q[:, pairs.index(W)]
+    scores = gain + np.random.default_rng(0).normal(0, 0.3, len(pairs))
+    p = prove(pairs, _router(pairs, scores), floor=0.95, min_pairs=300)
+    assert p.ok and p.state == "proven", p.reason
+    assert p.bound is not None and p.bound >= 0.95
+    assert p.apgr is not None and p.apgr.low > 0.5
+    assert p.held_out == 120 and p.pairs == 400
+    assert p.strong_share is not None and p.strong_share < 1
+    assert p.reason.startswith("proven: threshold")
+    assert p.metrics()["apgr"]["low"] == p.apgr.low
+
+
+def test_a_random_score_has_no_signal(pairs) -> None:  # type: ignore[no-untyped-def]
+    p = prove(pairs, _router(pairs, np.random.default_rng(1).random(len(pairs))), floor=0.95, min_pairs=300)
+    assert not p.ok and p.state == "no_signal"
+    assert p.apgr is not None and p.apgr.low <= 0.5 <= p.apgr.high
+    assert p.reason == f"no signal yet: APGR {p.apgr.value:.2f} [{p.apgr.low:.2f}, {p.apgr.high:.2f}]"
+
+
+def test_too_few_pairs_keep_observing(pairs) -> None:  # type: ignore[no-untyped-def]
+    p = prove(pairs.subset(np.arange(312)), _router(pairs, np.zeros(len(pairs))), floor=0.95, min_pairs=500)
+    assert not p.ok and p.state == "observing" and p.reason == "observing: 312/500 pairs"
+    assert p.apgr is None and p.threshold is None
