@@ -104,3 +104,40 @@ def test_a_streaming_client_gets_the_accepted_answer_without_logprobs(upstream: 
         chunks = list(ask(gw, stream=True).parse())
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == GOOD
     assert all(c.choices[0].logprobs is None for c in chunks if c.choices)
+
+
+SC = {"kind": "self_consistency", "model": "small", "k": 3}
+
+
+def test_self_consistency_accepts_when_the_samples_agree_and_counts_them(upstream: FakeUpstream,
+                                                                          tmp_path: Path) -> None:
+    upstream.reply(GOOD, model="fake-small")
+    upstream.reply("2 x 7 = 14.\nThe answer is 14.", times=2, model="fake-small")
+    with running(config(upstream, tmp_path, [SC])) as gw:
+        raw = ask(gw, temperature=0)
+        [t] = traces(gw, 1)
+    assert raw.parse().choices[0].message.content == GOOD
+    assert raw.headers["x-gearshift-model"] == "small"
+    assert upstream.count(model="fake-small") == 3 and upstream.count(model="fake-large") == 0
+    samples = small_requests(upstream)[1:]
+    assert all(s["temperature"] == 0.7 for s in samples)  # the samples need some spread
+    assert [(c["model"], c["role"]) for c in t["calls"]] == [("small", "primary"), ("small", "gate"), ("small", "gate")]
+    assert all(c["cost_usd"] > 0 for c in t["calls"])
+    assert t["verdicts"][0]["passed"] and t["verdicts"][0]["score"] == pytest.approx(1.0)
+    # The client pays for the samples too.
+    assert float(raw.headers["x-gearshift-cost-usd"]) == pytest.approx(sum(c["cost_usd"] for c in t["calls"]), rel=1e-6)
+
+
+def test_self_consistency_escalates_when_the_samples_disagree(upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.reply(GOOD, model="fake-small")
+    upstream.reply("#### 15", model="fake-small")
+    upstream.reply("#### 16", model="fake-small")
+    upstream.reply("There are 14 apples.", model="fake-large")
+    with running(config(upstream, tmp_path, [SC])) as gw:
+        raw = ask(gw)
+        [t] = traces(gw, 1)
+    assert raw.headers["x-gearshift-model"] == "large"
+    assert "tier 1 (small) failed self_consistency" in raw.headers["x-gearshift-reason"]
+    assert [c["role"] for c in t["calls"]] == ["primary", "gate", "gate", "escalation"]
+    assert t["verdicts"][0]["score"] == pytest.approx(1 / 3)
+    assert float(raw.headers["x-gearshift-cost-usd"]) == pytest.approx(sum(c["cost_usd"] for c in t["calls"]), rel=1e-6)
