@@ -84,6 +84,7 @@ class Behaviour:
     headers: dict[str, str] | None = None  # fail: response headers (default for 429: retry-after 1)
     body: bytes = b""  # raw: the body sent as it is
     content_type: str = "application/json"  # raw: its content type
+    logprob: float | None = None  # ok: each answer token's logprob when the request asks `logprobs: true`
 
 
 @dataclass
@@ -185,6 +186,12 @@ class FakeUpstream:
     def reply(self, text: str, times: int | None = 1, model: str | None = None, usage: bool = True) -> FakeUpstream:
         """Answer `text` instead of the echo (`usage=False`: report no usage, as some servers do)."""
         return self.script(Behaviour("ok", times, text=text, usage=usage), model=model)
+
+    def confident(self, logprob: float, text: str | None = None, times: int | None = 1,
+                  model: str | None = None) -> FakeUpstream:
+        """Answer (`text`, or the echo) with every token at `logprob` when the request asks for logprobs
+        (0 is certain; -2 is a 14% guess). Unscripted answers carry logprob -0.01 per token."""
+        return self.script(Behaviour("ok", times, text=text, logprob=logprob), model=model)
 
     def clear(self) -> None:
         """Forget the script and the recorded requests."""
@@ -355,7 +362,8 @@ class FakeUpstream:
                     "name": ans.tool["name"], "arguments": orjson.dumps(ans.tool["input"]).decode()}}]
             doc: dict[str, Any] = {"id": cid, "object": "chat.completion", "created": created, "model": model,
                                    "system_fingerprint": "fp_fake",
-                                   "choices": [{"index": 0, "message": message, "logprobs": None,
+                                   "choices": [{"index": 0, "message": message,
+                                                "logprobs": _openai_logprobs(body, ans, b),
                                                 "finish_reason": ans.finish}]}
             if ans.usage:
                 doc["usage"] = _openai_usage(ans)
@@ -578,6 +586,21 @@ def _scripted_input(b: Behaviour) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def _openai_logprobs(body: dict[str, Any], ans: _Answer, b: Behaviour) -> dict[str, Any] | None:
+    """`choices[0].logprobs` as OpenAI returns it for `logprobs: true` (with `top_logprobs: n`): one
+    entry per token (the answer's words here), each with its bytes and its n most likely alternatives."""
+    if body.get("logprobs") is not True or ans.tool:
+        return None
+    lp = -0.01 if b.logprob is None else b.logprob
+    n = int(body.get("top_logprobs") or 0)
+    content = []
+    for token in _words(ans.text) if ans.text else []:
+        alts = [{"token": token, "logprob": lp, "bytes": list(token.encode())}]
+        alts += [{"token": f"<alt{k}>", "logprob": lp - k, "bytes": list(f"<alt{k}>".encode())} for k in range(1, n)]
+        content.append({"token": token, "logprob": lp, "bytes": list(token.encode()), "top_logprobs": alts[:n]})
+    return {"content": content, "refusal": None}
 
 
 def _openai_usage(ans: _Answer) -> dict[str, int]:

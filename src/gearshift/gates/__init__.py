@@ -2,7 +2,8 @@
 
 Build one from its YAML form with `build_gate({kind: length, min: 20}, models)`. Programmatic gates
 (`length`, `json_schema`, `regex`, `contains`, `refusal`, `tool_calls`, `arithmetic`, `final_answer`)
-run synchronously with `check()`; the `judge` calls a model and runs with `await acheck()`.
+run synchronously with `check()`, and so does `logprob` (on the answer's token logprobs); the `judge` and
+`self_consistency` call a model and run with `await acheck()`.
 """
 
 from gearshift.gates.arithmetic import ArithmeticGate, FinalAnswerGate, final_number

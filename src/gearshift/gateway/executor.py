@@ -214,9 +214,12 @@ class Executor:
         walk = Walk(route)
         answers: list[tuple[str, Completion]] = []  # each gated step's answer, by step index
         while walk.gated:
-            model, completion = await self._answer(walk.step, walk.role, request, trace)
+            asked = _logprobs_request(walk.step, request, self.providers)
+            model, completion = await self._answer(walk.step, walk.role, asked or request, trace)
             answers.append((model, completion))
             chosen = walk.judge(model, await self._gate(walk.step, request, completion, trace))
+            if asked is not None:  # the gates have read them: the client gets the body it asked for
+                _strip_logprobs(completion)
             if chosen is not None:
                 return _whole(*answers[chosen], stream, walk.notes)
         return await self._ungated(walk.step, walk.role, request, trace, stream, walk.notes)
@@ -261,6 +264,26 @@ class Executor:
             if error is not None:
                 self.breakers.failure(s.model, error, time.monotonic())
             self._record(trace, s.model, s.role, s.attempt, s.t0, usage=s.usage, error=error, response=s.text)
+
+
+def _logprobs_request(step: Step, request: ChatRequest, providers: dict[str, Provider]) -> ChatRequest | None:
+    """The request with `logprobs: true` when a gate of the step reads them and the client did not ask.
+
+    Only when every model of the step can return them: an API without logprobs (Anthropic) refuses the
+    parameter, and failing the request is worse than the gate failing (it escalates, error no_logprobs)."""
+    if request.body.get("logprobs") is True or not any(getattr(g, "needs_logprobs", False) for g in step.gates):
+        return None
+    if not all(getattr(providers[m], "logprobs", False) for m in (step.model, *step.fallbacks)):
+        return None
+    return ChatRequest(body={**request.body, "logprobs": True}, metadata=request.metadata, client=request.client)
+
+
+def _strip_logprobs(completion: Completion) -> None:
+    """Remove the logprobs gearshift asked for; the upstream's bytes no longer match, so they go too."""
+    for choice in completion.body.get("choices") or ():
+        if isinstance(choice, dict) and choice.get("logprobs") is not None:
+            choice["logprobs"] = None  # the shape OpenAI returns when logprobs were not asked for
+    completion.raw = None
 
 
 def _whole(model: str, completion: Completion, stream: bool, notes: list[str]) -> Answer:
@@ -327,5 +350,8 @@ class CompletionStream(Stream):
         delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
         if message.get("tool_calls"):
             delta["tool_calls"] = [{**tc, "index": j} for j, tc in enumerate(message["tool_calls"])]
-        yield {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        first: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
+        if choice.get("logprobs"):  # only there when the client asked for them
+            first["logprobs"] = choice["logprobs"]
+        yield {**base, "choices": [first]}
         yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason", "stop")}]}

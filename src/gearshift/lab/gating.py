@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from gearshift.gates.base import Gate
-from gearshift.lab.replay import Curve, requests, sweep_scores
+from gearshift.lab.replay import Curve, check_recorded, recorded, requests, sweep_scores
 from gearshift.outcomes.table import Outcomes
 from gearshift.request import ChatRequest
 
@@ -99,12 +99,9 @@ def _answers(outcomes: Outcomes, model: str) -> np.ndarray:
 def gate_scores(gates: Sequence[Gate], outcomes: Outcomes, model: str,
                 reqs: Sequence[ChatRequest] | None = None) -> GateScores:
     """Run every gate on `model`'s recorded answer of every prompt (the gates' own `check`)."""
-    for g in gates:
-        if not g.offline:
-            raise ValueError(f"gate {g.name!r} (kind {g.kind}) calls a model to judge; the lab cannot replay it on "
-                             f"recorded text. Replay the programmatic and learned gates, or record judge verdicts in "
-                             f"traces and evaluate those")
+    check_recorded(gates, outcomes, model)
     answers = _answers(outcomes, model)
+    column = outcomes.index(model)
     reqs = list(reqs) if reqs is not None else requests(outcomes)
     n, k = len(outcomes), len(gates)
     scores = np.empty((n, k))
@@ -114,8 +111,9 @@ def gate_scores(gates: Sequence[Gate], outcomes: Outcomes, model: str,
     for i in range(n):
         t0 = time.perf_counter()
         text = answers[i] or ""
+        completion = recorded(outcomes, i, column, text)  # the recorded logprob, for confidence gates
         for j, g in enumerate(gates):
-            v = g.check(reqs[i], text)
+            v = g.check(reqs[i], text, completion)
             scores[i, j], passed[i, j] = v.score, v.passed
             cost[i] += v.cost_usd
         seconds[i] = time.perf_counter() - t0
@@ -141,7 +139,8 @@ def cascade_outcomes(outcomes: Outcomes, weak: str, strong: str, gate_cost: np.n
     return Outcomes(prompts=outcomes.prompts, models=[weak, strong], quality=quality, cost=cost, latency=latency,
                     responses=None if outcomes.responses is None else outcomes.responses[:, [w, s]],
                     meta=dict(outcomes.meta), name=f"{outcomes.name} (cascade {weak} -> {strong})",
-                    cost_estimated=outcomes.cost_estimated)
+                    cost_estimated=outcomes.cost_estimated,
+                    logprob=None if outcomes.logprob is None else outcomes.logprob[:, [w, s]])
 
 
 def sweep_cascade(escalation: np.ndarray, outcomes: Outcomes, weak: str, strong: str,

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gearshift.gates.logprob import recorded_completion
 from gearshift.outcomes.table import Outcomes
 from gearshift.request import ChatRequest
 from gearshift.route import Route, Walk
@@ -343,6 +344,28 @@ class CascadeReplay:
         return out
 
 
+def recorded(outcomes: Outcomes, row: int, column: int, text: str) -> dict[str, Any] | None:
+    """What a gate's `check` gets as the completion of a recorded answer: its mean token logprob when
+    the outcomes carry one (the `<model>|logprob` column), else nothing."""
+    if outcomes.logprob is None:
+        return None
+    lp = float(outcomes.logprob[row, column])
+    return None if np.isnan(lp) else recorded_completion(text, lp)
+
+
+def check_recorded(gates: Sequence[Any], outcomes: Outcomes, model: str) -> None:
+    """Refuse gates the recorded outcomes cannot drive: model calls (judge, self_consistency), and
+    confidence gates without a `<model>|logprob` column (they would fail every answer)."""
+    for g in gates:
+        if not g.offline:
+            raise ValueError(f"gate {g.name!r} (kind {g.kind}) calls a model; the lab cannot replay it on recorded "
+                             f"text. Replay the programmatic and learned gates, or record its verdicts in traces")
+        if getattr(g, "needs_logprobs", False) and (
+                outcomes.logprob is None or np.isnan(outcomes.logprob[:, outcomes.index(model)]).all()):
+            raise ValueError(f"gate {g.name!r} (kind {g.kind}) reads token logprobs; outcomes {outcomes.name!r} "
+                             f"have no `{model}|logprob` column (see docs/outcomes-format.md)")
+
+
 @dataclass
 class _Walked:
     column: int
@@ -374,12 +397,12 @@ def _walk(route: Route, outcomes: Outcomes, row: int, column: Callable[[str], in
             raise ValueError(f"outcomes {outcomes.name!r} keep no response text: the gates of "
                              f"{step.model!r} need its recorded answers")
         text = outcomes.responses[row, j] or ""
+        check_recorded(step.gates, outcomes, step.model)
+        completion = recorded(outcomes, row, j, text)
         t0 = time.perf_counter()
         results = []
         for g in step.gates:
-            if not g.offline:
-                raise ValueError(f"gate {g.name!r} (kind {g.kind}) calls a model; the lab cannot replay it")
-            v = g.check(request, text)
+            v = g.check(request, text, completion)
             results.append((g.name, v.passed, v.score))
             gate_cost += v.cost_usd
         spent = time.perf_counter() - t0
@@ -425,5 +448,5 @@ def cascade_records(router: Router, outcomes: Outcomes, *, columns: Mapping[str,
 __all__ = [
     "CascadeReplay", "Curve", "Decisions", "OperatingPoint", "RouteOutcome", "ScoreOrder", "cascade_outcome",
     "cascade_records", "column_of", "fixed_decisions", "operating_point", "primary_outcome", "replay",
-    "replay_cascade", "requests", "router_scores", "sweep", "sweep_scores",
+    "recorded", "replay_cascade", "requests", "router_scores", "sweep", "sweep_scores",
 ]

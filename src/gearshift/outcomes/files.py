@@ -3,7 +3,7 @@
 The format is specified in docs/outcomes-format.md. In short, the columns are `prompt`, optional
 metadata (`task`, `split`, `source_id`, `meta.<name>`), and for each model `<model>|quality`
 (required), `<model>|cost`, `<model>|input_tokens`, `<model>|output_tokens`, `<model>|latency`,
-`<model>|response`. JSONL files use the same names as keys of one flat object per line.
+`<model>|response`, `<model>|logprob`. JSONL files use the same names as keys of one flat object per line.
 
 Every problem is a ValueError naming the file, the row and the column, because outcomes files are
 written by hand and by scripts, and "bad value somewhere" costs an afternoon.
@@ -27,7 +27,7 @@ from gearshift.outcomes.table import Outcomes
 SEP = "|"
 META_COLUMNS = ("task", "split", "source_id")
 META_PREFIX = "meta."
-FIELDS = ("quality", "cost", "input_tokens", "output_tokens", "latency", "response")
+FIELDS = ("quality", "cost", "input_tokens", "output_tokens", "latency", "response", "logprob")
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 # A price table: model -> Price, or (input, output) USD per 1M tokens.
@@ -126,12 +126,18 @@ def _nonneg(v: Any) -> float | None:
     return x if x is not None and x >= 0 else None
 
 
+def _nonpos(v: Any) -> float | None:
+    x = _number(v)
+    return x if x is not None and x <= 0 else None
+
+
 _PARSERS = {
     "quality": (_quality, "is not a number in [0,1] or true/false"),
     "cost": (_nonneg, "is not a cost in USD (a number >= 0)"),
     "input_tokens": (_nonneg, "is not a token count (a number >= 0)"),
     "output_tokens": (_nonneg, "is not a token count (a number >= 0)"),
     "latency": (_nonneg, "is not a latency in seconds (a number >= 0)"),
+    "logprob": (_nonpos, "is not a mean token logprob (a number <= 0)"),
 }
 
 
@@ -190,6 +196,7 @@ def outcomes_from_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], columns: I
         raise ValueError(f"{source}: no rows")
     has_latency = any("latency" in cols.fields[mm] for mm in cols.models)
     has_response = any("response" in cols.fields[mm] for mm in cols.models)
+    has_logprob = any("logprob" in cols.fields[mm] for mm in cols.models)
     resp_arr = None
     if has_response:
         resp_arr = np.empty((n, m), dtype=object)
@@ -203,6 +210,7 @@ def outcomes_from_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], columns: I
         responses=resp_arr,
         meta={k: np.array(v, dtype=object) for k, v in meta.items()},
         name=name,
+        logprob=np.array(values["logprob"], dtype=float).reshape(n, m) if has_logprob else None,
     )
 
 
@@ -283,6 +291,8 @@ def _header(outcomes: Outcomes) -> list[tuple[str, str, Any]]:
             cols.append((f"{model}{SEP}latency", "latency", j))
         if outcomes.responses is not None:
             cols.append((f"{model}{SEP}response", "response", j))
+        if outcomes.logprob is not None:
+            cols.append((f"{model}{SEP}logprob", "logprob", j))
     return cols
 
 
@@ -293,7 +303,8 @@ def _value(outcomes: Outcomes, i: int, kind: str, key: Any) -> Any:
         return str(outcomes.meta[key][i])
     if kind == "response":
         return outcomes.responses[i, key]  # type: ignore[index]
-    arr = {"quality": outcomes.quality, "cost": outcomes.cost, "latency": outcomes.latency}[kind]
+    arr = {"quality": outcomes.quality, "cost": outcomes.cost, "latency": outcomes.latency,
+           "logprob": outcomes.logprob}[kind]
     x = float(arr[i, key])  # type: ignore[index]
     return None if math.isnan(x) else x
 

@@ -34,10 +34,12 @@ class Outcomes:
     name: str = "outcomes"
     # True when `cost` holds estimates (e.g. tokens guessed from characters), not billed amounts.
     cost_estimated: bool = False
+    # (n, m) mean token logprob of each answer (NaN unknown), or None: what confidence gates read offline.
+    logprob: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n, m = len(self.prompts), len(self.models)
-        for label in ("quality", "cost", "latency", "responses"):
+        for label in ("quality", "cost", "latency", "responses", "logprob"):
             arr = getattr(self, label)
             if arr is not None and arr.shape != (n, m):
                 raise ValueError(f"outcomes {label} has shape {arr.shape}, expected ({n}, {m})")
@@ -68,6 +70,7 @@ class Outcomes:
             meta={k: v[rows] for k, v in self.meta.items()},
             name=self.name,
             cost_estimated=self.cost_estimated,
+            logprob=None if self.logprob is None else self.logprob[rows],
         )
 
     def select_models(self, models: Sequence[str]) -> Outcomes:
@@ -83,6 +86,7 @@ class Outcomes:
             meta=dict(self.meta),
             name=self.name,
             cost_estimated=self.cost_estimated,
+            logprob=None if self.logprob is None else self.logprob[:, cols],
         )
 
     def unanswered(self) -> list[str]:
@@ -120,6 +124,7 @@ def concat(tables: Sequence[Outcomes], name: str | None = None) -> Outcomes:
 
     any_latency = any(t.latency is not None for t in tables)
     any_text = any(t.responses is not None for t in tables)
+    any_logprob = any(t.logprob is not None for t in tables)
     return Outcomes(
         prompts=np.concatenate([t.prompts for t in tables]),
         models=models,
@@ -130,6 +135,7 @@ def concat(tables: Sequence[Outcomes], name: str | None = None) -> Outcomes:
         meta={k: np.concatenate([t.meta.get(k, np.full(len(t), "", dtype=object)) for t in tables]) for k in keys},
         name=name or " + ".join(t.name for t in tables),
         cost_estimated=any(t.cost_estimated for t in tables),
+        logprob=np.concatenate([widen(t, t.logprob, np.nan, float) for t in tables]) if any_logprob else None,
     )
 
 
@@ -156,5 +162,5 @@ def assign_parts(outcomes: Outcomes, parts: Mapping[str, float], seed: int = 0, 
     meta = {**outcomes.meta, "split": split}
     return Outcomes(prompts=outcomes.prompts, models=list(outcomes.models), quality=outcomes.quality,
                     cost=outcomes.cost, latency=outcomes.latency, responses=outcomes.responses, meta=meta,
-                    name=outcomes.name, cost_estimated=outcomes.cost_estimated)
+                    name=outcomes.name, cost_estimated=outcomes.cost_estimated, logprob=outcomes.logprob)
 

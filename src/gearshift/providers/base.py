@@ -74,6 +74,7 @@ class Provider(ABC):
 
     kind: ClassVar[str]
     default_base_url: ClassVar[str] = ""  # "" : models of this kind need no base_url
+    logprobs: ClassVar[bool] = False  # True: passes `logprobs: true` upstream and returns token logprobs
     # Metadata keys that are routing hints, never forwarded; the executor adds those its config reads.
     routing_keys: frozenset[str] = ROUTING_KEYS
 

@@ -38,6 +38,7 @@ class OpenAICompatProvider(Provider):
 
     kind = "openai"
     default_base_url = "https://api.openai.com/v1"
+    logprobs = True  # forwarded in the body; the answer's `choices[].logprobs` comes back as sent
 
     def __init__(self, model: ModelConfig, session: aiohttp.ClientSession | None, base_dir: str = ".") -> None:
         super().__init__(model, session, base_dir)
