@@ -119,10 +119,11 @@ class TraceStore(ABC):
         self.__dict__.setdefault("_local_state", {})[name] = state
 
     def reserve_shadow(self, router: str, day: str, usd: float, budget: float) -> int | None:
-        """Reserve `usd` of a router's shadow budget for a UTC day, if today's reservations plus it fit
-        `budget`, atomically among every process sharing the store; the reservation's id, else None."""
+        """Reserve `usd` of a router's shadow budget for a UTC day if today's reservations leave some of
+        `budget`, atomically among every process sharing the store (so the day ends at most one
+        reservation over); the reservation's id, else None."""
         book: list[list[Any]] = self.__dict__.setdefault("_reserved", [])
-        if self.shadow_reserved(router, day) + usd > budget:
+        if self.shadow_reserved(router, day) >= budget:
             return None
         book.append([router, day, usd])
         return len(book) - 1

@@ -300,11 +300,11 @@ class SQLStore(TraceStore):
                       (name, json.dumps(state), time.time()))
 
     def reserve_shadow(self, router: str, day: str, usd: float, budget: float) -> int | None:
-        # The write lock makes "sum + this <= budget" hold across every process sharing the store.
+        # The write lock makes the check and the insert one step across every process sharing the store.
         with self._lock, self._transaction(lock_table="shadow_reservations"):
             (spent,) = self._run("SELECT COALESCE(SUM(usd), 0) FROM shadow_reservations WHERE router = ? AND day = ?",
                                  (router, day)).fetchone()
-            if float(spent) + usd > budget:
+            if float(spent) >= budget:
                 return None
             cur = self._run("INSERT INTO shadow_reservations (router, day, created, usd) VALUES (?,?,?,?) "
                             "RETURNING id", (router, day, time.time(), usd))
