@@ -227,6 +227,9 @@ class WatchConfig(_Strict):
                                         description="alert when quality retained's lower bound is below this")
     confidence: float = Field(default=0.95, gt=0.5, lt=1, description="two-sided level of the quality interval")
     psi_bins: int = Field(default=10, ge=2, le=100)
+    psi_false_alarm: float = Field(default=0.001, gt=0, lt=0.5,
+                                   description="the PSI bound is raised to what sampling noise alone exceeds "
+                                   "this often (simulated; see benchmarks/psi_bounds.py)")
     webhook_url: str | None = Field(default=None, description="POST alerts here as JSON")
     webhook_url_env: str | None = Field(default=None, description="or read the URL from this variable "
                                         "(for URLs that carry a token)")

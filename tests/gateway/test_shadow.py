@@ -247,3 +247,25 @@ def test_feedback_only_from_the_key_that_asked_or_an_admin(upstream: FakeUpstrea
         assert post("ops", 1.0).status == 200
         fb = gw.gateway.store.feedback()
     assert [(f["score"], f["client"]) for f in fb] == [(1.0, "ops")]
+
+
+def test_a_budget_shared_by_two_gateways_holds_in_a_burst(upstream: FakeUpstream, tmp_path: Path) -> None:
+    # Reservations, not after-the-fact sync: both gateways see each other's reservations at once.
+    # One shadow pair here: ~15 input tokens and the served answer's length at large's 10/30 per 1M.
+    from concurrent.futures import ThreadPoolExecutor
+
+    budget = 0.0015
+    config = shadow_config(upstream, tmp_path, {"rate": 1.0, "daily_budget_usd": budget})
+    with running(config) as a, running(config) as b:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: ask((a, b)[i % 2], f"burst question number {i} " * 3), range(60)))
+        for gw in (a, b):
+            flushed(gw)
+        store = a.gateway.store
+        rows = list(store.traces())
+        costs = [c["cost_usd"] for r in rows for c in r["calls"] if c["role"] == "shadow"]
+        dropped = a.gateway.shadower.dropped["budget"] + b.gateway.shadower.dropped["budget"]
+        done = a.gateway.shadower.done + b.gateway.shadower.done
+    assert costs and dropped > 0 and done == len(costs) and done + dropped == 60
+    print(f"shadow pairs {done}, dropped {dropped}, spent {sum(costs):.6f} of {budget} (one call <= {max(costs):.6f})")
+    assert sum(costs) <= budget + max(costs)

@@ -1,6 +1,11 @@
 """Shadow routing: after the client has its answer, a sample of requests also goes to the reference
 model in the background; the pair is scored and stored in the trace. Never delays or alters the
-client's response: a full queue or a spent daily budget drops the shadow work, counted."""
+client's response: a full queue or a spent daily budget drops the shadow work, counted.
+
+A daily budget is kept in the store as reservations: before calling the reference, a worker reserves
+the estimated cost of the pair (reference answer and judging) in one atomic step shared by every
+replica, and settles it with the real cost after. Replicas spending at once thus cannot each spend
+the whole budget before they hear of each other; the day ends at most one pair's cost over."""
 
 from __future__ import annotations
 
@@ -119,6 +124,7 @@ class Shadower:
         # larger of the two is the better count.
         for key, usd in stored.items():
             self.spent[key] = max(self.spent.get(key, 0.0), usd)
+        # (Reservations in the store, not this count, hold the budget: see `_reserve`.)
 
     async def _sync_loop(self) -> None:
         while True:
@@ -160,6 +166,23 @@ class Shadower:
             self._spend(policy, call.cost_usd)
         return call, completion
 
+    def estimate(self, policy: _Policy, request: ChatRequest, trace: Trace, target: str) -> float:
+        """USD the shadow pair will likely cost: the target's answer as long as the served one (or
+        `max_tokens`, or 512), and a judge reading the question and both answers."""
+        served = next((c.output_tokens for c in reversed(trace.calls) if c.output_tokens), 0)
+        out = served or int(request.body.get("max_tokens") or request.body.get("max_completion_tokens") or 512)
+        tokens = request.estimated_tokens()
+        usd = self.config.models[target].price.cost(tokens, out)
+        if policy.judge:
+            usd += self.config.models[policy.judge].price.cost(tokens + 2 * out + 200, 10)
+        return usd
+
+    async def _reserve(self, policy: _Policy, request: ChatRequest, trace: Trace, target: str) -> int | None:
+        assert policy.budget is not None
+        usd = self.estimate(policy, request, trace, target)
+        day = _today()
+        return await asyncio.to_thread(self.writer.store.reserve_shadow, policy.router, day, usd, policy.budget)
+
     async def _shadow(self, policy: _Policy, request: ChatRequest, trace: Trace, answer: str,
                       answer_body: dict[str, Any] | None) -> None:
         if policy.budget is not None and self.spent_today(policy.router) >= policy.budget:
@@ -171,6 +194,12 @@ class Shadower:
         exploring = trace.final_model == policy.reference
         target = policy.explore if exploring else policy.reference
         assert target is not None
+        reservation = None
+        if policy.budget is not None:
+            reservation = await self._reserve(policy, request, trace, target)
+            if reservation is None:  # other replicas (or this one) already reserved the day's budget
+                self.dropped["budget"] += 1
+                return
         call, completion = await self._call(policy, target, shadow_req, "shadow")
         # A copy: the original trace object may still be serialised by the writer thread.
         t = copy.copy(trace)
@@ -194,6 +223,10 @@ class Shadower:
                 # The reference is taken as correct: its quality in the pair is 1 by definition.
                 t.verdicts.append({"gate": "shadow_reference", "model": policy.reference, "passed": True,
                                    "score": 1.0, "method": "reference", "reasons": []})
+        if reservation is not None:
+            # The real cost replaces the estimate (a failure before here leaves the estimate: safe side).
+            real = sum(c.cost_usd for c in t.calls[len(trace.calls):])
+            await asyncio.to_thread(self.writer.store.settle_shadow, reservation, real)
         self.done += 1
         if self.counters is not None:
             self.counters.observe_shadow(t.calls[len(trace.calls):], t.verdicts[len(trace.verdicts):])

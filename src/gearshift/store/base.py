@@ -109,5 +109,32 @@ class TraceStore(ABC):
         active = [v for v in self.router_versions(router) if v["active"]]
         return active[-1] if active else None
 
+    # Small shared state (new tables; a store without them keeps it in this process only).
+    def watch_state(self, name: str) -> dict[str, Any] | None:
+        """The watch's saved state under a name (e.g. the alert episodes of one watched router)."""
+        return getattr(self, "_local_state", {}).get(name)
+
+    def save_watch_state(self, name: str, state: dict[str, Any]) -> None:
+        """Replace the watch's saved state under a name, for whichever process watches next."""
+        self.__dict__.setdefault("_local_state", {})[name] = state
+
+    def reserve_shadow(self, router: str, day: str, usd: float, budget: float) -> int | None:
+        """Reserve `usd` of a router's shadow budget for a UTC day if today's reservations leave some of
+        `budget`, atomically among every process sharing the store (so the day ends at most one
+        reservation over); the reservation's id, else None."""
+        book: list[list[Any]] = self.__dict__.setdefault("_reserved", [])
+        if self.shadow_reserved(router, day) >= budget:
+            return None
+        book.append([router, day, usd])
+        return len(book) - 1
+
+    def settle_shadow(self, reservation: int, usd: float) -> None:
+        """Replace a reservation's estimate with what the shadow work really cost."""
+        self.__dict__["_reserved"][reservation][2] = usd
+
+    def shadow_reserved(self, router: str, day: str) -> float:
+        """USD reserved (or settled) on a router's shadow budget for a UTC day."""
+        return sum(u for r, d, u in self.__dict__.get("_reserved", []) if (r, d) == (router, day))
+
     def close(self) -> None:  # noqa: B027 - stores without a connection need not override it
         """Release the connection."""

@@ -88,6 +88,20 @@ CREATE TABLE IF NOT EXISTS calls (
     truncated INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (trace_id, idx)
 );
+CREATE TABLE IF NOT EXISTS watch_state (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS shadow_reservations (
+    id {serial_pk},
+    router TEXT NOT NULL,
+    day TEXT NOT NULL,
+    created {real} NOT NULL,
+    usd {real} NOT NULL,
+    settled INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS shadow_reservations_day ON shadow_reservations(router, day);
 """
 
 
@@ -273,6 +287,38 @@ class SQLStore(TraceStore):
             self._run("UPDATE router_versions SET active = 0 WHERE router = ?", (router,))
             self._run("UPDATE router_versions SET active = 1, promoted_by = ?, promoted_at = ? "
                       "WHERE router = ? AND version = ?", (by, time.time(), router, version))
+
+    def watch_state(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._run("SELECT state FROM watch_state WHERE name = ?", (name,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def save_watch_state(self, name: str, state: dict[str, Any]) -> None:
+        with self._lock, self._transaction():
+            self._run("INSERT INTO watch_state (name, state, updated) VALUES (?,?,?) ON CONFLICT (name) "
+                      "DO UPDATE SET state = excluded.state, updated = excluded.updated",
+                      (name, json.dumps(state), time.time()))
+
+    def reserve_shadow(self, router: str, day: str, usd: float, budget: float) -> int | None:
+        # The write lock makes the check and the insert one step across every process sharing the store.
+        with self._lock, self._transaction(lock_table="shadow_reservations"):
+            (spent,) = self._run("SELECT COALESCE(SUM(usd), 0) FROM shadow_reservations WHERE router = ? AND day = ?",
+                                 (router, day)).fetchone()
+            if float(spent) >= budget:
+                return None
+            cur = self._run("INSERT INTO shadow_reservations (router, day, created, usd) VALUES (?,?,?,?) "
+                            "RETURNING id", (router, day, time.time(), usd))
+            return int(cur.fetchone()[0])
+
+    def settle_shadow(self, reservation: int, usd: float) -> None:
+        with self._lock, self._transaction():
+            self._run("UPDATE shadow_reservations SET usd = ?, settled = 1 WHERE id = ?", (usd, reservation))
+
+    def shadow_reserved(self, router: str, day: str) -> float:
+        with self._lock:
+            (spent,) = self._run("SELECT COALESCE(SUM(usd), 0) FROM shadow_reservations WHERE router = ? AND day = ?",
+                                 (router, day)).fetchone()
+        return float(spent)
 
     def prune(self, before: float, chunk: int = 5000) -> int:
         # In chunks, each its own transaction: the trace writer gets the store between them.

@@ -2,7 +2,9 @@
 
 A metric alerts when it drifts, stays quiet while it stays drifted, sends a `resolved` notice when a
 later check finds it within bounds, and alerts again if it drifts again. A check that cannot judge a
-metric (too little data) leaves its state as it was. The webhook URL is never logged: such URLs often
+metric (too little data) leaves its state as it was. The episode state (which metrics drift, since
+when, when last sent) round-trips through `state()`/`restore()`, so the loop can keep it in the store
+and a new duty holder continues an episode instead of announcing it again. The webhook URL is never logged: such URLs often
 carry a token.
 """
 
@@ -32,6 +34,8 @@ class Alerter:
         self._session = session
         self._own_session = False
         self.active: dict[str, Metric] = {}  # metric name -> the metric when it started drifting
+        self.since: dict[str, float] = {}  # metric name -> when its episode started
+        self.last_sent: float | None = None
         self.sent = 0
         self.failed = 0
 
@@ -46,11 +50,28 @@ class Alerter:
         for m in report.metrics:
             if m.status == DRIFT and m.name not in self.active:
                 self.active[m.name] = m
+                self.since[m.name] = report.created
                 fired.append(m)
             elif m.status == OK and m.name in self.active:
                 del self.active[m.name]
+                self.since.pop(m.name, None)
                 resolved.append(m)
         return fired, resolved
+
+    def state(self) -> dict[str, Any]:
+        """The episode state as JSON-able data."""
+        return {"active": {k: {**asdict(m), "since": self.since.get(k)} for k, m in self.active.items()},
+                "last_sent": self.last_sent}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue the episodes a `state()` describes (another process's, or an earlier one's)."""
+        self.active, self.since = {}, {}
+        for name, d in (state.get("active") or {}).items():
+            since = d.pop("since", None)
+            self.active[name] = Metric(**d)
+            if since is not None:
+                self.since[name] = float(since)
+        self.last_sent = state.get("last_sent")
 
     async def process(self, report: WatchReport) -> list[Metric]:
         """Log and post the report's new alerts and recoveries; return the metrics that alerted."""
@@ -59,6 +80,8 @@ class Alerter:
             log.warning("watch drift: %s", m.message)
         for m in resolved:
             log.info("watch recovered: %s", m.message)
+        if fired or resolved:
+            self.last_sent = time.time()
         if self.webhook_url and (fired or resolved):
             await self.post(payload(report, fired, resolved))
         return fired

@@ -47,6 +47,7 @@ class WatchReport:
     router: str | None = None
     created: float = field(default_factory=time.time)
     spend: dict[str, float | None] = field(default_factory=dict)  # USD: window spend, counterfactual, shadow
+    status: str = "checked"  # or "new baseline pending (n/N)" after a promotion (no metrics then)
 
     @property
     def drifted(self) -> list[Metric]:
@@ -60,7 +61,7 @@ class WatchReport:
         return next(m for m in self.metrics if m.name == name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"created": self.created, "router": self.router,
+        return {"created": self.created, "router": self.router, "status": self.status,
                 "window": {"n": self.window_n, "start": self.window_start, "end": self.window_end},
                 "spend_usd": self.spend,
                 "baseline": {"source": self.baseline_source, "n": self.baseline_n},

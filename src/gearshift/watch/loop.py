@@ -57,8 +57,27 @@ def store_baseline(store: TraceStore, config: Config) -> tuple[Baseline | None, 
     return baseline, len(rows) >= wc.window_requests
 
 
+def promotion_baseline(store: TraceStore, config: Config, version: int,
+                       promoted_at: float) -> tuple[Baseline | None, int]:
+    """The baseline from the first `window_requests` traces after a promotion (None until there are
+    that many), and how many there are so far."""
+    from gearshift.watch.drift import Baseline
+
+    wc = config.watch
+    rows = list(store.traces(since=promoted_at, router=wc.router, limit=wc.window_requests))
+    if len(rows) < wc.window_requests:
+        return None, len(rows)
+    source = f"first {len(rows)} traces after version {version} of {wc.router} was promoted"
+    return Baseline.from_traces(rows, config, source=source), len(rows)
+
+
 class WatchLoop:
-    """Runs `Watch.check` on the store's recent traces every interval; fires alerts; keeps the report."""
+    """Runs `Watch.check` on the store's recent traces every interval; fires alerts; keeps the report.
+
+    A promotion of the watched router's version changes what it does, so the old baseline no longer
+    describes it: the loop then waits for `window_requests` traces after the promotion and makes them
+    the baseline, reporting `new baseline pending (n/N)` until then. The alert episodes live in the
+    store (`watch_state`), so whichever process holds the alert duty continues them."""
 
     def __init__(self, store: TraceStore, config: Config, counters: Counters | None = None,
                  baseline: Baseline | None = None, alerter: Alerter | None = None) -> None:
@@ -75,6 +94,10 @@ class WatchLoop:
         self.report: WatchReport | None = None
         self._task: asyncio.Task[Any] | None = None
         self._lookback = 3600.0
+        self._version: tuple[int, float] | None = None  # the watched router's active (version, promoted_at)
+        self._seen = False  # whether the active version was read once (the one at start is no change)
+        self._pending: tuple[int, float] | None = None  # a promotion whose baseline is not complete yet
+        self.state_name = f"watch-alerts:{self.wc.router or '*'}"
 
     async def start(self) -> None:
         if self._task is None:
@@ -89,26 +112,64 @@ class WatchLoop:
         await self.alerter.close()
 
     async def check_once(self) -> WatchReport | None:
-        """One check now: read (in a thread), compare, alert. None while there is no baseline yet."""
+        """One check now: read (in a thread), compare, alert. None while there is no baseline yet; a
+        report without metrics and with a `status` while a new baseline is pending."""
         gathered = await asyncio.to_thread(self._gather)
         if gathered is None:
             return None
-        traces, baseline, leading = gathered
+        if isinstance(gathered, WatchReport):
+            self.report = gathered
+            if self.counters is not None:
+                self.counters.record_report(gathered, [])
+            return gathered
+        traces, baseline, leading, state = gathered
         report = self.watch.check(traces, baseline)
+        fired = []
         if leading:
+            # The episodes as the last duty holder left them (maybe another process, seconds ago).
+            if state is not None:
+                self.alerter.restore(state)
+            before = self.alerter.state()
             fired = await self.alerter.process(report)
-        else:
-            # Another process sharing the store alerts; this one keeps the state, so that if it takes
-            # over it does not alert again on a drift already announced.
-            fired, _ = self.alerter.update(report)
+            if self.alerter.state() != before:
+                await asyncio.to_thread(self.store.save_watch_state, self.state_name, self.alerter.state())
+        # A process without the duty sends nothing, so it counts nothing; its state comes from the store
+        # when it takes the duty over.
         self.report = report
         if self.counters is not None:
             self.counters.record_report(report, [m.name for m in fired])
         return report
 
-    def _gather(self) -> tuple[list[dict[str, Any]], Baseline, bool] | None:
+    def _promotion(self) -> None:
+        """Notice a new active version of the watched router; it starts a new baseline."""
+        if self.wc.router is None:
+            return
+        v = self.store.active_version(self.wc.router)
+        now = None if v is None else (int(v["version"]), float(v.get("promoted_at") or 0.0))
+        seen, self._seen = self._seen, True
+        if now == self._version:
+            return
+        self._version = now
+        if now is None or (seen is False and self._frozen):
+            return  # a baseline given at start describes the version running then
+        self._pending, self.baseline, self._frozen = now, None, False
+        log.warning("watch: %s version %d promoted; the old baseline no longer applies, a new one "
+                    "forms from the next %d traces", self.wc.router, now[0], self.wc.window_requests)
+
+    def _gather(self) -> tuple[list[dict[str, Any]], Baseline, bool, dict[str, Any] | None] | WatchReport | None:
         from gearshift.watch.windows import recent_traces
 
+        self._promotion()
+        if self._pending is not None:
+            version, at = self._pending
+            self.baseline, n = promotion_baseline(self.store, self.config, version, at)
+            if self.baseline is None:
+                status = f"new baseline pending ({n}/{self.wc.window_requests})"
+                return WatchReport(metrics=[], window_n=n, window_start=at, window_end=None,
+                                   baseline_source=f"version {version} promoted at {at:.0f}", baseline_n=n,
+                                   router=self.wc.router, status=status)
+            self._pending, self._frozen = None, True
+            log.warning("watch: new baseline for %s: %s", self.wc.router, self.baseline.source)
         if not self._frozen:
             self.baseline, self._frozen = store_baseline(self.store, self.config)
         if self.baseline is None:
@@ -119,7 +180,9 @@ class WatchLoop:
             # Start the next read near the span this window covered, so it usually takes one query.
             age = time.time() - traces[0]["created"]
             self._lookback = max(60.0, 1.5 * age + 2 * self.wc.interval_seconds)
-        return traces, self.baseline, self.store.leads("watch-alerts")
+        leading = self.store.leads("watch-alerts")
+        state = self.store.watch_state(self.state_name) if leading else None
+        return traces, self.baseline, leading, state
 
     async def _run(self) -> None:
         while True:
