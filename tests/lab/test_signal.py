@@ -140,20 +140,28 @@ def pair_trace(router: str, prompt: str, q_weak: float, q_strong: float) -> Trac
                            {"gate": "shadow_reference", "model": strong, "score": q_strong, "passed": True}])
 
 
-@pytest.fixture
-def shuffled_store(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """A gateway config whose classifier (trained on shuffled GSM8K) routes everything strong, and a store
-    holding 400 scored pairs of shuffled GSM8K traffic."""
-    monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
+def stored_pairs(tmp_path: Path, labels: str, threshold: float):  # type: ignore[no-untyped-def]
+    """A gateway config whose classifier is trained on 600 GSM8K prompts and a store holding 400 scored
+    pairs of other GSM8K prompts; labels 'shuffled' shuffles both the training and the live qualities."""
     o = gsm8k(1000, seed=2)
-    artifact.save(fit(shuffled(o.subset(np.arange(600))), TrainSettings()), tmp_path / "router.json")
+    train, live = o.subset(np.arange(600)), o.subset(np.arange(600, 1000))
+    if labels == "shuffled":
+        train, live = shuffled(train), shuffled(live, seed=3)
+    artifact.save(fit(train, TrainSettings()), tmp_path / "router.json")
     path = replay_config_file(tmp_path, {"gearshift/smart": {"kind": "classifier", "artifact": "router.json",
-                                                             "threshold": 0.0}})
+                                                             "threshold": threshold}})
     config = load_config(path)
-    live = shuffled(o.subset(np.arange(600, 1000)), seed=3)
     store = open_store(config.store, config.base_dir)
     store.write([pair_trace("gearshift/smart", str(p), float(q[0]), float(q[1]))
                  for p, q in zip(live.prompts, np.asarray(live.quality), strict=True)])
+    return path, config, store
+
+
+@pytest.fixture
+def shuffled_store(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Shuffled labels, and a router that routes everything strong (threshold 0)."""
+    monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
+    path, config, store = stored_pairs(tmp_path, "shuffled", 0.0)
     yield path, config, store
     store.close()
 
@@ -184,3 +192,36 @@ def test_cli_recalibrate_and_retrain_say_no_signal(shuffled_store) -> None:  # t
         lines = [ln for ln in res.output.splitlines() if NO_SIGNAL in ln]
         assert len(lines) == 1 and lines[0].startswith("not promoted: no signal: APGR"), res.output
         assert "(random 0.5" in res.output and "not applied" in res.output and "\npromoted" not in res.output
+
+
+def test_without_signal_a_move_toward_the_strong_model_still_applies(tmp_path: Path, data_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
+    path, config, store = stored_pairs(tmp_path, "shuffled", 1.01)  # all weak: below the floor
+    try:
+        r = recalibrate(config, store, "gearshift/smart", floor=0.9, min_pairs=100, apply=True)
+        assert r.signal is not None and not r.signal.has_signal
+        # More strong calls only adds safety: applied, and the line still says there is no signal.
+        assert r.calibration.threshold < 1.01 and r.promoted and r.refused is None
+        assert store.active_version("gearshift/smart") is not None
+    finally:
+        store.close()
+    res = CliRunner().invoke(main, ["lab", "recalibrate", "--config", str(path), "--router", "gearshift/smart",
+                                    "--floor", "0.9", "--min-pairs", "100"])
+    assert res.exit_code == 0, res.output
+    assert [ln for ln in res.output.splitlines() if ln.startswith(NO_SIGNAL)]
+
+
+def test_on_real_pairs_recalibrate_and_retrain_show_the_interval_and_promote(tmp_path: Path, data_dir: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
+    path, config, store = stored_pairs(tmp_path, "real", 0.0)
+    try:
+        r = recalibrate(config, store, "gearshift/smart", floor=0.9, min_pairs=100, apply=True)
+        assert r.signal is not None and r.signal.has_signal and r.promoted and r.refused is None
+    finally:
+        store.close()
+    res = CliRunner().invoke(main, ["lab", "recalibrate", "--config", str(path), "--router", "gearshift/smart",
+                                    "--floor", "0.9", "--min-pairs", "100"])
+    assert res.exit_code == 0, res.output
+    assert "on 400 held-out pairs (random 0.5)" in res.output and "no signal" not in res.output
