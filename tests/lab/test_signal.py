@@ -65,13 +65,13 @@ def test_oracle_scores_have_signal_and_shuffled_ones_do_not(data_dir: Path) -> N
 
 def test_lab_train_says_no_signal_on_shuffled_labels_and_not_on_real_ones(tmp_path: Path, data_dir: Path) -> None:
     runner = CliRunner()
-    write_outcomes(shuffled(gsm8k(600)), tmp_path / "shuffled.csv")
+    write_outcomes(shuffled(gsm8k(400)), tmp_path / "shuffled.csv")
     res = runner.invoke(main, ["lab", "train", "--outcomes", str(tmp_path / "shuffled.csv"), "--holdout", "0.5",
                                "--weak", W, "--strong", S, "--out", str(tmp_path / "s.json")])
     assert res.exit_code == 0, res.output
     assert "(random 0.5)" in res.output
     lines = [ln for ln in res.output.splitlines() if ln.startswith(NO_SIGNAL)]
-    assert len(lines) == 1 and "on 300 held-out pairs includes random (0.5)" in lines[0] and SHOULD_NOT in lines[0]
+    assert len(lines) == 1 and "on 200 held-out pairs includes random (0.5)" in lines[0] and SHOULD_NOT in lines[0]
     assert artifact.load(tmp_path / "s.json").header["metrics"]["signal"]["has_signal"] is False
 
     res = runner.invoke(main, ["lab", "train", "--outcomes", "routellm/gsm8k", "--drop-contaminated", "--sample",
