@@ -140,7 +140,7 @@ def pair_trace(router: str, prompt: str, q_weak: float, q_strong: float) -> Trac
                            {"gate": "shadow_reference", "model": strong, "score": q_strong, "passed": True}])
 
 
-def stored_pairs(tmp_path: Path, labels: str, threshold: float):  # type: ignore[no-untyped-def]
+def stored_pairs(tmp_path: Path, labels: str, threshold: float, **router: object):  # type: ignore[no-untyped-def]
     """A gateway config whose classifier is trained on 600 GSM8K prompts and a store holding 400 scored
     pairs of other GSM8K prompts; labels 'shuffled' shuffles both the training and the live qualities."""
     o = gsm8k(1000, seed=2)
@@ -149,7 +149,7 @@ def stored_pairs(tmp_path: Path, labels: str, threshold: float):  # type: ignore
         train, live = shuffled(train), shuffled(live, seed=3)
     artifact.save(fit(train, TrainSettings()), tmp_path / "router.json")
     path = replay_config_file(tmp_path, {"gearshift/smart": {"kind": "classifier", "artifact": "router.json",
-                                                             "threshold": threshold}})
+                                                             "threshold": threshold, **router}})
     config = load_config(path)
     store = open_store(config.store, config.base_dir)
     store.write([pair_trace("gearshift/smart", str(p), float(q[0]), float(q[1]))
@@ -225,3 +225,26 @@ def test_on_real_pairs_recalibrate_and_retrain_show_the_interval_and_promote(tmp
                                     "--floor", "0.9", "--min-pairs", "100"])
     assert res.exit_code == 0, res.output
     assert "on 400 held-out pairs (random 0.5)" in res.output and "no signal" not in res.output
+
+
+def test_scheduled_recalibration_with_auto_apply_refuses_without_signal(tmp_path: Path, data_dir: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from gearshift.gateway.versions import VersionLoop
+    from gearshift.plan import build_routers
+
+    monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
+    _, config, store = stored_pairs(tmp_path, "shuffled", 0.0, recalibrate={
+        "floor": 0.9, "every_hours": 1, "min_pairs": 100, "auto_apply": True})
+    try:
+        loop = VersionLoop(config, build_routers(config), store)
+        loop.last_run["gearshift/smart"] = 0.0  # due now
+        asyncio.run(loop._scheduled())
+        assert loop.recalibrations == 1 and len(store.router_versions("gearshift/smart")) == 1
+        assert store.active_version("gearshift/smart") is None
+        refused = [r.getMessage() for r in caplog.records if "not promoted: no signal" in r.getMessage()]
+        assert len(refused) == 1 and "router gearshift/smart version 1" in refused[0]
+    finally:
+        store.close()
