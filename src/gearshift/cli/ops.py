@@ -83,8 +83,9 @@ def lab_recalibrate(config_path: str, name: str, floor: float | None, since_hour
     click.echo(pairs_line(r.pairs, r.traces))
     click.echo(f"{name}: version {r.version} from {r.pairs} pairs: threshold {r.previous_threshold:.6g} -> "
                f"{r.calibration.threshold:.6g}; {r.calibration.summary()}")
-    click.echo("promoted" if r.promoted else f"not applied: run `gearshift routers promote --config {config_path} "
-               f"{name} {r.version} --by NAME`")
+    if r.signal is not None:
+        click.echo(f"{name}: {r.signal.figures()}")
+    _outcome(r, config_path, name)
 
 
 @lab_group.command("retrain")
@@ -107,8 +108,18 @@ def lab_retrain(config_path: str, name: str, floor: float | None, since_hours: f
                                                               check_share, by, apply))
     click.echo(pairs_line(r.pairs, r.traces))
     click.echo(f"{name}: version {r.version}: retrained on {r.train_pairs} of {r.pairs} pairs, wrote {r.artifact}")
-    click.echo(f"on the {r.check_pairs} held-out pairs: APGR {r.apgr_new:.3f} (served model: {r.apgr_served:.3f}); "
+    apgr = f"{r.signal.apgr}" if r.signal is not None else f"{r.apgr_new:.3f}"
+    click.echo(f"on the {r.check_pairs} held-out pairs: APGR {apgr} (random 0.5; served model: {r.apgr_served:.3f}); "
                f"{r.calibration.summary()}")
+    _outcome(r, config_path, name)
+
+
+def _outcome(r: Any, config_path: str, name: str) -> None:
+    """The no-signal line when it applies, then whether the version was promoted (or why not)."""
+    if r.signal is not None and not r.signal.has_signal and r.refused is None:
+        click.echo(r.signal.line())
+    if r.refused is not None:
+        click.echo(r.refused)
     click.echo("promoted" if r.promoted else f"not applied: run `gearshift routers promote --config {config_path} "
                f"{name} {r.version} --by NAME`")
 

@@ -96,6 +96,7 @@ def lab_train(specs: tuple[str, ...], prices: tuple[str, ...], traces: str | Non
               curve: bool, seed: int) -> None:
     """Fit a classifier router from outcomes and write its artifact."""
 
+    from gearshift.lab.signal import RANDOM_APGR, Signal
     from gearshift.lab.train import TrainSettings, default_features, train
     from gearshift.learned import artifact
     from gearshift.learned.encoders import EncoderError, make_encoder
@@ -141,8 +142,10 @@ def lab_train(specs: tuple[str, ...], prices: tuple[str, ...], traces: str | Non
                f"of {o.name}; fingerprint {a.header['training']['fingerprint'][:19]}")
     if "apgr" in m:
         click.echo(f"hold-out ({m['holdout_prompts']} prompts): APGR {m['apgr']['value']:.3f} "
-                   f"[{m['apgr']['low']:.3f}, {m['apgr']['high']:.3f}], CPT(50%) {m['cpt50']['value']:.1%}, "
-                   f"CPT(80%) {m['cpt80']['value']:.1%}")
+                   f"[{m['apgr']['low']:.3f}, {m['apgr']['high']:.3f}] (random {RANDOM_APGR}), "
+                   f"CPT(50%) {m['cpt50']['value']:.1%}, CPT(80%) {m['cpt80']['value']:.1%}")
+        if "signal" in m and not m["signal"]["has_signal"]:
+            click.echo(Signal.from_json(m["signal"]).line())
     elif "aiq" in m:
         click.echo(f"hold-out ({m['holdout_prompts']} prompts): AIQ {m['aiq']:.4f} vs single models' hull "
                    f"{m['zero_router_aiq']:.4f}")
@@ -242,6 +245,7 @@ def lab_calibrate(config_path: str, name: str, spec: str, drop_contaminated: boo
     from gearshift.errors import ConfigError
     from gearshift.lab.calibrate import CostBudget, QualityFloor, StrongShare, calibrate_scores, split_halves
     from gearshift.lab.replay import router_scores
+    from gearshift.lab.signal import signal
     from gearshift.routers.base import ScoringRouter
 
     targets = [t for t in (share, budget, floor) if t is not None]
@@ -276,6 +280,12 @@ def lab_calibrate(config_path: str, name: str, spec: str, drop_contaminated: boo
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     click.echo(f"{name}: {result.summary()}")
+    # The threshold is fitted on `cal`; APGR does not depend on it, but is measured on the test split when kept.
+    held = (test_scores, test) if test is not None and test_scores is not None else (scores, cal)
+    sig = signal(held[0], held[1], weak, strong, seed=seed)
+    click.echo(f"{name}: {sig.figures()}")
+    if not sig.has_signal:
+        click.echo(sig.line())
     if dry_run:
         return
     how = set_router_key(Path(config_path), name, "threshold", float(result.threshold))

@@ -76,6 +76,8 @@ class VersionLoop:
             log.info("router %s recalibrated on %d pairs: version %d, threshold %.6g%s", name, result.pairs,
                      result.version, result.calibration.threshold, " (applied)" if result.promoted else
                      " (run `gearshift routers promote` to apply)")
+            if result.refused:  # auto_apply refused: the router showed no signal on this traffic
+                log.warning("router %s version %d %s", name, result.version, result.refused)
 
     async def _proofs(self) -> None:
         """Check the proof of each router configured to start in observe, every `proof.every_hours`."""

@@ -12,6 +12,7 @@ import numpy as np
 from gearshift.config import Config
 from gearshift.lab.calibrate import Calibration, QualityFloor, calibrate_scores
 from gearshift.lab.replay import router_scores
+from gearshift.lab.signal import Signal, signal
 from gearshift.outcomes.datasets import from_traces
 from gearshift.outcomes.table import Outcomes
 from gearshift.plan import build_routers
@@ -29,6 +30,8 @@ class Recalibration:
     previous_threshold: float
     promoted: bool
     traces: int = 0  # shadowed traces the pairs came from
+    signal: Signal | None = None  # the router's APGR interval on pairs its model did not train on
+    refused: str | None = None  # why `apply` did not promote it
 
 
 def scoring_router(config: Config, name: str, store: TraceStore | None = None) -> ScoringRouter:
@@ -76,15 +79,51 @@ def recalibrate(config: Config, store: TraceStore, name: str, floor: float, sinc
                          "(raise the shadow rate, wait, or lower --min-pairs)")
     scores = router_scores(router, pairs)
     cal = calibrate_scores(scores, pairs, router.weak, router.strong, QualityFloor(floor), alpha=alpha)
+    sig = _signal(store, router, since, pairs, scores)
     metrics: dict[str, Any] = {
         "pairs": len(pairs), "floor": floor, "confidence": cal.confidence, "lower_bound": cal.bound,
         "retained": cal.retained_calibration, "strong_share": cal.calibration.strong_share,
-        "previous_threshold": previous,
+        "previous_threshold": previous, "signal": sig.to_json(),
     }
     settings: dict[str, Any] = {"threshold": cal.threshold}
     if isinstance(router, ClassifierRouter) and router.artifact != router.configured_artifact:
         settings["artifact"] = router.artifact  # the threshold belongs to the retrained model it was fitted on
     version = store.add_router_version(name, settings, metrics, by)
-    if apply:
+    refused = None
+    if apply and not sig.has_signal and not cal.threshold <= previous:
+        # Without signal only a move toward the strong model (a lower threshold, more strong calls) is
+        # safe to apply unseen; one that sends more traffic to the weak model waits for a person.
+        refused = f"not promoted: {sig.line()}"
+    elif apply:
         store.promote(name, version, by)
-    return Recalibration(name, version, len(pairs), cal, previous, apply, traces)
+    return Recalibration(name, version, len(pairs), cal, previous, apply and refused is None, traces, sig, refused)
+
+
+def trained_until(router: ScoringRouter) -> float | None:
+    """When the router's model was trained on this gateway's traces (`lab train --traces`, `lab retrain`),
+    the time it was made: only pairs after it are unseen by the model. None otherwise."""
+    import datetime as _dt
+
+    if not isinstance(router, ClassifierRouter):
+        return None
+    training = router.model.header.get("training") or {}
+    if not str(training.get("outcomes", "")).startswith("traces"):
+        return None
+    try:
+        return _dt.datetime.fromisoformat(str(training["created"])).timestamp() + 1  # stamped to the second
+    except (KeyError, ValueError):
+        return None
+
+
+def _signal(store: TraceStore, router: ScoringRouter, since: float | None, pairs: Outcomes,
+            scores: np.ndarray) -> Signal:
+    """APGR on the pairs the router's model did not train on. The threshold fitted on them does not bias
+    APGR (it sweeps every threshold); training on them would."""
+    trained = trained_until(router)
+    if trained is None:
+        return signal(scores, pairs, router.weak, router.strong)
+    try:
+        unseen = collect_pairs(store, router, max(since or 0.0, trained))[0]
+    except ValueError:  # no pair since: nothing to measure on
+        unseen = pairs.subset(np.zeros(len(pairs), bool))
+    return signal(router_scores(router, unseen), unseen, router.weak, router.strong)

@@ -20,6 +20,7 @@ from gearshift.lab import metrics
 from gearshift.lab.calibrate import Calibration, QualityFloor, calibrate_scores
 from gearshift.lab.recalibrate import collect_pairs, scoring_router
 from gearshift.lab.replay import router_scores, sweep_scores
+from gearshift.lab.signal import Signal, signal
 from gearshift.lab.train import TrainSettings, fit, model_of, pair_scores
 from gearshift.learned import artifact as art
 from gearshift.learned.features import FeatureSpec
@@ -40,6 +41,8 @@ class Retraining:
     apgr_served: float
     promoted: bool
     traces: int = 0  # shadowed traces the pairs came from
+    signal: Signal | None = None  # the new model's APGR interval on the check pairs
+    refused: str | None = None  # why `apply` did not promote it
 
 
 def classifier_router(config: Config, name: str, store: TraceStore | None = None) -> ClassifierRouter:
@@ -81,7 +84,8 @@ def retrain(config: Config, store: TraceStore, name: str, floor: float, since: f
     a = fit(train, _settings(router))
     new_scores = pair_scores(model_of(a), check)
     served_scores = router_scores(router, check)
-    apgr_new = float(metrics.apgr(sweep_scores(new_scores, check, router.weak, router.strong)))
+    sig = signal(new_scores, check, router.weak, router.strong, seed=seed)
+    apgr_new = float(sig.apgr.value)
     apgr_served = float(metrics.apgr(sweep_scores(served_scores, check, router.weak, router.strong)))
     cal = calibrate_scores(new_scores, check, router.weak, router.strong, QualityFloor(floor), alpha=alpha)
 
@@ -90,6 +94,7 @@ def retrain(config: Config, store: TraceStore, name: str, floor: float, since: f
         "confidence": cal.confidence, "lower_bound": cal.bound, "retained": cal.retained_calibration,
         "strong_share": cal.calibration.strong_share, "apgr": apgr_new, "apgr_served": apgr_served,
         "served_artifact": router.artifact, "previous_threshold": router.threshold,
+        "signal": sig.to_json(),
     }
     a.header["threshold"] = cal.threshold
     a.header["metrics"] = {"retrained_on_check_pairs": measured}
@@ -100,10 +105,14 @@ def retrain(config: Config, store: TraceStore, name: str, floor: float, since: f
     art.save(a, out)
     stored = str(out.relative_to(config.base_dir)) if out.is_relative_to(config.base_dir) else str(out)
     version = store.add_router_version(name, {"threshold": cal.threshold, "artifact": stored}, measured, by)
-    if apply:
+    refused = None
+    if apply and not sig.has_signal:
+        # A model no better than random on pairs it never saw must not serve by itself.
+        refused = f"not promoted: {sig.line()}"
+    elif apply:
         store.promote(name, version, by)
-    return Retraining(name, version, len(pairs), len(train), len(check), out, cal, apgr_new, apgr_served, apply,
-                      traces)
+    return Retraining(name, version, len(pairs), len(train), len(check), out, cal, apgr_new, apgr_served,
+                      apply and refused is None, traces, sig, refused)
 
 
 __all__ = ["Retraining", "classifier_router", "retrain"]

@@ -199,6 +199,7 @@ def holdout_metrics(outcomes: Outcomes, settings: TrainSettings, encoder: Encode
     """Fit on (1 - holdout) of the prompts, evaluate on the rest with the lab's metrics."""
     from gearshift.lab.bootstrap import bootstrap_curve
     from gearshift.lab.replay import sweep_scores
+    from gearshift.lab.signal import Signal
 
     train_idx, test_idx = _holdout_split(len(outcomes), settings)
     train, test = outcomes.subset(train_idx), outcomes.subset(test_idx)
@@ -212,6 +213,7 @@ def holdout_metrics(outcomes: Outcomes, settings: TrainSettings, encoder: Encode
         est = bootstrap_curve(scores, test, rule["weak"], rule["strong"], stats, n=n_boot, seed=settings.seed)
         curve = sweep_scores(scores, test, rule["weak"], rule["strong"])
         out.update({k: {"value": e.value, "low": e.low, "high": e.high} for k, e in est.items()})
+        out["signal"] = Signal(est["apgr"], len(test)).to_json()  # the same resamples as the figures above
         out["at_default_threshold"] = asdict(curve.at(0.5))
     else:
         out.update(multi_metrics(model, test))

@@ -25,6 +25,7 @@ Config:
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,8 @@ from gearshift.learned.encoders import EncoderError, make_encoder
 from gearshift.request import ChatRequest
 from gearshift.route import Route
 from gearshift.routers.base import Router, ScoringOptions, ScoringRouter
+
+log = logging.getLogger("gearshift.routers")
 
 
 class ClassifierOptions(ScoringOptions):
@@ -157,7 +160,15 @@ class ClassifierRouter(ScoringRouter[ClassifierOptions]):
         names = {m: _resolve(m, options, config) or m for m in model.models}
         if model.form == "multi":
             return MultiClassifierRouter(name, options, fallbacks, shadow, model=model, names=names)
-        return cls(name, options, fallbacks, shadow, model=model, names=names)
+        router = cls(name, options, fallbacks, shadow, model=model, names=names)
+        if options.threshold is None:
+            # The artifact's threshold was chosen on its training data, never on this traffic.
+            log.warning("router %s serves with its artifact's threshold %.6g, never calibrated on this traffic "
+                        "(unless a promoted router version replaces it): run `gearshift lab calibrate --config ... "
+                        "--router %s --floor 0.95 --outcomes ...` on outcomes of this traffic, or `gearshift lab "
+                        "recalibrate --config ... --router %s --floor 0.95` on its shadow pairs", name,
+                        router.threshold, name, name)
+        return router
 
     def score(self, request: ChatRequest) -> float:
         p = self.model.predict(request)

@@ -1,0 +1,250 @@
+"""No signal: APGR's interval on held-out pairs against random (0.5), and no automatic promotion without it.
+
+Shuffled labels: GSM8K outcomes whose quality rows are permuted across prompts with a fixed seed, so
+nothing in a prompt's text can predict how the models did on it: no router can have signal there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gearshift.cli import main
+from gearshift.config import load_config
+from gearshift.lab.bootstrap import Estimate
+from gearshift.lab.recalibrate import recalibrate
+from gearshift.lab.retrain import retrain
+from gearshift.lab.signal import Signal, signal
+from gearshift.lab.train import TrainSettings, fit
+from gearshift.learned import artifact
+from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
+from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
+from gearshift.outcomes.datasets import load
+from gearshift.outcomes.files import write_outcomes
+from gearshift.outcomes.table import Outcomes
+from gearshift.store import open_store
+from gearshift.trace import Call, Trace
+from tests.support.gateway_helpers import replay_config_file
+
+NO_SIGNAL = "no signal: APGR"
+SHOULD_NOT = "this router should not serve this traffic"
+
+
+def gsm8k(n: int, seed: int = 0) -> Outcomes:
+    o = load("routellm/gsm8k", drop_contaminated=True).select_models([W, S])
+    return o.subset(np.sort(np.random.default_rng(seed).choice(len(o), n, replace=False)))
+
+
+def shuffled(o: Outcomes, seed: int = 7) -> Outcomes:
+    """The same prompts with another prompt's qualities (both models' together): no signal to learn."""
+    perm = np.random.default_rng(seed).permutation(len(o))
+    return replace(o, quality=np.asarray(o.quality)[perm], name=f"{o.name} (shuffled)")
+
+
+def test_the_line_says_when_the_interval_includes_random() -> None:
+    none = Signal(Estimate(0.51, 0.44, 0.58), 300)
+    assert not none.has_signal
+    assert none.line() == ("no signal: APGR 0.51 [0.44, 0.58] on 300 held-out pairs includes random (0.5); "
+                           "this router should not serve this traffic")
+    some = Signal(Estimate(0.62, 0.55, 0.69), 300)
+    assert some.has_signal and some.line() == "" and "(random 0.5)" in some.figures()
+    assert not Signal(Estimate(float("nan"), float("nan"), float("nan")), 0).has_signal
+    assert Signal.from_json(some.to_json()) == Signal(Estimate(0.62, 0.55, 0.69), 300)
+
+
+def test_oracle_scores_have_signal_and_shuffled_ones_do_not(data_dir: Path) -> None:
+    o = gsm8k(400)
+    gain = np.asarray(o.quality[:, 1] - o.quality[:, 0], float)
+    assert signal(gain, o, W, S, n_boot=100).has_signal
+    assert not signal(gain, shuffled(o), W, S, n_boot=100).has_signal
+
+
+def test_lab_train_says_no_signal_on_shuffled_labels_and_not_on_real_ones(tmp_path: Path, data_dir: Path) -> None:
+    runner = CliRunner()
+    write_outcomes(shuffled(gsm8k(400)), tmp_path / "shuffled.csv")
+    res = runner.invoke(main, ["lab", "train", "--outcomes", str(tmp_path / "shuffled.csv"), "--holdout", "0.5",
+                               "--weak", W, "--strong", S, "--out", str(tmp_path / "s.json")])
+    assert res.exit_code == 0, res.output
+    assert "(random 0.5)" in res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith(NO_SIGNAL)]
+    assert len(lines) == 1 and "on 200 held-out pairs includes random (0.5)" in lines[0] and SHOULD_NOT in lines[0]
+    assert artifact.load(tmp_path / "s.json").header["metrics"]["signal"]["has_signal"] is False
+
+    res = runner.invoke(main, ["lab", "train", "--outcomes", "routellm/gsm8k", "--drop-contaminated", "--sample",
+                               "1200", "--holdout", "0.5", "--out", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    m = artifact.load(tmp_path / "r.json").header["metrics"]
+    assert m["signal"]["has_signal"] is True and m["signal"]["low"] > 0.5
+    assert f"APGR {m['apgr']['value']:.3f} [{m['apgr']['low']:.3f}, {m['apgr']['high']:.3f}] (random 0.5)" in res.output
+    assert "no signal" not in res.output
+
+
+CONFIG = f"""\
+models:
+  mixtral:
+    provider: replay
+    replay: {{dataset: routellm/gsm8k, column: {W}}}
+    price: {{input: 0.6, output: 0.6}}
+    rank: 1
+  gpt-4:
+    provider: replay
+    replay: {{dataset: routellm/gsm8k, column: {S}}}
+    price: {{input: 10, output: 30}}
+    rank: 10
+routers:
+  smart:
+    kind: classifier
+    artifact: router.json
+server: {{open: true}}
+"""
+
+
+def test_lab_calibrate_says_no_signal_on_shuffled_labels(tmp_path: Path, data_dir: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    o = gsm8k(1200, seed=1)
+    artifact.save(fit(o.subset(np.arange(600)), TrainSettings()), tmp_path / "router.json")
+    write_outcomes(o.subset(np.arange(600, 1200)), tmp_path / "real.csv")
+    write_outcomes(shuffled(o.subset(np.arange(600, 1200))), tmp_path / "shuffled.csv")
+    cfg = tmp_path / "gearshift.yaml"
+    cfg.write_text(CONFIG)
+    runner = CliRunner()
+    args = ["lab", "calibrate", "--config", str(cfg), "--router", "smart", "--floor", "0.9", "--dry-run", "--outcomes"]
+    res = runner.invoke(main, [*args, str(tmp_path / "shuffled.csv")])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith(NO_SIGNAL)]
+    assert len(lines) == 1 and "on 300 held-out pairs" in lines[0] and SHOULD_NOT in lines[0]
+    res = runner.invoke(main, [*args, str(tmp_path / "real.csv")])
+    assert res.exit_code == 0, res.output
+    assert "smart: APGR " in res.output and "on 300 held-out pairs (random 0.5)" in res.output
+    assert "no signal" not in res.output
+    # The config serves the artifact's own threshold: loading it says it was never calibrated on this traffic.
+    caplog.clear()
+    res = runner.invoke(main, ["check-config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    warned = [r.getMessage() for r in caplog.records if "never calibrated on this traffic" in r.getMessage()]
+    assert warned and "router smart" in warned[0] and "gearshift lab calibrate" in warned[0]
+    assert "gearshift lab recalibrate" in warned[0]
+
+
+def pair_trace(router: str, prompt: str, q_weak: float, q_strong: float) -> Trace:
+    """A served answer from the weak model with its shadow from the strong one, both graded."""
+    weak, strong = "mixtral-8x7b", "gpt-4-1106"
+    return Trace(router=router, requested_model=router, prompt=prompt, final_model=weak, shadowed=True,
+                 calls=[Call(model=weak, role="primary", cost_usd=0.0001, latency_ms=10.0, response="a"),
+                        Call(model=strong, role="shadow", cost_usd=0.002, latency_ms=10.0, response="b")],
+                 verdicts=[{"gate": "shadow_agreement", "model": weak, "score": q_weak, "passed": q_weak >= 0.5},
+                           {"gate": "shadow_reference", "model": strong, "score": q_strong, "passed": True}])
+
+
+def stored_pairs(tmp_path: Path, labels: str, threshold: float, **router: object):  # type: ignore[no-untyped-def]
+    """A gateway config whose classifier is trained on 600 GSM8K prompts and a store holding 400 scored
+    pairs of other GSM8K prompts; labels 'shuffled' shuffles both the training and the live qualities."""
+    o = gsm8k(1000, seed=2)
+    train, live = o.subset(np.arange(600)), o.subset(np.arange(600, 1000))
+    if labels == "shuffled":
+        train, live = shuffled(train), shuffled(live, seed=3)
+    artifact.save(fit(train, TrainSettings()), tmp_path / "router.json")
+    path = replay_config_file(tmp_path, {"gearshift/smart": {"kind": "classifier", "artifact": "router.json",
+                                                             "threshold": threshold, **router}})
+    config = load_config(path)
+    store = open_store(config.store, config.base_dir)
+    store.write([pair_trace("gearshift/smart", str(p), float(q[0]), float(q[1]))
+                 for p, q in zip(live.prompts, np.asarray(live.quality), strict=True)])
+    return path, config, store
+
+
+@pytest.fixture
+def shuffled_store(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Shuffled labels, and a router that routes everything strong (threshold 0)."""
+    monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
+    path, config, store = stored_pairs(tmp_path, "shuffled", 0.0)
+    yield path, config, store
+    store.close()
+
+
+def test_recalibrate_and_retrain_refuse_to_promote_without_signal(shuffled_store) -> None:  # type: ignore[no-untyped-def]
+    path, config, store = shuffled_store
+    r = recalibrate(config, store, "gearshift/smart", floor=0.9, min_pairs=100, apply=True)
+    assert r.signal is not None and not r.signal.has_signal and r.signal.pairs == 400
+    # From all-strong (threshold 0) to fewer strong calls: not applied without signal.
+    assert r.calibration.threshold > 0.0 and not r.promoted
+    assert r.refused is not None and r.refused.startswith("not promoted: no signal: APGR")
+    assert store.active_version("gearshift/smart") is None
+    assert store.router_versions("gearshift/smart")[0]["metrics"]["signal"]["has_signal"] is False
+
+    t = retrain(config, store, "gearshift/smart", floor=0.9, min_pairs=100, apply=True)
+    assert t.signal is not None and not t.signal.has_signal and t.signal.pairs == t.check_pairs == 120
+    assert not t.promoted and t.refused is not None and SHOULD_NOT in t.refused
+    assert store.active_version("gearshift/smart") is None
+
+
+def test_cli_recalibrate_and_retrain_say_no_signal(shuffled_store) -> None:  # type: ignore[no-untyped-def]
+    path, _, _ = shuffled_store
+    runner = CliRunner()
+    for cmd in ("recalibrate", "retrain"):
+        res = runner.invoke(main, ["lab", cmd, "--config", str(path), "--router", "gearshift/smart", "--floor", "0.9",
+                                   "--min-pairs", "100", "--apply"])
+        assert res.exit_code == 0, res.output
+        lines = [ln for ln in res.output.splitlines() if NO_SIGNAL in ln]
+        assert len(lines) == 1 and lines[0].startswith("not promoted: no signal: APGR"), res.output
+        assert "(random 0.5" in res.output and "not applied" in res.output and "\npromoted" not in res.output
+
+
+def test_without_signal_a_move_toward_the_strong_model_still_applies(tmp_path: Path, data_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
+    path, config, store = stored_pairs(tmp_path, "shuffled", 1.01)  # all weak: below the floor
+    try:
+        r = recalibrate(config, store, "gearshift/smart", floor=0.9, min_pairs=100, apply=True)
+        assert r.signal is not None and not r.signal.has_signal
+        # More strong calls only adds safety: applied, and the line still says there is no signal.
+        assert r.calibration.threshold < 1.01 and r.promoted and r.refused is None
+        assert store.active_version("gearshift/smart") is not None
+    finally:
+        store.close()
+    res = CliRunner().invoke(main, ["lab", "recalibrate", "--config", str(path), "--router", "gearshift/smart",
+                                    "--floor", "0.9", "--min-pairs", "100"])
+    assert res.exit_code == 0, res.output
+    assert [ln for ln in res.output.splitlines() if ln.startswith(NO_SIGNAL)]
+
+
+def test_on_real_pairs_recalibrate_and_retrain_show_the_interval_and_promote(tmp_path: Path, data_dir: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
+    path, config, store = stored_pairs(tmp_path, "real", 0.0)
+    try:
+        r = recalibrate(config, store, "gearshift/smart", floor=0.9, min_pairs=100, apply=True)
+        assert r.signal is not None and r.signal.has_signal and r.promoted and r.refused is None
+    finally:
+        store.close()
+    res = CliRunner().invoke(main, ["lab", "recalibrate", "--config", str(path), "--router", "gearshift/smart",
+                                    "--floor", "0.9", "--min-pairs", "100"])
+    assert res.exit_code == 0, res.output
+    assert "on 400 held-out pairs (random 0.5)" in res.output and "no signal" not in res.output
+
+
+def test_scheduled_recalibration_with_auto_apply_refuses_without_signal(tmp_path: Path, data_dir: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from gearshift.gateway.versions import VersionLoop
+    from gearshift.plan import build_routers
+
+    monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
+    _, config, store = stored_pairs(tmp_path, "shuffled", 0.0, recalibrate={
+        "floor": 0.9, "every_hours": 1, "min_pairs": 100, "auto_apply": True})
+    try:
+        loop = VersionLoop(config, build_routers(config), store)
+        loop.last_run["gearshift/smart"] = 0.0  # due now
+        asyncio.run(loop._scheduled())
+        assert loop.recalibrations == 1 and len(store.router_versions("gearshift/smart")) == 1
+        assert store.active_version("gearshift/smart") is None
+        refused = [r.getMessage() for r in caplog.records if "not promoted: no signal" in r.getMessage()]
+        assert len(refused) == 1 and "router gearshift/smart version 1" in refused[0]
+    finally:
+        store.close()
