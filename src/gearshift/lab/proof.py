@@ -16,14 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from gearshift.lab import metrics
-from gearshift.lab.bootstrap import Estimate, bootstrap_curve
+from gearshift.lab.bootstrap import Estimate
 from gearshift.lab.calibrate import QualityFloor, calibrate_scores, split_halves
 from gearshift.lab.replay import router_scores
+from gearshift.lab.signal import Signal, signal
 from gearshift.outcomes.table import Outcomes
 from gearshift.routers.base import ScoringRouter
-
-RANDOM_APGR = 0.5
 
 
 @dataclass(frozen=True)
@@ -39,8 +37,15 @@ class Proof:
     threshold: float | None = None
     bound: float | None = None
     strong_share: float | None = None
-    apgr: Estimate | None = None
-    held_out: int = 0
+    signal: Signal | None = None  # APGR on the held-out pairs (lab.signal: the same check as the lab's)
+
+    @property
+    def apgr(self) -> Estimate | None:
+        return self.signal.apgr if self.signal is not None else None
+
+    @property
+    def held_out(self) -> int:
+        return self.signal.pairs if self.signal is not None else 0
 
     @property
     def state(self) -> str:
@@ -50,7 +55,8 @@ class Proof:
 
     def metrics(self) -> dict[str, Any]:
         """JSON-safe figures to store with a router version."""
-        out = {k: v for k, v in asdict(self).items() if k != "apgr"}
+        out = {k: v for k, v in asdict(self).items() if k != "signal"}
+        out["held_out"] = self.held_out
         if self.apgr is not None:
             out["apgr"] = {"value": self.apgr.value, "low": self.apgr.low, "high": self.apgr.high}
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
@@ -66,13 +72,12 @@ def prove(pairs: Outcomes, router: ScoringRouter, floor: float, min_pairs: int =
     cal, test = split_halves(pairs, seed=seed, fraction=1 - held_out)
     c = calibrate_scores(router_scores(router, cal), cal, router.weak, router.strong, QualityFloor(floor),
                          alpha=1 - confidence, n_boot=n_boot, seed=seed)
-    test_scores = router_scores(router, test)
-    est = bootstrap_curve(test_scores, test, router.weak, router.strong, {"apgr": metrics.apgr},
-                          n=n_boot, seed=seed, alpha=1 - confidence)["apgr"]
-    base.update(threshold=c.threshold, bound=c.bound, strong_share=c.calibration.strong_share, apgr=est,
-                held_out=len(test))
+    sig = signal(router_scores(router, test), test, router.weak, router.strong, n_boot=n_boot, seed=seed,
+                 alpha=1 - confidence)
+    est = sig.apgr
+    base.update(threshold=c.threshold, bound=c.bound, strong_share=c.calibration.strong_share, signal=sig)
     apgr_line = f"APGR {est.value:.2f} [{est.low:.2f}, {est.high:.2f}]"
-    if not est.low > RANDOM_APGR:  # NaN (no quality gap between the models) fails too
+    if not sig.has_signal:
         return Proof(ok=False, reason=f"no signal yet: {apgr_line}", **base)
     if c.threshold == -np.inf or c.calibration.strong_share >= 1.0:
         return Proof(ok=False, reason=f"no savings yet: the {floor:.0%} floor needs the strong model on every "
