@@ -42,38 +42,39 @@ class StoreError(GearshiftError):
     type = "server_error"
 
 
-class BadRequest(GearshiftError):
+class ClientError(GearshiftError):
+    """The client's own mistake: a 4xx, typed as OpenAI types invalid requests."""
+
     status = 400
     type = "invalid_request_error"
 
 
-class Unauthorized(GearshiftError):
+class BadRequest(ClientError):
+    status = 400
+
+
+class Unauthorized(ClientError):
     status = 401
-    type = "invalid_request_error"
     code = "invalid_api_key"
 
 
-class Forbidden(GearshiftError):
+class Forbidden(ClientError):
     status = 403
-    type = "invalid_request_error"
     code = "forbidden"
 
 
-class NotFound(GearshiftError):
+class NotFound(ClientError):
     status = 404
-    type = "invalid_request_error"
     code = "model_not_found"
 
 
-class MethodNotAllowed(GearshiftError):
+class MethodNotAllowed(ClientError):
     status = 405
-    type = "invalid_request_error"
     code = "method_not_allowed"
 
 
-class PayloadTooLarge(GearshiftError):
+class PayloadTooLarge(ClientError):
     status = 413
-    type = "invalid_request_error"
     code = "request_too_large"
 
 
