@@ -61,7 +61,10 @@ def collect_pairs(store: TraceStore, router: ScoringRouter, since: float | None 
     is one pair (its answers' grades averaged), so there may be fewer pairs than shadowed traces."""
     rows = [t for t in store.traces(since=since) if t["router"] == router.name or t.get("arm") == router.name]
     outcomes = from_traces(rows).select_models([router.weak, router.strong])
-    keep = ~np.isnan(outcomes.quality).any(axis=1)
+    keep = np.flatnonzero(~np.isnan(outcomes.quality).any(axis=1))
+    # In prompt order, not arrival order: the same pairs give the same splits (train, check, held-out)
+    # however concurrent requests happened to be stored.
+    keep = keep[np.argsort(outcomes.prompts[keep].astype(str), kind="stable")]
     return outcomes.subset(keep), sum(1 for t in rows if t.get("shadowed"))
 
 
