@@ -3,7 +3,6 @@ forwards it, and then without the keys gearshift's routers read."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -19,15 +18,7 @@ HINTS = {"tier": "pro", "quality": "high", "task": "math", "user": "u1", "latenc
          "team": "billing", "app": "invoices"}
 
 
-@pytest.fixture(autouse=True)
-def _upstream_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GS_TEST_UPSTREAM_KEY", "sk-upstream-key")
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream.running(models=("fake-small", "fake-large", "fake-claude")) as up:
-        yield up
+pytestmark = pytest.mark.usefixtures("upstream_key")
 
 
 def test_metadata_is_not_forwarded_by_default(upstream: FakeUpstream, tmp_path: Path) -> None:

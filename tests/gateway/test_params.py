@@ -4,7 +4,6 @@ the gateway to an Anthropic model on the fake upstream."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -18,15 +17,7 @@ from tests.support.gateway_helpers import gateway_config
 HI = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture(autouse=True)
-def _upstream_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GS_TEST_UPSTREAM_KEY", "sk-upstream-key")
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream.running(models=("fake-small", "fake-large", "fake-claude")) as up:
-        yield up
+pytestmark = pytest.mark.usefixtures("upstream_key")
 
 
 def config(upstream: FakeUpstream, tmp_path: Path, drop: bool) -> Config:
