@@ -167,10 +167,15 @@ class Shadower:
         return call, completion
 
     def estimate(self, policy: _Policy, request: ChatRequest, trace: Trace, target: str) -> float:
-        """USD the shadow pair will likely cost: the target's answer as long as the served one (or
-        `max_tokens`, or 512), and a judge reading the question and both answers."""
+        """USD to reserve for the shadow pair: a bound on its cost, settled with the real cost after.
+
+        The target's answer as `max_tokens` when the request caps it, else four times the served one
+        (at least 1,024 tokens), and a judge reading the question and both answers. A reservation
+        below the real cost would let replicas in flight together overshoot the budget by the sum of
+        their shortfalls; one above it only delays later shadows until it is settled."""
         served = next((c.output_tokens for c in reversed(trace.calls) if c.output_tokens), 0)
-        out = served or int(request.body.get("max_tokens") or request.body.get("max_completion_tokens") or 512)
+        cap = request.body.get("max_tokens") or request.body.get("max_completion_tokens")
+        out = int(cap) if isinstance(cap, int) and cap > 0 else max(4 * served, 1024)
         tokens = request.estimated_tokens()
         usd = self.config.models[target].price.cost(tokens, out)
         if policy.judge:
