@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from gearshift.gateway.server import running
 from gearshift.gateway.summary import summarise
 from gearshift.lab.report import cascade_records_from_traces, summarise_cascade
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.gateway_helpers import gateway_config
+from tests.support.gateway_helpers import gateway_config, stored_traces
 
 MATH_GATES = [{"kind": "arithmetic"}, {"kind": "final_answer"}]
 GOOD = "Each box holds 4 + 3 = 7 apples, so 2 boxes hold 2 x 7 = 14 apples.\n#### 14"
@@ -54,15 +53,6 @@ def ask(gw, text: str = "How many apples are in 2 boxes?", headers: dict[str, st
         model="gearshift/cascade", messages=[{"role": "user", "content": text}], extra_headers=headers or {}, **kw)
 
 
-def traces(gw, n: int) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 20
-    while True:
-        rows = list(gw.gateway.store.traces())
-        if len(rows) >= n:
-            return sorted(rows, key=lambda t: t["created"])
-        assert time.monotonic() < deadline, "traces were not written"
-        time.sleep(0.05)
-
 
 def roles(trace: dict[str, Any]) -> list[tuple[str, str]]:
     return [(c["model"], c["role"]) for c in trace["calls"]]
@@ -72,7 +62,7 @@ def test_an_answer_that_passes_is_accepted_at_tier_1(upstream: FakeUpstream, tmp
     upstream.reply(GOOD, model="fake-small")
     with running(cascade_config(upstream, tmp_path)) as gw:
         raw = ask(gw)
-        [t] = traces(gw, 1)
+        [t] = stored_traces(gw, 1)
     assert raw.parse().choices[0].message.content == GOOD
     assert raw.headers["x-gearshift-model"] == "small"
     assert "accepted at tier 1" in raw.headers["x-gearshift-reason"]
@@ -87,7 +77,7 @@ def test_a_failing_answer_escalates_and_every_call_is_counted(upstream: FakeUpst
     upstream.reply("There are 14 apples.", model="fake-large")
     with running(cascade_config(upstream, tmp_path)) as gw:
         raw = ask(gw)
-        [t] = traces(gw, 1)
+        [t] = stored_traces(gw, 1)
     assert raw.parse().choices[0].message.content == "There are 14 apples."
     assert raw.headers["x-gearshift-model"] == "large"
     assert "tier 1 (small) failed arithmetic" in raw.headers["x-gearshift-reason"]
@@ -108,7 +98,7 @@ def test_traces_summary_separates_tier1_from_escalated(upstream: FakeUpstream, t
     with running(config) as gw:
         for _ in range(3):
             ask(gw)
-        rows = traces(gw, 3)
+        rows = stored_traces(gw, 3)
     s = summarise(rows, config)["cascade"]
     assert s["gated_requests"] == 3
     assert s["escalation_rate"] == pytest.approx(1 / 3)
@@ -139,7 +129,7 @@ def test_a_start_router_sends_requests_straight_to_a_later_tier(upstream: FakeUp
     config = cascade_config(upstream, tmp_path, start={"router": "gearshift/rules"})
     with running(config) as gw:
         raw = ask(gw, headers={"x-gearshift-tier": "pro"})
-        [t] = traces(gw, 1)
+        [t] = stored_traces(gw, 1)
     assert raw.headers["x-gearshift-model"] == "large"
     assert "start tier 2 (large) by gearshift/rules" in raw.headers["x-gearshift-reason"]
     assert upstream.count(model="fake-small") == 0
@@ -155,7 +145,7 @@ def test_judge_gate_calls_its_model_and_the_call_is_in_the_trace(upstream: FakeU
     upstream.reply("The answer is 14.", model="fake-large")  # the escalation's
     with running(cascade_config(upstream, tmp_path, tiers=tiers)) as gw:
         raw = ask(gw)
-        [t] = traces(gw, 1)
+        [t] = stored_traces(gw, 1)
     assert raw.headers["x-gearshift-model"] == "large"
     assert raw.parse().choices[0].message.content == "The answer is 14."
     assert roles(t) == [("small", "primary"), ("large", "judge"), ("large", "escalation")]
@@ -172,7 +162,7 @@ def test_a_failed_judge_call_fails_the_gate_and_escalates(upstream: FakeUpstream
     upstream.fail(500, model="fake-large")  # the judge's call (large has retries: 0)
     with running(cascade_config(upstream, tmp_path, tiers=tiers)) as gw:
         raw = ask(gw)
-        [t] = traces(gw, 1)
+        [t] = stored_traces(gw, 1)
     assert raw.headers["x-gearshift-model"] == "large"
     assert roles(t) == [("small", "primary"), ("judge", "gate"), ("large", "escalation")]
     assert t["calls"][1]["status"] == 422
@@ -266,7 +256,7 @@ def test_streaming_buffers_a_gated_tier_and_replays_the_accepted_answer(upstream
     upstream.reply(GOOD, model="fake-small")
     with running(cascade_config(upstream, tmp_path)) as gw:
         headers, chunks = stream_raw(gw)
-        [t] = traces(gw, 1)
+        [t] = stored_traces(gw, 1)
     assert headers["x-gearshift-model"] == "small"
     assert text_of(chunks) == GOOD
     # Buffered: the whole answer arrives as one content chunk (then the finish chunk).
@@ -279,7 +269,7 @@ def test_streaming_escalation_streams_the_ungated_tier_through(upstream: FakeUps
     upstream.reply("There are fourteen apples in the two boxes.", model="fake-large")
     with running(cascade_config(upstream, tmp_path)) as gw:
         headers, chunks = stream_raw(gw)
-        [t] = traces(gw, 1)
+        [t] = stored_traces(gw, 1)
     assert headers["x-gearshift-model"] == "large"
     assert "tier 1 (small) failed arithmetic" in headers["x-gearshift-reason"]
     assert text_of(chunks) == "There are fourteen apples in the two boxes."
@@ -327,7 +317,7 @@ def test_a_learned_gate_scores_online_exactly_as_in_the_lab(upstream: FakeUpstre
     tiers = [{"model": "small", "gates": [{"kind": "learned", "artifact": "gate.json"}]}, {"model": "large"}]
     with running(cascade_config(upstream, tmp_path, tiers=tiers)) as gw:
         raw = ask(gw, question)
-        [t] = traces(gw, 1)
+        [t] = stored_traces(gw, 1)
     [verdict] = t["verdicts"]
     assert verdict["gate"] == "learned" and verdict["score"] == pytest.approx(offline, abs=1e-12)
     assert verdict["passed"] == (offline >= 0.6)
@@ -360,7 +350,7 @@ def test_the_example_cascade_online_matches_its_lab_replay(tmp_path: Path, data_
             raw = c.chat.completions.with_raw_response.create(
                 model="gearshift/cascade", messages=[{"role": "user", "content": str(prompt)}])
             online.append(raw.headers["x-gearshift-model"] == "gpt-4-1106")
-        rows = traces(gw, len(o))
+        rows = stored_traces(gw, len(o))
     np.testing.assert_array_equal(np.array(online), lab.escalated)
     # Costs: both price estimated tokens (characters / 4) of every call made; the gateway's request
     # also counts a few tokens of per-message overhead, at most 5 input tokens per call.

@@ -4,7 +4,6 @@ logprobs only when it asked; self-consistency samples the cheap model and counts
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 from gearshift.config import Config
 from gearshift.gateway.server import running
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.gateway_helpers import gateway_config
+from tests.support.gateway_helpers import gateway_config, stored_traces
 
 GOOD = "Each box holds 7 apples, so 2 boxes hold 14 apples.\n#### 14"
 
@@ -38,15 +37,6 @@ def ask(gw: Any, stream: bool = False, **kw: Any) -> Any:
         stream=stream, **kw)
 
 
-def traces(gw: Any, n: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 20
-    while True:
-        rows = list(gw.gateway.store.traces())
-        if len(rows) >= n:
-            return sorted(rows, key=lambda t: t["created"])
-        assert time.monotonic() < deadline, "traces were not written"
-        time.sleep(0.05)
-
 
 def small_requests(upstream: FakeUpstream) -> list[dict[str, Any]]:
     return [r.json for r in upstream.requests if r.model == "fake-small"]
@@ -57,7 +47,7 @@ def test_a_confident_cheap_answer_is_accepted_without_logprobs_for_the_client(
     upstream.confident(-0.05, GOOD, model="fake-small")
     with running(config(upstream, tmp_path, [{"kind": "logprob", "threshold": 0.8}])) as gw:
         raw = ask(gw)
-        [t] = traces(gw, 1)
+        [t] = stored_traces(gw, 1)
     answer = raw.parse()
     assert answer.choices[0].message.content == GOOD
     assert raw.headers["x-gearshift-model"] == "small"
@@ -74,7 +64,7 @@ def test_an_unconfident_cheap_answer_escalates(upstream: FakeUpstream, tmp_path:
     upstream.reply("There are 14 apples.", model="fake-large")
     with running(config(upstream, tmp_path, [{"kind": "logprob", "threshold": 0.8}])) as gw:
         raw = ask(gw)
-        [t] = traces(gw, 1)
+        [t] = stored_traces(gw, 1)
     answer = raw.parse()
     assert answer.choices[0].message.content == "There are 14 apples."
     assert raw.headers["x-gearshift-model"] == "large"
@@ -115,7 +105,7 @@ def test_self_consistency_accepts_when_the_samples_agree_and_counts_them(upstrea
     upstream.reply("2 x 7 = 14.\nThe answer is 14.", times=2, model="fake-small")
     with running(config(upstream, tmp_path, [SC])) as gw:
         raw = ask(gw, temperature=0)
-        [t] = traces(gw, 1)
+        [t] = stored_traces(gw, 1)
     assert raw.parse().choices[0].message.content == GOOD
     assert raw.headers["x-gearshift-model"] == "small"
     assert upstream.count(model="fake-small") == 3 and upstream.count(model="fake-large") == 0
@@ -135,7 +125,7 @@ def test_self_consistency_escalates_when_the_samples_disagree(upstream: FakeUpst
     upstream.reply("There are 14 apples.", model="fake-large")
     with running(config(upstream, tmp_path, [SC])) as gw:
         raw = ask(gw)
-        [t] = traces(gw, 1)
+        [t] = stored_traces(gw, 1)
     assert raw.headers["x-gearshift-model"] == "large"
     assert "tier 1 (small) failed self_consistency" in raw.headers["x-gearshift-reason"]
     assert [c["role"] for c in t["calls"]] == ["primary", "gate", "gate", "escalation"]

@@ -93,3 +93,14 @@ def promote_and_wait(config_path: Path, router: str, version: int, applied: Call
     deadline = time.monotonic() + 10
     while not applied() and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def stored_traces(gw: Any, n: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+    """The gateway's stored traces, oldest first, once at least `n` are written."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = list(gw.gateway.store.traces())
+        if len(rows) >= n:
+            return sorted(rows, key=lambda t: t["created"])
+        assert time.monotonic() < deadline, "traces were not written"
+        time.sleep(0.05)
