@@ -10,6 +10,8 @@ from typing import Any
 ROLES = ("primary", "escalation", "fallback", "judge", "gate", "shadow", "shadow_judge")
 # Shadow work is paid for apart from serving: its calls are not part of a request's cost.
 SHADOW_ROLES = ("shadow", "shadow_judge")
+# The client-facing APIs a request can arrive by; all of them route, gate, shadow and trace alike.
+ENDPOINTS = ("chat", "responses", "messages", "embeddings")
 
 
 def new_trace_id() -> str:
@@ -69,6 +71,7 @@ class Trace:
     final_model: str | None = None
     status: int = 200
     streamed: bool = False
+    endpoint: str = "chat"  # the API it came in by: one of ENDPOINTS
     calls: list[Call] = field(default_factory=list)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)

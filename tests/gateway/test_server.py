@@ -113,6 +113,7 @@ def test_traces_command_summarises_spend_and_savings(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     s = json.loads(out.stdout)
     assert s["requests"] == 3 and s["errors"] == 0
+    assert s["by_endpoint"] == {"chat": 3}
     assert s["calls_by_model"] == {"small": 2, "large": 1}
     assert s["reference_model"] == "large"
     # Sent to large at large's prices, the two small answers would have cost 10x/15x more.
@@ -121,3 +122,4 @@ def test_traces_command_summarises_spend_and_savings(tmp_path: Path) -> None:
     text = subprocess.run([sys.executable, "-m", "gearshift.cli", "traces", "--config", str(cfg)],
                           capture_output=True, text=True, env=env)
     assert "estimate" in text.stdout and "small" in text.stdout and "savings" in text.stdout
+    assert "by endpoint: chat 3" in text.stdout

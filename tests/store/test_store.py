@@ -339,14 +339,14 @@ def test_postgres_leadership_goes_with_a_lost_connection(pg_url: str, postgres) 
 
 
 def test_a_store_an_older_gearshift_created_gets_the_new_columns(store_config: StoreConfig) -> None:
-    # The traces table as it was before A/B arms and shadow accounting (three columns fewer).
+    # The traces table as it was before A/B arms, shadow accounting and endpoints (four columns fewer).
     from gearshift.store.sql import SCHEMA
 
     old = SCHEMA.split(";")[0].format(real="DOUBLE PRECISION", serial_pk="")
     for added in ("    arm TEXT,\n", "    shadowed INTEGER NOT NULL DEFAULT 0,\n",
-                  ",\n    shadow_cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0"):
+                  ",\n    shadow_cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0", ",\n    endpoint TEXT NOT NULL DEFAULT 'chat'"):
         old = old.replace(added, "")
-    assert "arm" not in old and "shadow" not in old
+    assert "arm" not in old and "shadow" not in old and "endpoint" not in old
     if store_config.url.startswith("sqlite"):
         import sqlite3
 
@@ -362,6 +362,8 @@ def test_a_store_an_older_gearshift_created_gets_the_new_columns(store_config: S
     store = open_store(store_config)
     (row,) = list(store.traces())
     assert row["id"] == "old-1" and row["arm"] is None and row["shadowed"] is False and row["shadow_cost_usd"] == 0
-    store.write([trace(arm="b", shadowed=True)])
+    assert row["endpoint"] == "chat"  # every trace before endpoints came by chat completions
+    store.write([trace(arm="b", shadowed=True, endpoint="messages")])
     assert store.count() == 2 and [r["arm"] for r in store.traces()] == [None, "b"]
+    assert [r["endpoint"] for r in store.traces()] == ["chat", "messages"]
     store.close()

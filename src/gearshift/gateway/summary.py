@@ -21,6 +21,7 @@ def summarise(rows: Iterable[Mapping[str, Any]], config: Config, reference: str 
     reference = reference or config.strongest()
     n = errors = streamed = 0
     by_router: dict[str, int] = defaultdict(int)
+    by_endpoint: dict[str, int] = defaultdict(int)
     spend: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     calls_by_model: dict[str, int] = defaultdict(int)
     actual = counterfactual = 0.0
@@ -30,6 +31,7 @@ def summarise(rows: Iterable[Mapping[str, Any]], config: Config, reference: str 
     for t in map(TraceView.of, rows):
         n += 1
         by_router[t.router or "(rejected)"] += 1
+        by_endpoint[t.endpoint] += 1
         streamed += int(t.streamed)
         if t.status != 200:
             errors += 1
@@ -59,6 +61,7 @@ def summarise(rows: Iterable[Mapping[str, Any]], config: Config, reference: str 
         "errors": errors,
         "streamed": streamed,
         "by_router": dict(by_router),
+        "by_endpoint": dict(by_endpoint),
         "spend_by_model": {m: {"total": sum(r.values()), **r} for m, r in spend.items()},
         "calls_by_model": dict(calls_by_model),
         "spend_usd": actual,
@@ -78,7 +81,8 @@ def print_summary(s: dict[str, Any]) -> None:
 
     console = Console()
     console.print(f"[bold]{s['requests']}[/] requests, {s['errors']} errors, {s['streamed']} streamed; "
-                  f"by router: " + ", ".join(f"{k} {v}" for k, v in sorted(s["by_router"].items())))
+                  f"by router: " + ", ".join(f"{k} {v}" for k, v in sorted(s["by_router"].items()))
+                  + "; by endpoint: " + ", ".join(f"{k} {v}" for k, v in sorted(s["by_endpoint"].items())))
     table = Table(title="spend by model (USD)")
     table.add_column("model")
     table.add_column("calls", justify="right")

@@ -144,6 +144,7 @@ class TraceView:
     metadata: Mapping[str, Any]
     calls: tuple[CallView, ...]
     verdicts: tuple[VerdictView, ...]
+    endpoint: str = "chat"
     shadow_start: int = field(init=False, repr=False, compare=False)  # index of the first shadow call
 
     def __post_init__(self) -> None:
@@ -158,14 +159,16 @@ class TraceView:
         if isinstance(t, Trace):
             return cls(t.id, t.created, t.router, t.arm, t.final_model, t.status, t.streamed, t.shadowed,
                        t.latency_ms, t.estimated_tokens, t.score, t.error, t.prompt, t.metadata,
-                       tuple(CallView.of(c) for c in t.calls), tuple(VerdictView.of(v) for v in t.verdicts))
+                       tuple(CallView.of(c) for c in t.calls), tuple(VerdictView.of(v) for v in t.verdicts),
+                       t.endpoint)
         score = t.get("score")
         return cls(t.get("id"), t.get("created"), t.get("router"), t.get("arm"), t.get("final_model"),
                    int(t.get("status", 200) or 0), bool(t.get("streamed")),
                    bool(t.get("shadowed")), float(t.get("latency_ms") or 0.0), int(t.get("estimated_tokens") or 0),
                    None if score is None else float(score), t.get("error"), t.get("prompt"), t.get("metadata") or {},
                    tuple(CallView.of(c) for c in t.get("calls") or ()),
-                   tuple(VerdictView.of(v) for v in t.get("verdicts") or () if isinstance(v, Mapping)))
+                   tuple(VerdictView.of(v) for v in t.get("verdicts") or () if isinstance(v, Mapping)),
+                   t.get("endpoint") or "chat")
 
     # --- what happened -----------------------------------------------------------------------------
 
