@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from gearshift.cli.lab import lab_group
+from gearshift.cli.outcomes import drop_contaminated_option
 
 
 def _load(spec: str, drop_contaminated: bool):  # type: ignore[no-untyped-def]
@@ -21,7 +22,7 @@ def _load(spec: str, drop_contaminated: bool):  # type: ignore[no-untyped-def]
 
 @lab_group.command("train-gate")
 @click.option("--outcomes", "spec", required=True, help="dataset name or outcomes file (needs response text)")
-@click.option("--drop-contaminated", is_flag=True, help="drop RouteLLM's contaminated prompts (routellm/* only)")
+@drop_contaminated_option
 @click.option("--weak", default=None, help="the cheap model's column, whose answers the gate judges")
 @click.option("--strong", default=None, help="the escalation model's column (for --target gain)")
 @click.option("--target", type=click.Choice(["gain", "wrong"]), default="gain", show_default=True,
@@ -80,7 +81,7 @@ def train_gate(spec: str, drop_contaminated: bool, weak: str | None, strong: str
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--router", "name", required=True, help="a router of kind cascade in --config")
 @click.option("--outcomes", "spec", required=True, help="dataset name or outcomes file (needs response text)")
-@click.option("--drop-contaminated", is_flag=True)
+@drop_contaminated_option
 @click.option("--json", "as_json", is_flag=True)
 def lab_cascade(config_path: str, name: str, spec: str, drop_contaminated: bool, as_json: bool) -> None:
     """Replay a configured cascade on recorded answers: escalation rate, quality, spend including the

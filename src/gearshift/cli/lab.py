@@ -8,7 +8,13 @@ from pathlib import Path
 
 import click
 
-from gearshift.cli.outcomes import load_outcomes, price_table, prices_option
+from gearshift.cli.outcomes import (
+    bootstrap_options,
+    drop_contaminated_option,
+    load_outcomes,
+    price_table,
+    prices_option,
+)
 
 
 @click.group("datasets")
@@ -53,7 +59,7 @@ def datasets_path(name: str | None) -> None:
               help="name=share, comma-separated: the parts to deal the prompts into")
 @click.option("--by", default=None, help="metadata key (e.g. task) whose values every part should mix alike")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--drop-contaminated", is_flag=True, help="drop RouteLLM's contaminated prompts (routellm/* only)")
+@drop_contaminated_option
 def datasets_split(specs: tuple[str, ...], out: str, parts: str, by: str | None, seed: int,
                    drop_contaminated: bool) -> None:
     """Deal an outcomes table's prompts into parts (a `split` column), so training, calibration and
@@ -152,12 +158,11 @@ def _configured(config_path: str, names: list[str]):  # type: ignore[no-untyped-
 @click.option("--router", "router_names", multiple=True,
               help="random and oracle are always shown; other names are routers of --config (repeatable)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="config holding --router routers")
-@click.option("--drop-contaminated", is_flag=True, help="drop RouteLLM's contaminated prompts (routellm/* only)")
+@drop_contaminated_option
 @click.option("--weak", default=None, help="weak model column (default: the cheaper/worse one)")
 @click.option("--strong", default=None, help="strong model column (default: the best one)")
-@click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(10), help="bootstrap resamples")
+@bootstrap_options
 @click.option("--seed", default=0, show_default=True, type=int, help="bootstrap seed")
-@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0.0, 0.5, min_open=True))
 @click.option("--json", "as_json", is_flag=True, help="print the rows as JSON")
 def lab_evaluate(specs: tuple[str, ...], prices: tuple[str, ...], router_names: tuple[str, ...], config_path: str | None, drop_contaminated: bool,
                  weak: str | None, strong: str | None, n_boot: int, seed: int, alpha: float, as_json: bool) -> None:

@@ -24,6 +24,20 @@ def prices_option(f: F) -> F:
                              "(repeatable; --config's model prices are used too)")(f)
 
 
+def drop_contaminated_option(f: F) -> F:
+    """`--drop-contaminated`: leave out the prompts RouteLLM drops, to compare with its published figures."""
+    return click.option("--drop-contaminated", is_flag=True,
+                        help="drop RouteLLM's contaminated prompts (routellm/* only)")(f)
+
+
+def bootstrap_options(f: F) -> F:
+    """`--n-boot` and `--alpha`: the bootstrap behind every interval the lab prints."""
+    f = click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0.0, 0.5, min_open=True),
+                     help="intervals are at 1 - alpha")(f)
+    return click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(10),
+                        help="bootstrap resamples")(f)
+
+
 def price_table(prices: Sequence[str], config_path: str | None = None) -> dict[str, Price]:
     """Prices from `--prices` entries, over those of the config's models (by name and replay column)."""
     table: dict[str, Price] = {}

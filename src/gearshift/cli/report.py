@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from gearshift.cli.lab import lab_group
+from gearshift.cli.outcomes import bootstrap_options, drop_contaminated_option
 
 BUILTIN = ("random", "oracle")  # always in the report
 
@@ -137,14 +138,13 @@ def _levels(text: str) -> tuple[float, ...]:
 @click.option("--router", "router_names", multiple=True,
               help="random and oracle are always shown; `length` is a built-in baseline; others are routers of --config "
                    "(default: every router of --config that routes between --weak and --strong)")
-@click.option("--drop-contaminated", is_flag=True, help="drop RouteLLM's contaminated prompts (routellm/* only)")
+@drop_contaminated_option
 @click.option("--weak", default=None, help="weak model column (default: the cheapest, or the worse of two)")
 @click.option("--strong", default=None, help="strong model column (default: the best)")
 @click.option("--levels", "levels_text", default="0.90,0.95,0.99", show_default=True,
               help="quality levels (fractions of always-strongest quality) for the savings table")
-@click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(10), help="bootstrap resamples")
+@bootstrap_options
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0.0, 0.5, min_open=True))
 @click.option("--out", "out_path", default="report.html", show_default=True, type=click.Path(dir_okay=False),
               help="the HTML file; the PNGs are written beside it as <name>-<plot>.png")
 def lab_report(spec: str | None, config_path: str | None, router_names: tuple[str, ...], drop_contaminated: bool,
@@ -200,12 +200,11 @@ def lab_report(spec: str | None, config_path: str | None, router_names: tuple[st
               help="quality floor: the fraction of always-strongest quality to keep")
 @click.option("--router", "router_names", multiple=True,
               help="candidate routers of --config (default: every scoring router in it); random and length always")
-@click.option("--drop-contaminated", is_flag=True, help="drop RouteLLM's contaminated prompts (routellm/* only)")
+@drop_contaminated_option
 @click.option("--weak", default=None, help="the cheap model (default: the cheapest, or the one with most pairs)")
 @click.option("--strong", default=None, help="the always-expensive reference (default: the best)")
-@click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(10), help="bootstrap resamples")
+@bootstrap_options
 @click.option("--seed", default=0, show_default=True, type=int, help="seed of the halves and the bootstrap")
-@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0.0, 0.5, min_open=True))
 @click.option("--json", "as_json", is_flag=True, help="print the answers as JSON")
 def lab_check(spec: str | None, config_path: str | None, floor: float, router_names: tuple[str, ...],
               drop_contaminated: bool, weak: str | None, strong: str | None, n_boot: int, seed: int, alpha: float,

@@ -11,7 +11,12 @@ from typing import Any
 import click
 
 from gearshift.cli.lab import lab_group
-from gearshift.cli.outcomes import load_outcomes, price_table, prices_option
+from gearshift.cli.outcomes import (
+    drop_contaminated_option,
+    load_outcomes,
+    price_table,
+    prices_option,
+)
 
 
 def _load_outcomes(specs: tuple[str, ...], drop_contaminated: bool, split: str | None, sample: int | None, seed: int,  # type: ignore[no-untyped-def]
@@ -63,7 +68,7 @@ def _load_outcomes(specs: tuple[str, ...], drop_contaminated: bool, split: str |
               help="train on the gateway's own traces instead: the config whose store holds them (shadow pairs)")
 @click.option("--since-hours", type=float, default=None, help="with --traces: only traces of this many recent hours")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="artifact to write (JSON)")
-@click.option("--drop-contaminated", is_flag=True, help="drop RouteLLM's contaminated prompts (routellm/* only)")
+@drop_contaminated_option
 @click.option("--split", default=None, help="train only on prompts of this split (e.g. train for routerbench)")
 @click.option("--sample", type=click.IntRange(2), default=None, help="train on a random sample of this many prompts")
 @click.option("--form", type=click.Choice(["pair", "multi"]), default="pair", show_default=True,
@@ -224,7 +229,7 @@ def _line_edit(lines: list[str], router: str, key: str, rendered: str) -> str | 
 @click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--router", "name", required=True, help="a two-model router of the config (e.g. a classifier)")
 @click.option("--outcomes", "spec", required=True, help="calibration outcomes (dataset name or file)")
-@click.option("--drop-contaminated", is_flag=True)
+@drop_contaminated_option
 @click.option("--split", default=None, help="use only prompts of this split")
 @click.option("--share", type=click.FloatRange(0, 1), default=None, help="target: at most this share of strong calls")
 @click.option("--budget", type=click.FloatRange(0, min_open=True), default=None, help="target: at most this USD per request")

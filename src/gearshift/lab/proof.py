@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from gearshift.lab.bootstrap import Estimate
-from gearshift.lab.calibrate import QualityFloor, calibrate_scores, split_halves
+from gearshift.lab.calibrate import Calibration, QualityFloor, calibrate_scores, split_halves
 from gearshift.lab.replay import router_scores
 from gearshift.lab.signal import Signal, signal
 from gearshift.outcomes.table import Outcomes
@@ -34,10 +34,21 @@ class Proof:
     floor: float
     confidence: float
     reason: str
-    threshold: float | None = None
-    bound: float | None = None
-    strong_share: float | None = None
+    calibration: Calibration | None = None  # the threshold fitted to the floor on the calibration part
     signal: Signal | None = None  # APGR on the held-out pairs (lab.signal: the same check as the lab's)
+
+    @property
+    def threshold(self) -> float | None:
+        return self.calibration.threshold if self.calibration is not None else None
+
+    @property
+    def bound(self) -> float | None:
+        """The lower confidence bound of quality retained at that threshold."""
+        return self.calibration.bound if self.calibration is not None else None
+
+    @property
+    def strong_share(self) -> float | None:
+        return self.calibration.calibration.strong_share if self.calibration is not None else None
 
     @property
     def apgr(self) -> Estimate | None:
@@ -55,8 +66,8 @@ class Proof:
 
     def metrics(self) -> dict[str, Any]:
         """JSON-safe figures to store with a router version."""
-        out = {k: v for k, v in asdict(self).items() if k != "signal"}
-        out["held_out"] = self.held_out
+        out = {k: v for k, v in asdict(self).items() if k not in ("signal", "calibration")}
+        out.update(threshold=self.threshold, bound=self.bound, strong_share=self.strong_share, held_out=self.held_out)
         if self.apgr is not None:
             out["apgr"] = {"value": self.apgr.value, "low": self.apgr.low, "high": self.apgr.high}
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
@@ -75,7 +86,7 @@ def prove(pairs: Outcomes, router: ScoringRouter, floor: float, min_pairs: int =
     sig = signal(router_scores(router, test), test, router.weak, router.strong, n_boot=n_boot, seed=seed,
                  alpha=1 - confidence)
     est = sig.apgr
-    base.update(threshold=c.threshold, bound=c.bound, strong_share=c.calibration.strong_share, signal=sig)
+    base.update(calibration=c, signal=sig)
     apgr_line = f"APGR {est.value:.2f} [{est.low:.2f}, {est.high:.2f}]"
     if not sig.has_signal:
         return Proof(ok=False, reason=f"no signal yet: {apgr_line}", **base)
