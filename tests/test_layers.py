@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
     {"gateway", "lab", "watch"},
     {"plan", "schema"},
     {"routers", "gates", "providers", "store", "outcomes", "learned"},
-    {"config", "request", "route", "trace", "errors", "registry", "jsonfast", "services"},
+    {"config", "request", "route", "trace", "errors", "registry", "jsonfast", "services", "logs"},
 ]
 # Edges within a layer, each for a reason.
 SIDEWAYS = {

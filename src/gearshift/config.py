@@ -183,6 +183,10 @@ class ServerConfig(_Strict):
     shadow_spend_sync_seconds: float = Field(default=15.0, gt=0, description="with a shared store (PostgreSQL, or "
                                              "several workers): how often the others' shadow spend is read, "
                                              "for the daily budgets")
+    log_format: Literal["text", "json"] = Field(default="text", description="`json`: one JSON object per log line "
+                                                "(timestamp, level, logger, message, trace_id, request fields)")
+    access_log_sample: float = Field(default=0.0, ge=0, le=1, description="share of requests logged as one access "
+                                     "line each (method, path, status, latency, router, model, trace id)")
     workers: int = Field(default=1, ge=1, le=64, description="processes serving the port (one core each); they "
                          "share the store like replicas")
     metrics_key_env: str | None = Field(default=None, description="environment variable holding the key that "

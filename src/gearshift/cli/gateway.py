@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
+from gearshift import logs
 from gearshift.cli import config_or_exit as _load
 from gearshift.cli import plan_or_exit
 
@@ -17,11 +17,15 @@ from gearshift.cli import plan_or_exit
 @click.option("--port", default=None, type=int, help="override server.port")
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="override server.workers (processes)")
 @click.option("--log-level", default="INFO", show_default=True)
-def serve_command(config_path: str, host: str | None, port: int | None, workers: int | None, log_level: str) -> None:
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default=None,
+              help="text, or json: one object per line (default: server.log_format, else text)")
+def serve_command(config_path: str, host: str | None, port: int | None, workers: int | None, log_level: str,
+                  log_format: str | None) -> None:
     """Run the gateway."""
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+    logs.configure(log_level, log_format or "text")
     plan = plan_or_exit(config_path, serving=True)  # the same door as `check-config`
+    if log_format is None and plan.config.server.log_format != "text":
+        logs.configure(log_level, plan.config.server.log_format)
     from gearshift.gateway.server import serve
 
     serve(plan, host, port, workers)

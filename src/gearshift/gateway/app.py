@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from gearshift import logs
 from gearshift.config import Config
 from gearshift.errors import (
     BadRequest,
@@ -241,6 +242,7 @@ class Gateway:
         except Unauthorized as e:
             return self._unauthenticated(e)
         trace = Trace(router="", requested_model="", client=client)
+        logs.trace_id.set(trace.id)  # this handler's task only: every line it logs names the request
         try:
             try:
                 raw = await request.read()
