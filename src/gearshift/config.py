@@ -183,6 +183,9 @@ class ServerConfig(_Strict):
     shadow_spend_sync_seconds: float = Field(default=15.0, gt=0, description="with a shared store (PostgreSQL, or "
                                              "several workers): how often the others' shadow spend is read, "
                                              "for the daily budgets")
+    ready_max_pending_traces: int = Field(default=10_000, ge=1, description="/health/ready answers 503 while more "
+                                          "traces than this wait for the store (down or too slow): a load "
+                                          "balancer then sends new traffic to replicas that can keep them")
     log_format: Literal["text", "json"] = Field(default="text", description="`json`: one JSON object per log line "
                                                 "(timestamp, level, logger, message, trace_id, request fields)")
     access_log_sample: float = Field(default=0.0, ge=0, le=1, description="share of requests logged as one access "

@@ -212,19 +212,11 @@ def _wait(cond, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.02)
 
 
-def _database_accepts(postgres, url: str, accept: bool) -> None:  # type: ignore[no-untyped-def]
-    name = url.rsplit("/", 1)[1]
-    with postgres.admin() as admin:
-        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'true' if accept else 'false'}")
-        if not accept:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-
-
 def test_a_store_outage_loses_no_traces(pg_url: str, postgres, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     s = open_store(StoreConfig(url=pg_url, password_env=PW_ENV))
     writer = TraceWriter(s, flush_interval=0.05, max_held=50)
     try:
-        _database_accepts(postgres, pg_url, False)  # the database goes away (a failover, a restart)
+        postgres.accept_connections(pg_url, False)  # the database goes away (a failover, a restart)
         for _ in range(40):
             writer.put(trace())
         _wait(lambda: "store not taking traces" in caplog.text)
@@ -233,12 +225,12 @@ def test_a_store_outage_loses_no_traces(pg_url: str, postgres, caplog: pytest.Lo
         for _ in range(20):
             writer.put(trace())  # past max_held: dropped and counted, never blocking the caller
         assert writer.dropped == 10 and writer.pending() == 50
-        _database_accepts(postgres, pg_url, True)
+        postgres.accept_connections(pg_url, True)
         _wait(lambda: writer.written == 50)
         assert writer.written == 50 and writer.failed == 0 and writer.pending() == 0
         assert "store reachable again" in caplog.text
     finally:
-        _database_accepts(postgres, pg_url, True)
+        postgres.accept_connections(pg_url, True)
         writer.close()
     assert s.count() == 50
     s.close()
@@ -252,14 +244,14 @@ def test_traces_held_at_shutdown_are_spilled_and_written_at_the_next_start(
     sent[0].calls.append(Call(model="large", role="shadow", cost_usd=0.5, response="ref"))
     writer = TraceWriter(s, flush_interval=0.05, spill=spill)
     try:
-        _database_accepts(postgres, pg_url, False)  # the store is down when the stop comes
+        postgres.accept_connections(pg_url, False)  # the store is down when the stop comes
         for t in sent:
             writer.put(t)
         writer.close(timeout=0.5)
         assert writer.spilled == 500 and writer.failed == 0 and writer.written == 0
         assert "kept in" in caplog.text and len(list(tmp_path.glob("spill.*.jsonl"))) == 1
     finally:
-        _database_accepts(postgres, pg_url, True)
+        postgres.accept_connections(pg_url, True)
     s.close()
     s = open_store(StoreConfig(url=pg_url, password_env=PW_ENV))
     after = TraceWriter(s, flush_interval=0.05, spill=spill)  # the next start

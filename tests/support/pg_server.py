@@ -83,3 +83,11 @@ class PostgresServer:
         with self.admin() as c:
             c.execute(f"CREATE DATABASE {name}")
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{name}"
+
+    def accept_connections(self, url: str, accept: bool) -> None:
+        """Open or close the database of `url` to connections; closing also ends the open ones (an outage)."""
+        name = url.rsplit("/", 1)[1]
+        with self.admin() as admin:
+            admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'true' if accept else 'false'}")
+            if not accept:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))

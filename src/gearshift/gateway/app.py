@@ -153,6 +153,7 @@ class Gateway:
         self.admins = {k.name for k in config.client_keys if k.admin}
         self.started = time.time()
         self.requests = 0
+        self.draining = False  # set when the server starts to stop: readiness goes first
         # The plan refused missing secrets; the environment may have changed since it was built.
         key_env = config.server.metrics_key_env
         # plan.build refused a named variable that is not set: None here means "open by choice".
@@ -183,7 +184,12 @@ class Gateway:
         self.versions.start()
         self.retention.start()
 
+    async def draining_starts(self, app: web.Application | None = None) -> None:
+        """The server stopped listening: connections still open (keep-alive probes) read not ready."""
+        self.draining = True
+
     async def stop(self, app: web.Application | None = None) -> None:
+        self.draining = True
         await self.retention.stop()
         if self.watch is not None:
             await self.watch.stop()
@@ -413,6 +419,27 @@ class Gateway:
         """Liveness only: open to any prober, whatever the metrics key."""
         return web.Response(body=b'{"status":"ok"}', content_type="application/json")
 
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Whether this process should get new traffic, and each check's state in words."""
+        checks = {"config": "loaded" if self.executor is not None else "starting"}
+        if self.draining:
+            checks["server"] = "shutting down"
+        pending, limit = self.writer.pending(), self.config.server.ready_max_pending_traces
+        down = self.writer.outage_seconds()
+        store = "ok" if down is None else f"down for {down:.0f} s"
+        if pending >= limit:
+            checks["store"] = f"{store}; {pending} traces waiting, past server.ready_max_pending_traces ({limit})"
+        else:
+            checks["store"] = store if down is None else f"{store}; holding {pending} traces (limit {limit})"
+        ok = self.executor is not None and not self.draining and pending < limit
+        return ok, checks
+
+    async def ready(self, request: web.Request) -> web.Response:
+        """Readiness for load balancers and probes: 200 while this process can serve and keep traces, else 503."""
+        ok, checks = self.readiness()
+        return web.Response(status=200 if ok else 503, content_type="application/json",
+                            body=dumps({"status": "ready" if ok else "not_ready", "checks": checks}))
+
     async def health(self, request: web.Request) -> web.Response:
         """Liveness for anyone; the details (routers, traces, shadow spend) for the metrics key's holders."""
         if not self._may_see_details(request):
@@ -475,6 +502,7 @@ def create_app(config: Config | Plan, store: TraceStore | None = None) -> web.Ap
     app = web.Application(client_max_size=gw.config.server.max_body_bytes)
     app[GATEWAY_KEY] = gw
     app.on_startup.append(gw.start)
+    app.on_shutdown.append(gw.draining_starts)
     app.on_cleanup.append(gw.stop)
     app.router.add_post("/v1/chat/completions", gw.chat)
     app.router.add_post("/chat/completions", gw.chat)
@@ -483,5 +511,7 @@ def create_app(config: Config | Plan, store: TraceStore | None = None) -> web.Ap
     app.router.add_get("/health", gw.health)
     app.router.add_get("/metrics", gw.metrics)
     app.router.add_get("/livez", gw.livez)
+    app.router.add_get("/health/live", gw.livez)
+    app.router.add_get("/health/ready", gw.ready)
     app.router.add_route("*", "/{tail:.*}", gw.not_found)
     return app

@@ -71,6 +71,11 @@ class TraceWriter:
         """Traces queued or held, not yet written."""
         return self._q.qsize() + len(self._held)
 
+    def outage_seconds(self) -> float | None:
+        """How long the store has not been taking traces, or None while it does."""
+        since = self._outage_since
+        return None if since is None else time.monotonic() - since
+
     def _run(self) -> None:
         # Poll rather than block on get(): a put() that must wake a waiting thread costs the event
         # loop a thread switch per request; a put() into a queue nobody waits on costs almost nothing.
