@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from gearshift.trace import Call
-from gearshift.watch import CONTENT_TYPE, Baseline, Counters, Watch, render_metrics
+from gearshift.watch import CONTENT_TYPE, Baseline, Counters, Watch, WatchReport, render_metrics
 from gearshift.watch.prometheus import escape_label
 from tests.support.watch_helpers import (
     STRONG,
@@ -121,14 +121,23 @@ def test_label_values_are_escaped() -> None:
     assert value(samples, "gearshift_cost_usd_total", model=STRONG, role="shadow") == 0.5
 
 
-def test_report_gauges() -> None:
+def _every_family() -> tuple[str, WatchReport]:
+    """Metrics text with every family the gateway serves: requests, calls, shadow, watch, store."""
     config = watch_config(quality_floor=0.9)
     report = Watch(config).check(batch(100, escalated_share=0.5, agree_share=0.8),
                                  Baseline.from_traces(batch(200, escalated_share=0.2, agree_share=0.98), config))
     counters = Counters()
+    for t in batch(10, escalated_share=0.2, agree_share=0.5, latency_ms=300.0):
+        counters.observe(t)
+    counters.sync_shadow_dropped({"queue_full": 2})
     counters.record_report(report, [m.name for m in report.drifted])
-    types, samples = parse(render_metrics(counters, report, gauges={"gearshift_traces_pending": ("Traces queued.", 3)},
-                                          totals={"gearshift_traces_written_total": ("Traces written.", 7)}))
+    return render_metrics(counters, report, gauges={"gearshift_traces_pending": ("Traces queued.", 3)},
+                          totals={"gearshift_traces_written_total": ("Traces written.", 7)}), report
+
+
+def test_report_gauges() -> None:
+    text, report = _every_family()
+    types, samples = parse(text)
     assert types["gearshift_watch_value"] == "gauge"
     assert value(samples, "gearshift_watch_value", metric="escalation_rate") == pytest.approx(0.5)
     assert value(samples, "gearshift_watch_baseline", metric="escalation_rate") == pytest.approx(0.2)
@@ -179,3 +188,15 @@ def test_gateway_side_imports_do_not_load_numpy() -> None:
             "render_metrics(Counters()); print('numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_promtool_accepts_the_metrics() -> None:
+    """Prometheus's own linter (Debian's `prometheus` package, installed by .ci/run) on every family."""
+    import shutil
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not found: install Debian's `prometheus` package (.ci/run does)")
+    text, _ = _every_family()
+    out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), out.stdout + out.stderr
