@@ -84,7 +84,7 @@ def test_serve_with_json_logs_writes_only_json_lines_and_tags_the_failing_reques
             },
             "routers": {"gearshift/auto": {"kind": "fixed", "model": "small", "fallbacks": ["large"]}},
             "store": {"url": "sqlite:///traces.db"},
-            "server": {"open": True, "log_format": "json"},
+            "server": {"open": True, "log_format": "json", "access_log_sample": 1.0},
         }
         cfg = tmp_path / "gw.yaml"
         cfg.write_text(yaml.safe_dump(config))
@@ -104,7 +104,7 @@ def test_serve_with_json_logs_writes_only_json_lines_and_tags_the_failing_reques
                     time.sleep(0.05)
             upstream.fail(500, times=1, model="fake-small")
             r = http.request("POST", f"http://127.0.0.1:{port}/v1/chat/completions",
-                             body=json.dumps({"model": "gearshift/auto", "messages": [{"role": "user", "content": "hi"}]}),
+                             body=json.dumps({"model": "gearshift/auto", "messages": [{"role": "user", "content": "PROMPT-TEXT"}]}),
                              headers={"Content-Type": "application/json"})
             assert r.status == 200 and r.headers["x-gearshift-model"] == "large"
             trace_id = r.headers["x-gearshift-trace-id"]
@@ -119,3 +119,7 @@ def test_serve_with_json_logs_writes_only_json_lines_and_tags_the_failing_reques
     fallback = [r for r in records if "falling back" in r["message"]]
     assert fallback and fallback[0]["trace_id"] == trace_id and fallback[0]["level"] == "WARNING"
     assert SECRET not in text
+    (access,) = [r for r in records if r["logger"] == "gearshift.access" and r["path"] == "/v1/chat/completions"]
+    assert access["trace_id"] == trace_id and access["status"] == 200 and access["method"] == "POST"
+    assert access["router"] == "gearshift/auto" and access["model"] == "large" and access["endpoint"] == "chat"
+    assert "PROMPT-TEXT" not in text  # the prompt is never logged

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 import os
+import random
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -46,6 +47,7 @@ from gearshift.trace import Trace
 from gearshift.watch import CONTENT_TYPE, Counters, WatchLoop, render_metrics
 
 log = logging.getLogger("gearshift.gateway")
+access_log = logging.getLogger("gearshift.access")
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 DIRECT = "direct"  # the router name recorded when a request names a model, bypassing routing
@@ -154,6 +156,7 @@ class Gateway:
         self.started = time.time()
         self.requests = 0
         self.draining = False  # set when the server starts to stop: readiness goes first
+        self.access_sample = config.server.access_log_sample
         # The plan refused missing secrets; the environment may have changed since it was built.
         key_env = config.server.metrics_key_env
         # plan.build refused a named variable that is not set: None here means "open by choice".
@@ -300,6 +303,8 @@ class Gateway:
             trace.cap_answers(self.config.store.max_answer_chars)
             self.writer.put(trace)
             self.counters.observe(trace)
+            if self.access_sample and random.random() < self.access_sample:
+                self._access(request, trace)
 
     def _headers(self, trace: Trace, route: Route, outcome: Answer | None, cost: str | None = None) -> dict[str, str]:
         reason = route.reason + ("; " + "; ".join(outcome.notes) if outcome and outcome.notes else "")
@@ -358,6 +363,15 @@ class Gateway:
         if trace.status == 200 and self.shadower is not None:
             self.shadower.offer(req, trace, outcome.stream.text, None)
         return resp
+
+    def _access(self, request: web.Request, trace: Trace) -> None:
+        """One access line: what a log search needs to find the request (never its content)."""
+        access_log.info("%s %s %d %.1f ms %s -> %s", request.method, request.path, trace.status, trace.latency_ms,
+                        trace.router or "-", trace.final_model or "-",
+                        extra={"method": request.method, "path": request.path, "status": trace.status,
+                               "latency_ms": round(trace.latency_ms, 3), "router": trace.router,
+                               "model": trace.final_model, "client": trace.client, "endpoint": trace.endpoint,
+                               "cost_usd": trace.cost_usd})
 
     def _remember(self, trace_id: str, client: str | None, keep: int = 50_000) -> None:
         self.recent[trace_id] = client
