@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP API: /v1/chat/completions (streamed or not), /v1/models, /health."""
+"""The HTTP API: every client-facing API (gateway/dialects) through one pipeline, /v1/models, /health, /metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from gearshift.errors import (
     Unauthorized,
     UpstreamError,
 )
+from gearshift.gateway.dialects import DIALECTS, Dialect
+from gearshift.gateway.dialects.chat import ChatDialect
 from gearshift.gateway.executor import Answer, Executor
 from gearshift.gateway.feedback import parse_feedback
 from gearshift.gateway.retention import RetentionLoop
@@ -49,7 +52,6 @@ from gearshift.watch import CONTENT_TYPE, Counters, WatchLoop, render_metrics
 log = logging.getLogger("gearshift.gateway")
 access_log = logging.getLogger("gearshift.access")
 
-ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 DIRECT = "direct"  # the router name recorded when a request names a model, bypassing routing
 
 # What writing to a client that has gone raises: OSError's ConnectionError family (reset, broken pipe,
@@ -58,76 +60,13 @@ CLIENT_GONE = (ConnectionError, aiohttp.ClientConnectionError)
 CLIENT_CLOSED = "client closed the connection"
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
+CHAT = ChatDialect()  # the default dialect: /v1/models, /v1/feedback and /metrics take OpenAI's keys and errors
 
 
 def _header_safe(text: str, limit: int = 300) -> str:
     """Header values must be one line of latin-1; reasons may carry user text (regex hits, tiers)."""
     text = " ".join(text.split())
     return text.encode("ascii", "replace").decode("ascii")[:limit]
-
-
-def validate_body(body: Any) -> dict[str, Any]:
-    """The schema checks a client gets a 400 for; everything else is passed through untouched."""
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("`messages` must be a non-empty array", param="messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise BadRequest(f"messages[{i}] must be an object", param=f"messages[{i}]")
-        role = m.get("role")
-        # Type first: a list or object is unhashable, and the membership test would raise.
-        if not isinstance(role, str) or role not in ROLES:
-            raise BadRequest(f"messages[{i}].role must be one of {sorted(ROLES)}, got {_short(role)}",
-                             param=f"messages[{i}].role")
-        content = m.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise BadRequest(f"messages[{i}].content must be a string, an array of parts or null",
-                             param=f"messages[{i}].content")
-        if not _functions(m.get("tool_calls")):
-            raise BadRequest(f"messages[{i}].tool_calls must be an array of objects whose `function` is an object",
-                             param=f"messages[{i}].tool_calls")
-    if not _functions(body.get("tools")):
-        raise BadRequest("`tools` must be an array of objects whose `function` is an object", param="tools")
-    if "model" in body and not isinstance(body["model"], str):
-        raise BadRequest("`model` must be a string", param="model")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise BadRequest("`stream` must be a boolean", param="stream")
-    for name, kinds, what in _FIELD_TYPES:
-        value = body.get(name)
-        # bool is an int to Python but not a number to OpenAI's schema.
-        if value is not None and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
-            raise BadRequest(f"`{name}` must be {what}", param=name)
-    return body
-
-
-# Fields routers, gates and providers read: checked so their code may trust the type (null = absent).
-_FIELD_TYPES: tuple[tuple[str, tuple[type, ...], str], ...] = (
-    ("max_tokens", (int,), "an integer"), ("max_completion_tokens", (int,), "an integer"),
-    ("n", (int,), "an integer"), ("temperature", (int, float), "a number"), ("top_p", (int, float), "a number"),
-    ("metadata", (dict,), "an object"), ("response_format", (dict,), "an object"),
-    ("top_k", (int, float), "a number"), ("parallel_tool_calls", (bool,), "a boolean"),
-    ("tool_choice", (str, dict), "a string or an object"), ("stream_options", (dict,), "an object"), ("user", (str,), "a string"),
-    ("stop", (str, list), "a string or an array"),
-)
-
-
-def _functions(items: Any) -> bool:
-    """Whether `tools` or `tool_calls` is null, or an array of objects whose `function` is an object."""
-    if items is None:
-        return True
-    if not isinstance(items, list):
-        return False
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("function", {}), dict):
-            return False
-    return True
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class Gateway:
@@ -211,18 +150,18 @@ class Gateway:
 
     # -- requests --------------------------------------------------------------------------
 
-    def authenticate(self, request: web.Request) -> str | None:
+    def authenticate(self, request: web.Request, dialect: Dialect = CHAT) -> str | None:
+        """The name of the client key the request carries (None when the gateway is open)."""
         if not self.keys:
             return None
-        auth = request.headers.get("Authorization", "")
-        token = auth[7:].strip().encode() if auth[:7].lower() == "bearer " else b""
+        token = dialect.token(request.headers)
         found = None
         for name, secret in self.keys:
             # Compare against every key so timing does not reveal which one matched.
             if hmac.compare_digest(token, secret):
                 found = name
         if found is None:
-            raise Unauthorized("missing or invalid API key: send `Authorization: Bearer <key>`")
+            raise Unauthorized(f"missing or invalid API key: send {dialect.key_hint}")
         return found
 
     def resolve(self, req: ChatRequest) -> tuple[Router | None, Route]:
@@ -238,19 +177,32 @@ class Gateway:
         raise NotFound(f"the model {name!r} does not exist: name a router or a model: {', '.join(known)}",
                        param="model")
 
-    def _unauthenticated(self, e: GearshiftError) -> web.Response:
+    def _unauthenticated(self, e: GearshiftError, dialect: Dialect = CHAT) -> web.Response:
         """A request without a valid key: counted, never traced (anyone could fill the store)."""
         self.unauthenticated += 1
-        return web.Response(status=e.status, body=dumps(e.to_json()), content_type="application/json")
+        return web.Response(status=e.status, body=dialect.error(e), content_type="application/json")
+
+    def handler(self, dialect: Dialect) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The aiohttp handler of one API: the one pipeline, in that API's dialect."""
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.serve(request, dialect)
+
+        return handle
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/chat/completions."""
+        return await self.serve(request, CHAT)
+
+    async def serve(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
+        """Every API's request: key, parse, route, execute (streamed or whole), answer, trace, shadow."""
         t0 = time.perf_counter()
         self.requests += 1
         try:
-            client = self.authenticate(request)
+            client = self.authenticate(request, dialect)
         except Unauthorized as e:
-            return self._unauthenticated(e)
-        trace = Trace(router="", requested_model="", client=client)
+            return self._unauthenticated(e, dialect)
+        trace = Trace(router="", requested_model="", client=client, endpoint=dialect.kind)
         logs.trace_id.set(trace.id)  # this handler's task only: every line it logs names the request
         try:
             try:
@@ -263,7 +215,7 @@ class Gateway:
                 raise BadRequest(f"request body is not valid JSON: {e}") from None
             if too_deep(raw, body):
                 raise BadRequest(f"request body nests arrays and objects deeper than {MAX_DEPTH} levels")
-            req = ChatRequest.from_http(validate_body(body), request.headers, client)
+            req = dialect.parse(body, request.headers, client)
             trace.requested_model, trace.metadata = req.model, req.metadata
             trace.streamed = req.stream
             router, route = self.resolve(req)
@@ -274,22 +226,21 @@ class Gateway:
                 trace.prompt = req.text()
             assert self.executor is not None
             if req.stream:
-                return await self._stream(request, req, route, trace, t0)
+                return await self._stream(request, dialect, req, route, trace, t0)
             outcome = await self.executor.complete(route, req, trace)
             assert outcome.completion is not None
             trace.final_model = outcome.model
             if self.config.store.record_content:
                 trace.response = outcome.completion.text
             trace.latency_ms = (time.perf_counter() - t0) * 1000
-            # The upstream's bytes when it sent the body (nothing here changes it): no second encode.
-            body = outcome.completion.raw or dumps(outcome.completion.body)
-            response = web.Response(body=body, content_type="application/json",
+            response = web.Response(body=dialect.render(outcome.completion, req, trace), content_type="application/json",
                                     headers=self._headers(trace, route, outcome))
-            assert self.shadower is not None
-            self.shadower.offer(req, trace, outcome.completion.text, outcome.completion.body)
+            if dialect.shadow:
+                assert self.shadower is not None
+                self.shadower.offer(req, trace, outcome.completion.text, outcome.completion.body)
             return response
         except GearshiftError as e:
-            return self._error(e, trace, t0)
+            return self._error(e, trace, t0, dialect)
         except CLIENT_GONE:  # e.g. while a stream's headers were sent: the client's doing, no stack trace
             trace.status, trace.error = 499, CLIENT_CLOSED
             trace.latency_ms = (time.perf_counter() - t0) * 1000
@@ -297,7 +248,7 @@ class Gateway:
         except Exception:
             log.exception("internal error in trace %s", trace.id)
             err = GearshiftError(f"internal error (trace {trace.id})")
-            return self._error(err, trace, t0)
+            return self._error(err, trace, t0, dialect)
         finally:
             self._remember(trace.id, trace.client)
             trace.cap_answers(self.config.store.max_answer_chars)
@@ -319,32 +270,38 @@ class Gateway:
             headers["x-gearshift-dropped-params"] = ",".join(outcome.dropped)
         return headers
 
-    def _error(self, e: GearshiftError, trace: Trace, t0: float) -> web.Response:
+    def _error(self, e: GearshiftError, trace: Trace, t0: float, dialect: Dialect = CHAT) -> web.Response:
         trace.status, trace.error = e.status, e.message
         trace.latency_ms = (time.perf_counter() - t0) * 1000
         headers = {"x-gearshift-trace-id": trace.id, "x-gearshift-router": trace.router,
                    "x-gearshift-cost-usd": f"{trace.cost_usd:.8f}", **e.headers()}
-        return web.Response(status=e.status, body=dumps(e.to_json()), content_type="application/json",
+        return web.Response(status=e.status, body=dialect.error(e), content_type="application/json",
                             headers=headers)
 
-    async def _stream(self, request: web.Request, req: ChatRequest, route: Route, trace: Trace,
+    async def _stream(self, request: web.Request, dialect: Dialect, req: ChatRequest, route: Route, trace: Trace,
                       t0: float) -> web.StreamResponse:
         assert self.executor is not None
         outcome = await self.executor.open_stream(route, req, trace)  # raises before anything is sent
         assert outcome.stream is not None
         trace.final_model = outcome.model
-        # The streamed call's cost is known only at the end: it is sent as an SSE comment then.
+        render = dialect.streamer(req, trace)
+        # The streamed call's cost is known only at the end: the dialect's tail may carry it.
         resp = web.StreamResponse(headers={**self._headers(trace, route, outcome, cost="pending"),
                                            "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         error: UpstreamError | None = None
         try:
+            head = render.head()
+            if head:
+                await resp.write(head)
             async for chunk in outcome.stream:
-                await resp.write(b"data: " + dumps(chunk) + b"\n\n")
+                data = render.chunk(chunk)
+                if data:
+                    await resp.write(data)
         except UpstreamError as e:
             error = e
             trace.status, trace.error = e.status, e.message
-            await resp.write(b"data: " + dumps(e.to_json()) + b"\n\n")
+            await resp.write(render.error(e))
         except CLIENT_GONE:
             trace.status, trace.error = 499, CLIENT_CLOSED
         finally:
@@ -355,12 +312,11 @@ class Gateway:
                 trace.response = outcome.stream.text
         if trace.status != 499:
             try:
-                await resp.write(f": gearshift cost_usd={trace.cost_usd:.8f} model={outcome.model}\n\n".encode())
-                await resp.write(b"data: [DONE]\n\n")
+                await resp.write(render.tail(trace, outcome.model, outcome.stream.usage))
                 await resp.write_eof()
             except CLIENT_GONE:  # the answer was complete, only its trailer was lost
                 trace.status, trace.error = 499, CLIENT_CLOSED
-        if trace.status == 200 and self.shadower is not None:
+        if trace.status == 200 and dialect.shadow and self.shadower is not None:
             self.shadower.offer(req, trace, outcome.stream.text, None)
         return resp
 
@@ -425,9 +381,7 @@ class Gateway:
         """Whether the request may read /metrics and the detailed /health (always, with no metrics key)."""
         if self.metrics_key is None:
             return True
-        auth = request.headers.get("Authorization", "")
-        token = auth[7:].strip().encode() if auth[:7].lower() == "bearer " else b""
-        return hmac.compare_digest(token, self.metrics_key)
+        return hmac.compare_digest(CHAT.token(request.headers), self.metrics_key)
 
     async def livez(self, request: web.Request) -> web.Response:
         """Liveness only: open to any prober, whatever the metrics key."""
@@ -506,8 +460,8 @@ class Gateway:
 
 
 # The known paths (create_app routes them) and their methods: another method on one gets a 405.
-ALLOWED_METHODS = {"/v1/chat/completions": "POST", "/chat/completions": "POST", "/v1/models": "GET, HEAD",
-                   "/v1/feedback": "POST", "/health": "GET, HEAD", "/metrics": "GET, HEAD", "/livez": "GET, HEAD"}
+ALLOWED_METHODS = {"/v1/models": "GET, HEAD", "/v1/feedback": "POST", "/health": "GET, HEAD", "/metrics": "GET, HEAD",
+                   "/livez": "GET, HEAD", **{path: "POST" for kind in DIALECTS for path in DIALECTS[kind].paths}}
 
 
 def create_app(config: Config | Plan, store: TraceStore | None = None) -> web.Application:
@@ -518,8 +472,10 @@ def create_app(config: Config | Plan, store: TraceStore | None = None) -> web.Ap
     app.on_startup.append(gw.start)
     app.on_shutdown.append(gw.draining_starts)
     app.on_cleanup.append(gw.stop)
-    app.router.add_post("/v1/chat/completions", gw.chat)
-    app.router.add_post("/chat/completions", gw.chat)
+    for kind in DIALECTS:  # every API through the one pipeline (gateway/dialects: one module each)
+        dialect = DIALECTS[kind]()
+        for path in dialect.paths:
+            app.router.add_post(path, gw.chat if dialect.kind == CHAT.kind else gw.handler(dialect))
     app.router.add_get("/v1/models", gw.models)
     app.router.add_post("/v1/feedback", gw.feedback)
     app.router.add_get("/health", gw.health)
