@@ -186,6 +186,8 @@ class ServerConfig(_Strict):
     ready_max_pending_traces: int = Field(default=10_000, ge=1, description="/health/ready answers 503 while more "
                                           "traces than this wait for the store (down or too slow): a load "
                                           "balancer then sends new traffic to replicas that can keep them")
+    watch_config_seconds: float | None = Field(default=None, gt=0, description="reload the config file when it "
+                                               "changes, checked this often (SIGHUP reloads it at any time)")
     log_format: Literal["text", "json"] = Field(default="text", description="`json`: one JSON object per log line "
                                                 "(timestamp, level, logger, message, trace_id, request fields)")
     access_log_sample: float = Field(default=0.0, ge=0, le=1, description="share of requests logged as one access "

@@ -8,8 +8,8 @@ import logging
 import os
 import random
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,16 @@ from gearshift.gateway.dialects import DIALECTS, Dialect
 from gearshift.gateway.dialects.chat import ChatDialect
 from gearshift.gateway.executor import Answer, Executor
 from gearshift.gateway.feedback import parse_feedback
+from gearshift.gateway.reload import FileWatch, restart_only
 from gearshift.gateway.retention import RetentionLoop
 from gearshift.gateway.shadow import Shadower
 from gearshift.gateway.versions import VersionLoop
 from gearshift.jsonfast import dumps, loads
 from gearshift.plan import Plan
+from gearshift.plan import load as load_plan
 from gearshift.plan import of as plan_of
 from gearshift.providers import build_provider
+from gearshift.providers.base import Provider
 from gearshift.request import MAX_DEPTH, ChatRequest, too_deep
 from gearshift.route import Route, Step
 from gearshift.routers import Router
@@ -69,62 +72,159 @@ def _header_safe(text: str, limit: int = 300) -> str:
     return text.encode("ascii", "replace").decode("ascii")[:limit]
 
 
+class Live:
+    """What one plan serves with. A reload swaps the whole of it at once; a request keeps the one it
+    started on to its end (its route's models stay those its executor knows)."""
+
+    __slots__ = ("plan", "executor", "keys", "admins", "metrics_key", "in_flight")
+
+    def __init__(self, plan: Plan, executor: Executor | None = None) -> None:
+        config = plan.config
+        self.plan = plan
+        self.executor = executor
+        self.keys = [(k.name, (k.secret() or "").encode()) for k in config.client_keys]
+        self.admins = {k.name for k in config.client_keys if k.admin}
+        key_env = config.server.metrics_key_env
+        # plan.build refused a named variable that is not set: None here means "open by choice".
+        self.metrics_key = os.environ.get(key_env, "").encode() if key_env else None
+        self.in_flight = 0
+        missing = [k.name for k in config.client_keys if not k.secret()]
+        if missing:
+            raise ConfigError(f"client_keys: no secret in the environment for {', '.join(missing)}; "
+                              "fix: set their key_env variables")
+
+    @property
+    def config(self) -> Config:
+        return self.plan.config
+
+    @property
+    def routers(self) -> Mapping[str, Router[Any]]:
+        return self.plan.routers
+
+
 class Gateway:
     """Routers, providers, executor and trace writer of one running gateway."""
 
     def __init__(self, config: Config | Plan, store: TraceStore | None = None) -> None:
         # A Config is checked and built here, through the same door as `check-config`.
-        self.plan = plan_of(config)
-        config = self.config = self.plan.config
-        self.routers: dict[str, Router[Any]] = dict(self.plan.routers)
+        self.live = Live(plan_of(config))
+        config = self.live.config
         self.store = store or open_store(config.store, config.base_dir)
         spill = config.store.spill_path and Path(config.base_dir) / config.store.spill_path
         self.writer = TraceWriter(self.store, config.store.batch_size, config.store.flush_interval,
                                   config.store.queue_size, spill)
         self.counters = Counters()
         self.watch = WatchLoop(self.store, config, self.counters) if config.watch.enabled else None
-        self.keys = [(k.name, (k.secret() or "").encode()) for k in config.client_keys]
         self.session: aiohttp.ClientSession | None = None
-        self.executor: Executor | None = None
         self.shadower: Shadower | None = None
         self.versions: VersionLoop | None = None
         self.retention = RetentionLoop(config, self.store)
         # trace id -> the client key that made it, for feedback that names a trace not yet flushed
         self.recent: OrderedDict[str, str | None] = OrderedDict()
-        self.admins = {k.name for k in config.client_keys if k.admin}
         self.started = time.time()
         self.requests = 0
         self.draining = False  # set when the server starts to stop: readiness goes first
         self.access_sample = config.server.access_log_sample
-        # The plan refused missing secrets; the environment may have changed since it was built.
-        key_env = config.server.metrics_key_env
-        # plan.build refused a named variable that is not set: None here means "open by choice".
-        self.metrics_key = os.environ.get(key_env, "").encode() if key_env else None
         self.unauthenticated = 0  # requests refused for a missing or wrong key (they leave no trace)
-        missing = [k.name for k in config.client_keys if not k.secret()]
-        if missing:
-            raise ConfigError(f"client_keys: no secret in the environment for {', '.join(missing)}; "
-                              "fix: set their key_env variables")
-        if not self.keys:
+        self.reloads: Counter[str] = Counter()  # "ok" and "failed" config reloads
+        self.loaded_at = time.time()
+        self.file_watch: FileWatch | None = None
+        self._retiring: list[asyncio.Task[None]] = []
+        if not self.live.keys:
             log.warning("server.open: the gateway serves without authentication")
 
     async def start(self, app: web.Application | None = None) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         providers = {name: build_provider(m, self.session, self.config.base_dir) for name, m in self.config.models.items()}
-        self.executor = Executor(self.config, providers)
+        executor = Executor(self.config, providers)
         for router in self.routers.values():
-            router.attach(self.executor)  # what the executor lends: model calls (judges), latencies (budgets)
+            router.attach(executor)  # what the executor lends: model calls (judges), latencies (budgets)
+        self.live.executor = executor
         self.shadower = Shadower(self.config, providers, self.writer, self.counters)
         if self.shadower.budgeted:
             await asyncio.to_thread(self.shadower.sync_spend)
         self.shadower.start()
         if self.watch is not None:
             await self.watch.start()
-        self.versions = VersionLoop(self.config, self.routers, self.store)
+        self.versions = VersionLoop(self.config, dict(self.routers), self.store)
         await self.versions.poll()  # promoted thresholds apply before the first request
         self.versions.start()
         self.retention.start()
+        every = self.config.server.watch_config_seconds
+        if every and Path(self.plan.source).is_file():
+            self.file_watch = FileWatch(self.plan.source, every, self.reload)
+            self.file_watch.start()
+
+    # The plan's parts, as the current Live has them (a request holds its own Live instead).
+    @property
+    def plan(self) -> Plan:
+        return self.live.plan
+
+    @property
+    def config(self) -> Config:
+        return self.live.plan.config
+
+    @property
+    def routers(self) -> Mapping[str, Router[Any]]:
+        return self.live.plan.routers
+
+    @property
+    def executor(self) -> Executor | None:
+        return self.live.executor
+
+    async def reload(self) -> bool:
+        """Load, check and build the config file again and swap it in whole; on any problem keep serving
+        the current one, log the problems as `check-config` prints them, and count a failed reload."""
+        source, old = self.plan.source, self.live
+        try:
+            plan = await asyncio.to_thread(load_plan, source, True)
+            live = Live(plan)
+        except ConfigError as e:
+            self.reloads["failed"] += 1
+            log.error("config reload failed; still serving the config loaded before:\n%s", e)
+            return False
+        config = plan.config
+        for key in restart_only(old.config, config):
+            log.warning("config reload: %s changed; it takes effect at the next restart", key)
+        assert self.session is not None and old.executor is not None
+        kept = old.executor.providers
+        providers = {name: kept[name] if name in kept and old.config.models.get(name) == m
+                     else build_provider(m, self.session, config.base_dir) for name, m in config.models.items()}
+        executor = Executor(config, providers)
+        executor.latency = old.executor.latency  # observed latencies stay true of the same upstreams
+        for router in plan.routers.values():
+            router.attach(executor)
+        versions = VersionLoop(config, dict(plan.routers), self.store)
+        await versions.poll()  # promoted versions apply to the new routers before they serve
+        live.executor = executor
+        self.live = live  # the swap: new requests take the new plan from here on
+        self.loaded_at = time.time()
+        self.access_sample = config.server.access_log_sample
+        if self.shadower is not None:
+            self.shadower.reconfigure(config, providers)
+        if self.versions is not None:
+            await self.versions.stop()
+        self.versions = versions
+        versions.start()
+        if self.watch is not None:
+            await self.watch.stop()
+        self.watch = WatchLoop(self.store, config, self.counters) if config.watch.enabled else None
+        if self.watch is not None:
+            await self.watch.start()
+        retired = [p for name, p in kept.items() if providers.get(name) is not p]
+        self._retiring.append(asyncio.create_task(self._retire(old, retired)))
+        self.reloads["ok"] += 1
+        log.info("config reloaded from %s: %d routers, %d models", source, len(plan.routers), len(config.models))
+        return True
+
+    async def _retire(self, old: Live, providers: list[Provider], wait: float = 600.0) -> None:
+        """Close a replaced plan's own providers once the requests that started on it have finished."""
+        deadline = time.monotonic() + wait
+        while old.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for p in providers:
+            await p.close()
 
     async def draining_starts(self, app: web.Application | None = None) -> None:
         """The server stopped listening: connections still open (keep-alive probes) read not ready."""
@@ -132,6 +232,10 @@ class Gateway:
 
     async def stop(self, app: web.Application | None = None) -> None:
         self.draining = True
+        if self.file_watch is not None:
+            await self.file_watch.stop()
+        for task in self._retiring:
+            task.cancel()
         await self.retention.stop()
         if self.watch is not None:
             await self.watch.stop()
@@ -152,11 +256,12 @@ class Gateway:
 
     def authenticate(self, request: web.Request, dialect: Dialect = CHAT) -> str | None:
         """The name of the client key the request carries (None when the gateway is open)."""
-        if not self.keys:
+        keys = self.live.keys
+        if not keys:
             return None
         token = dialect.token(request.headers)
         found = None
-        for name, secret in self.keys:
+        for name, secret in keys:
             # Compare against every key so timing does not reveal which one matched.
             if hmac.compare_digest(token, secret):
                 found = name
@@ -164,14 +269,16 @@ class Gateway:
             raise Unauthorized(f"missing or invalid API key: send {dialect.key_hint}")
         return found
 
-    def resolve(self, req: ChatRequest) -> tuple[Router | None, Route]:
-        name = req.model or (self.config.server.default_router or "")
-        router = self.routers.get(name)
+    def resolve(self, req: ChatRequest, live: Live | None = None) -> tuple[Router | None, Route]:
+        live = live or self.live
+        config, routers = live.config, live.routers
+        name = req.model or (config.server.default_router or "")
+        router = routers.get(name)
         if router is not None:
             return router, router.route(req)
-        if name in self.config.models:
+        if name in config.models:
             return None, Route(steps=[Step(name)], router=DIRECT, reason=f"model {name} named directly (no routing)")
-        known = sorted(self.routers) + sorted(self.config.models)
+        known = sorted(routers) + sorted(config.models)
         if not name:
             raise BadRequest("`model` is required (no server.default_router is configured)", param="model")
         raise NotFound(f"the model {name!r} does not exist: name a router or a model: {', '.join(known)}",
@@ -198,17 +305,20 @@ class Gateway:
         """Every API's request: key, parse, route, execute (streamed or whole), answer, trace, shadow."""
         t0 = time.perf_counter()
         self.requests += 1
+        live = self.live  # this request's plan, to its end, whatever a reload swaps in meanwhile
+        config, executor = live.config, live.executor
         try:
             client = self.authenticate(request, dialect)
         except Unauthorized as e:
             return self._unauthenticated(e, dialect)
         trace = Trace(router="", requested_model="", client=client, endpoint=dialect.kind)
         logs.trace_id.set(trace.id)  # this handler's task only: every line it logs names the request
+        live.in_flight += 1
         try:
             try:
                 raw = await request.read()
             except web.HTTPRequestEntityTooLarge:
-                raise PayloadTooLarge(f"request body is larger than {self.config.server.max_body_bytes} bytes") from None
+                raise PayloadTooLarge(f"request body is larger than {config.server.max_body_bytes} bytes") from None
             try:
                 body = loads(raw)
             except ValueError as e:
@@ -218,19 +328,19 @@ class Gateway:
             req = dialect.parse(body, request.headers, client)
             trace.requested_model, trace.metadata = req.model, req.metadata
             trace.streamed = req.stream
-            router, route = self.resolve(req)
+            router, route = self.resolve(req, live)
             trace.router, trace.reason, trace.route, trace.score = route.router, route.reason, route.models(), route.score
             trace.arm = route.arm
             trace.estimated_tokens = req.estimated_tokens()
-            if self.config.store.record_content:
+            if config.store.record_content:
                 trace.prompt = req.text()
-            assert self.executor is not None
+            assert executor is not None
             if req.stream:
-                return await self._stream(request, dialect, req, route, trace, t0)
-            outcome = await self.executor.complete(route, req, trace)
+                return await self._stream(request, dialect, req, route, trace, t0, live)
+            outcome = await executor.complete(route, req, trace)
             assert outcome.completion is not None
             trace.final_model = outcome.model
-            if self.config.store.record_content:
+            if config.store.record_content:
                 trace.response = outcome.completion.text
             trace.latency_ms = (time.perf_counter() - t0) * 1000
             response = web.Response(body=dialect.render(outcome.completion, req, trace), content_type="application/json",
@@ -250,8 +360,9 @@ class Gateway:
             err = GearshiftError(f"internal error (trace {trace.id})")
             return self._error(err, trace, t0, dialect)
         finally:
+            live.in_flight -= 1
             self._remember(trace.id, trace.client)
-            trace.cap_answers(self.config.store.max_answer_chars)
+            trace.cap_answers(config.store.max_answer_chars)
             self.writer.put(trace)
             self.counters.observe(trace)
             if self.access_sample and random.random() < self.access_sample:
@@ -279,9 +390,10 @@ class Gateway:
                             headers=headers)
 
     async def _stream(self, request: web.Request, dialect: Dialect, req: ChatRequest, route: Route, trace: Trace,
-                      t0: float) -> web.StreamResponse:
-        assert self.executor is not None
-        outcome = await self.executor.open_stream(route, req, trace)  # raises before anything is sent
+                      t0: float, live: Live) -> web.StreamResponse:
+        executor = live.executor
+        assert executor is not None
+        outcome = await executor.open_stream(route, req, trace)  # raises before anything is sent
         assert outcome.stream is not None
         trace.final_model = outcome.model
         render = dialect.streamer(req, trace)
@@ -306,9 +418,9 @@ class Gateway:
             trace.status, trace.error = 499, CLIENT_CLOSED
         finally:
             await outcome.stream.aclose()
-            self.executor.finish_stream(outcome, trace, error)
+            executor.finish_stream(outcome, trace, error)
             trace.latency_ms = (time.perf_counter() - t0) * 1000
-            if self.config.store.record_content:
+            if live.config.store.record_content:
                 trace.response = outcome.stream.text
         if trace.status != 499:
             try:
@@ -352,7 +464,7 @@ class Gateway:
                 known, owner = await asyncio.to_thread(self.store.trace_client, fb.trace_id)
             if not known:
                 raise NotFound(f"no trace with id {fb.trace_id!r}", param="trace_id", code="trace_not_found")
-            if client is not None and client != owner and client not in self.admins:
+            if client is not None and client != owner and client not in self.live.admins:
                 # Answer as for a trace that does not exist would leak less, but a 403 tells an honest
                 # application what is wrong; trace ids are unguessable, so it confirms nothing useful.
                 raise Forbidden(f"the key {client!r} did not make request {fb.trace_id!r}: only that key, or a key "
@@ -379,9 +491,9 @@ class Gateway:
 
     def _may_see_details(self, request: web.Request) -> bool:
         """Whether the request may read /metrics and the detailed /health (always, with no metrics key)."""
-        if self.metrics_key is None:
+        if self.live.metrics_key is None:
             return True
-        return hmac.compare_digest(CHAT.token(request.headers), self.metrics_key)
+        return hmac.compare_digest(CHAT.token(request.headers), self.live.metrics_key)
 
     async def livez(self, request: web.Request) -> web.Response:
         """Liveness only: open to any prober, whatever the metrics key."""
@@ -423,6 +535,8 @@ class Gateway:
                 "shadow": {"queued": sh.queue.qsize(), "done": sh.done, "dropped": dict(sh.dropped),
                            "spent_today_usd": sh.spent_today(),
                            "spent_today_usd_by_router": {r: sh.spent_today(r) for r in sh.policies}} if sh else None,
+                "config": {"source": self.plan.source, "loaded_at": self.loaded_at, "reloads": self.reloads["ok"],
+                           "failed_reloads": self.reloads["failed"]},
                 "uptime_s": round(time.time() - self.started, 1), "pid": os.getpid()}
         return web.Response(body=dumps(body), content_type="application/json")
 
@@ -441,7 +555,10 @@ class Gateway:
                   "gearshift_traces_failed_total": ("Traces the store refused, or lost at shutdown.", w.failed),
                   "gearshift_traces_dropped_total": ("Traces not kept: store.queue_size were waiting.", w.dropped),
                   "gearshift_unauthenticated_requests_total": ("Requests refused for a missing or wrong key "
-                                                               "(they leave no trace).", self.unauthenticated)}
+                                                               "(they leave no trace).", self.unauthenticated),
+                  "gearshift_config_reloads_total": ("Config reloads swapped in.", self.reloads["ok"]),
+                  "gearshift_config_reload_failures_total": ("Config reloads refused (the config loaded before "
+                                                             "kept serving).", self.reloads["failed"])}
         report = self.watch.report if self.watch is not None else None
         circuits = self.executor.breakers.snapshot() if self.executor is not None else None
         states = self.versions.states() if self.versions is not None else None
@@ -461,7 +578,7 @@ class Gateway:
 
 # The known paths (create_app routes them) and their methods: another method on one gets a 405.
 ALLOWED_METHODS = {"/v1/models": "GET, HEAD", "/v1/feedback": "POST", "/health": "GET, HEAD", "/metrics": "GET, HEAD",
-                   "/livez": "GET, HEAD", **{path: "POST" for kind in DIALECTS for path in DIALECTS[kind].paths}}
+                   "/livez": "GET, HEAD", "/health/live": "GET, HEAD", "/health/ready": "GET, HEAD", **{path: "POST" for kind in DIALECTS for path in DIALECTS[kind].paths}}
 
 
 def create_app(config: Config | Plan, store: TraceStore | None = None) -> web.Application:

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gearshift.config import Config
+from gearshift.errors import ConfigError
 from gearshift.gateway.app import GATEWAY_KEY, Gateway, create_app
 from gearshift.gateway.edges import GatewayRunner
 from gearshift.plan import Plan
+from gearshift.plan import load as load_plan
 from gearshift.plan import of as plan_of
 
 log = logging.getLogger("gearshift.gateway")
@@ -99,6 +101,16 @@ async def _serve_until_signal(app: web.Application, config: Config, host: str, p
     """What web.run_app does, with the gateway's runner: serve until a signal raises GracefulExit."""
     r = runner(app, config, handle_signals=True, shutdown_timeout=30)
     await r.setup()
+    gateway = app[GATEWAY_KEY]
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        task = asyncio.ensure_future(gateway.reload())
+        reloads.add(task)  # held until done: the loop keeps only weak references to tasks
+        task.add_done_callback(reloads.discard)
+
+    # SIGHUP reloads the config file (its default action would end the process).
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
     try:
         await web.TCPSite(r, host, port, reuse_port=reuse_port).start()
         await asyncio.Event().wait()
@@ -118,16 +130,27 @@ def _serve_workers(plan: Plan, host: str, port: int, workers: int) -> None:
 
     procs = [spawn(i) for i in range(workers)]
     stopping = threading.Event()
+    hangup = threading.Event()
 
     def stop(signum: int, frame: object) -> None:
         stopping.set()
 
+    def reload(signum: int, frame: object) -> None:
+        hangup.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
+    signal.signal(signal.SIGHUP, reload)
     log.info("gearshift: %d workers on http://%s:%d (pids %s)", workers, host, port,
              ", ".join(str(p.pid) for p in procs))
     backoff = [Backoff() for _ in procs]
     while not stopping.wait(0.1):
+        if hangup.is_set():
+            hangup.clear()
+            plan = _reloaded(plan)  # a worker restarted later starts from the config in force
+            for proc in procs:
+                if proc.is_alive() and proc.pid is not None:
+                    os.kill(proc.pid, signal.SIGHUP)  # each worker reloads the file itself
         now = time.monotonic()
         for i, proc in enumerate(procs):
             if proc.is_alive():
@@ -147,6 +170,14 @@ def _serve_workers(plan: Plan, host: str, port: int, workers: int) -> None:
             os.kill(proc.pid, signal.SIGTERM)  # each finishes its requests and writes its traces
     for proc in procs:
         proc.join(60)
+
+
+def _reloaded(plan: Plan) -> Plan:
+    """The config file's plan, or the old one when it does not load (the workers log why)."""
+    try:
+        return load_plan(plan.source, serving=True)
+    except ConfigError:
+        return plan
 
 
 class Backoff:

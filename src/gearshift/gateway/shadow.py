@@ -63,6 +63,12 @@ class Shadower:
         self._workers: list[asyncio.Task[None]] = []
         self._rng = random.Random()
 
+    def reconfigure(self, config: Config, providers: dict[str, Provider]) -> None:
+        """Shadow by a reloaded config from now on; work already queued, and today's spend, are kept."""
+        self.config, self.providers, self.policies = config, providers, policies(config)
+        if self.policies and not self._workers:
+            self.start()
+
     @property
     def budgeted(self) -> bool:
         """Whether any router's shadowing has a daily budget."""
