@@ -35,6 +35,12 @@ def with_shadow(shadow: dict[str, Any]) -> dict[str, Any]:
             "server": {"open": True}}
 
 
+def observing(shadow: dict[str, Any] | None) -> dict[str, Any]:
+    router = {"kind": "random", "weights": {"small": 0.5, "large": 0.5}, "mode": "observe",
+              **({"shadow": shadow} if shadow else {})}
+    return {"models": MODELS, "routers": {"auto": router}, "server": {"open": True}}
+
+
 KEYED = {"models": MODELS, "client_keys": [{"name": "app", "key_env": "GS_TEST_UNSET_CLIENT_KEY"}]}
 UPSTREAM_KEY = {"models": {**MODELS, "small": {**MODELS["small"], "api_key_env": "GS_TEST_UNSET_UPSTREAM_KEY"}},
                 "server": {"open": True}}
@@ -52,6 +58,11 @@ BAD = {
     "shadow_when_key": (with_shadow({"rate": 1.0, "when": {"min_tokenz": 5}}),
                         "routers.auto.shadow.when.min_tokenz: unknown condition"),
     "weak_shadow_judge": (with_shadow({"rate": 1.0, "judge": "small"}), "allow_weak_judge"),
+    # An observing router proves itself on shadow pairs: a config that can never make one is refused.
+    "observe_without_explore": (observing({"rate": 1.0}), "routers.auto.shadow.explore: while observing, auto "
+                                "serves large, the shadow reference, so no pair is ever made; fix: set explore: small"),
+    "observe_without_shadow": (observing(None), "routers.auto.mode: observe proves the router on shadow pairs, and "
+                               "nothing is shadowed; fix: add routers.auto.shadow (rate, and explore: small)"),
 }
 
 

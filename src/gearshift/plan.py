@@ -23,6 +23,7 @@ from gearshift.errors import ConfigError
 from gearshift.gates.judge import check_judge_capability
 from gearshift.providers import PROVIDERS, Provider
 from gearshift.routers import Router, parse_router
+from gearshift.routers.base import ScoringRouter
 from gearshift.routers.rules import Condition, When
 from gearshift.store import check_url
 
@@ -86,6 +87,7 @@ def build(config: Config, source: str = "<config>", serving: bool = True) -> Pla
         problems.append(line)
     routers = _routers(config, source, problems)
     shadows, warnings = _shadows(config, problems)
+    problems += _observe_problems(routers, shadows)
     if problems:
         raise ConfigError(_message(problems, source))
     for w in warnings:
@@ -191,6 +193,24 @@ def _routers(config: Config, source: str, problems: list[str]) -> dict[str, Rout
     except ConfigError as e:
         problems.append(str(e))
     return routers
+
+
+def _observe_problems(routers: Mapping[str, Router[Any]], shadows: Mapping[str, ShadowPolicy]) -> list[str]:
+    """An observing router proves itself on shadow pairs alone: a config that can never make one is refused,
+    or the router would observe forever without saying why."""
+    problems = []
+    for name, r in routers.items():
+        if not isinstance(r, ScoringRouter) or not r.observed:
+            continue
+        policy = shadows.get(name)
+        if policy is None and not shadows:
+            problems.append(f"routers.{name}.mode: observe proves the router on shadow pairs, and nothing is "
+                            f"shadowed; fix: add routers.{name}.shadow (rate, and explore: {r.weak})")
+        elif policy is not None and policy.reference == r.safe and not policy.explore:
+            problems.append(f"routers.{name}.shadow.explore: while observing, {name} serves {r.safe}, the shadow "
+                            f"reference, so no pair is ever made; fix: set explore: {r.weak} (the cheap model "
+                            "is then shadowed on the answered requests)")
+    return problems
 
 
 def _shadows(config: Config, problems: list[str]) -> tuple[dict[str, ShadowPolicy], list[str]]:
