@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gearshift.store.view import PairEstimate
+
 
 @dataclass
 class Outcomes:
@@ -36,6 +38,9 @@ class Outcomes:
     cost_estimated: bool = False
     # (n, m) mean token logprob of each answer (NaN unknown), or None: what confidence gates read offline.
     logprob: np.ndarray | None = None
+    # From shadow pairs (outcomes.datasets.from_traces): how their grades were estimated, and whether
+    # they are a lower bound (disagreements counted as losses, none resolved). None for benchmarks.
+    pair_estimate: PairEstimate | None = None
 
     def __post_init__(self) -> None:
         n, m = len(self.prompts), len(self.models)
@@ -71,6 +76,7 @@ class Outcomes:
             name=self.name,
             cost_estimated=self.cost_estimated,
             logprob=None if self.logprob is None else self.logprob[rows],
+            pair_estimate=self.pair_estimate,
         )
 
     def select_models(self, models: Sequence[str]) -> Outcomes:
@@ -87,6 +93,7 @@ class Outcomes:
             name=self.name,
             cost_estimated=self.cost_estimated,
             logprob=None if self.logprob is None else self.logprob[:, cols],
+            pair_estimate=self.pair_estimate,
         )
 
     def unanswered(self) -> list[str]:
