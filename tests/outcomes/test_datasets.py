@@ -24,6 +24,7 @@ from gearshift.outcomes.datasets import (
 from gearshift.outcomes.fetch import ChecksumError, FetchError, fetch, files, sha256_of, status
 from gearshift.outcomes.files import read_outcomes, write_outcomes
 from gearshift.outcomes.table import Outcomes
+from tests.support.pairs import gsm8k_pair_traces
 
 # --- RouteLLM -------------------------------------------------------------------------------------
 
@@ -347,43 +348,15 @@ def test_datasets_cli(mirror: tuple[str, Path], tmp_path: Path, data_dir: Path) 
 
 # --- disagreement is not loss, on GSM8K -------------------------------------------------------------
 
-def _gsm8k_traces(resolve_rate: float, seed: int = 0) -> tuple[list[dict], float]:
-    """Each GSM8K prompt as the gateway records a shadow pair: Mixtral served, GPT-4 the reference, scored
-    by final answer; a random `resolve_rate` of the disagreements graded by a judge that knows the truth
-    (the recorded correctness). Also the recorded accuracy ratio Mixtral / GPT-4."""
-    from gearshift.gateway.compare import compare
-    from gearshift.request import ChatRequest
-    from gearshift.store.view import SHADOW_RESOLUTION
-
-    o = load("routellm/gsm8k")
-    w, s = o.index(ROUTELLM_WEAK), o.index(ROUTELLM_STRONG)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i, prompt in enumerate(o.prompts):
-        req = ChatRequest(body={"messages": [{"role": "user", "content": prompt}]})
-        verdict = compare(req, o.responses[i, w], o.responses[i, s], method="final_answer")
-        assert verdict is not None
-        verdicts = [{"gate": "shadow_agreement", "model": "weak", **verdict},
-                    {"gate": "shadow_reference", "model": "strong", "passed": True, "score": 1.0, "method": "reference"}]
-        if not verdict["passed"] and rng.random() < resolve_rate:
-            verdicts += [{"gate": SHADOW_RESOLUTION, "model": m, "score": float(o.quality[i, j]), "method": "judge"}
-                         for m, j in (("weak", w), ("strong", s))]
-        rows.append({"id": str(i), "router": "r", "final_model": "weak", "prompt": prompt, "shadowed": True,
-                     "calls": [{"model": "weak", "role": "primary", "response": o.responses[i, w]},
-                               {"model": "strong", "role": "shadow", "response": o.responses[i, s]}],
-                     "verdicts": verdicts})
-    return rows, float(o.quality[:, w].mean() / o.quality[:, s].mean())
-
-
 def test_agreement_understates_mixtral_and_resolution_recovers_it() -> None:
     from gearshift.watch import compute_stats
 
-    rows, ratio = _gsm8k_traces(resolve_rate=0.0)
+    rows, ratio = gsm8k_pair_traces(resolve_rate=0.0)
     assert ratio == pytest.approx(0.745, abs=1e-3)  # 63.8% / 85.7% recorded accuracy
     lower = from_traces(rows).pair_estimate
     assert lower is not None and lower.lower_bound
     assert lower.retained == pytest.approx(0.601, abs=1e-3)  # 40% of the pairs disagree, each counted a loss
-    rows, _ = _gsm8k_traces(resolve_rate=0.2)
+    rows, _ = gsm8k_pair_traces(resolve_rate=0.2)
     o = from_traces(rows)
     est = o.pair_estimate
     assert est is not None and not est.lower_bound and 0.15 < est.resolved / est.disagreed < 0.25
