@@ -84,6 +84,16 @@ class ModelConfig(_Strict):
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
+class ResolveConfig(_Strict):
+    """Resolve a sample of the shadow pairs that disagree: a capable judge grades both answers, so a
+    disagreement where the reference was wrong is not counted as a loss (store.view.PairEstimate)."""
+
+    judge: str = Field(description="model that grades both answers of a disagreement (at least as capable as the "
+                       "reference)")
+    rate: float = Field(default=0.2, gt=0, le=1, description="share of disagreements resolved, drawn at random "
+                        "(so the resolved ones stand for all)")
+
+
 class ShadowConfig(_Strict):
     """Shadow routing: after the client has its answer, a sample also goes to the reference model."""
 
@@ -98,6 +108,9 @@ class ShadowConfig(_Strict):
     explore: str | None = Field(
         default=None, description="when the answer came from the reference, shadow this (cheaper) model instead, "
         "so pairs cover the whole score range, not only the requests routed cheap")
+    resolve: ResolveConfig | None = Field(
+        default=None, description="resolve a random sample of the pairs scored by agreement (final_answer, json, "
+        "tool_call) that disagree with a judge; without it, quality from agreement is a lower bound")
 
 
 class RecalibrateConfig(_Strict):
@@ -291,6 +304,9 @@ class Config(_Strict):
                 value = getattr(sh, key) if sh else None
                 if value is not None and value not in self.models:
                     raise _KeyProblem(f"routers.{rname}.shadow.{key}", value, f"one of the models: {sorted(self.models)}")
+            if sh and sh.resolve and sh.resolve.judge not in self.models:
+                raise _KeyProblem(f"routers.{rname}.shadow.resolve.judge", sh.resolve.judge,
+                                  f"one of the models: {sorted(self.models)}")
         if self.server.default_router and self.server.default_router not in self.routers:
             raise _KeyProblem("server.default_router", self.server.default_router, f"one of {sorted(self.routers)}")
         if self.watch.reference is not None and self.watch.reference not in self.models:

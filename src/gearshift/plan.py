@@ -42,6 +42,8 @@ class ShadowPolicy:
     judge: str | None
     explore: str | None
     method: str
+    resolve: str | None = None  # judge of sampled disagreements (shadow.resolve)
+    resolve_rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -246,8 +248,13 @@ def _shadow(router: str, cfg: ShadowConfig, config: Config) -> tuple[ShadowPolic
     if cfg.judge:
         warning = check_judge_capability(config.models[cfg.judge], config.models[reference],
                                          cfg.allow_weak_judge, where=f"{where}.judge")
+    if cfg.resolve is not None:
+        warning = check_judge_capability(config.models[cfg.resolve.judge], config.models[reference],
+                                         cfg.allow_weak_judge, where=f"{where}.resolve.judge") or warning
     policy = ShadowPolicy(router=router, rate=cfg.rate, reference=reference, condition=condition,
-                          budget=cfg.daily_budget_usd, judge=cfg.judge, explore=cfg.explore, method=cfg.compare)
+                          budget=cfg.daily_budget_usd, judge=cfg.judge, explore=cfg.explore, method=cfg.compare,
+                          resolve=cfg.resolve.judge if cfg.resolve else None,
+                          resolve_rate=cfg.resolve.rate if cfg.resolve else 0.0)
     return policy, warning
 
 

@@ -7,9 +7,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ROLES = ("primary", "escalation", "fallback", "judge", "gate", "shadow", "shadow_judge")
+ROLES = ("primary", "escalation", "fallback", "judge", "gate", "shadow", "shadow_judge", "shadow_resolve")
 # Shadow work is paid for apart from serving: its calls are not part of a request's cost.
-SHADOW_ROLES = ("shadow", "shadow_judge")
+SHADOW_ROLES = ("shadow", "shadow_judge", "shadow_resolve")
 # The client-facing APIs a request can arrive by; all of them route, gate, shadow and trace alike.
 ENDPOINTS = ("chat", "responses", "messages", "embeddings")
 

@@ -47,6 +47,11 @@ def test_recalibrate_then_promote_applies_in_running_gateway(config_path: Path) 
         r = recalibrate(config, store, "gearshift/rnd", floor=0.9, min_pairs=100)
         assert r.version == 1 and not r.promoted and r.pairs == 240
         assert r.calibration.bound is not None and r.calibration.bound >= 0.9
+        # Pairs scored by final answer with no disagreement resolved: the fit keeps the floor on a lower
+        # bound of quality, and the stored version says so.
+        assert r.estimate is not None and r.lower_bound and r.estimate.pairs == 240
+        [stored] = store.router_versions("gearshift/rnd")
+        assert stored["metrics"]["pair_estimate"]["lower_bound"] is True
         time.sleep(0.3)
         assert router.threshold == before  # stored, not applied
         promote_and_wait(config_path, "gearshift/rnd", 1, lambda: router.threshold != before)

@@ -147,8 +147,19 @@ def test_unbound_judge_is_a_wiring_error() -> None:
     assert gate.offline is False
     with pytest.raises(RuntimeError, match="bind"):
         asyncio.run(gate.acheck(REQ, "24"))
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="recorded"):  # offline, a judge only replays recorded verdicts
         gate.check(REQ, "24")
+
+
+def test_offline_a_judge_replays_its_recorded_verdict_at_its_own_threshold() -> None:
+    from gearshift.gates.judge import RECORDED_JUDGE
+
+    gate = build_gate({"kind": "judge", "model": "judge", "scale": "1-10", "threshold": 0.6}, MODELS)
+    v = gate.check(REQ, "24", {RECORDED_JUDGE: {"score": 0.7, "cost_usd": 0.001, "latency_ms": 800.0}})
+    assert v.passed and v.score == 0.7 and v.cost_usd == 0.001 and v.latency_ms == 800.0
+    v = gate.check(REQ, "24", {RECORDED_JUDGE: {"score": 0.5, "cost_usd": None, "latency_ms": None}})
+    # Below the threshold; the cost, not recorded, is estimated at the judge model's price.
+    assert not v.passed and v.cost_usd == pytest.approx(gate.estimated_cost(REQ, "24")) and v.cost_usd > 0
 
 
 @pytest.mark.parametrize(("spec", "message"), [

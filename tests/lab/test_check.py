@@ -190,3 +190,16 @@ def test_too_few_pairs_cannot_show_savings(data_dir) -> None:  # type: ignore[no
     o = datasets.load("routellm/gsm8k").subset(np.arange(60))
     by = {a.key: a for a in check_outcomes(o, n_boot=50).answers}
     assert by["savings"].answer == "unknown" and "at least 100" in by["savings"].evidence
+
+
+def test_check_says_when_agreement_is_only_a_lower_bound(data_dir) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.pairs import gsm8k_pair_traces
+
+    rows, _ = gsm8k_pair_traces(resolve_rate=0.0)
+    by = {a.key: a for a in check_traces(rows, reference="strong", n_boot=50).answers}
+    assert by["shadow"].figures["lower_bound"] and "a lower bound (526 disagreements" in by["shadow"].evidence
+    assert "Retained is a lower bound" in by["savings"].evidence
+    rows, _ = gsm8k_pair_traces(resolve_rate=0.2)
+    by = {a.key: a for a in check_traces(rows, reference="strong", n_boot=50).answers}
+    assert not by["shadow"].figures["lower_bound"] and "disagreements resolved" in by["shadow"].evidence
+    assert "lower bound" not in by["savings"].evidence.replace("lower bound of retained", "")

@@ -185,3 +185,98 @@ routers:
     assert out["requests"] == 1307 and 0 < out["escalation_rate"] < 1
     assert out["accepted_at_tier1"]["count"] + out["escalated"]["count"] == 1307
     assert out["sweep"]["swept"] == "learned" and out["in_sample_gates"] == ["learned"]
+
+
+# --- the judge gate, calibrated on its recorded verdicts ----------------------------------------------
+
+def _judged(o: Outcomes, seed: int = 0) -> Outcomes:
+    """GSM8K with a recorded 1-10 judge on Mixtral's answers that mostly knows right from wrong (right
+    answers 5-10, wrong ones 1-7), $0.0004 and ~0.8 s a judgement, and answer latencies (1 s, 3 s)."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(seed)
+    right = o.quality[:, o.index(ROUTELLM_WEAK)] >= 0.5
+    score = np.where(right, rng.integers(5, 11, len(o)), rng.integers(1, 8, len(o))) / 10
+    judge = np.full(o.quality.shape, np.nan)
+    judge[:, o.index(ROUTELLM_WEAK)] = score
+    cost = np.where(np.isnan(judge), np.nan, 0.0004)
+    latency = np.where(np.isnan(judge), np.nan, 0.8)
+    answer_latency = np.stack([np.full(len(o), 1.0 if m == ROUTELLM_WEAK else 3.0) for m in o.models], axis=1)
+    return replace(o, judge=judge, judge_cost=cost, judge_latency=latency, latency=answer_latency)
+
+
+JUDGE_GATES = [{"kind": "judge", "model": "judge", "scale": "1-10"}]
+
+
+def judged_router(tmp_path: Path):  # type: ignore[no-untyped-def]
+    cfg = parse_config({"models": {"mixtral": model(0.6, 0.6, 1), "gpt-4": model(10, 30, 9), "judge": model(10, 30, 9)},
+                        "routers": {"cascade": {"kind": "cascade", "tiers": [
+                            {"model": "mixtral", "gates": JUDGE_GATES}, {"model": "gpt-4"}]}}}, base_dir=tmp_path)
+    return build_routers(cfg)["cascade"]
+
+
+def test_a_judge_gate_replays_its_recorded_verdicts_and_is_calibrated_like_any_gate(gsm8k, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from gearshift.lab.gating import calibrate_gate
+
+    o = _judged(gsm8k)
+    [judge] = judged_router(tmp_path).gates[0]
+    with pytest.raises(ValueError, match="judge"):  # without recorded verdicts the lab cannot run a judge
+        gate_scores([judge], gsm8k, ROUTELLM_WEAK)
+    gs = gate_scores([judge], o, ROUTELLM_WEAK)
+    assert np.array_equal(gs.scores[:, 0], o.judge[:, o.index(ROUTELLM_WEAK)])  # type: ignore[index]
+    assert np.allclose(gs.cost, 0.0004) and np.allclose(gs.latency, 0.8)  # type: ignore[arg-type]
+    assert np.array_equal(gs.passed[:, 0], gs.scores[:, 0] >= 0.7)  # the 1-10 scale's default threshold
+    gc = calibrate_gate(gs, o, ROUTELLM_WEAK, ROUTELLM_STRONG, 0.95, sweep="judge", n_boot=200)
+    c = gc.calibration
+    assert gc.threshold is not None and 0.0 < gc.threshold <= 1.0
+    assert c.bound >= 0.95 and c.retained_test > 0.9 and 0 < gc.escalation_rate < 1
+    assert gc.gate_usd == pytest.approx(0.0004)  # every request pays the judge
+    assert gc.added_latency == pytest.approx((1.8, 1.8))  # the cheap answer (1 s) and the judge (0.8 s)
+    assert sum(gc.verdicts.values()) == gc.held_out == len(o) - round(len(o) / 2)
+    # A stricter floor escalates more, and the judge's passes it keeps are fewer.
+    strict = calibrate_gate(gs, o, ROUTELLM_WEAK, ROUTELLM_STRONG, 0.99, sweep="judge", n_boot=200)
+    assert strict.escalation_rate >= gc.escalation_rate
+    # The cascade replay counts the recorded judging in cost and in the escalated requests' latency.
+    rep = replay_cascade(judged_router(tmp_path), o, columns={"mixtral": ROUTELLM_WEAK, "gpt-4": ROUTELLM_STRONG})
+    assert np.allclose(rep.gate_cost, 0.0004)
+    assert np.allclose(rep.latency[rep.escalated], 1.0 + 0.8 + 3.0) and np.allclose(rep.latency[~rep.escalated], 1.8)
+
+
+def test_lab_cascade_calibrates_a_judge_from_an_outcomes_file(gsm8k, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from gearshift.cli import main
+    from gearshift.outcomes.files import read_outcomes, write_outcomes
+
+    o = _judged(gsm8k.subset(np.arange(600)))
+    write_outcomes(o, tmp_path / "judged.csv")
+    back = read_outcomes(tmp_path / "judged.csv")
+    assert np.array_equal(back.judge, o.judge, equal_nan=True) and back.judge_latency is not None  # type: ignore[arg-type]
+    (tmp_path / "gearshift.yaml").write_text(f"""
+models:
+  mixtral: {{provider: replay, replay: {{dataset: routellm/gsm8k, column: {ROUTELLM_WEAK}}},
+            price: {{input: 0.6, output: 0.6}}, rank: 1}}
+  gpt-4: {{provider: replay, replay: {{dataset: routellm/gsm8k, column: {ROUTELLM_STRONG}}},
+          price: {{input: 10, output: 30}}, rank: 9}}
+  judge: {{provider: openai, base_url: "http://127.0.0.1:9/v1", price: {{input: 10, output: 30}}, rank: 9}}
+routers:
+  cascade:
+    kind: cascade
+    tiers:
+      - {{model: mixtral, gates: [{{kind: judge, model: judge, scale: 1-10}}]}}
+      - {{model: gpt-4}}
+""")
+    res = CliRunner().invoke(main, ["lab", "cascade", "--config", str(tmp_path / "gearshift.yaml"), "--router", "cascade",
+                                    "--outcomes", str(tmp_path / "judged.csv"), "--floor", "0.95", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    cal = out["calibration"]
+    assert out["sweep"]["swept"] == "judge" and cal["gate"] == "judge" and cal["held_out"] == 300
+    assert cal["gate_usd_per_request"] == pytest.approx(0.0004)
+    assert cal["added_latency_escalated_s"] == {"p50": pytest.approx(1.8), "p95": pytest.approx(1.8)}
+    assert out["gate_spend_usd"] == pytest.approx(600 * 0.0004)
+    res = CliRunner().invoke(main, ["lab", "cascade", "--config", str(tmp_path / "gearshift.yaml"), "--router", "cascade",
+                                    "--outcomes", str(tmp_path / "judged.csv"), "--floor", "0.95"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())  # rich wraps lines
+    assert "calibrated judge for a 95% floor" in text and "escalated requests wait 1.80s p50" in text

@@ -69,3 +69,20 @@ def test_too_few_pairs_keep_observing(pairs) -> None:  # type: ignore[no-untyped
     p = prove(pairs.subset(np.arange(312)), _router(pairs, np.zeros(len(pairs))), floor=0.95, min_pairs=500)
     assert not p.ok and p.state == "observing" and p.reason == "observing: 312/500 pairs"
     assert p.apgr is None and p.threshold is None
+
+
+def test_a_proof_on_agreement_alone_says_it_is_a_lower_bound(pairs) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from gearshift.store.view import PairEstimate
+
+    q = pairs.quality
+    scores = q[:, pairs.index(S)] - q[:, pairs.index(W)] + np.random.default_rng(0).normal(0, 0.3, len(pairs))
+    lower = replace(pairs, pair_estimate=PairEstimate(pairs=400, passed=240, disagreed=160))
+    p = prove(lower, _router(pairs, scores), floor=0.95, min_pairs=300)
+    assert p.lower_bound and p.reason.endswith("a lower bound (no disagreement resolved; see shadow.resolve)")
+    assert p.metrics()["lower_bound"] is True
+    resolved = replace(pairs, pair_estimate=PairEstimate(pairs=400, passed=240, disagreed=160, resolved=30,
+                                                         resolved_weak=5, resolved_reference=20))
+    p = prove(resolved, _router(pairs, scores), floor=0.95, min_pairs=300)
+    assert not p.lower_bound and "lower bound" not in p.reason

@@ -129,6 +129,13 @@ def test_report_html_is_one_self_contained_file_with_tables_and_images(gsm8k_rep
         assert f"<td>{router}</td>" in text
     assert "costs are estimates" in text  # RouteLLM costs are estimated from characters
     assert report.n == 1319 and report.n_dropped == 0
+    # Random is its expectation with the band of its draws, in the table, the PGR band and the levels.
+    assert "<td>random (expected; 5-95% of 200 draws)</td>" in text
+    rnd = report.row("random")
+    assert rnd.band is not None and report.bands["random"].low is rnd.band.pgr_low
+    assert report.ratios["random"]["savings"] == rnd.band.savings
+    at95 = next(x for x in report.level_results if x.router == "random" and x.level == 0.95)
+    assert at95.savings == rnd.band.levels[0.95][0]  # type: ignore[index]
 
 
 def test_report_figures_agree_with_the_lab_metrics(gsm8k_report) -> None:  # type: ignore[no-untyped-def]

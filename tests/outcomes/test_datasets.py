@@ -24,6 +24,7 @@ from gearshift.outcomes.datasets import (
 from gearshift.outcomes.fetch import ChecksumError, FetchError, fetch, files, sha256_of, status
 from gearshift.outcomes.files import read_outcomes, write_outcomes
 from gearshift.outcomes.table import Outcomes
+from tests.support.pairs import gsm8k_pair_traces
 
 # --- RouteLLM -------------------------------------------------------------------------------------
 
@@ -343,3 +344,27 @@ def test_datasets_cli(mirror: tuple[str, Path], tmp_path: Path, data_dir: Path) 
     assert "routellm/gsm8k" in res.output and "58 missing" in res.output  # mmlu: only LICENSE fetched
     res = runner.invoke(main, ["datasets", "fetch", "nope"])
     assert res.exit_code != 0 and "unknown dataset" in res.output
+
+
+# --- disagreement is not loss, on GSM8K -------------------------------------------------------------
+
+def test_agreement_understates_mixtral_and_resolution_recovers_it() -> None:
+    from gearshift.watch import compute_stats
+
+    rows, ratio = gsm8k_pair_traces(resolve_rate=0.0)
+    assert ratio == pytest.approx(0.745, abs=1e-3)  # 63.8% / 85.7% recorded accuracy
+    lower = from_traces(rows).pair_estimate
+    assert lower is not None and lower.lower_bound
+    assert lower.retained == pytest.approx(0.601, abs=1e-3)  # 40% of the pairs disagree, each counted a loss
+    rows, _ = gsm8k_pair_traces(resolve_rate=0.2)
+    o = from_traces(rows)
+    est = o.pair_estimate
+    assert est is not None and not est.lower_bound and 0.15 < est.resolved / est.disagreed < 0.25
+    assert abs(est.retained - ratio) < 0.03  # close to the recorded ratio (agreements where both erred count 1)
+    # The outcomes recalibration and proofs read carry the same estimate, pair by pair.
+    q = np.nanmean(o.select_models(["weak", "strong"]).quality, axis=0)
+    assert q[0] / q[1] == pytest.approx(est.retained)
+    # And the watch (everything served by Mixtral: strong share 0) reports it, with no lower-bound note.
+    stats = compute_stats(rows, reference="strong")
+    assert stats.quality_retained()[0] == pytest.approx(est.retained)  # type: ignore[index]
+    assert not stats.quality_lower_bound

@@ -10,7 +10,7 @@ import pytest
 
 from gearshift.config import Price
 from gearshift.store.sqlite import SQLiteStore
-from gearshift.store.view import CallView, ShadowPair, TraceView
+from gearshift.store.view import SHADOW_RESOLUTION, CallView, PairEstimate, ShadowPair, TraceView, wilson
 from gearshift.trace import Call, Trace
 
 CHEAP, STRONG = Price(input=1.0, output=2.0), Price(input=10.0, output=30.0)
@@ -128,7 +128,7 @@ def test_shadowed_with_a_pair(views: dict[str, TraceView]) -> None:
     assert [c.role for c in v.shadow_calls] == ["shadow", "shadow_judge"]
     assert v.cost_usd == pytest.approx(0.001) and v.shadow_cost_usd == pytest.approx(0.0205)
     assert v.pair_reference == "large"
-    assert v.pairs == (ShadowPair(model="small", reference="large", passed=True, score=1.0),)
+    assert v.pairs == (ShadowPair(model="small", reference="large", passed=True, score=1.0, method="judge"),)
     assert v.served_pairs() == v.pairs
     assert [c.model for c in v.answers] == ["small", "large"]
     assert v.grades == {"small": 1.0, "large": 1.0}
@@ -172,3 +172,46 @@ def test_hand_written_trace_dicts() -> None:
     assert math.isnan(v.quality(CallView(model="d", role="primary")))
     assert v.verdicts[1].grade is None and v.verdicts[0].grade == 0.5
     assert TraceView.of(v) is v
+
+
+# --- disagreement is not loss: PairEstimate ---------------------------------------------------------
+
+def _pair(passed: bool, method: str = "final_answer", resolved: tuple[float, float] | None = None) -> ShadowPair:
+    return ShadowPair("small", "large", passed, float(passed), method, resolved)
+
+
+def test_agreement_alone_is_a_lower_bound() -> None:
+    est = PairEstimate.of([_pair(True)] * 6 + [_pair(False)] * 4)
+    assert est.lower_bound and est.retained == pytest.approx(0.6)
+    assert est.interval() == pytest.approx(wilson(6, 10))  # without resolutions: Wilson's on the agreement
+    assert "lower bound" in est.line() and "4 disagreements" in est.line()
+    # A pairwise judge's failure is a judgement, not a disagreement: nothing to resolve, no lower bound.
+    judged = PairEstimate.of([_pair(True)] * 6 + [_pair(False, "judge")] * 4)
+    assert not judged.lower_bound and judged.retained == pytest.approx(0.6)
+
+
+def test_resolved_disagreements_stand_for_all_of_them() -> None:
+    # 6 agree; 4 disagree, 2 resolved: once the reference was wrong and the answer right, once the answer
+    # wrong. Unresolved disagreements count at the resolved means: answer 1/2, reference 1/2.
+    pairs = [_pair(True)] * 6 + [_pair(False, resolved=(1.0, 0.0)), _pair(False, resolved=(0.0, 1.0))] + [_pair(False)] * 2
+    est = PairEstimate.of(pairs)
+    assert not est.lower_bound and (est.disagreed, est.resolved) == (4, 2)
+    assert est.weak_mean == 0.5 and est.reference_mean == 0.5
+    assert est.retained == pytest.approx((6 + 4 * 0.5) / (6 + 4 * 0.5))  # 1.0: no loss after all
+    lo, hi = est.interval()  # type: ignore[misc]
+    assert lo < 1.0 < hi
+    assert est.grades(pairs[-1]) == (0.5, 0.5) and est.grades(pairs[0]) is None and est.grades(pairs[6]) is None
+    # Mixed with a judge's failure (answer 0, reference 1): (6 + 3 x 0.5) / (6 + 1 + 3 x 0.5).
+    mixed = PairEstimate.of([_pair(True)] * 6 + [_pair(False, "judge")] + pairs[6:9])
+    assert mixed.retained == pytest.approx(7.5 / 8.5)
+
+
+def test_resolution_verdicts_grade_the_pair_in_the_trace() -> None:
+    t = _shadowed(agree=False)
+    t.verdicts[0]["method"] = "final_answer"
+    t.verdicts += [{"gate": SHADOW_RESOLUTION, "model": "small", "passed": True, "score": 1.0, "method": "judge"},
+                   {"gate": SHADOW_RESOLUTION, "model": "large", "passed": False, "score": 0.0, "method": "judge"}]
+    v = TraceView.of(t)
+    [pair] = v.pairs
+    assert pair.disagreement and pair.resolved == (1.0, 0.0)
+    assert v.grades == {"small": 1.0, "large": 0.0}  # the resolution, not the agreement, grades the answers

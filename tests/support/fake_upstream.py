@@ -23,7 +23,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +85,7 @@ class Behaviour:
     body: bytes = b""  # raw: the body sent as it is
     content_type: str = "application/json"  # raw: its content type
     logprob: float | None = None  # ok: each answer token's logprob when the request asks `logprobs: true`
+    answer: Callable[[str], str] | None = None  # ok: the answer computed from the last user text
 
 
 @dataclass
@@ -186,6 +187,11 @@ class FakeUpstream:
     def reply(self, text: str, times: int | None = 1, model: str | None = None, usage: bool = True) -> FakeUpstream:
         """Answer `text` instead of the echo (`usage=False`: report no usage, as some servers do)."""
         return self.script(Behaviour("ok", times, text=text, usage=usage), model=model)
+
+    def answer_with(self, fn: Callable[[str], str], times: int | None = None, model: str | None = None) -> FakeUpstream:
+        """Answer `fn(last user text)`: a model whose answers depend on the question (e.g. a judge that
+        knows the truth)."""
+        return self.script(Behaviour("ok", times, answer=fn), model=model)
 
     def confident(self, logprob: float, text: str | None = None, times: int | None = 1,
                   model: str | None = None) -> FakeUpstream:
@@ -565,6 +571,8 @@ def _answer(messages: list[Any], b: Behaviour, prompt_tokens: int, tool: dict[st
         text = "echo: " + _last_user(messages)
     if b.text is not None:
         text = b.text
+    if b.answer is not None:
+        text = b.answer(_last_user(messages))
     finish, stop_reason, stop_seq = "stop", "end_turn", None
     if tool:
         text = f"calling {tool['name']}"

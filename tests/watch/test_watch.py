@@ -184,3 +184,15 @@ def test_report_to_dict_is_json() -> None:
     # 50 weak answers, 50 escalated (weak + strong); always-strong would be 100 strong answers.
     assert d["spend_usd"]["serving"] == pytest.approx(50 * WEAK_COST + 50 * (WEAK_COST + STRONG_COST))
     assert d["spend_usd"]["always_reference_estimate"] == pytest.approx(100 * STRONG_COST)
+
+
+def test_quality_from_agreement_alone_says_it_is_a_lower_bound() -> None:
+    config = watch_config(quality_floor=0.9)
+    window = batch(100, escalated_share=0.0, agree_share=0.8)
+    for t in window:  # scored by final answer, not by a judge: a disagreement may be the reference's error
+        t.verdicts[-2]["method"] = "final_answer"
+    watch = Watch(config)
+    q = watch.check(window, Baseline.from_traces(window, config)).metric("quality_retained")
+    assert q.value == pytest.approx(0.8) and "a lower bound" in q.message and "set shadow.resolve" in q.message
+    judged = watch.check(batch(100, escalated_share=0.0, agree_share=0.8), Baseline.from_traces(window, config))
+    assert "lower bound (" not in judged.metric("quality_retained").message

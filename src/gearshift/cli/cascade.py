@@ -82,17 +82,22 @@ def train_gate(spec: str, drop_contaminated: bool, weak: str | None, strong: str
 @click.option("--router", "name", required=True, help="a router of kind cascade in --config")
 @click.option("--outcomes", "spec", required=True, help="dataset name or outcomes file (needs response text)")
 @drop_contaminated_option
+@click.option("--floor", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="also calibrate tier 1's gate (a judge, else the learned gate, else all gates together) to keep "
+                   "this share of always-strong quality: fitted on half the prompts, reported on the other half")
 @click.option("--json", "as_json", is_flag=True)
-def lab_cascade(config_path: str, name: str, spec: str, drop_contaminated: bool, as_json: bool) -> None:
+def lab_cascade(config_path: str, name: str, spec: str, drop_contaminated: bool, floor: float | None,
+                as_json: bool) -> None:
     """Replay a configured cascade on recorded answers: escalation rate, quality, spend including the
-    cheap calls and gates, tier 1 against escalated; and the sweep of its first tier's gates."""
+    cheap calls and gates, tier 1 against escalated; and the sweep of its first tier's gates. Judge
+    gates replay their recorded verdicts (outcomes `<model>|judge` columns)."""
     import numpy as np
     from rich.console import Console
 
     from gearshift.cli.lab import _configured
     from gearshift.lab import metrics
-    from gearshift.lab.gating import gate_scores, sweep_cascade
-    from gearshift.lab.replay import replay_cascade
+    from gearshift.lab.gating import calibrate_gate, gate_scores, sweep_cascade
+    from gearshift.lab.replay import check_recorded, replay_cascade
 
     [router], columns = _configured(config_path, [name])
     if getattr(router, "kind", "") != "cascade":
@@ -105,14 +110,31 @@ def lab_cascade(config_path: str, name: str, spec: str, drop_contaminated: bool,
     summary: dict[str, Any] = rep.summary()
     tiers = router.tier_models  # type: ignore[attr-defined]
     first_gates = router.gates[0]  # type: ignore[attr-defined]
-    if all(g.offline for g in first_gates) and first_gates:
-        weak, strong = (columns.get(m, m) for m in (tiers[0], tiers[-1]))
-        learned = [g.name for g in first_gates if g.kind == "learned"]
+    weak, strong = (columns.get(m, m) for m in (tiers[0], tiers[-1]))
+    try:
+        check_recorded(first_gates, o, weak)
+        replayable = bool(first_gates)
+    except ValueError:
+        replayable = False
+    if replayable:
+        swept = [g.name for g in first_gates if g.kind == "judge"] or [g.name for g in first_gates if g.kind == "learned"]
         gs = gate_scores(list(first_gates), o, weak)
-        curve = sweep_cascade(gs.escalation_scores(learned[0] if learned else None), o, weak, strong)
-        summary["sweep"] = {"swept": learned[0] if learned else "lowest gate score", "weak": weak, "strong": strong,
+        curve = sweep_cascade(gs.escalation_scores(swept[0] if swept else None), o, weak, strong, gs.cost)
+        summary["sweep"] = {"swept": swept[0] if swept else "lowest gate score", "weak": weak, "strong": strong,
                             "apgr": metrics.apgr(curve), "cpt50": metrics.cpt(curve, 0.5),
                             "cpt80": metrics.cpt(curve, 0.8)}
+        if floor is not None:
+            gc = calibrate_gate(gs, o, weak, strong, floor, sweep=swept[0] if swept else None)
+            c = gc.calibration
+            summary["calibration"] = {
+                "gate": gc.gate, "floor": floor, "threshold": gc.threshold, "lower_bound": c.bound,
+                "held_out": gc.held_out, "retained_held_out": c.retained_test, "held": c.held,
+                "escalation_rate_held_out": gc.escalation_rate, "gate_usd_per_request": gc.gate_usd,
+                "added_latency_escalated_s": None if gc.added_latency is None else
+                {"p50": gc.added_latency[0], "p95": gc.added_latency[1]}, "verdicts": gc.verdicts}
+    elif floor is not None:
+        raise click.UsageError(f"tier 1's gates of {name!r} cannot be replayed on {o.name}: a judge needs its "
+                               f"recorded verdicts (`{weak}|judge` columns)")
     in_sample = sorted({g.name for gates in router.gates for g in gates  # type: ignore[attr-defined]
                         if g.kind == "learned" and g.model.header.get("trained_on", {}).get("outcomes") == o.name})
     summary["in_sample_gates"] = in_sample
@@ -136,3 +158,18 @@ def lab_cascade(config_path: str, name: str, spec: str, drop_contaminated: bool,
         s = summary["sweep"]
         console.print(f"  sweep of tier 1's gates ({s['swept']}; {s['weak']} -> {s['strong']}): APGR {s['apgr']:.3f}, "
                       f"CPT(50%) {s['cpt50']:.1%}, CPT(80%) {s['cpt80']:.1%}")
+    if "calibration" in summary:
+        c = summary["calibration"]
+        thr = "a mix of two settings" if c["threshold"] is None else f"{c['threshold']:.4g}"
+        console.print(f"  calibrated {c['gate']} for a {c['floor']:.0%} floor: threshold {thr} (lower bound of retained "
+                      f"{c['lower_bound']:.1%}); on {c['held_out']} held-out prompts retained {c['retained_held_out']:.1%} "
+                      f"({'held' if c['held'] else 'MISSED'}), escalation {c['escalation_rate_held_out']:.1%}")
+        lat = c["added_latency_escalated_s"]
+        console.print(f"  its cost: gates ${c['gate_usd_per_request'] * 1000:.4f} per 1k requests (every request pays it); "
+                      "escalated requests wait " + ("? (no recorded latency)" if lat is None else
+                                                    f"{lat['p50']:.2f}s p50, {lat['p95']:.2f}s p95") +
+                      " for the cheap answer and the gates before the strong call starts")
+        v = c["verdicts"]
+        console.print(f"  verdict vs outcome (held out): accepted and as good {v['accepted_ok']}, accepted but worse "
+                      f"{v['accepted_worse']}, escalated and needed {v['escalated_needed']}, escalated needlessly "
+                      f"{v['escalated_needless']}")

@@ -212,18 +212,21 @@ def lab_evaluate(specs: tuple[str, ...], prices: tuple[str, ...], router_names: 
                                "rows": [{"name": r.name, "kind": r.kind, "strong_share": est(r.strong_share),
                                          "quality": est(r.quality), "cost": est(r.cost), "savings": r.savings,
                                          "quality_retained": r.quality_retained, "apgr": est(r.apgr),
-                                         "cpt50": est(r.cpt50), "cpt80": est(r.cpt80)} for r in rows]}, indent=2))
+                                         "cpt50": est(r.cpt50), "cpt80": est(r.cpt80),
+                                         "interval": f"5-95% of {r.band.draws} draws" if r.band else "bootstrap"}
+                                        for r in rows]}, indent=2))
         return
     conf = f"{1 - alpha:.0%}"
     table = Table(title=f"{outcomes.name}: {len(outcomes)} prompts, weak {weak_m}, strong {strong_m}",
                   caption=f"value, and under it its {conf} bootstrap interval ({n_boot} resamples over prompts); "
-                          f"savings and retained are against always-strong"
+                          f"savings and retained are against always-strong; random: its expected value (the "
+                          f"diagonal), under it the 5-95% band of {rows[2].band.draws if rows[2].band else 0} seeded draws"
                           + ("; costs are estimates" if outcomes.cost_estimated else ""),
                   title_justify="left", caption_justify="left")
     for col in ("router", "strong\ncalls", "quality", "$ per 1k\nrequests", "savings", "quality\nretained",
                 "APGR", "CPT(50%)", "CPT(80%)"):
         table.add_column(col, justify="left" if col == "router" else "right")
-    names = {rows[0].name: "always weak", rows[1].name: "always strong"}
+    names = {rows[0].name: "always weak", rows[1].name: "always strong", "random": "random (expected)"}
     for r in rows:
         table.add_row(names.get(r.name, r.name), _cell(r.strong_share, 100, ".1f", suffix="%"),
                       _cell(r.quality), _cell(r.cost, 1000, ".3f", prefix="$"), f"{r.savings + 0.0:.1%}",

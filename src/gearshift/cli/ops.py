@@ -85,6 +85,9 @@ def lab_recalibrate(config_path: str, name: str, floor: float | None, since_hour
                f"{r.calibration.threshold:.6g}; {r.calibration.summary()}")
     if r.signal is not None:
         click.echo(f"{name}: {r.signal.figures()}")
+    if r.estimate is not None:
+        click.echo(f"{name}: pair grades: {r.estimate.line()}"
+                   + ("; the threshold keeps the floor on a lower bound of quality (conservative)" if r.lower_bound else ""))
     _outcome(r, config_path, name)
 
 

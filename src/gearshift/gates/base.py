@@ -45,6 +45,7 @@ class Gate(ABC, Generic[OptionsT]):
     default_threshold: ClassVar[float] = 1.0
     offline: ClassVar[bool] = True  # False when judging needs an upstream call (the lab cannot replay it)
     needs_logprobs: ClassVar[bool] = False  # True: the gateway asks the upstream for token logprobs
+    replays_recorded: ClassVar[bool] = False  # True: offline, `check` replays a recorded verdict (the judge)
 
     def __init__(self, options: OptionsT) -> None:
         self.options: OptionsT = options

@@ -48,6 +48,9 @@ DEFAULT_PROMPTS: dict[str, str] = {
     ),
 }
 DEFAULT_THRESHOLDS = {"pass_fail": 0.5, "1-10": 0.7}
+# Where a recorded judgement travels in the completion-like dict the lab passes to `check`
+# ({score, cost_usd, latency_ms}: an outcomes file's `<model>|judge` columns, or a trace's verdict).
+RECORDED_JUDGE = "x_gearshift_judge"
 
 # --------------------------------------------------------------------------------------------
 # Parsing judgements
@@ -209,6 +212,7 @@ class JudgeGate(Gate[JudgeOptions]):
     kind = "judge"
     Options = JudgeOptions
     offline = False
+    replays_recorded = True  # the lab replays its recorded verdicts (`check` on a recorded completion)
 
     def __init__(self, options: JudgeOptions, model: ModelConfig | None = None, call: JudgeCall | None = None) -> None:
         super().__init__(options)
@@ -255,6 +259,27 @@ class JudgeGate(Gate[JudgeOptions]):
     def parse(self, judgement: str) -> float | None:
         scale = self.options.scale
         return parse_pass_fail(judgement) if scale == "pass_fail" else parse_score(judgement)
+
+    def check(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
+        """The lab's replay: the judge's recorded verdict on this answer (RECORDED_JUDGE), at this gate's
+        threshold; its cost, when not recorded, estimated from the judge model's price."""
+        rec = (completion or {}).get(RECORDED_JUDGE)
+        if not isinstance(rec, dict) or not isinstance(rec.get("score"), int | float):
+            raise ValueError(f"judge gate {self.name!r}: no recorded judgement for this answer; offline, a judge "
+                             "replays its recorded verdicts only (outcomes `<model>|judge`)")
+        cost = rec.get("cost_usd")
+        if cost is None:
+            cost = self.estimated_cost(request, answer)
+        return self.verdict(float(rec["score"]), [f"recorded judgement {float(rec['score']):.2f} (threshold "
+                                                  f"{self.threshold:.2f})"],
+                            cost_usd=float(cost), latency_ms=float(rec.get("latency_ms") or 0.0))
+
+    def estimated_cost(self, request: ChatRequest, answer: str) -> float:
+        """USD one judgement costs at the judge model's price: the rendered prompt at ~4 characters a
+        token, and a reasoned verdict of ~100 tokens (an estimate)."""
+        if self.model_config is None:
+            return 0.0
+        return self.model_config.price.cost(len(self.render(request, answer)) // 4 + 4, 100)
 
     async def acheck(self, request: ChatRequest, answer: str, completion: dict[str, Any] | None = None) -> Verdict:
         if self.call is None:

@@ -100,3 +100,32 @@ Minor differences in wording or length do not matter.
 {answer}
 
 Reply with one word: PASS if the candidate is as good as the reference, FAIL otherwise."""
+
+
+RESOLVE_PROMPT = """Two answers to the same request disagree. Grade each answer on its own: is it correct and does
+it do what the request asks? Both may be right, or both wrong.
+
+[Request]
+{question}
+
+[Answer 1]
+{answer}
+
+[Answer 2]
+{reference}
+
+Reply with two lines and nothing else:
+1: PASS or FAIL
+2: PASS or FAIL"""
+
+_RESOLVED = re.compile(r"(?im)^\W*(?:answer\s*)?([12])\W*[:=\-]?\s*\W*(PASS|FAIL)\b")
+
+
+def parse_resolution(text: str) -> tuple[float, float] | None:
+    """(answer 1, answer 2) grades from a RESOLVE_PROMPT reply, or None when it names neither clearly."""
+    grades: dict[str, float] = {}
+    for n, word in _RESOLVED.findall(text or ""):
+        grades.setdefault(n, 1.0 if word.upper() == "PASS" else 0.0)
+    if len(grades) != 2:
+        return None
+    return grades["1"], grades["2"]

@@ -20,10 +20,11 @@ from typing import Any
 
 from gearshift.config import Config
 from gearshift.errors import UpstreamError
-from gearshift.gateway.compare import PAIRWISE_PROMPT, compare
+from gearshift.gateway.compare import PAIRWISE_PROMPT, RESOLVE_PROMPT, compare, parse_resolution
 from gearshift.plan import ShadowPolicy, shadow_policies
 from gearshift.providers.base import Provider
 from gearshift.request import ChatRequest
+from gearshift.store.view import AGREEMENT_METHODS, SHADOW_RESOLUTION
 from gearshift.store.writer import TraceWriter
 from gearshift.trace import Call, Trace
 
@@ -186,6 +187,8 @@ class Shadower:
         usd = self.config.models[target].price.cost(tokens, out)
         if policy.judge:
             usd += self.config.models[policy.judge].price.cost(tokens + 2 * out + 200, 10)
+        if policy.resolve:  # a bound, not an expectation: this pair may be a resolved disagreement
+            usd += self.config.models[policy.resolve].price.cost(tokens + 2 * out + 200, 20)
         return usd
 
     async def _reserve(self, policy: _Policy, request: ChatRequest, trace: Trace, target: str) -> int | None:
@@ -229,11 +232,25 @@ class Shadower:
             if verdict is None and policy.judge:
                 verdict, judge_call = await self._judge(policy, request, candidate, reference)
                 t.calls.append(judge_call)
+            resolution = None
+            if (verdict is not None and policy.resolve and not verdict["passed"]
+                    and verdict["method"] in AGREEMENT_METHODS and self._rng.random() < policy.resolve_rate):
+                # Disagreement is not loss: a random sample of disagreements is graded answer by answer,
+                # so the resolved ones stand for all of them (store.view.PairEstimate).
+                resolution, resolve_call = await self._resolve(policy, request, candidate, reference)
+                t.calls.append(resolve_call)
             if verdict is not None:
                 t.verdicts.append({"gate": "shadow_agreement", "model": candidate_model, **verdict})
-                # The reference is taken as correct: its quality in the pair is 1 by definition.
+                # The reference is taken as correct: its quality in the pair is 1 by definition...
                 t.verdicts.append({"gate": "shadow_reference", "model": policy.reference, "passed": True,
                                    "score": 1.0, "method": "reference", "reasons": []})
+            if resolution is not None:
+                # ...unless a judge resolved the disagreement: then each answer has its own grade (these
+                # verdicts come last, so they are the models' grades in the trace).
+                for model, grade in zip((candidate_model, policy.reference), resolution, strict=True):
+                    t.verdicts.append({"gate": SHADOW_RESOLUTION, "model": model, "passed": grade >= 0.5,
+                                       "score": grade, "method": "judge", "rate": policy.resolve_rate,
+                                       "reasons": []})
         if reservation is not None:
             # The real cost replaces the estimate (a failure before here leaves the estimate: safe side).
             real = sum(c.cost_usd for c in t.calls[len(trace.calls):])
@@ -259,6 +276,22 @@ class Shadower:
             return {"method": "judge", "passed": False, "score": 0.0, "reasons": ["unparseable judgement"],
                     "error": "unparseable"}, call
         return {"method": "judge", "passed": score >= 0.5, "score": score, "reasons": []}, call
+
+    async def _resolve(self, policy: _Policy, request: ChatRequest, answer: str,
+                       reference: str) -> tuple[tuple[float, float] | None, Call]:
+        from gearshift.gates.judge import question_text
+
+        # Which answer is the reference's is not said: the judge grades each on its own.
+        prompt = RESOLVE_PROMPT.format(question=question_text(request), answer=answer, reference=reference)
+        req = ChatRequest(body={"messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": 20})
+        assert policy.resolve is not None
+        call, completion = await self._call(policy, policy.resolve, req, "shadow_resolve")
+        if completion is None:
+            return None, call
+        grades = parse_resolution(completion.text)
+        if grades is None:  # the pair stays an unresolved disagreement
+            log.warning("resolution by %s unparseable: %.80r", policy.resolve, completion.text)
+        return grades, call
 
     async def stop(self, drain_seconds: float = 5.0) -> None:
         """Finish queued shadow work for a few seconds, then drop what is left (counted)."""

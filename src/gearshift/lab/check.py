@@ -186,7 +186,9 @@ def best_calibrated(o: Outcomes, weak: str, strong: str, floor: float, routers: 
           f"other half (lower bound of retained {calib.bound:.1%} at {calib.confidence:.0%} confidence). "
           f"Candidates: {', '.join(others)}"
           + (f". No cheaper point passed the floor test on {len(cal)} calibration prompts; more pairs may show "
-             f"savings (at least {MIN_CERTIFY} per half advised)" if verdict == "unknown" else ""))
+             f"savings (at least {MIN_CERTIFY} per half advised)" if verdict == "unknown" else "")
+          + (". Retained is a lower bound: disagreements with the reference count as losses, none resolved "
+             "(shadow.resolve)" if o.pair_estimate is not None and o.pair_estimate.lower_bound else ""))
     return Answer("savings", verdict, ev, {"router": router.name, "savings": sav, "quality_retained": ret,
                                            "held": held, "strong_share": share, "threshold": calib.threshold,
                                            "calibration_bound": calib.bound, "test_prompts": len(test),
@@ -281,10 +283,13 @@ def _shadow(traces: Sequence[TraceView], pairs: Outcomes | None, reference: str 
         others = [j for j, m in enumerate(pairs.models) if m != reference]
         ref_ok = ~np.isnan(q[:, pairs.index(reference)])
         graded = int((ref_ok & (~np.isnan(q[:, others])).any(axis=1)).sum()) if others else 0
+    est = pairs.pair_estimate if pairs is not None else None
+    how = f"; {est.line()}" if est is not None and est.pairs else ""
     return Answer("shadow", "yes" if shadowed else "no",
                   f"{shadowed} of {n} requests shadowed ({shadowed / n:.1%} of traffic); {graded} pairs graded "
-                  f"against {reference}" if n else "no traces",
-                  {"shadowed": shadowed, "requests": n, "share": shadowed / n if n else 0.0, "graded_pairs": graded})
+                  f"against {reference}{how}" if n else "no traces",
+                  {"shadowed": shadowed, "requests": n, "share": shadowed / n if n else 0.0, "graded_pairs": graded,
+                   "lower_bound": bool(est is not None and est.lower_bound)})
 
 
 def _measurable(traces: Sequence[TraceView], fb: Mapping[Any, list[float]]) -> Answer:

@@ -1,8 +1,9 @@
 """One call that evaluates routers on a weak/strong pair: the rows of `gearshift lab evaluate`.
 
 Every figure comes with a bootstrap interval over prompts. Rows: always-weak, always-strong,
-random (the no-intelligence baseline, swept over its weight), the oracle (upper limit), and any
-routers given: scoring routers are swept (APGR, CPT) and also reported at their own threshold;
+random (the no-intelligence baseline: its expected figures, the diagonal, with the 5th-95th
+percentiles of seeded draws as the band, lab.baselines.random_band), the oracle (upper limit), and
+any routers given: scoring routers are swept (APGR, CPT) and also reported at their own threshold;
 other routers are replayed prompt by prompt.
 """
 
@@ -14,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gearshift.lab import metrics
+from gearshift.lab.baselines import RANDOM_DRAWS, RandomBand, random_band
 from gearshift.lab.bootstrap import Estimate, bootstrap, bootstrap_curve, resample_matrix
 from gearshift.lab.replay import Curve, ScoreOrder, fixed_decisions, replay, router_scores
 from gearshift.outcomes.table import Outcomes
 from gearshift.routers.base import Router, ScoringRouter
-from gearshift.routers.random import RandomOptions, RandomRouter
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -30,6 +31,8 @@ class Row:
     strong_share/quality/cost: at the router's operating point (its configured threshold; for the
     oracle, strong exactly where strong is better). apgr/cpt50/cpt80: over its whole sweep
     (None for routers without a score). savings and quality_retained are against always-strong.
+    For random, each figure is its expected value with the band of seeded draws (`band`) as its
+    interval, and the curve is the expected diagonal.
     """
 
     name: str
@@ -43,6 +46,7 @@ class Row:
     cpt50: Estimate | None = None
     cpt80: Estimate | None = None
     curve: Curve | None = field(default=None, repr=False)
+    band: RandomBand | None = field(default=None, repr=False)
 
 
 def default_pair(outcomes: Outcomes) -> tuple[str, str]:
@@ -84,8 +88,12 @@ def _point_estimates(to_strong: np.ndarray, qw: np.ndarray, qs: np.ndarray, cw: 
 
 def evaluate_pair(outcomes: Outcomes, weak: str, strong: str, routers: Sequence[Router] = (), *,
                   columns: Mapping[str, str] | None = None, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
-                  random_seed: int = 0, progress: Progress | None = None) -> list[Row]:
+                  random_seed: int = 0, random_draws: int = RANDOM_DRAWS, levels: Sequence[float] = (),
+                  progress: Progress | None = None) -> list[Row]:
     """Rows for always-weak, always-strong, random, oracle and each router, with intervals.
+
+    random_seed, random_draws: the seed and number of the random router's draws; `levels`: quality
+    levels whose savings the random band also gives (RandomBand.levels).
 
     Prompts lacking a quality for weak or strong are left out (see `complete`). The same seed gives
     the same resamples for every row, so intervals of different rows are paired.
@@ -118,9 +126,9 @@ def evaluate_pair(outcomes: Outcomes, weak: str, strong: str, routers: Sequence[
     n = len(o)
     row(f"always {weak}", "fixed", np.zeros(n, bool))
     row(f"always {strong}", "fixed", np.ones(n, bool))
-    rnd = RandomRouter("random", RandomOptions(weights={weak: 1.0, strong: 1.0}, seed=random_seed))
-    rscores = router_scores(rnd, o)
-    row("random", "scoring", rscores >= rnd.threshold, rscores)
+    band = random_band(o, weak, strong, random_draws, random_seed, levels)
+    rows.append(Row("random", "scoring", band.share, band.quality, band.cost, band.savings.value,
+                    band.quality_retained.value, band.apgr, band.cpt50, band.cpt80, band.expected, band))
     gain = qs - qw
     row("oracle", "oracle", gain > 0, gain)
     for router in routers:

@@ -40,7 +40,9 @@ class GateScores:
     """What each gate said about each recorded answer of one model.
 
     scores, passed: (n, k) for k gates; cost: (n,) USD the gates spent (judges only; programmatic
-    and learned gates cost nothing); seconds: (n,) time the gates took here, measured.
+    and learned gates cost nothing); seconds: (n,) time the gates took here, measured; latency: (n,)
+    the time they take serving, in seconds: the recorded judging time (`<model>|judge_latency`) where
+    a judge was replayed, else the measured time.
     """
 
     gates: list[Gate]
@@ -49,6 +51,11 @@ class GateScores:
     passed: np.ndarray
     cost: np.ndarray
     seconds: np.ndarray
+    latency: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.latency is None:
+            self.latency = self.seconds
 
     @property
     def all_passed(self) -> np.ndarray:
@@ -108,16 +115,19 @@ def gate_scores(gates: Sequence[Gate], outcomes: Outcomes, model: str,
     passed = np.empty((n, k), dtype=bool)
     cost = np.zeros(n)
     seconds = np.empty(n)
+    judged = np.zeros(n)
     for i in range(n):
         t0 = time.perf_counter()
         text = answers[i] or ""
-        completion = recorded(outcomes, i, column, text)  # the recorded logprob, for confidence gates
+        completion = recorded(outcomes, i, column, text)  # recorded logprob and judgement, if any
         for j, g in enumerate(gates):
             v = g.check(reqs[i], text, completion)
             scores[i, j], passed[i, j] = v.score, v.passed
             cost[i] += v.cost_usd
+            judged[i] += v.latency_ms / 1000
         seconds[i] = time.perf_counter() - t0
-    return GateScores(gates=list(gates), model=model, scores=scores, passed=passed, cost=cost, seconds=seconds)
+    return GateScores(gates=list(gates), model=model, scores=scores, passed=passed, cost=cost, seconds=seconds,
+                      latency=np.maximum(seconds, judged))
 
 
 # --- the cascade as a two-column outcomes table -----------------------------------------------------
@@ -154,6 +164,68 @@ def sweep_cascade(escalation: np.ndarray, outcomes: Outcomes, weak: str, strong:
     """
     return sweep_scores(escalation, cascade_outcomes(outcomes, weak, strong, gate_cost), weak, strong,
                         thresholds, label=label)
+
+
+# --- calibrating a gate's threshold (the judge's, like any other) ---------------------------------------
+
+
+@dataclass
+class GateCalibration:
+    """A cascade gate's threshold fitted to a quality floor on one part of the prompts and checked on
+    the other, with what the gates cost and the wait they add on escalated requests.
+
+    threshold: the swept gate's threshold (None when the fitted point mixes two configurations).
+    calibration: lab.calibrate's result on the cascade table (strong share = escalation rate).
+    gate_usd: USD per request the gates (judges) spend, every request paying it.
+    added_latency: seconds an escalated request waits before its strong call starts (the cheap answer
+    and the gates; the strong call's own time comes on top), p50 and p95, on the held-out part.
+    verdicts: the gate's verdict at the threshold against the pair's outcome on the held-out part:
+    accepted_worse (cheap accepted, strong was better: quality lost), escalated_needless (escalated,
+    cheap was as good: money and time lost), and the others.
+    """
+
+    gate: str
+    threshold: float | None
+    calibration: Any
+    gate_usd: float
+    escalation_rate: float
+    added_latency: tuple[float, float] | None
+    verdicts: dict[str, int]
+    held_out: int
+
+
+def calibrate_gate(gs: GateScores, outcomes: Outcomes, weak: str, strong: str, floor: float, *,
+                   sweep: str | int | None = None, held_out: float = 0.5, alpha: float = 0.05, n_boot: int = 1000,
+                   seed: int = 0) -> GateCalibration:
+    """Fit the threshold of gate `sweep` (None: all gates together) of a cascade `weak` -> `strong` so it
+    keeps `floor` of always-strong quality (lab.calibrate's QualityFloor, fixed-sequence bootstrap bound)
+    on a random `1 - held_out` of the prompts; report it on the rest."""
+    from gearshift.lab.calibrate import QualityFloor, calibrate_scores
+
+    esc = gs.escalation_scores(sweep)
+    table = cascade_outcomes(outcomes, weak, strong, gs.cost)
+    perm = np.random.default_rng(seed).permutation(len(outcomes))
+    k = int(round(len(outcomes) * (1 - held_out)))
+    cal, test = np.sort(perm[:k]), np.sort(perm[k:])
+    c = calibrate_scores(esc[cal], table.subset(cal), weak, strong, QualityFloor(floor), test_scores=esc[test],
+                         test=table.subset(test), alpha=alpha, n_boot=n_boot, seed=seed)
+    escalated = esc[test] >= c.threshold
+    q = np.asarray(outcomes.quality[test][:, [outcomes.index(weak), outcomes.index(strong)]], float)
+    worse = q[:, 0] < q[:, 1]
+    verdicts = {"accepted_ok": int((~escalated & ~worse).sum()), "accepted_worse": int((~escalated & worse).sum()),
+                "escalated_needed": int((escalated & worse).sum()),
+                "escalated_needless": int((escalated & ~worse).sum())}
+    added = None
+    if outcomes.latency is not None and escalated.any():
+        assert gs.latency is not None
+        wait = outcomes.latency[test, outcomes.index(weak)] + gs.latency[test]
+        wait = wait[escalated][~np.isnan(wait[escalated])]
+        if len(wait):
+            added = (float(np.percentile(wait, 50)), float(np.percentile(wait, 95)))
+    name = "all gates" if sweep is None else gs.gates[gs.index(sweep)].name
+    return GateCalibration(name, gs.gate_threshold(c.threshold), c,
+                           float(gs.cost.mean()), float(escalated.mean()) if len(test) else float("nan"), added,
+                           verdicts, len(test))
 
 
 # --- training the learned gate ----------------------------------------------------------------------
@@ -245,6 +317,7 @@ def train_learned_gate(outcomes: Outcomes, weak: str, strong: str | None = None,
 
 
 __all__ = [
-    "GateScores", "answer_checks", "cascade_outcomes", "gate_labels", "gate_scores", "sweep_cascade",
+    "GateCalibration", "GateScores", "answer_checks", "calibrate_gate", "cascade_outcomes", "gate_labels",
+    "gate_scores", "sweep_cascade",
     "train_learned_gate",
 ]

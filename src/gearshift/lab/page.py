@@ -122,8 +122,9 @@ def render_html(report: Report, images: Mapping[str, bytes], command: str = "") 
              f"percentile intervals over prompts ({report.n_boot:,} resamples, the same for every router). "
              f"Generated {report.created} in {report.seconds:.1f} s.</p>",
              "<h2 id=\"summary\">Summary</h2>",
-             "<p>Each router at its configured operating point (random: half the calls strong; oracle: strong exactly "
-             "where the strong answer is better). Savings and quality retained are against always-strongest; APGR and "
+             "<p>Each router at its configured operating point (random: half the calls strong, its expected figures "
+             "(the diagonal between always-weak and always-strong) with the 5th-95th percentiles of seeded draws "
+             "under them in place of a bootstrap interval; oracle: strong exactly where the strong answer is better). Savings and quality retained are against always-strongest; APGR and "
              "CPT are over each router's whole threshold sweep (RouteLLM's definitions).</p>",
              _table(SUMMARY_HEAD, summary_rows(report))]
     curves = [_img(images[k], alt) for k, alt in (("quality_cost", "quality against cost"),

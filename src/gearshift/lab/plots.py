@@ -12,6 +12,7 @@ import numpy as np
 from gearshift.lab import metrics
 
 if TYPE_CHECKING:
+    from gearshift.lab.evaluate import Row
     from gearshift.lab.report import Report
 
 _FIXED_STYLE = {"random": ("#7f7f7f", "-"), "oracle": ("#000000", ":")}
@@ -25,6 +26,13 @@ def _colors(report: Report) -> dict[str, str]:
     for i, n in enumerate(dict.fromkeys(names)):
         out[n] = _PALETTE[i % len(_PALETTE)]
     return out
+
+
+def _label(r: Row) -> str:
+    """The legend entry of a row: random says its line is the expectation and its band the draws'."""
+    if r.band is None:
+        return r.name
+    return f"random, expected (band: 5-95% of {r.band.draws} draws)"
 
 
 def _per_1k(x: float | np.ndarray) -> Any:
@@ -53,8 +61,11 @@ def plot_quality_cost(report: Report) -> Any:
                            zorder=4, label=f"{r.name} (its decisions)")
             continue
         color, ls = _FIXED_STYLE.get(r.name, (colors[r.name], "-"))
-        ax.plot(_per_1k(r.curve.cost), r.curve.quality, color=color, ls=ls, lw=1.6, label=r.name)
-        if r.kind == "scoring" and r.name != "random":
+        if r.band is not None:  # random: the expected diagonal, and the band of its draws around it
+            cost = np.interp(r.band.grid, r.band.expected.strong_share, r.band.expected.cost)
+            ax.fill_between(_per_1k(cost), r.band.quality_low, r.band.quality_high, color=color, alpha=0.18, lw=0)
+        ax.plot(_per_1k(r.curve.cost), r.curve.quality, color=color, ls=ls, lw=1.6, label=_label(r))
+        if r.kind == "scoring" and r.band is None:
             ax.scatter([r.cost.value * 1000], [r.quality.value], color=color, s=30, zorder=4, edgecolor="white")
     for p in report.points:
         ax.scatter([p.cost.value * 1000], [p.quality.value], marker="D", s=40, color=colors[p.name], zorder=4,
@@ -84,7 +95,8 @@ def plot_pgr_share(report: Report) -> Any:
 
     colors = _colors(report)
     fig, ax = plt.subplots(figsize=(7.6, 5.4), dpi=110)
-    ax.plot([0, 1], [0, 1], color="#8c564b", ls="--", lw=1.2, label="random, expected (and the model hull)")
+    if not any(r.band is not None for r in report.rows):
+        ax.plot([0, 1], [0, 1], color="#8c564b", ls="--", lw=1.2, label="random, expected (and the model hull)")
     for r in report.rows:
         if r.curve is None:
             if r.kind == "replay":
@@ -96,7 +108,7 @@ def plot_pgr_share(report: Report) -> Any:
         if band is not None and r.name != "oracle":  # the oracle is a limit, not an estimate to hedge
             ax.fill_between(band.share, band.low, band.high, color=color, alpha=0.12, lw=0)
         apgr = f" (APGR {r.apgr.value:.3f})" if r.apgr is not None else ""
-        ax.plot(r.curve.strong_share, r.curve.pgr, color=color, ls=ls, lw=1.6, label=r.name + apgr)
+        ax.plot(r.curve.strong_share, r.curve.pgr, color=color, ls=ls, lw=1.6, label=_label(r) + apgr)
     for x in (0.5, 0.8):
         ax.axhline(x, color="#bbbbbb", lw=0.8, ls=(0, (2, 3)))
         ax.annotate(f"CPT({x:.0%})", (0.0, x), xycoords=("axes fraction", "data"), fontsize=7, color="#888888",

@@ -36,6 +36,9 @@ class Proof:
     reason: str
     calibration: Calibration | None = None  # the threshold fitted to the floor on the calibration part
     signal: Signal | None = None  # APGR on the held-out pairs (lab.signal: the same check as the lab's)
+    # The weak answers' grades count every disagreement as a loss (no disagreement resolved): the
+    # quality bound is a lower bound, and the threshold conservative.
+    lower_bound: bool = False
 
     @property
     def threshold(self) -> float | None:
@@ -77,7 +80,9 @@ def prove(pairs: Outcomes, router: ScoringRouter, floor: float, min_pairs: int =
           held_out: float = 0.3, seed: int = 0, n_boot: int = 1000) -> Proof:
     """Whether `router`'s scores on `pairs` (weak and strong answers both scored) earn it the right to serve."""
     n = len(pairs)
-    base: dict[str, Any] = {"pairs": n, "min_pairs": min_pairs, "floor": floor, "confidence": confidence}
+    lower = pairs.pair_estimate is not None and pairs.pair_estimate.lower_bound
+    base: dict[str, Any] = {"pairs": n, "min_pairs": min_pairs, "floor": floor, "confidence": confidence,
+                            "lower_bound": lower}
     if n < min_pairs:
         return Proof(ok=False, reason=f"observing: {n}/{min_pairs} pairs", **base)
     cal, test = split_halves(pairs, seed=seed, fraction=1 - held_out)
@@ -88,14 +93,18 @@ def prove(pairs: Outcomes, router: ScoringRouter, floor: float, min_pairs: int =
     est = sig.apgr
     base.update(calibration=c, signal=sig)
     apgr_line = f"APGR {est.value:.2f} [{est.low:.2f}, {est.high:.2f}]"
+    note = f"; {_LOWER}" if lower else ""
     if not sig.has_signal:
-        return Proof(ok=False, reason=f"no signal yet: {apgr_line}", **base)
+        return Proof(ok=False, reason=f"no signal yet: {apgr_line}{note}", **base)
     if c.threshold == -np.inf or c.calibration.strong_share >= 1.0:
         return Proof(ok=False, reason=f"no savings yet: the {floor:.0%} floor needs the strong model on every "
-                                      f"request ({apgr_line})", **base)
+                                      f"request ({apgr_line}){note}", **base)
     return Proof(ok=True, reason=f"proven: threshold {c.threshold:.3f}, retained >= {c.bound:.1%} at "
                                  f"{confidence:.0%} confidence, strong share {c.calibration.strong_share:.0%}, "
-                                 f"{apgr_line} on {len(test)} held-out pairs", **base)
+                                 f"{apgr_line} on {len(test)} held-out pairs{note}", **base)
+
+
+_LOWER = "quality from agreement alone, a lower bound (no disagreement resolved; see shadow.resolve)"
 
 
 __all__ = ["Proof", "prove"]

@@ -19,6 +19,7 @@ from gearshift.plan import build_routers
 from gearshift.routers.base import ScoringRouter
 from gearshift.routers.classifier import ClassifierRouter
 from gearshift.store.base import TraceStore
+from gearshift.store.view import PairEstimate
 
 
 @dataclass
@@ -32,6 +33,12 @@ class Recalibration:
     traces: int = 0  # shadowed traces the pairs came from
     signal: Signal | None = None  # the router's APGR interval on pairs its model did not train on
     refused: str | None = None  # why `apply` did not promote it
+    estimate: PairEstimate | None = None  # how the pairs' grades were estimated (a lower bound or not)
+
+    @property
+    def lower_bound(self) -> bool:
+        """The weak model's grades count every disagreement as a loss: the floor is kept conservatively."""
+        return self.estimate is not None and self.estimate.lower_bound
 
 
 def scoring_router(config: Config, name: str, store: TraceStore | None = None) -> ScoringRouter:
@@ -87,6 +94,7 @@ def recalibrate(config: Config, store: TraceStore, name: str, floor: float, sinc
         "pairs": len(pairs), "floor": floor, "confidence": cal.confidence, "lower_bound": cal.bound,
         "retained": cal.retained_calibration, "strong_share": cal.calibration.strong_share,
         "previous_threshold": previous, "signal": sig.to_json(),
+        "pair_estimate": None if pairs.pair_estimate is None else pairs.pair_estimate.to_json(),
     }
     settings: dict[str, Any] = {"threshold": cal.threshold}
     if isinstance(router, ClassifierRouter) and router.artifact != router.configured_artifact:
@@ -99,7 +107,8 @@ def recalibrate(config: Config, store: TraceStore, name: str, floor: float, sinc
         refused = f"not promoted: {sig.line()}"
     elif apply:
         store.promote(name, version, by)
-    return Recalibration(name, version, len(pairs), cal, previous, apply and refused is None, traces, sig, refused)
+    return Recalibration(name, version, len(pairs), cal, previous, apply and refused is None, traces, sig, refused,
+                         pairs.pair_estimate)
 
 
 def trained_until(router: ScoringRouter) -> float | None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gearshift.gates.judge import RECORDED_JUDGE
 from gearshift.gates.logprob import recorded_completion
 from gearshift.outcomes.table import Outcomes
 from gearshift.request import ChatRequest
@@ -346,20 +347,38 @@ class CascadeReplay:
 
 def recorded(outcomes: Outcomes, row: int, column: int, text: str) -> dict[str, Any] | None:
     """What a gate's `check` gets as the completion of a recorded answer: its mean token logprob when
-    the outcomes carry one (the `<model>|logprob` column), else nothing."""
-    if outcomes.logprob is None:
+    the outcomes carry one (the `<model>|logprob` column) and a judge's recorded verdict on it (the
+    `<model>|judge` columns), else nothing."""
+    lp = np.nan if outcomes.logprob is None else float(outcomes.logprob[row, column])
+    judged = np.nan if outcomes.judge is None else float(outcomes.judge[row, column])
+    if np.isnan(lp) and np.isnan(judged):
         return None
-    lp = float(outcomes.logprob[row, column])
-    return None if np.isnan(lp) else recorded_completion(text, lp)
+    completion: dict[str, Any] = {"choices": [{"message": {"role": "assistant", "content": text}}]}
+    if not np.isnan(lp):
+        completion = recorded_completion(text, lp)
+    if not np.isnan(judged):
+        cost = np.nan if outcomes.judge_cost is None else float(outcomes.judge_cost[row, column])
+        seconds = np.nan if outcomes.judge_latency is None else float(outcomes.judge_latency[row, column])
+        completion[RECORDED_JUDGE] = {"score": judged, "cost_usd": None if np.isnan(cost) else cost,
+                                      "latency_ms": None if np.isnan(seconds) else seconds * 1000}
+    return completion
+
+
+def _replays_judge(gate: Any, outcomes: Outcomes, model: str) -> bool:
+    """A judge gate the lab can replay: the outcomes record its verdicts on `model`'s answers."""
+    return bool(gate.replays_recorded and outcomes.judge is not None
+                and not np.isnan(outcomes.judge[:, outcomes.index(model)]).all())
 
 
 def check_recorded(gates: Sequence[Any], outcomes: Outcomes, model: str) -> None:
-    """Refuse gates the recorded outcomes cannot drive: model calls (judge, self_consistency), and
-    confidence gates without a `<model>|logprob` column (they would fail every answer)."""
+    """Refuse gates the recorded outcomes cannot drive: model calls (self_consistency; a judge unless its
+    verdicts are recorded, `<model>|judge`), and confidence gates without a `<model>|logprob` column
+    (they would fail every answer)."""
     for g in gates:
-        if not g.offline:
+        if not g.offline and not _replays_judge(g, outcomes, model):
             raise ValueError(f"gate {g.name!r} (kind {g.kind}) calls a model; the lab cannot replay it on recorded "
-                             f"text. Replay the programmatic and learned gates, or record its verdicts in traces")
+                             f"text. Replay the programmatic and learned gates, record a judge's verdicts "
+                             f"(`{model}|judge` columns, or traces), or record its verdicts in traces")
         if getattr(g, "needs_logprobs", False) and (
                 outcomes.logprob is None or np.isnan(outcomes.logprob[:, outcomes.index(model)]).all()):
             raise ValueError(f"gate {g.name!r} (kind {g.kind}) reads token logprobs; outcomes {outcomes.name!r} "
@@ -397,15 +416,17 @@ def _walk(route: Route, outcomes: Outcomes, row: int, column: Callable[[str], in
             raise ValueError(f"outcomes {outcomes.name!r} keep no response text: the gates of "
                              f"{step.model!r} need its recorded answers")
         text = outcomes.responses[row, j] or ""
-        check_recorded(step.gates, outcomes, step.model)
+        check_recorded(step.gates, outcomes, outcomes.models[j])
         completion = recorded(outcomes, row, j, text)
         t0 = time.perf_counter()
         results = []
+        judged = 0.0  # recorded judging time: a judge replayed from its verdicts takes no time here
         for g in step.gates:
             v = g.check(request, text, completion)
             results.append((g.name, v.passed, v.score))
             gate_cost += v.cost_usd
-        spent = time.perf_counter() - t0
+            judged += v.latency_ms / 1000
+        spent = max(time.perf_counter() - t0, judged)
         gate_seconds += spent
         latency += spent
         chosen = walk.judge(step.model, results)

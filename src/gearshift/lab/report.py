@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from gearshift.lab import metrics
+from gearshift.lab.baselines import RANDOM_DRAWS
 from gearshift.lab.bootstrap import Estimate, estimate, resample_matrix
 from gearshift.lab.evaluate import Row, complete, default_pair, evaluate_pair
 from gearshift.lab.levels import (
@@ -51,7 +52,6 @@ from gearshift.lab.tiers import (
 from gearshift.outcomes.table import Outcomes
 from gearshift.request import ChatRequest
 from gearshift.routers.base import Router, ScoringRouter
-from gearshift.routers.random import RandomOptions, RandomRouter
 
 QUALITY_LEVELS = (0.90, 0.95, 0.99)
 
@@ -141,6 +141,8 @@ class Report:
             return f"always weak ({self.weak})"
         if row.name == f"always {self.strong}":
             return f"always strong ({self.strong})"
+        if row.band is not None:
+            return f"random (expected; 5-95% of {row.band.draws} draws)"
         return row.name
 
 
@@ -183,7 +185,7 @@ def _pair_of(router: ScoringRouter, columns: Mapping[str, str]) -> tuple[str, st
 def build_report(outcomes: Outcomes, weak: str | None = None, strong: str | None = None,
                  routers: Sequence[Router] = (), *, columns: Mapping[str, str] | None = None,
                  levels: Sequence[float] = QUALITY_LEVELS, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
-                 random_seed: int = 0, cascades: Sequence[CascadeRecords] = (),
+                 random_seed: int = 0, random_draws: int = RANDOM_DRAWS, cascades: Sequence[CascadeRecords] = (),
                  progress: Progress | None = None) -> Report:
     """Compute every figure of the report (see the module doc). Nothing is drawn here.
 
@@ -250,21 +252,27 @@ def build_report(outcomes: Outcomes, weak: str | None = None, strong: str | None
             points.append((router.name, dec))
 
     rows = evaluate_pair(o, weak, strong, pair_routers, columns=cols, n_boot=n_boot, seed=seed, alpha=alpha,
-                         random_seed=random_seed, progress=progress)
+                         random_seed=random_seed, random_draws=random_draws, levels=levels, progress=progress)
     counts = resample_matrix(len(o), n_boot, seed)  # the very resamples evaluate_pair used: paired intervals
-    rnd = RandomRouter("random", RandomOptions(weights={weak: 1.0, strong: 1.0}, seed=random_seed))
-    swept_scores = {"random": router_scores(rnd, o), "oracle": qs - qw, **swept_scores}
+    swept_scores = {"oracle": qs - qw, **swept_scores}
     to_strong.update({f"always {weak}": np.zeros(len(o), bool), f"always {strong}": np.ones(len(o), bool),
-                      "random": swept_scores["random"] >= rnd.threshold, "oracle": qs > qw})
+                      "oracle": qs > qw})
 
     ratios: dict[str, dict[str, Estimate]] = {}
+    level_results: list[LevelResult] = []
+    bands: dict[str, Band] = {}
     for r in rows:
+        if r.band is not None:  # random: expected figures, with the band of its draws
+            ratios[r.name] = {"savings": r.band.savings, "quality_retained": r.band.quality_retained}
+            bands[r.name] = Band(r.band.grid, r.band.pgr_low, r.band.pgr_high)
+            for lv, got in r.band.levels.items():
+                level_results.append(LevelResult(r.name, lv, got[0] if got else None, got[1] if got else None,
+                                                 float(got is not None)))
+            continue
         ts = to_strong[r.name]
         ratios[r.name] = _ratio_estimates(counts, np.where(ts, qs, qw), np.where(ts, cs, cw), qs, cs, alpha)
 
     step = max(1, 2_000_000 // max(len(o), 1))
-    level_results: list[LevelResult] = []
-    bands: dict[str, Band] = {}
     for name, sc in swept_scores.items():
         swept, band = swept_levels(sc, o, weak, strong, counts, levels, alpha, name, step, progress)
         level_results += swept

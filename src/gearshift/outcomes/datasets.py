@@ -31,7 +31,7 @@ from gearshift.outcomes.fetch import DATASETS, fetch
 from gearshift.outcomes.files import PriceTable, read_outcomes
 from gearshift.outcomes.table import Outcomes
 from gearshift.request import CHARS_PER_TOKEN
-from gearshift.store.view import TraceView
+from gearshift.store.view import PairEstimate, TraceView
 
 ROUTELLM_WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 ROUTELLM_STRONG = "gpt-4-1106-preview"
@@ -403,16 +403,27 @@ def from_traces(rows: Iterable[Mapping[str, Any] | TraceView], min_models: int =
     `status` 200 when given): TraceView.answers. Traces with the same prompt text are merged; several
     answers of one model to one prompt are averaged (quality, cost, latency) and the last response is
     kept. Quality is NaN where no verdict graded an answer. Trace `metadata` becomes meta columns.
+
+    Shadow pairs scored by agreement that disagree count at their resolution when a judge resolved
+    them, else at the resolved disagreements' mean grades (PairEstimate.grades), else as a loss: then
+    the table's `pair_estimate.lower_bound` says the cheaper models' qualities are lower bounds.
     """
+    views = [TraceView.of(t) for t in rows]
+    estimate = PairEstimate.of_traces(views)
     by_prompt: dict[str, dict[str, Any]] = {}
-    for t in map(TraceView.of, rows):
+    for t in views:
         if not isinstance(t.prompt, str) or not t.prompt:
             continue
         entry = by_prompt.setdefault(t.prompt, {"answers": {}, "meta": {}, "id": t.id})
         entry["meta"].update({str(k): str(v) for k, v in t.metadata.items()})
+        imputed: dict[str | None, float] = {}
+        for pair in t.pairs:
+            g = estimate.grades(pair)
+            if g is not None:
+                imputed.update({pair.model: g[0], pair.reference: g[1]})
         for call in t.answers:
             acc = entry["answers"].setdefault(call.model, {"q": [], "c": [], "l": [], "r": None})
-            acc["q"].append(t.quality(call))
+            acc["q"].append(imputed[call.model] if call.grade is None and call.model in imputed else t.quality(call))
             acc["c"].append(call.cost_usd)
             acc["l"].append(call.latency_ms / 1000.0)
             if call.response is not None:
@@ -443,7 +454,8 @@ def from_traces(rows: Iterable[Mapping[str, Any] | TraceView], min_models: int =
         ids[i] = "" if e["id"] is None else str(e["id"])
     meta.setdefault("source_id", ids)
     return Outcomes(prompts=np.array([p for p, _ in kept], dtype=object), models=models, quality=quality,
-                    cost=cost, latency=latency, responses=responses, meta=meta, name=name)
+                    cost=cost, latency=latency, responses=responses, meta=meta, name=name,
+                    pair_estimate=estimate if estimate.pairs else None)
 
 
 __all__ = [

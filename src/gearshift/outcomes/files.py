@@ -3,7 +3,8 @@
 The format is specified in docs/outcomes-format.md. In short, the columns are `prompt`, optional
 metadata (`task`, `split`, `source_id`, `meta.<name>`), and for each model `<model>|quality`
 (required), `<model>|cost`, `<model>|input_tokens`, `<model>|output_tokens`, `<model>|latency`,
-`<model>|response`, `<model>|logprob`. JSONL files use the same names as keys of one flat object per line.
+`<model>|response`, `<model>|logprob`, and a judge gate's recorded verdict on the answer
+`<model>|judge`, `<model>|judge_cost`, `<model>|judge_latency`. JSONL files use the same names as keys of one flat object per line.
 
 Every problem is a ValueError naming the file, the row and the column, because outcomes files are
 written by hand and by scripts, and "bad value somewhere" costs an afternoon.
@@ -27,7 +28,8 @@ from gearshift.outcomes.table import Outcomes
 SEP = "|"
 META_COLUMNS = ("task", "split", "source_id")
 META_PREFIX = "meta."
-FIELDS = ("quality", "cost", "input_tokens", "output_tokens", "latency", "response", "logprob")
+FIELDS = ("quality", "cost", "input_tokens", "output_tokens", "latency", "response", "logprob", "judge", "judge_cost",
+          "judge_latency")
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 # A price table: model -> Price, or (input, output) USD per 1M tokens.
@@ -138,6 +140,9 @@ _PARSERS = {
     "output_tokens": (_nonneg, "is not a token count (a number >= 0)"),
     "latency": (_nonneg, "is not a latency in seconds (a number >= 0)"),
     "logprob": (_nonpos, "is not a mean token logprob (a number <= 0)"),
+    "judge": (_quality, "is not a judge score in [0,1] or true/false"),
+    "judge_cost": (_nonneg, "is not a cost in USD (a number >= 0)"),
+    "judge_latency": (_nonneg, "is not a latency in seconds (a number >= 0)"),
 }
 
 
@@ -197,6 +202,12 @@ def outcomes_from_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], columns: I
     has_latency = any("latency" in cols.fields[mm] for mm in cols.models)
     has_response = any("response" in cols.fields[mm] for mm in cols.models)
     has_logprob = any("logprob" in cols.fields[mm] for mm in cols.models)
+
+    def column(fld: str) -> np.ndarray | None:
+        if not any(fld in cols.fields[mm] for mm in cols.models):
+            return None
+        return np.array(values[fld], dtype=float).reshape(n, m)
+
     resp_arr = None
     if has_response:
         resp_arr = np.empty((n, m), dtype=object)
@@ -211,6 +222,7 @@ def outcomes_from_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], columns: I
         meta={k: np.array(v, dtype=object) for k, v in meta.items()},
         name=name,
         logprob=np.array(values["logprob"], dtype=float).reshape(n, m) if has_logprob else None,
+        judge=column("judge"), judge_cost=column("judge_cost"), judge_latency=column("judge_latency"),
     )
 
 
@@ -293,6 +305,9 @@ def _header(outcomes: Outcomes) -> list[tuple[str, str, Any]]:
             cols.append((f"{model}{SEP}response", "response", j))
         if outcomes.logprob is not None:
             cols.append((f"{model}{SEP}logprob", "logprob", j))
+        for fld in ("judge", "judge_cost", "judge_latency"):
+            if getattr(outcomes, fld) is not None:
+                cols.append((f"{model}{SEP}{fld}", fld, j))
     return cols
 
 
@@ -304,7 +319,8 @@ def _value(outcomes: Outcomes, i: int, kind: str, key: Any) -> Any:
     if kind == "response":
         return outcomes.responses[i, key]  # type: ignore[index]
     arr = {"quality": outcomes.quality, "cost": outcomes.cost, "latency": outcomes.latency,
-           "logprob": outcomes.logprob}[kind]
+           "logprob": outcomes.logprob, "judge": outcomes.judge, "judge_cost": outcomes.judge_cost,
+           "judge_latency": outcomes.judge_latency}[kind]
     x = float(arr[i, key])  # type: ignore[index]
     return None if math.isnan(x) else x
 

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gearshift.store.view import PairEstimate
+
+JUDGE_FIELDS = ("judge", "judge_cost", "judge_latency")
+
 
 @dataclass
 class Outcomes:
@@ -36,10 +40,18 @@ class Outcomes:
     cost_estimated: bool = False
     # (n, m) mean token logprob of each answer (NaN unknown), or None: what confidence gates read offline.
     logprob: np.ndarray | None = None
+    # (n, m) a judge gate's recorded verdict on each answer: its score in [0, 1], what judging cost (USD)
+    # and took (seconds); NaN unknown. What judge gates read offline (lab.gating), or None.
+    judge: np.ndarray | None = None
+    judge_cost: np.ndarray | None = None
+    judge_latency: np.ndarray | None = None
+    # From shadow pairs (outcomes.datasets.from_traces): how their grades were estimated, and whether
+    # they are a lower bound (disagreements counted as losses, none resolved). None for benchmarks.
+    pair_estimate: PairEstimate | None = None
 
     def __post_init__(self) -> None:
         n, m = len(self.prompts), len(self.models)
-        for label in ("quality", "cost", "latency", "responses", "logprob"):
+        for label in ("quality", "cost", "latency", "responses", "logprob", *JUDGE_FIELDS):
             arr = getattr(self, label)
             if arr is not None and arr.shape != (n, m):
                 raise ValueError(f"outcomes {label} has shape {arr.shape}, expected ({n}, {m})")
@@ -71,6 +83,10 @@ class Outcomes:
             name=self.name,
             cost_estimated=self.cost_estimated,
             logprob=None if self.logprob is None else self.logprob[rows],
+            pair_estimate=self.pair_estimate,
+            judge=None if self.judge is None else self.judge[rows],
+            judge_cost=None if self.judge_cost is None else self.judge_cost[rows],
+            judge_latency=None if self.judge_latency is None else self.judge_latency[rows],
         )
 
     def select_models(self, models: Sequence[str]) -> Outcomes:
@@ -87,6 +103,10 @@ class Outcomes:
             name=self.name,
             cost_estimated=self.cost_estimated,
             logprob=None if self.logprob is None else self.logprob[:, cols],
+            pair_estimate=self.pair_estimate,
+            judge=None if self.judge is None else self.judge[:, cols],
+            judge_cost=None if self.judge_cost is None else self.judge_cost[:, cols],
+            judge_latency=None if self.judge_latency is None else self.judge_latency[:, cols],
         )
 
     def unanswered(self) -> list[str]:
@@ -125,6 +145,12 @@ def concat(tables: Sequence[Outcomes], name: str | None = None) -> Outcomes:
     any_latency = any(t.latency is not None for t in tables)
     any_text = any(t.responses is not None for t in tables)
     any_logprob = any(t.logprob is not None for t in tables)
+
+    def judged(k: str) -> np.ndarray | None:
+        if all(getattr(t, k) is None for t in tables):
+            return None
+        return np.concatenate([widen(t, getattr(t, k), np.nan, float) for t in tables])
+
     return Outcomes(
         prompts=np.concatenate([t.prompts for t in tables]),
         models=models,
@@ -136,6 +162,7 @@ def concat(tables: Sequence[Outcomes], name: str | None = None) -> Outcomes:
         name=name or " + ".join(t.name for t in tables),
         cost_estimated=any(t.cost_estimated for t in tables),
         logprob=np.concatenate([widen(t, t.logprob, np.nan, float) for t in tables]) if any_logprob else None,
+        judge=judged("judge"), judge_cost=judged("judge_cost"), judge_latency=judged("judge_latency"),
     )
 
 
@@ -162,5 +189,7 @@ def assign_parts(outcomes: Outcomes, parts: Mapping[str, float], seed: int = 0, 
     meta = {**outcomes.meta, "split": split}
     return Outcomes(prompts=outcomes.prompts, models=list(outcomes.models), quality=outcomes.quality,
                     cost=outcomes.cost, latency=outcomes.latency, responses=outcomes.responses, meta=meta,
-                    name=outcomes.name, cost_estimated=outcomes.cost_estimated, logprob=outcomes.logprob)
+                    name=outcomes.name, cost_estimated=outcomes.cost_estimated, logprob=outcomes.logprob,
+                    pair_estimate=outcomes.pair_estimate, judge=outcomes.judge, judge_cost=outcomes.judge_cost,
+                    judge_latency=outcomes.judge_latency)
 

@@ -9,8 +9,11 @@ with `shadow_` are shadow verdicts. Neither counts as gating, escalation or serv
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Protocol
 
 from gearshift.trace import SHADOW_ROLES, Call, Trace
@@ -22,6 +25,10 @@ GATE_ROLES = ("gate", "judge")
 # Verdicts the shadow code records: on the judged answer, and on the reference (right by definition).
 SHADOW_GATE = "shadow_agreement"
 SHADOW_REFERENCE = "shadow_reference"
+# Verdicts of a capable judge on a sampled disagreement: each answer's own grade (gateway/shadow.py).
+SHADOW_RESOLUTION = "shadow_resolution"
+# Pair methods that score agreement with the reference, not quality: a disagreement is not a loss.
+AGREEMENT_METHODS = ("final_answer", "json", "tool_call")
 
 
 class Price(Protocol):
@@ -94,13 +101,16 @@ class VerdictView:
     model: str | None
     passed: bool | None
     score: float | None  # the numeric score, when recorded
+    method: str | None = None  # how a shadow pair was scored (final_answer, json, tool_call, judge)
 
     @classmethod
     def of(cls, v: Mapping[str, Any]) -> VerdictView:
         passed = v.get("passed")
         model = v.get("model")
+        method = v.get("method")
         return cls(str(v.get("gate") or ""), None if model is None else str(model),
-                   passed if isinstance(passed, bool) else None, _number(v.get("score")))
+                   passed if isinstance(passed, bool) else None, _number(v.get("score")),
+                   None if method is None else str(method))
 
     @property
     def shadow(self) -> bool:
@@ -116,12 +126,21 @@ class VerdictView:
 
 @dataclass(frozen=True, slots=True)
 class ShadowPair:
-    """A shadow comparison: `model`'s answer judged against `reference`'s (None when not recorded)."""
+    """A shadow comparison: `model`'s answer judged against `reference`'s (None when not recorded).
+
+    resolved: for a disagreement a capable judge resolved, (the answer's grade, the reference's grade)."""
 
     model: str | None
     reference: str | None
     passed: bool
     score: float | None
+    method: str | None = None
+    resolved: tuple[float, float] | None = None
+
+    @property
+    def disagreement(self) -> bool:
+        """Scored by agreement and the answers differ: a loss only if the reference was right."""
+        return not self.passed and self.method in AGREEMENT_METHODS
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +307,9 @@ class TraceView:
     def pairs(self) -> tuple[ShadowPair, ...]:
         """The shadow comparisons: each judged answer with the pair's reference."""
         ref = self.pair_reference
-        return tuple(ShadowPair(v.model, ref, bool(v.passed), v.score) for v in self.verdicts if v.gate == SHADOW_GATE)
+        res = {v.model: v.grade for v in self.verdicts if v.gate == SHADOW_RESOLUTION}
+        return tuple(ShadowPair(v.model, ref, bool(v.passed), v.score, v.method, _resolution(res, v.model, ref))
+                     for v in self.verdicts if v.gate == SHADOW_GATE)
 
     def served_pairs(self, reference: str | None = None) -> tuple[ShadowPair, ...]:
         """Pairs that judged the answer the client got, against a model other than the one that gave
@@ -316,5 +337,140 @@ class TraceView:
         return self.grades.get(call.model, float("nan"))
 
 
-__all__ = ["ANSWER_ROLES", "GATE_ROLES", "SHADOW_GATE", "SHADOW_REFERENCE", "CallView", "Price", "ShadowPair",
-           "TraceView", "VerdictView"]
+def _resolution(grades: Mapping[str | None, float | None], model: str | None,
+                reference: str | None) -> tuple[float, float] | None:
+    a, r = grades.get(model), grades.get(reference)
+    return None if a is None or r is None else (a, r)
+
+
+def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (two-sided, at `confidence`)."""
+    if n <= 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True, slots=True)
+class PairEstimate:
+    """The cheaper model's quality relative to the reference, from shadow pairs: the one estimator the
+    watch, recalibration, proofs and `lab check` read.
+
+    Agreement is not quality: where a pair scored by agreement (final_answer, json, tool_call) differs,
+    the reference may be the one that is wrong. A sampled share of those disagreements is resolved by a
+    capable judge grading each answer (`shadow.resolve`). With resolution sampled at random among the
+    disagreements, the resolved ones stand for all of them: each unresolved disagreement counts as the
+    resolved ones' mean grades (`weak_mean` for the answer, `reference_mean` for the reference), which
+    is unbiased for each mean, and `retained` = mean answer grade / mean reference grade is the ratio
+    of the two (consistent). Without any resolution every disagreement counts as a loss (answer 0,
+    reference 1): then `retained` is the agreement rate, a lower bound (`lower_bound`).
+    """
+
+    pairs: int = 0  # scored pairs
+    passed: int = 0  # agreed (or a judge passed them): answer and reference both count 1
+    judged: int = 0  # failed by a pairwise judge: answer 0, reference 1 (the judge already compared)
+    disagreed: int = 0  # failed by agreement: resolved or not
+    resolved: int = 0  # disagreements a judge resolved
+    resolved_weak: float = 0.0  # sum of the answers' grades on the resolved disagreements
+    resolved_reference: float = 0.0  # sum of the references' grades on them
+
+    @classmethod
+    def of(cls, pairs: Iterable[ShadowPair]) -> PairEstimate:
+        """The estimate of some pairs (e.g. `TraceView.served_pairs` of a window's traces)."""
+        n = passed = judged = disagreed = resolved = 0
+        sw = sr = 0.0
+        for p in pairs:
+            n += 1
+            if p.passed:
+                passed += 1
+            elif not p.disagreement:
+                judged += 1
+            else:
+                disagreed += 1
+                if p.resolved is not None:
+                    resolved += 1
+                    sw += p.resolved[0]
+                    sr += p.resolved[1]
+        return cls(n, passed, judged, disagreed, resolved, sw, sr)
+
+    @classmethod
+    def of_traces(cls, traces: Iterable[Mapping[str, Any] | TraceView]) -> PairEstimate:
+        """The estimate of every shadow pair of some traces (served and exploration pairs alike)."""
+        return cls.of(p for t in map(TraceView.of, traces) for p in t.pairs)
+
+    @property
+    def lower_bound(self) -> bool:
+        """Disagreements were counted as losses with none resolved: the estimate is a lower bound."""
+        return self.disagreed > 0 and self.resolved == 0
+
+    @property
+    def agreement(self) -> float | None:
+        """The share of pairs that passed (agreement alone)."""
+        return self.passed / self.pairs if self.pairs else None
+
+    @property
+    def weak_mean(self) -> float:
+        """Mean grade of the answer on a disagreement (0 without resolutions: every one a loss)."""
+        return self.resolved_weak / self.resolved if self.resolved else 0.0
+
+    @property
+    def reference_mean(self) -> float:
+        """Mean grade of the reference on a disagreement (1 without resolutions)."""
+        return self.resolved_reference / self.resolved if self.resolved else 1.0
+
+    @property
+    def retained(self) -> float | None:
+        """Answer quality over reference quality on these pairs; None without pairs."""
+        return self._ratio(self.passed / self.pairs, self.weak_mean, self.reference_mean) if self.pairs else None
+
+    def _ratio(self, passed: float, weak: float, reference: float) -> float:
+        fail = 1.0 - passed
+        failed = self.judged + self.disagreed
+        d = fail * (self.disagreed / failed) if failed else 0.0
+        den = passed + (fail - d) + d * reference
+        return (passed + d * weak) / den if den > 0 else 1.0
+
+    def interval(self, confidence: float = 0.95) -> tuple[float, float] | None:
+        """A conservative interval of `retained`: Wilson intervals of the pass share and of the resolved
+        means, combined at their worst corners. Without resolutions, Wilson's on the agreement."""
+        if not self.pairs:
+            return None
+        ps = wilson(self.passed, self.pairs, confidence)
+        if self.resolved:
+            ws = wilson(round(self.resolved_weak), self.resolved, confidence)
+            rs = wilson(round(self.resolved_reference), self.resolved, confidence)
+        else:
+            ws, rs = (0.0, 0.0), (1.0, 1.0)
+        corners = [self._ratio(p, w, r) for p, w, r in itertools.product(ps, ws, rs)]
+        return min(corners), max(corners)
+
+    def grades(self, pair: ShadowPair) -> tuple[float, float] | None:
+        """(answer, reference) grades to count for an unresolved disagreement: the resolved means
+        (None for other pairs: their own verdicts grade them)."""
+        if not pair.disagreement or pair.resolved is not None:
+            return None
+        return self.weak_mean, self.reference_mean
+
+    def line(self) -> str:
+        """One line for logs and the CLI: how the estimate was made."""
+        if not self.pairs:
+            return "no scored pairs"
+        if self.lower_bound:
+            return (f"agreement {self.passed}/{self.pairs}: a lower bound ({self.disagreed} disagreements counted "
+                    "as losses, none resolved; set shadow.resolve)")
+        if not self.disagreed:
+            return f"{self.passed}/{self.pairs} pairs passed"
+        return (f"agreement {self.passed}/{self.pairs}; {self.resolved} of {self.disagreed} disagreements resolved "
+                f"(answer right {self.weak_mean:.0%}, reference right {self.reference_mean:.0%})")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pairs": self.pairs, "passed": self.passed, "judged": self.judged, "disagreed": self.disagreed,
+                "resolved": self.resolved, "retained": self.retained, "lower_bound": self.lower_bound}
+
+
+__all__ = ["AGREEMENT_METHODS", "ANSWER_ROLES", "GATE_ROLES", "SHADOW_GATE", "SHADOW_REFERENCE", "SHADOW_RESOLUTION",
+           "CallView", "PairEstimate", "Price", "ShadowPair", "TraceView", "VerdictView", "wilson"]

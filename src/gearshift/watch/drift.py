@@ -276,6 +276,7 @@ class Watch:
         pct = round(wc.confidence * 100, 2)
         m.message = (f"quality_retained {_fmt(m.value)} ({pct:g}% interval {_fmt(m.lower)}..{_fmt(m.upper)}) "
                      f"vs floor {_fmt(wc.quality_floor)} over {s.pairs} shadow pairs"
+                     + (f", a lower bound ({s.estimate.line()})" if s.quality_lower_bound else "")
                      + ("" if m.status in (OK, DRIFT) else f": {m.status}"))
         return m
 

@@ -15,10 +15,13 @@ is read once, by gearshift.store.view.TraceView; this module only counts.
   final model, which is not the reference), the share whose `shadow_agreement` verdict passed.
   Exploration pairs (the client got the reference's answer and a cheaper model was tried in the
   background) say nothing about served quality and are left out.
-- quality retained: with the reference's answer taken as correct, `1 - (1 - agreement) x (1 - strong
-  share)`: requests the reference answered keep their quality; cheaper answers keep it at the
-  agreement rate. The interval is Wilson's on the agreement, carried through that formula (the strong
-  share is observed on every request, so its own noise is small next to the pairs' and is ignored).
+- quality retained: `1 - (1 - r) x (1 - strong share)`, where r is the served pairs' estimate of the
+  cheaper answers' quality relative to the reference (store.view.PairEstimate): requests the
+  reference answered keep their quality; cheaper answers keep r of it. r is the agreement rate when
+  no disagreement was resolved, and then quality retained is a lower bound (`quality_lower_bound`);
+  with disagreements resolved by a judge (`shadow.resolve`), r counts them at their resolved grades.
+  The interval is the estimate's (Wilson's, carried through that formula; the strong share is
+  observed on every request, so its own noise is small next to the pairs' and is ignored).
 - spend ratio: serving spend (every call but shadow calls) over the always-reference counterfactual
   (`TraceView.counterfactual_cost`), on answered requests. An estimate.
 - latency p50/p95 of answered requests, ms.
@@ -27,31 +30,17 @@ is read once, by gearshift.store.view.TraceView; this module only counts.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 from gearshift.config import Config
 from gearshift.store.base import TraceStore
-from gearshift.store.view import TraceView
+from gearshift.store.view import PairEstimate, ShadowPair, TraceView, wilson
 from gearshift.trace import Trace
-
-
-def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (two-sided, at `confidence`)."""
-    if n <= 0:
-        return 0.0, 1.0
-    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -73,6 +62,7 @@ class WindowStats:
     strong: int = 0
     pairs: int = 0
     agreements: int = 0
+    estimate: PairEstimate = field(default_factory=PairEstimate)  # of the served pairs
     spend_usd: float = 0.0
     shadow_spend_usd: float = 0.0
     counterfactual_usd: float | None = None
@@ -112,12 +102,17 @@ class WindowStats:
 
     def quality_retained(self, confidence: float = 0.95) -> tuple[float, float, float] | None:
         """(estimate, lower, upper) of quality retained vs always-reference, or None without pairs."""
-        if self.pairs == 0:
+        r, bounds = self.estimate.retained, self.estimate.interval(confidence)
+        if r is None or bounds is None:
             return None
         cheap = 1.0 - (self.strong_share or 0.0)
-        lo, hi = wilson(self.agreements, self.pairs, confidence)
-        a = self.agreements / self.pairs
-        return 1 - (1 - a) * cheap, 1 - (1 - lo) * cheap, 1 - (1 - hi) * cheap
+        lo, hi = bounds
+        return 1 - (1 - r) * cheap, 1 - (1 - lo) * cheap, 1 - (1 - hi) * cheap
+
+    @property
+    def quality_lower_bound(self) -> bool:
+        """Quality retained counts every disagreement as a loss (none resolved): a lower bound."""
+        return self.estimate.lower_bound
 
 
 def _reference(config: Config | None, reference: str | None) -> str | None:
@@ -138,6 +133,7 @@ def compute_stats(traces: Iterable[Mapping[str, Any] | Trace | TraceView], confi
     latency: list[float] = []
     tokens: list[float] = []
     scores: list[float] = []
+    served: list[ShadowPair] = []
     for t in map(TraceView.of, traces):
         s.n += 1
         if t.created is not None:
@@ -161,12 +157,14 @@ def compute_stats(traces: Iterable[Mapping[str, Any] | Trace | TraceView], confi
         s.verdicts += len(t.gate_verdicts)
         s.verdicts_passed += t.gates_passed
         pairs = t.served_pairs(ref)
+        served += pairs
         s.pairs += len(pairs)
         s.agreements += sum(p.passed for p in pairs)
         s.spend_usd += t.cost_usd
         s.shadow_spend_usd += t.shadow_cost_usd
         if price is not None:
             s.counterfactual_usd = (s.counterfactual_usd or 0.0) + t.counterfactual_cost(price)
+    s.estimate = PairEstimate.of(served)
     s.latency_ms = np.asarray(latency, dtype=float)
     s.prompt_tokens = np.asarray(tokens, dtype=float)
     s.scores = np.asarray(scores, dtype=float)
@@ -193,3 +191,6 @@ def recent_traces(store: TraceStore, requests: int, seconds: float | None = None
         if len(rows) >= requests or since <= oldest["created"]:
             return rows[-requests:]
         lookback *= 4
+
+
+__all__ = ["WindowStats", "compute_stats", "recent_traces", "wilson"]
