@@ -1,9 +1,11 @@
 """/health and /metrics: open by default; with server.metrics_key_env, details need that key and
-liveness stays open; a named variable that is not set stops the start."""
+liveness stays open; a named variable that is not set stops the start; what a request adds to /metrics."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 import urllib3
@@ -13,6 +15,7 @@ from gearshift.gateway.server import running
 from tests.gateway.test_errors import check_error
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_helpers import gateway_config
+from tests.watch.test_prometheus import parse, value
 
 http = urllib3.PoolManager()
 
@@ -52,3 +55,34 @@ def test_unset_metrics_key_variable_stops_the_start(tmp_path, monkeypatch: pytes
     monkeypatch.delenv("GS_METRICS_KEY_MISSING", raising=False)
     with pytest.raises(ConfigError, match="GS_METRICS_KEY_MISSING"):
         gateway_config("http://127.0.0.1:9", tmp_path, server={"metrics_key_env": "GS_METRICS_KEY_MISSING"})
+
+
+def test_metrics_count_tokens_first_tokens_and_requests_in_flight(tmp_path) -> None:
+    """A stream's time to first token, its tokens and upstream time; a slow request is in flight while it runs."""
+    with FakeUpstream.running(models=("fake-small", "fake-large")) as up, \
+            running(gateway_config(up.url, tmp_path)) as gw:
+        body = {"model": "gearshift/auto", "messages": [{"role": "user", "content": "count to three"}]}
+        r = http.request("POST", gw.url + "/v1/chat/completions", json={**body, "stream": True})
+        assert r.status == 200 and b"[DONE]" in r.data
+        assert http.request("POST", gw.url + "/v1/chat/completions", json=body).status == 200
+        up.delay(1.0)
+        slow = threading.Thread(target=http.request, args=("POST", gw.url + "/v1/chat/completions"),
+                                kwargs={"json": body})
+        slow.start()
+        deadline = time.monotonic() + 10
+        while scrape(gw, "gearshift_requests_in_flight") != 1:
+            assert time.monotonic() < deadline, "the slow request never showed in flight"
+            time.sleep(0.02)
+        slow.join()
+        _, samples = parse(get(gw, "/metrics").data.decode())
+    assert value(samples, "gearshift_requests_in_flight") == 0
+    assert value(samples, "gearshift_time_to_first_token_seconds_count", model="small") == 1  # the stream only
+    assert value(samples, "gearshift_upstream_duration_seconds_count", model="small", role="primary") == 3
+    assert value(samples, "gearshift_tokens_total", model="small", router="gearshift/auto", direction="input") > 0
+    assert value(samples, "gearshift_tokens_total", model="small", router="gearshift/auto", direction="output") > 0
+    assert value(samples, "gearshift_requests_total", router="gearshift/auto", model="small", status="200",
+                 endpoint="chat") == 3
+
+
+def scrape(gw, name: str) -> float:  # type: ignore[no-untyped-def]
+    return value(parse(get(gw, "/metrics").data.decode())[1], name)

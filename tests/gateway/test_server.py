@@ -1,4 +1,5 @@
-"""A real `gearshift serve` process: SIGTERM under load loses no trace; `gearshift traces` sums them."""
+"""A real `gearshift serve` process: SIGTERM under load loses no trace; `gearshift traces` sums them; with
+--workers, /metrics and /health count every worker's requests whichever worker answers."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import yaml
 from gearshift.gateway.server import free_port
 from gearshift.store.sqlite import SQLiteStore
 from tests.support.fake_upstream import FakeUpstream
+from tests.watch.test_prometheus import parse
 
 
 def write_config(path: Path, upstream: FakeUpstream) -> None:
@@ -35,9 +37,9 @@ def write_config(path: Path, upstream: FakeUpstream) -> None:
     path.write_text(yaml.safe_dump(config))
 
 
-def start_server(config: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "gearshift.cli", "serve", "--config", str(config), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def start_server(config: Path, port: int, *options: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "gearshift.cli", "serve", "--config", str(config), "--port", str(port),
+                             *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     http = urllib3.PoolManager()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -123,3 +125,50 @@ def test_traces_command_summarises_spend_and_savings(tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env)
     assert "estimate" in text.stdout and "small" in text.stdout and "savings" in text.stdout
     assert "by endpoint: chat 3" in text.stdout
+
+
+def test_workers_report_one_truth(tmp_path: Path) -> None:
+    """Two workers on one port: every scrape, whichever worker answers it, counts all 200 requests."""
+    close = {"Connection": "close"}  # a new connection each time: the kernel picks the worker anew
+
+    def get(path: str) -> bytes:
+        r = http.request("GET", f"http://127.0.0.1:{port}{path}", headers=close, retries=False)
+        assert r.status == 200
+        return bytes(r.data)
+
+    def requests_total() -> float:
+        _, samples = parse(get("/metrics").decode())
+        return sum(v for name, _, v in samples if name == "gearshift_requests_total")
+
+    http = urllib3.PoolManager()
+    with FakeUpstream.running(models=("fake-small", "fake-large")) as upstream:
+        cfg = tmp_path / "gw.yaml"
+        write_config(cfg, upstream)
+        port = free_port()
+        proc = start_server(cfg, port, "--workers", "2")
+        try:
+            deadline = time.monotonic() + 30
+            while json.loads(get("/health"))["workers"] < 2:  # both have published their first counts
+                assert time.monotonic() < deadline, "the second worker did not start"
+                time.sleep(0.1)
+            for i in range(200):
+                body = json.dumps({"model": "gearshift/auto", "messages": [{"role": "user", "content": f"q {i}"}]})
+                r = http.request("POST", f"http://127.0.0.1:{port}/v1/chat/completions", body=body,
+                                 headers={"Content-Type": "application/json", **close}, retries=False)
+                assert r.status == 200
+            # Each worker publishes its counts every second: wait until both workers have seen the other's last.
+            answered: set[int] = set()
+            deadline = time.monotonic() + 30
+            while len(answered) < 2:
+                h = json.loads(get("/health"))
+                if h["requests"] == 200 and h["traces_written"] == 200:
+                    answered.add(h["pid"])
+                assert time.monotonic() < deadline, f"counts did not settle: {h}"
+            assert [requests_total() for _ in range(10)] == [200] * 10
+            for _ in range(10):
+                h = json.loads(get("/health"))
+                assert (h["requests"], h["traces_written"], h["workers"]) == (200, 200, 2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out.decode()

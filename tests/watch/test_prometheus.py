@@ -1,17 +1,22 @@
-"""Prometheus text exposition: counters, histogram, label escaping, report gauges, served over HTTP."""
+"""Prometheus text exposition: counters, histograms, label escaping, report gauges (one unit per family),
+across worker processes (merged states), served over HTTP, and the Grafana dashboard built on it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from gearshift.gateway.app import GAUGES, TOTALS
 from gearshift.trace import Call
 from gearshift.watch import CONTENT_TYPE, Baseline, Counters, Watch, WatchReport, render_metrics
 from gearshift.watch.prometheus import escape_label
@@ -99,6 +104,80 @@ def test_counters_render_and_parse() -> None:
     assert value(samples, "gearshift_request_duration_seconds_bucket", router="cascade", le="30") == 11
     assert value(samples, "gearshift_request_duration_seconds_count", router="cascade") == 11
     assert value(samples, "gearshift_request_duration_seconds_sum", router="cascade") == pytest.approx(23.0)
+    assert value(samples, "gearshift_requests_total", router="cascade", model=WEAK, status="200", endpoint="chat") == 8
+
+
+def test_tokens_upstream_latency_first_token_and_in_flight() -> None:
+    counters = Counters()
+    for t in batch(10, escalated_share=0.2, agree_share=0.5):  # 100 in, 50 out, 40 ms per answer
+        counters.observe(t)
+    counters.first_token(WEAK, 0.3)
+    counters.first_token(WEAK, 0.02)
+    counters.in_flight += 3
+    types, samples = parse(render_metrics(counters))
+    assert types["gearshift_tokens_total"] == "counter"
+    # weak answers all 10 requests; strong escalates 2; 8 weak answers are shadowed by strong, then judged by strong
+    assert value(samples, "gearshift_tokens_total", model=WEAK, router="cascade", direction="input") == 10 * 100
+    assert value(samples, "gearshift_tokens_total", model=WEAK, router="cascade", direction="output") == 10 * 50
+    assert value(samples, "gearshift_tokens_total", model=STRONG, router="cascade", direction="input") == \
+        (2 + 8) * 100 + 8 * 200
+    assert not [lab for n, lab, _ in samples if n == "gearshift_tokens_total" and lab["model"] == "length"]
+    assert types["gearshift_upstream_duration_seconds"] == "histogram"
+    assert value(samples, "gearshift_upstream_duration_seconds_count", model=WEAK, role="primary") == 10
+    assert value(samples, "gearshift_upstream_duration_seconds_bucket", model=WEAK, role="primary", le="0.025") == 0
+    assert value(samples, "gearshift_upstream_duration_seconds_bucket", model=WEAK, role="primary", le="0.05") == 10
+    assert value(samples, "gearshift_upstream_duration_seconds_sum", model=WEAK, role="primary") == pytest.approx(0.4)
+    assert value(samples, "gearshift_upstream_duration_seconds_count", model=STRONG, role="shadow") == 8
+    # A gate run is no upstream call: it has no latency series of its own.
+    assert not [lab for n, lab, _ in samples if n.startswith("gearshift_upstream") and lab["role"] == "gate"]
+    assert types["gearshift_time_to_first_token_seconds"] == "histogram"
+    assert value(samples, "gearshift_time_to_first_token_seconds_bucket", model=WEAK, le="0.025") == 1
+    assert value(samples, "gearshift_time_to_first_token_seconds_bucket", model=WEAK, le="0.5") == 2
+    assert value(samples, "gearshift_time_to_first_token_seconds_sum", model=WEAK) == pytest.approx(0.32)
+    assert types["gearshift_requests_in_flight"] == "gauge"
+    assert value(samples, "gearshift_requests_in_flight") == 3
+
+
+def test_merged_states_add_up_as_one_process() -> None:
+    """Workers' states merged: counters and histograms as one process that saw every request; gauges
+    only from the live ones."""
+    traces = batch(12, escalated_share=0.25, agree_share=0.5, latency_ms=300.0) + [cascade_trace(status=502)]
+    one, a, b = Counters(), Counters(), Counters()
+    for i, t in enumerate(traces):
+        one.observe(t)
+        (a if i % 2 else b).observe(t)
+    for c in (one, a):
+        c.first_token(WEAK, 0.2)
+        c.record_report(WatchReport([], 0, None, None, "", 0), ["escalation_rate"])
+    a.sync_shadow_dropped({"queue_full": 2})
+    one.sync_shadow_dropped({"queue_full": 2})
+    a.in_flight, b.in_flight = 2, 5
+    # Through JSON, as the files carry them.
+    states = [json.loads(json.dumps(c.state())) for c in (a, b)]
+    merged = Counters.merged(states, live=states[:1])
+    one.in_flight = 2
+    merged.report = one.report  # the watch's report is no count: the answering process's stands
+    expected = {(n, tuple(sorted(lab.items()))): v for n, lab, v in parse(render_metrics(one))[1]}
+    got = {(n, tuple(sorted(lab.items()))): v for n, lab, v in parse(render_metrics(merged))[1]}
+    assert got == pytest.approx(expected)  # sums of costs and seconds, added in another order
+    assert Counters.merged(states).in_flight == 0  # no live process: no one is answering anything
+
+
+def test_watch_gauges_keep_one_unit_per_family() -> None:
+    """Latency percentiles leave gearshift_watch_value (unitless figures) for families of their own, in seconds."""
+    text, report = _every_family()
+    types, samples = parse(text)
+    in_value = {lab["metric"] for n, lab, _ in samples if n in ("gearshift_watch_value", "gearshift_watch_baseline")}
+    assert "escalation_rate" in in_value and "spend_ratio" in in_value
+    assert not [m for m in in_value if m.endswith("_ms")]
+    p95 = report.metric("latency_p95_ms")
+    assert p95.value is not None and p95.baseline is not None
+    assert value(samples, "gearshift_watch_latency_p95_seconds") == pytest.approx(p95.value / 1000)
+    assert value(samples, "gearshift_watch_baseline_latency_p95_seconds") == pytest.approx(p95.baseline / 1000)
+    assert types["gearshift_watch_latency_p95_seconds"] == "gauge"
+    # Bounds and drift flags are unitless for every metric (a latency's bound is a ratio).
+    assert value(samples, "gearshift_watch_drift", metric="latency_p95_ms") in (0, 1)
+    assert value(samples, "gearshift_watch_window_spend_usd", kind="serving") == pytest.approx(report.spend["serving"])
 
 
 def test_label_values_are_escaped() -> None:
@@ -131,8 +210,31 @@ def _every_family() -> tuple[str, WatchReport]:
         counters.observe(t)
     counters.sync_shadow_dropped({"queue_full": 2})
     counters.record_report(report, [m.name for m in report.drifted])
-    return render_metrics(counters, report, gauges={"gearshift_traces_pending": ("Traces queued.", 3)},
-                          totals={"gearshift_traces_written_total": ("Traces written.", 7)}), report
+    counters.first_token(WEAK, 0.4)
+    counters.in_flight = 1
+    circuits = {WEAK: {"state": "open", "trips": 2, "consecutive_failures": 5}}
+    routers = {"cascade": {"state": "observing", "pairs": 12}}
+    # The gateway's own gauges and totals, as its /metrics handler names them.
+    gauges = {name: (help_text, 3) for name, help_text in GAUGES.values()}
+    totals = {name: (help_text, 7) for name, help_text in TOTALS.values()}
+    return render_metrics(counters, report, gauges, totals, circuits=circuits, routers=routers), report
+
+
+# Every family /metrics serves (with a report, circuits, router states): the promtool run covers each.
+FAMILIES = {
+    "gearshift_requests_total", "gearshift_calls_total", "gearshift_cost_usd_total", "gearshift_tokens_total",
+    "gearshift_request_duration_seconds", "gearshift_upstream_duration_seconds",
+    "gearshift_time_to_first_token_seconds", "gearshift_requests_in_flight", "gearshift_shadow_total",
+    "gearshift_shadow_dropped_total", "gearshift_shadow_verdicts_total", "gearshift_watch_checks_total",
+    "gearshift_watch_alerts_total", "gearshift_watch_value", "gearshift_watch_baseline", "gearshift_watch_bound",
+    "gearshift_watch_drift", "gearshift_watch_lower", "gearshift_watch_upper",
+    "gearshift_watch_latency_p95_seconds", "gearshift_watch_baseline_latency_p95_seconds", "gearshift_watch_window_spend_usd",
+    "gearshift_watch_window_requests", "gearshift_watch_last_check_timestamp_seconds",
+    "gearshift_model_circuit_open", "gearshift_model_circuit_trips_total", "gearshift_model_consecutive_failures",
+    "gearshift_router_state", "gearshift_router_proof_pairs", "gearshift_traces_pending",
+    "gearshift_traces_written_total", "gearshift_traces_updated_total", "gearshift_traces_failed_total",
+    "gearshift_traces_dropped_total", "gearshift_unauthenticated_requests_total",
+}
 
 
 def test_report_gauges() -> None:
@@ -198,5 +300,60 @@ def test_promtool_accepts_the_metrics() -> None:
     if promtool is None:
         pytest.skip("promtool not found: install Debian's `prometheus` package (.ci/run does)")
     text, _ = _every_family()
+    types, _ = parse(text)
+    assert set(types) >= FAMILIES, FAMILIES - set(types)
     out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
     assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), out.stdout + out.stderr
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "examples" / "grafana-dashboard.json"
+
+
+def _expressions(dashboard: dict[str, Any]) -> list[str]:
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    return exprs
+
+
+def test_dashboard_queries_only_served_families() -> None:
+    """Every PromQL expression of examples/grafana-dashboard.json names families /metrics serves."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["schemaVersion"] >= 30 and dashboard["panels"]
+    for p in dashboard["panels"]:
+        assert {"type", "title", "gridPos", "id"} <= set(p)
+        if p["type"] != "row":
+            assert p["targets"] and p["datasource"]["uid"] == "${datasource}", p["title"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    types, _ = parse(_every_family()[0])
+    histograms = {n for n, k in types.items() if k == "histogram"}
+    exprs = _expressions(dashboard)
+    used = set()
+    for e in exprs:
+        for name in re.findall(r"\bgearshift_[a-z0-9_]+", e):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            used.add(base if base in histograms else name)
+    assert used and used <= set(types), used - set(types)
+    # The panels the dashboard promises are there.
+    for family in ("gearshift_requests_total", "gearshift_time_to_first_token_seconds", "gearshift_tokens_total",
+                   "gearshift_upstream_duration_seconds", "gearshift_cost_usd_total", "gearshift_traces_pending",
+                   "gearshift_watch_latency_p95_seconds", "gearshift_requests_in_flight"):
+        assert family in used, family
+
+
+def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
+    """promtool parses every expression (Grafana's variables replaced by what they stand for)."""
+    import shutil
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not found: install Debian's `prometheus` package (.ci/run does)")
+    exprs = [e.replace("$__rate_interval", "5m").replace("$router", ".*")
+             for e in _expressions(json.loads(DASHBOARD.read_text()))]
+    exprs = [e for e in exprs if not e.startswith("label_values(")]  # a Grafana function, not PromQL
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:expr{i}", "expr": e}
+                                                        for i, e in enumerate(exprs)]}]}
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(rules))  # YAML is a superset of JSON: promtool reads it
+    out = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

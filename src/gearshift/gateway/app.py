@@ -51,6 +51,7 @@ from gearshift.store.base import TraceStore
 from gearshift.store.writer import TraceWriter
 from gearshift.trace import Trace
 from gearshift.watch import CONTENT_TYPE, Counters, WatchLoop, render_metrics
+from gearshift.watch.peers import PUBLISH_SECONDS, Combined, Peers, combine
 
 log = logging.getLogger("gearshift.gateway")
 access_log = logging.getLogger("gearshift.access")
@@ -64,6 +65,20 @@ CLIENT_CLOSED = "client closed the connection"
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 CHAT = ChatDialect()  # the default dialect: /v1/models, /v1/feedback and /metrics take OpenAI's keys and errors
+
+# The gateway's own counts in /metrics: the snapshot's key -> (family, help). Totals are counters.
+TOTALS = {
+    "traces_written": ("gearshift_traces_written_total", "Traces written to the store."),
+    "traces_updated": ("gearshift_traces_updated_total", "Writes of a trace written before (its shadow pair added)."),
+    "traces_failed": ("gearshift_traces_failed_total", "Traces the store refused, or lost at shutdown."),
+    "traces_dropped": ("gearshift_traces_dropped_total", "Traces not kept: store.queue_size were waiting."),
+    "unauthenticated": ("gearshift_unauthenticated_requests_total",
+                        "Requests refused for a missing or wrong key (they leave no trace)."),
+    "reloads_ok": ("gearshift_config_reloads_total", "Config reloads swapped in."),
+    "reloads_failed": ("gearshift_config_reload_failures_total",
+                       "Config reloads refused (the config loaded before kept serving)."),
+}
+GAUGES = {"traces_pending": ("gearshift_traces_pending", "Traces queued or held for the store.")}
 
 
 def _header_safe(text: str, limit: int = 300) -> str:
@@ -105,7 +120,8 @@ class Live:
 class Gateway:
     """Routers, providers, executor and trace writer of one running gateway."""
 
-    def __init__(self, config: Config | Plan, store: TraceStore | None = None) -> None:
+    def __init__(self, config: Config | Plan, store: TraceStore | None = None,
+                 workers_dir: str | Path | None = None) -> None:
         # A Config is checked and built here, through the same door as `check-config`.
         self.live = Live(plan_of(config))
         config = self.live.config
@@ -114,6 +130,9 @@ class Gateway:
         self.writer = TraceWriter(self.store, config.store.batch_size, config.store.flush_interval,
                                   config.store.queue_size, spill)
         self.counters = Counters()
+        # With several worker processes: where each publishes its counts, so any one answers for all.
+        self.peers = Peers(workers_dir) if workers_dir is not None else None
+        self._publisher: asyncio.Task[None] | None = None
         self.watch = WatchLoop(self.store, config, self.counters) if config.watch.enabled else None
         self.session: aiohttp.ClientSession | None = None
         self.shadower: Shadower | None = None
@@ -225,6 +244,9 @@ class Gateway:
             await asyncio.sleep(0.1)
         for p in providers:
             await p.close()
+        if self.peers is not None:
+            self.peers.publish(self.snapshot())  # the others count this worker from its first second
+            self._publisher = asyncio.create_task(self._publish(), name="gearshift-peers")
 
     async def draining_starts(self, app: web.Application | None = None) -> None:
         """The server stopped listening: connections still open (keep-alive probes) read not ready."""
@@ -251,6 +273,41 @@ class Gateway:
         # With a spill file a down store costs the stop only a short wait: nothing is lost either way.
         self.writer.close(timeout=5.0 if self.writer.spill is not None else 30.0)
         self.store.close()
+        if self._publisher is not None:
+            self._publisher.cancel()
+        if self.peers is not None:
+            try:
+                self.peers.publish(self.snapshot())  # the final counts: they stay after this worker is gone
+            except OSError as e:
+                log.warning("cannot publish this worker's last counts to %s: %s", self.peers.directory, e)
+
+    async def _publish(self) -> None:
+        assert self.peers is not None
+        while True:
+            await asyncio.sleep(PUBLISH_SECONDS)
+            try:
+                await asyncio.to_thread(self.peers.publish, self.snapshot())
+            except OSError as e:
+                log.warning("cannot publish this worker's counts to %s: %s", self.peers.directory, e)
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's counts, as the other workers add them (watch/peers.py)."""
+        w, sh = self.writer, self.shadower
+        if sh is not None:
+            self.counters.sync_shadow_dropped(sh.dropped)
+        totals = {"traces_written": w.written, "traces_updated": w.updated, "traces_failed": w.failed,
+                  "traces_dropped": w.dropped, "unauthenticated": self.unauthenticated,
+                  "shadow_done": sh.done if sh else 0, "reloads_ok": self.reloads["ok"],
+                  "reloads_failed": self.reloads["failed"]}
+        gauges = {"traces_pending": w.pending(), "shadow_queued": sh.queue.qsize() if sh else 0}
+        circuits = self.executor.breakers.snapshot() if self.executor is not None else {}
+        return {"pid": os.getpid(), "counters": self.counters.state(), "totals": totals, "gauges": gauges,
+                "circuits": circuits}
+
+    async def combined(self) -> Combined:
+        """Every worker's counts: this process's live ones and the others' latest (one process: its own)."""
+        others = await asyncio.to_thread(self.peers.others) if self.peers is not None else []
+        return combine(self.snapshot(), others)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -314,6 +371,7 @@ class Gateway:
         trace = Trace(router="", requested_model="", client=client, endpoint=dialect.kind)
         logs.trace_id.set(trace.id)  # this handler's task only: every line it logs names the request
         live.in_flight += 1
+        self.counters.in_flight += 1
         try:
             try:
                 raw = await request.read()
@@ -361,6 +419,7 @@ class Gateway:
             return self._error(err, trace, t0, dialect)
         finally:
             live.in_flight -= 1
+            self.counters.in_flight -= 1
             self._remember(trace.id, trace.client)
             trace.cap_answers(config.store.max_answer_chars)
             self.writer.put(trace)
@@ -402,6 +461,7 @@ class Gateway:
                                            "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         error: UpstreamError | None = None
+        first = True
         try:
             head = render.head()
             if head:
@@ -410,6 +470,9 @@ class Gateway:
                 data = render.chunk(chunk)
                 if data:
                     await resp.write(data)
+                if first:
+                    first = False
+                    self.counters.first_token(outcome.model, time.perf_counter() - t0)
         except UpstreamError as e:
             error = e
             trace.status, trace.error = e.status, e.message
@@ -521,48 +584,44 @@ class Gateway:
                             body=dumps({"status": "ready" if ok else "not_ready", "checks": checks}))
 
     async def health(self, request: web.Request) -> web.Response:
-        """Liveness for anyone; the details (routers, traces, shadow spend) for the metrics key's holders."""
+        """Liveness for anyone; the details (routers, traces, shadow spend) for the metrics key's holders.
+
+        The counts are every worker's (`serve --workers N`), as in /metrics; the states are this process's."""
         if not self._may_see_details(request):
             return await self.livez(request)
         sh = self.shadower
+        c = await self.combined()
         circuits = self.executor.breakers.snapshot() if self.executor is not None else {}
         states = self.versions.states() if self.versions is not None else {}
         routers = {name: {"kind": r.kind, **states.get(name, {})} for name, r in self.routers.items()}
+        t = c.totals
         body = {"status": "ok", "routers": routers, "models": circuits,
-                "traces_pending": self.writer.pending(), "traces_written": self.writer.written,
-                "traces_updated": self.writer.updated,
-                "traces_failed": self.writer.failed, "traces_dropped": self.writer.dropped,
-                "shadow": {"queued": sh.queue.qsize(), "done": sh.done, "dropped": dict(sh.dropped),
+                "requests": sum(c.counters.requests.values()), "requests_in_flight": c.counters.in_flight,
+                "traces_pending": c.gauges["traces_pending"], "traces_written": t["traces_written"],
+                "traces_updated": t["traces_updated"],
+                "traces_failed": t["traces_failed"], "traces_dropped": t["traces_dropped"],
+                "shadow": {"queued": c.gauges["shadow_queued"], "done": t["shadow_done"],
+                           "dropped": dict(c.counters.shadow_dropped),
                            "spent_today_usd": sh.spent_today(),
                            "spent_today_usd_by_router": {r: sh.spent_today(r) for r in sh.policies}} if sh else None,
                 "config": {"source": self.plan.source, "loaded_at": self.loaded_at, "reloads": self.reloads["ok"],
                            "failed_reloads": self.reloads["failed"]},
-                "uptime_s": round(time.time() - self.started, 1), "pid": os.getpid()}
+                "workers": c.workers, "uptime_s": round(time.time() - self.started, 1), "pid": os.getpid()}
         return web.Response(body=dumps(body), content_type="application/json")
 
     async def metrics(self, request: web.Request) -> web.Response:
-        """Prometheus text: request counters, shadow counters and the watch's last report."""
+        """Prometheus text: request counters, shadow counters and the watch's last report, of every worker."""
         if not self._may_see_details(request):
             return self._unauthenticated(Unauthorized("/metrics requires the metrics key: send "
                                                       "`Authorization: Bearer <key>`"))
-        if self.shadower is not None:
-            self.counters.sync_shadow_dropped(self.shadower.dropped)
-        w = self.writer
-        gauges = {"gearshift_traces_pending": ("Traces queued or held for the store.", w.pending())}
-        totals = {"gearshift_traces_written_total": ("Traces written to the store.", w.written),
-                  "gearshift_traces_updated_total": ("Writes of a trace written before (its shadow pair added).",
-                                                     w.updated),
-                  "gearshift_traces_failed_total": ("Traces the store refused, or lost at shutdown.", w.failed),
-                  "gearshift_traces_dropped_total": ("Traces not kept: store.queue_size were waiting.", w.dropped),
-                  "gearshift_unauthenticated_requests_total": ("Requests refused for a missing or wrong key "
-                                                               "(they leave no trace).", self.unauthenticated),
-                  "gearshift_config_reloads_total": ("Config reloads swapped in.", self.reloads["ok"]),
-                  "gearshift_config_reload_failures_total": ("Config reloads refused (the config loaded before "
-                                                             "kept serving).", self.reloads["failed"])}
+        c = await self.combined()
+        gauges = {name: (help_text, c.gauges[key]) for key, (name, help_text) in GAUGES.items()}
+        totals = {name: (help_text, c.totals[key]) for key, (name, help_text) in TOTALS.items()}
+        # Every worker runs the watch check on the shared store: this process's last report stands for all.
         report = self.watch.report if self.watch is not None else None
-        circuits = self.executor.breakers.snapshot() if self.executor is not None else None
+        circuits = c.circuits if self.executor is not None else None
         states = self.versions.states() if self.versions is not None else None
-        return web.Response(body=render_metrics(self.counters, report, gauges, totals, circuits, states).encode(),
+        return web.Response(body=render_metrics(c.counters, report, gauges, totals, circuits, states).encode(),
                             headers={"Content-Type": CONTENT_TYPE})
 
     async def not_found(self, request: web.Request) -> web.Response:
@@ -581,9 +640,11 @@ ALLOWED_METHODS = {"/v1/models": "GET, HEAD", "/v1/feedback": "POST", "/health":
                    "/livez": "GET, HEAD", "/health/live": "GET, HEAD", "/health/ready": "GET, HEAD", **{path: "POST" for kind in DIALECTS for path in DIALECTS[kind].paths}}
 
 
-def create_app(config: Config | Plan, store: TraceStore | None = None) -> web.Application:
-    """The aiohttp application of a gateway (its lifecycle starts and stops the gateway)."""
-    gw = Gateway(config, store)
+def create_app(config: Config | Plan, store: TraceStore | None = None,
+               workers_dir: str | Path | None = None) -> web.Application:
+    """The aiohttp application of a gateway (its lifecycle starts and stops the gateway). `workers_dir`:
+    the directory the worker processes of one `serve --workers N` share their counts through."""
+    gw = Gateway(config, store, workers_dir)
     app = web.Application(client_max_size=gw.config.server.max_body_bytes)
     app[GATEWAY_KEY] = gw
     app.on_startup.append(gw.start)

@@ -9,8 +9,10 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -69,10 +71,10 @@ async def _settle_gc(app: web.Application) -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, older, oldest)
 
 
-def _serve_one(plan: Plan, host: str, port: int, reuse_port: bool) -> None:
+def _serve_one(plan: Plan, host: str, port: int, reuse_port: bool, workers_dir: str | None = None) -> None:
     _event_loop_policy()
     config = plan.config
-    app = create_app(plan)
+    app = create_app(plan, workers_dir=workers_dir)
     app.on_startup.append(_settle_gc)  # after the gateway's own start-up
     log.info("gearshift gateway on http://%s:%d (%d routers, %d models, store %s, pid %d)", host, port,
              len(config.routers), len(config.models), config.store.url.split("://")[0], os.getpid())
@@ -122,9 +124,11 @@ def _serve_workers(plan: Plan, host: str, port: int, workers: int) -> None:
     """Run `workers` processes on one port; restart one that dies, with backoff, while the others serve."""
     # fork: a worker starts from the built plan at once, with nothing to re-read or re-import.
     ctx = multiprocessing.get_context("fork")
+    # Where the workers publish their counts: /metrics and /health from any worker add up all of them.
+    shared = tempfile.mkdtemp(prefix="gearshift-workers-")
 
     def spawn(i: int) -> multiprocessing.process.BaseProcess:
-        proc = ctx.Process(target=_serve_one, args=(plan, host, port, True), name=f"gearshift-worker-{i}")
+        proc = ctx.Process(target=_serve_one, args=(plan, host, port, True, shared), name=f"gearshift-worker-{i}")
         proc.start()
         return proc
 
@@ -170,6 +174,7 @@ def _serve_workers(plan: Plan, host: str, port: int, workers: int) -> None:
             os.kill(proc.pid, signal.SIGTERM)  # each finishes its requests and writes its traces
     for proc in procs:
         proc.join(60)
+    shutil.rmtree(shared, ignore_errors=True)
 
 
 def _reloaded(plan: Plan) -> Plan:

@@ -257,7 +257,7 @@ class Shadower:
             await asyncio.to_thread(self.writer.store.settle_shadow, reservation, real)
         self.done += 1
         if self.counters is not None:
-            self.counters.observe_shadow(t.calls[len(trace.calls):], t.verdicts[len(trace.verdicts):])
+            self.counters.observe_shadow(t.calls[len(trace.calls):], t.verdicts[len(trace.verdicts):], t.router)
         t.cap_answers(self.config.store.max_answer_chars)  # the new calls' answers (the others are cut)
         self.writer.put(t)
 

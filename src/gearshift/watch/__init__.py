@@ -4,6 +4,7 @@
 - `Watch.check(traces, baseline) -> WatchReport` (drift.py): every metric with its bound and verdict.
 - `Alerter` (alerts.py): log line and webhook, once per episode of drift.
 - `Counters`, `render_metrics` (prometheus.py): Prometheus text for GET /metrics.
+- `Peers`, `combine` (peers.py): the counts of every worker process of one `serve --workers N`.
 - `WatchLoop` (loop.py): the periodic check inside the gateway.
 
 Names load on first use: the gateway imports `Counters` and `render_metrics` without numpy.
