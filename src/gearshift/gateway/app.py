@@ -174,6 +174,9 @@ class Gateway:
         if every and Path(self.plan.source).is_file():
             self.file_watch = FileWatch(self.plan.source, every, self.reload)
             self.file_watch.start()
+        if self.peers is not None:
+            self.peers.publish(self.snapshot())  # the others count this worker from its first second
+            self._publisher = asyncio.create_task(self._publish(), name="gearshift-peers")
 
     # The plan's parts, as the current Live has them (a request holds its own Live instead).
     @property
@@ -244,9 +247,6 @@ class Gateway:
             await asyncio.sleep(0.1)
         for p in providers:
             await p.close()
-        if self.peers is not None:
-            self.peers.publish(self.snapshot())  # the others count this worker from its first second
-            self._publisher = asyncio.create_task(self._publish(), name="gearshift-peers")
 
     async def draining_starts(self, app: web.Application | None = None) -> None:
         """The server stopped listening: connections still open (keep-alive probes) read not ready."""
