@@ -130,7 +130,7 @@ def _short(value: Any, limit: int = 80) -> str:
 class Gateway:
     """Routers, providers, executor and trace writer of one running gateway."""
 
-    def __init__(self, config: Config | Plan, store: TraceStore | None = None) -> None:
+    def __init__(self, config: Config | Plan, store: TraceStore | None = None, clock: Any = time.time) -> None:
         # A Config is checked and built here, through the same door as `check-config`.
         self.plan = plan_of(config)
         config = self.config = self.plan.config
@@ -147,6 +147,7 @@ class Gateway:
         self.shadower: Shadower | None = None
         self.versions: VersionLoop | None = None
         self.retention = RetentionLoop(config, self.store)
+        self.clock = clock  # the time of traces, shadow budget days and proof schedules (the simulation's own)
         # trace id -> the client key that made it, for feedback that names a trace not yet flushed
         self.recent: OrderedDict[str, str | None] = OrderedDict()
         self.admins = {k.name for k in config.client_keys if k.admin}
@@ -164,23 +165,26 @@ class Gateway:
         if not self.keys:
             log.warning("server.open: the gateway serves without authentication")
 
-    async def start(self, app: web.Application | None = None) -> None:
+    async def start(self, app: web.Application | None = None, background: bool = True) -> None:
+        """Build the executor and shadow workers; with `background`, also start the version, watch and
+        retention loops (the lab's simulation drives the first two itself, on its own clock)."""
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         providers = {name: build_provider(m, self.session, self.config.base_dir) for name, m in self.config.models.items()}
         self.executor = Executor(self.config, providers)
         for router in self.routers.values():
             router.attach(self.executor)  # what the executor lends: model calls (judges), latencies (budgets)
-        self.shadower = Shadower(self.config, providers, self.writer, self.counters)
+        self.shadower = Shadower(self.config, providers, self.writer, self.counters, self.clock)
         if self.shadower.budgeted:
             await asyncio.to_thread(self.shadower.sync_spend)
         self.shadower.start()
-        if self.watch is not None:
-            await self.watch.start()
-        self.versions = VersionLoop(self.config, self.routers, self.store)
+        self.versions = VersionLoop(self.config, self.routers, self.store, self.clock)
         await self.versions.poll()  # promoted thresholds apply before the first request
-        self.versions.start()
-        self.retention.start()
+        if background:
+            if self.watch is not None:
+                await self.watch.start()
+            self.versions.start()
+            self.retention.start()
 
     async def stop(self, app: web.Application | None = None) -> None:
         await self.retention.stop()
@@ -240,7 +244,7 @@ class Gateway:
             client = self.authenticate(request)
         except Unauthorized as e:
             return self._unauthenticated(e)
-        trace = Trace(router="", requested_model="", client=client)
+        trace = Trace(router="", requested_model="", client=client, created=self.clock())
         try:
             try:
                 raw = await request.read()
@@ -253,29 +257,18 @@ class Gateway:
             if too_deep(raw, body):
                 raise BadRequest(f"request body nests arrays and objects deeper than {MAX_DEPTH} levels")
             req = ChatRequest.from_http(validate_body(body), request.headers, client)
-            trace.requested_model, trace.metadata = req.model, req.metadata
             trace.streamed = req.stream
-            router, route = self.resolve(req)
-            trace.router, trace.reason, trace.route, trace.score = route.router, route.reason, route.models(), route.score
-            trace.arm = route.arm
-            trace.estimated_tokens = req.estimated_tokens()
-            if self.config.store.record_content:
-                trace.prompt = req.text()
-            assert self.executor is not None
+            route = self.route(req, trace)
             if req.stream:
                 return await self._stream(request, req, route, trace, t0)
-            outcome = await self.executor.complete(route, req, trace)
-            assert outcome.completion is not None
-            trace.final_model = outcome.model
-            if self.config.store.record_content:
-                trace.response = outcome.completion.text
+            outcome = await self.answer(req, route, trace)
             trace.latency_ms = (time.perf_counter() - t0) * 1000
+            assert outcome.completion is not None
             # The upstream's bytes when it sent the body (nothing here changes it): no second encode.
             body = outcome.completion.raw or dumps(outcome.completion.body)
             response = web.Response(body=body, content_type="application/json",
                                     headers=self._headers(trace, route, outcome))
-            assert self.shadower is not None
-            self.shadower.offer(req, trace, outcome.completion.text, outcome.completion.body)
+            self.offer_shadow(req, trace, outcome)
             return response
         except GearshiftError as e:
             return self._error(e, trace, t0)
@@ -289,9 +282,42 @@ class Gateway:
             return self._error(err, trace, t0)
         finally:
             self._remember(trace.id, trace.client)
-            trace.cap_answers(self.config.store.max_answer_chars)
-            self.writer.put(trace)
-            self.counters.observe(trace)
+            self.record(trace)
+
+    # The steps of a non-streamed request, shared by the HTTP handler and the lab's simulation (which
+    # calls them in-process: the same routing, execution, shadow sampling and recording).
+
+    def route(self, req: ChatRequest, trace: Trace) -> Route:
+        """Resolve the request's router and route; note both in the trace."""
+        trace.requested_model, trace.metadata = req.model, req.metadata
+        _, route = self.resolve(req)
+        trace.router, trace.reason, trace.route, trace.score = route.router, route.reason, route.models(), route.score
+        trace.arm = route.arm
+        trace.estimated_tokens = req.estimated_tokens()
+        if self.config.store.record_content:
+            trace.prompt = req.text()
+        return route
+
+    async def answer(self, req: ChatRequest, route: Route, trace: Trace) -> Answer:
+        """Run a route to one whole answer, recorded in the trace."""
+        assert self.executor is not None
+        outcome = await self.executor.complete(route, req, trace)
+        assert outcome.completion is not None
+        trace.final_model = outcome.model
+        if self.config.store.record_content:
+            trace.response = outcome.completion.text
+        return outcome
+
+    def offer_shadow(self, req: ChatRequest, trace: Trace, outcome: Answer) -> bool:
+        """Maybe shadow an answered request (never waits)."""
+        assert self.shadower is not None and outcome.completion is not None
+        return self.shadower.offer(req, trace, outcome.completion.text, outcome.completion.body)
+
+    def record(self, trace: Trace) -> None:
+        """Queue the finished trace for the store and count it."""
+        trace.cap_answers(self.config.store.max_answer_chars)
+        self.writer.put(trace)
+        self.counters.observe(trace)
 
     def _headers(self, trace: Trace, route: Route, outcome: Answer | None, cost: str | None = None) -> dict[str, str]:
         reason = route.reason + ("; " + "; ".join(outcome.notes) if outcome and outcome.notes else "")
