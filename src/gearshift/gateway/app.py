@@ -140,7 +140,7 @@ class Gateway:
         self.writer = TraceWriter(self.store, config.store.batch_size, config.store.flush_interval,
                                   config.store.queue_size, spill)
         self.counters = Counters()
-        self.watch = WatchLoop(self.store, config, self.counters) if config.watch.enabled else None
+        self.watch = WatchLoop(self.store, config, self.counters, clock=clock) if config.watch.enabled else None
         self.keys = [(k.name, (k.secret() or "").encode()) for k in config.client_keys]
         self.session: aiohttp.ClientSession | None = None
         self.executor: Executor | None = None
