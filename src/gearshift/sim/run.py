@@ -74,6 +74,7 @@ class Run:
     quality: np.ndarray  # recorded quality of the answer served
     strong_quality: np.ndarray  # recorded quality of the strong model's answer
     own: np.ndarray  # whether the router served its own decision (not observing)
+    strong_served: np.ndarray  # whether the strong model answered
     shadow: np.ndarray  # cumulative shadow spend after each request
     pairs: np.ndarray  # cumulative scored shadow pairs after each request
     events: list[Event] = field(default_factory=list)
@@ -104,7 +105,7 @@ class Run:
         return {
             "seed": self.seed, "requests": len(self.serving), "hours": float(self.hours[-1]),
             "always_strong_usd": strong, "serving_usd": serving, "shadow_usd": shadow,
-            "savings": self.savings(), "net_savings": 1.0 - (serving + shadow) / strong if strong else None,
+            "strong_share": float(self.strong_served.mean()), "savings": self.savings(), "net_savings": 1.0 - (serving + shadow) / strong if strong else None,
             "quality_share": self.quality_share(), "covered": self.covered(floor),
             "first_promotion": None if first is None else {
                 **asdict(first), "quality_share_after": self.quality_share(first.request),
@@ -266,7 +267,7 @@ async def _run(config: Config, name: str, stream: Outcomes, order: np.ndarray, s
         strong = gw.executor.providers[router.strong]
         n = len(order)
         run = Run(seed, np.arange(n) / per_hour, np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n),
-                  np.zeros(n, bool), np.zeros(n), np.zeros(n, int))
+                  np.zeros(n, bool), np.zeros(n, bool), np.zeros(n), np.zeros(n, int))
         prompts = [str(p) for p in stream.prompts]
         period = period_hours * 3600.0
         next_tick = start + period
@@ -285,6 +286,7 @@ async def _run(config: Config, name: str, stream: Outcomes, order: np.ndarray, s
             run.serving[k] = trace.cost_usd
             run.quality[k] = answer.completion.body["gearshift_replay"]["quality"]
             run.own[k] = router.mode == "serve"
+            run.strong_served[k] = answer.model == router.strong
             counterfactual = await strong.complete(req)
             run.strong[k] = gw.executor.cost(router.strong, counterfactual.usage)
             run.strong_quality[k] = counterfactual.body["gearshift_replay"]["quality"]
