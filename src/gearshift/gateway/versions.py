@@ -32,6 +32,9 @@ class VersionLoop:
         self.proven: dict[str, int] = {}  # router -> the proven version stored while it observes
         self.demotions = 0
         self.retrainings = 0
+        # router -> when this process saw it start serving its own decisions: its re-checks read the pairs
+        # since then, so each judges the traffic it served, not the evidence that promoted it again.
+        self.serving_since: dict[str, float] = {}
         self.retry: dict[str, int] = {}  # router -> pairs its served model must have unseen before another refit
         self._task: asyncio.Task[None] | None = None
 
@@ -42,7 +45,11 @@ class VersionLoop:
     async def poll(self) -> None:
         promoted = await asyncio.to_thread(promoted_versions, self.routers, self.store, self.config.base_dir,
                                            self.refused)
+        before = {name: r.mode for name, r in self.routers.items() if isinstance(r, ScoringRouter)}
         apply_versions(self.routers, promoted, self.refused)
+        for name, mode in before.items():
+            if self.routers[name].mode == "serve" and (mode != "serve" or name not in self.serving_since):
+                self.serving_since[name] = self.clock()
 
     async def tick(self) -> None:
         """One round: apply promoted versions, run due recalibrations and proof checks."""
@@ -107,9 +114,13 @@ class VersionLoop:
         from gearshift.lab.recalibrate import collect_pairs, trained_until
 
         opts = r.proof
+        # A model trained on this gateway's pairs is proven on the pairs that came after (unseen); a serving
+        # router is re-checked on the pairs since it started serving (fewer than min_pairs: no evidence yet).
+        since = trained_until(r)
+        if r.mode == "serve":
+            since = max(since or 0.0, self.serving_since.get(r.name, 0.0))
         try:
-            # A model trained on this gateway's pairs is proven on the pairs that came after (unseen).
-            pairs, _ = await asyncio.to_thread(collect_pairs, self.store, r, trained_until(r))
+            pairs, _ = await asyncio.to_thread(collect_pairs, self.store, r, since)
         except ValueError:  # no prompt answered by both models yet
             if r.mode == "observe":
                 r.state, r.state_reason = "observing", f"observing: 0/{opts.min_pairs} pairs"
