@@ -92,24 +92,37 @@ def shuffled(o: Outcomes, seed: int = 12345) -> Outcomes:
                     cost=o.cost, responses=None, meta=o.meta, name=o.name + " (shuffled)")
 
 
-def streams(folder: Path) -> list[tuple[str, Outcomes, Path, str, str]]:
-    """(name, stream outcomes, prior artifact, weak column, strong column) of every transfer stream."""
+def streams(folder: Path, only: str | None = None) -> list[tuple[str, Outcomes, Path, str, str]]:
+    """(name, stream outcomes, prior artifact, weak column, strong column) of every transfer stream (of those
+    whose names contain one of the comma-separated `only`); priors are trained for those only."""
     W, S = datasets.ROUTELLM_WEAK, datasets.ROUTELLM_STRONG
-    gsm8k, mmlu = datasets.load("routellm/gsm8k"), datasets.load("routellm/mmlu")
-    log("training priors: mmlu, gsm8k")
-    mmlu_prior = train_prior(two(mmlu, W, S), folder / "prior-mmlu.json")
-    gsm8k_prior = train_prior(two(gsm8k, W, S), folder / "prior-gsm8k.json")
-    out = [("gsm8k <- mmlu prior", gsm8k, mmlu_prior, W, S), ("mmlu <- gsm8k prior", mmlu, gsm8k_prior, W, S)]
-    tasks = {t: datasets.load(f"routerbench/{t}") for t in datasets.ROUTERBENCH_TASKS}
-    for t in datasets.ROUTERBENCH_TASKS:
-        others = [two(tasks[u], RB_WEAK, RB_STRONG) for u in datasets.ROUTERBENCH_TASKS if u != t]
-        both = Outcomes(prompts=np.concatenate([o.prompts for o in others]), models=["weak", "strong"],
-                        quality=np.concatenate([o.quality for o in others]),
-                        cost=np.concatenate([o.cost for o in others]))
-        log(f"training prior for {t} on the other two tasks ({len(both)} prompts)")
-        out.append((f"{t} <- other tasks' prior", tasks[t], train_prior(both, folder / f"prior-{t}.json"),
-                    RB_WEAK, RB_STRONG))
-    out.append(("placebo: gsm8k, qualities shuffled", shuffled(gsm8k), mmlu_prior, W, S))
+    wanted = [
+        ("gsm8k <- mmlu prior", "routellm/gsm8k", "mmlu"), ("mmlu <- gsm8k prior", "routellm/mmlu", "gsm8k"),
+        *((f"{t} <- other tasks' prior", f"routerbench/{t}", t) for t in datasets.ROUTERBENCH_TASKS),
+        ("placebo: gsm8k, qualities shuffled", "routellm/gsm8k", "mmlu"),
+    ]
+    wanted = [w for w in wanted if not only or any(x in w[0] for x in only.split(","))]
+    priors: dict[str, Path] = {}
+
+    def prior(key: str) -> Path:
+        if key not in priors:
+            if key in ("mmlu", "gsm8k"):
+                o = two(datasets.load(f"routellm/{key}"), W, S)
+            else:
+                others = [two(datasets.load(f"routerbench/{u}"), RB_WEAK, RB_STRONG)
+                          for u in datasets.ROUTERBENCH_TASKS if u != key]
+                o = Outcomes(prompts=np.concatenate([x.prompts for x in others]), models=["weak", "strong"],
+                             quality=np.concatenate([x.quality for x in others]),
+                             cost=np.concatenate([x.cost for x in others]))
+            log(f"training the prior {'on ' + key if key in ('mmlu', 'gsm8k') else 'for ' + key} ({len(o)} prompts)")
+            priors[key] = train_prior(o, folder / f"prior-{key}.json")
+        return priors[key]
+
+    out = []
+    for name, spec, key in wanted:
+        o = datasets.load(spec)
+        cols = (W, S) if spec.startswith("routellm") else (RB_WEAK, RB_STRONG)
+        out.append((name, shuffled(o) if name.startswith("placebo") else o, prior(key), *cols))
     return out
 
 
@@ -152,9 +165,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for name, outcomes, prior, wcol, scol in streams(folder):
-            if args.only and not any(s in name for s in args.only.split(",")):
-                continue
+        for name, outcomes, prior, wcol, scol in streams(folder, args.only):
             raw = config(outcomes.name, wcol, scol, prior)
             stream = priced(raw, outcomes, base_dir=folder)
             ref = reference(stream.subset(np.arange(len(stream))))

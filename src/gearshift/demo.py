@@ -111,12 +111,20 @@ def show_lifecycle(raw: dict[str, Any], base_dir: Path, prompts: Any, router: di
         return run
     proof, _, promoted = first.reason.partition("; ")
     click.echo(f"  proven    at request {first.request} (hour {first.hours:g}), {first.pairs} pairs: {proof}")
-    click.echo(f"  promoted  {promoted}: the router serves its own decisions from request {first.request + 1}: "
-               f"accuracy {run.quality_share(first.request):.1%} of always-strong's, cost "
-               f"{1 - run.savings(first.request):.0%} of it, {run.strong_served[first.request:].mean():.0%} "
-               f"to gpt-4-1106")
-    for e in run.events[1:]:
-        click.echo(f"  {e.kind:<9} at request {e.request} (hour {e.hours:g}): {e.reason}")
+    changes = [e for e in run.events if e.kind != "retrained"]
+    for i, e in enumerate(changes):
+        until = changes[i + 1].request if i + 1 < len(changes) else len(run.serving)
+        if e.kind == "promoted":
+            what = promoted if e is first else e.reason
+            click.echo(f"  promoted  {what}: the router serves its own decisions for requests {e.request + 1}-"
+                       f"{until}: accuracy {run.quality_share(e.request, until):.1%} of always-strong's, cost "
+                       f"{1 - run.savings(e.request, until):.0%} of it, "
+                       f"{run.strong_served[e.request:until].mean():.0%} to gpt-4-1106")
+        else:
+            click.echo(f"  {e.kind:<9} at request {e.request} (hour {e.hours:g}): {e.reason}")
+    click.echo(f"  whole stream: accuracy {run.quality_share():.1%} of always-strong's, cost "
+               f"{1 - run.savings():.0%} of it, plus shadow ${run.shadow[-1]:.4f} (always-strong "
+               f"${run.strong.sum():.4f})")
     return run
 
 

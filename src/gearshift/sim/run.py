@@ -84,15 +84,15 @@ class Run:
     def promotions(self) -> list[Event]:
         return [e for e in self.events if e.kind == "promoted"]
 
-    def quality_share(self, start: int = 0) -> float:
-        """Quality served as a share of always-strong's, from request `start` to the end."""
-        q = float(self.strong_quality[start:].sum())
-        return float(self.quality[start:].sum()) / q if q else float("nan")
+    def quality_share(self, start: int = 0, end: int | None = None) -> float:
+        """Quality served as a share of always-strong's, over requests `start` to `end` (default: the end)."""
+        q = float(self.strong_quality[start:end].sum())
+        return float(self.quality[start:end].sum()) / q if q else float("nan")
 
-    def savings(self, start: int = 0) -> float:
-        """Serving cost saved against always-strong, from request `start` to the end."""
-        c = float(self.strong[start:].sum())
-        return 1.0 - float(self.serving[start:].sum()) / c if c else float("nan")
+    def savings(self, start: int = 0, end: int | None = None) -> float:
+        """Serving cost saved against always-strong, over requests `start` to `end` (default: the end)."""
+        c = float(self.strong[start:end].sum())
+        return 1.0 - float(self.serving[start:end].sum()) / c if c else float("nan")
 
     def covered(self, floor: float) -> bool:
         """Served quality after the first promotion stayed at or above `floor` (true when none happened)."""
