@@ -230,6 +230,8 @@ def _seed_config(raw: Mapping[str, Any], name: str, base_dir: Path, folder: Path
     r.pop("client_keys", None)
     r["server"] = {**(r.get("server") or {}), "open": True, "shadow_queue_size": 100_000}
     r["store"] = {"url": f"sqlite:///{folder / 'sim.db'}", "flush_interval": 0.005, "spill_path": None}
+    if r.get("watch"):  # the watch's alerts are recorded in the run, never sent
+        r["watch"] = {**r["watch"], "webhook_url": None, "webhook_url_env": None}
     rc = dict(r["routers"][name])
     if "artifact" in rc:
         src = Path(rc["artifact"]).expanduser()
