@@ -105,6 +105,8 @@ def streams(folder: Path, only: str | None = None) -> list[tuple[str, Outcomes, 
     priors: dict[str, Path] = {}
 
     def prior(key: str) -> Path:
+        if key not in priors and (folder / f"prior-{key}.json").is_file():  # trained by an earlier run
+            priors[key] = folder / f"prior-{key}.json"
         if key not in priors:
             if key in ("mmlu", "gsm8k"):
                 o = two(datasets.load(f"routellm/{key}"), W, S)
@@ -154,7 +156,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="5 seeds of 800 requests")
     ap.add_argument("--judge-agreement", type=float, default=None)
     ap.add_argument("--only", default=None, help="comma-separated substrings of stream names")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=None, help="write every figure here (after each stream)")
+    ap.add_argument("--priors", default=None, help="folder to keep the trained priors in and reuse them from")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.limit = 5, 800
@@ -164,7 +167,8 @@ def main() -> None:
     t0 = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = Path(args.priors or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         for name, outcomes, prior, wcol, scol in streams(folder, args.only):
             raw = config(outcomes.name, wcol, scol, prior)
             stream = priced(raw, outcomes, base_dir=folder)
@@ -172,11 +176,14 @@ def main() -> None:
             log(f"{name}: {len(stream)} prompts; simulating {args.seeds} seeds x {min(args.limit, len(stream))} requests")
             t = time.perf_counter()
             sim = simulate(raw, outcomes, base_dir=folder, seeds=range(args.seeds), limit=args.limit,
-                           judge_agreement=args.judge_agreement, floor=FLOOR, stream_name=name)
+                           judge_agreement=args.judge_agreement, floor=FLOOR, stream_name=name,
+                           progress=lambda m: log(f"  {m}"))
             s = sim.summary()
             rows.append({"stream": name, "prompts": len(stream), "seconds": time.perf_counter() - t, **s,
                          "reference": ref, "runs": [r.summary(FLOOR) for r in sim.runs]})
             log(f"  {time.perf_counter() - t:.0f}s: coverage {s['floor_coverage']:.0%}, promoted {s['promoted_runs']}")
+            if args.json:
+                Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
     print(f"\nLifecycle simulation, floor {FLOOR:.0%} of always-strong quality, {args.seeds} seeds, "
           f"up to {args.limit} requests each" + (f", judge agreement {args.judge_agreement}" if args.judge_agreement
                                                   else ", pairs scored from recorded quality"))
