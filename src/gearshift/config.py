@@ -103,8 +103,9 @@ class ShadowConfig(_Strict):
     daily_budget_usd: float | None = Field(default=None, ge=0, description="stop shadowing for the UTC day past this")
     judge: str | None = Field(default=None, description="model that compares free-text pairs (pairwise)")
     allow_weak_judge: bool = False
-    compare: Literal["auto", "final_answer", "json", "tool_call", "judge"] = Field(
-        default="auto", description="how pairs are scored: auto detects structured output, else the judge")
+    compare: Literal["auto", "final_answer", "json", "tool_call", "judge", "recorded"] = Field(
+        default="auto", description="how pairs are scored: auto detects structured output, else the judge; "
+        "recorded: from the recorded quality of `replay` models (demos, the lab's simulation)")
     explore: str | None = Field(
         default=None, description="when the answer came from the reference, shadow this (cheaper) model instead, "
         "so pairs cover the whole score range, not only the requests routed cheap")

@@ -83,6 +83,51 @@ def train_routers(outcomes: Any, folder: Path, floor: float, seed: int = 0) -> d
     }
 
 
+LIFECYCLE_PER_HOUR = 50.0  # requests per simulated hour; the proof is checked every hour
+LIFECYCLE_MIN_PAIRS = 200
+
+
+def show_lifecycle(raw: dict[str, Any], base_dir: Path, prompts: Any, router: dict[str, Any], floor: float) -> Any:
+    """The classifier's life on the held-out prompts: it starts in observe (the strong model serves, its
+    decisions are recorded, every request shadowed), is proven on the scored pairs, and is promoted to
+    serve its own decisions. The gateway's own code runs in-process on a simulated clock (gearshift.sim)."""
+    from gearshift.sim import simulate
+
+    name = "gearshift/classifier"
+    observed = {**router, "mode": "observe",
+                "shadow": {"rate": 1.0, "compare": "recorded", "explore": "mixtral-8x7b"},
+                "proof": {"min_pairs": LIFECYCLE_MIN_PAIRS, "floor": floor, "auto_promote": True, "every_hours": 1}}
+    cfg = {**raw, "routers": {name: observed}}
+    click.echo(f"\n{name}'s life: it starts in observe on the {len(prompts)} held-out prompts (gpt-4-1106 serves, "
+               f"its decisions are recorded, each request shadowed to mixtral-8x7b, pairs scored from the recorded "
+               f"answers); the gateway checks its proof every simulated hour ({LIFECYCLE_PER_HOUR:g} requests)")
+    run = simulate(cfg, prompts, base_dir=base_dir, router=name, seeds=[0], per_hour=LIFECYCLE_PER_HOUR).runs[0]
+    first = run.promotions[0] if run.promotions else None
+    end = first.request if first else len(run.serving)
+    click.echo(f"  observe   requests 1-{end}: served by gpt-4-1106 (savings {run.savings() if not first else 0:.0%}); "
+               f"{run.pairs[end - 1]} scored pairs")
+    if first is None:
+        click.echo(f"  not proven on this traffic: {run.events[-1].reason if run.events else 'too few pairs'}")
+        return run
+    proof, _, promoted = first.reason.partition("; ")
+    click.echo(f"  proven    at request {first.request} (hour {first.hours:g}), {first.pairs} pairs: {proof}")
+    changes = [e for e in run.events if e.kind != "retrained"]
+    for i, e in enumerate(changes):
+        until = changes[i + 1].request if i + 1 < len(changes) else len(run.serving)
+        if e.kind == "promoted":
+            what = promoted if e is first else e.reason
+            click.echo(f"  promoted  {what}: the router serves its own decisions for requests {e.request + 1}-"
+                       f"{until}: accuracy {run.quality_share(e.request, until):.1%} of always-strong's, cost "
+                       f"{1 - run.savings(e.request, until):.0%} of it, "
+                       f"{run.strong_served[e.request:until].mean():.0%} to gpt-4-1106")
+        else:
+            click.echo(f"  {e.kind:<9} at request {e.request} (hour {e.hours:g}): {e.reason}")
+    click.echo(f"  whole stream: accuracy {run.quality_share():.1%} of always-strong's, cost "
+               f"{1 - run.savings():.0%} of it, plus shadow ${run.shadow[-1]:.4f} (always-strong "
+               f"${run.strong.sum():.4f})")
+    return run
+
+
 def _ask(client: Any, router: str, prompt: str) -> tuple[str, float, float | None]:
     """One request through the gateway: (model that answered, cost, recorded quality)."""
     raw = client.chat.completions.with_raw_response.create(model=router, messages=[{"role": "user", "content": prompt}])
@@ -122,6 +167,7 @@ def run_demo(config_path: Path, limit: int | None, concurrency: int, routers: li
             click.echo(f"training a classifier router and a learned gate on {len(train_half)} prompts "
                        f"(thresholds calibrated to keep {floor:.0%} of always-strong quality) ...")
             extra = train_routers(train_half, Path(tmp), floor)
+            show_lifecycle(raw, Path(config_path).resolve().parent, test_half, extra["gearshift/classifier"], floor)
             raw["routers"] = {**raw["routers"], **extra}
             raw["store"] = {"url": f"sqlite:///{tmp}/demo.db"}
             config = plan.parse(raw, source=str(config_path), base_dir=config.base_dir).config

@@ -27,6 +27,12 @@ def test_demo_prints_spend_savings_and_accuracy(data_dir: Path) -> None:
     assert set(rows) == {"gearshift/auto", "gearshift/cascade", "gearshift/random", "gearshift/strong",
                          "gearshift/weak", "gearshift/classifier", "gearshift/cascade-learned"}
     assert "training a classifier router and a learned gate on 660 prompts" in out.stdout
+    # The classifier's life on the held-out prompts: observe, then proven, then promoted, in that order.
+    life = re.findall(r"^  (observe|proven|promoted|demoted) +(.*)$", out.stdout, re.M)
+    assert [k for k, _ in life[:3]] == ["observe", "proven", "promoted"], out.stdout
+    assert life[0][1].startswith("requests 1-200: served by gpt-4-1106")
+    assert re.match(r"at request 200 \(hour 4\), 200 pairs: proven: threshold [\d.]+, retained >= ", life[1][1])
+    assert "the router serves its own decisions for requests 201-" in life[2][1]
     # The learned routers were trained on the other half and spend less than always-strong.
     for learned in ("gearshift/classifier", "gearshift/cascade-learned"):
         assert float(rows[learned][3]) < float(rows["gearshift/strong"][3])

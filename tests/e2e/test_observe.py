@@ -109,9 +109,13 @@ def test_random_scores_are_never_proven_and_a_forced_promotion_is_demoted(
         assert h["state"] == "no_signal" and h["mode"] == "observe" and h["reason"].startswith("no signal yet: APGR ")
         store = gw.gateway.store
         assert store.router_versions("gearshift/rnd") == []  # nothing proven, nothing stored
-        # An operator forces it to serve: the next re-check fails and demotes it back to observe.
+        # An operator forces it to serve: re-checked on the pairs of the traffic it serves from then on, it
+        # fails and is demoted back to observe.
         forced = store.add_router_version("gearshift/rnd", {"threshold": 0.5, "mode": "serve"}, {}, "alice")
         promote_and_wait(path, "gearshift/rnd", forced, lambda: router.mode == "serve")
+        time.sleep(0.1)  # the promotion's moment is behind the next requests' traces
+        send(gw, prompts, "gearshift/rnd")
+        settle(gw)
         _wait(lambda: router.mode == "observe")
         # The reason is shown until the next check replaces it with the current one: the log keeps it.
         assert router.mode == "observe" and "DEMOTED to observe" in caplog.text and "no signal yet" in caplog.text

@@ -248,6 +248,57 @@ def lab_evaluate(specs: tuple[str, ...], prices: tuple[str, ...], router_names: 
         console.print(f"note: {len(outcomes) - n} prompts without a quality for {weak_m} or {strong_m} were left out")
 
 
+@lab_group.command("simulate")
+@click.option("--outcomes", "spec", required=True, help="the stream: a dataset name or an outcomes file")
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="gateway config: replay models (their columns are read from --outcomes) and the router")
+@click.option("--router", "router", default=None, help="router to simulate (default: the one in `mode: observe`)")
+@click.option("--seeds", default=20, show_default=True, type=click.IntRange(1), help="runs, each its own shuffle")
+@click.option("--limit", default=None, type=click.IntRange(1), help="requests per run (default: every prompt)")
+@click.option("--per-hour", default=100.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="requests per simulated hour (the proof schedule runs on this clock)")
+@click.option("--judge-agreement", default=None, type=click.FloatRange(0, 1),
+              help="score each pair by a judge that agrees with the recorded truth at this rate")
+@click.option("--floor", default=None, type=click.FloatRange(0, 1, min_open=True),
+              help="floor of coverage (default: the router's proof floor)")
+@click.option("--json", "json_path", default="simulation.json", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--plot", "plot_path", default="simulation.png", show_default=True, type=click.Path(dir_okay=False))
+def lab_simulate(spec: str, config_path: str, router: str | None, seeds: int, limit: int | None, per_hour: float,
+                 judge_agreement: float | None, floor: float | None, json_path: str, plot_path: str) -> None:
+    """Replay a router's life (observe, shadow, prove, promote, watch, demote) over a recorded stream,
+    through the gateway's own code, once per seed; print cost, quality and floor coverage."""
+    import logging
+
+    from gearshift.config import read_yaml
+    from gearshift.sim import simulate
+
+    logging.basicConfig(level=logging.ERROR)
+    outcomes = load_outcomes([spec])
+    base = Path(config_path).resolve().parent
+    try:
+        sim = simulate(read_yaml(config_path), outcomes, base_dir=base, router=router, seeds=range(seeds),
+                       judge_agreement=judge_agreement, per_hour=per_hour, floor=floor, limit=limit,
+                       stream_name=spec, progress=click.echo)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    s = sim.summary()
+    click.echo(f"{sim.router} on {spec}: {s['seeds']} runs; promoted in {s['promoted_runs']}, demotions "
+               f"{s['demotions']}; floor coverage at {sim.floor:.0%}: {s['floor_coverage']:.0%}")
+    for r in sim.runs:
+        x = r.summary(sim.floor)
+        f = x["first_promotion"]
+        changes = [e for e in x["events"] if e["kind"] != "retrained"]  # the first is the first promotion
+        click.echo(f"  seed {r.seed}: cost {x['serving_usd']:.4f} + shadow {x['shadow_usd']:.4f} vs always-strong "
+                   f"{x['always_strong_usd']:.4f} (savings {x['savings']:.1%}, net {x['net_savings']:.1%}); quality "
+                   f"{x['quality_share']:.1%} of always-strong; " + (
+                       f"promoted at hour {f['hours']:.0f} after {f['pairs']} pairs (${f['shadow_usd']:.4f} shadow), "
+                       f"then quality {f['quality_share_after']:.1%}, savings {f['savings_after']:.1%}" if f
+                       else "never promoted") + "".join(f"; {e['kind']} at hour {e['hours']:.0f}"
+                                                        for e in changes[1 if f else 0:]))
+    for p in sim.write(json_path, plot_path):
+        click.echo(f"wrote {p}")
+
+
 def _load_lab_commands() -> None:
     # The lab's other command modules add subcommands by decorating lab_group.
     import gearshift.cli.cascade

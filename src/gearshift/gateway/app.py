@@ -121,7 +121,7 @@ class Gateway:
     """Routers, providers, executor and trace writer of one running gateway."""
 
     def __init__(self, config: Config | Plan, store: TraceStore | None = None,
-                 workers_dir: str | Path | None = None) -> None:
+                 workers_dir: str | Path | None = None, clock: Any = time.time) -> None:
         # A Config is checked and built here, through the same door as `check-config`.
         self.live = Live(plan_of(config))
         config = self.live.config
@@ -133,11 +133,12 @@ class Gateway:
         # With several worker processes: where each publishes its counts, so any one answers for all.
         self.peers = Peers(workers_dir) if workers_dir is not None else None
         self._publisher: asyncio.Task[None] | None = None
-        self.watch = WatchLoop(self.store, config, self.counters) if config.watch.enabled else None
+        self.watch = WatchLoop(self.store, config, self.counters, clock=clock) if config.watch.enabled else None
         self.session: aiohttp.ClientSession | None = None
         self.shadower: Shadower | None = None
         self.versions: VersionLoop | None = None
         self.retention = RetentionLoop(config, self.store)
+        self.clock = clock  # the time of traces, shadow budget days and proof schedules (the simulation's own)
         # trace id -> the client key that made it, for feedback that names a trace not yet flushed
         self.recent: OrderedDict[str, str | None] = OrderedDict()
         self.started = time.time()
@@ -152,7 +153,9 @@ class Gateway:
         if not self.live.keys:
             log.warning("server.open: the gateway serves without authentication")
 
-    async def start(self, app: web.Application | None = None) -> None:
+    async def start(self, app: web.Application | None = None, background: bool = True) -> None:
+        """Build the executor and shadow workers; with `background`, also start the version, watch and
+        retention loops (the lab's simulation drives the first two itself, on its own clock)."""
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         providers = {name: build_provider(m, self.session, self.config.base_dir) for name, m in self.config.models.items()}
@@ -160,14 +163,16 @@ class Gateway:
         for router in self.routers.values():
             router.attach(executor)  # what the executor lends: model calls (judges), latencies (budgets)
         self.live.executor = executor
-        self.shadower = Shadower(self.config, providers, self.writer, self.counters)
+        self.shadower = Shadower(self.config, providers, self.writer, self.counters, self.clock)
         if self.shadower.budgeted:
             await asyncio.to_thread(self.shadower.sync_spend)
         self.shadower.start()
+        self.versions = VersionLoop(self.config, dict(self.routers), self.store, self.clock)
+        await self.versions.poll()  # promoted thresholds apply before the first request
+        if not background:
+            return
         if self.watch is not None:
             await self.watch.start()
-        self.versions = VersionLoop(self.config, dict(self.routers), self.store)
-        await self.versions.poll()  # promoted thresholds apply before the first request
         self.versions.start()
         self.retention.start()
         every = self.config.server.watch_config_seconds
@@ -217,7 +222,7 @@ class Gateway:
         executor.latency = old.executor.latency  # observed latencies stay true of the same upstreams
         for router in plan.routers.values():
             router.attach(executor)
-        versions = VersionLoop(config, dict(plan.routers), self.store)
+        versions = VersionLoop(config, dict(plan.routers), self.store, self.clock)
         await versions.poll()  # promoted versions apply to the new routers before they serve
         live.executor = executor
         self.live = live  # the swap: new requests take the new plan from here on
@@ -231,7 +236,7 @@ class Gateway:
         versions.start()
         if self.watch is not None:
             await self.watch.stop()
-        self.watch = WatchLoop(self.store, config, self.counters) if config.watch.enabled else None
+        self.watch = WatchLoop(self.store, config, self.counters, clock=self.clock) if config.watch.enabled else None
         if self.watch is not None:
             await self.watch.start()
         retired = [p for name, p in kept.items() if providers.get(name) is not p]
@@ -363,12 +368,12 @@ class Gateway:
         t0 = time.perf_counter()
         self.requests += 1
         live = self.live  # this request's plan, to its end, whatever a reload swaps in meanwhile
-        config, executor = live.config, live.executor
+        config = live.config
         try:
             client = self.authenticate(request, dialect)
         except Unauthorized as e:
             return self._unauthenticated(e, dialect)
-        trace = Trace(router="", requested_model="", client=client, endpoint=dialect.kind)
+        trace = Trace(router="", requested_model="", client=client, endpoint=dialect.kind, created=self.clock())
         logs.trace_id.set(trace.id)  # this handler's task only: every line it logs names the request
         live.in_flight += 1
         self.counters.in_flight += 1
@@ -384,28 +389,17 @@ class Gateway:
             if too_deep(raw, body):
                 raise BadRequest(f"request body nests arrays and objects deeper than {MAX_DEPTH} levels")
             req = dialect.parse(body, request.headers, client)
-            trace.requested_model, trace.metadata = req.model, req.metadata
             trace.streamed = req.stream
-            router, route = self.resolve(req, live)
-            trace.router, trace.reason, trace.route, trace.score = route.router, route.reason, route.models(), route.score
-            trace.arm = route.arm
-            trace.estimated_tokens = req.estimated_tokens()
-            if config.store.record_content:
-                trace.prompt = req.text()
-            assert executor is not None
+            route = self.route(req, trace, live)
             if req.stream:
                 return await self._stream(request, dialect, req, route, trace, t0, live)
-            outcome = await executor.complete(route, req, trace)
-            assert outcome.completion is not None
-            trace.final_model = outcome.model
-            if config.store.record_content:
-                trace.response = outcome.completion.text
+            outcome = await self.answer(req, route, trace, live)
             trace.latency_ms = (time.perf_counter() - t0) * 1000
+            assert outcome.completion is not None
             response = web.Response(body=dialect.render(outcome.completion, req, trace), content_type="application/json",
                                     headers=self._headers(trace, route, outcome))
             if dialect.shadow:
-                assert self.shadower is not None
-                self.shadower.offer(req, trace, outcome.completion.text, outcome.completion.body)
+                self.offer_shadow(req, trace, outcome)
             return response
         except GearshiftError as e:
             return self._error(e, trace, t0, dialect)
@@ -421,11 +415,46 @@ class Gateway:
             live.in_flight -= 1
             self.counters.in_flight -= 1
             self._remember(trace.id, trace.client)
-            trace.cap_answers(config.store.max_answer_chars)
-            self.writer.put(trace)
-            self.counters.observe(trace)
+            self.record(trace, config)
             if self.access_sample and random.random() < self.access_sample:
                 self._access(request, trace)
+
+    # The steps of a non-streamed request, shared by the HTTP handler and the lab's simulation (which
+    # calls them in-process: the same routing, execution, shadow sampling and recording).
+
+    def route(self, req: ChatRequest, trace: Trace, live: Live | None = None) -> Route:
+        """Resolve the request's router and route; note both in the trace."""
+        live = live or self.live
+        trace.requested_model, trace.metadata = req.model, req.metadata
+        _, route = self.resolve(req, live)
+        trace.router, trace.reason, trace.route, trace.score = route.router, route.reason, route.models(), route.score
+        trace.arm = route.arm
+        trace.estimated_tokens = req.estimated_tokens()
+        if live.config.store.record_content:
+            trace.prompt = req.text()
+        return route
+
+    async def answer(self, req: ChatRequest, route: Route, trace: Trace, live: Live | None = None) -> Answer:
+        """Run a route to one whole answer, recorded in the trace."""
+        live = live or self.live
+        assert live.executor is not None
+        outcome = await live.executor.complete(route, req, trace)
+        assert outcome.completion is not None
+        trace.final_model = outcome.model
+        if live.config.store.record_content:
+            trace.response = outcome.completion.text
+        return outcome
+
+    def offer_shadow(self, req: ChatRequest, trace: Trace, outcome: Answer) -> bool:
+        """Maybe shadow an answered request (never waits)."""
+        assert self.shadower is not None and outcome.completion is not None
+        return self.shadower.offer(req, trace, outcome.completion.text, outcome.completion.body)
+
+    def record(self, trace: Trace, config: Config | None = None) -> None:
+        """Queue the finished trace for the store and count it."""
+        trace.cap_answers((config or self.config).store.max_answer_chars)
+        self.writer.put(trace)
+        self.counters.observe(trace)
 
     def _headers(self, trace: Trace, route: Route, outcome: Answer | None, cost: str | None = None) -> dict[str, str]:
         reason = route.reason + ("; " + "; ".join(outcome.notes) if outcome and outcome.notes else "")

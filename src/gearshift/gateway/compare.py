@@ -62,6 +62,8 @@ def final_answer(text: str, marked_only: bool = True) -> float | None:
 def compare(request: ChatRequest, answer: str, reference: str, answer_body: dict[str, Any] | None = None,
             reference_body: dict[str, Any] | None = None, method: str = "auto") -> dict[str, Any] | None:
     """A verdict dict {method, passed, score, reasons} for a pair, or None when only a judge could tell."""
+    if method == "recorded":
+        return recorded(answer_body, reference_body)
     if method in ("auto", "tool_call"):
         a, r = _tool_calls(answer_body), _tool_calls(reference_body)
         if a is not None or r is not None:
@@ -84,6 +86,17 @@ def compare(request: ChatRequest, answer: str, reference: str, answer_body: dict
             return {"method": "final_answer", "passed": same, "score": float(same),
                     "reasons": [] if same else [f"final answer {fa} vs reference {fr}"]}
     return None
+
+
+def recorded(answer_body: dict[str, Any] | None, reference_body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The pair scored from the recorded quality `replay` models report: the candidate is as good as the
+    reference when its quality is at least the reference's (else the ratio of the two); None without them."""
+    qa, qr = (((b or {}).get("gearshift_replay") or {}).get("quality") for b in (answer_body, reference_body))
+    if not isinstance(qa, (int, float)) or not isinstance(qr, (int, float)):
+        return None
+    score = 1.0 if qa >= qr else float(qa) / float(qr)
+    return {"method": "recorded", "passed": score >= 1.0, "score": score,
+            "reasons": [] if score >= 1.0 else [f"recorded quality {qa:g} below the reference's {qr:g}"]}
 
 
 PAIRWISE_PROMPT = """You compare two answers to the same request. The reference answer comes from a strong model.

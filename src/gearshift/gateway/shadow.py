@@ -31,8 +31,8 @@ from gearshift.trace import Call, Trace
 log = logging.getLogger("gearshift.shadow")
 
 
-def _today() -> str:
-    return dt.datetime.now(dt.UTC).date().isoformat()
+def _today(now: float | None = None) -> str:
+    return (dt.datetime.now(dt.UTC) if now is None else dt.datetime.fromtimestamp(now, dt.UTC)).date().isoformat()
 
 
 # Built and checked by the plan (gearshift.plan), so `check-config` refuses what serving would.
@@ -48,7 +48,7 @@ class Shadower:
     """Samples requests, queues shadow work, runs it on a few worker tasks and stores the scored pair."""
 
     def __init__(self, config: Config, providers: dict[str, Provider], writer: TraceWriter,
-                 counters: Any = None) -> None:
+                 counters: Any = None, clock: Any = time.time) -> None:
         self.config = config
         self.counters = counters  # gearshift.watch.Counters: shadow calls and verdicts for /metrics
         self.providers = providers
@@ -59,10 +59,18 @@ class Shadower:
         self.dropped: Counter[str] = Counter()
         self.done = 0
         # USD spent on shadow calls and their judging on one UTC day, by router (each has its own budget).
-        self.day = _today()
+        self.clock = clock  # what "today" is for the daily budgets (the lab's simulation runs its own clock)
+        self.day = self._today()
         self.spent: dict[str, float] = {}
+        self.spent_total = 0.0  # USD on shadow calls and judging since start, every day and router
         self._workers: list[asyncio.Task[None]] = []
-        self._rng = random.Random()
+        self.rng = random.Random()
+        # The lab's simulation of an imperfect judge: a `recorded` pair's score agrees with the recorded
+        # truth at this rate (else it is flipped). None: scored as recorded.
+        self.judge_agreement: float | None = None
+
+    def _today(self) -> str:
+        return _today(self.clock())
 
     def reconfigure(self, config: Config, providers: dict[str, Provider]) -> None:
         """Shadow by a reloaded config from now on; work already queued, and today's spend, are kept."""
@@ -96,7 +104,7 @@ class Shadower:
             return False
         if trace.final_model == policy.reference and not policy.explore:
             return False  # the answer already is the reference's: nothing to compare
-        if self._rng.random() >= policy.rate:
+        if self.rng.random() >= policy.rate:
             return False
         if policy.condition is not None and not policy.condition.matches(request):
             return False
@@ -113,14 +121,14 @@ class Shadower:
 
     def spent_today(self, router: str | None = None) -> float:
         """USD spent on shadowing today (UTC), by one router's policy or by all."""
-        if self.day != _today():
-            self.day, self.spent = _today(), {}
+        if self.day != self._today():
+            self.day, self.spent = self._today(), {}
         return self.spent.get(router, 0.0) if router is not None else sum(self.spent.values())
 
     def sync_spend(self) -> None:
         """Take in today's shadow spend recorded in the store: at start (a restart must not reset the
         daily budgets) and, with a shared store, every few seconds (other replicas spend too)."""
-        start = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), dt.UTC).timestamp()
+        start = dt.datetime.combine(dt.date.fromisoformat(self._today()), dt.time(), dt.UTC).timestamp()
         stored: dict[str, float] = {}
         for router, arm, usd in self.writer.store.shadow_spend(start):
             policy = self._policy_of(router, arm)
@@ -144,6 +152,7 @@ class Shadower:
     def _spend(self, policy: _Policy, usd: float) -> None:
         self.spent_today()  # rolls the day over
         self.spent[policy.router] = self.spent.get(policy.router, 0.0) + usd
+        self.spent_total += usd
 
     async def _work(self) -> None:
         while True:
@@ -194,7 +203,7 @@ class Shadower:
     async def _reserve(self, policy: _Policy, request: ChatRequest, trace: Trace, target: str) -> int | None:
         assert policy.budget is not None
         usd = self.estimate(policy, request, trace, target)
-        day = _today()
+        day = self._today()
         return await asyncio.to_thread(self.writer.store.reserve_shadow, policy.router, day, usd, policy.budget)
 
     async def _shadow(self, policy: _Policy, request: ChatRequest, trace: Trace, answer: str,
@@ -229,12 +238,14 @@ class Shadower:
                 reference, reference_body = answer, answer_body
             verdict = None if policy.method == "judge" else compare(
                 request, candidate, reference, candidate_body, reference_body, policy.method)
+            if verdict is not None and verdict["method"] == "recorded" and self.judge_agreement is not None:
+                verdict = self._noisy(verdict, self.judge_agreement)
             if verdict is None and policy.judge:
                 verdict, judge_call = await self._judge(policy, request, candidate, reference)
                 t.calls.append(judge_call)
             resolution = None
             if (verdict is not None and policy.resolve and not verdict["passed"]
-                    and verdict["method"] in AGREEMENT_METHODS and self._rng.random() < policy.resolve_rate):
+                    and verdict["method"] in AGREEMENT_METHODS and self.rng.random() < policy.resolve_rate):
                 # Disagreement is not loss: a random sample of disagreements is graded answer by answer,
                 # so the resolved ones stand for all of them (store.view.PairEstimate).
                 resolution, resolve_call = await self._resolve(policy, request, candidate, reference)
@@ -260,6 +271,13 @@ class Shadower:
             self.counters.observe_shadow(t.calls[len(trace.calls):], t.verdicts[len(trace.verdicts):], t.router)
         t.cap_answers(self.config.store.max_answer_chars)  # the new calls' answers (the others are cut)
         self.writer.put(t)
+
+    def _noisy(self, verdict: dict[str, Any], agreement: float) -> dict[str, Any]:
+        """A judge that agrees with the recorded verdict at rate `agreement` and says the opposite otherwise."""
+        if self.rng.random() < agreement:
+            return verdict
+        score = 1.0 - float(verdict["score"])
+        return {**verdict, "passed": score >= 1.0, "score": score, "reasons": ["simulated judge disagreed"]}
 
     async def _judge(self, policy: _Policy, request: ChatRequest, answer: str, reference: str) -> tuple[dict[str, Any] | None, Call]:
         from gearshift.gates.judge import parse_pass_fail, question_text

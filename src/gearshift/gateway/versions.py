@@ -20,8 +20,9 @@ log = logging.getLogger("gearshift.versions")
 class VersionLoop:
     """Polls the store for promoted versions; runs scheduled recalibrations of routers that ask for it."""
 
-    def __init__(self, config: Config, routers: dict[str, Router], store: TraceStore) -> None:
+    def __init__(self, config: Config, routers: dict[str, Router], store: TraceStore, clock: Any = time.time) -> None:
         self.config = config
+        self.clock = clock  # schedules run on it (the lab's simulation gives its own)
         self.routers = routers
         self.store = store
         self.last_run: dict[str, float] = {}
@@ -30,6 +31,11 @@ class VersionLoop:
         self.last_proof: dict[str, float] = {}
         self.proven: dict[str, int] = {}  # router -> the proven version stored while it observes
         self.demotions = 0
+        self.retrainings = 0
+        # router -> when this process saw it start serving its own decisions: its re-checks read the pairs
+        # since then, so each judges the traffic it served, not the evidence that promoted it again.
+        self.serving_since: dict[str, float] = {}
+        self.retry: dict[str, int] = {}  # router -> pairs its served model must have unseen before another refit
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -39,14 +45,23 @@ class VersionLoop:
     async def poll(self) -> None:
         promoted = await asyncio.to_thread(promoted_versions, self.routers, self.store, self.config.base_dir,
                                            self.refused)
+        scoring = {name: r for name, r in self.routers.items() if isinstance(r, ScoringRouter)}
+        before = {name: r.mode for name, r in scoring.items()}
         apply_versions(self.routers, promoted, self.refused)
+        for name, mode in before.items():
+            if scoring[name].mode == "serve" and (mode != "serve" or name not in self.serving_since):
+                self.serving_since[name] = self.clock()
+
+    async def tick(self) -> None:
+        """One round: apply promoted versions, run due recalibrations and proof checks."""
+        await self.poll()
+        await self._scheduled()
+        await self._proofs()
 
     async def _loop(self) -> None:
         while True:
             try:
-                await self.poll()
-                await self._scheduled()
-                await self._proofs()
+                await self.tick()
             except Exception:  # a bad poll must not stop future ones
                 log.exception("router version poll failed")
             await asyncio.sleep(self.config.server.version_poll_seconds)
@@ -57,7 +72,7 @@ class VersionLoop:
         if not scheduled or not await asyncio.to_thread(self.store.leads, "recalibrate"):
             self.last_run.clear()  # on taking over, wait a full period from then
             return
-        now = time.time()
+        now = self.clock()
         for name, rec in scheduled.items():
             last = self.last_run.setdefault(name, now)  # the first run comes one period after start
             if now - last < rec.every_hours * 3600:
@@ -81,7 +96,7 @@ class VersionLoop:
 
     async def _proofs(self) -> None:
         """Check the proof of each router configured to start in observe, every `proof.every_hours`."""
-        now = time.time()
+        now = self.clock()
         due = [r for r in self.routers.values() if isinstance(r, ScoringRouter) and r.observed
                and now - self.last_proof.get(r.name, 0.0) >= r.proof.every_hours * 3600]
         # One process among those sharing the store proves: N replicas must not store N versions.
@@ -97,11 +112,16 @@ class VersionLoop:
     async def check(self, r: ScoringRouter[Any]) -> None:
         """Prove `r` on its shadow pairs and act on the result."""
         from gearshift.lab.proof import prove
-        from gearshift.lab.recalibrate import collect_pairs
+        from gearshift.lab.recalibrate import collect_pairs, trained_until
 
         opts = r.proof
+        # A model trained on this gateway's pairs is proven on the pairs that came after (unseen); a serving
+        # router is re-checked on the pairs since it started serving (fewer than min_pairs: no evidence yet).
+        since = trained_until(r)
+        if r.mode == "serve":
+            since = max(since or 0.0, self.serving_since.get(r.name, 0.0))
         try:
-            pairs, _ = await asyncio.to_thread(collect_pairs, self.store, r)
+            pairs, _ = await asyncio.to_thread(collect_pairs, self.store, r, since)
         except ValueError:  # no prompt answered by both models yet
             if r.mode == "observe":
                 r.state, r.state_reason = "observing", f"observing: 0/{opts.min_pairs} pairs"
@@ -123,6 +143,9 @@ class VersionLoop:
         if not proof.ok:
             r.state, r.state_reason = proof.state, proof.reason
             self.proven.pop(r.name, None)
+            # Refitted once per `min_pairs` new pairs: a refit that found no signal waits for more data.
+            if opts.retrain and proof.state != "observing" and proof.pairs >= self.retry.get(r.name, 0):
+                await self._retrain(r, proof.pairs)
             return
         if r.name not in self.proven:
             assert proof.threshold is not None
@@ -137,9 +160,37 @@ class VersionLoop:
         if opts.auto_promote:
             await self.poll()  # serve it now, not at the next poll
 
+    async def _retrain(self, r: ScoringRouter[Any], unseen: int) -> None:
+        """A classifier whose proof failed on enough pairs is refitted on all of them (lab.retrain); the new
+        model, still observing, must then prove itself on the pairs that come after."""
+        from gearshift.lab.retrain import retrain
+        from gearshift.routers.classifier import ClassifierRouter
+
+        if not isinstance(r, ClassifierRouter) or r.model.featurizer.encoder is not None:
+            return
+        opts = r.proof
+        try:
+            result = await asyncio.to_thread(retrain, self.config, self.store, r.name, opts.floor, None,
+                                             opts.min_pairs, 0.3, "gateway proof check (retrain)", True,
+                                             1 - opts.confidence, 0, self.clock())
+        except (ValueError, TypeError) as e:
+            log.warning("retraining of %s skipped: %s", r.name, e)
+            return
+        self.retrainings += 1
+        self.retry[r.name] = 0 if result.promoted else unseen + opts.min_pairs
+        log.warning("router %s: retrained on %d pairs, version %d%s", r.name, result.pairs, result.version,
+                    f" ({result.refused})" if result.refused else " (observing until proven on new pairs)")
+        if result.promoted:
+            await self.poll()
+
     def _store(self, r: ScoringRouter[Any], threshold: float, mode: str, proof: dict[str, Any], promote: bool) -> int:
+        from gearshift.routers.classifier import ClassifierRouter
+
         by = "gateway proof check"
-        version = self.store.add_router_version(r.name, {"threshold": threshold, "mode": mode}, {"proof": proof}, by)
+        settings: dict[str, Any] = {"threshold": threshold, "mode": mode}
+        if isinstance(r, ClassifierRouter) and r.artifact != r.configured_artifact:
+            settings["artifact"] = r.artifact  # the threshold was proven for the retrained model it serves
+        version = self.store.add_router_version(r.name, settings, {"proof": proof}, by)
         if promote:
             self.store.promote(r.name, version, by)
         return version

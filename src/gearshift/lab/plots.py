@@ -4,7 +4,7 @@ share, savings at quality levels, and cascade latency."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -189,6 +189,43 @@ def plot_cascades(report: Report) -> Any | None:
     return fig
 
 
+def plot_lifecycle(runs: Sequence[Mapping[str, Any]], floor: float, title: str = "") -> Any:
+    """A simulated life per seed over time: cumulative serving and shadow cost as shares of always-strong,
+    and cumulative quality served as a share of always-strong's, with each promotion (green triangle) and
+    demotion (red). `runs`: gearshift.sim Run.series() dicts."""
+    import matplotlib.pyplot as plt
+
+    fig, (cost_ax, q_ax) = plt.subplots(2, 1, figsize=(8.0, 6.6), dpi=110, sharex=True)
+    marks = {"promoted": ("^", "#2ca02c"), "demoted": ("v", "#d62728")}
+    for i, r in enumerate(runs):
+        h = np.asarray(r["hours"], float)
+        serving, shadow = np.asarray(r["serving_share"], float), np.asarray(r["shadow_share"], float)
+        first = i == 0
+        cost_ax.plot(h, serving, color="#1f77b4", lw=0.9, alpha=0.5, label="serving" if first else None)
+        cost_ax.plot(h, serving + shadow, color="#ff7f0e", lw=0.9, alpha=0.5,
+                     label="serving + shadow" if first else None)
+        q_ax.plot(h, r["quality_share"], color="#1f77b4", lw=0.9, alpha=0.5)
+        for e in r["events"]:
+            if e["kind"] in marks:
+                j = min(int(np.searchsorted(h, e["hours"])), len(h) - 1)
+                m, c = marks[e["kind"]]
+                cost_ax.scatter([h[j]], [serving[j]], marker=m, color=c, s=28, zorder=4)
+                q_ax.scatter([h[j]], [r["quality_share"][j]], marker=m, color=c, s=28, zorder=4)
+    cost_ax.axhline(1.0, color="#7f7f7f", ls=":", lw=1)
+    cost_ax.set_ylabel("cumulative cost / always-strong")
+    cost_ax.legend(loc="lower left", fontsize=8)
+    q_ax.axhline(floor, color="#d62728", ls="--", lw=1, label=f"floor {floor:.0%}")
+    q_ax.set_ylabel("cumulative quality / always-strong")
+    q_ax.set_xlabel("simulated hours (promotions ▲, demotions ▼)")
+    q_ax.legend(loc="lower left", fontsize=8)
+    if title:
+        cost_ax.set_title(title, fontsize=10)
+    for ax in (cost_ax, q_ax):
+        ax.grid(alpha=0.25)
+    fig.tight_layout()
+    return fig
+
+
 def png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -204,4 +241,4 @@ PLOTS: tuple[tuple[str, Callable[[Report], Any]], ...] = (
 )
 
 
-__all__ = ["PLOTS", "plot_cascades", "plot_levels", "plot_pgr_share", "plot_quality_cost", "png"]
+__all__ = ["PLOTS", "plot_cascades", "plot_levels", "plot_lifecycle", "plot_pgr_share", "plot_quality_cost", "png"]

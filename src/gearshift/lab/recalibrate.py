@@ -121,6 +121,8 @@ def trained_until(router: ScoringRouter) -> float | None:
     training = router.model.header.get("training") or {}
     if not str(training.get("outcomes", "")).startswith("traces"):
         return None
+    if isinstance(training.get("until"), (int, float)):  # `lab retrain` records when its pairs end
+        return float(training["until"])
     try:
         return _dt.datetime.fromisoformat(str(training["created"])).timestamp() + 1  # stamped to the second
     except (KeyError, ValueError):

@@ -9,6 +9,7 @@ the quality floor. The artifact is written beside the served one and stored as a
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,10 @@ def _settings(router: ClassifierRouter) -> TrainSettings:
 
 def retrain(config: Config, store: TraceStore, name: str, floor: float, since: float | None = None,
             min_pairs: int = 200, check_share: float = 0.3, by: str = "gearshift lab retrain",
-            apply: bool = False, alpha: float = 0.05, seed: int = 0) -> Retraining:
-    """Fit a new model on recent pairs, calibrate it to `floor`, store it as a version; promote when `apply`."""
+            apply: bool = False, alpha: float = 0.05, seed: int = 0, now: float | None = None) -> Retraining:
+    """Fit a new model on recent pairs, calibrate it to `floor`, store it as a version; promote when `apply`.
+
+    `now` (default: the time) is recorded as when its pairs end: later pairs are unseen by the model."""
     router = classifier_router(config, name, store)
     if router.model.featurizer.encoder is not None:
         raise ValueError(f"router {name!r} uses an encoder; retrain it with `gearshift lab train --traces ...`")
@@ -97,8 +100,9 @@ def retrain(config: Config, store: TraceStore, name: str, floor: float, since: f
         "signal": sig.to_json(),
     }
     a.header["threshold"] = cal.threshold
+    a.header["training"]["until"] = time.time() if now is None else now
     a.header["metrics"] = {"retrained_on_check_pairs": measured}
-    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S-%f")
     configured = Path(router.configured_artifact)  # named after the config's artifact, however often retrained
     base = configured if configured.is_absolute() else Path(config.base_dir) / configured
     out = base.with_name(f"{base.stem}.retrained-{stamp}.json")

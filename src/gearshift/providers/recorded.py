@@ -94,6 +94,11 @@ class ReplayProvider(Provider):
         """A replay model over outcomes already in memory (tests, the lab)."""
         return cls(model, None, ".", outcomes=outcomes)
 
+    def use(self, outcomes: Outcomes) -> None:
+        """Answer from `outcomes` from now on (the lab's simulation: a subset, or a relabelled copy)."""
+        self._table, self._column = _index(outcomes), None
+        self.load()
+
     # -- loading -----------------------------------------------------------------------------
 
     def load(self) -> Outcomes:

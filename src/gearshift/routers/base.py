@@ -34,6 +34,9 @@ class ProofOptions(Options):
     auto_promote: bool = Field(default=False, description="serve a proven version at once (else wait for "
                                                           "`gearshift routers promote`)")
     every_hours: float = Field(default=1.0, gt=0, description="how often the gateway re-checks the proof")
+    retrain: bool = Field(default=False, description="classifier: when a proof on `min_pairs` pairs fails, fit a "
+                          "new model on every pair so far (as `gearshift lab retrain`); it observes until proven "
+                          "on the pairs that come after")
 
 
 class ScoringOptions(Options):

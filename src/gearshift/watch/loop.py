@@ -80,8 +80,9 @@ class WatchLoop:
     store (`watch_state`), so whichever process holds the alert duty continues them."""
 
     def __init__(self, store: TraceStore, config: Config, counters: Counters | None = None,
-                 baseline: Baseline | None = None, alerter: Alerter | None = None) -> None:
+                 baseline: Baseline | None = None, alerter: Alerter | None = None, clock: Any = time.time) -> None:
         self.store = store
+        self.clock = clock  # "now" of the window (the lab's simulation runs its own clock)
         self.config = config
         self.wc = config.watch
         from gearshift.watch.drift import Watch
@@ -174,11 +175,12 @@ class WatchLoop:
             self.baseline, self._frozen = store_baseline(self.store, self.config)
         if self.baseline is None:
             return None
+        now = self.clock()
         traces = recent_traces(self.store, self.wc.window_requests, self.wc.window_seconds, self.wc.router,
-                               lookback=self._lookback)
+                               now=now, lookback=self._lookback)
         if traces and self.wc.window_seconds is None:
             # Start the next read near the span this window covered, so it usually takes one query.
-            age = time.time() - traces[0]["created"]
+            age = now - traces[0]["created"]
             self._lookback = max(60.0, 1.5 * age + 2 * self.wc.interval_seconds)
         leading = self.store.leads("watch-alerts")
         state = self.store.watch_state(self.state_name) if leading else None
