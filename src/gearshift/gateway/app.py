@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ CLIENT_CLOSED = "client closed the connection"
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 
 
+# A router gives most requests one of a few reasons: each is made header-safe once.
+@lru_cache(maxsize=1024)
 def _header_safe(text: str, limit: int = 300) -> str:
     """Header values must be one line of latin-1; reasons may carry user text (regex hits, tiers)."""
     text = " ".join(text.split())
