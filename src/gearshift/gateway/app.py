@@ -10,6 +10,7 @@ import random
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,8 @@ TOTALS = {
 GAUGES = {"traces_pending": ("gearshift_traces_pending", "Traces queued or held for the store.")}
 
 
+# A router gives most requests one of a few reasons: each is made header-safe once.
+@lru_cache(maxsize=1024)
 def _header_safe(text: str, limit: int = 300) -> str:
     """Header values must be one line of latin-1; reasons may carry user text (regex hits, tiers)."""
     text = " ".join(text.split())

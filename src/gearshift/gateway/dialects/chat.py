@@ -14,14 +14,14 @@ from gearshift.trace import Trace
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
 # Fields routers, gates and providers read: checked so their code may trust the type (null = absent).
-_FIELD_TYPES: tuple[tuple[str, tuple[type, ...], str], ...] = (
-    ("max_tokens", (int,), "an integer"), ("max_completion_tokens", (int,), "an integer"),
-    ("n", (int,), "an integer"), ("temperature", (int, float), "a number"), ("top_p", (int, float), "a number"),
-    ("metadata", (dict,), "an object"), ("response_format", (dict,), "an object"),
-    ("top_k", (int, float), "a number"), ("parallel_tool_calls", (bool,), "a boolean"),
-    ("tool_choice", (str, dict), "a string or an object"), ("stream_options", (dict,), "an object"), ("user", (str,), "a string"),
-    ("stop", (str, list), "a string or an array"),
-)
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "max_tokens": ((int,), "an integer"), "max_completion_tokens": ((int,), "an integer"),
+    "n": ((int,), "an integer"), "temperature": ((int, float), "a number"), "top_p": ((int, float), "a number"),
+    "metadata": ((dict,), "an object"), "response_format": ((dict,), "an object"),
+    "top_k": ((int, float), "a number"), "parallel_tool_calls": ((bool,), "a boolean"),
+    "tool_choice": ((str, dict), "a string or an object"), "stream_options": ((dict,), "an object"),
+    "user": ((str,), "a string"), "stop": ((str, list), "a string or an array"),
+}
 
 
 def validate_body(body: Any) -> dict[str, Any]:
@@ -52,10 +52,14 @@ def validate_body(body: Any) -> dict[str, Any]:
         raise BadRequest("`model` must be a string", param="model")
     if "stream" in body and not isinstance(body["stream"], bool):
         raise BadRequest("`stream` must be a boolean", param="stream")
-    for name, kinds, what in _FIELD_TYPES:
-        value = body.get(name)
+    # The body's few fields, looked up among the checked ones (not every checked field looked up in the body).
+    for name, value in body.items():
+        checked = _FIELD_TYPES.get(name)
+        if checked is None or value is None:
+            continue
+        kinds, what = checked
         # bool is an int to Python but not a number to OpenAI's schema.
-        if value is not None and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise BadRequest(f"`{name}` must be {what}", param=name)
     return body
 
