@@ -118,7 +118,7 @@ def to_anthropic(body: dict[str, Any], upstream_id: str, model_name: str = "",
             blocks = _assistant_blocks(m, name)
             out_role = "assistant"
         elif role in ("tool", "function"):
-            blocks = [_tool_result(m)]
+            blocks = [_tool_result(m, name)]
             out_role = "user"  # Anthropic returns tool results inside the next user turn
         else:
             raise TranslationError(f"model {name!r} (Anthropic) cannot take a message with role {role!r}")
@@ -241,9 +241,12 @@ def _assistant_blocks(m: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return blocks
 
 
-def _tool_result(m: dict[str, Any]) -> dict[str, Any]:
+def _tool_result(m: dict[str, Any], name: str) -> dict[str, Any]:
+    content = m.get("content")
+    # A tool's images (a screenshot, a chart) travel as blocks; text alone as a string.
+    images = isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in content)
     return {"type": "tool_result", "tool_use_id": m.get("tool_call_id") or m.get("name"),
-            "content": content_text(m.get("content"))}
+            "content": _user_blocks(content, name) if images else content_text(content)}
 
 
 @dataclass(frozen=True)
