@@ -338,6 +338,20 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     return out
 
 
+def native_body(body: dict[str, Any], upstream_id: str, stream: bool) -> dict[str, Any]:
+    """A client's own Messages API body, for this upstream: its model id, and of its metadata only
+    `user_id` (the rest are gearshift's routing hints, never sent upstream)."""
+    out = {**body, "model": upstream_id}
+    meta = out.pop("metadata", None)
+    if isinstance(meta, dict) and meta.get("user_id") is not None:
+        out["metadata"] = {"user_id": meta["user_id"]}
+    if stream:
+        out["stream"] = True
+    else:
+        out.pop("stream", None)
+    return out
+
+
 # ---------------------------------------------------------------- Anthropic answer -> OpenAI answer
 
 
@@ -412,6 +426,8 @@ class AnthropicProvider(Provider):
 
     def _body(self, request: ChatRequest, stream: bool) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The Messages API body and the parameters dropped from it (with `drop_params`)."""
+        if request.api == "messages" and request.native is not None:
+            return native_body(request.native, self.model.upstream_id, stream), ()
         source = request.body
         if "metadata" in source:  # routing hints never go upstream
             source = dict(source)

@@ -116,22 +116,28 @@ def test_create_routes_like_chat_and_answers_a_message(gateway: Any, upstream: F
     assert t["cost_usd"] == pytest.approx(cost) and float(raw.headers["x-gearshift-cost-usd"]) == pytest.approx(cost)
 
 
-def test_anthropic_upstream_receives_the_clients_request(gateway: Any, upstream: FakeUpstream) -> None:
-    c = client(gateway)
-    msg = c.messages.create(
-        model="claude", max_tokens=64, system="Be brief.", metadata={"user_id": "u-9"},
-        messages=[{"role": "user", "content": [
-            {"type": "text", "text": "describe"},
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}]}],
-        extra_headers={"anthropic-version": "2023-06-01", "anthropic-beta": "some-beta"})
+def test_anthropic_upstream_receives_the_clients_own_body(gateway: Any, upstream: FakeUpstream) -> None:
+    """A pass-through: what the translation cannot carry (prompt caching, unknown fields) still arrives."""
+    system = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+    content = [{"type": "text", "text": "describe", "cache_control": {"type": "ephemeral"}},
+               {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}]
+    msg = client(gateway).messages.create(
+        model="claude", max_tokens=64, system=system, metadata={"user_id": "u-9"},  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": content}],  # type: ignore[typeddict-item]
+        extra_headers={"anthropic-version": "2023-06-01", "x-gearshift-tier": "pro"},
+        extra_body={"service_tier": "auto"})
     assert msg.content[0].text == "echo: describe"  # type: ignore[union-attr]
     sent = upstream.requests[-1]
     assert sent.path == "/v1/messages" and sent.headers["anthropic-version"]
-    assert sent.json == {"model": "fake-claude", "max_tokens": 64, "system": "Be brief.",
-                         "metadata": {"user_id": "u-9"},
-                         "messages": [{"role": "user", "content": [
-                             {"type": "text", "text": "describe"},
-                             {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}]}]}
+    assert sent.json == {"model": "fake-claude", "max_tokens": 64, "system": system, "metadata": {"user_id": "u-9"},
+                         "messages": [{"role": "user", "content": content}], "service_tier": "auto"}
+    # Streamed too, and routing hints in metadata stay in gearshift.
+    with client(gateway).messages.stream(model="claude", max_tokens=64, metadata={"user_id": "u-9", "tier": "pro"},  # type: ignore[typeddict-unknown-key]
+                                         messages=[{"role": "user", "content": content}]) as stream:  # type: ignore[typeddict-item]
+        assert stream.get_final_text() == "echo: describe"
+    assert upstream.requests[-1].json == {"model": "fake-claude", "max_tokens": 64, "stream": True,
+                                          "metadata": {"user_id": "u-9"},
+                                          "messages": [{"role": "user", "content": content}]}
 
 
 @pytest.mark.parametrize("model", ["gearshift/auto", "claude"])

@@ -3,10 +3,12 @@ clients, routed to any provider like chat completions.
 
 A Messages body becomes the internal OpenAI chat body (system -> a system message, content blocks ->
 content parts, tool_use / tool_result -> assistant tool_calls / tool messages, stop_sequences -> stop,
-metadata.user_id -> user), and the OpenAI-form answer or chunks become a Message or Anthropic's stream
-events. It is the inverse of providers/anthropic.py, so for an Anthropic upstream the two compose to the
-client's own request (tests/gateway/test_messages.py checks the round trip). Not carried: `cache_control`,
-documents, server tools, `is_error` on tool results, thinking blocks sent back in.
+metadata.user_id -> user), which routers, gates, shadow and OpenAI-compatible upstreams read; the
+OpenAI-form answer or chunks become a Message or Anthropic's stream events. It is the inverse of
+providers/anthropic.py, so the two compose to the client's request (tests/gateway/dialects/test_messages.py
+checks the round trip); an Anthropic upstream is nonetheless sent the client's own body (ChatRequest.native),
+which also keeps what the translation does not carry: `cache_control`, `is_error` on tool results, thinking
+blocks sent back, fields it does not know. Documents and server tools are refused (400) for every upstream.
 """
 
 from __future__ import annotations
@@ -34,8 +36,6 @@ ERROR_TYPES = {status: kind for kind, status in _ANTHROPIC_STATUS.items()}
 # drop them per `drop_params`; the Anthropic provider translates them back).
 _SAME = ("temperature", "top_p", "top_k", "thinking")
 _NUMBERS = ("temperature", "top_p", "top_k")
-_KNOWN = frozenset({"model", "messages", "system", "max_tokens", "stream", "stop_sequences", "metadata", "tools",
-                    "tool_choice", *_SAME})
 
 
 def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
@@ -174,12 +174,10 @@ def _tool_choice(choice: Any, body: dict[str, Any]) -> None:
 
 
 def to_chat(body: Any, require_max_tokens: bool = True) -> dict[str, Any]:
-    """The internal (OpenAI chat) body of a Messages API body; BadRequest for what the API refuses."""
+    """The internal (OpenAI chat) body of a Messages API body; BadRequest for what the API refuses.
+    Fields it does not know are left out (an Anthropic upstream still gets them: ChatRequest.native)."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    unknown = sorted(k for k in body if k not in _KNOWN and body[k] is not None)
-    if unknown:
-        raise BadRequest(f"{unknown[0]}: Extra inputs are not permitted", param=unknown[0])
     model = body.get("model", "")
     if not isinstance(model, str):
         raise BadRequest("`model` must be a string", param="model")
@@ -394,7 +392,9 @@ class MessagesDialect(Dialect):
         return key.strip().encode() if key else super().token(headers)
 
     def parse(self, body: Any, headers: Any, client: str | None) -> ChatRequest:
-        return ChatRequest.from_http(to_chat(body), headers, client)
+        req = ChatRequest.from_http(to_chat(body), headers, client)
+        req.native, req.api = body, self.kind  # an Anthropic upstream gets the client's own body
+        return req
 
     def count(self, body: Any, headers: Any, client: str | None) -> bytes:
         # Estimated as everywhere in gearshift (ChatRequest.estimated_tokens), whatever the model.
