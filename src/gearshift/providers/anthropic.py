@@ -49,6 +49,9 @@ FINISH_REASONS = {
 
 
 JSON_TOOL = "json_response"  # the forced tool that carries a response_format answer
+# Extended thinking's blocks: carried in OpenAI form as the message's (or delta's) `thinking_blocks`, as
+# other gateways do, so a Messages client gets them back signed (Claude wants them again with tool results).
+THINKING = ("thinking", "redacted_thinking")
 
 
 class TranslationError(UpstreamError):
@@ -359,11 +362,14 @@ def from_anthropic(doc: dict[str, Any], created: int | None = None, fmt: JsonFor
     """The OpenAI `chat.completion` for a Messages API answer (`fmt`: the request's forced JSON tool)."""
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
     json_answer: str | None = None
     for block in doc.get("content") or []:
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text", ""))
+        elif kind in THINKING:
+            thinking.append(block)
         elif kind == "tool_use" and fmt is not None and fmt.forced_tool and block.get("name") == JSON_TOOL:
             json_answer = fmt.content(block.get("input"))
         elif kind == "tool_use":
@@ -376,6 +382,8 @@ def from_anthropic(doc: dict[str, Any], created: int | None = None, fmt: JsonFor
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
+    if thinking:
+        message["thinking_blocks"] = thinking
     return {
         "id": doc.get("id") or "",
         "object": "chat.completion",
@@ -527,7 +535,11 @@ class _AnthropicStream(SSEStream):
                     if idx is not None:
                         yield chunk({"tool_calls": [{"index": idx, "function": {
                             "arguments": delta.get("partial_json", "")}}]})
-                # thinking/signature deltas have no OpenAI equivalent: dropped
+                elif dkind == "thinking_delta" and delta.get("thinking"):
+                    yield chunk({"thinking_blocks": [{"type": "thinking", "thinking": delta["thinking"]}]})
+                elif dkind == "signature_delta" and delta.get("signature"):
+                    yield chunk({"thinking_blocks": [{"type": "thinking", "thinking": "",
+                                                      "signature": delta["signature"]}]})
             elif kind == "message_start":
                 msg = ev.get("message") or {}
                 msg_id, model = msg.get("id") or "", msg.get("model") or ""
@@ -542,6 +554,10 @@ class _AnthropicStream(SSEStream):
                     idx = tools[ev.get("index", len(tools))] = len(tools)
                     yield chunk({"tool_calls": [{"index": idx, "id": block.get("id"), "type": "function",
                                                  "function": {"name": block.get("name"), "arguments": ""}}]})
+                elif block.get("type") == "redacted_thinking":
+                    yield chunk({"thinking_blocks": [block]})
+                elif block.get("type") == "thinking" and block.get("thinking"):
+                    yield chunk({"thinking_blocks": [{"type": "thinking", "thinking": block["thinking"]}]})
                 elif block.get("type") == "text" and block.get("text"):
                     if self._json is not None:
                         held.append(block["text"])

@@ -156,6 +156,30 @@ def test_tool_use_round_trip(gateway: Any, model: str) -> None:
     assert second.content[0].text == "echo: tool result: sunny, 21C"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_thinking_comes_back_signed_so_the_tool_loop_continues(gateway: Any, upstream: FakeUpstream,
+                                                               stream: bool) -> None:
+    """Claude refuses a tool result whose tool-use turn lost its thinking: the client must get it back."""
+    c = client(gateway)
+    kw: dict[str, Any] = {"model": "claude", "max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 1024},
+                          "tools": [WEATHER], "tool_choice": {"type": "any"}}
+    messages: list[Any] = [{"role": "user", "content": "weather in Lima?"}]
+    if stream:
+        with c.messages.stream(messages=messages, **kw) as s:
+            first = s.get_final_message()
+    else:
+        first = c.messages.create(messages=messages, **kw)
+    assert [b.type for b in first.content] == ["thinking", "text", "tool_use"]
+    assert first.content[0].thinking == "Let me think." and first.content[0].signature == "sig-fake"  # type: ignore[union-attr]
+    messages += [{"role": "assistant", "content": first.content},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": first.content[2].id,  # type: ignore[union-attr]
+                                               "content": "cloudy"}]}]
+    second = c.messages.create(messages=messages, **{**kw, "tool_choice": {"type": "auto"}})
+    assert second.content[-1].text == "echo: tool result: cloudy"  # type: ignore[union-attr]
+    assert upstream.requests[-1].json["messages"][1]["content"][0] == {
+        "type": "thinking", "thinking": "Let me think.", "signature": "sig-fake"}
+
+
 @pytest.mark.parametrize("model", ["gearshift/auto", "claude"])
 def test_stream_text(gateway: Any, model: str) -> None:
     with client(gateway).messages.stream(model=model, max_tokens=100,

@@ -8,7 +8,7 @@ OpenAI-form answer or chunks become a Message or Anthropic's stream events. It i
 providers/anthropic.py, so the two compose to the client's request (tests/gateway/dialects/test_messages.py
 checks the round trip); an Anthropic upstream is nonetheless sent the client's own body (ChatRequest.native),
 which also keeps what the translation does not carry: `cache_control`, `is_error` on tool results, thinking
-blocks sent back, fields it does not know. Documents and server tools are refused (400) for every upstream.
+blocks sent back, fields it does not know. Thinking in answers comes back (signed) from `thinking_blocks`. Documents and server tools are refused (400) for every upstream.
 """
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ def to_message(doc: dict[str, Any], msg_id: str, usage: Usage) -> dict[str, Any]
     message = message if isinstance(message, dict) else {}
     text = content_text(message.get("content"))
     calls = message.get("tool_calls") or []
-    content: list[dict[str, Any]] = []
+    content: list[dict[str, Any]] = [b for b in message.get("thinking_blocks") or [] if isinstance(b, dict)]
     if text or not calls:
         content.append({"type": "text", "text": text})
     for call in calls:
@@ -305,9 +305,9 @@ class MessagesStream(StreamRender):
 
     def __init__(self, msg_id: str, model: str, estimated_input: int) -> None:
         self.id, self.model, self.estimated_input = msg_id, model, estimated_input
-        self.started = self.failed = False
+        self.started = self.failed = self.signed = False
         self.block = -1  # index of the open content block (-1: none)
-        self.open: str | None = None  # its type: "text" | "tool_use"
+        self.open: str | None = None  # its type: "text" | "tool_use" | "thinking" | "redacted_thinking"
         self.tool: int | None = None  # the OpenAI tool_calls index the open tool_use block carries
         self.stop = "end_turn"
 
@@ -340,6 +340,8 @@ class MessagesStream(StreamRender):
             return out
         choice = choices[0]
         delta = choice.get("delta") or {}
+        for block in delta.get("thinking_blocks") or ():
+            out += self._thinking(block)
         text = delta.get("content")
         if isinstance(text, str) and text:
             if self.open != "text":
@@ -358,6 +360,23 @@ class MessagesStream(StreamRender):
         finish = choice.get("finish_reason")
         if finish:
             self.stop = STOP_REASONS.get(str(finish), "end_turn")
+        return out
+
+    def _thinking(self, block: dict[str, Any]) -> bytes:
+        """A piece of extended thinking: its text, its signature (which ends the block), or a redacted block."""
+        if block.get("type") == "redacted_thinking":
+            return self._open(block)
+        out = b""
+        if self.open != "thinking" or self.signed:
+            out += self._open({"type": "thinking", "thinking": "", "signature": ""})
+            self.signed = False
+        if block.get("thinking"):
+            out += _event("content_block_delta", {"index": self.block,
+                                                  "delta": {"type": "thinking_delta", "thinking": block["thinking"]}})
+        if block.get("signature"):
+            self.signed = True
+            out += _event("content_block_delta", {"index": self.block,
+                                                  "delta": {"type": "signature_delta", "signature": block["signature"]}})
         return out
 
     def error(self, e: UpstreamError) -> bytes:
