@@ -52,6 +52,8 @@ JSON_TOOL = "json_response"  # the forced tool that carries a response_format an
 # Extended thinking's blocks: carried in OpenAI form as the message's (or delta's) `thinking_blocks`, as
 # other gateways do, so a Messages client gets them back signed (Claude wants them again with tool results).
 THINKING = ("thinking", "redacted_thinking")
+# The choice's field naming the stop sequence that ended an answer: vLLM's, which Claude's stop_sequence fills.
+STOP_STRING = "stop_reason"
 
 
 class TranslationError(UpstreamError):
@@ -384,13 +386,16 @@ def from_anthropic(doc: dict[str, Any], created: int | None = None, fmt: JsonFor
         message["tool_calls"] = calls
     if thinking:
         message["thinking_blocks"] = thinking
+    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": FINISH_REASONS.get(str(stop), "stop"),
+                              "logprobs": None}
+    if stop == "stop_sequence" and isinstance(doc.get("stop_sequence"), str):
+        choice[STOP_STRING] = doc["stop_sequence"]
     return {
         "id": doc.get("id") or "",
         "object": "chat.completion",
         "created": created if created is not None else int(time.time()),
         "model": doc.get("model") or "",
-        "choices": [{"index": 0, "message": message, "finish_reason": FINISH_REASONS.get(str(stop), "stop"),
-                     "logprobs": None}],
+        "choices": [choice],
         "usage": openai_usage(doc.get("usage") or {}),
     }
 
@@ -578,7 +583,11 @@ class _AnthropicStream(SSEStream):
                         stop = "end_turn"
                 if stop:
                     finished = True
-                    yield chunk({}, FINISH_REASONS.get(stop, "stop"))
+                    done = chunk({}, FINISH_REASONS.get(stop, "stop"))
+                    seq = (ev.get("delta") or {}).get("stop_sequence")
+                    if stop == "stop_sequence" and isinstance(seq, str):
+                        done["choices"][0][STOP_STRING] = seq
+                    yield done
             elif kind == "message_stop":
                 break
             elif kind == "error":

@@ -156,6 +156,22 @@ def test_tool_use_round_trip(gateway: Any, model: str) -> None:
     assert second.content[0].text == "echo: tool result: sunny, 21C"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("model", ["gearshift/auto", "claude"])
+def test_stop_sequences_and_max_tokens(gateway: Any, model: str) -> None:
+    c = client(gateway)
+    msg = c.messages.create(model=model, max_tokens=100, stop_sequences=["STOP"],
+                            messages=[{"role": "user", "content": "one two STOP three"}])
+    assert msg.content[0].text == "echo: one two "  # type: ignore[union-attr]
+    # Claude names the sequence; an OpenAI-compatible upstream does not say which one matched.
+    assert (msg.stop_reason, msg.stop_sequence) == (("stop_sequence", "STOP") if model == "claude" else ("end_turn", None))
+    with c.messages.stream(model=model, max_tokens=100, stop_sequences=["STOP"],
+                           messages=[{"role": "user", "content": "one two STOP three"}]) as s:
+        final = s.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == (msg.stop_reason, msg.stop_sequence)
+    short = c.messages.create(model=model, max_tokens=2, messages=[{"role": "user", "content": "a long answer please"}])
+    assert short.stop_reason == "max_tokens"
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_thinking_comes_back_signed_so_the_tool_loop_continues(gateway: Any, upstream: FakeUpstream,
                                                                stream: bool) -> None:

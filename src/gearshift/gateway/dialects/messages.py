@@ -19,7 +19,7 @@ from gearshift.errors import BadRequest, GearshiftError, UpstreamError
 from gearshift.gateway.dialects.base import Dialect, StreamRender
 from gearshift.gateway.dialects.chat import short
 from gearshift.jsonfast import JSONDecodeError, dumps, loads
-from gearshift.providers.anthropic import FINISH_REASONS
+from gearshift.providers.anthropic import FINISH_REASONS, STOP_STRING
 from gearshift.providers.base import Completion, Usage
 from gearshift.providers.http import _ANTHROPIC_STATUS
 from gearshift.request import ChatRequest, content_text, metadata_from_headers
@@ -282,9 +282,18 @@ def to_message(doc: dict[str, Any], msg_id: str, usage: Usage) -> dict[str, Any]
         fn = call.get("function") or {}
         content.append({"type": "tool_use", "id": call.get("id") or "", "name": fn.get("name") or "",
                         "input": _input(fn.get("arguments"))})
+    stop, seq = stop_reason(choice)
     return {"id": msg_id, "type": "message", "role": "assistant", "model": doc.get("model") or "",
-            "content": content, "stop_reason": STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn"),
-            "stop_sequence": None, "usage": message_usage(doc.get("usage"), usage)}
+            "content": content, "stop_reason": stop, "stop_sequence": seq,
+            "usage": message_usage(doc.get("usage"), usage)}
+
+
+def stop_reason(choice: dict[str, Any]) -> tuple[str, str | None]:
+    """A choice's stop_reason and stop_sequence, Anthropic's way (the stop string when the upstream names it)."""
+    seq = choice.get(STOP_STRING)
+    if choice.get("finish_reason") == "stop" and isinstance(seq, str) and seq:
+        return "stop_sequence", seq
+    return STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn"), None
 
 
 def error_body(e: GearshiftError) -> dict[str, Any]:
@@ -310,6 +319,7 @@ class MessagesStream(StreamRender):
         self.open: str | None = None  # its type: "text" | "tool_use" | "thinking" | "redacted_thinking"
         self.tool: int | None = None  # the OpenAI tool_calls index the open tool_use block carries
         self.stop = "end_turn"
+        self.stop_sequence: str | None = None
 
     def _start(self, model: str) -> bytes:
         self.started = True
@@ -357,9 +367,8 @@ class MessagesStream(StreamRender):
             if isinstance(args, str) and args:
                 out += _event("content_block_delta", {"index": self.block,
                                                       "delta": {"type": "input_json_delta", "partial_json": args}})
-        finish = choice.get("finish_reason")
-        if finish:
-            self.stop = STOP_REASONS.get(str(finish), "end_turn")
+        if choice.get("finish_reason"):
+            self.stop, self.stop_sequence = stop_reason(choice)
         return out
 
     def _thinking(self, block: dict[str, Any]) -> bytes:
@@ -390,7 +399,7 @@ class MessagesStream(StreamRender):
         if self.block < 0:  # an empty answer still has its one (empty) text block
             out += self._open({"type": "text", "text": ""})
         out += self._close()
-        out += _event("message_delta", {"delta": {"stop_reason": self.stop, "stop_sequence": None},
+        out += _event("message_delta", {"delta": {"stop_reason": self.stop, "stop_sequence": self.stop_sequence},
                                         "usage": {"input_tokens": usage.input_tokens,
                                                   "output_tokens": usage.output_tokens}})
         # The streamed call's cost is known only now: an SSE comment, which Anthropic's clients skip.
