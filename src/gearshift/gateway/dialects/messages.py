@@ -8,7 +8,8 @@ OpenAI-form answer or chunks become a Message or Anthropic's stream events. It i
 providers/anthropic.py, so the two compose to the client's request (tests/gateway/dialects/test_messages.py
 checks the round trip); an Anthropic upstream is nonetheless sent the client's own body (ChatRequest.native),
 which also keeps what the translation does not carry: `cache_control`, `is_error` on tool results, thinking
-blocks sent back, fields it does not know. Thinking in answers comes back (signed) from `thinking_blocks`. Documents and server tools are refused (400) for every upstream.
+blocks sent back, fields it does not know. Thinking in answers comes back, signed, from `thinking_blocks`.
+Documents and server tools are refused (400) for every upstream.
 """
 
 from __future__ import annotations
