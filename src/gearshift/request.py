@@ -106,6 +106,10 @@ class ChatRequest:
     body: dict[str, Any]
     metadata: dict[str, str] = field(default_factory=dict)
     client: str | None = None
+    # The client's own body when it came in another API's format (`api`, e.g. "messages"): a provider that
+    # speaks that API sends it as it is, keeping what `body`'s translation cannot carry (prompt caching...).
+    native: dict[str, Any] | None = None
+    api: str = "chat"
     _text: str | None = None
     _tokens: int | None = None
 

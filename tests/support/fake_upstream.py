@@ -452,6 +452,9 @@ class FakeUpstream:
         mid = f"msg_fake{next(self._ids)}"
         model = body.get("model", "")
         content: list[dict[str, Any]] = []
+        thinking = _thinking(body)
+        if thinking:  # extended thinking: a signed thinking block first, as Claude answers
+            content.append({"type": "thinking", "thinking": thinking, "signature": "sig-fake"})
         if ans.text:
             content.append({"type": "text", "text": ans.text})
         if ans.tool:
@@ -472,6 +475,15 @@ class FakeUpstream:
             "id": mid, "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": None,
             "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}})]
         index = 0
+        if thinking:
+            pieces.append(ev("content_block_start", {"index": index, "content_block": {
+                "type": "thinking", "thinking": "", "signature": ""}}))
+            pieces.append(ev("content_block_delta", {"index": index, "delta": {"type": "thinking_delta",
+                                                                               "thinking": thinking}}))
+            pieces.append(ev("content_block_delta", {"index": index, "delta": {"type": "signature_delta",
+                                                                               "signature": "sig-fake"}}))
+            pieces.append(ev("content_block_stop", {"index": index}))
+            index += 1
         if ans.text:
             pieces.append(ev("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}}))
             pieces.append(ev("ping", {}))
@@ -616,6 +628,12 @@ def _openai_usage(ans: _Answer) -> dict[str, int]:
             "total_tokens": ans.prompt_tokens + ans.completion_tokens}
 
 
+def _thinking(body: dict[str, Any]) -> str:
+    """The fake's thinking when the request enables extended thinking ("" when it does not)."""
+    thinking = body.get("thinking")
+    return "Let me think." if isinstance(thinking, dict) and thinking.get("type") == "enabled" else ""
+
+
 def _validate_anthropic(body: Any) -> str | None:
     """The checks the real Messages API makes that a translation bug would trip."""
     if not isinstance(body, dict):
@@ -645,6 +663,12 @@ def _validate_anthropic(body: Any) -> str | None:
             return f"messages.{i}.content: Input should be a string or a list of blocks"
     if messages[0].get("role") != "user":
         return "messages: first message must use the 'user' role"
+    last = [m for m in messages if m.get("role") == "assistant"][-1:]
+    blocks = last[0].get("content") if last else None
+    if _thinking(body) and isinstance(blocks, list) and any(b.get("type") == "tool_use" for b in blocks) \
+            and blocks[0].get("type") not in ("thinking", "redacted_thinking"):
+        # What Claude says when a tool-use turn comes back without the thinking that preceded it.
+        return "messages: when `thinking` is enabled, a final `assistant` message must start with a thinking block"
     return None
 
 

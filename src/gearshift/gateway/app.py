@@ -381,17 +381,7 @@ class Gateway:
         live.in_flight += 1
         self.counters.in_flight += 1
         try:
-            try:
-                raw = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise PayloadTooLarge(f"request body is larger than {config.server.max_body_bytes} bytes") from None
-            try:
-                body = loads(raw)
-            except ValueError as e:
-                raise BadRequest(f"request body is not valid JSON: {e}") from None
-            if too_deep(raw, body):
-                raise BadRequest(f"request body nests arrays and objects deeper than {MAX_DEPTH} levels")
-            req = dialect.parse(body, request.headers, client)
+            req = dialect.parse(await self._body(request), request.headers, client)
             trace.streamed = req.stream
             route = self.route(req, trace, live)
             if req.stream:
@@ -458,6 +448,37 @@ class Gateway:
         trace.cap_answers((config or self.config).store.max_answer_chars)
         self.writer.put(trace)
         self.counters.observe(trace)
+
+    async def _body(self, request: web.Request) -> Any:
+        """The request's JSON body, refused (413, 400) when too large, not JSON or nested too deep."""
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise PayloadTooLarge(f"request body is larger than {self.config.server.max_body_bytes} bytes") from None
+        try:
+            body = loads(raw)
+        except ValueError as e:
+            raise BadRequest(f"request body is not valid JSON: {e}") from None
+        if too_deep(raw, body):
+            raise BadRequest(f"request body nests arrays and objects deeper than {MAX_DEPTH} levels")
+        return body
+
+    def counter(self, dialect: Dialect) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The aiohttp handler of one API's token count: keyed like its requests, answered, never traced
+        (no model is called)."""
+
+        async def count(request: web.Request) -> web.StreamResponse:
+            try:
+                client = self.authenticate(request, dialect)
+            except Unauthorized as e:
+                return self._unauthenticated(e, dialect)
+            try:
+                body = dialect.count(await self._body(request), request.headers, client)
+            except GearshiftError as e:
+                return web.Response(status=e.status, body=dialect.error(e), content_type="application/json")
+            return web.Response(body=body, content_type="application/json")
+
+        return count
 
     def _headers(self, trace: Trace, route: Route, outcome: Answer | None, cost: str | None = None) -> dict[str, str]:
         reason = route.reason + ("; " + "; ".join(outcome.notes) if outcome and outcome.notes else "")
@@ -669,7 +690,8 @@ class Gateway:
 
 # The known paths (create_app routes them) and their methods: another method on one gets a 405.
 ALLOWED_METHODS = {"/v1/models": "GET, HEAD", "/v1/feedback": "POST", "/health": "GET, HEAD", "/metrics": "GET, HEAD",
-                   "/livez": "GET, HEAD", "/health/live": "GET, HEAD", "/health/ready": "GET, HEAD", **{path: "POST" for kind in DIALECTS for path in DIALECTS[kind].paths}}
+                   "/livez": "GET, HEAD", "/health/live": "GET, HEAD", "/health/ready": "GET, HEAD",
+                   **{path: "POST" for kind in DIALECTS for path in DIALECTS[kind].paths + DIALECTS[kind].count_paths}}
 
 
 def create_app(config: Config | Plan, store: TraceStore | None = None,
@@ -686,6 +708,8 @@ def create_app(config: Config | Plan, store: TraceStore | None = None,
         dialect = DIALECTS[kind]()
         for path in dialect.paths:
             app.router.add_post(path, gw.chat if dialect.kind == CHAT.kind else gw.handler(dialect))
+        for path in dialect.count_paths:
+            app.router.add_post(path, gw.counter(dialect))
     app.router.add_get("/v1/models", gw.models)
     app.router.add_post("/v1/feedback", gw.feedback)
     app.router.add_get("/health", gw.health)

@@ -212,7 +212,8 @@ class Shadower:
             self.dropped["budget"] += 1
             return
         body = {k: v for k, v in request.body.items() if k not in ("stream", "stream_options")}
-        shadow_req = ChatRequest(body=body, metadata=request.metadata, client=request.client)
+        shadow_req = ChatRequest(body=body, metadata=request.metadata, client=request.client, native=request.native,
+                                 api=request.api)  # a Claude reference gets a Messages client's own body too
         # Exploring: the client got the reference's answer; the cheaper model's answer is the one judged.
         exploring = trace.final_model == policy.reference
         target = policy.explore if exploring else policy.reference

@@ -49,6 +49,11 @@ FINISH_REASONS = {
 
 
 JSON_TOOL = "json_response"  # the forced tool that carries a response_format answer
+# Extended thinking's blocks: carried in OpenAI form as the message's (or delta's) `thinking_blocks`, as
+# other gateways do, so a Messages client gets them back signed (Claude wants them again with tool results).
+THINKING = ("thinking", "redacted_thinking")
+# The choice's field naming the stop sequence that ended an answer: vLLM's, which Claude's stop_sequence fills.
+STOP_STRING = "stop_reason"
 
 
 class TranslationError(UpstreamError):
@@ -118,7 +123,7 @@ def to_anthropic(body: dict[str, Any], upstream_id: str, model_name: str = "",
             blocks = _assistant_blocks(m, name)
             out_role = "assistant"
         elif role in ("tool", "function"):
-            blocks = [_tool_result(m)]
+            blocks = [_tool_result(m, name)]
             out_role = "user"  # Anthropic returns tool results inside the next user turn
         else:
             raise TranslationError(f"model {name!r} (Anthropic) cannot take a message with role {role!r}")
@@ -241,9 +246,12 @@ def _assistant_blocks(m: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return blocks
 
 
-def _tool_result(m: dict[str, Any]) -> dict[str, Any]:
+def _tool_result(m: dict[str, Any], name: str) -> dict[str, Any]:
+    content = m.get("content")
+    # A tool's images (a screenshot, a chart) travel as blocks; text alone as a string.
+    images = isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in content)
     return {"type": "tool_result", "tool_use_id": m.get("tool_call_id") or m.get("name"),
-            "content": content_text(m.get("content"))}
+            "content": _user_blocks(content, name) if images else content_text(content)}
 
 
 @dataclass(frozen=True)
@@ -335,6 +343,20 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     return out
 
 
+def native_body(body: dict[str, Any], upstream_id: str, stream: bool) -> dict[str, Any]:
+    """A client's own Messages API body, for this upstream: its model id, and of its metadata only
+    `user_id` (the rest are gearshift's routing hints, never sent upstream)."""
+    out = {**body, "model": upstream_id}
+    meta = out.pop("metadata", None)
+    if isinstance(meta, dict) and meta.get("user_id") is not None:
+        out["metadata"] = {"user_id": meta["user_id"]}
+    if stream:
+        out["stream"] = True
+    else:
+        out.pop("stream", None)
+    return out
+
+
 # ---------------------------------------------------------------- Anthropic answer -> OpenAI answer
 
 
@@ -342,11 +364,14 @@ def from_anthropic(doc: dict[str, Any], created: int | None = None, fmt: JsonFor
     """The OpenAI `chat.completion` for a Messages API answer (`fmt`: the request's forced JSON tool)."""
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
     json_answer: str | None = None
     for block in doc.get("content") or []:
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text", ""))
+        elif kind in THINKING:
+            thinking.append(block)
         elif kind == "tool_use" and fmt is not None and fmt.forced_tool and block.get("name") == JSON_TOOL:
             json_answer = fmt.content(block.get("input"))
         elif kind == "tool_use":
@@ -359,13 +384,18 @@ def from_anthropic(doc: dict[str, Any], created: int | None = None, fmt: JsonFor
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
+    if thinking:
+        message["thinking_blocks"] = thinking
+    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": FINISH_REASONS.get(str(stop), "stop"),
+                              "logprobs": None}
+    if stop == "stop_sequence" and isinstance(doc.get("stop_sequence"), str):
+        choice[STOP_STRING] = doc["stop_sequence"]
     return {
         "id": doc.get("id") or "",
         "object": "chat.completion",
         "created": created if created is not None else int(time.time()),
         "model": doc.get("model") or "",
-        "choices": [{"index": 0, "message": message, "finish_reason": FINISH_REASONS.get(str(stop), "stop"),
-                     "logprobs": None}],
+        "choices": [choice],
         "usage": openai_usage(doc.get("usage") or {}),
     }
 
@@ -409,6 +439,8 @@ class AnthropicProvider(Provider):
 
     def _body(self, request: ChatRequest, stream: bool) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The Messages API body and the parameters dropped from it (with `drop_params`)."""
+        if request.api == "messages" and request.native is not None:
+            return native_body(request.native, self.model.upstream_id, stream), ()
         source = request.body
         if "metadata" in source:  # routing hints never go upstream
             source = dict(source)
@@ -508,7 +540,11 @@ class _AnthropicStream(SSEStream):
                     if idx is not None:
                         yield chunk({"tool_calls": [{"index": idx, "function": {
                             "arguments": delta.get("partial_json", "")}}]})
-                # thinking/signature deltas have no OpenAI equivalent: dropped
+                elif dkind == "thinking_delta" and delta.get("thinking"):
+                    yield chunk({"thinking_blocks": [{"type": "thinking", "thinking": delta["thinking"]}]})
+                elif dkind == "signature_delta" and delta.get("signature"):
+                    yield chunk({"thinking_blocks": [{"type": "thinking", "thinking": "",
+                                                      "signature": delta["signature"]}]})
             elif kind == "message_start":
                 msg = ev.get("message") or {}
                 msg_id, model = msg.get("id") or "", msg.get("model") or ""
@@ -523,6 +559,10 @@ class _AnthropicStream(SSEStream):
                     idx = tools[ev.get("index", len(tools))] = len(tools)
                     yield chunk({"tool_calls": [{"index": idx, "id": block.get("id"), "type": "function",
                                                  "function": {"name": block.get("name"), "arguments": ""}}]})
+                elif block.get("type") == "redacted_thinking":
+                    yield chunk({"thinking_blocks": [block]})
+                elif block.get("type") == "thinking" and block.get("thinking"):
+                    yield chunk({"thinking_blocks": [{"type": "thinking", "thinking": block["thinking"]}]})
                 elif block.get("type") == "text" and block.get("text"):
                     if self._json is not None:
                         held.append(block["text"])
@@ -543,7 +583,11 @@ class _AnthropicStream(SSEStream):
                         stop = "end_turn"
                 if stop:
                     finished = True
-                    yield chunk({}, FINISH_REASONS.get(stop, "stop"))
+                    done = chunk({}, FINISH_REASONS.get(stop, "stop"))
+                    seq = (ev.get("delta") or {}).get("stop_sequence")
+                    if stop == "stop_sequence" and isinstance(seq, str):
+                        done["choices"][0][STOP_STRING] = seq
+                    yield done
             elif kind == "message_stop":
                 break
             elif kind == "error":

@@ -37,6 +37,7 @@ class Dialect:
 
     kind: ClassVar[str]
     paths: ClassVar[tuple[str, ...]] = ()
+    count_paths: ClassVar[tuple[str, ...]] = ()  # POST routes that count a body's input tokens (`count`)
     key_hint: ClassVar[str] = "`Authorization: Bearer <key>`"  # how to send the key, in the 401's message
     shadow: ClassVar[bool] = True  # whether its answers may be shadowed (chat-shaped answers only)
 
@@ -47,6 +48,10 @@ class Dialect:
 
     def parse(self, body: Any, headers: Any, client: str | None) -> ChatRequest:
         """The internal request of a parsed JSON body; BadRequest for what this API refuses."""
+        raise NotImplementedError
+
+    def count(self, body: Any, headers: Any, client: str | None) -> bytes:
+        """The JSON bytes answering a token count of a parsed body (its routes: `count_paths`)."""
         raise NotImplementedError
 
     def render(self, completion: Completion, request: ChatRequest, trace: Trace) -> bytes:
