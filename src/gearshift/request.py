@@ -106,6 +106,7 @@ class ChatRequest:
     body: dict[str, Any]
     metadata: dict[str, str] = field(default_factory=dict)
     client: str | None = None
+    source: dict[str, Any] | None = None  # the client's own body, when a dialect translated it to this one
     _text: str | None = None
     _tokens: int | None = None
 

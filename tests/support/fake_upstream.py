@@ -413,8 +413,11 @@ class FakeUpstream:
         tool = None
         choice = body.get("tool_choice")
         tools = [t.get("function", {}) for t in body.get("tools") or [] if isinstance(t, dict)]
-        if tools and (choice == "required" or isinstance(choice, dict)):
-            name = choice["function"]["name"] if isinstance(choice, dict) else tools[0].get("name")
+        # `auto` calls a tool the last (user) message asks for by "use <name>", as an agent's model would.
+        asked = [t.get("name") for t in tools if choice in (None, "auto") and isinstance(messages[-1], dict)
+                 and messages[-1].get("role") == "user" and f"use {t.get('name')}" in _last_user(messages)]
+        if tools and (choice == "required" or isinstance(choice, dict) or asked):
+            name = choice["function"]["name"] if isinstance(choice, dict) else (asked or [tools[0].get("name")])[0]
             tool = {"id": f"call_fake{next(self._ids)}", "name": name, "input": {"query": _last_user(messages)}}
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         stop = body.get("stop")

@@ -13,7 +13,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gearshift.trace import Call, Trace
+from gearshift.trace import ENDPOINTS, Call, Trace
 from gearshift.watch.findings import DRIFT, SHADOW_GATE, WatchReport
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -29,7 +29,7 @@ class Counters:
     def __init__(self, buckets: Iterable[float] = LATENCY_BUCKETS) -> None:
         self.buckets = tuple(sorted(buckets))
         self._lock = threading.Lock()
-        self.requests: dict[Labels, int] = {}  # (router, model, status)
+        self.requests: dict[Labels, int] = {}  # (router, model, status, endpoint)
         self.calls: dict[Labels, int] = {}  # (model, role, status)
         self.cost: dict[Labels, float] = {}  # (model, role)
         self.latency: dict[str, list[float]] = {}  # router -> per-bucket counts (+Inf last), then sum
@@ -44,7 +44,9 @@ class Counters:
         """Count one finished request: call it once per trace."""
         router = trace.router or "none"
         with self._lock:
-            key = (router, trace.final_model or "none", _status(trace.status))
+            # The endpoint is bounded: a trace's is one of trace.ENDPOINTS, anything else counts as "other".
+            endpoint = trace.endpoint if trace.endpoint in ENDPOINTS else "other"
+            key = (router, trace.final_model or "none", _status(trace.status), endpoint)
             self.requests[key] = self.requests.get(key, 0) + 1
             self._calls(trace.calls)
             h = self.latency.get(router)
@@ -155,8 +157,9 @@ def render_metrics(counters: Counters, report: WatchReport | None = None,
     report = report if report is not None else counters.report
     w = _Writer()
     with counters._lock:
-        w.labelled("gearshift_requests_total", "counter", "Requests by router, final model and HTTP status.",
-                   ("router", "model", "status"), counters.requests)
+        w.labelled("gearshift_requests_total", "counter",
+                   "Requests by router, final model, HTTP status and API endpoint (chat, responses, messages, "
+                   "embeddings).", ("router", "model", "status", "endpoint"), counters.requests)
         w.labelled("gearshift_calls_total", "counter", "Upstream calls and gate runs by model, role and status.",
                    ("model", "role", "status"), counters.calls)
         w.labelled("gearshift_cost_usd_total", "counter", "Spend in USD from reported usage and configured prices.",
