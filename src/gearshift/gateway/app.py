@@ -342,18 +342,39 @@ class Gateway:
         return web.Response(body=dumps({"object": "feedback", "trace_id": fb.trace_id, "score": fb.score}),
                             content_type="application/json")
 
+    def _model_entries(self) -> dict[str, dict[str, Any]]:
+        """Every router and model as OpenAI's `model` object, by name (routers first)."""
+        created = int(self.started)
+        entries = {name: {"id": name, "object": "model", "created": created, "owned_by": "gearshift",
+                          "gearshift": {"kind": r.kind, "models": r.models()}} for name, r in self.routers.items()}
+        for name, m in self.config.models.items():
+            entries.setdefault(name, {"id": name, "object": "model", "created": created, "owned_by": m.provider,
+                                      "gearshift": {"rank": m.rank, "price": m.price.model_dump(),
+                                                    "context_window": m.context_window}})
+        return entries
+
     async def models(self, request: web.Request) -> web.Response:
+        """GET /v1/models: the routers and models a request may name."""
         try:
             self.authenticate(request)
         except Unauthorized as e:
             return self._unauthenticated(e)
-        created = int(self.started)
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "gearshift",
-                 "gearshift": {"kind": r.kind, "models": r.models()}} for name, r in self.routers.items()]
-        data += [{"id": name, "object": "model", "created": created, "owned_by": m.provider,
-                  "gearshift": {"rank": m.rank, "price": m.price.model_dump(), "context_window": m.context_window}}
-                 for name, m in self.config.models.items()]
+        data = list(self._model_entries().values())
         return web.Response(body=dumps({"object": "list", "data": data}), content_type="application/json")
+
+    async def model(self, request: web.Request) -> web.Response:
+        """GET /v1/models/{id}: one router or model (ids may hold slashes: `gearshift/auto`)."""
+        try:
+            self.authenticate(request)
+        except Unauthorized as e:
+            return self._unauthenticated(e)
+        name = request.match_info["id"]
+        entry = self._model_entries().get(name)
+        if entry is None:
+            err = NotFound(f"the model {name!r} does not exist: name a router or a model: "
+                           f"{', '.join(self._model_entries())}", param="model")
+            return web.Response(status=404, body=dumps(err.to_json()), content_type="application/json")
+        return web.Response(body=dumps(entry), content_type="application/json")
 
     def _may_see_details(self, request: web.Request) -> bool:
         """Whether the request may read /metrics and the detailed /health (always, with no metrics key)."""
@@ -433,6 +454,7 @@ def create_app(config: Config | Plan, store: TraceStore | None = None) -> web.Ap
         for path in dialect.paths:
             app.router.add_post(path, gw.chat if dialect.kind == CHAT.kind else gw.handler(dialect))
     app.router.add_get("/v1/models", gw.models)
+    app.router.add_get("/v1/models/{id:.+}", gw.model)
     app.router.add_post("/v1/feedback", gw.feedback)
     app.router.add_get("/health", gw.health)
     app.router.add_get("/metrics", gw.metrics)
