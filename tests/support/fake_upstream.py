@@ -225,6 +225,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/chat/completions", self._openai)
         app.router.add_post("/v1/messages", self._anthropic)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         # handler_cancellation: a client that gives up (timeout) ends the sleeping handler too.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
@@ -529,6 +530,29 @@ class FakeUpstream:
             await resp.write(piece)
         await resp.write_eof()
         return resp
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI embeddings: one deterministic 8-d unit vector per input (from its text's bytes)."""
+        body, rec = await self._receive(request)
+        value = body.get("input") if isinstance(body, dict) else None
+        inputs = [value] if isinstance(value, str) else value if isinstance(value, list) else None
+        if not inputs:
+            return _json({"error": {"message": "'input' is a required property", "type": "invalid_request_error",
+                                    "param": "input", "code": None}}, 400)
+        b = self._next(rec.model)
+        early = await self._scripted(request, b, lambda b: {"error": {
+            "message": b.message or f"scripted failure {b.status}", "type": "server_error", "param": None, "code": None}})
+        if early is not None:
+            return early
+        data, tokens = [], 0
+        for i, item in enumerate(inputs):
+            text = item if isinstance(item, str) else " ".join(map(str, item))
+            tokens += fake_tokens(text) if isinstance(item, str) else len(item)
+            raw = [((sum(text.encode()) * (k + 7)) % 97) - 48.0 for k in range(8)]
+            norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+            data.append({"object": "embedding", "index": i, "embedding": [x / norm for x in raw]})
+        return _json({"object": "list", "data": data, "model": body.get("model", ""),
+                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     async def _models(self, request: web.Request) -> web.Response:
         with self._lock:

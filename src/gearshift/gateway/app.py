@@ -216,7 +216,7 @@ class Gateway:
             assert self.executor is not None
             if req.stream:
                 return await self._stream(request, dialect, req, route, trace, t0)
-            outcome = await self.executor.complete(route, req, trace)
+            outcome = await dialect.run(self.executor, route, req, trace)
             assert outcome.completion is not None
             trace.final_model = outcome.model
             if self.config.store.record_content:

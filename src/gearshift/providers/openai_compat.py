@@ -42,7 +42,9 @@ class OpenAICompatProvider(Provider):
 
     def __init__(self, model: ModelConfig, session: aiohttp.ClientSession | None, base_dir: str = ".") -> None:
         super().__init__(model, session, base_dir)
-        self._url = (model.base_url or self.default_base_url).rstrip("/") + "/chat/completions"
+        base = (model.base_url or self.default_base_url).rstrip("/")
+        self._url = base + "/chat/completions"
+        self._embeddings_url = base + "/embeddings"
         self._timeout, self._stream_timeout = timeouts(model)
         self._sessions = SessionOwner(session)
         self._static_headers = {"Content-Type": JSON_CONTENT, **model.headers}
@@ -81,6 +83,29 @@ class OpenAICompatProvider(Provider):
                 raise event_error(self.model, doc["error"], key)
             raise bad_body(self.model, "no `choices` in the chat.completion")
         return Completion(doc, _usage(doc.get("usage"), doc, request), raw)
+
+    async def embed(self, request: ChatRequest) -> Completion:
+        body = dict(request.source or {})
+        body["model"] = self.model.upstream_id
+        strip_metadata(body, self.model.forward_metadata, self.routing_keys)
+        headers, key = self._headers()
+        try:
+            async with self._sessions.get().post(self._embeddings_url, data=dumps(body), headers=headers,
+                                                 timeout=self._timeout) as resp:
+                raw = await resp.read()
+                if resp.status >= 300:
+                    raise status_error(self.model, resp.status, raw, key, headers=resp.headers)
+            doc = loads(raw)
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(self.model, exc, key) from exc
+        if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+            if isinstance(doc, dict) and "error" in doc:
+                raise event_error(self.model, doc["error"], key)
+            raise bad_body(self.model, "no `data` in the embeddings list")
+        usage = doc.get("usage")
+        if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
+            return Completion(doc, Usage(int(usage.get("prompt_tokens") or 0), 0), raw)
+        return Completion(doc, Usage(request.estimated_tokens(), 0, estimated=True), raw)
 
     def stream(self, request: ChatRequest) -> Stream:
         body = request.with_model(self.model.upstream_id)

@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from gearshift.errors import GearshiftError, UpstreamError
+from gearshift.gateway.executor import Answer, Executor
 from gearshift.jsonfast import dumps
 from gearshift.providers.base import Completion, Usage
 from gearshift.request import ChatRequest
+from gearshift.route import Route
 from gearshift.trace import Trace
 
 
@@ -48,6 +50,10 @@ class Dialect:
     def parse(self, body: Any, headers: Any, client: str | None) -> ChatRequest:
         """The internal request of a parsed JSON body; BadRequest for what this API refuses."""
         raise NotImplementedError
+
+    async def run(self, executor: Executor, route: Route, request: ChatRequest, trace: Trace) -> Answer:
+        """A whole answer for the route: the executor's chat completion (gated, escalated) by default."""
+        return await executor.complete(route, request, trace)
 
     def render(self, completion: Completion, request: ChatRequest, trace: Trace) -> bytes:
         """The JSON bytes of a whole answer."""
