@@ -4,7 +4,8 @@ Prints requests/s, added p50/p99 latency and gateway CPU per request (process CP
 at concurrency 1, 16 and 64, the gateway's throughput and CPU per request against the pass-through's,
 resident memory and start-up time; a bare aiohttp pass-through proxy (the floor for any Python
 gateway here, `aiohttp-pt`); and LiteLLM's proxy on the same upstream when it is installed
-(set LITELLM_BIN to its `litellm` command, or have `litellm` on PATH).
+(set LITELLM_BIN to its `litellm` command, or have `litellm` on PATH); and `gs-responses`, the same question
+through gearshift's /v1/responses (translated to the same chat request), against its chat completions.
 
     python benchmarks/overhead.py [--seconds 3] [--concurrency 1,16,64] [--workers 2]
 """
@@ -34,6 +35,8 @@ CLIENT_KEY = "sk-bench-" + os.urandom(16).hex()
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 BODY = json.dumps({"model": "gearshift/auto", "messages": [{"role": "user", "content": "Say ok."}],
                    "max_tokens": 5}).encode()
+# The same question on the Responses API: gearshift translates it to the same chat request upstream.
+RESPONSES_BODY = json.dumps({"model": "gearshift/auto", "input": "Say ok.", "max_output_tokens": 5}).encode()
 
 
 def free_port() -> int:
@@ -91,7 +94,7 @@ async def wait_ready(url: str, timeout: float = 60.0) -> float:
 
 async def load(url: str, concurrency: int, seconds: float, headers: dict[str, str], model: str) -> tuple[np.ndarray, int]:
     """Closed-loop load: `concurrency` workers, each sends one request after another."""
-    body = BODY.replace(b"gearshift/auto", model.encode())
+    body = (RESPONSES_BODY if url.endswith("/responses") else BODY).replace(b"gearshift/auto", model.encode())
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -192,7 +195,8 @@ def main() -> None:
         asyncio.run(wait_ready(f"http://127.0.0.1:{pt_port}/health"))
         targets = [("direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", None, {}, "bench"),
                    ("aiohttp-pt", f"http://127.0.0.1:{pt_port}/v1/chat/completions", passthrough.pid, {}, "bench"),
-                   ("gearshift", f"http://127.0.0.1:{gs_port}/v1/chat/completions", gateway.pid, AUTH, "gearshift/auto")]
+                   ("gearshift", f"http://127.0.0.1:{gs_port}/v1/chat/completions", gateway.pid, AUTH, "gearshift/auto"),
+                   ("gs-responses", f"http://127.0.0.1:{gs_port}/v1/responses", gateway.pid, AUTH, "gearshift/auto")]
         if args.workers > 1:
             gw_port = free_port()
             multi = start([sys.executable, "-m", "gearshift.cli", "serve", "--config", str(cfg), "--port", str(gw_port),
@@ -251,6 +255,10 @@ def main() -> None:
         g, pt = results[("gearshift", c)], results[("aiohttp-pt", c)]
         print(f"concurrency {c}: gearshift/aiohttp-pt throughput {g['rps'] / pt['rps']:.2f}x; CPU per request "
               f"{g['cpu_ms']:.3f} ms vs {pt['cpu_ms']:.3f} ms ({g['cpu_ms'] / pt['cpu_ms']:.2f}x)")
+    for c in levels:
+        g, r = results[("gearshift", c)], results[("gs-responses", c)]
+        print(f"concurrency {c}: /v1/responses vs /v1/chat/completions through gearshift: p50 {r['p50']:.2f} vs "
+              f"{g['p50']:.2f} ms (+{r['p50'] - g['p50']:.2f}); CPU per request {r['cpu_ms']:.3f} vs {g['cpu_ms']:.3f} ms")
     for c in levels:
         print(f"concurrency {c}: gearshift throughput is {results[('gearshift', c)]['rps'] / results[('direct', c)]['rps']:.2f}x direct")
 
