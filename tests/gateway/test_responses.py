@@ -6,6 +6,7 @@ output_text.delta..., output_text.done, content_part.done, output_item.done, res
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,23 @@ def test_metrics_count_requests_by_endpoint(gateway: Any) -> None:
     lines = [ln for ln in text.splitlines() if ln.startswith("gearshift_requests_total{")]
     assert any('endpoint="responses"' in ln and ln.endswith(" 1") for ln in lines)
     assert any('endpoint="chat"' in ln and ln.endswith(" 1") for ln in lines)
+
+
+def test_shadow_pairs_are_scored_like_chat(upstream: FakeUpstream, tmp_path: Path) -> None:
+    routers = {"gearshift/auto": {"kind": "rules", "default": "small", "rules": [], "shadow": {"rate": 1.0}}}
+    upstream.reply("Work... #### 12", model="fake-large", times=2)
+    with running(gateway_config(upstream.url, tmp_path, routers=routers)) as gw:
+        upstream.reply("So the answer is 12.", model="fake-small")
+        client(gw).responses.create(model="gearshift/auto", input="twelve?")
+        upstream.reply("The answer is 8", model="fake-small")
+        with client(gw).responses.stream(model="gearshift/auto", input="twelve again?") as s:
+            s.get_final_response()
+        rows = stored_traces(gw, 2)
+        deadline = time.monotonic() + 20
+        while sum(r["shadowed"] for r in rows) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            rows = stored_traces(gw, 2)
+    agreement = {r["prompt"]: [v for v in r["verdicts"] if v["gate"] == "shadow_agreement"][0] for r in rows}
+    assert all(r["endpoint"] == "responses" and r["shadowed"] for r in rows)
+    assert agreement["twelve?"]["passed"] and agreement["twelve?"]["method"] == "final_answer"
+    assert not agreement["twelve again?"]["passed"]
