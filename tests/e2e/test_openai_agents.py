@@ -9,13 +9,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
-from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+import yaml
+from agents import (
+    Agent,
+    OpenAIResponsesModel,
+    Runner,
+    function_tool,
+    set_default_openai_client,
+    set_tracing_disabled,
+)
 from openai import AsyncOpenAI
 
 from gearshift.gateway.server import running
+from tests.support.configs import parse_config
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.gateway_helpers import gateway_config, stored_traces
+from tests.support.gateway_helpers import REPO, gateway_config, stored_traces
 
 looked_up: list[str] = []
 
@@ -72,3 +82,30 @@ def test_streamed_runner_calls_a_tool_through_responses(gateway: Any) -> None:
     assert final == "echo: tool result: definition of please use lookup quickly"
     assert "raw_response_event" in kinds and "run_item_stream_event" in kinds
     assert all(t["streamed"] for t in stored_traces(gateway, 2))
+
+
+def test_the_sdk_default_model_on_the_example_config(upstream: FakeUpstream, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/openai-agents.yaml as the README runs it: the SDK's default model and client, named by
+    the environment, with the gateway's key; the same key's embeddings through gearshift/embed."""
+    data = yaml.safe_load((REPO / "examples" / "openai-agents.yaml").read_text())
+    for model in data["models"].values():
+        model["base_url"] = upstream.openai_url
+    data["store"] = {"url": f"sqlite:///{tmp_path / 'traces.db'}", "flush_interval": 0.05}
+    monkeypatch.setenv("GEARSHIFT_CLIENT_KEY", "sk-agents-test")
+    monkeypatch.setenv("OPENAI_DEFAULT_MODEL", "gearshift/agent")
+    looked_up.clear()
+    set_tracing_disabled(True)
+    with running(parse_config(data, base_dir=tmp_path)) as gw:
+        set_default_openai_client(AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-agents-test", max_retries=0),
+                                  use_for_tracing=False)
+        helper = Agent(name="helper", instructions="Use tools when asked.", tools=[lookup])  # no model: the default
+        result = Runner.run_sync(helper, "please use lookup for routing")
+        vectors = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-agents-test", max_retries=0).embeddings.create(
+            model="gearshift/embed", input=["routing", "gateways"])
+        traces = stored_traces(gw, 3)
+    assert looked_up == ["please use lookup for routing"] and len(vectors.data) == 2
+    assert result.final_output == "echo: tool result: definition of please use lookup for routing"
+    assert [(t["endpoint"], t["router"], t["final_model"], t["client"]) for t in traces] == [
+        ("responses", "gearshift/agent", "llama3-8b", "agents")] * 2 + [
+        ("embeddings", "gearshift/embed", "nomic-embed", "agents")]
