@@ -42,7 +42,7 @@ def events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
     """(event name, data) of each SSE event; every event has both lines, and no `[DONE]` follows."""
     out = []
     for block in raw.decode().split("\n\n"):
-        if not block.strip():
+        if not block.strip() or block.startswith(": gearshift cost_usd="):  # the cost, an SSE comment
             continue
         lines = dict(line.split(": ", 1) for line in block.splitlines())
         assert set(lines) == {"event", "data"}, block
@@ -103,6 +103,7 @@ def test_text_format_json_schema_becomes_response_format(gateway: Any, upstream:
 def test_stream_event_sequence_is_the_published_one(gateway: Any) -> None:
     r = post(gateway, {"model": "gearshift/auto", "input": "stream me please", "stream": True})
     assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+    assert b"\n\n: gearshift cost_usd=" in r.data and not r.data.endswith(b"[DONE]\n\n")
     evs = events(r.data)
     names = [n for n, _ in evs]
     deltas = names.count("response.output_text.delta")
@@ -203,11 +204,10 @@ def test_shadow_pairs_are_scored_like_chat(upstream: FakeUpstream, tmp_path: Pat
         upstream.reply("The answer is 8", model="fake-small")
         with client(gw).responses.stream(model="gearshift/auto", input="twelve again?") as s:
             s.get_final_response()
-        rows = stored_traces(gw, 2)
         deadline = time.monotonic() + 20
-        while sum(r["shadowed"] for r in rows) < 2 and time.monotonic() < deadline:
+        while gw.gateway.writer.updated < 2 and time.monotonic() < deadline:  # both pairs added to their traces
             time.sleep(0.05)
-            rows = stored_traces(gw, 2)
+        rows = stored_traces(gw, 2)
     agreement = {r["prompt"]: [v for v in r["verdicts"] if v["gate"] == "shadow_agreement"][0] for r in rows}
     assert all(r["endpoint"] == "responses" and r["shadowed"] for r in rows)
     assert agreement["twelve?"]["passed"] and agreement["twelve?"]["method"] == "final_answer"

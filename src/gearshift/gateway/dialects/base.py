@@ -14,6 +14,11 @@ from gearshift.route import Route
 from gearshift.trace import Trace
 
 
+def cost_comment(trace: Trace, model: str) -> bytes:
+    """The streamed answer's cost, known only at its end, as an SSE comment (clients ignore those)."""
+    return f": gearshift cost_usd={trace.cost_usd:.8f} model={model}\n\n".encode()
+
+
 class StreamRender:
     """One stream's rendering: OpenAI chunks in, the API's SSE bytes out. Stateful, one per stream."""
 

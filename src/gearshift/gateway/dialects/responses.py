@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from gearshift.errors import BadRequest, UpstreamError
-from gearshift.gateway.dialects.base import Dialect, StreamRender
+from gearshift.gateway.dialects.base import Dialect, StreamRender, cost_comment
 from gearshift.gateway.dialects.chat import short, validate_body
 from gearshift.jsonfast import dumps
 from gearshift.providers.base import Completion, Usage
@@ -347,7 +347,7 @@ class ResponsesStream(StreamRender):
             return b""
         out = self._close_text() + self._close_call()
         done = _response(trace, self.request, self.model, "completed", self.output, usage_json(usage), self.finish)
-        return out + self._event("response.incomplete" if done["status"] == "incomplete" else "response.completed",
+        return out + cost_comment(trace, model) + self._event("response.incomplete" if done["status"] == "incomplete" else "response.completed",
                                  response=done)
 
 
