@@ -107,6 +107,7 @@ class ChatRequest:
     metadata: dict[str, str] = field(default_factory=dict)
     client: str | None = None
     source: dict[str, Any] | None = None  # the client's own body, when a dialect translated it to this one
+    surface: str = "chat"  # the API `source` speaks (a trace endpoint): a model with that API natively takes it
     _text: str | None = None
     _tokens: int | None = None
 

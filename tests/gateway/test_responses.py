@@ -15,7 +15,9 @@ import openai
 import pytest
 import urllib3
 
+from gearshift.errors import ConfigError
 from gearshift.gateway.server import running
+from tests.support.configs import parse_config
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_helpers import gateway_config, stored_traces
 
@@ -212,3 +214,55 @@ def test_shadow_pairs_are_scored_like_chat(upstream: FakeUpstream, tmp_path: Pat
     assert all(r["endpoint"] == "responses" and r["shadowed"] for r in rows)
     assert agreement["twelve?"]["passed"] and agreement["twelve?"]["method"] == "final_answer"
     assert not agreement["twelve again?"]["passed"]
+
+
+@pytest.fixture
+def native(upstream: FakeUpstream, upstream_key: None, tmp_path: Path) -> Iterator[Any]:
+    """The gateway with `large` on its upstream's own Responses API (`api: responses`)."""
+    config = gateway_config(upstream.url, tmp_path)
+    config.models["large"] = config.models["large"].model_copy(update={"api": "responses"})
+    with running(config) as gw:
+        yield gw
+
+
+def test_a_native_responses_upstream_gets_the_request_as_sent(native: Any, upstream: FakeUpstream) -> None:
+    c = client(native)
+    r = c.responses.create(model="large", input=[{"role": "user", "content": "hello"}], instructions="Be brief.",
+                           max_output_tokens=50, metadata={"tier": "pro"})
+    sent = upstream.requests[-1]
+    assert sent.path == "/v1/responses" and sent.json == {
+        "model": "fake-large", "input": [{"role": "user", "content": "hello"}], "instructions": "Be brief.",
+        "max_output_tokens": 50, "stream": False, "store": False}  # routing metadata stays in gearshift
+    assert r.output_text == "echo: hello" and r.usage is not None and r.usage.input_tokens > 0
+    [t] = stored_traces(native, 1)
+    assert t["final_model"] == "large" and t["calls"][0]["input_tokens"] == r.usage.input_tokens
+    # Chat clients of the same model still use its chat completions.
+    c.chat.completions.create(model="large", messages=[{"role": "user", "content": "hi"}])
+    assert upstream.requests[-1].path == "/v1/chat/completions"
+
+
+def test_a_native_responses_upstream_streams_a_tool_call(native: Any, upstream: FakeUpstream) -> None:
+    with client(native).responses.stream(model="large", input="find it", tools=TOOLS, tool_choice="required") as s:  # type: ignore[arg-type]
+        kinds = [e.type for e in s]
+        final = s.get_final_response()
+    assert upstream.requests[-1].path == "/v1/responses" and upstream.requests[-1].json["stream"] is True
+    [call] = final.output  # the upstream's reasoning item has no chat form: not passed on
+    assert call.type == "function_call" and call.name == "lookup" and json.loads(call.arguments) == {"query": "find it"}
+    assert kinds[-3:] == ["response.function_call_arguments.done", "response.output_item.done", "response.completed"]
+    [t] = stored_traces(native, 1)
+    assert t["streamed"] and t["calls"][0]["output_tokens"] > 0 and not t["calls"][0]["usage_estimated"]
+
+
+def test_api_responses_is_refused_where_the_provider_has_none(upstream: FakeUpstream, tmp_path: Path) -> None:
+    config = gateway_config(upstream.url, tmp_path).model_dump()
+    config["models"]["claude"]["api"] = "responses"
+    with pytest.raises(ConfigError, match=r"models.claude.api: provider 'anthropic' has no Responses API"):
+        parse_config(config, base_dir=tmp_path)
+
+
+def test_a_native_upstream_error_event_mid_stream_is_response_failed(native: Any, upstream: FakeUpstream) -> None:
+    upstream.error_event(after=6, model="fake-large", error_type="server_error", message="native broke")
+    evs = events(post(native, {"model": "large", "input": "one two three four five", "stream": True}).data)
+    names = [n for n, _ in evs]
+    assert "response.output_text.delta" in names and names[-2:] == ["error", "response.failed"]
+    assert "native broke" in evs[-1][1]["response"]["error"]["message"]

@@ -76,6 +76,7 @@ class Provider(ABC):
     kind: ClassVar[str]
     default_base_url: ClassVar[str] = ""  # "" : models of this kind need no base_url
     logprobs: ClassVar[bool] = False  # True: passes `logprobs: true` upstream and returns token logprobs
+    responses_api: ClassVar[bool] = False  # True: models may set `api: responses` (native /responses calls)
     # Metadata keys that are routing hints, never forwarded; the executor adds those its config reads.
     routing_keys: frozenset[str] = ROUTING_KEYS
 

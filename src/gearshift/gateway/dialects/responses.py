@@ -5,7 +5,8 @@ system message), function `tools` and `tool_choice`, `text.format` (json_schema 
 `response_format`), `max_output_tokens`, sampling fields and `metadata`. Out: a `response` object
 with `message` and `function_call` items and usage, or, streamed, the published event sequence
 (`response.created` ... `response.completed`) with sequence numbers. Every upstream, Anthropic
-included, answers the translated chat request. Stored responses (`previous_response_id`,
+included, answers the translated chat request, except models with `api: responses`, whose provider
+sends the client's body (`ChatRequest.source`) to their own Responses API. Stored responses (`previous_response_id`,
 `store: true`, `conversation`) need state this gateway does not keep: refused with a 400 that says so.
 """
 
@@ -359,7 +360,7 @@ class ResponsesDialect(Dialect):
 
     def parse(self, body: Any, headers: Any, client: str | None) -> ChatRequest:
         req = ChatRequest.from_http(to_chat(body), headers, client)
-        req.source = body
+        req.source, req.surface = body, self.kind
         return req
 
     def render(self, completion: Completion, request: ChatRequest, trace: Trace) -> bytes:
