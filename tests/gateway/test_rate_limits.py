@@ -110,7 +110,8 @@ def health(gw: Any) -> dict[str, Any]:
 
 def test_circuit_opens_after_consecutive_failures_and_skips_the_model(upstream: FakeUpstream,
                                                                        tmp_path: Path) -> None:
-    cfg = config(upstream, tmp_path, breaker=BreakerConfig(failures=2, open_seconds=0.5))
+    # Open long enough that the checks below finish inside it on a loaded machine (they take ~0.1 s quiet).
+    cfg = config(upstream, tmp_path, breaker=BreakerConfig(failures=2, open_seconds=3.0))
     upstream.fail(500, times=None, model="fake-small")
     with running(cfg) as gw:
         for _ in range(2):
