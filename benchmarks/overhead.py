@@ -3,9 +3,10 @@
 Prints requests/s, added p50/p99 latency and gateway CPU per request (process CPU time / requests)
 at concurrency 1, 16 and 64, the gateway's throughput and CPU per request against the pass-through's,
 resident memory and start-up time; the same request through gearshift's `/v1/messages` (`gs-messages`:
-Anthropic's format, translated to the same upstream) against its chat completions; a bare aiohttp
-pass-through proxy (the floor for any Python gateway here, `aiohttp-pt`); and LiteLLM's proxy on the
-same upstream when it is installed (set LITELLM_BIN to its `litellm` command, or have `litellm` on PATH).
+Anthropic's format) and `/v1/responses` (`gs-responses`), both translated to the same upstream chat
+request, against its chat completions; a bare aiohttp pass-through proxy (the floor for any Python
+gateway here, `aiohttp-pt`); and LiteLLM's proxy on the same upstream when it is installed (set
+LITELLM_BIN to its `litellm` command, or have `litellm` on PATH).
 
     python benchmarks/overhead.py [--seconds 3] [--concurrency 1,16,64] [--workers 2]
 """
@@ -38,6 +39,8 @@ BODY = json.dumps({"model": "gearshift/auto", "messages": [{"role": "user", "con
 # The same request in Anthropic's Messages format, for the /v1/messages row (translated to the same upstream).
 MESSAGES_BODY = json.dumps({"model": "gearshift/auto", "messages": [{"role": "user", "content": "Say ok."}],
                             "max_tokens": 5}).encode()
+# The same question on the Responses API: gearshift translates it to the same chat request upstream.
+RESPONSES_BODY = json.dumps({"model": "gearshift/auto", "input": "Say ok.", "max_output_tokens": 5}).encode()
 
 
 def free_port() -> int:
@@ -95,7 +98,8 @@ async def wait_ready(url: str, timeout: float = 60.0) -> float:
 
 async def load(url: str, concurrency: int, seconds: float, headers: dict[str, str], model: str) -> tuple[np.ndarray, int]:
     """Closed-loop load: `concurrency` workers, each sends one request after another."""
-    body = (MESSAGES_BODY if url.endswith("/v1/messages") else BODY).replace(b"gearshift/auto", model.encode())
+    body = {"/v1/messages": MESSAGES_BODY, "/v1/responses": RESPONSES_BODY}.get(url[url.find("/v1/"):], BODY)
+    body = body.replace(b"gearshift/auto", model.encode())
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -197,7 +201,8 @@ def main() -> None:
         targets = [("direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", None, {}, "bench"),
                    ("aiohttp-pt", f"http://127.0.0.1:{pt_port}/v1/chat/completions", passthrough.pid, {}, "bench"),
                    ("gearshift", f"http://127.0.0.1:{gs_port}/v1/chat/completions", gateway.pid, AUTH, "gearshift/auto"),
-                   ("gs-messages", f"http://127.0.0.1:{gs_port}/v1/messages", gateway.pid, AUTH, "gearshift/auto")]
+                   ("gs-messages", f"http://127.0.0.1:{gs_port}/v1/messages", gateway.pid, AUTH, "gearshift/auto"),
+                   ("gs-responses", f"http://127.0.0.1:{gs_port}/v1/responses", gateway.pid, AUTH, "gearshift/auto")]
         if args.workers > 1:
             gw_port = free_port()
             multi = start([sys.executable, "-m", "gearshift.cli", "serve", "--config", str(cfg), "--port", str(gw_port),
@@ -257,9 +262,11 @@ def main() -> None:
         print(f"concurrency {c}: gearshift/aiohttp-pt throughput {g['rps'] / pt['rps']:.2f}x; CPU per request "
               f"{g['cpu_ms']:.3f} ms vs {pt['cpu_ms']:.3f} ms ({g['cpu_ms'] / pt['cpu_ms']:.2f}x)")
     for c in levels:
-        g, m = results[("gearshift", c)], results[("gs-messages", c)]
-        print(f"concurrency {c}: /v1/messages vs /v1/chat/completions through gearshift: p50 {m['p50'] - g['p50']:+.2f} ms, "
-              f"p99 {m['p99'] - g['p99']:+.2f} ms, CPU per request {m['cpu_ms'] - g['cpu_ms']:+.3f} ms")
+        g = results[("gearshift", c)]
+        for row, path in (("gs-messages", "/v1/messages"), ("gs-responses", "/v1/responses")):
+            m = results[(row, c)]
+            print(f"concurrency {c}: {path} vs /v1/chat/completions through gearshift: p50 {m['p50'] - g['p50']:+.2f} "
+                  f"ms, p99 {m['p99'] - g['p99']:+.2f} ms, CPU per request {m['cpu_ms'] - g['cpu_ms']:+.3f} ms")
     for c in levels:
         print(f"concurrency {c}: gearshift throughput is {results[('gearshift', c)]['rps'] / results[('direct', c)]['rps']:.2f}x direct")
 

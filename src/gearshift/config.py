@@ -70,6 +70,10 @@ class ModelConfig(_Strict):
                                    "gearshift's routing keys) to the upstream; OpenAI refuses it without `store`")
     drop_params: bool = Field(default=False, description="drop or clamp parameters the upstream cannot take "
                               "(named in x-gearshift-dropped-params) instead of answering 400")
+    api: Literal["chat", "responses"] = Field(
+        default="chat", description="the upstream API for requests that came in on /v1/responses: `chat` "
+        "(translated to chat completions, any server) or `responses` (sent as they are to its /responses: "
+        "OpenAI's own models; provider openai only). Chat-completions requests use chat completions either way")
 
     # The provider kind, its needs and its default base_url are checked by gearshift.plan, which
     # knows the provider classes; config stays the bottom layer.

@@ -141,6 +141,9 @@ def _models(config: Config, problems: list[str]) -> tuple[Config, dict[str, type
             problems.append(str(e))
             continue
         problems += [f"models.{name}: provider {m.provider!r} needs {need}" for need in cls.check(m)]
+        if m.api == "responses" and not cls.responses_api:
+            problems.append(f"models.{name}.api: provider {m.provider!r} has no Responses API; fix: leave `api` "
+                            "out (requests are translated to its own API) or use provider openai")
         if not m.base_url and cls.default_base_url:
             m = m.model_copy(update={"base_url": cls.default_base_url})
         providers[name] = cls

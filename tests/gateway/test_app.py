@@ -156,6 +156,14 @@ def test_anthropic_model_answers_structured_outputs_for_the_openai_sdk(gateway, 
 def test_models_and_health(gateway) -> None:
     ids = {m.id for m in client(gateway).models.list()}
     assert {"gearshift/auto", "gearshift/strong", "small", "large", "claude"} <= ids
+    # One router (its id has a slash) and one model, in OpenAI's shape; an unknown id is OpenAI's 404.
+    router = client(gateway).models.retrieve("gearshift/auto")
+    assert router.id == "gearshift/auto" and router.object == "model" and router.owned_by == "gearshift"
+    assert router.model_extra and router.model_extra["gearshift"] == {"kind": "rules", "models": ["large", "small"]}
+    model = client(gateway).models.retrieve("claude")
+    assert model.owned_by == "anthropic" and model.model_extra and model.model_extra["gearshift"]["rank"] == 8
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client(gateway).models.retrieve("gpt-17")
     http = urllib3.PoolManager()
     r = http.request("GET", gateway.url + "/health")
     assert r.status == 200 and json.loads(r.data)["status"] == "ok"

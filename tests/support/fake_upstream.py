@@ -231,6 +231,8 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/chat/completions", self._openai)
         app.router.add_post("/v1/messages", self._anthropic)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/models", self._models)
         # handler_cancellation: a client that gives up (timeout) ends the sleeping handler too.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
@@ -419,8 +421,11 @@ class FakeUpstream:
         tool = None
         choice = body.get("tool_choice")
         tools = [t.get("function", {}) for t in body.get("tools") or [] if isinstance(t, dict)]
-        if tools and (choice == "required" or isinstance(choice, dict)):
-            name = choice["function"]["name"] if isinstance(choice, dict) else tools[0].get("name")
+        # `auto` calls a tool the last (user) message asks for by "use <name>", as an agent's model would.
+        asked = [t.get("name") for t in tools if choice in (None, "auto") and isinstance(messages[-1], dict)
+                 and messages[-1].get("role") == "user" and f"use {t.get('name')}" in _last_user(messages)]
+        if tools and (choice == "required" or isinstance(choice, dict) or asked):
+            name = choice["function"]["name"] if isinstance(choice, dict) else (asked or [tools[0].get("name")])[0]
             tool = {"id": f"call_fake{next(self._ids)}", "name": name, "input": {"query": _last_user(messages)}}
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         stop = body.get("stop")
@@ -544,6 +549,99 @@ class FakeUpstream:
             await resp.write(piece)
         await resp.write_eof()
         return resp
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI embeddings: one deterministic 8-d unit vector per input (from its text's bytes)."""
+        body, rec = await self._receive(request)
+        value = body.get("input") if isinstance(body, dict) else None
+        inputs = [value] if isinstance(value, str) else value if isinstance(value, list) else None
+        if not inputs:
+            return _json({"error": {"message": "'input' is a required property", "type": "invalid_request_error",
+                                    "param": "input", "code": None}}, 400)
+        b = self._next(rec.model)
+        early = await self._scripted(request, b, lambda b: {"error": {
+            "message": b.message or f"scripted failure {b.status}", "type": "server_error", "param": None, "code": None}})
+        if early is not None:
+            return early
+        data, tokens = [], 0
+        for i, item in enumerate(inputs):
+            text = item if isinstance(item, str) else " ".join(map(str, item))
+            tokens += fake_tokens(text) if isinstance(item, str) else len(item)
+            raw = [((sum(text.encode()) * (k + 7)) % 97) - 48.0 for k in range(8)]
+            norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+            data.append({"object": "embedding", "index": i, "embedding": [x / norm for x in raw]})
+        return _json({"object": "list", "data": data, "model": body.get("model", ""),
+                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's Responses API, answering as chat completions would (the echo, tool calls), in its
+        own shapes: a `response` object, or the event sequence when streamed."""
+        body, rec = await self._receive(request)
+        if not isinstance(body, dict) or body.get("input") in (None, "", []):
+            return _json({"error": {"message": "Missing required parameter: 'input'.", "type": "invalid_request_error",
+                                    "param": "input", "code": "missing_required_parameter"}}, 400)
+        b = self._next(rec.model)
+        early = await self._scripted(request, b, lambda b: {"error": {
+            "message": b.message or f"scripted failure {b.status}", "type": "server_error", "param": None, "code": None}})
+        if early is not None:
+            return early
+        items = body["input"]
+        messages = [{"role": "system", "content": body["instructions"]}] if body.get("instructions") else []
+        for item in [{"role": "user", "content": items}] if isinstance(items, str) else items:
+            if item.get("type") == "function_call_output":
+                messages.append({"role": "tool", "content": item.get("output")})
+            elif item.get("role"):
+                content = item.get("content")
+                messages.append({"role": item["role"], "content": content if isinstance(content, str) else _text(
+                    [{"type": "text", "text": p.get("text", "")} for p in content])})
+        tools = [{"type": "function", "function": t} for t in body.get("tools") or []]
+        choice = body.get("tool_choice")
+        chat = {"messages": messages, "tools": tools, "max_tokens": body.get("max_output_tokens"),
+                "tool_choice": {"function": {"name": choice["name"]}} if isinstance(choice, dict) else choice}
+        ans = self._answer_openai(chat, b)
+        rid, n = f"resp_fake{next(self._ids)}", 0
+        output: list[dict[str, Any]] = [{"id": f"rs_{rid}", "type": "reasoning", "summary": []}]
+        if ans.tool:
+            output.append({"id": f"fc_{rid}", "type": "function_call", "status": "completed", "call_id": ans.tool["id"],
+                           "name": ans.tool["name"], "arguments": orjson.dumps(ans.tool["input"]).decode()})
+        else:
+            output.append({"id": f"msg_{rid}", "type": "message", "status": "completed", "role": "assistant",
+                           "content": [{"type": "output_text", "text": ans.text, "annotations": []}]})
+        incomplete = ans.finish == "length"
+        doc = {"id": rid, "object": "response", "created_at": int(time.time()), "model": body.get("model", ""),
+               "status": "incomplete" if incomplete else "completed",
+               "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None, "output": output,
+               "usage": {"input_tokens": ans.prompt_tokens, "output_tokens": ans.completion_tokens,
+                         "total_tokens": ans.prompt_tokens + ans.completion_tokens}}
+        if not body.get("stream"):
+            return _json(doc)
+
+        def ev(kind: str, **fields: Any) -> bytes:
+            nonlocal n
+            n += 1
+            return f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, "sequence_number": n - 1,
+                                                                     **fields}) + b"\n\n"
+
+        item = output[1]
+        pieces = [ev("response.created", response={**doc, "status": "in_progress", "output": []}),
+                  ev("response.output_item.added", output_index=0, item=output[0]),
+                  ev("response.output_item.done", output_index=0, item=output[0]),
+                  ev("response.output_item.added", output_index=1, item={**item, "status": "in_progress", **(
+                      {"arguments": ""} if ans.tool else {"content": []})})]
+        if ans.tool:
+            args = item["arguments"]
+            pieces += [ev("response.function_call_arguments.delta", item_id=item["id"], output_index=1,
+                          delta=args[i:i + 8]) for i in range(0, len(args), 8)]
+        else:
+            pieces += [ev("response.output_text.delta", item_id=item["id"], output_index=1, content_index=0, delta=w)
+                       for w in _words(ans.text)]
+        pieces += [ev("response.output_item.done", output_index=1, item=item),
+                   ev("response.incomplete" if incomplete else "response.completed", response=doc)]
+
+        def error_piece(b: Behaviour) -> bytes:
+            return ev("error", code=b.error_type, message=b.message, param=None)
+
+        return await self._stream(request, pieces, b, error_piece)
 
     async def _models(self, request: web.Request) -> web.Response:
         with self._lock:

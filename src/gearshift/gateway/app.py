@@ -386,7 +386,7 @@ class Gateway:
             route = self.route(req, trace, live)
             if req.stream:
                 return await self._stream(request, dialect, req, route, trace, t0, live)
-            outcome = await self.answer(req, route, trace, live)
+            outcome = await self.answer(req, route, trace, live, dialect)
             trace.latency_ms = (time.perf_counter() - t0) * 1000
             assert outcome.completion is not None
             response = web.Response(body=dialect.render(outcome.completion, req, trace), content_type="application/json",
@@ -427,11 +427,12 @@ class Gateway:
             trace.prompt = req.text()
         return route
 
-    async def answer(self, req: ChatRequest, route: Route, trace: Trace, live: Live | None = None) -> Answer:
-        """Run a route to one whole answer, recorded in the trace."""
+    async def answer(self, req: ChatRequest, route: Route, trace: Trace, live: Live | None = None,
+                     dialect: Dialect = CHAT) -> Answer:
+        """Run a route to one whole answer (as the dialect runs it), recorded in the trace."""
         live = live or self.live
         assert live.executor is not None
-        outcome = await live.executor.complete(route, req, trace)
+        outcome = await dialect.run(live.executor, route, req, trace)
         assert outcome.completion is not None
         trace.final_model = outcome.model
         if live.config.store.record_content:
@@ -592,18 +593,39 @@ class Gateway:
         return web.Response(body=dumps({"object": "feedback", "trace_id": fb.trace_id, "score": fb.score}),
                             content_type="application/json")
 
+    def _model_entries(self) -> dict[str, dict[str, Any]]:
+        """Every router and model as OpenAI's `model` object, by name (routers first)."""
+        created = int(self.started)
+        entries = {name: {"id": name, "object": "model", "created": created, "owned_by": "gearshift",
+                          "gearshift": {"kind": r.kind, "models": r.models()}} for name, r in self.routers.items()}
+        for name, m in self.config.models.items():
+            entries.setdefault(name, {"id": name, "object": "model", "created": created, "owned_by": m.provider,
+                                      "gearshift": {"rank": m.rank, "price": m.price.model_dump(),
+                                                    "context_window": m.context_window}})
+        return entries
+
     async def models(self, request: web.Request) -> web.Response:
+        """GET /v1/models: the routers and models a request may name."""
         try:
             self.authenticate(request)
         except Unauthorized as e:
             return self._unauthenticated(e)
-        created = int(self.started)
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "gearshift",
-                 "gearshift": {"kind": r.kind, "models": r.models()}} for name, r in self.routers.items()]
-        data += [{"id": name, "object": "model", "created": created, "owned_by": m.provider,
-                  "gearshift": {"rank": m.rank, "price": m.price.model_dump(), "context_window": m.context_window}}
-                 for name, m in self.config.models.items()]
+        data = list(self._model_entries().values())
         return web.Response(body=dumps({"object": "list", "data": data}), content_type="application/json")
+
+    async def model(self, request: web.Request) -> web.Response:
+        """GET /v1/models/{id}: one router or model (ids may hold slashes: `gearshift/auto`)."""
+        try:
+            self.authenticate(request)
+        except Unauthorized as e:
+            return self._unauthenticated(e)
+        name = request.match_info["id"]
+        entry = self._model_entries().get(name)
+        if entry is None:
+            err = NotFound(f"the model {name!r} does not exist: name a router or a model: "
+                           f"{', '.join(self._model_entries())}", param="model")
+            return web.Response(status=404, body=dumps(err.to_json()), content_type="application/json")
+        return web.Response(body=dumps(entry), content_type="application/json")
 
     def _may_see_details(self, request: web.Request) -> bool:
         """Whether the request may read /metrics and the detailed /health (always, with no metrics key)."""
@@ -711,6 +733,7 @@ def create_app(config: Config | Plan, store: TraceStore | None = None,
         for path in dialect.count_paths:
             app.router.add_post(path, gw.counter(dialect))
     app.router.add_get("/v1/models", gw.models)
+    app.router.add_get("/v1/models/{id:.+}", gw.model)
     app.router.add_post("/v1/feedback", gw.feedback)
     app.router.add_get("/health", gw.health)
     app.router.add_get("/metrics", gw.metrics)

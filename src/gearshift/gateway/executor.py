@@ -204,6 +204,20 @@ class Executor:
             return Answer(model=model, completion=completion)
         return await self._run(route, request, trace, stream=False)
 
+    async def embed(self, route: Route, request: ChatRequest, trace: Trace) -> Answer:
+        """Embeddings from the route's first step (its model, retries, fallbacks): vectors are not
+        gated or escalated, so later steps and gates do not apply."""
+        step = route.steps[0]
+
+        async def call(p: Provider) -> Completion:
+            return await p.embed(request)
+
+        model, completion, t0, attempt = await self._attempts(step, "primary", trace, call)
+        self._record(trace, model, "primary" if model == step.model else "fallback", attempt, t0,
+                     usage=completion.usage)
+        notes = ["embeddings: only the first step of the route runs"] if len(route.steps) > 1 or step.gates else []
+        return Answer(model=model, completion=completion, notes=notes)
+
     async def open_stream(self, route: Route, request: ChatRequest, trace: Trace) -> Answer:
         """Open a stream for the route. Gated steps are answered whole first (buffered), then either
         accepted (replayed as chunks) or escalated; the first ungated step streams through. With

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from gearshift.errors import UpstreamError
 from gearshift.request import CHARS_PER_TOKEN, ROUTING_KEYS, ChatRequest
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class Provider(ABC):
     kind: ClassVar[str]
     default_base_url: ClassVar[str] = ""  # "" : models of this kind need no base_url
     logprobs: ClassVar[bool] = False  # True: passes `logprobs: true` upstream and returns token logprobs
+    responses_api: ClassVar[bool] = False  # True: models may set `api: responses` (native /responses calls)
     # Metadata keys that are routing hints, never forwarded; the executor adds those its config reads.
     routing_keys: frozenset[str] = ROUTING_KEYS
 
@@ -95,6 +97,12 @@ class Provider(ABC):
     @abstractmethod
     def stream(self, request: ChatRequest) -> Stream:
         """A streamed answer; call `await s.start()` then iterate."""
+
+    async def embed(self, request: ChatRequest) -> Completion:
+        """Embeddings of the client's `/v1/embeddings` body (`request.native`), as OpenAI's `list` of
+        vectors in `Completion.body`; a kind without an embeddings API refuses (non-retryable)."""
+        raise UpstreamError(f"model {self.model.name!r} ({self.kind}) has no embeddings API: route "
+                            "embeddings to an OpenAI-compatible model", status=400)
 
     async def close(self) -> None:
         """Release resources the provider owns (the session is the gateway's)."""

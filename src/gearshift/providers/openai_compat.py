@@ -25,6 +25,7 @@ from gearshift.providers.http import (
     timeouts,
     transport_error,
 )
+from gearshift.providers.openai_responses import ResponsesEventStream, responses_body, to_completion
 from gearshift.request import ChatRequest, strip_metadata
 
 if TYPE_CHECKING:
@@ -39,10 +40,15 @@ class OpenAICompatProvider(Provider):
     kind = "openai"
     default_base_url = "https://api.openai.com/v1"
     logprobs = True  # forwarded in the body; the answer's `choices[].logprobs` comes back as sent
+    responses_api = True  # `api: responses`: Responses clients' requests go to its /responses as they are
 
     def __init__(self, model: ModelConfig, session: aiohttp.ClientSession | None, base_dir: str = ".") -> None:
         super().__init__(model, session, base_dir)
-        self._url = (model.base_url or self.default_base_url).rstrip("/") + "/chat/completions"
+        base = (model.base_url or self.default_base_url).rstrip("/")
+        self._url = base + "/chat/completions"
+        self._embeddings_url = base + "/embeddings"
+        # Requests that came in on /v1/responses go to the upstream's own Responses API when it has one.
+        self._responses_url = base + "/responses" if model.api == "responses" else None
         self._timeout, self._stream_timeout = timeouts(model)
         self._sessions = SessionOwner(session)
         self._static_headers = {"Content-Type": JSON_CONTENT, **model.headers}
@@ -57,6 +63,10 @@ class OpenAICompatProvider(Provider):
         return headers, key
 
     async def complete(self, request: ChatRequest) -> Completion:
+        if self._responses_url is not None and request.api == "responses":
+            body = responses_body(request, self.model, self.routing_keys, stream=False)
+            doc, raw = await self._post(self._responses_url, body)
+            return to_completion(doc, request, self.model, raw)
         body = request.with_model(self.model.upstream_id)
         strip_metadata(body, self.model.forward_metadata, self.routing_keys)
         if body.get("stream"):  # the gateway may ask for a whole answer of a streamed request (cascades)
@@ -82,7 +92,39 @@ class OpenAICompatProvider(Provider):
             raise bad_body(self.model, "no `choices` in the chat.completion")
         return Completion(doc, _usage(doc.get("usage"), doc, request), raw)
 
+    async def embed(self, request: ChatRequest) -> Completion:
+        body = dict(request.native or {})
+        body["model"] = self.model.upstream_id
+        strip_metadata(body, self.model.forward_metadata, self.routing_keys)
+        doc, raw = await self._post(self._embeddings_url, body)
+        if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+            if isinstance(doc, dict) and "error" in doc:
+                raise event_error(self.model, doc["error"], None)
+            raise bad_body(self.model, "no `data` in the embeddings list")
+        usage = doc.get("usage")
+        if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
+            return Completion(doc, Usage(int(usage.get("prompt_tokens") or 0), 0), raw)
+        return Completion(doc, Usage(request.estimated_tokens(), 0, estimated=True), raw)
+
+    async def _post(self, url: str, body: dict[str, Any]) -> tuple[Any, bytes]:
+        """POST a JSON body; the parsed answer and its bytes (UpstreamError for a failure or a bad status)."""
+        headers, key = self._headers()
+        try:
+            async with self._sessions.get().post(url, data=dumps(body), headers=headers,
+                                                 timeout=self._timeout) as resp:
+                raw = await resp.read()
+                if resp.status >= 300:
+                    raise status_error(self.model, resp.status, raw, key, headers=resp.headers)
+            return loads(raw), raw
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(self.model, exc, key) from exc
+
     def stream(self, request: ChatRequest) -> Stream:
+        if self._responses_url is not None and request.api == "responses":
+            headers, key = self._headers()
+            return ResponsesEventStream(self.model, self._sessions, request, self._responses_url,
+                                        responses_body(request, self.model, self.routing_keys, stream=True),
+                                        headers, key, self._stream_timeout)
         body = request.with_model(self.model.upstream_id)
         strip_metadata(body, self.model.forward_metadata, self.routing_keys)
         body["stream"] = True

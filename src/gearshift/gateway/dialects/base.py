@@ -6,10 +6,17 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from gearshift.errors import GearshiftError, UpstreamError
+from gearshift.gateway.executor import Answer, Executor
 from gearshift.jsonfast import dumps
 from gearshift.providers.base import Completion, Usage
 from gearshift.request import ChatRequest
+from gearshift.route import Route
 from gearshift.trace import Trace
+
+
+def cost_comment(trace: Trace, model: str) -> bytes:
+    """The streamed answer's cost, known only at its end, as an SSE comment (clients ignore those)."""
+    return f": gearshift cost_usd={trace.cost_usd:.8f} model={model}\n\n".encode()
 
 
 class StreamRender:
@@ -53,6 +60,10 @@ class Dialect:
     def count(self, body: Any, headers: Any, client: str | None) -> bytes:
         """The JSON bytes answering a token count of a parsed body (its routes: `count_paths`)."""
         raise NotImplementedError
+
+    async def run(self, executor: Executor, route: Route, request: ChatRequest, trace: Trace) -> Answer:
+        """A whole answer for the route: the executor's chat completion (gated, escalated) by default."""
+        return await executor.complete(route, request, trace)
 
     def render(self, completion: Completion, request: ChatRequest, trace: Trace) -> bytes:
         """The JSON bytes of a whole answer."""

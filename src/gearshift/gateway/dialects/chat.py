@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gearshift.errors import BadRequest, UpstreamError
-from gearshift.gateway.dialects.base import Dialect, StreamRender
+from gearshift.gateway.dialects.base import Dialect, StreamRender, cost_comment
 from gearshift.jsonfast import dumps
 from gearshift.providers.base import Completion, Usage
 from gearshift.request import ChatRequest
@@ -92,8 +92,7 @@ class ChatStream(StreamRender):
         return b"data: " + dumps(e.to_json()) + b"\n\n"
 
     def tail(self, trace: Trace, model: str, usage: Usage) -> bytes:
-        # The streamed call's cost is known only at the end: it is sent as an SSE comment then.
-        return f": gearshift cost_usd={trace.cost_usd:.8f} model={model}\n\ndata: [DONE]\n\n".encode()
+        return cost_comment(trace, model) + b"data: [DONE]\n\n"
 
 
 class ChatDialect(Dialect):
