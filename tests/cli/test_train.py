@@ -100,3 +100,21 @@ def test_train_records_a_learning_curve(tmp_path: Path, data_dir: Path) -> None:
     res = runner.invoke(main, ["lab", "train", "--outcomes", "routellm/gsm8k", "--sample", "200", "--holdout", "0",
                                "--learning-curve", "--out", str(tmp_path / "x.json")])
     assert res.exit_code != 0 and "give --holdout > 0" in res.output
+
+
+def test_train_warm_starts_from_a_prior_and_refuses_a_logistic_one(tmp_path: Path, data_dir: Path) -> None:
+    runner = CliRunner()
+    prior, old, out = tmp_path / "prior.json", tmp_path / "old.json", tmp_path / "router.json"
+    res = runner.invoke(main, ["lab", "train", "--outcomes", "routerbench/arc_challenge", "--weak", "mistralai/mixtral-8x7b-chat",
+                               "--strong", S, "--no-metadata", "--holdout", "0", "--out", str(prior)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["lab", "train", "--outcomes", "routellm/gsm8k", "--sample", "200", "--holdout", "0",
+                               "--prior", str(prior), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"warm start from {prior}" in res.output and "prior weight" in res.output
+    res = runner.invoke(main, ["lab", "train", "--outcomes", "routellm/gsm8k", "--sample", "200", "--holdout", "0",
+                               "--learner", "logistic", "--out", str(old)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["lab", "train", "--outcomes", "routellm/gsm8k", "--sample", "200", "--holdout", "0",
+                               "--prior", str(old), "--out", str(out)])
+    assert res.exit_code != 0 and "ridge learner" in res.output

@@ -101,20 +101,39 @@ def lab_recalibrate(config_path: str, name: str, floor: float | None, since_hour
               show_default=True, help="share of the pairs kept out of training, to compare and calibrate on")
 @click.option("--apply", is_flag=True, help="promote the new version at once")
 @click.option("--by", default="gearshift lab retrain", show_default=True)
+@click.option("--prior", "prior_path", default=None, type=click.Path(dir_okay=False),
+              help="warm-start from this artifact (trained on other outcomes, ridge learner); its weight is "
+                   "chosen on the pairs")
 def lab_retrain(config_path: str, name: str, floor: float | None, since_hours: float | None, min_pairs: int,
-                check_share: float, apply: bool, by: str) -> None:
+                check_share: float, apply: bool, by: str, prior_path: str | None) -> None:
     """Retrain a classifier router on recent scored shadow pairs; store it as a new version."""
     from gearshift.lab.retrain import retrain
 
+    prior = load_prior(prior_path)
     r = _on_pairs(config_path, name, floor, since_hours,
                   lambda config, store, floor, since: retrain(config, store, name, floor, since, min_pairs,
-                                                              check_share, by, apply))
+                                                              check_share, by, apply, prior=prior))
     click.echo(pairs_line(r.pairs, r.traces))
     click.echo(f"{name}: version {r.version}: retrained on {r.train_pairs} of {r.pairs} pairs, wrote {r.artifact}")
     apgr = f"{r.signal.apgr}" if r.signal is not None else f"{r.apgr_new:.3f}"
     click.echo(f"on the {r.check_pairs} held-out pairs: APGR {apgr} (random 0.5; served model: {r.apgr_served:.3f}); "
                f"{r.calibration.summary()}")
     _outcome(r, config_path, name)
+
+
+def load_prior(path: str | None) -> Any:
+    """The --prior artifact of `lab train` / `lab retrain` (None without one); a bad file ends the command."""
+    if path is None:
+        return None
+    from gearshift.lab.train import Prior
+    from gearshift.learned.artifact import ArtifactError, load
+
+    try:
+        a = load(path, kind="classifier")
+        Prior(a)
+    except (ArtifactError, ValueError) as e:
+        raise click.UsageError(f"--prior {path}: {e}") from None
+    return a
 
 
 def _outcome(r: Any, config_path: str, name: str) -> None:

@@ -93,14 +93,22 @@ def _load_outcomes(specs: tuple[str, ...], drop_contaminated: bool, split: str |
 @click.option("--learning-curve", "curve", is_flag=True,
               help="also fit on 25/50/75/100% of the training prompts and record the hold-out metrics of each: "
                    "does more data still help?")
+@click.option("--learner", type=click.Choice(["ridge", "logistic"]), default="ridge", show_default=True,
+              help="pair form, target gain: ridge regression of the gain (one head), or a logistic head per model")
+@click.option("--alpha", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="ridge learner: L2 penalty")
+@click.option("--prior", "prior_path", default=None, type=click.Path(dir_okay=False),
+              help="warm-start from this artifact (ridge learner, trained on other outcomes); its feature "
+                   "settings are used and its weight is chosen on these outcomes")
 @click.option("--seed", default=0, show_default=True, type=int)
 def lab_train(specs: tuple[str, ...], prices: tuple[str, ...], traces: str | None, since_hours: float | None, out: str, drop_contaminated: bool, split: str | None, sample: int | None, form: str,
               target: str, weak: str | None, strong: str | None, models: tuple[str, ...],
               metadata_keys: tuple[str, ...], no_metadata: bool, holdout: float, c_strong: float, c_weak: float,
               encoder_kind: str, encoder_model: str | None, encoder_url: str | None, encoder_key_env: str | None,
-              curve: bool, seed: int) -> None:
+              curve: bool, learner: str, alpha: float, prior_path: str | None, seed: int) -> None:
     """Fit a classifier router from outcomes and write its artifact."""
 
+    from gearshift.cli.ops import load_prior
     from gearshift.lab.signal import RANDOM_APGR, Signal
     from gearshift.lab.train import TrainSettings, default_features, train
     from gearshift.learned import artifact
@@ -123,7 +131,7 @@ def lab_train(specs: tuple[str, ...], prices: tuple[str, ...], traces: str | Non
             raise click.UsageError(f"model {m!r} is not in {spec}; it has {o.models}")
     settings = TrainSettings(form=form, target=target, weak=weak, strong=strong,  # type: ignore[arg-type]
                              models=tuple(models) or None, features=features, c_strong=c_strong, c_weak=c_weak,
-                             holdout=holdout, seed=seed)
+                             holdout=holdout, seed=seed, learner=learner, alpha=alpha)  # type: ignore[arg-type]
     enc_settings: dict[str, Any] = {"kind": encoder_kind}
     if encoder_kind == "sentence-transformers":
         enc_settings["model"] = encoder_model
@@ -138,11 +146,16 @@ def lab_train(specs: tuple[str, ...], prices: tuple[str, ...], traces: str | Non
     if curve and holdout == 0:
         raise click.UsageError("--learning-curve measures on the hold-out: give --holdout > 0")
     try:
-        a = train(o, settings, encoder=encoder, progress=lambda m: click.echo(m, err=True), curve=curve)
+        a = train(o, settings, encoder=encoder, progress=lambda m: click.echo(m, err=True), curve=curve,
+                  prior=load_prior(prior_path))
     except (ValueError, KeyError) as e:
         raise click.UsageError(str(e.args[0] if e.args else e)) from None
     path = artifact.save(a, out)
     m = a.header["metrics"]
+    if a.header["training"].get("prior"):
+        pr = a.header["training"]["prior"]
+        click.echo(f"warm start from {prior_path} (trained on {pr['outcomes']}): prior weight {pr['weight']:.3f} "
+                   "(0: it does not predict these outcomes' gain, dropped)")
     click.echo(f"wrote {path}: {a.header['form']} router over {a.header['models']}, trained on {len(o)} prompts "
                f"of {o.name}; fingerprint {a.header['training']['fingerprint'][:19]}")
     if "apgr" in m:

@@ -227,12 +227,18 @@ def calibrate(router: ScoringRouter, calibration: Outcomes, target: Target, test
 
 def split_halves(outcomes: Outcomes, seed: int = 0, fraction: float = 0.5) -> tuple[Outcomes, Outcomes]:
     """A random (calibration, test) split of the prompts."""
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(outcomes))
-    cut = int(round(len(outcomes) * fraction))
-    return outcomes.subset(np.sort(perm[:cut])), outcomes.subset(np.sort(perm[cut:]))
+    a, b = split_rows(len(outcomes), seed, fraction)
+    return outcomes.subset(a), outcomes.subset(b)
+
+
+def split_rows(n: int, seed: int = 0, fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The row indices of `split_halves`' two parts (sorted)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    cut = int(round(n * fraction))
+    return np.sort(perm[:cut]), np.sort(perm[cut:])
 
 
 __all__ = [
     "Calibration", "CostBudget", "QualityFloor", "StrongShare", "Target", "calibrate", "calibrate_scores", "split_halves",
+    "split_rows",
 ]

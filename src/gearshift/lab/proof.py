@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from gearshift.lab.bootstrap import Estimate
-from gearshift.lab.calibrate import Calibration, QualityFloor, calibrate_scores, split_halves
+from gearshift.lab.calibrate import Calibration, QualityFloor, calibrate_scores, split_rows
 from gearshift.lab.replay import router_scores
 from gearshift.lab.signal import Signal, signal
 from gearshift.outcomes.table import Outcomes
@@ -79,17 +79,27 @@ class Proof:
 def prove(pairs: Outcomes, router: ScoringRouter, floor: float, min_pairs: int = 500, confidence: float = 0.95,
           held_out: float = 0.3, seed: int = 0, n_boot: int = 1000) -> Proof:
     """Whether `router`'s scores on `pairs` (weak and strong answers both scored) earn it the right to serve."""
+    if len(pairs) < min_pairs:
+        return prove_scores(np.zeros(0), pairs, router.weak, router.strong, floor, min_pairs, confidence)
+    return prove_scores(router_scores(router, pairs), pairs, router.weak, router.strong, floor, min_pairs,
+                        confidence, held_out, seed, n_boot)
+
+
+def prove_scores(scores: np.ndarray, pairs: Outcomes, weak: str, strong: str, floor: float, min_pairs: int = 500,
+                 confidence: float = 0.95, held_out: float = 0.3, seed: int = 0, n_boot: int = 1000) -> Proof:
+    """`prove` on a router's scores of `pairs` (for routers not built from a config, e.g. in benchmarks)."""
     n = len(pairs)
     lower = pairs.pair_estimate is not None and pairs.pair_estimate.lower_bound
     base: dict[str, Any] = {"pairs": n, "min_pairs": min_pairs, "floor": floor, "confidence": confidence,
                             "lower_bound": lower}
     if n < min_pairs:
         return Proof(ok=False, reason=f"observing: {n}/{min_pairs} pairs", **base)
-    cal, test = split_halves(pairs, seed=seed, fraction=1 - held_out)
-    c = calibrate_scores(router_scores(router, cal), cal, router.weak, router.strong, QualityFloor(floor),
+    rows_cal, rows_test = split_rows(n, seed=seed, fraction=1 - held_out)
+    cal, test = pairs.subset(rows_cal), pairs.subset(rows_test)
+    cal_scores, test_scores = np.asarray(scores, float)[rows_cal], np.asarray(scores, float)[rows_test]
+    c = calibrate_scores(cal_scores, cal, weak, strong, QualityFloor(floor),
                          alpha=1 - confidence, n_boot=n_boot, seed=seed)
-    sig = signal(router_scores(router, test), test, router.weak, router.strong, n_boot=n_boot, seed=seed,
-                 alpha=1 - confidence)
+    sig = signal(test_scores, test, weak, strong, n_boot=n_boot, seed=seed, alpha=1 - confidence)
     est = sig.apgr
     base.update(calibration=c, signal=sig)
     apgr_line = f"APGR {est.value:.2f} [{est.low:.2f}, {est.high:.2f}]"
@@ -107,4 +117,4 @@ def prove(pairs: Outcomes, router: ScoringRouter, floor: float, min_pairs: int =
 _LOWER = "quality from agreement alone, a lower bound (no disagreement resolved; see shadow.resolve)"
 
 
-__all__ = ["Proof", "prove"]
+__all__ = ["Proof", "prove", "prove_scores"]

@@ -56,21 +56,25 @@ def classifier_router(config: Config, name: str, store: TraceStore | None = None
 
 
 def _settings(router: ClassifierRouter) -> TrainSettings:
-    """Train as the served artifact was trained: same features and regularisation, the router's models."""
+    """Train as the served artifact was trained: same features, learner and regularisation, the router's models."""
     h = router.model.header
     trained = (h.get("training") or {}).get("settings") or {}
     spec = FeatureSpec.from_json(h["features"]["spec"])
     base = TrainSettings(weak=router.weak, strong=router.strong, features=spec)
+    # The learner is today's default unless the artifact named one (artifacts before the ridge did not).
     return replace(base, c_strong=float(trained.get("c_strong", base.c_strong)),
-                   c_weak=float(trained.get("c_weak", base.c_weak)))
+                   c_weak=float(trained.get("c_weak", base.c_weak)),
+                   learner=trained.get("learner", base.learner), alpha=float(trained.get("alpha", base.alpha)))
 
 
 def retrain(config: Config, store: TraceStore, name: str, floor: float, since: float | None = None,
             min_pairs: int = 200, check_share: float = 0.3, by: str = "gearshift lab retrain",
-            apply: bool = False, alpha: float = 0.05, seed: int = 0, now: float | None = None) -> Retraining:
+            apply: bool = False, alpha: float = 0.05, seed: int = 0, now: float | None = None,
+            prior: art.Artifact | None = None) -> Retraining:
     """Fit a new model on recent pairs, calibrate it to `floor`, store it as a version; promote when `apply`.
 
-    `now` (default: the time) is recorded as when its pairs end: later pairs are unseen by the model."""
+    `now` (default: the time) is recorded as when its pairs end: later pairs are unseen by the model.
+    `prior`: an artifact trained on other outcomes to warm-start the fit from (see lab.train.fit)."""
     router = classifier_router(config, name, store)
     if router.model.featurizer.encoder is not None:
         raise ValueError(f"router {name!r} uses an encoder; retrain it with `gearshift lab train --traces ...`")
@@ -84,7 +88,7 @@ def retrain(config: Config, store: TraceStore, name: str, floor: float, since: f
     cut = int(round(len(pairs) * check_share))
     check, train = pairs.subset(np.sort(perm[:cut])), pairs.subset(np.sort(perm[cut:]))
 
-    a = fit(train, _settings(router))
+    a = fit(train, _settings(router), prior=prior)
     new_scores = pair_scores(model_of(a), check)
     served_scores = router_scores(router, check)
     sig = signal(new_scores, check, router.weak, router.strong, seed=seed)

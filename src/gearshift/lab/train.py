@@ -1,13 +1,17 @@
 """Train a classifier router from outcomes (scikit-learn, imported lazily: only training needs it).
 
-Each head is an L2-regularised logistic regression predicting one model's quality (the chance its
-answer is acceptable) from the request features. Quality in [0, 1] that is not 0/1 is used as a
-soft label (each prompt counted as a success with weight q and a failure with weight 1 - q).
-
-- pair form, target `gain` (default): a head for the weak and for the strong model; the router's
-  score is (1 + p_strong - p_weak) / 2, the predicted quality GAIN of calling the strong model.
-  Predicting the gain routes far better than predicting only the weak model's failure: a prompt
-  both models fail gains nothing from the strong model.
+- pair form, target `gain`, learner `ridge` (default): one head, a ridge regression of the quality
+  GAIN of calling the strong model (strong quality - weak quality, in [-1, 1]) on the request
+  features; the router's score is (1 + predicted gain) / 2. Predicting the gain routes far better
+  than predicting only the weak model's failure: a prompt both models fail gains nothing from the
+  strong model. With a `prior` (an artifact trained on other outcomes) the fit is warm-started:
+  it penalises ||w - lambda * w_prior|| instead of ||w||, with the prior's weight lambda chosen on
+  the new pairs themselves (`prior_weight`), so a prior that does not transfer is dropped.
+- learner `logistic` (the learner before the ridge; still what `weak-fails` and the multi form
+  use): each head is an L2-regularised logistic regression predicting one model's quality (the
+  chance its answer is acceptable); quality in [0, 1] that is not 0/1 is a soft label (a success
+  with weight q and a failure with weight 1 - q). Target `gain` then has a head for the weak and
+  for the strong model and the score (1 + p_strong - p_weak) / 2.
 - pair form, target `weak-fails`: one head, score = 1 - p_weak (RouteLLM's formulation).
 - multi form: one head per model; the router picks by target or lambda (see routers.classifier).
 
@@ -27,13 +31,14 @@ import numpy as np
 
 from gearshift.lab.replay import requests as requests_of
 from gearshift.learned import artifact as art
-from gearshift.learned.classifier import KIND, Model
+from gearshift.learned.classifier import GAIN_HEAD, KIND, Model
 from gearshift.learned.encoders import Encoder
 from gearshift.learned.features import FeatureSpec, Featurizer
 from gearshift.outcomes.table import Outcomes
 
 Form = Literal["pair", "multi"]
 Target = Literal["gain", "weak-fails"]
+Learner = Literal["ridge", "logistic"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,10 @@ class TrainSettings:
 
     form: Form = "pair"
     target: Target = "gain"
+    # ridge: one head regressing the gain (pair form, target gain); logistic: a head per model. Measured
+    # with benchmarks/learning_curves.py (docs/classifier.md): the ridge learns from fewer pairs.
+    learner: Learner = "ridge"
+    alpha: float = 1.0  # ridge learner: L2 penalty (features are L2-normalised per block)
     weak: str | None = None
     strong: str | None = None
     models: tuple[str, ...] | None = None  # multi form: which models (default: all)
@@ -91,6 +100,10 @@ def head_models(outcomes: Outcomes, s: TrainSettings) -> tuple[list[str], dict[s
         return [weak], {"rule": "weak-fails", "weak": weak, "strong": strong}
     if s.target != "gain":
         raise ValueError(f"target {s.target!r}: allowed: gain, weak-fails")
+    if s.learner == "ridge":
+        return [GAIN_HEAD], {"rule": "predicted-gain", "weak": weak, "strong": strong}
+    if s.learner != "logistic":
+        raise ValueError(f"learner {s.learner!r}: allowed: ridge, logistic")
     return [weak, strong], {"rule": "gain", "weak": weak, "strong": strong}
 
 
@@ -124,45 +137,144 @@ def _fit_head(X: Any, q: np.ndarray, c: float, max_iter: int) -> tuple[np.ndarra
     return m.coef_[0], float(m.intercept_[0])
 
 
-def fit(outcomes: Outcomes, settings: TrainSettings | None = None, *, encoder: Encoder | None = None,
-        progress: Callable[[str], None] | None = None) -> art.Artifact:
-    """Fit a classifier router on all of `outcomes`; returns the artifact (not yet saved)."""
+def prior_weight(z: np.ndarray, y: np.ndarray, min_pairs: int = 10) -> float:
+    """The prior's weight on new pairs: the slope of the gain y on the prior's predictions z, shrunk
+    by its t statistic (lambda = slope * (1 - 1/t^2), 0 when t <= 1 or the slope is negative).
+
+    A prior that predicts the new pairs' gain is kept at its fitted scale, one that does not is
+    dropped; with fewer than `min_pairs` pairs there is nothing to judge it by and it is kept (1)."""
+    n = len(y)
+    if n < min_pairs:
+        return 1.0
+    zc, yc = z - z.mean(), y - y.mean()
+    szz, syy = float(zc @ zc), float(yc @ yc)
+    if szz <= 1e-12 or syy <= 1e-12:
+        return 0.0
+    slope = float(zc @ yc) / szz
+    r2 = min(float(zc @ yc) ** 2 / (szz * syy), 1 - 1e-9)
+    t2 = r2 * (n - 2) / (1 - r2)
+    if slope <= 0 or t2 <= 1:
+        return 0.0
+    return slope * (1.0 - 1.0 / t2)
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A warm start: the weights of a gain-ridge artifact trained on other outcomes (its featurizer too)."""
+
+    artifact: art.Artifact
+
+    def __post_init__(self) -> None:
+        h = self.artifact.header
+        if h.get("kind") != KIND or h.get("form") != "pair" or (h.get("score") or {}).get("rule") != "predicted-gain":
+            raise ValueError("a prior must be a two-model classifier artifact trained with the ridge learner "
+                             f"(score rule 'predicted-gain'); this one has form {h.get('form')!r} and rule "
+                             f"{(h.get('score') or {}).get('rule')!r}: retrain it with `gearshift lab train`")
+
+    @property
+    def weights(self) -> np.ndarray:
+        return np.asarray(self.artifact.arrays["W"][:, 0], dtype=np.float64)
+
+    def featurizer(self, encoder: Encoder | None) -> Featurizer:
+        f = self.artifact.header["features"]
+        return Featurizer.from_json(f["spec"], f["state"], encoder)
+
+
+def _fit_gain(X: Any, y: np.ndarray, alpha: float, w0: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Ridge regression of y on X penalising ||w - w0||: w0 + the ridge fit of the residual y - X w0."""
+    from sklearn.linear_model import Ridge
+
+    keep = ~np.isnan(y)
+    X, y = X[keep], y[keep]
+    base = X @ w0 if w0 is not None else np.zeros(len(y))
+    if len(y) < 2:
+        return (np.zeros(X.shape[1]) if w0 is None else w0.copy()), float(np.mean(y - base)) if len(y) else 0.0
+    m = Ridge(alpha=alpha, solver="sparse_cg", tol=1e-6, max_iter=5000)
+    m.fit(X, y - base)
+    w = np.asarray(m.coef_, dtype=np.float64)
+    return (w if w0 is None else w + w0), float(m.intercept_)
+
+
+def fit(outcomes: Outcomes, settings: TrainSettings | None = None, *, prior: art.Artifact | None = None,
+        encoder: Encoder | None = None, progress: Callable[[str], None] | None = None) -> art.Artifact:
+    """Fit a classifier router on all of `outcomes`; returns the artifact (not yet saved).
+
+    `prior`: a ridge artifact trained on other outcomes to warm-start from (its feature settings win)."""
     s = settings or TrainSettings(features=default_features(outcomes))
     say = progress or (lambda _m: None)
     models, score = head_models(outcomes, s)
+    warm = Prior(prior) if prior is not None else None
+    if warm is not None and score["rule"] != "predicted-gain":
+        raise ValueError("a prior warm-starts the ridge learner only (pair form, target gain, learner ridge)")
     reqs = requests_of(outcomes)
     say(f"featurizing {len(reqs)} prompts")
-    fz = Featurizer(s.features, encoder=encoder).fit(reqs)
+    if warm is not None:
+        fz = warm.featurizer(encoder)
+        if fz.dim != warm.weights.shape[0]:
+            raise ValueError("the prior's weights do not match its features; the prior artifact is corrupt")
+        features = fz.spec
+    else:
+        fz = Featurizer(s.features, encoder=encoder).fit(reqs)
+        features = s.features
     X = _csr(*fz.transform(reqs), fz.dim)
     W = np.zeros((fz.dim, len(models)), dtype=np.float32)
     b = np.zeros(len(models))
-    for k, m in enumerate(models):
-        c = s.c_strong if m == score.get("strong") else s.c_weak if m == score.get("weak") else s.c_default
-        say(f"fitting head {k + 1}/{len(models)}: {m} (C={c:g})")
-        w, b[k] = _fit_head(X, np.asarray(outcomes.quality[:, outcomes.index(m)], dtype=float), c, s.max_iter)
-        W[:, k] = w
-    costs = {m: float(np.nanmean(outcomes.cost[:, outcomes.index(m)])) for m in models}
+    prior_record: dict[str, Any] | None = None
+    if score["rule"] == "predicted-gain":
+        y = _gain(outcomes, score["weak"], score["strong"])
+        w0 = None
+        if warm is not None:
+            pw = warm.weights
+            ok = ~np.isnan(y)
+            lam = prior_weight(np.asarray(X[ok] @ pw), y[ok])
+            w0 = lam * pw
+            prior_record = {"outcomes": warm.artifact.header.get("training", {}).get("outcomes"),
+                            "fingerprint": warm.artifact.header.get("training", {}).get("fingerprint"),
+                            "weights_sha256": warm.artifact.digest(), "weight": lam}
+            say(f"prior weight {lam:.3f} on {int(ok.sum())} pairs")
+        say(f"fitting the gain head (ridge, alpha={s.alpha:g})")
+        w, b[0] = _fit_gain(X, y, s.alpha, w0)
+        W[:, 0] = w
+    else:
+        for k, m in enumerate(models):
+            c = s.c_strong if m == score.get("strong") else s.c_weak if m == score.get("weak") else s.c_default
+            say(f"fitting head {k + 1}/{len(models)}: {m} (C={c:g})")
+            w, b[k] = _fit_head(X, np.asarray(outcomes.quality[:, outcomes.index(m)], dtype=float), c, s.max_iter)
+            W[:, k] = w
+    cost_models = [score["weak"], score["strong"]] if score["rule"] == "predicted-gain" else models
+    costs = {m: float(np.nanmean(outcomes.cost[:, outcomes.index(m)])) for m in cost_models}
+    if score["rule"] == "predicted-gain":
+        heads = [{"model": GAIN_HEAD, "link": "identity",
+                  "predicts": f"quality of {score['strong']} - quality of {score['weak']}"}]
+    else:
+        heads = [{"model": m, "link": "logistic", "predicts": f"P(answer of {m} is acceptable)"} for m in models]
     header: dict[str, Any] = {
         "kind": KIND,
         "form": s.form,
         "models": models if s.form == "multi" else [score["weak"], score["strong"]],
-        "heads": [{"model": m, "link": "logistic", "predicts": f"P(answer of {m} is acceptable)"} for m in models],
+        "heads": heads,
         "score": score,
         "threshold": 0.5 if s.form == "pair" else None,
         "costs": costs,
-        "features": {"spec": s.features.to_json(), "state": fz.state_json()},
+        "features": {"spec": features.to_json(), "state": fz.state_json()},
         "encoder": encoder.describe() if encoder is not None else {"kind": "none"},
         "training": {
             "outcomes": outcomes.name,
             "prompts": len(outcomes),
-            "fingerprint": fingerprint(outcomes, models, s.features),
-            "settings": s.to_json(),
+            "fingerprint": fingerprint(outcomes, cost_models, features),
+            "settings": {**s.to_json(), "features": features.to_json()},
+            "prior": prior_record,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "library": _library_versions(),
         },
         "metrics": {},
     }
     return art.Artifact(header=header, arrays={"W": W, "b": b})
+
+
+def _gain(outcomes: Outcomes, weak: str, strong: str) -> np.ndarray:
+    q = np.asarray(outcomes.quality, dtype=float)
+    return q[:, outcomes.index(strong)] - q[:, outcomes.index(weak)]
 
 
 def fingerprint(outcomes: Outcomes, models: Sequence[str], spec: FeatureSpec) -> str:
@@ -195,7 +307,7 @@ def pair_scores(model: Model, outcomes: Outcomes) -> np.ndarray:
 
 
 def holdout_metrics(outcomes: Outcomes, settings: TrainSettings, encoder: Encoder | None = None,
-                    n_boot: int = 200) -> dict[str, Any]:
+                    n_boot: int = 200, prior: art.Artifact | None = None) -> dict[str, Any]:
     """Fit on (1 - holdout) of the prompts, evaluate on the rest with the lab's metrics."""
     from gearshift.lab.bootstrap import bootstrap_curve
     from gearshift.lab.replay import sweep_scores
@@ -203,7 +315,7 @@ def holdout_metrics(outcomes: Outcomes, settings: TrainSettings, encoder: Encode
 
     train_idx, test_idx = _holdout_split(len(outcomes), settings)
     train, test = outcomes.subset(train_idx), outcomes.subset(test_idx)
-    a = fit(train, settings, encoder=encoder)
+    a = fit(train, settings, encoder=encoder, prior=prior)
     model = model_of(a, encoder)
     out: dict[str, Any] = {"holdout_prompts": len(test), "train_prompts": len(train), "seed": settings.seed}
     if model.form == "pair":
@@ -235,7 +347,7 @@ def pair_stats() -> dict[str, Callable[[Any], Any]]:
 
 
 def learning_curve(outcomes: Outcomes, settings: TrainSettings, shares: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
-                   encoder: Encoder | None = None) -> list[dict[str, Any]]:
+                   encoder: Encoder | None = None, prior: art.Artifact | None = None) -> list[dict[str, Any]]:
     """Hold-out metrics of routers fitted on growing shares of the training prompts (nested subsets).
 
     Tells whether more outcomes (e.g. more shadow pairs) would still improve the router: a curve
@@ -250,7 +362,7 @@ def learning_curve(outcomes: Outcomes, settings: TrainSettings, shares: Sequence
     points = []
     for share in shares:
         n = max(2, int(round(len(order) * share)))
-        model = model_of(fit(outcomes.subset(np.sort(order[:n])), settings, encoder=encoder), encoder)
+        model = model_of(fit(outcomes.subset(np.sort(order[:n])), settings, encoder=encoder, prior=prior), encoder)
         point: dict[str, Any] = {"share": float(share), "train_prompts": n}
         if model.form == "pair":
             rule = model.score_rule
@@ -304,7 +416,8 @@ def multi_metrics(model: Model, outcomes: Outcomes) -> dict[str, Any]:
 
 
 def train(outcomes: Outcomes, settings: TrainSettings | None = None, *, encoder: Encoder | None = None,
-          progress: Callable[[str], None] | None = None, curve: bool = False) -> art.Artifact:
+          progress: Callable[[str], None] | None = None, curve: bool = False,
+          prior: art.Artifact | None = None) -> art.Artifact:
     """Fit on all prompts; with settings.holdout > 0, first record hold-out metrics in the artifact.
 
     curve=True also records a learning curve on the same hold-out (see `learning_curve`)."""
@@ -313,14 +426,14 @@ def train(outcomes: Outcomes, settings: TrainSettings | None = None, *, encoder:
     measured: dict[str, Any] = {}
     if s.holdout > 0:
         say(f"measuring on a {s.holdout:.0%} hold-out")
-        measured = holdout_metrics(outcomes, s, encoder)
+        measured = holdout_metrics(outcomes, s, encoder, prior=prior)
         if curve:
             say("learning curve: fitting on 25/50/75/100% of the training prompts")
-            measured["learning_curve"] = learning_curve(outcomes, s, encoder=encoder)
-    a = fit(outcomes, s, encoder=encoder, progress=progress)
+            measured["learning_curve"] = learning_curve(outcomes, s, encoder=encoder, prior=prior)
+    a = fit(outcomes, s, encoder=encoder, progress=progress, prior=prior)
     a.header["metrics"] = measured
     return a
 
 
-__all__ = ["TrainSettings", "default_features", "fit", "holdout_metrics", "learning_curve", "model_of", "pair_stats", "multi_decisions", "multi_metrics",
+__all__ = ["Prior", "TrainSettings", "default_features", "fit", "prior_weight", "holdout_metrics", "learning_curve", "model_of", "pair_stats", "multi_decisions", "multi_metrics",
            "multi_points", "pair_scores", "requests_of", "train"]

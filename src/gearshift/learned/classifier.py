@@ -1,5 +1,10 @@
 """The classifier router's trained model: features, linear heads and the rule that turns their
-predictions into a score. Trained by the lab (gearshift.lab.train), served by routers/classifier.py."""
+predictions into a score. Trained by the lab (gearshift.lab.train), served by routers/classifier.py.
+
+Heads have a link: `logistic` (a head predicting one model's chance of an acceptable answer) or
+`identity` (a head predicting the quality gain of the strong model directly, the default learner's).
+Score rules: `gain` (two logistic heads: (1 + p_strong - p_weak) / 2), `predicted-gain` (one identity
+head g: (1 + g) / 2, clipped to [0, 1]) and `weak-fails` (1 - p_weak)."""
 
 from __future__ import annotations
 
@@ -17,21 +22,36 @@ from gearshift.request import ChatRequest
 
 KIND = "classifier"
 FORMS = ("pair", "multi")
+LINKS = ("logistic", "identity")
+RULES = ("gain", "predicted-gain", "weak-fails")
+GAIN_HEAD = "gain"  # the `model` name of the identity head that predicts strong quality - weak quality
 
 
 class LinearHeads:
-    """K linear heads over sparse features with a logistic link: p = sigmoid(x . W[:, k] + b[k])."""
+    """K linear heads over sparse features, each with its link: p = link(x . W[:, k] + b[k])."""
 
-    def __init__(self, weights: np.ndarray, bias: np.ndarray) -> None:
+    def __init__(self, weights: np.ndarray, bias: np.ndarray, links: Sequence[str] | None = None) -> None:
         if weights.ndim != 2 or bias.shape != (weights.shape[1],):
             raise ArtifactError(f"weights {weights.shape} and bias {bias.shape} do not fit together")
         self.W = np.ascontiguousarray(weights)
         self.b = np.asarray(bias, dtype=np.float64)
+        links = list(links) if links is not None else ["logistic"] * weights.shape[1]
+        if len(links) != weights.shape[1] or any(k not in LINKS for k in links):
+            raise ArtifactError(f"head links {links}: need one of {LINKS} per head; retrain the artifact")
+        self.logistic = np.array([k == "logistic" for k in links], dtype=bool)
+        self._all_logistic = bool(self.logistic.all())
+        self._any_logistic = bool(self.logistic.any())
+
+    def _link(self, z: np.ndarray) -> np.ndarray:
+        if self._all_logistic:
+            p: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+            return p
+        if self._any_logistic:
+            z[..., self.logistic] = 1.0 / (1.0 + np.exp(-z[..., self.logistic]))
+        return z
 
     def predict_row(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
-        z = val @ self.W[idx] + self.b
-        p: np.ndarray = 1.0 / (1.0 + np.exp(-z))
-        return p
+        return self._link(val @ self.W[idx] + self.b)
 
     def predict_csr(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
                     chunk: int = 2048) -> np.ndarray:
@@ -48,7 +68,7 @@ class LinearHeads:
             nonempty = indptr[lo + 1:hi + 1] > indptr[lo:hi]
             z[lo:hi][nonempty] = np.add.reduceat(contrib, starts[nonempty], axis=0)
         z += self.b
-        return 1.0 / (1.0 + np.exp(-z))
+        return self._link(z)
 
 
 class Model:
@@ -71,7 +91,10 @@ class Model:
             self.score_rule: dict[str, Any] = dict(h.get("score", {}))
             self.costs: dict[str, float] = {str(k): float(v) for k, v in h.get("costs", {}).items()}
             self.default_threshold = h.get("threshold")
-            self.heads = LinearHeads(artifact.arrays["W"].astype(np.float32), artifact.arrays["b"])
+            links = [str(hm.get("link", "logistic")) for hm in self.heads_meta]
+            self.heads = LinearHeads(artifact.arrays["W"].astype(np.float32), artifact.arrays["b"], links)
+        except ArtifactError as e:
+            raise ArtifactError(f"{source}: {e}") from None
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"{source}: artifact is incomplete or malformed ({e!r}); retrain it") from None
         if self.heads.W.shape[0] != self.featurizer.dim:
@@ -80,6 +103,17 @@ class Model:
         if len(self.heads_meta) != self.heads.W.shape[1]:
             raise ArtifactError(f"{source}: {len(self.heads_meta)} heads described, {self.heads.W.shape[1]} stored")
         self.head_of = {hm["model"]: k for k, hm in enumerate(self.heads_meta)}
+        rule = self.score_rule.get("rule")
+        if self.form == "pair" and rule not in RULES:
+            raise ArtifactError(f"{source}: unknown score rule {rule!r} (this gearshift knows {RULES}); "
+                                "upgrade gearshift or retrain the artifact with this version")
+        needs = {"gain": ("strong", "weak"), "weak-fails": ("weak",)}.get(str(rule), ())
+        missing = [self.score_rule.get(r) for r in needs if self.score_rule.get(r) not in self.head_of]
+        if rule == "predicted-gain" and GAIN_HEAD not in self.head_of:
+            missing.append(GAIN_HEAD)
+        if self.form == "pair" and missing:
+            raise ArtifactError(f"{source}: score rule {rule!r} needs heads {missing}, the artifact has "
+                                f"{sorted(self.head_of)}; the file is corrupt")
         self.header = h
 
     @classmethod
@@ -87,7 +121,7 @@ class Model:
         return cls(load_artifact(path, kind=KIND), encoder, str(path))
 
     def predict(self, request: ChatRequest) -> np.ndarray:
-        """Predicted quality of each head's model for one request."""
+        """Each head's prediction for one request (a model's quality, or the strong model's gain)."""
         idx, val = self.featurizer.row(request)
         return self.heads.predict_row(idx, val)
 
@@ -101,6 +135,9 @@ class Model:
             s, w = self.head_of[self.score_rule["strong"]], self.head_of[self.score_rule["weak"]]
             gain: np.ndarray = np.clip((1.0 + p[..., s] - p[..., w]) / 2.0, 0.0, 1.0)
             return gain
+        if rule == "predicted-gain":
+            g: np.ndarray = np.clip((1.0 + p[..., self.head_of[GAIN_HEAD]]) / 2.0, 0.0, 1.0)
+            return g
         if rule == "weak-fails":
             return 1.0 - p[..., self.head_of[self.score_rule["weak"]]]
         raise ArtifactError(f"unknown score rule {rule!r}")

@@ -1,13 +1,14 @@
 """`classifier`: a learned router that predicts, from the request alone, how well each model will do.
 
-Serving is plain numpy (no scikit-learn): features (gearshift.learned.features) -> linear heads -> a
-logistic link gives each head's predicted quality (probability that the model's answer is
-acceptable). Artifacts come from `gearshift lab train` (gearshift.lab.train) and are loaded by path.
+Serving is plain numpy (no scikit-learn): features (gearshift.learned.features) -> linear heads -> each
+head's link gives its prediction (the strong model's quality gain, or a model's probability of an
+acceptable answer). Artifacts come from `gearshift lab train` (gearshift.lab.train) and are loaded by path.
 
 Two forms:
-- pair (two models): a ScoringRouter. With the default `gain` target the artifact has a head per
-  model and score = (1 + p_strong - p_weak) / 2, i.e. the predicted quality gain of the strong
-  model mapped to [0, 1]; with `weak-fails`, score = 1 - p_weak. Route strong when
+- pair (two models): a ScoringRouter. The default learner's artifact has one head predicting the
+  quality gain g of the strong model (ridge regression, identity link) and score = (1 + g) / 2,
+  clipped to [0, 1]; older `gain` artifacts have a logistic head per model and score =
+  (1 + p_strong - p_weak) / 2; with `weak-fails`, score = 1 - p_weak. Route strong when
   score >= threshold (from the config, else the artifact's; `gearshift lab calibrate` sets it).
 - multi (several models): pick the cheapest model whose predicted quality reaches `target`
   (else the best predicted), or maximise predicted quality - lambda x cost (RouterBench's form).
@@ -36,7 +37,7 @@ from pydantic import ConfigDict, Field
 
 from gearshift.config import Config, ShadowConfig
 from gearshift.learned.artifact import ArtifactError
-from gearshift.learned.classifier import KIND, Model
+from gearshift.learned.classifier import GAIN_HEAD, KIND, Model
 from gearshift.learned.encoders import EncoderError, make_encoder
 from gearshift.request import ChatRequest
 from gearshift.route import Route
@@ -105,6 +106,8 @@ class ClassifierRouter(ScoringRouter[ClassifierOptions]):
         self.strong = self._names.get(rule["strong"], rule["strong"])
         if rule["rule"] == "gain":
             self._strong_head, self._weak_head = model.head_of[rule["strong"]], model.head_of[rule["weak"]]
+        elif rule["rule"] == "predicted-gain":
+            self._gain_head = model.head_of[GAIN_HEAD]
 
     def use(self, model: Model, artifact: str, threshold: float) -> None:
         """Serve a retrained model (a promoted router version) from now on; it must route the same two models."""
@@ -177,6 +180,9 @@ class ClassifierRouter(ScoringRouter[ClassifierOptions]):
         # the same formula as Model.pair_score.
         if rule["rule"] == "gain":
             g = (1.0 + float(p[self._strong_head]) - float(p[self._weak_head])) / 2.0
+            return 0.0 if g < 0.0 else 1.0 if g > 1.0 else g
+        if rule["rule"] == "predicted-gain":
+            g = (1.0 + float(p[self._gain_head])) / 2.0
             return 0.0 if g < 0.0 else 1.0 if g > 1.0 else g
         return float(self.model.pair_score(p))
 

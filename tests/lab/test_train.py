@@ -1,0 +1,130 @@
+"""The default learner (ridge on the gain) and its warm start from a prior artifact."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gearshift.lab.signal import signal
+from gearshift.lab.train import TrainSettings, fit, model_of, pair_scores, prior_weight
+from gearshift.learned import artifact
+from gearshift.learned.classifier import Model
+from gearshift.learned.features import FeatureSpec
+from gearshift.outcomes import datasets
+from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
+from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
+from gearshift.outcomes.table import Outcomes
+from gearshift.request import ChatRequest
+
+SMALL = FeatureSpec(word_bits=14)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def table(prompts: list[str], gain: np.ndarray, name: str = "synthetic") -> Outcomes:
+    """Two models, weak right half the time, strong right when the gain says so."""
+    n = len(prompts)
+    weak = np.where(gain < 0, 1.0, np.where(gain > 0, 0.0, np.arange(n) % 2))
+    strong = weak + gain
+    return Outcomes(prompts=np.array(prompts, dtype=object), models=["weak", "strong"],
+                    quality=np.stack([weak, strong], axis=1).astype(float), cost=np.tile([0.1, 1.0], (n, 1)), name=name)
+
+
+def cue_table(n: int, cues: tuple[str, ...], seed: int) -> Outcomes:
+    """Prompts of filler words; the strong model gains exactly on prompts holding one of `cues`."""
+    rng = np.random.default_rng(seed)
+    words = ["alpha", "beta", *[f"w{i}" for i in range(40)]]
+    prompts = [" ".join(rng.choice(words, size=8)) for _ in range(n)]
+    gain = np.array([1.0 if any(c in p.split() for c in cues) else 0.0 for p in prompts])
+    return table(prompts, gain)
+
+
+def score(model: Model, text: str) -> float:
+    return float(model.pair_score(model.predict(ChatRequest(body={"messages": [{"role": "user", "content": text}]}))))
+
+
+def test_the_default_learner_is_one_gain_head_that_round_trips_and_serves(tmp_path: Path) -> None:
+    o = cue_table(300, ("alpha",), seed=0)
+    a = fit(o, TrainSettings(features=SMALL))
+    assert a.header["score"]["rule"] == "predicted-gain"
+    assert [h["link"] for h in a.header["heads"]] == ["identity"]
+    loaded = Model.load(artifact.save(a, tmp_path / "r.json"))
+    assert np.allclose(pair_scores(loaded, o), pair_scores(model_of(a), o), atol=1e-6)
+    assert score(loaded, "alpha w1 w2 w3") > 0.7 > 0.55 > score(loaded, "w1 w2 w3 w4")
+
+
+def test_artifacts_of_the_logistic_learner_still_load_and_score(tmp_path: Path) -> None:
+    o = cue_table(300, ("alpha",), seed=0)
+    a = fit(o, TrainSettings(features=SMALL, learner="logistic"))
+    assert a.header["score"]["rule"] == "gain" and len(a.header["heads"]) == 2
+    loaded = Model.load(artifact.save(a, tmp_path / "old.json"))
+    assert score(loaded, "alpha w1 w2") > score(loaded, "w1 w2 w3")
+
+
+def test_an_unknown_link_is_refused_with_the_fix(tmp_path: Path) -> None:
+    a = fit(cue_table(100, ("alpha",), seed=0), TrainSettings(features=SMALL))
+    a.header["heads"][0]["link"] = "probit"
+    with pytest.raises(artifact.ArtifactError, match="retrain"):
+        Model.load(artifact.save(a, tmp_path / "bad.json"))
+
+
+def test_the_prior_weight_keeps_a_prior_that_predicts_and_drops_one_that_does_not() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.3).astype(float)
+    good = y + rng.normal(0, 0.1, 400)
+    assert prior_weight(good, y) > 0.5
+    assert prior_weight(-good, y) == 0.0
+    assert prior_weight(rng.normal(size=400), y) < 0.1
+    assert prior_weight(good[:5], y[:5]) == 1.0  # too few pairs to judge: trust the prior
+
+
+def test_warm_start_moves_from_the_prior_toward_the_target_as_pairs_grow() -> None:
+    # The prior learnt that `alpha` or `beta` prompts need the strong model; on the target only
+    # `alpha` does. With few target pairs the warm start still follows the prior on `beta`; with
+    # many it has learnt the target's own answer.
+    prior = fit(cue_table(600, ("alpha", "beta"), seed=1), TrainSettings(features=SMALL))
+    target = cue_table(800, ("alpha",), seed=2)
+
+    def beta_lift(n: int) -> float:
+        m = model_of(fit(target.subset(np.arange(n)), TrainSettings(features=SMALL), prior=prior))
+        return score(m, "beta w1 w2 w3 w4 w5") - score(m, "w6 w1 w2 w3 w4 w5")
+
+    few, many = beta_lift(30), beta_lift(800)
+    assert few > 0.1
+    assert many < few / 2
+    warm = fit(target.subset(np.arange(30)), TrainSettings(features=SMALL), prior=prior)
+    assert warm.header["training"]["prior"]["weight"] > 0
+
+
+def test_a_prior_must_come_from_the_ridge_learner() -> None:
+    o = cue_table(100, ("alpha",), seed=0)
+    old = fit(o, TrainSettings(features=SMALL, learner="logistic"))
+    with pytest.raises(ValueError, match="ridge learner"):
+        fit(o, TrainSettings(features=SMALL), prior=old)
+
+
+def test_the_learner_has_signal_on_a_few_hundred_real_pairs(data_dir: Path) -> None:
+    g = datasets.load("routellm/gsm8k")
+    perm = np.random.default_rng(3).permutation(len(g))
+    train, test = g.subset(np.sort(perm[:700])), g.subset(np.sort(perm[700:]))
+    sig = signal(pair_scores(model_of(fit(train, TrainSettings(weak=W, strong=S))), test), test, W, S)
+    assert sig.has_signal, sig.figures()
+
+
+def test_the_learning_curve_benchmark_has_the_baseline_row(data_dir: Path) -> None:
+    spec = importlib.util.spec_from_file_location("learning_curves", ROOT / "benchmarks" / "learning_curves.py")
+    assert spec is not None and spec.loader is not None
+    lc = importlib.util.module_from_spec(spec)
+    sys.modules["learning_curves"] = lc
+    spec.loader.exec_module(lc)
+    g = lc._no_meta(datasets.load("routellm/gsm8k"))
+    st = lc.Stream("gsm8k small", g.subset(np.arange(0, 300)), g.subset(np.arange(300, 420)),
+                   g.subset(np.arange(420, 620)), W, S)
+    out = io.StringIO()
+    lc.report(st, lc.run_stream(st, (60,), seeds=1, floor=0.9, n_boot=20), lambda line: print(line, file=out))
+    rows = [line.split("|")[1].strip() for line in out.getvalue().splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["tfidf+ridge", "logistic", "ridge", "prior only", "prior+warm"]
