@@ -15,11 +15,11 @@ held-out pairs. Rows:
 
 - `tfidf+ridge`: the plain baseline, TF-IDF word 1-2-grams + ridge regression on the gain
   (scikit-learn defaults, alpha 1), on the n pairs;
-- `logistic`: the previous default learner (two logistic heads, score (1 + p_strong - p_weak) / 2);
-- `ridge`: the default learner (`gearshift.lab.train.fit`: ridge on the gain over the hashed
+- `logistic`: the default learner (two logistic heads, score (1 + p_strong - p_weak) / 2);
+- `ridge`: the learner a prior warm-starts (`gearshift.lab.train.fit`: ridge on the gain over the hashed
   features), on the n pairs only;
-- `prior only`: the default learner fitted on the prior outcomes, no target pairs;
-- `prior+warm`: the default learner warm-started from that prior (`fit(..., prior=...)`), which is
+- `prior only`: the ridge fitted on the prior outcomes, no target pairs;
+- `prior+warm`: the ridge warm-started from that prior (`fit(..., prior=...)`), which is
   what `lab train --prior` and `lab retrain --prior` do.
 
 Cells: mean APGR over seeds (the held-out 95% bootstrap interval of seed 0 is printed under each
@@ -144,7 +144,7 @@ class Cell:
 
 def run_stream(st: Stream, sizes: tuple[int, ...], seeds: int, floor: float, n_boot: int) -> dict[str, dict[int, Cell]]:
     w, s = st.weak, st.strong
-    ridge, logistic = TrainSettings(weak=w, strong=s), TrainSettings(weak=w, strong=s, learner="logistic")
+    ridge, logistic = TrainSettings(weak=w, strong=s, learner="ridge"), TrainSettings(weak=w, strong=s, learner="logistic")
     prior = fit(st.prior, ridge)
     ns = sorted({min(n, len(st.pool)) for n in sizes} | {len(st.pool)})
     table: dict[str, dict[int, Cell]] = {r: {n: Cell() for n in ns} for r in ROWS}

@@ -106,10 +106,11 @@ def test_train_warm_starts_from_a_prior_and_refuses_a_logistic_one(tmp_path: Pat
     runner = CliRunner()
     prior, old, out = tmp_path / "prior.json", tmp_path / "old.json", tmp_path / "router.json"
     res = runner.invoke(main, ["lab", "train", "--outcomes", "routerbench/arc_challenge", "--weak", "mistralai/mixtral-8x7b-chat",
-                               "--strong", S, "--no-metadata", "--holdout", "0", "--out", str(prior)])
+                               "--strong", S, "--no-metadata", "--holdout", "0", "--learner", "ridge",
+                               "--out", str(prior)])
     assert res.exit_code == 0, res.output
     res = runner.invoke(main, ["lab", "train", "--outcomes", "routellm/gsm8k", "--sample", "200", "--holdout", "0",
-                               "--prior", str(prior), "--out", str(out)])
+                               "--prior", str(prior), "--out", str(out)])  # --prior picks the ridge learner
     assert res.exit_code == 0, res.output
     assert f"warm start from {prior}" in res.output and "prior weight" in res.output
     res = runner.invoke(main, ["lab", "train", "--outcomes", "routellm/gsm8k", "--sample", "200", "--holdout", "0",

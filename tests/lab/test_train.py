@@ -47,9 +47,9 @@ def score(model: Model, text: str) -> float:
     return float(model.pair_score(model.predict(ChatRequest(body={"messages": [{"role": "user", "content": text}]}))))
 
 
-def test_the_default_learner_is_one_gain_head_that_round_trips_and_serves(tmp_path: Path) -> None:
+def test_the_ridge_learner_is_one_gain_head_that_round_trips_and_serves(tmp_path: Path) -> None:
     o = cue_table(300, ("alpha",), seed=0)
-    a = fit(o, TrainSettings(features=SMALL))
+    a = fit(o, TrainSettings(features=SMALL, learner="ridge"))
     assert a.header["score"]["rule"] == "predicted-gain"
     assert [h["link"] for h in a.header["heads"]] == ["identity"]
     loaded = Model.load(artifact.save(a, tmp_path / "r.json"))
@@ -57,16 +57,16 @@ def test_the_default_learner_is_one_gain_head_that_round_trips_and_serves(tmp_pa
     assert score(loaded, "alpha w1 w2 w3") > 0.7 > 0.55 > score(loaded, "w1 w2 w3 w4")
 
 
-def test_artifacts_of_the_logistic_learner_still_load_and_score(tmp_path: Path) -> None:
+def test_the_default_logistic_learner_has_a_head_per_model_and_serves(tmp_path: Path) -> None:
     o = cue_table(300, ("alpha",), seed=0)
-    a = fit(o, TrainSettings(features=SMALL, learner="logistic"))
+    a = fit(o, TrainSettings(features=SMALL))
     assert a.header["score"]["rule"] == "gain" and len(a.header["heads"]) == 2
     loaded = Model.load(artifact.save(a, tmp_path / "old.json"))
     assert score(loaded, "alpha w1 w2") > score(loaded, "w1 w2 w3")
 
 
 def test_an_unknown_link_is_refused_with_the_fix(tmp_path: Path) -> None:
-    a = fit(cue_table(100, ("alpha",), seed=0), TrainSettings(features=SMALL))
+    a = fit(cue_table(100, ("alpha",), seed=0), TrainSettings(features=SMALL, learner="ridge"))
     a.header["heads"][0]["link"] = "probit"
     with pytest.raises(artifact.ArtifactError, match="retrain"):
         Model.load(artifact.save(a, tmp_path / "bad.json"))
@@ -86,17 +86,17 @@ def test_warm_start_moves_from_the_prior_toward_the_target_as_pairs_grow() -> No
     # The prior learnt that `alpha` or `beta` prompts need the strong model; on the target only
     # `alpha` does. With few target pairs the warm start still follows the prior on `beta`; with
     # many it has learnt the target's own answer.
-    prior = fit(cue_table(600, ("alpha", "beta"), seed=1), TrainSettings(features=SMALL))
+    prior = fit(cue_table(600, ("alpha", "beta"), seed=1), TrainSettings(features=SMALL, learner="ridge"))
     target = cue_table(800, ("alpha",), seed=2)
 
     def beta_lift(n: int) -> float:
-        m = model_of(fit(target.subset(np.arange(n)), TrainSettings(features=SMALL), prior=prior))
+        m = model_of(fit(target.subset(np.arange(n)), TrainSettings(features=SMALL, learner="ridge"), prior=prior))
         return score(m, "beta w1 w2 w3 w4 w5") - score(m, "w6 w1 w2 w3 w4 w5")
 
     few, many = beta_lift(30), beta_lift(800)
     assert few > 0.1
     assert many < few / 2
-    warm = fit(target.subset(np.arange(30)), TrainSettings(features=SMALL), prior=prior)
+    warm = fit(target.subset(np.arange(30)), TrainSettings(features=SMALL, learner="ridge"), prior=prior)
     assert warm.header["training"]["prior"]["weight"] > 0
 
 
@@ -104,7 +104,7 @@ def test_a_prior_must_come_from_the_ridge_learner() -> None:
     o = cue_table(100, ("alpha",), seed=0)
     old = fit(o, TrainSettings(features=SMALL, learner="logistic"))
     with pytest.raises(ValueError, match="ridge learner"):
-        fit(o, TrainSettings(features=SMALL), prior=old)
+        fit(o, TrainSettings(features=SMALL, learner="ridge"), prior=old)
 
 
 def test_the_learner_has_signal_on_a_few_hundred_real_pairs(data_dir: Path) -> None:

@@ -93,8 +93,9 @@ def _load_outcomes(specs: tuple[str, ...], drop_contaminated: bool, split: str |
 @click.option("--learning-curve", "curve", is_flag=True,
               help="also fit on 25/50/75/100% of the training prompts and record the hold-out metrics of each: "
                    "does more data still help?")
-@click.option("--learner", type=click.Choice(["ridge", "logistic"]), default="ridge", show_default=True,
-              help="pair form, target gain: ridge regression of the gain (one head), or a logistic head per model")
+@click.option("--learner", type=click.Choice(["ridge", "logistic"]), default=None,
+              help="pair form, target gain: a logistic head per model (default), or a ridge regression of the gain "
+                   "(one head; the default with --prior, which warm-starts it)")
 @click.option("--alpha", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
               help="ridge learner: L2 penalty")
 @click.option("--prior", "prior_path", default=None, type=click.Path(dir_okay=False),
@@ -105,7 +106,7 @@ def lab_train(specs: tuple[str, ...], prices: tuple[str, ...], traces: str | Non
               target: str, weak: str | None, strong: str | None, models: tuple[str, ...],
               metadata_keys: tuple[str, ...], no_metadata: bool, holdout: float, c_strong: float, c_weak: float,
               encoder_kind: str, encoder_model: str | None, encoder_url: str | None, encoder_key_env: str | None,
-              curve: bool, learner: str, alpha: float, prior_path: str | None, seed: int) -> None:
+              curve: bool, learner: str | None, alpha: float, prior_path: str | None, seed: int) -> None:
     """Fit a classifier router from outcomes and write its artifact."""
 
     from gearshift.cli.ops import load_prior
@@ -131,7 +132,8 @@ def lab_train(specs: tuple[str, ...], prices: tuple[str, ...], traces: str | Non
             raise click.UsageError(f"model {m!r} is not in {spec}; it has {o.models}")
     settings = TrainSettings(form=form, target=target, weak=weak, strong=strong,  # type: ignore[arg-type]
                              models=tuple(models) or None, features=features, c_strong=c_strong, c_weak=c_weak,
-                             holdout=holdout, seed=seed, learner=learner, alpha=alpha)  # type: ignore[arg-type]
+                             holdout=holdout, seed=seed,
+                             learner=learner or ("ridge" if prior_path else "logistic"), alpha=alpha)  # type: ignore[arg-type]
     enc_settings: dict[str, Any] = {"kind": encoder_kind}
     if encoder_kind == "sentence-transformers":
         enc_settings["model"] = encoder_model

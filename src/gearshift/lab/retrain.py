@@ -88,7 +88,10 @@ def retrain(config: Config, store: TraceStore, name: str, floor: float, since: f
     cut = int(round(len(pairs) * check_share))
     check, train = pairs.subset(np.sort(perm[:cut])), pairs.subset(np.sort(perm[cut:]))
 
-    a = fit(train, _settings(router), prior=prior)
+    settings = _settings(router)
+    if prior is not None:  # a prior warm-starts the ridge learner (lab.train.fit)
+        settings = replace(settings, learner="ridge")
+    a = fit(train, settings, prior=prior)
     new_scores = pair_scores(model_of(a), check)
     served_scores = router_scores(router, check)
     sig = signal(new_scores, check, router.weak, router.strong, seed=seed)
