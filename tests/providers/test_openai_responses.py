@@ -38,6 +38,6 @@ def test_an_error_body_is_an_upstream_error() -> None:
 
 
 def test_the_body_sent_is_the_clients_without_routing_hints_and_unstored() -> None:
-    req = ChatRequest(body={}, source={"model": "gearshift/auto", "input": "hi", "metadata": {"tier": "pro", "app": "x"}})
+    req = ChatRequest(body={}, native={"model": "gearshift/auto", "input": "hi", "metadata": {"tier": "pro", "app": "x"}})
     assert responses_body(req, MODEL, ROUTING_KEYS, stream=True) == {"model": "gpt-x", "input": "hi", "stream": True,
                                                                      "store": False}
