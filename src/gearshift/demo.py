@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from gearshift.errors import ConfigError
+from gearshift.outcomes.fetch import FetchError
 
 EXAMPLE = "replay-gsm8k.yaml"
 
@@ -262,6 +263,10 @@ def demo_command(config_path: Path | None, limit: int | None, concurrency: int, 
         results = run_demo(path, limit, concurrency, list(routers) or None, learned, floor)
     except ConfigError as e:
         click.echo(str(e), err=True)
+        sys.exit(2)
+    except FetchError as e:  # no copy of the data here and no way to download it: say so, no traceback
+        click.echo(f"error: {e}\nfix: set GEARSHIFT_DATA to a folder holding the recorded datasets "
+                   "(e.g. ../shared/datasets), or run where their public source can be reached", err=True)
         sys.exit(2)
     print_results(results, "gearshift/strong", "gearshift/weak")
 

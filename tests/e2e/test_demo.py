@@ -57,3 +57,14 @@ def test_unknown_prompt_to_replay_model_is_a_clear_error(data_dir: Path, tmp_pat
                                            messages=[{"role": "user", "content": "What is the capital of France?"}])
         assert "not recorded" in info.value.message and "capital of France" in info.value.message
         assert info.value.code == "prompt_not_recorded"
+
+
+def test_demo_without_the_data_or_a_way_to_download_it_says_how_to_fix_it(tmp_path: Path) -> None:
+    # No datasets in GEARSHIFT_DATA, and every download goes to a proxy on a closed port: a fault, not a mock.
+    env = {**os.environ, "GEARSHIFT_DATA": str(tmp_path / "empty"), "HTTPS_PROXY": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+    out = subprocess.run([sys.executable, "-m", "gearshift.cli", "demo", "--limit", "5"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert "cannot download" in out.stderr and "fix: set GEARSHIFT_DATA" in out.stderr
