@@ -197,7 +197,7 @@ def event_error(model: ModelConfig, err: Any, secret: str | None) -> UpstreamErr
     fields: dict[str, Any] = {}
     if isinstance(err, dict):
         kind = err.get("type")
-        status = _ANTHROPIC_STATUS.get(kind, 0) if isinstance(kind, str) else 0
+        status = ANTHROPIC_STATUS.get(kind, 0) if isinstance(kind, str) else 0
         if not status:
             code = err.get("code")
             status = code if isinstance(code, int) and 400 <= code < 600 else 500
@@ -209,7 +209,7 @@ def event_error(model: ModelConfig, err: Any, secret: str | None) -> UpstreamErr
 
 
 # Anthropic error types -> the HTTP status the API documents for them.
-_ANTHROPIC_STATUS = {
+ANTHROPIC_STATUS = {
     "invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
     "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
     "overloaded_error": 529, "timeout_error": 504, "billing_error": 402,

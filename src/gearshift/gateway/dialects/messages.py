@@ -22,7 +22,7 @@ from gearshift.gateway.dialects.chat import short
 from gearshift.jsonfast import JSONDecodeError, dumps, loads
 from gearshift.providers.anthropic import FINISH_REASONS, STOP_STRING
 from gearshift.providers.base import Completion, Usage
-from gearshift.providers.http import _ANTHROPIC_STATUS
+from gearshift.providers.http import ANTHROPIC_STATUS
 from gearshift.request import ChatRequest, content_text, metadata_from_headers
 from gearshift.trace import Trace
 
@@ -31,7 +31,7 @@ STOP_REASONS: dict[str, str] = {"function_call": "tool_use"}
 for _anthropic, _openai in FINISH_REASONS.items():
     STOP_REASONS.setdefault(_openai, _anthropic)
 # HTTP status -> Anthropic error type: the inverse of the table that reads upstream errors.
-ERROR_TYPES = {status: kind for kind, status in _ANTHROPIC_STATUS.items()}
+ERROR_TYPES = {status: kind for kind, status in ANTHROPIC_STATUS.items()}
 
 # Messages API fields carried into the internal body unchanged (OpenAI-compatible upstreams take them or
 # drop them per `drop_params`; the Anthropic provider translates them back).
