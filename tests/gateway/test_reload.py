@@ -96,9 +96,9 @@ def test_sighup_under_load_swaps_a_valid_config_and_keeps_the_old_on_error(tmp_p
                                      "--port", str(port), "--workers", str(workers)],
                                     stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp_path)
         url = f"http://127.0.0.1:{port}"
+        load = Load(url)
         try:
-            _until(lambda: _ready(url))
-            load = Load(url)
+            _until(lambda: _ready(url, workers))
             for t in load.threads:
                 t.start()
             _until(lambda: len(load) >= 100)
@@ -121,10 +121,11 @@ def test_sighup_under_load_swaps_a_valid_config_and_keeps_the_old_on_error(tmp_p
             # Every worker reloaded, and refused, once: any worker's /metrics counts them all.
             _until(lambda: _metric(url, "gearshift_config_reloads_total") == workers
                    and _metric(url, "gearshift_config_reload_failures_total") == workers)
-            load.stop.set()
-            for t in load.threads:
-                t.join(30)
         finally:
+            load.stop.set()  # also when an assertion failed: the clients must not outlive the test
+            for t in load.threads:
+                if t.is_alive():
+                    t.join(30)
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
     statuses = {s for s, _ in load.results}
@@ -138,10 +139,13 @@ def test_sighup_under_load_swaps_a_valid_config_and_keeps_the_old_on_error(tmp_p
         assert line in log_text
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, workers: int) -> bool:
+    """Ready, with every worker started (each publishes its counts once serving: /health counts them)."""
     try:
-        return urllib3.request("GET", url + "/health/ready", retries=False).status == 200
-    except urllib3.exceptions.HTTPError:
+        if urllib3.request("GET", url + "/health/ready", retries=False).status != 200:
+            return False
+        return int(json.loads(urllib3.request("GET", url + "/health", retries=False).data)["workers"]) == workers
+    except (urllib3.exceptions.HTTPError, ValueError, KeyError):
         return False
 
 

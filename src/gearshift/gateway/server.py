@@ -72,6 +72,10 @@ async def _settle_gc(app: web.Application) -> None:
 
 
 def _serve_one(plan: Plan, host: str, port: int, reuse_port: bool, workers_dir: str | None = None) -> None:
+    # A SIGHUP before the event loop can take it (a worker still starting) would end the process: note
+    # it instead, and reload once serving.
+    early = threading.Event()
+    signal.signal(signal.SIGHUP, lambda signum, frame: early.set())
     _event_loop_policy()
     config = plan.config
     app = create_app(plan, workers_dir=workers_dir)
@@ -80,7 +84,7 @@ def _serve_one(plan: Plan, host: str, port: int, reuse_port: bool, workers_dir: 
              len(config.routers), len(config.models), config.store.url.split("://")[0], os.getpid())
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    main = loop.create_task(_serve_until_signal(app, config, host, port, reuse_port))
+    main = loop.create_task(_serve_until_signal(app, config, host, port, reuse_port, early))
     try:
         loop.run_until_complete(main)
     except (web.GracefulExit, KeyboardInterrupt):
@@ -99,7 +103,8 @@ def runner(app: web.Application, config: Config, **kwargs: object) -> GatewayRun
                          max_per_client=config.server.max_connections_per_client, access_log=None, **kwargs)
 
 
-async def _serve_until_signal(app: web.Application, config: Config, host: str, port: int, reuse_port: bool) -> None:
+async def _serve_until_signal(app: web.Application, config: Config, host: str, port: int, reuse_port: bool,
+                              early: threading.Event | None = None) -> None:
     """What web.run_app does, with the gateway's runner: serve until a signal raises GracefulExit."""
     r = runner(app, config, handle_signals=True, shutdown_timeout=30)
     await r.setup()
@@ -113,6 +118,8 @@ async def _serve_until_signal(app: web.Application, config: Config, host: str, p
 
     # SIGHUP reloads the config file (its default action would end the process).
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+    if early is not None and early.is_set():
+        reload()
     try:
         await web.TCPSite(r, host, port, reuse_port=reuse_port).start()
         await asyncio.Event().wait()
