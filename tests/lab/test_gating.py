@@ -24,6 +24,14 @@ from tests.support.configs import parse_config
 
 MATH_GATES = [{"kind": "arithmetic"}, {"kind": "final_answer"}]
 
+# The recorded GSM8K answers of Mixtral-8x7B and GPT-4-1106 as two replay models (a config's `models:`).
+REPLAY_MODELS = f"""models:
+  mixtral: {{provider: replay, replay: {{dataset: routellm/gsm8k, column: {ROUTELLM_WEAK}}},
+            price: {{input: 0.6, output: 0.6}}, rank: 1}}
+  gpt-4: {{provider: replay, replay: {{dataset: routellm/gsm8k, column: {ROUTELLM_STRONG}}},
+          price: {{input: 10, output: 30}}, rank: 9}}"""
+
+
 
 def model(price_in: float, price_out: float, rank: int) -> dict[str, Any]:
     return {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "price": {"input": price_in, "output": price_out},
@@ -165,18 +173,13 @@ def test_cli_trains_a_gate_and_replays_the_configured_cascade(data_dir: Path, tm
     assert res.exit_code == 0, res.output
     assert "held-out (2 folds, 1307 prompts): APGR" in res.output
     assert (tmp_path / "gate.json").exists()
-    (tmp_path / "gearshift.yaml").write_text(f"""
-models:
-  mixtral: {{provider: replay, replay: {{dataset: routellm/gsm8k, column: {ROUTELLM_WEAK}}},
-            price: {{input: 0.6, output: 0.6}}, rank: 1}}
-  gpt-4: {{provider: replay, replay: {{dataset: routellm/gsm8k, column: {ROUTELLM_STRONG}}},
-          price: {{input: 10, output: 30}}, rank: 9}}
+    (tmp_path / "gearshift.yaml").write_text(REPLAY_MODELS + """
 routers:
   cascade:
     kind: cascade
     tiers:
-      - {{model: mixtral, gates: [{{kind: arithmetic}}, {{kind: learned, artifact: gate.json}}]}}
-      - {{model: gpt-4}}
+      - {model: mixtral, gates: [{kind: arithmetic}, {kind: learned, artifact: gate.json}]}
+      - {model: gpt-4}
 """)
     res = runner.invoke(main, ["lab", "cascade", "--config", str(tmp_path / "gearshift.yaml"), "--router", "cascade",
                                "--outcomes", "routellm/gsm8k", "--drop-contaminated", "--json"])
@@ -252,19 +255,14 @@ def test_lab_cascade_calibrates_a_judge_from_an_outcomes_file(gsm8k, tmp_path: P
     write_outcomes(o, tmp_path / "judged.csv")
     back = read_outcomes(tmp_path / "judged.csv")
     assert np.array_equal(back.judge, o.judge, equal_nan=True) and back.judge_latency is not None  # type: ignore[arg-type]
-    (tmp_path / "gearshift.yaml").write_text(f"""
-models:
-  mixtral: {{provider: replay, replay: {{dataset: routellm/gsm8k, column: {ROUTELLM_WEAK}}},
-            price: {{input: 0.6, output: 0.6}}, rank: 1}}
-  gpt-4: {{provider: replay, replay: {{dataset: routellm/gsm8k, column: {ROUTELLM_STRONG}}},
-          price: {{input: 10, output: 30}}, rank: 9}}
-  judge: {{provider: openai, base_url: "http://127.0.0.1:9/v1", price: {{input: 10, output: 30}}, rank: 9}}
+    (tmp_path / "gearshift.yaml").write_text(REPLAY_MODELS + """
+  judge: {provider: openai, base_url: "http://127.0.0.1:9/v1", price: {input: 10, output: 30}, rank: 9}
 routers:
   cascade:
     kind: cascade
     tiers:
-      - {{model: mixtral, gates: [{{kind: judge, model: judge, scale: 1-10}}]}}
-      - {{model: gpt-4}}
+      - {model: mixtral, gates: [{kind: judge, model: judge, scale: 1-10}]}
+      - {model: gpt-4}
 """)
     res = CliRunner().invoke(main, ["lab", "cascade", "--config", str(tmp_path / "gearshift.yaml"), "--router", "cascade",
                                     "--outcomes", str(tmp_path / "judged.csv"), "--floor", "0.95", "--json"])
