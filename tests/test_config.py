@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,16 @@ def test_check_config_command_exit_codes(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "models.m.price.output" in out.stderr and "'x'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(("key", "fix"), [
+    ({"name": "a", "key": "k", "team": "nobody"}, "client_keys.0.team: bad value 'nobody'"),
+    ({"name": "a", "key": "k", "routers": ["gearshift/nope"]}, "client_keys.0.routers.0: bad value 'gearshift/nope'"),
+    ({"name": "a", "key": "k", "models": ["gpt-9"]}, "client_keys.0.models.0: bad value 'gpt-9'"),
+    ({"name": "a", "key": "k", "limits": {"rpm": 0}}, "client_keys.0.limits.rpm"),
+])
+def test_a_client_key_names_only_what_the_config_has(key: dict, fix: str) -> None:
+    data = {"models": {"m": {"provider": "openai", "price": {"input": 1, "output": 1}}},
+            "routers": {"r": {"kind": "fixed", "model": "m"}}, "client_keys": [key], "teams": {"search": {}}}
+    with pytest.raises(ConfigError, match=re.escape(fix)):
+        parse_config(data)

@@ -144,6 +144,21 @@ class RouterConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class Limits(_Strict):
+    """Per-minute rate limits and USD budgets of a key or a team; an absent one is no limit."""
+
+    rpm: int | None = Field(default=None, gt=0, description="requests per minute")
+    tpm: int | None = Field(default=None, gt=0, description="tokens (input and output) per minute")
+    usd_day: float | None = Field(default=None, ge=0, description="spend per UTC day, in USD")
+    usd_month: float | None = Field(default=None, ge=0, description="spend per UTC calendar month, in USD")
+
+
+class TeamConfig(_Strict):
+    """A team that keys belong to: its limits hold for all of its keys together."""
+
+    limits: Limits | None = None
+
+
 class ClientKey(_Strict):
     """A bearer key clients present. Give `key_env` (preferred) or `key`."""
 
@@ -151,6 +166,11 @@ class ClientKey(_Strict):
     key: str | None = None
     key_env: str | None = None
     admin: bool = Field(default=False, description="may write feedback on any request's trace, not only its own")
+    team: str | None = Field(default=None, description="the team the key's spend counts to (one of `teams`)")
+    routers: list[str] | None = Field(default=None, description="the routers this key may name (default: any)")
+    models: list[str] | None = Field(default=None, description="the models this key may name directly "
+                                     "(default: any)")
+    limits: Limits | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ClientKey:
@@ -275,6 +295,7 @@ class Config(_Strict):
     models: dict[str, ModelConfig]
     routers: dict[str, RouterConfig] = Field(default_factory=dict)
     client_keys: list[ClientKey] = Field(default_factory=list)
+    teams: dict[str, TeamConfig] = Field(default_factory=dict)
     store: StoreConfig = StoreConfig()
     server: ServerConfig = ServerConfig()
     watch: WatchConfig = WatchConfig()
@@ -312,6 +333,16 @@ class Config(_Strict):
             if sh and sh.resolve and sh.resolve.judge not in self.models:
                 raise _KeyProblem(f"routers.{rname}.shadow.resolve.judge", sh.resolve.judge,
                                   f"one of the models: {sorted(self.models)}")
+        for i, k in enumerate(self.client_keys):
+            if k.team is not None and k.team not in self.teams:
+                raise _KeyProblem(f"client_keys.{i}.team", k.team, f"one of the teams: {sorted(self.teams)} "
+                                  "(add it under `teams:`)")
+            for j, name in enumerate(k.routers or ()):
+                if name not in self.routers:
+                    raise _KeyProblem(f"client_keys.{i}.routers.{j}", name, f"one of the routers: {sorted(self.routers)}")
+            for j, name in enumerate(k.models or ()):
+                if name not in self.models:
+                    raise _KeyProblem(f"client_keys.{i}.models.{j}", name, f"one of the models: {sorted(self.models)}")
         if self.server.default_router and self.server.default_router not in self.routers:
             raise _KeyProblem("server.default_router", self.server.default_router, f"one of {sorted(self.routers)}")
         if self.watch.reference is not None and self.watch.reference not in self.models:

@@ -105,7 +105,8 @@ class Trace:
     calls: list[Call] = field(default_factory=list)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
-    client: str | None = None
+    client: str | None = None  # the client key's name
+    team: str | None = None  # its team, the spend's other owner
     prompt: str | None = None  # the conversation text, when the store records content
     response: str | None = None
     response_truncated: bool = False  # `response` is cut at store.max_answer_chars

@@ -48,3 +48,33 @@ def test_trace_ids_do_not_come_from_the_seedable_generator() -> None:
     second = Trace(router="", requested_model="").id
     assert first != second
     assert re.fullmatch(r"[0-9a-f]{32}", first)
+
+
+def test_a_key_uses_only_its_routers_and_models_and_its_team_owns_the_spend(tmp_path) -> None:
+    keys = [{"name": "app", "key": "k-app", "team": "search", "routers": ["gearshift/auto"], "models": []},
+            {"name": "ops", "key": "k-ops"}]
+    with FakeUpstream.running(models=("fake-small", "fake-large")) as up, \
+            running(gateway_config(up.url, tmp_path, client_keys=keys, teams={"search": {}})) as gw:
+        def ask(key: str, model: str) -> urllib3.BaseHTTPResponse:
+            body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+            return http.request("POST", gw.url + "/v1/chat/completions", body=body,
+                                headers={"Authorization": f"Bearer {key}"})
+
+        ok = ask("k-app", "gearshift/auto")
+        assert ok.status == 200
+        for model in ("gearshift/strong", "large"):
+            refused = ask("k-app", model)
+            error = json.loads(refused.data)["error"]
+            assert refused.status == 403 and error["code"] == "model_not_allowed" and error["param"] == "model"
+            assert repr(model) in error["message"] and "k-app" not in error["message"]
+        assert ask("k-ops", "gearshift/strong").status == 200 and ask("k-ops", "large").status == 200
+        deadline = time.monotonic() + 10
+        while gw.gateway.writer.pending() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+        rows = {r["id"]: r for r in gw.gateway.store.traces()}
+    app_trace = rows[ok.headers["x-gearshift-trace-id"]]
+    assert (app_trace["client"], app_trace["team"]) == ("app", "search")
+    refused_rows = [r for r in rows.values() if r["status"] == 403]
+    assert len(refused_rows) == 2 and all(r["team"] == "search" and r["cost_usd"] == 0 for r in refused_rows)
+    assert {r["team"] for r in rows.values() if r["client"] == "ops"} == {None}

@@ -14,7 +14,7 @@ def plain(t: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
     trow = (t.id, t.created, t.router, t.requested_model, t.reason, json.dumps(t.route), t.final_model, t.status,
             int(t.streamed), t.cost_usd, t.latency_ms, t.estimated_tokens, t.score, t.client, json.dumps(t.metadata),
             json.dumps(t.verdicts), t.prompt, t.response, t.error, t.arm, int(t.shadowed), t.shadow_cost_usd,
-            None, int(t.response_truncated), t.endpoint)
+            None, int(t.response_truncated), t.endpoint, t.team)
     crows = [(t.id, i, c.model, c.role, c.input_tokens, c.output_tokens, int(c.usage_estimated), c.cost_usd,
               c.latency_ms, c.status, c.error, c.attempt, c.response, int(c.truncated)) for i, c in enumerate(t.calls)]
     return trow, crows
@@ -25,7 +25,7 @@ def test_encode_matches_the_plain_encoding_text_for_text() -> None:
     full = Trace(router="c", requested_model="c", route=["small", "large"], metadata={"tier": "pro", "é": "ü"},
                  verdicts=[{"gate": "arithmetic", "model": "small", "passed": False, "score": 0.25, "reasons": ["x"]}],
                  streamed=True, shadowed=True, score=0.5, arm="a", prompt="q", response="a", error=None,
-                 endpoint="responses")
+                 endpoint="responses", client="app", team="search")
     full.calls = [Call("small", "primary", 10, 2, cost_usd=1e-6, response="7"),
                   Call("arithmetic", "gate", status=422),
                   Call("large", "escalation", 10, 5, usage_estimated=True, cost_usd=3.3e-5),

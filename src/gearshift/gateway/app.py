@@ -42,6 +42,7 @@ from gearshift.jsonfast import dumps, loads
 from gearshift.plan import Plan
 from gearshift.plan import load as load_plan
 from gearshift.plan import of as plan_of
+from gearshift.principal import Principal, from_config
 from gearshift.providers import build_provider
 from gearshift.providers.base import Provider
 from gearshift.request import MAX_DEPTH, ChatRequest, too_deep
@@ -100,7 +101,7 @@ class Live:
         config = plan.config
         self.plan = plan
         self.executor = executor
-        self.keys = [(k.name, (k.secret() or "").encode()) for k in config.client_keys]
+        self.keys = [(from_config(k, config.teams), (k.secret() or "").encode()) for k in config.client_keys]
         self.admins = {k.name for k in config.client_keys if k.admin}
         key_env = config.server.metrics_key_env
         # plan.build refused a named variable that is not set: None here means "open by choice".
@@ -319,26 +320,29 @@ class Gateway:
 
     # -- requests --------------------------------------------------------------------------
 
-    def authenticate(self, request: web.Request, dialect: Dialect = CHAT) -> str | None:
-        """The name of the client key the request carries (None when the gateway is open)."""
+    def authenticate(self, request: web.Request, dialect: Dialect = CHAT) -> Principal | None:
+        """The client key the request carries (None when the gateway is open)."""
         keys = self.live.keys
         if not keys:
             return None
         token = dialect.token(request.headers)
         found = None
-        for name, secret in keys:
+        for principal, secret in keys:
             # Compare against every key so timing does not reveal which one matched.
             if hmac.compare_digest(token, secret):
-                found = name
+                found = principal
         if found is None:
             raise Unauthorized(f"missing or invalid API key: send {dialect.key_hint}")
         return found
 
-    def resolve(self, req: ChatRequest, live: Live | None = None) -> tuple[Router | None, Route]:
+    def resolve(self, req: ChatRequest, live: Live | None = None,
+                principal: Principal | None = None) -> tuple[Router | None, Route]:
         live = live or self.live
         config, routers = live.config, live.routers
         name = req.model or (config.server.default_router or "")
         router = routers.get(name)
+        if principal is not None and (router is not None or name in config.models):
+            self._allow(principal, name, router is not None)
         if router is not None:
             return router, router.route(req)
         if name in config.models:
@@ -348,6 +352,17 @@ class Gateway:
             raise BadRequest("`model` is required (no server.default_router is configured)", param="model")
         raise NotFound(f"the model {name!r} does not exist: name a router or a model: {', '.join(known)}",
                        param="model")
+
+    @staticmethod
+    def _allow(principal: Principal, name: str, is_router: bool) -> None:
+        """Refuse a router or model the key may not name (its `routers:` / `models:`)."""
+        if principal.may_use(name, is_router):
+            return
+        what = "router" if is_router else "model"
+        allowed = sorted((principal.routers if is_router else principal.models) or ())
+        raise Forbidden(f"the key {principal.name!r} may not use the {what} {name!r}; it may use: "
+                        f"{', '.join(allowed) or f'no {what} named directly'}", param="model",
+                        code="model_not_allowed")
 
     def _unauthenticated(self, e: GearshiftError, dialect: Dialect = CHAT) -> web.Response:
         """A request without a valid key: counted, never traced (anyone could fill the store)."""
@@ -373,17 +388,19 @@ class Gateway:
         live = self.live  # this request's plan, to its end, whatever a reload swaps in meanwhile
         config = live.config
         try:
-            client = self.authenticate(request, dialect)
+            principal = self.authenticate(request, dialect)
         except Unauthorized as e:
             return self._unauthenticated(e, dialect)
-        trace = Trace(router="", requested_model="", client=client, endpoint=dialect.kind, created=self.clock())
+        client = principal.name if principal is not None else None
+        trace = Trace(router="", requested_model="", client=client, team=principal.team if principal else None,
+                      endpoint=dialect.kind, created=self.clock())
         logs.trace_id.set(trace.id)  # this handler's task only: every line it logs names the request
         live.in_flight += 1
         self.counters.in_flight += 1
         try:
             req = dialect.parse(await self._body(request), request.headers, client)
             trace.streamed = req.stream
-            route = self.route(req, trace, live)
+            route = self.route(req, trace, live, principal)
             if req.stream:
                 return await self._stream(request, dialect, req, route, trace, t0, live)
             outcome = await self.answer(req, route, trace, live, dialect)
@@ -415,11 +432,12 @@ class Gateway:
     # The steps of a non-streamed request, shared by the HTTP handler and the lab's simulation (which
     # calls them in-process: the same routing, execution, shadow sampling and recording).
 
-    def route(self, req: ChatRequest, trace: Trace, live: Live | None = None) -> Route:
-        """Resolve the request's router and route; note both in the trace."""
+    def route(self, req: ChatRequest, trace: Trace, live: Live | None = None,
+              principal: Principal | None = None) -> Route:
+        """Resolve the request's router and route (one the key may use); note both in the trace."""
         live = live or self.live
         trace.requested_model, trace.metadata = req.model, req.metadata
-        _, route = self.resolve(req, live)
+        _, route = self.resolve(req, live, principal)
         trace.router, trace.reason, trace.route, trace.score = route.router, route.reason, route.models(), route.score
         trace.arm = route.arm
         trace.estimated_tokens = req.estimated_tokens()
@@ -470,11 +488,12 @@ class Gateway:
 
         async def count(request: web.Request) -> web.StreamResponse:
             try:
-                client = self.authenticate(request, dialect)
+                principal = self.authenticate(request, dialect)
             except Unauthorized as e:
                 return self._unauthenticated(e, dialect)
             try:
-                body = dialect.count(await self._body(request), request.headers, client)
+                body = dialect.count(await self._body(request), request.headers,
+                                     principal.name if principal else None)
             except GearshiftError as e:
                 return web.Response(status=e.status, body=dialect.error(e), content_type="application/json")
             return web.Response(body=body, content_type="application/json")
@@ -566,9 +585,10 @@ class Gateway:
     async def feedback(self, request: web.Request) -> web.Response:
         """POST /v1/feedback {trace_id, score | thumbs | rating (+ scale), source?, comment?}."""
         try:
-            client = self.authenticate(request)
+            principal = self.authenticate(request)
         except Unauthorized as e:
             return self._unauthenticated(e)
+        client = principal.name if principal is not None else None
         try:
             try:
                 body = loads(await request.read())

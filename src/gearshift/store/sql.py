@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS traces (
     shadow_cost_usd {real} NOT NULL DEFAULT 0,
     answer_call INTEGER,
     response_truncated INTEGER NOT NULL DEFAULT 0,
-    endpoint TEXT NOT NULL DEFAULT 'chat'
+    endpoint TEXT NOT NULL DEFAULT 'chat',
+    team TEXT
 );
 CREATE INDEX IF NOT EXISTS traces_created ON traces(created);
 CREATE TABLE IF NOT EXISTS feedback (

@@ -164,6 +164,8 @@ class TraceView:
     calls: tuple[CallView, ...]
     verdicts: tuple[VerdictView, ...]
     endpoint: str = "chat"
+    client: str | None = None  # the client key's name
+    team: str | None = None
     shadow_start: int = field(init=False, repr=False, compare=False)  # index of the first shadow call
 
     def __post_init__(self) -> None:
@@ -179,7 +181,7 @@ class TraceView:
             return cls(t.id, t.created, t.router, t.arm, t.final_model, t.status, t.streamed, t.shadowed,
                        t.latency_ms, t.estimated_tokens, t.score, t.error, t.prompt, t.metadata,
                        tuple(CallView.of(c) for c in t.calls), tuple(VerdictView.of(v) for v in t.verdicts),
-                       t.endpoint)
+                       t.endpoint, t.client, t.team)
         score = t.get("score")
         return cls(t.get("id"), t.get("created"), t.get("router"), t.get("arm"), t.get("final_model"),
                    int(t.get("status", 200) or 0), bool(t.get("streamed")),
@@ -187,7 +189,7 @@ class TraceView:
                    None if score is None else float(score), t.get("error"), t.get("prompt"), t.get("metadata") or {},
                    tuple(CallView.of(c) for c in t.get("calls") or ()),
                    tuple(VerdictView.of(v) for v in t.get("verdicts") or () if isinstance(v, Mapping)),
-                   t.get("endpoint") or "chat")
+                   t.get("endpoint") or "chat", t.get("client"), t.get("team"))
 
     # --- what happened -----------------------------------------------------------------------------
 
