@@ -185,6 +185,13 @@ def test_each_api_gets_its_own_rendering_of_a_hit(gateway: Any, upstream: FakeUp
     # The same words on chat completions are another API's request.
     assert ask(gateway, "hi", max_tokens=64)[1]["x-gearshift-cache"] == "miss"
     assert upstream.count() == 2
+    responses = {"model": "cached", "input": "hello responses", "temperature": 0}
+    replies = [http.request("POST", gateway.url + "/v1/responses", body=json.dumps(responses),
+                            headers={"Content-Type": "application/json"}) for _ in range(2)]
+    assert [r.headers["x-gearshift-cache"] for r in replies] == ["miss", "hit"]
+    doc = json.loads(replies[1].data)
+    assert doc["object"] == "response" and doc["status"] == "completed"
+    assert doc["output"][0]["content"][0]["text"] == "echo: hello responses" and upstream.count() == 3
 
 
 def test_metrics_count_requests_by_router_and_result(gateway: Any) -> None:
