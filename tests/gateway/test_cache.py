@@ -147,10 +147,13 @@ def test_the_key_is_the_answer_changing_part_of_the_request(gateway: Any, upstre
 
 
 def test_entries_expire_and_the_least_recently_used_go_past_the_cap(upstream: FakeUpstream, tmp_path: Path) -> None:
-    with running(cached_config(upstream, tmp_path, ttl_seconds=0.3)) as gw:
+    with running(cached_config(upstream, tmp_path, ttl_seconds=60)) as gw:
+        now = [1_000.0]
+        gw.gateway.cache.clock = lambda: now[0]  # the cache's time, moved by hand: no test waits on the wall clock
         ask(gw, "short lived")
+        now[0] += 59
         assert ask(gw, "short lived")[1]["x-gearshift-cache"] == "hit"
-        time.sleep(0.5)
+        now[0] += 1
         assert ask(gw, "short lived")[1]["x-gearshift-cache"] == "miss"
     with running(cached_config(upstream, tmp_path / "cap", max_entries=2)) as gw:
         for text in ("one", "two", "one", "three"):  # "one" used again: "two" is the least recently used
