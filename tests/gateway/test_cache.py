@@ -172,6 +172,10 @@ def test_failed_and_cut_answers_are_never_kept(gateway: Any, upstream: FakeUpstr
     with contextlib.suppress(openai.APIError):
         ask_stream(gateway, "broken stream")
     assert ask_stream(gateway, "broken stream")[1]["x-gearshift-cache"] == "miss"
+    # A stream that asked for logprobs is not kept: put back together, it would answer without them.
+    ask_stream(gateway, "with logprobs", logprobs=True)
+    assert ask(gateway, "with logprobs", logprobs=True)[1]["x-gearshift-cache"] == "miss"
+    assert ask(gateway, "with logprobs", logprobs=True)[1]["x-gearshift-cache"] == "hit"
 
 
 def test_each_api_gets_its_own_rendering_of_a_hit(gateway: Any, upstream: FakeUpstream) -> None:

@@ -553,7 +553,9 @@ class Gateway:
         # The executor raises before anything is sent.
         outcome = opened if opened is not None else await executor.open_stream(route, req, trace)
         assert outcome.stream is not None
-        collect = Assembled() if lookup is not None and lookup.write else None
+        # Chunks carry no whole-answer logprobs: a stream that asked for them is not kept (a hit would lack them).
+        keep = lookup is not None and lookup.write and not req.body.get("logprobs")
+        collect = Assembled() if keep else None
         trace.final_model = outcome.model
         render = dialect.streamer(req, trace)
         # The streamed call's cost is known only at the end: the dialect's tail may carry it.
