@@ -63,6 +63,13 @@ BAD = {
                                 "serves large, the shadow reference, so no pair is ever made; fix: set explore: small"),
     "observe_without_shadow": (observing(None), "routers.auto.mode: observe proves the router on shadow pairs, and "
                                "nothing is shadowed; fix: add routers.auto.shadow (rate, and explore: small)"),
+    # The response cache's settings are typed: a bad value or an unknown key is refused by name.
+    "cache_ttl": ({"models": MODELS, "routers": {"auto": {"kind": "fixed", "model": "small",
+                                                          "cache": {"ttl_seconds": 0}}}, "server": {"open": True}},
+                  "routers.auto.cache.ttl_seconds: Input should be greater than 0 (got 0)"),
+    "cache_key": ({"models": MODELS, "routers": {"auto": {"kind": "fixed", "model": "small",
+                                                          "cache": {"max_entry": 5}}}, "server": {"open": True}},
+                  "routers.auto.cache.max_entry: unknown key; remove it or check its spelling"),
 }
 
 

@@ -129,6 +129,20 @@ class RecalibrateConfig(_Strict):
                              "`gearshift routers promote`)")
 
 
+class CacheConfig(_Strict):
+    """An exact-match response cache for one router: a request identical to one answered before (same
+    router, API, messages and answer-changing parameters) is answered from the cache, without an upstream call."""
+
+    ttl_seconds: float = Field(default=3600.0, gt=0, description="how long an answer stays in the cache")
+    max_entries: int = Field(default=10_000, gt=0, description="answers kept for this router; the least recently "
+                             "used go first (shared: the oldest written)")
+    shared: bool = Field(default=False, description="keep the answers in the store (every process and replica "
+                         "sharing it hits them) instead of in this process's memory")
+    any_temperature: bool = Field(default=False, description="also cache requests sampled at temperature > 0 (or "
+                                  "with no temperature: the upstream's default, 1): repeats then get the same "
+                                  "answer instead of a new sample")
+
+
 class RouterConfig(BaseModel):
     """A router's settings; `kind` picks the class, which validates the rest (see gearshift.plan)."""
 
@@ -138,6 +152,7 @@ class RouterConfig(BaseModel):
     fallbacks: list[str] = Field(default_factory=list)
     shadow: ShadowConfig | None = None
     recalibrate: RecalibrateConfig | None = None
+    cache: CacheConfig | None = None
 
     def options(self) -> dict[str, Any]:
         """The kind-specific keys."""

@@ -11,6 +11,10 @@ try:
     def dumps(obj: Any) -> bytes:
         return orjson.dumps(obj)
 
+    def canonical(obj: Any) -> bytes:
+        """One encoding per value whatever its keys' order (cache keys hash it)."""
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
     loads: Callable[[bytes | str], Any] = orjson.loads
     JSONDecodeError: type[Exception] = orjson.JSONDecodeError
 except ImportError:  # pragma: no cover - orjson is a dependency; this keeps odd installs working
@@ -19,7 +23,10 @@ except ImportError:  # pragma: no cover - orjson is a dependency; this keeps odd
     def dumps(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
+    def canonical(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
+
     loads = json.loads
     JSONDecodeError = json.JSONDecodeError
 
-__all__ = ["JSONDecodeError", "dumps", "loads"]
+__all__ = ["JSONDecodeError", "canonical", "dumps", "loads"]

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, TypeAdapter, create_model
 
-from gearshift.config import Config, RecalibrateConfig, ShadowConfig
+from gearshift.config import CacheConfig, Config, RecalibrateConfig, ShadowConfig
 from gearshift.gates.base import GATE_LIST, GATES
 from gearshift.routers import ROUTERS
 
@@ -23,7 +23,8 @@ def _router_union() -> Any:
             f"{cls.__name__}Config", __base__=cls.Options, __doc__=cls.__doc__,
             kind=(Literal[kind], ...),  # type: ignore[valid-type]
             fallbacks=(list[str], Field(default_factory=list, description="models tried when the chosen one fails")),
-            shadow=(ShadowConfig | None, None), recalibrate=(RecalibrateConfig | None, None)))
+            shadow=(ShadowConfig | None, None), recalibrate=(RecalibrateConfig | None, None),
+            cache=(CacheConfig | None, None)))
     return Annotated[Union[tuple(members)], Field(discriminator="kind")]  # noqa: UP007 - built at run time
 
 

@@ -13,6 +13,9 @@ ROLES = ("primary", "escalation", "fallback", "judge", "gate", "shadow", "shadow
 SHADOW_ROLES = ("shadow", "shadow_judge", "shadow_resolve")
 # The client-facing APIs a request can arrive by; all of them route, gate, shadow and trace alike.
 ENDPOINTS = ("chat", "responses", "messages", "embeddings")
+# What the response cache did for a request: answered it, missed (then stored the answer), was bypassed by
+# the client (`cache-control: no-cache | no-store`), or skipped it (temperature > 0, n > 1: not cacheable).
+CACHE_RESULTS = ("hit", "miss", "bypass", "skip")
 
 
 class _Entropy:
@@ -119,6 +122,10 @@ class Trace:
     id: str = field(default_factory=lambda: new_trace_id())
     created: float = field(default_factory=time.time)
     revision: int = 0  # 0 when first written; later writes of the same trace (a shadow pair added) count up
+    # The response cache (gateway/cache.py): None when the router has none, else CACHE_RESULTS; a hit's
+    # saving is what the route's first model would have charged for the cached answer's usage.
+    cache: str | None = None
+    cache_saved_usd: float = 0.0
 
     @property
     def cost_usd(self) -> float:

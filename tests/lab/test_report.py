@@ -376,6 +376,22 @@ def test_report_from_cascade_traces_without_pairs(tmp_path: Path) -> None:
     assert not (tmp_path / "cascades-quality-cost.png").exists()
 
 
+def test_report_counts_what_the_response_cache_saved(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    store = SQLiteStore(tmp_path / "traces.db")
+    traces = [_trace(i, escalate=i % 3 == 0) for i in range(12)]
+    traces[0].cache = "miss"
+    hits = [Trace(router="cascade-a", requested_model="cascade-a", final_model="small", id=f"hit{i}", cache="hit",
+                  cache_saved_usd=0.002, created=1_700_000_100.0 + i) for i in range(3)]
+    store.write(traces + hits)
+    out = tmp_path / "cached.html"
+    res = CliRunner().invoke(main, ["lab", "report", "--config", str(config), "--n-boot", "50", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = out.read_text(encoding="utf-8")
+    assert "response cache: 3 hits, 1 misses, 0 bypassed, 0 not cacheable (hit rate 75.0%); hits saved $0.006000" in text
+    assert "<td>cascade-a (traces)</td><td>escalated</td><td>4</td>" in text  # hits are no cascade requests
+
+
 def test_report_from_shadow_pairs_and_cascades_in_traces(tmp_path: Path, data_dir) -> None:  # type: ignore[no-untyped-def]
     """Traces shaped as the gateway writes them, answered with GSM8K's recorded outcomes."""
     o = datasets.load("routellm/gsm8k")

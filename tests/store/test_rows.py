@@ -14,7 +14,7 @@ def plain(t: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
     trow = (t.id, t.created, t.router, t.requested_model, t.reason, json.dumps(t.route), t.final_model, t.status,
             int(t.streamed), t.cost_usd, t.latency_ms, t.estimated_tokens, t.score, t.client, json.dumps(t.metadata),
             json.dumps(t.verdicts), t.prompt, t.response, t.error, t.arm, int(t.shadowed), t.shadow_cost_usd,
-            None, int(t.response_truncated), t.endpoint, t.team)
+            None, int(t.response_truncated), t.endpoint, t.team, t.cache, t.cache_saved_usd)
     crows = [(t.id, i, c.model, c.role, c.input_tokens, c.output_tokens, int(c.usage_estimated), c.cost_usd,
               c.latency_ms, c.status, c.error, c.attempt, c.response, int(c.truncated)) for i, c in enumerate(t.calls)]
     return trow, crows

@@ -335,10 +335,10 @@ def test_a_store_an_older_gearshift_created_gets_the_new_columns(store_config: S
     from gearshift.store.sql import SCHEMA
 
     old = SCHEMA.split(";")[0].format(real="DOUBLE PRECISION", serial_pk="")
-    for added in ("    arm TEXT,\n", "    shadowed INTEGER NOT NULL DEFAULT 0,\n",
+    for added in (",\n    cache TEXT", ",\n    cache_saved_usd DOUBLE PRECISION NOT NULL DEFAULT 0", "    arm TEXT,\n", "    shadowed INTEGER NOT NULL DEFAULT 0,\n",
                   ",\n    shadow_cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0", ",\n    endpoint TEXT NOT NULL DEFAULT 'chat'"):
         old = old.replace(added, "")
-    assert "arm" not in old and "shadow" not in old and "endpoint" not in old
+    assert "arm" not in old and "shadow" not in old and "endpoint" not in old and "cache" not in old
     if store_config.url.startswith("sqlite"):
         import sqlite3
 
@@ -358,4 +358,25 @@ def test_a_store_an_older_gearshift_created_gets_the_new_columns(store_config: S
     store.write([trace(arm="b", shadowed=True, endpoint="messages")])
     assert store.count() == 2 and [r["arm"] for r in store.traces()] == [None, "b"]
     assert [r["endpoint"] for r in store.traces()] == ["chat", "messages"]
+    assert [(r["cache"], r["cache_saved_usd"]) for r in store.traces()] == [(None, 0), (None, 0)]
     store.close()
+
+
+def test_traces_keep_what_the_response_cache_did(store: TraceStore) -> None:
+    hit, plain = trace(cache="hit", cache_saved_usd=0.25, created=1.0), trace(created=2.0)
+    hit.calls = []
+    store.write([hit, plain])
+    assert [(r["cache"], r["cache_saved_usd"], r["cost_usd"]) for r in store.traces()] == [
+        ("hit", 0.25, 0), (None, 0, pytest.approx(0.0001))]
+
+
+def test_the_shared_response_cache_expires_and_keeps_a_router_to_its_cap(store: TraceStore) -> None:
+    store.cache_put("k1", "r", "one", now=100.0, expires=110.0, max_entries=2)
+    assert store.cache_get("k1", now=109.0) == "one" and store.cache_get("k1", now=110.0) is None
+    store.cache_put("k1", "r", "one again", now=101.0, expires=200.0, max_entries=2)  # written again: replaced
+    store.cache_put("k2", "r", "two", now=102.0, expires=200.0, max_entries=2)
+    store.cache_put("other", "s", "another router's", now=102.5, expires=200.0, max_entries=2)
+    assert store.cache_get("k1", now=103.0) == "one again"
+    store.cache_put("k3", "r", "three", now=103.0, expires=200.0, max_entries=2)  # past the cap: the oldest goes
+    assert [store.cache_get(k, now=104.0) for k in ("k1", "k2", "k3", "other")] == [
+        None, "two", "three", "another router's"]

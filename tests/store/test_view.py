@@ -10,7 +10,16 @@ import pytest
 
 from gearshift.config import Price
 from gearshift.store.sqlite import SQLiteStore
-from gearshift.store.view import SHADOW_RESOLUTION, CallView, PairEstimate, ShadowPair, TraceView, wilson
+from gearshift.store.view import (
+    SHADOW_RESOLUTION,
+    CallView,
+    PairEstimate,
+    ShadowPair,
+    TraceView,
+    cache_figures,
+    cache_line,
+    wilson,
+)
 from gearshift.trace import Call, Trace
 
 CHEAP, STRONG = Price(input=1.0, output=2.0), Price(input=10.0, output=30.0)
@@ -215,3 +224,14 @@ def test_resolution_verdicts_grade_the_pair_in_the_trace() -> None:
     [pair] = v.pairs
     assert pair.disagreement and pair.resolved == (1.0, 0.0)
     assert v.grades == {"small": 1.0, "large": 0.0}  # the resolution, not the agreement, grades the answers
+
+
+def test_cache_figures_count_results_and_the_savings_of_hits_alone() -> None:
+    rows: list[Any] = [{"cache": "hit", "cache_saved_usd": 0.5}, {"cache": "hit", "cache_saved_usd": 0.25},
+                       {"cache": "miss", "cache_saved_usd": 9.0}, {"cache": "bypass"}, {"cache": "skip"}, {},
+                       Trace(router="r", requested_model="r", cache="hit", cache_saved_usd=0.125)]
+    f = cache_figures(rows)
+    assert f == {"requests": 6, "by_result": {"hit": 3, "miss": 1, "bypass": 1, "skip": 1}, "hit_rate": 0.75,
+                 "saved_usd": 0.875}
+    assert cache_line(f).startswith("response cache: 3 hits, 1 misses, 1 bypassed, 1 not cacheable (hit rate 75.0%)")
+    assert cache_figures([{}])["hit_rate"] is None and TraceView.of(rows[0]).cache_hit

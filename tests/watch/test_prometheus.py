@@ -206,7 +206,8 @@ def _every_family() -> tuple[str, WatchReport]:
     report = Watch(config).check(batch(100, escalated_share=0.5, agree_share=0.8),
                                  Baseline.from_traces(batch(200, escalated_share=0.2, agree_share=0.98), config))
     counters = Counters()
-    for t in batch(10, escalated_share=0.2, agree_share=0.5, latency_ms=300.0):
+    for i, t in enumerate(batch(10, escalated_share=0.2, agree_share=0.5, latency_ms=300.0)):
+        t.cache = ("hit", "miss", "bypass", "skip", None)[i % 5]
         counters.observe(t)
     counters.sync_shadow_dropped({"queue_full": 2})
     counters.record_report(report, [m.name for m in report.drifted])
@@ -233,7 +234,8 @@ FAMILIES = {
     "gearshift_model_circuit_open", "gearshift_model_circuit_trips_total", "gearshift_model_consecutive_failures",
     "gearshift_router_state", "gearshift_router_proof_pairs", "gearshift_traces_pending",
     "gearshift_traces_written_total", "gearshift_traces_updated_total", "gearshift_traces_failed_total",
-    "gearshift_traces_dropped_total", "gearshift_unauthenticated_requests_total",
+    "gearshift_traces_dropped_total", "gearshift_unauthenticated_requests_total", "gearshift_cache_requests_total",
+    "gearshift_cache_store_failures_total",
 }
 
 

@@ -174,6 +174,7 @@ def lab_report(spec: str | None, config_path: str | None, router_names: tuple[st
             report = cascade_report(cascades, f"traces ({Path(str(config_path)).name})", n_boot=n_boot, seed=seed,
                                     alpha=alpha, note="no prompt was graded for two models (shadow pairs): the "
                                     "cost-quality sections need shadow sampling or --outcomes")
+            report.count_cache(traces)
             paths = write_report(report, out_path, command=command, progress=progress)
     else:
         weak, strong = pair
@@ -186,6 +187,7 @@ def lab_report(spec: str | None, config_path: str | None, router_names: tuple[st
                                       seed=seed, alpha=alpha, cascades=cascades, progress=progress)
             except ValueError as e:
                 raise click.UsageError(str(e)) from None
+            report.count_cache(traces)
             paths = write_report(report, out_path, command=command, progress=progress)
     console.print(f"wrote {paths[0]} ({paths[0].stat().st_size / 1e6:.1f} MB, self-contained) and "
                   f"{len(paths) - 1} PNGs beside it in {time.perf_counter() - t0:.1f} s")

@@ -30,9 +30,10 @@ from gearshift.errors import (
     Unauthorized,
     UpstreamError,
 )
+from gearshift.gateway.cache import Assembled, Hit, Lookup, ResponseCache
 from gearshift.gateway.dialects import DIALECTS, Dialect
 from gearshift.gateway.dialects.chat import ChatDialect
-from gearshift.gateway.executor import Answer, Executor
+from gearshift.gateway.executor import Answer, CompletionStream, Executor
 from gearshift.gateway.feedback import parse_feedback
 from gearshift.gateway.reload import FileWatch, restart_only
 from gearshift.gateway.retention import RetentionLoop
@@ -79,6 +80,8 @@ TOTALS = {
     "reloads_ok": ("gearshift_config_reloads_total", "Config reloads swapped in."),
     "reloads_failed": ("gearshift_config_reload_failures_total",
                        "Config reloads refused (the config loaded before kept serving)."),
+    "cache_store_failures": ("gearshift_cache_store_failures_total",
+                             "Shared response cache reads and writes the store failed (served as misses)."),
 }
 GAUGES = {"traces_pending": ("gearshift_traces_pending", "Traces queued or held for the store.")}
 
@@ -133,6 +136,7 @@ class Gateway:
         spill = config.store.spill_path and Path(config.base_dir) / config.store.spill_path
         self.writer = TraceWriter(self.store, config.store.batch_size, config.store.flush_interval,
                                   config.store.queue_size, spill)
+        self.cache = ResponseCache(self.store, clock)
         self.counters = Counters()
         # With several worker processes: where each publishes its counts, so any one answers for all.
         self.peers = Peers(workers_dir) if workers_dir is not None else None
@@ -274,6 +278,7 @@ class Gateway:
             await self.versions.stop()
         if self.shadower is not None:
             await self.shadower.stop()
+        await self.cache.drain()  # the shared cache's writes under way, before the store closes
         if self.executor is not None:
             for p in self.executor.providers.values():
                 await p.close()
@@ -307,7 +312,7 @@ class Gateway:
         totals = {"traces_written": w.written, "traces_updated": w.updated, "traces_failed": w.failed,
                   "traces_dropped": w.dropped, "unauthenticated": self.unauthenticated,
                   "shadow_done": sh.done if sh else 0, "reloads_ok": self.reloads["ok"],
-                  "reloads_failed": self.reloads["failed"]}
+                  "reloads_failed": self.reloads["failed"], "cache_store_failures": self.cache.store_failures}
         gauges = {"traces_pending": w.pending(), "shadow_queued": sh.queue.qsize() if sh else 0}
         circuits = self.executor.breakers.snapshot() if self.executor is not None else {}
         return {"pid": os.getpid(), "counters": self.counters.state(), "totals": totals, "gauges": gauges,
@@ -401,13 +406,18 @@ class Gateway:
             req = dialect.parse(await self._body(request), request.headers, client)
             trace.streamed = req.stream
             route = self.route(req, trace, live, principal)
+            lookup = self._cache_lookup(request, dialect, req, route, trace, live)
+            hit = await self.cache.get(lookup) if lookup is not None else None
+            if hit is not None:
+                return await self._cached(request, dialect, req, route, trace, t0, live, hit)
             if req.stream:
-                return await self._stream(request, dialect, req, route, trace, t0, live)
+                return await self._stream(request, dialect, req, route, trace, t0, live, lookup=lookup)
             outcome = await self.answer(req, route, trace, live, dialect)
             trace.latency_ms = (time.perf_counter() - t0) * 1000
             assert outcome.completion is not None
             response = web.Response(body=dialect.render(outcome.completion, req, trace), content_type="application/json",
                                     headers=self._headers(trace, route, outcome))
+            self.cache.keep(lookup, outcome.model, outcome.completion)
             if dialect.shadow:
                 self.offer_shadow(req, trace, outcome)
             return response
@@ -428,6 +438,35 @@ class Gateway:
             self.record(trace, config)
             if self.access_sample and random.random() < self.access_sample:
                 self._access(request, trace)
+
+    def _cache_lookup(self, request: web.Request, dialect: Dialect, req: ChatRequest, route: Route, trace: Trace,
+                      live: Live) -> Lookup | None:
+        """What the response cache does for a routed request (None: its router has no cache), noted in the trace."""
+        rc = live.config.routers.get(route.router)
+        if rc is None or rc.cache is None or not dialect.cache:
+            return None
+        lookup = self.cache.decide(rc.cache, route.router, route, dialect.kind, req, request.headers)
+        trace.cache = lookup.result if lookup is not None else None
+        return lookup
+
+    async def _cached(self, request: web.Request, dialect: Dialect, req: ChatRequest, route: Route, trace: Trace,
+                      t0: float, live: Live, hit: Hit) -> web.StreamResponse:
+        """Answer from the response cache, whole or as a stream: no upstream call, no shadow; the trace
+        records the hit, cost 0 and what the route's first model would have charged for the answer."""
+        trace.cache = "hit"
+        trace.final_model = hit.model
+        usage = hit.completion.usage
+        trace.cache_saved_usd = live.config.models[route.primary].price.cost(usage.input_tokens, usage.output_tokens)
+        if live.config.store.record_content:
+            trace.response = hit.completion.text
+        notes = ["answered from the response cache"]
+        if req.stream:
+            outcome = Answer(model=hit.model, stream=CompletionStream(hit.completion), notes=notes)
+            return await self._stream(request, dialect, req, route, trace, t0, live, opened=outcome)
+        outcome = Answer(model=hit.model, completion=hit.completion, notes=notes)
+        trace.latency_ms = (time.perf_counter() - t0) * 1000
+        return web.Response(body=dialect.render(hit.completion, req, trace), content_type="application/json",
+                            headers=self._headers(trace, route, outcome))
 
     # The steps of a non-streamed request, shared by the HTTP handler and the lab's simulation (which
     # calls them in-process: the same routing, execution, shadow sampling and recording).
@@ -511,6 +550,8 @@ class Gateway:
         }
         if outcome is not None and outcome.dropped:  # a model with drop_params dropped or clamped these
             headers["x-gearshift-dropped-params"] = ",".join(outcome.dropped)
+        if trace.cache is not None:
+            headers["x-gearshift-cache"] = trace.cache
         return headers
 
     def _error(self, e: GearshiftError, trace: Trace, t0: float, dialect: Dialect = CHAT) -> web.Response:
@@ -522,11 +563,18 @@ class Gateway:
                             headers=headers)
 
     async def _stream(self, request: web.Request, dialect: Dialect, req: ChatRequest, route: Route, trace: Trace,
-                      t0: float, live: Live) -> web.StreamResponse:
+                      t0: float, live: Live, lookup: Lookup | None = None,
+                      opened: Answer | None = None) -> web.StreamResponse:
+        """Stream the route's answer (`opened`: one already at hand, a cached answer), keeping it in the
+        response cache when `lookup` writes and it completes."""
         executor = live.executor
         assert executor is not None
-        outcome = await executor.open_stream(route, req, trace)  # raises before anything is sent
+        # The executor raises before anything is sent.
+        outcome = opened if opened is not None else await executor.open_stream(route, req, trace)
         assert outcome.stream is not None
+        # Chunks carry no whole-answer logprobs: a stream that asked for them is not kept (a hit would lack them).
+        keep = lookup is not None and lookup.write and not req.body.get("logprobs")
+        collect = Assembled() if keep else None
         trace.final_model = outcome.model
         render = dialect.streamer(req, trace)
         # The streamed call's cost is known only at the end: the dialect's tail may carry it.
@@ -540,6 +588,8 @@ class Gateway:
             if head:
                 await resp.write(head)
             async for chunk in outcome.stream:
+                if collect is not None:
+                    collect.add(chunk)
                 data = render.chunk(chunk)
                 if data:
                     await resp.write(data)
@@ -564,7 +614,9 @@ class Gateway:
                 await resp.write_eof()
             except CLIENT_GONE:  # the answer was complete, only its trailer was lost
                 trace.status, trace.error = 499, CLIENT_CLOSED
-        if trace.status == 200 and dialect.shadow and self.shadower is not None:
+        if trace.status == 200 and collect is not None and error is None:
+            self.cache.keep(lookup, outcome.model, collect.completion(outcome.stream.usage))
+        if trace.status == 200 and dialect.shadow and self.shadower is not None and trace.cache != "hit":
             self.shadower.offer(req, trace, outcome.stream.text, None)
         return resp
 

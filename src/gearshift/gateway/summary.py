@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from gearshift.config import Config
-from gearshift.store.view import TraceView
+from gearshift.store.view import TraceView, cache_figures, cache_line
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -28,7 +28,8 @@ def summarise(rows: Iterable[Mapping[str, Any]], config: Config, reference: str 
     estimated_usage = 0
     tier1: list[float] = []
     escalated: list[float] = []
-    for t in map(TraceView.of, rows):
+    views = [TraceView.of(t) for t in rows]
+    for t in views:
         n += 1
         by_router[t.router or "(rejected)"] += 1
         by_endpoint[t.endpoint] += 1
@@ -71,6 +72,8 @@ def summarise(rows: Iterable[Mapping[str, Any]], config: Config, reference: str 
         "savings_pct_estimate": (counterfactual - actual) / counterfactual * 100 if counterfactual > 0 else None,
         "calls_with_estimated_usage": estimated_usage,
         "cascade": cascade,
+        # Hits cost nothing and are not in the routing savings above (no call answered them): their own saving.
+        "cache": cache_figures(views),
     }
 
 
@@ -98,6 +101,8 @@ def print_summary(s: dict[str, Any]) -> None:
                   f"savings ${s['savings_usd_estimate']:.6f}" + (f" ({pct:.1f}%, estimate)" if pct is not None else ""))
     if s["calls_with_estimated_usage"]:
         console.print(f"[yellow]{s['calls_with_estimated_usage']} calls had no upstream usage: their tokens are estimates[/]")
+    if s["cache"]["requests"]:
+        console.print(cache_line(s["cache"]))
     c = s["cascade"]
     if c:
         def ms(v: float | None) -> str:

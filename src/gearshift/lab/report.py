@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,7 @@ from gearshift.lab.tiers import (
 from gearshift.outcomes.table import Outcomes
 from gearshift.request import ChatRequest
 from gearshift.routers.base import Router, ScoringRouter
+from gearshift.store.view import TraceView, cache_figures, cache_line
 
 QUALITY_LEVELS = (0.90, 0.95, 0.99)
 
@@ -125,6 +127,14 @@ class Report:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     created: str = ""
+    cache: dict[str, Any] | None = None  # the response cache over the traces reported on (store.view.cache_figures)
+
+    def count_cache(self, traces: Iterable[Mapping[str, Any] | TraceView]) -> None:
+        """Add what the response cache did over the traces (its hits' savings) to the report, as a note."""
+        figures = cache_figures(traces)
+        if figures["requests"]:
+            self.cache = figures
+            self.notes.append(cache_line(figures))
 
     @property
     def multi_model(self) -> bool:

@@ -136,5 +136,19 @@ class TraceStore(ABC):
         """USD reserved (or settled) on a router's shadow budget for a UTC day."""
         return sum(u for r, d, u in self.__dict__.get("_reserved", []) if (r, d) == (router, day))
 
+    def cache_get(self, key: str, now: float) -> str | None:
+        """The shared response cache's entry under `key` (gateway/cache.py), None when absent or expired."""
+        found = self.__dict__.get("_cache", {}).get(key)
+        return found[1] if found is not None and found[0] > now else None
+
+    def cache_put(self, key: str, router: str, value: str, now: float, expires: float, max_entries: int) -> None:
+        """Store a response cache entry until `expires`; past `max_entries` of the router's, the oldest go."""
+        book: dict[str, tuple[float, str, str]] = self.__dict__.setdefault("_cache", {})
+        book.pop(key, None)
+        book[key] = (expires, value, router)
+        mine = [k for k, (_, _, r) in book.items() if r == router]
+        for k in mine[:max(0, len(mine) - max_entries)]:
+            del book[k]
+
     def close(self) -> None:  # noqa: B027 - stores without a connection need not override it
         """Release the connection."""

@@ -11,7 +11,7 @@ from gearshift.trace import SHADOW_ROLES, Trace
 TRACE_COLS = ("id", "created", "router", "requested_model", "reason", "route", "final_model", "status",
               "streamed", "cost_usd", "latency_ms", "estimated_tokens", "score", "client", "metadata",
               "verdicts", "prompt", "response", "error", "arm", "shadowed", "shadow_cost_usd",
-              "answer_call", "response_truncated", "endpoint", "team")
+"answer_call", "response_truncated", "endpoint", "team", "cache", "cache_saved_usd")
 CALL_COLS = ("trace_id", "idx", "model", "role", "input_tokens", "output_tokens", "usage_estimated",
              "cost_usd", "latency_ms", "status", "error", "attempt", "response", "truncated")
 FEEDBACK_COLS = ("trace_id", "created", "score", "label", "source", "comment", "client")
@@ -50,7 +50,7 @@ def encode(traces: Sequence[Trace]) -> tuple[list[tuple[Any, ...]], list[tuple[A
                       t.score, t.client, json.dumps(t.metadata) if t.metadata else "{}",
                       json.dumps(t.verdicts) if t.verdicts else "[]", t.prompt, answer,
                       t.error, t.arm, int(t.shadowed), shadow, answer_call, int(t.response_truncated),
-                      t.endpoint, t.team))
+                      t.endpoint, t.team, t.cache, t.cache_saved_usd))
     return trows, crows
 
 

@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS traces (
     answer_call INTEGER,
     response_truncated INTEGER NOT NULL DEFAULT 0,
     endpoint TEXT NOT NULL DEFAULT 'chat',
-    team TEXT
+    team TEXT,
+    cache TEXT,
+    cache_saved_usd {real} NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS traces_created ON traces(created);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -104,6 +106,15 @@ CREATE TABLE IF NOT EXISTS shadow_reservations (
     settled INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS shadow_reservations_day ON shadow_reservations(router, day);
+CREATE TABLE IF NOT EXISTS response_cache (
+    key TEXT PRIMARY KEY,
+    router TEXT NOT NULL,
+    created {real} NOT NULL,
+    expires {real} NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS response_cache_router ON response_cache(router, created);
+CREATE INDEX IF NOT EXISTS response_cache_expires ON response_cache(expires);
 """
 
 
@@ -340,6 +351,21 @@ class SQLStore(TraceStore):
         with self._lock:
             self._run("DELETE FROM feedback WHERE created < ?", (before,))
         return total
+
+    def cache_get(self, key: str, now: float) -> str | None:
+        with self._lock:
+            row = self._run("SELECT value FROM response_cache WHERE key = ? AND expires > ?", (key, now)).fetchone()
+        return None if row is None else str(row[0])
+
+    def cache_put(self, key: str, router: str, value: str, now: float, expires: float, max_entries: int) -> None:
+        with self._lock, self._transaction():
+            self._run("INSERT INTO response_cache (key, router, created, expires, value) VALUES (?,?,?,?,?) "
+                      "ON CONFLICT (key) DO UPDATE SET created = excluded.created, expires = excluded.expires, "
+                      "value = excluded.value", (key, router, now, expires, value))
+            self._run("DELETE FROM response_cache WHERE expires <= ?", (now,))
+            # The cap: the router's entries older than its max_entries-th newest go (the oldest written first).
+            self._run("DELETE FROM response_cache WHERE router = ? AND created < (SELECT created FROM response_cache "
+                      "WHERE router = ? ORDER BY created DESC LIMIT 1 OFFSET ?)", (router, router, max_entries - 1))
 
     def ping(self) -> bool:
         try:

@@ -166,6 +166,8 @@ class TraceView:
     endpoint: str = "chat"
     client: str | None = None  # the client key's name
     team: str | None = None
+    cache: str | None = None  # what the response cache did (trace.CACHE_RESULTS); None: the router has none
+    cache_saved_usd: float = 0.0  # a hit's saving: the route's first model's price for the cached usage
     shadow_start: int = field(init=False, repr=False, compare=False)  # index of the first shadow call
 
     def __post_init__(self) -> None:
@@ -181,7 +183,7 @@ class TraceView:
             return cls(t.id, t.created, t.router, t.arm, t.final_model, t.status, t.streamed, t.shadowed,
                        t.latency_ms, t.estimated_tokens, t.score, t.error, t.prompt, t.metadata,
                        tuple(CallView.of(c) for c in t.calls), tuple(VerdictView.of(v) for v in t.verdicts),
-                       t.endpoint, t.client, t.team)
+                       t.endpoint, t.client, t.team, t.cache, t.cache_saved_usd)
         score = t.get("score")
         return cls(t.get("id"), t.get("created"), t.get("router"), t.get("arm"), t.get("final_model"),
                    int(t.get("status", 200) or 0), bool(t.get("streamed")),
@@ -189,7 +191,8 @@ class TraceView:
                    None if score is None else float(score), t.get("error"), t.get("prompt"), t.get("metadata") or {},
                    tuple(CallView.of(c) for c in t.get("calls") or ()),
                    tuple(VerdictView.of(v) for v in t.get("verdicts") or () if isinstance(v, Mapping)),
-                   t.get("endpoint") or "chat", t.get("client"), t.get("team"))
+                   t.get("endpoint") or "chat", t.get("client"), t.get("team"), t.get("cache"),
+                   float(t.get("cache_saved_usd") or 0.0))
 
     # --- what happened -----------------------------------------------------------------------------
 
@@ -270,6 +273,11 @@ class TraceView:
         return sum(c.cost_usd for c in self.serving_calls)
 
     @property
+    def cache_hit(self) -> bool:
+        """The response cache answered it: no upstream call was made."""
+        return self.cache == "hit"
+
+    @property
     def gate_cost_usd(self) -> float:
         """The part of cost_usd spent on gates and judges."""
         return sum(c.cost_usd for c in self.gate_calls)
@@ -337,6 +345,31 @@ class TraceView:
         if call.grade is not None:
             return call.grade
         return self.grades.get(call.model, float("nan"))
+
+
+def cache_figures(traces: Iterable[Mapping[str, Any] | Trace | TraceView]) -> dict[str, Any]:
+    """The response cache over some traces: requests by result (hit, miss, bypass, skip), the hit rate
+    among those it could answer (hits and misses), and the USD its hits saved."""
+    results: dict[str, int] = {}
+    saved = 0.0
+    for t in map(TraceView.of, traces):
+        if t.cache is None:
+            continue
+        results[t.cache] = results.get(t.cache, 0) + 1
+        if t.cache_hit:
+            saved += t.cache_saved_usd
+    hits, looked = results.get("hit", 0), results.get("hit", 0) + results.get("miss", 0)
+    return {"requests": sum(results.values()), "by_result": results, "hit_rate": hits / looked if looked else None,
+            "saved_usd": saved}
+
+
+def cache_line(figures: Mapping[str, Any]) -> str:
+    """One line for the CLI and reports: what the response cache did (`cache_figures`)."""
+    by = figures["by_result"]
+    rate = figures["hit_rate"]
+    return (f"response cache: {by.get('hit', 0)} hits, {by.get('miss', 0)} misses, {by.get('bypass', 0)} bypassed, "
+            f"{by.get('skip', 0)} not cacheable" + (f" (hit rate {rate:.1%})" if rate is not None else "")
+            + f"; hits saved ${figures['saved_usd']:.6f} at the prices of the routes that would have served them")
 
 
 def _resolution(grades: Mapping[str | None, float | None], model: str | None,
@@ -475,4 +508,4 @@ class PairEstimate:
 
 
 __all__ = ["AGREEMENT_METHODS", "ANSWER_ROLES", "GATE_ROLES", "SHADOW_GATE", "SHADOW_REFERENCE", "SHADOW_RESOLUTION",
-           "CallView", "PairEstimate", "Price", "ShadowPair", "TraceView", "VerdictView", "wilson"]
+           "CallView", "cache_figures", "cache_line", "PairEstimate", "Price", "ShadowPair", "TraceView", "VerdictView", "wilson"]

@@ -40,7 +40,7 @@ Histograms = dict[Labels, list[float]]  # labels -> per-bucket counts (+Inf last
 
 # What `state()` holds: labelled counters (keyed by label tuples, or by the one label's value),
 # histograms, scalar counters; `in_flight` is the one gauge.
-TABLES = ("requests", "calls", "cost", "tokens")
+TABLES = ("requests", "calls", "cost", "tokens", "cache")
 ONE_LABEL = ("shadow_dropped", "shadow_verdicts", "watch_alerts")
 HISTOGRAMS = ("latency", "upstream", "ttft")
 SCALARS = ("shadow", "watch_checks")
@@ -56,6 +56,7 @@ class Counters:
         self.calls: dict[Labels, float] = {}  # (model, role, status)
         self.cost: dict[Labels, float] = {}  # (model, role)
         self.tokens: dict[Labels, float] = {}  # (model, router, direction: input | output)
+        self.cache: dict[Labels, float] = {}  # (router, result): requests to routers with a response cache
         self.latency: Histograms = {}  # (router,): the whole request
         self.upstream: Histograms = {}  # (model, role): each upstream call (gate runs are not)
         self.ttft: Histograms = {}  # (model,): request start to the first streamed chunk
@@ -77,6 +78,9 @@ class Counters:
         seconds = trace.latency_ms / 1000
         with self._lock:
             self.requests[key] = self.requests.get(key, 0) + 1
+            if trace.cache is not None:  # bounded: configured routers, trace.CACHE_RESULTS
+                ck = (router, trace.cache)
+                self.cache[ck] = self.cache.get(ck, 0) + 1
             shadowed = self._calls(trace.calls, router)
             h = self.latency.get((router,))
             if h is None:
@@ -287,6 +291,9 @@ def render_metrics(counters: Counters, report: WatchReport | None = None,
         w.labelled("gearshift_tokens_total", "counter", "Tokens of upstream calls (as reported, else estimated) "
                    "by model, the router of the request, and direction (input, output).",
                    ("model", "router", "direction"), counters.tokens)
+        w.labelled("gearshift_cache_requests_total", "counter", "Requests to routers with a response cache, by "
+                   "router and result (hit, miss, bypass: the client's cache-control, skip: not cacheable).",
+                   ("router", "result"), counters.cache)
         w.histogram("gearshift_request_duration_seconds", "Request latency, seconds, by router.",
                     ("router",), counters.buckets, counters.latency)
         w.histogram("gearshift_upstream_duration_seconds", "Upstream call latency, seconds, by model and role "

@@ -47,6 +47,7 @@ class Dialect:
     count_paths: ClassVar[tuple[str, ...]] = ()  # POST routes that count a body's input tokens (`count`)
     key_hint: ClassVar[str] = "`Authorization: Bearer <key>`"  # how to send the key, in the 401's message
     shadow: ClassVar[bool] = True  # whether its answers may be shadowed (chat-shaped answers only)
+    cache: ClassVar[bool] = True  # whether a router's response cache keeps its answers (chat-shaped answers only)
 
     def token(self, headers: Any) -> bytes:
         """The client's key from the request headers (b"" when none): `Authorization: Bearer <key>`."""

@@ -40,6 +40,7 @@ class EmbeddingsDialect(Dialect):
     kind = "embeddings"
     paths = ("/v1/embeddings", "/embeddings")
     shadow = False
+    cache = False
 
     def parse(self, body: Any, headers: Any, client: str | None) -> ChatRequest:
         if not isinstance(body, dict):
