@@ -1,0 +1,271 @@
+"""Rate limits (requests and tokens per minute) and USD budgets (per UTC day and month) of keys and teams.
+
+One entry point before routing (`Limiter.admit`: refuse with 429, or admit with the x-ratelimit-*
+headers and the budget share used, which routers' `on_budget` act on) and one after the answer
+(`Limiter.settle`: the tokens reserved on the estimate are corrected, the real cost is counted).
+
+Counters live in the store, one row per (scope, name, dim, period), shared by every replica. Each
+process decides on its last view of the store's totals plus its own additions since, and exchanges
+both with the store every `server.limits_sync_seconds` (one write transaction that adds, never
+overwrites). So the decision costs no store round trip, and the overshoot is bounded: with N
+replicas, a window admits at most its limit plus what the other N-1 replicas admit between two syncs
+(each at most the limit, usually rate x sync interval); a budget additionally runs over by the cost
+of requests in flight when it is reached (cost is counted when known, at the answer)."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import datetime as dt
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gearshift.errors import LimitExceeded
+from gearshift.principal import Allowance, Principal
+from gearshift.request import ChatRequest
+from gearshift.store.base import LimitKey, TraceStore
+from gearshift.trace import SHADOW_ROLES, Trace
+
+log = logging.getLogger("gearshift.limits")
+
+# Output tokens reserved for a request that does not cap its answer (settled with the real count after).
+DEFAULT_OUTPUT_TOKENS = 256
+RATES = ("rpm", "tpm")
+BUDGETS = ("usd_day", "usd_month")
+WINDOW_WORD = {"rpm": "requests per minute", "tpm": "tokens per minute", "usd_day": "day (UTC)",
+               "usd_month": "month (UTC)"}
+
+
+def window(dim: str, now: float) -> tuple[str, float]:
+    """The period a counter of `dim` is in at `now` (its id in the store) and when it ends (unix s)."""
+    if dim in RATES:
+        start = math.floor(now / 60) * 60
+        return str(int(start)), start + 60.0
+    day = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    if dim == "usd_day":
+        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
+        return day.isoformat(), end.timestamp()
+    days = calendar.monthrange(day.year, day.month)[1]
+    end = dt.datetime.combine(day.replace(day=1) + dt.timedelta(days=days), dt.time(), dt.UTC)
+    return f"{day.year:04d}-{day.month:02d}", end.timestamp()
+
+
+def reset_text(seconds: float) -> str:
+    """A wait as OpenAI writes it in x-ratelimit-reset-*: `20ms`, `1s`, `6m0s`, `2h3m0s`."""
+    if seconds < 1:
+        return f"{max(0, int(seconds * 1000))}ms"
+    s = math.ceil(seconds)
+    h, m, s = s // 3600, s % 3600 // 60, s % 60
+    return f"{h}h{m}m{s}s" if h else f"{m}m{s}s" if m else f"{s}s"
+
+
+def estimated_tokens(req: ChatRequest) -> int:
+    """Tokens to reserve before the call: the prompt's estimate and the answer's cap (or a default)."""
+    cap = req.body.get("max_tokens") or req.body.get("max_completion_tokens") or req.body.get("max_output_tokens")
+    out = int(cap) if isinstance(cap, int) and cap > 0 else DEFAULT_OUTPUT_TOKENS
+    return req.estimated_tokens() + out
+
+
+@dataclass(slots=True)
+class Admission:
+    """An admitted request: what it reserved, its x-ratelimit-* headers, and the budget share used."""
+
+    tokens: list[tuple[LimitKey, float]] = field(default_factory=list)  # tpm counters and the estimate reserved
+    spend: list[LimitKey] = field(default_factory=list)  # usd counters its cost counts to
+    headers: dict[str, str] = field(default_factory=dict)
+    budget_used: float = 0.0  # the highest share used of the key's and team's day and month budgets
+    budget_of: str = ""  # whose, e.g. "key app, day"
+    settled: bool = False
+
+
+class Limiter:
+    """Every key's and team's counters in this process, synced with the store."""
+
+    def __init__(self, store: TraceStore, clock: Callable[[], float] = time.time, sync_seconds: float = 1.0,
+                 counters: Any = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.sync_seconds = sync_seconds
+        self.counters = counters  # gearshift.watch.Counters: refusals for /metrics
+        self._lock = threading.Lock()  # admit/settle on the event loop, sync in a thread
+        self._stored: dict[LimitKey, float] = {}  # the store's totals at the last sync
+        self._pending: dict[LimitKey, float] = {}  # this process's additions not yet in the store
+        self._ends: dict[LimitKey, float] = {}  # counters read at each sync, and when their period ends
+        self._task: asyncio.Task[None] | None = None
+
+    def _used(self, key: LimitKey) -> float:
+        return self._stored.get(key, 0.0) + self._pending.get(key, 0.0)
+
+    def _key(self, scope: str, name: str, dim: str, now: float) -> tuple[LimitKey, float]:
+        period, end = window(dim, now)
+        key = (scope, name, dim, period)
+        self._ends[key] = end
+        return key, end
+
+    @staticmethod
+    def scopes(principal: Principal | None) -> list[tuple[str, str, Allowance]]:
+        """The limited scopes a request counts to: its key's and its team's (unlimited ones left out)."""
+        if principal is None:
+            return []
+        out = [("key", principal.name, principal.allowance)]
+        if principal.team:
+            out.append(("team", principal.team, principal.team_allowance))
+        return [s for s in out if not s[2].unlimited]
+
+    def admit(self, principal: Principal | None, req: ChatRequest) -> Admission | None:
+        """Admit the request (reserving a request and its estimated tokens), or raise LimitExceeded;
+        None for a key without limits."""
+        scopes = self.scopes(principal)
+        if not scopes:
+            return None
+        now = self.clock()
+        estimate = estimated_tokens(req)
+        adm = Admission()
+        with self._lock:
+            for scope, name, a in scopes:  # a spent budget refuses first, whatever the minute
+                for dim in BUDGETS:
+                    limit = getattr(a, dim)
+                    if limit is None:
+                        continue
+                    key, end = self._key(scope, name, dim, now)
+                    used = self._used(key)
+                    share = used / limit if limit > 0 else math.inf
+                    if share >= 1:
+                        self._refuse(scopes, now, scope, name, dim, end, "budget_exceeded",
+                                     f"{scope} {name!r} spent ${used:.4f} of its ${limit:.2f} budget per "
+                                     f"{WINDOW_WORD[dim]}")
+                    adm.spend.append(key)
+                    if share > adm.budget_used:
+                        adm.budget_used, adm.budget_of = share, f"{scope} {name}, {dim.removeprefix('usd_')}"
+            reserve: list[tuple[LimitKey, float]] = []
+            for scope, name, a in scopes:
+                for dim, amount in (("rpm", 1.0), ("tpm", float(estimate))):
+                    limit = getattr(a, dim)
+                    if limit is None:
+                        continue
+                    key, end = self._key(scope, name, dim, now)
+                    used = self._used(key)
+                    if used + amount > limit:
+                        what = "requests" if dim == "rpm" else "tokens"
+                        need = "" if dim == "rpm" else f", this request needs {estimate}"
+                        self._refuse(scopes, now, scope, name, dim, end, "rate_limit_exceeded",
+                                     f"{scope} {name!r} reached its limit of {limit} {what} per minute "
+                                     f"({used:.0f} used{need})")
+                    reserve.append((key, amount))
+            for key, amount in reserve:
+                self._pending[key] = self._pending.get(key, 0.0) + amount
+                if key[2] == "tpm":
+                    adm.tokens.append((key, amount))
+            adm.headers = self._headers(scopes, now)
+        return adm
+
+    def _refuse(self, scopes: list[tuple[str, str, Allowance]], now: float, scope: str, name: str, dim: str,
+                end: float, code: str, what: str) -> None:
+        wait = max(0.0, end - now)
+        if self.counters is not None:
+            self.counters.limit(scope, dim)
+        raise LimitExceeded(f"{what}; it resets in {reset_text(wait)}", code=code, retry_after=wait, scope=scope,
+                            reason=dim, headers_extra=self._headers(scopes, now))
+
+    def _headers(self, scopes: list[tuple[str, str, Allowance]], now: float) -> dict[str, str]:
+        """OpenAI's x-ratelimit-* headers: per dimension, the scope (key or team) with the least left."""
+        out: dict[str, str] = {}
+        for dim, word in (("rpm", "requests"), ("tpm", "tokens")):
+            tightest: tuple[float, int, float] | None = None
+            for scope, name, a in scopes:
+                limit = getattr(a, dim)
+                if limit is None:
+                    continue
+                key, end = self._key(scope, name, dim, now)
+                left = max(0.0, limit - self._used(key))
+                if tightest is None or left < tightest[0]:
+                    tightest = (left, limit, end - now)
+            if tightest is not None:
+                left, limit, wait = tightest
+                out[f"x-ratelimit-limit-{word}"] = str(limit)
+                out[f"x-ratelimit-remaining-{word}"] = str(int(left))
+                out[f"x-ratelimit-reset-{word}"] = reset_text(wait)
+        return out
+
+    def settle(self, adm: Admission | None, trace: Trace) -> None:
+        """Count the answered request's real tokens (replacing the estimate) and cost (calls made for the
+        client: serving, escalation, judges; not shadow)."""
+        if adm is None or adm.settled:
+            return
+        adm.settled = True
+        mine = [c for c in trace.calls if c.role not in SHADOW_ROLES]
+        tokens = sum(c.input_tokens + c.output_tokens for c in mine)
+        usd = sum(c.cost_usd for c in mine)
+        with self._lock:
+            for key, reserved in adm.tokens:
+                self._pending[key] = self._pending.get(key, 0.0) + tokens - reserved
+            if usd:
+                for key in adm.spend:
+                    self._pending[key] = self._pending.get(key, 0.0) + usd
+
+    def watch(self, principals: Iterable[Principal]) -> None:
+        """Read these keys' and teams' budget counters at every sync (their spend survives restarts)."""
+        now = self.clock()
+        with self._lock:
+            for p in principals:
+                for scope, name, a in self.scopes(p):
+                    for dim in BUDGETS:
+                        if getattr(a, dim) is not None:
+                            self._key(scope, name, dim, now)
+
+    def sync(self) -> None:
+        """Add this process's counts to the store's and take in every process's totals."""
+        now = self.clock()
+        with self._lock:
+            for key in [k for k, end in self._ends.items() if end <= now]:
+                del self._ends[key]
+                self._stored.pop(key, None)
+            deltas = {k: v for k, v in self._pending.items() if v}
+            read = list(self._ends)
+        if not deltas and not read:
+            return
+        totals = self.store.add_limit_usage({k: (v, self._period_end(k)) for k, v in deltas.items()}, read, now)
+        with self._lock:
+            for key, flushed in deltas.items():
+                left = self._pending.get(key, 0.0) - flushed
+                if abs(left) < 1e-12:
+                    self._pending.pop(key, None)
+                else:
+                    self._pending[key] = left
+            for key, total in totals.items():
+                if key in self._ends:
+                    self._stored[key] = total
+
+    def _period_end(self, key: LimitKey) -> float:
+        if key in self._ends:
+            return self._ends[key]
+        # A settlement after its period ended: the row is kept as long as the period was.
+        return self.clock()
+
+    def start(self) -> None:
+        """Sync every `sync_seconds` in the background."""
+        self._task = asyncio.create_task(self._loop(), name="gearshift-limits")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sync_seconds)
+            try:
+                await asyncio.to_thread(self.sync)
+            except Exception as e:  # the store may be briefly unreachable: counts wait for the next sync
+                log.warning("limit counters sync failed: %s", e)
+
+    async def stop(self) -> None:
+        """Stop syncing; this process's last counts go to the store."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        try:
+            await asyncio.to_thread(self.sync)
+        except Exception as e:  # noqa: BLE001 - a store down at shutdown: these counts are lost
+            log.warning("limit counters not saved at shutdown: %s", e)
