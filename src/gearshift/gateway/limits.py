@@ -96,6 +96,7 @@ class Limiter:
         self._stored: dict[LimitKey, float] = {}  # the store's totals at the last sync
         self._pending: dict[LimitKey, float] = {}  # this process's additions not yet in the store
         self._ends: dict[LimitKey, float] = {}  # counters read at each sync, and when their period ends
+        self._scopes: dict[tuple[str, str], Allowance] = {}  # keys and teams whose current counters each sync reads
         self._task: asyncio.Task[None] | None = None
 
     def _used(self, key: LimitKey) -> float:
@@ -127,6 +128,8 @@ class Limiter:
         estimate = estimated_tokens(req)
         adm = Admission()
         with self._lock:
+            for scope, name, a in scopes:
+                self._scopes[(scope, name)] = a
             for scope, name, a in scopes:  # a spent budget refuses first, whatever the minute
                 for dim in BUDGETS:
                     limit = getattr(a, dim)
@@ -209,14 +212,12 @@ class Limiter:
                     self._pending[key] = self._pending.get(key, 0.0) + usd
 
     def watch(self, principals: Iterable[Principal]) -> None:
-        """Read these keys' and teams' budget counters at every sync (their spend survives restarts)."""
-        now = self.clock()
+        """Read these keys' and teams' counters at every sync, before their first request here (so spend
+        before a restart, and other replicas' counts, are known from the start)."""
         with self._lock:
             for p in principals:
                 for scope, name, a in self.scopes(p):
-                    for dim in BUDGETS:
-                        if getattr(a, dim) is not None:
-                            self._key(scope, name, dim, now)
+                    self._scopes[(scope, name)] = a
 
     def sync(self) -> None:
         """Add this process's counts to the store's and take in every process's totals."""
@@ -225,6 +226,10 @@ class Limiter:
             for key in [k for k, end in self._ends.items() if end <= now]:
                 del self._ends[key]
                 self._stored.pop(key, None)
+            for (scope, name), a in self._scopes.items():  # the current periods of every known counter
+                for dim in (*RATES, *BUDGETS):
+                    if getattr(a, dim) is not None:
+                        self._key(scope, name, dim, now)
             deltas = {k: v for k, v in self._pending.items() if v}
             read = list(self._ends)
         if not deltas and not read:
