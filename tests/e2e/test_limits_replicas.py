@@ -1,9 +1,10 @@
 """Rate limits and budgets held across two gateway replicas on one store (SQLite file, PostgreSQL).
 
 Each replica decides on its last view of the store plus its own counts, exchanged every
-`server.limits_sync_seconds`. Synced, two replicas admit exactly the limit; in a burst shorter than one
-sync interval, each admits up to the limit on its own, so the overshoot is at most (replicas - 1) x
-what one replica admits between syncs. Both are measured here, on a clock the test drives."""
+`server.limits_sync_seconds` (and sooner when its count moves fast). Synced, two replicas admit
+exactly the limit; in a burst shorter than one sync interval, each admits at most the limit on its
+own, so the overshoot is at most (replicas - 1) x what one replica admits between syncs. Windows run
+on a clock the test drives; `benchmarks/limits.py` measures the overshoot at concurrency 64."""
 
 from __future__ import annotations
 
@@ -75,7 +76,9 @@ def test_two_replicas_hold_a_rate_limit_and_overshoot_it_by_one_sync_at_most(
             admitted = burst.count(200)
             overshoot = admitted - LIMIT
             assert burst.count(429) == len(burst) - admitted
-            assert overshoot == (len(replicas) - 1) * LIMIT  # the bound, reached: each replica admitted LIMIT
+            # At most each replica admits the whole limit before it hears of the other (an early sync, when
+            # its own count has moved by a tenth of what was left, usually shortens that).
+            assert 0 <= overshoot <= (len(replicas) - 1) * LIMIT
             sync()  # after one sync every replica knows the window is spent
             assert [ask(a), ask(b)] == [429, 429]
 

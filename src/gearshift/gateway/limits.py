@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -35,6 +36,12 @@ log = logging.getLogger("gearshift.limits")
 
 # Output tokens reserved for a request that does not cap its answer (settled with the real count after).
 DEFAULT_OUTPUT_TOKENS = 256
+# A process syncs before its next tick once its unsynced count on a counter reaches this share of what
+# was left at the last sync (at most once per EARLY_SYNC_GAP seconds): replicas in a burst then learn
+# of each other within a few store round trips instead of a whole sync interval.
+EARLY_SYNC_SHARE = 0.1
+EARLY_SYNC_GAP = 0.05
+COST_WEIGHT = 0.2  # of the latest request in a key's mean cost (reserved before each call)
 RATES = ("rpm", "tpm")
 BUDGETS = ("usd_day", "usd_month")
 WINDOW_WORD = {"rpm": "requests per minute", "tpm": "tokens per minute", "usd_day": "day (UTC)",
@@ -80,6 +87,7 @@ class Admission:
     headers: dict[str, str] = field(default_factory=dict)
     budget_used: float = 0.0  # the highest share used of the key's and team's day and month budgets
     budget_of: str = ""  # whose, e.g. "key app, day"
+    cost: float = 0.0  # USD reserved on each budget counter, replaced by the real cost at settle
     settled: bool = False
 
 
@@ -93,17 +101,25 @@ class Limiter:
         self.sync_seconds = sync_seconds
         self.counters = counters  # gearshift.watch.Counters: refusals for /metrics
         self._lock = threading.Lock()  # admit/settle on the event loop, sync in a thread
+        self._syncing = threading.Lock()
         self._stored: dict[LimitKey, float] = {}  # the store's totals at the last sync
         self._pending: dict[LimitKey, float] = {}  # this process's additions not yet in the store
         self._ends: dict[LimitKey, float] = {}  # counters read at each sync, and when their period ends
         self._scopes: dict[tuple[str, str], Allowance] = {}  # keys and teams whose current counters each sync reads
+        self._windows: dict[str, tuple[float, str, float]] = {}  # dim -> (start, period, end), the current one
+        self._cost: dict[str, float] = {}  # key name -> its requests' recent mean cost: reserved before a call
+        self._due: asyncio.Event | None = None  # set when a counter moved enough to sync before the next tick
         self._task: asyncio.Task[None] | None = None
 
     def _used(self, key: LimitKey) -> float:
         return self._stored.get(key, 0.0) + self._pending.get(key, 0.0)
 
     def _key(self, scope: str, name: str, dim: str, now: float) -> tuple[LimitKey, float]:
-        period, end = window(dim, now)
+        w = self._windows.get(dim)
+        if w is None or not w[0] <= now < w[2]:  # a new minute, day or month (or a clock set back)
+            period, end = window(dim, now)
+            w = self._windows[dim] = (now if dim in BUDGETS else end - 60.0, period, end)
+        _, period, end = w
         key = (scope, name, dim, period)
         self._ends[key] = end
         return key, end
@@ -143,6 +159,8 @@ class Limiter:
                                      f"{scope} {name!r} spent ${used:.4f} of its ${limit:.2f} budget per "
                                      f"{WINDOW_WORD[dim]}")
                     adm.spend.append(key)
+                    if self._pending.get(key, 0.0) > EARLY_SYNC_SHARE * (limit - self._stored.get(key, 0.0)):
+                        self._wake()
                     if share > adm.budget_used:
                         adm.budget_used, adm.budget_of = share, f"{scope} {name}, {dim.removeprefix('usd_')}"
             reserve: list[tuple[LimitKey, float]] = []
@@ -160,12 +178,24 @@ class Limiter:
                                      f"{scope} {name!r} reached its limit of {limit} {what} per minute "
                                      f"({used:.0f} used{need})")
                     reserve.append((key, amount))
+                    if self._pending.get(key, 0.0) + amount > EARLY_SYNC_SHARE * (limit - self._stored.get(key, 0.0)):
+                        self._wake()
             for key, amount in reserve:
                 self._pending[key] = self._pending.get(key, 0.0) + amount
                 if key[2] == "tpm":
                     adm.tokens.append((key, amount))
+            # Cost is known after the answer; meanwhile the key's recent mean is reserved, so requests in
+            # flight together count against the budget before they finish.
+            assert principal is not None  # it has limited scopes
+            adm.cost = self._cost.get(principal.name, 0.0) if adm.spend else 0.0
+            for key in adm.spend:
+                self._pending[key] = self._pending.get(key, 0.0) + adm.cost
             adm.headers = self._headers(scopes, now)
         return adm
+
+    def _wake(self) -> None:
+        if self._due is not None:
+            self._due.set()
 
     def _refuse(self, scopes: list[tuple[str, str, Allowance]], now: float, scope: str, name: str, dim: str,
                 end: float, code: str, what: str) -> None:
@@ -207,9 +237,11 @@ class Limiter:
         with self._lock:
             for key, reserved in adm.tokens:
                 self._pending[key] = self._pending.get(key, 0.0) + tokens - reserved
-            if usd:
-                for key in adm.spend:
-                    self._pending[key] = self._pending.get(key, 0.0) + usd
+            for key in adm.spend:
+                self._pending[key] = self._pending.get(key, 0.0) + usd - adm.cost
+            if adm.spend and trace.client is not None and trace.status == 200:
+                mean = self._cost.get(trace.client)
+                self._cost[trace.client] = usd if mean is None else mean + COST_WEIGHT * (usd - mean)
 
     def watch(self, principals: Iterable[Principal]) -> None:
         """Read these keys' and teams' counters at every sync, before their first request here (so spend
@@ -221,6 +253,11 @@ class Limiter:
 
     def sync(self) -> None:
         """Add this process's counts to the store's and take in every process's totals."""
+        # One sync at a time: two taking the same unsynced counts would add them to the store twice.
+        with self._syncing:
+            self._sync()
+
+    def _sync(self) -> None:
         now = self.clock()
         with self._lock:
             for key in [k for k, end in self._ends.items() if end <= now]:
@@ -230,13 +267,14 @@ class Limiter:
                 for dim in (*RATES, *BUDGETS):
                     if getattr(a, dim) is not None:
                         self._key(scope, name, dim, now)
-            deltas = {k: v for k, v in self._pending.items() if v}
+            # A settlement after its period ended keeps its row as long as the period was.
+            deltas = {k: (v, self._ends.get(k, now)) for k, v in self._pending.items() if v}
             read = list(self._ends)
         if not deltas and not read:
             return
-        totals = self.store.add_limit_usage({k: (v, self._period_end(k)) for k, v in deltas.items()}, read, now)
+        totals = self.store.add_limit_usage(deltas, read, now)
         with self._lock:
-            for key, flushed in deltas.items():
+            for key, (flushed, _) in deltas.items():
                 left = self._pending.get(key, 0.0) - flushed
                 if abs(left) < 1e-12:
                     self._pending.pop(key, None)
@@ -246,23 +284,21 @@ class Limiter:
                 if key in self._ends:
                     self._stored[key] = total
 
-    def _period_end(self, key: LimitKey) -> float:
-        if key in self._ends:
-            return self._ends[key]
-        # A settlement after its period ended: the row is kept as long as the period was.
-        return self.clock()
-
     def start(self) -> None:
-        """Sync every `sync_seconds` in the background."""
-        self._task = asyncio.create_task(self._loop(), name="gearshift-limits")
+        """Sync every `sync_seconds` in the background, and sooner when a counter moves fast."""
+        self._due = asyncio.Event()
+        self._task = asyncio.create_task(self._loop(self._due), name="gearshift-limits")
 
-    async def _loop(self) -> None:
+    async def _loop(self, due: asyncio.Event) -> None:
         while True:
-            await asyncio.sleep(self.sync_seconds)
+            with contextlib.suppress(TimeoutError):  # the tick: no counter moved fast
+                await asyncio.wait_for(due.wait(), self.sync_seconds)
+            due.clear()
             try:
                 await asyncio.to_thread(self.sync)
             except Exception as e:  # the store may be briefly unreachable: counts wait for the next sync
                 log.warning("limit counters sync failed: %s", e)
+            await asyncio.sleep(EARLY_SYNC_GAP)
 
     async def stop(self) -> None:
         """Stop syncing; this process's last counts go to the store."""
