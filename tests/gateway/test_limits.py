@@ -69,6 +69,26 @@ def test_settled_tokens_replace_the_estimate_and_the_store_sums_replicas(tmp_pat
     assert a._used(tpm_key) == b._used(tpm_key) == used
 
 
+def test_a_teams_requests_and_a_keys_tokens_per_minute(tmp_path: Path) -> None:
+    from gearshift.errors import LimitExceeded
+
+    clock = Clock()
+    limiter = Limiter(SQLiteStore(tmp_path / "t.db"), clock)
+    team = Allowance(rpm=2)
+    a = Principal(name="a", team="ops", team_allowance=team, allowance=Allowance(tpm=100))
+    b = Principal(name="b", team="ops", team_allowance=team)
+    req = ChatRequest(body={"model": "m", "messages": HI, "max_tokens": 50})
+    assert limiter.admit(a, req) is not None and limiter.admit(b, req) is not None
+    with pytest.raises(LimitExceeded) as refused:
+        limiter.admit(b, req)
+    assert (refused.value.scope, refused.value.reason, refused.value.retry_after) == ("team", "rpm", 30.0)
+    assert refused.value.headers()["x-ratelimit-remaining-requests"] == "0"
+    clock.now += 30
+    assert limiter.admit(a, req) is not None  # 50 + the prompt of the key's 100 tokens a minute
+    with pytest.raises(LimitExceeded, match="key 'a' reached its limit of 100 tokens per minute"):
+        limiter.admit(a, req)
+
+
 def limited_config(upstream: FakeUpstream, tmp_path: Path, **extra: Any) -> Any:
     keys = [{"name": "app", "key": "k-app", "team": "search", "limits": {"rpm": 3}},
             {"name": "bot", "key": "k-bot", "team": "search"},
@@ -169,5 +189,5 @@ def test_a_budget_downshifts_near_its_end_then_refuses(upstream: FakeUpstream, t
     assert before_cheap < 0.0002025 <= before_cheap + traces[first_cheap - 1]["cost_usd"]
     assert spent >= 0.000405 and spent - traces[len(served) - 1]["cost_usd"] < 0.000405
     assert r.status == 429 and error["code"] == "budget_exceeded" and r.headers["x-should-retry"] == "false"
-    assert error["message"].startswith(f"key 'app' spent ${spent:.4f} of its $0.00 budget per day (UTC)")
+    assert error["message"] == f"key 'app' spent ${spent:.6g} of its $0.000405 budget per day (UTC); it resets in 30s"
     assert int(r.headers["retry-after"]) == 30

@@ -236,6 +236,7 @@ class Gateway:
         await versions.poll()  # promoted versions apply to the new routers before they serve
         live.executor = executor
         self.limiter.watch(p for p, _ in live.keys)
+        self.limiter.sync_seconds = config.server.limits_sync_seconds
         self.live = live  # the swap: new requests take the new plan from here on
         self.loaded_at = time.time()
         self.access_sample = config.server.access_log_sample

@@ -156,7 +156,7 @@ class Limiter:
                     share = used / limit if limit > 0 else math.inf
                     if share >= 1:
                         self._refuse(scopes, now, scope, name, dim, end, "budget_exceeded",
-                                     f"{scope} {name!r} spent ${used:.4f} of its ${limit:.2f} budget per "
+                                     f"{scope} {name!r} spent ${used:.6g} of its ${limit:.6g} budget per "
                                      f"{WINDOW_WORD[dim]}")
                     adm.spend.append(key)
                     if self._pending.get(key, 0.0) > EARLY_SYNC_SHARE * (limit - self._stored.get(key, 0.0)):
