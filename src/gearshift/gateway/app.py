@@ -174,9 +174,7 @@ class Gateway:
         if self.shadower.budgeted:
             await asyncio.to_thread(self.shadower.sync_spend)
         self.shadower.start()
-        self.limiter.watch(p for p, _ in self.live.keys)
-        await asyncio.to_thread(self.limiter.sync)  # spend counted before a restart still counts
-        self.limiter.start()
+        await self.limiter.start(p for p, _ in self.live.keys)
         self.versions = VersionLoop(self.config, dict(self.routers), self.store, self.clock)
         await self.versions.poll()  # promoted thresholds apply before the first request
         if not background:

@@ -284,8 +284,14 @@ class Limiter:
                 if key in self._ends:
                     self._stored[key] = total
 
-    def start(self) -> None:
-        """Sync every `sync_seconds` in the background, and sooner when a counter moves fast."""
+    async def start(self, principals: Iterable[Principal] = ()) -> None:
+        """Read the store's counts of these keys (spend before a restart still counts), then sync every
+        `sync_seconds` in the background, and sooner when a counter moves fast."""
+        self.watch(principals)
+        try:
+            await asyncio.to_thread(self.sync)
+        except Exception as e:  # noqa: BLE001 - a store down at start: the loop syncs when it answers
+            log.warning("limit counters not read at start: %s", e)
         self._due = asyncio.Event()
         self._task = asyncio.create_task(self._loop(self._due), name="gearshift-limits")
 
