@@ -41,6 +41,15 @@ def observing(shadow: dict[str, Any] | None) -> dict[str, Any]:
     return {"models": MODELS, "routers": {"auto": router}, "server": {"open": True}}
 
 
+def downshifting(to: str, target_on_budget: bool = False) -> dict[str, Any]:
+    cheap: dict[str, Any] = {"kind": "fixed", "model": "small"}
+    if target_on_budget:
+        cheap["on_budget"] = {"at": 0.9, "router": "auto"}
+    return {"models": MODELS, "server": {"open": True},
+            "routers": {"auto": {"kind": "fixed", "model": "large", "on_budget": {"at": 0.8, "router": to}},
+                        "cheap": cheap}}
+
+
 KEYED = {"models": MODELS, "client_keys": [{"name": "app", "key_env": "GS_TEST_UNSET_CLIENT_KEY"}]}
 UPSTREAM_KEY = {"models": {**MODELS, "small": {**MODELS["small"], "api_key_env": "GS_TEST_UNSET_UPSTREAM_KEY"}},
                 "server": {"open": True}}
@@ -61,6 +70,13 @@ BAD = {
     # An observing router proves itself on shadow pairs: a config that can never make one is refused.
     "observe_without_explore": (observing({"rate": 1.0}), "routers.auto.shadow.explore: while observing, auto "
                                 "serves large, the shadow reference, so no pair is ever made; fix: set explore: small"),
+    # A router's downshift near a budget goes to a router that exists and does not downshift again.
+    "on_budget_unknown_router": (downshifting("cheapest"), "routers.auto.on_budget.router: no router named "
+                                 "'cheapest'; fix: name one of the routers: cheap"),
+    "on_budget_itself": (downshifting("auto"), "routers.auto.on_budget.router: 'auto' downshifts to itself; fix: "
+                         "name a cheaper router"),
+    "on_budget_chain": (downshifting("cheap", target_on_budget=True), "routers.auto.on_budget.router: 'cheap' has "
+                        "its own on_budget, so downshifts would chain; fix: name a router without on_budget"),
     "observe_without_shadow": (observing(None), "routers.auto.mode: observe proves the router on shadow pairs, and "
                                "nothing is shadowed; fix: add routers.auto.shadow (rate, and explore: small)"),
     # The response cache's settings are typed: a bad value or an unknown key is refused by name.

@@ -143,6 +143,13 @@ class CacheConfig(_Strict):
                                   "answer instead of a new sample")
 
 
+class OnBudget(_Strict):
+    """Route by another router once the key's or its team's day or month budget is this much used."""
+
+    at: float = Field(gt=0, le=1, description="share of the budget used, e.g. 0.8")
+    router: str = Field(description="the (cheaper) router that serves from then on, e.g. gearshift/cheap")
+
+
 class RouterConfig(BaseModel):
     """A router's settings; `kind` picks the class, which validates the rest (see gearshift.plan)."""
 
@@ -153,6 +160,7 @@ class RouterConfig(BaseModel):
     shadow: ShadowConfig | None = None
     recalibrate: RecalibrateConfig | None = None
     cache: CacheConfig | None = None
+    on_budget: OnBudget | None = None
 
     def options(self) -> dict[str, Any]:
         """The kind-specific keys."""
@@ -236,6 +244,9 @@ class ServerConfig(_Strict):
     shadow_spend_sync_seconds: float = Field(default=15.0, gt=0, description="with a shared store (PostgreSQL, or "
                                              "several workers): how often the others' shadow spend is read, "
                                              "for the daily budgets")
+    limits_sync_seconds: float = Field(default=1.0, gt=0, description="how often rate-limit and budget counters "
+                                       "are exchanged with the store (other replicas count too): replicas "
+                                       "together overshoot a limit by at most what they admit in this time")
     ready_max_pending_traces: int = Field(default=10_000, ge=1, description="/health/ready answers 503 while more "
                                           "traces than this wait for the store (down or too slow): a load "
                                           "balancer then sends new traffic to replicas that can keep them")

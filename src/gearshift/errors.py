@@ -123,3 +123,26 @@ class ReplayMiss(UpstreamError):
         super().__init__(message, status=404, retryable=False)
         self.type = "invalid_request_error"
         self.code = "prompt_not_recorded"
+
+
+class LimitExceeded(ClientError):
+    """A key's or team's rate limit or budget refused the request (429); `retry_after` seconds until its
+    window resets, `headers_extra` the x-ratelimit-* headers of the refusal."""
+
+    status = 429
+    type = "rate_limit_error"
+
+    def __init__(self, message: str, *, code: str, retry_after: float, scope: str, reason: str,
+                 headers_extra: dict[str, str] | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+        self.scope = scope  # key | team
+        self.reason = reason  # rpm | tpm | usd_day | usd_month
+        self.headers_extra = headers_extra or {}
+
+    def headers(self) -> dict[str, str]:
+        # A minute window is worth waiting out; a spent budget is not (the SDKs would sleep for hours).
+        seconds = max(0.0, self.retry_after)
+        retry = "true" if self.reason in ("rpm", "tpm") else "false"
+        return {**self.headers_extra, "x-should-retry": retry, "retry-after": str(max(1, math.ceil(seconds))),
+                "retry-after-ms": str(int(seconds * 1000))}

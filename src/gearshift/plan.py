@@ -90,6 +90,7 @@ def build(config: Config, source: str = "<config>", serving: bool = True) -> Pla
     routers = _routers(config, source, problems)
     shadows, warnings = _shadows(config, problems)
     problems += _observe_problems(routers, shadows)
+    problems += _budget_problems(config)
     if problems:
         raise ConfigError(_message(problems, source))
     for w in warnings:
@@ -215,6 +216,25 @@ def _observe_problems(routers: Mapping[str, Router[Any]], shadows: Mapping[str, 
             problems.append(f"routers.{name}.shadow.explore: while observing, {name} serves {r.safe}, the shadow "
                             f"reference, so no pair is ever made; fix: set explore: {r.weak} (the cheap model "
                             "is then shadowed on the answered requests)")
+    return problems
+
+
+def _budget_problems(config: Config) -> list[str]:
+    """`on_budget` names a router that exists and serves itself: a downshift never downshifts again."""
+    problems = []
+    for name, rc in config.routers.items():
+        if rc.on_budget is None:
+            continue
+        key, target = f"routers.{name}.on_budget.router", rc.on_budget.router
+        other = config.routers.get(target)
+        if other is None:
+            problems.append(f"{key}: no router named {target!r}; fix: name one of the routers: "
+                            f"{', '.join(sorted(n for n in config.routers if n != name))}")
+        elif target == name:
+            problems.append(f"{key}: {name!r} downshifts to itself; fix: name a cheaper router")
+        elif other.on_budget is not None:
+            problems.append(f"{key}: {target!r} has its own on_budget, so downshifts would chain; fix: name a "
+                            f"router without on_budget, or remove routers.{target}.on_budget")
     return problems
 
 

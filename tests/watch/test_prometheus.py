@@ -212,6 +212,7 @@ def _every_family() -> tuple[str, WatchReport]:
     counters.sync_shadow_dropped({"queue_full": 2})
     counters.record_report(report, [m.name for m in report.drifted])
     counters.first_token(WEAK, 0.4)
+    counters.limit("team", "usd_day")
     counters.in_flight = 1
     circuits = {WEAK: {"state": "open", "trips": 2, "consecutive_failures": 5}}
     routers = {"cascade": {"state": "observing", "pairs": 12}}
@@ -236,6 +237,7 @@ FAMILIES = {
     "gearshift_traces_written_total", "gearshift_traces_updated_total", "gearshift_traces_failed_total",
     "gearshift_traces_dropped_total", "gearshift_unauthenticated_requests_total", "gearshift_cache_requests_total",
     "gearshift_cache_store_failures_total",
+    "gearshift_limited_requests_total",
 }
 
 

@@ -35,6 +35,7 @@ from gearshift.gateway.dialects import DIALECTS, Dialect
 from gearshift.gateway.dialects.chat import ChatDialect
 from gearshift.gateway.executor import Answer, CompletionStream, Executor
 from gearshift.gateway.feedback import parse_feedback
+from gearshift.gateway.limits import Admission, Limiter
 from gearshift.gateway.reload import FileWatch, restart_only
 from gearshift.gateway.retention import RetentionLoop
 from gearshift.gateway.shadow import Shadower
@@ -67,6 +68,7 @@ CLIENT_GONE = (ConnectionError, aiohttp.ClientConnectionError)
 CLIENT_CLOSED = "client closed the connection"
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
+LIMITS: web.RequestKey[Admission | None] = web.RequestKey("admission")  # the request's Admission: its x-ratelimit-* headers go on whatever answers it
 CHAT = ChatDialect()  # the default dialect: /v1/models, /v1/feedback and /metrics take OpenAI's keys and errors
 
 # The gateway's own counts in /metrics: the snapshot's key -> (family, help). Totals are counters.
@@ -147,6 +149,7 @@ class Gateway:
         self.versions: VersionLoop | None = None
         self.retention = RetentionLoop(config, self.store)
         self.clock = clock  # the time of traces, shadow budget days and proof schedules (the simulation's own)
+        self.limiter = Limiter(self.store, clock, config.server.limits_sync_seconds, self.counters)
         # trace id -> the client key that made it, for feedback that names a trace not yet flushed
         self.recent: OrderedDict[str, str | None] = OrderedDict()
         self.started = time.time()
@@ -175,6 +178,7 @@ class Gateway:
         if self.shadower.budgeted:
             await asyncio.to_thread(self.shadower.sync_spend)
         self.shadower.start()
+        await self.limiter.start(p for p, _ in self.live.keys)
         self.versions = VersionLoop(self.config, dict(self.routers), self.store, self.clock)
         await self.versions.poll()  # promoted thresholds apply before the first request
         if not background:
@@ -233,6 +237,8 @@ class Gateway:
         versions = VersionLoop(config, dict(plan.routers), self.store, self.clock)
         await versions.poll()  # promoted versions apply to the new routers before they serve
         live.executor = executor
+        self.limiter.watch(p for p, _ in live.keys)
+        self.limiter.sync_seconds = config.server.limits_sync_seconds
         self.live = live  # the swap: new requests take the new plan from here on
         self.loaded_at = time.time()
         self.access_sample = config.server.access_log_sample
@@ -279,6 +285,7 @@ class Gateway:
         if self.shadower is not None:
             await self.shadower.stop()
         await self.cache.drain()  # the shared cache's writes under way, before the store closes
+        await self.limiter.stop()
         if self.executor is not None:
             for p in self.executor.providers.values():
                 await p.close()
@@ -340,8 +347,8 @@ class Gateway:
             raise Unauthorized(f"missing or invalid API key: send {dialect.key_hint}")
         return found
 
-    def resolve(self, req: ChatRequest, live: Live | None = None,
-                principal: Principal | None = None) -> tuple[Router | None, Route]:
+    def resolve(self, req: ChatRequest, live: Live | None = None, principal: Principal | None = None,
+                admission: Admission | None = None) -> tuple[Router | None, Route]:
         live = live or self.live
         config, routers = live.config, live.routers
         name = req.model or (config.server.default_router or "")
@@ -349,6 +356,13 @@ class Gateway:
         if principal is not None and (router is not None or name in config.models):
             self._allow(principal, name, router is not None)
         if router is not None:
+            near = config.routers[name].on_budget if name in config.routers else None
+            if near is not None and admission is not None and admission.budget_used >= near.at:
+                # The plan checked that the target exists and has no on_budget of its own.
+                router, route = routers[near.router], routers[near.router].route(req)
+                route.reason = (f"budget {admission.budget_used:.0%} used ({admission.budget_of}): downshifted to "
+                                f"{near.router}; {route.reason}")
+                return router, route
             return router, router.route(req)
         if name in config.models:
             return None, Route(steps=[Step(name)], router=DIRECT, reason=f"model {name} named directly (no routing)")
@@ -402,10 +416,12 @@ class Gateway:
         logs.trace_id.set(trace.id)  # this handler's task only: every line it logs names the request
         live.in_flight += 1
         self.counters.in_flight += 1
+        admission = None
         try:
             req = dialect.parse(await self._body(request), request.headers, client)
             trace.streamed = req.stream
-            route = self.route(req, trace, live, principal)
+            admission = request[LIMITS] = self.limiter.admit(principal, req)  # 429 past a limit or budget
+            route = self.route(req, trace, live, principal, admission)
             lookup = self._cache_lookup(request, dialect, req, route, trace, live)
             hit = await self.cache.get(lookup) if lookup is not None else None
             if hit is not None:
@@ -432,6 +448,7 @@ class Gateway:
             err = GearshiftError(f"internal error (trace {trace.id})")
             return self._error(err, trace, t0, dialect)
         finally:
+            self.limiter.settle(admission, trace)  # the real tokens and cost replace the estimate
             live.in_flight -= 1
             self.counters.in_flight -= 1
             self._remember(trace.id, trace.client)
@@ -472,11 +489,12 @@ class Gateway:
     # calls them in-process: the same routing, execution, shadow sampling and recording).
 
     def route(self, req: ChatRequest, trace: Trace, live: Live | None = None,
-              principal: Principal | None = None) -> Route:
-        """Resolve the request's router and route (one the key may use); note both in the trace."""
+              principal: Principal | None = None, admission: Admission | None = None) -> Route:
+        """Resolve the request's router and route (one the key may use, downshifted near its budget);
+        note both in the trace."""
         live = live or self.live
         trace.requested_model, trace.metadata = req.model, req.metadata
-        _, route = self.resolve(req, live, principal)
+        _, route = self.resolve(req, live, principal, admission)
         trace.router, trace.reason, trace.route, trace.score = route.router, route.reason, route.models(), route.score
         trace.arm = route.arm
         trace.estimated_tokens = req.estimated_tokens()
@@ -788,6 +806,13 @@ ALLOWED_METHODS = {"/v1/models": "GET, HEAD", "/v1/feedback": "POST", "/health":
                    **{path: "POST" for kind in DIALECTS for path in DIALECTS[kind].paths + DIALECTS[kind].count_paths}}
 
 
+async def _limit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """A limited key's x-ratelimit-* headers on every answer it gets, streamed, whole or refused."""
+    admission = request.get(LIMITS)
+    if admission is not None:
+        response.headers.update(admission.headers)
+
+
 def create_app(config: Config | Plan, store: TraceStore | None = None,
                workers_dir: str | Path | None = None) -> web.Application:
     """The aiohttp application of a gateway (its lifecycle starts and stops the gateway). `workers_dir`:
@@ -796,6 +821,7 @@ def create_app(config: Config | Plan, store: TraceStore | None = None,
     app = web.Application(client_max_size=gw.config.server.max_body_bytes)
     app[GATEWAY_KEY] = gw
     app.on_startup.append(gw.start)
+    app.on_response_prepare.append(_limit_headers)
     app.on_shutdown.append(gw.draining_starts)
     app.on_cleanup.append(gw.stop)
     for kind in DIALECTS:  # every API through the one pipeline (gateway/dialects: one module each)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from gearshift.store.view import TraceView
@@ -14,6 +14,10 @@ from gearshift.trace import Trace
 def redact_url(url: str) -> str:
     """A store URL fit for logs and errors: any password masked."""
     return re.sub(r"^([a-z]+://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+# A rate-limit or budget counter: (scope: key | team, its name, dim: rpm | tpm | usd_day | usd_month, period).
+LimitKey = tuple[str, str, str, str]
 
 
 class TraceStore(ABC):
@@ -149,6 +153,15 @@ class TraceStore(ABC):
         mine = [k for k, (_, _, r) in book.items() if r == router]
         for k in mine[:max(0, len(mine) - max_entries)]:
             del book[k]
+
+    def add_limit_usage(self, deltas: Mapping[LimitKey, tuple[float, float]], read: Iterable[LimitKey],
+                        now: float) -> dict[LimitKey, float]:
+        """Add to each counter (delta, the end of its period) and return the totals of those and of `read`,
+        atomically among every process sharing the store; counters of periods long over are deleted."""
+        book: dict[LimitKey, float] = self.__dict__.setdefault("_limit_usage", {})
+        for key, (delta, _) in deltas.items():
+            book[key] = book.get(key, 0.0) + delta
+        return {key: book.get(key, 0.0) for key in [*deltas, *read]}
 
     def close(self) -> None:  # noqa: B027 - stores without a connection need not override it
         """Release the connection."""

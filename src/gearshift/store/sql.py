@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
 from gearshift.store import rows
-from gearshift.store.base import TraceStore
+from gearshift.store.base import LimitKey, TraceStore
 from gearshift.store.rows import CALL_COLS, FEEDBACK_COLS, TRACE_COLS, VERSION_COLS
 from gearshift.trace import Trace
 
@@ -115,7 +115,20 @@ CREATE TABLE IF NOT EXISTS response_cache (
 );
 CREATE INDEX IF NOT EXISTS response_cache_router ON response_cache(router, created);
 CREATE INDEX IF NOT EXISTS response_cache_expires ON response_cache(expires);
+CREATE TABLE IF NOT EXISTS limit_usage (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    dim TEXT NOT NULL,
+    period TEXT NOT NULL,
+    used {real} NOT NULL,
+    ends {real} NOT NULL,
+    PRIMARY KEY (scope, name, dim, period)
+);
 """
+
+
+# Counters of a period over for this long are deleted (a late settlement may still add to one).
+LIMIT_GRACE_SECONDS = 300.0
 
 
 def schema(real: str, serial_pk: str) -> list[str]:
@@ -332,6 +345,23 @@ class SQLStore(TraceStore):
             (spent,) = self._run("SELECT COALESCE(SUM(usd), 0) FROM shadow_reservations WHERE router = ? AND day = ?",
                                  (router, day)).fetchone()
         return float(spent)
+
+    def add_limit_usage(self, deltas: Mapping[LimitKey, tuple[float, float]], read: Iterable[LimitKey],
+                        now: float) -> dict[LimitKey, float]:
+        # One write transaction: every process's additions are summed by the database, never overwritten.
+        keys = list(dict.fromkeys([*deltas, *read]))
+        with self._lock, self._transaction(lock_table="limit_usage"):
+            for (scope, name, dim, period), (delta, ends) in deltas.items():
+                self._run("INSERT INTO limit_usage (scope, name, dim, period, used, ends) VALUES (?,?,?,?,?,?) "
+                          "ON CONFLICT (scope, name, dim, period) DO UPDATE SET used = limit_usage.used + "
+                          "excluded.used", (scope, name, dim, period, delta, ends))
+            self._run("DELETE FROM limit_usage WHERE ends < ?", (now - LIMIT_GRACE_SECONDS,))
+            totals = {}
+            for key in keys:
+                row = self._run("SELECT used FROM limit_usage WHERE scope = ? AND name = ? AND dim = ? AND period = ?",
+                                key).fetchone()
+                totals[key] = float(row[0]) if row else 0.0
+        return totals
 
     def prune(self, before: float, chunk: int = 5000) -> int:
         # In chunks, each its own transaction: the trace writer gets the store between them.

@@ -40,7 +40,7 @@ Histograms = dict[Labels, list[float]]  # labels -> per-bucket counts (+Inf last
 
 # What `state()` holds: labelled counters (keyed by label tuples, or by the one label's value),
 # histograms, scalar counters; `in_flight` is the one gauge.
-TABLES = ("requests", "calls", "cost", "tokens", "cache")
+TABLES = ("requests", "calls", "cost", "tokens", "cache", "limited")
 ONE_LABEL = ("shadow_dropped", "shadow_verdicts", "watch_alerts")
 HISTOGRAMS = ("latency", "upstream", "ttft")
 SCALARS = ("shadow", "watch_checks")
@@ -57,6 +57,7 @@ class Counters:
         self.cost: dict[Labels, float] = {}  # (model, role)
         self.tokens: dict[Labels, float] = {}  # (model, router, direction: input | output)
         self.cache: dict[Labels, float] = {}  # (router, result): requests to routers with a response cache
+        self.limited: dict[Labels, float] = {}  # (scope: key | team, reason: rpm | tpm | usd_day | usd_month)
         self.latency: Histograms = {}  # (router,): the whole request
         self.upstream: Histograms = {}  # (model, role): each upstream call (gate runs are not)
         self.ttft: Histograms = {}  # (model,): request start to the first streamed chunk
@@ -90,6 +91,11 @@ class Counters:
             if shadowed:
                 self.shadow += 1
                 self._verdicts(trace.verdicts)
+
+    def limit(self, scope: str, reason: str) -> None:
+        """Count a request refused by a key's or team's rate limit or budget (bounded labels: no names)."""
+        with self._lock:
+            self.limited[(scope, reason)] = self.limited.get((scope, reason), 0) + 1
 
     def first_token(self, model: str, seconds: float) -> None:
         """Count a stream's time to its first chunk (from the request's start), by the model streaming."""
@@ -294,6 +300,9 @@ def render_metrics(counters: Counters, report: WatchReport | None = None,
         w.labelled("gearshift_cache_requests_total", "counter", "Requests to routers with a response cache, by "
                    "router and result (hit, miss, bypass: the client's cache-control, skip: not cacheable).",
                    ("router", "result"), counters.cache)
+        w.labelled("gearshift_limited_requests_total", "counter", "Requests refused (429) by a rate limit or a "
+                   "budget, by scope (key, team) and reason (rpm, tpm, usd_day, usd_month).", ("scope", "reason"),
+                   counters.limited)
         w.histogram("gearshift_request_duration_seconds", "Request latency, seconds, by router.",
                     ("router",), counters.buckets, counters.latency)
         w.histogram("gearshift_upstream_duration_seconds", "Upstream call latency, seconds, by model and role "
