@@ -87,7 +87,7 @@ class Counters:
         spend = trace.cost_usd
         with self._lock:
             self.requests[key] = self.requests.get(key, 0) + 1
-            if team not in self.team_requests and len(self.team_requests) >= TEAM_TRACKED:
+            if team not in self.team_requests and len(self.team_requests) >= TEAM_TRACKED and trace.team:
                 team = (OTHER_TEAMS,)
             self.team_requests[team] = self.team_requests.get(team, 0) + 1
             self.team_spend[team] = self.team_spend.get(team, 0.0) + spend
