@@ -5,7 +5,6 @@ authentication (limits, budgets, routing near a budget, attribution) reads one s
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import secrets
@@ -80,7 +79,7 @@ def new_key() -> str:
 def key_hash(secret: bytes, token: str | bytes) -> str:
     """What the store keeps of a key: HMAC-SHA-256 of it with the server secret, as hex."""
     raw = token.encode() if isinstance(token, str) else token
-    return hmac.new(secret, raw, hashlib.sha256).hexdigest()
+    return hmac.digest(secret, raw, "sha256").hex()  # the one-shot C path: cheaper per request than hmac.new
 
 
 def shown(token: str) -> str:
