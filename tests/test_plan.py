@@ -64,6 +64,12 @@ BAD = {
                            "could use the gateway; fix: add client_keys"),
     "open_and_keys": ({**KEYED, "client_keys": [{"name": "app", "key": "sk-x"}], "server": {"open": True}},
                       "server.open: true, but client_keys are configured"),
+    # Virtual keys hashed with a secret that is not there would be worthless: the start stops.
+    "key_secret_unset": ({"models": MODELS, "server": {"key_secret_env": "GS_TEST_UNSET_KEY_SECRET"}},
+                         "server.key_secret_env: the environment variable GS_TEST_UNSET_KEY_SECRET is not set; fix: "
+                         "export GS_TEST_UNSET_KEY_SECRET="),
+    "open_and_virtual_keys": ({"models": MODELS, "server": {"open": True, "key_secret_env": "GS_TEST_UNSET_KEY_SECRET"}},
+                              "server.open: true, but server.key_secret_env enables virtual keys"),
     "shadow_when_key": (with_shadow({"rate": 1.0, "when": {"min_tokenz": 5}}),
                         "routers.auto.shadow.when.min_tokenz: unknown condition"),
     "weak_shadow_judge": (with_shadow({"rate": 1.0, "judge": "small"}), "allow_weak_judge"),
@@ -194,3 +200,15 @@ def test_only_serving_needs_the_secrets(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(ConfigError) as e:
         plan.load(path)
     assert "client_keys: none configured" in str(e.value) and "models.m.api_key_env" in str(e.value)
+
+
+def test_a_short_key_secret_is_refused_and_a_long_one_needs_no_client_keys(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "gs.yaml"
+    path.write_text(yaml.safe_dump({"models": MODELS, "server": {"key_secret_env": "GS_TEST_KEY_SECRET"}}))
+    monkeypatch.setenv("GS_TEST_KEY_SECRET", "x" * 31)
+    code, err = check_config(path)
+    assert code == 2 and "server.key_secret_env: GS_TEST_KEY_SECRET holds 31 characters, fewer than 32" in err
+    assert "x" * 31 not in err  # the secret itself is never printed
+    monkeypatch.setenv("GS_TEST_KEY_SECRET", "x" * 32)
+    assert check_config(path)[0] == 0  # virtual keys authenticate: no client_keys, no `open` needed

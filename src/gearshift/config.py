@@ -261,6 +261,12 @@ class ServerConfig(_Strict):
     metrics_key_env: str | None = Field(default=None, description="environment variable holding the key that "
                                         "/metrics and the detailed /health require (`Authorization: Bearer`); "
                                         "unset: both are open, as for a scraper on a private network")
+    key_secret_env: str | None = Field(default=None, description="environment variable holding the server secret "
+                                       "(32+ characters) that virtual keys are hashed with (HMAC-SHA-256); set, it "
+                                       "enables virtual keys (`gearshift keys`, `/admin/keys`)")
+    key_cache_seconds: float = Field(default=30.0, gt=0, le=3600, description="how long a replica trusts a virtual "
+                                     "key it looked up (and a wrong key it did not find): a revoked key is refused "
+                                     "at every replica within this")
     header_timeout_seconds: float = Field(default=10.0, gt=0, description="a connection whose request head has not "
                                           "arrived within this is closed (slow-header clients)")
     max_connections_per_client: int = Field(default=256, ge=1, description="open connections one client IP may hold; "

@@ -73,6 +73,11 @@ class MethodNotAllowed(ClientError):
     code = "method_not_allowed"
 
 
+class Conflict(ClientError):
+    status = 409
+    code = "conflict"
+
+
 class PayloadTooLarge(ClientError):
     status = 413
     code = "request_too_large"

@@ -126,6 +126,35 @@ def _metrics_key(config: Config) -> str | None:
     return None
 
 
+MIN_KEY_SECRET = 32  # characters of the server secret virtual keys are hashed with
+
+
+def _key_secret(config: Config) -> str | None:
+    """A key secret named but missing or short must stop the start: keys hashed with a guessable secret
+    (or none) would be worthless."""
+    name = config.server.key_secret_env
+    if name is None:
+        return None
+    value = os.environ.get(name)
+    if not value:
+        return (f"server.key_secret_env: the environment variable {name} is not set; fix: export "
+                f"{name}=\"$(python -c 'import secrets; print(secrets.token_urlsafe(48))')\" (keep it: keys are "
+                "hashed with it), or remove server.key_secret_env to use config client_keys only")
+    if len(value) < MIN_KEY_SECRET:
+        return (f"server.key_secret_env: {name} holds {len(value)} characters, fewer than {MIN_KEY_SECRET}; fix: "
+                f"set it to {MIN_KEY_SECRET}+ random characters (e.g. secrets.token_urlsafe(48))")
+    return None
+
+
+def key_secret(config: Config) -> bytes | None:
+    """The server secret virtual keys are hashed with (None: virtual keys are off); ConfigError when it is
+    named but missing or short."""
+    if (line := _key_secret(config)) is not None:
+        raise ConfigError(line)
+    name = config.server.key_secret_env
+    return os.environ[name].encode() if name else None
+
+
 def _message(problems: list[str], source: str) -> str:
     # Router problems arrive as whole blocks naming the source; single lines get it here.
     return "\n".join(p if p.startswith(f"{source}: ") else f"{source}: {p}" for p in problems)
@@ -160,7 +189,13 @@ KEYLESS_PROVIDERS = ("replay",)
 
 def _secrets(config: Config, problems: list[str]) -> None:
     """Fail closed: every named secret must be in the environment, and an open gateway is asked for."""
-    if not config.client_keys and not config.server.open:
+    if (line := _key_secret(config)) is not None:
+        problems.append(line)
+    virtual = config.server.key_secret_env is not None
+    if virtual and config.server.open:
+        problems.append("server.open: true, but server.key_secret_env enables virtual keys; fix: remove "
+                        "`server.open` (keys authenticate) or remove server.key_secret_env")
+    if not config.client_keys and not config.server.open and not virtual:
         problems.append("client_keys: none configured, so anyone who can reach the port could use the gateway; "
                         "fix: add client_keys (e.g. `- {name: app, key_env: GEARSHIFT_CLIENT_KEY}`), or set "
                         "`server: {open: true}` to serve without authentication")

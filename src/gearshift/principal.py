@@ -5,10 +5,18 @@ authentication (limits, budgets, routing near a budget, attribution) reads one s
 
 from __future__ import annotations
 
+import hmac
+import json
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gearshift.config import ClientKey, Limits, TeamConfig
+
+KEY_PREFIX = "gs-"  # every virtual key starts so: a token without it is not looked up
+KEY_RANDOM_BYTES = 32  # secrets.token_urlsafe(32): 43 url-safe characters, 256 bits
+SHOWN_CHARS = 8  # of a key, what listings show: `gs-` and 5 characters, e.g. `gs-abc12…`
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +69,36 @@ def from_config(key: ClientKey, teams: Mapping[str, TeamConfig]) -> Principal:
                      routers=frozenset(key.routers) if key.routers is not None else None,
                      models=frozenset(key.models) if key.models is not None else None,
                      allowance=Allowance.of(key.limits), team_allowance=Allowance.of(team.limits if team else None))
+
+
+def new_key() -> str:
+    """A fresh virtual key: `gs-` and 43 random url-safe characters (shown once, never stored)."""
+    return KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
+
+
+def key_hash(secret: bytes, token: str | bytes) -> str:
+    """What the store keeps of a key: HMAC-SHA-256 of it with the server secret, as hex."""
+    raw = token.encode() if isinstance(token, str) else token
+    return hmac.digest(secret, raw, "sha256").hex()  # the one-shot C path: cheaper per request than hmac.new
+
+
+def shown(token: str) -> str:
+    """The start of a key that listings show, so its owner can tell keys apart (`gs-abc12…`)."""
+    return token[:SHOWN_CHARS] + "\u2026"
+
+
+def from_record(record: Mapping[str, Any], teams: Mapping[str, TeamConfig]) -> Principal:
+    """The principal a stored virtual key stands for (a `keys` row as the store decodes it)."""
+    team = teams.get(record["team"]) if record.get("team") else None
+
+    def names(v: Any) -> frozenset[str] | None:
+        if v is None:
+            return None
+        return frozenset(json.loads(v) if isinstance(v, str) else v)
+
+    return Principal(name=record["name"], team=record.get("team"), admin=bool(record.get("admin")),
+                     routers=names(record.get("routers")), models=names(record.get("models")),
+                     expires=record.get("expires"),
+                     allowance=Allowance(record.get("rpm"), record.get("tpm"), record.get("usd_day"),
+                                         record.get("usd_month")),
+                     team_allowance=Allowance.of(team.limits if team else None))

@@ -17,9 +17,9 @@ import pytest
 from aiohttp import web
 
 from gearshift.gateway.app import GAUGES, TOTALS
-from gearshift.trace import Call
+from gearshift.trace import Call, Trace
 from gearshift.watch import CONTENT_TYPE, Baseline, Counters, Watch, WatchReport, render_metrics
-from gearshift.watch.prometheus import escape_label
+from gearshift.watch.prometheus import TEAM_LABELS, TEAM_TRACKED, escape_label
 from tests.support.watch_helpers import (
     STRONG,
     STRONG_COST,
@@ -361,3 +361,18 @@ def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
     path.write_text(json.dumps(rules))  # YAML is a superset of JSON: promtool reads it
     out = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_team_labels_are_bounded_and_the_rest_fold_into_other() -> None:
+    c = Counters()
+    teams = [f"team-{i:04d}" for i in range(TEAM_TRACKED + 20)]
+    for name in [*teams, None]:
+        c.observe(Trace(router="auto", requested_model="auto", team=name, final_model="small",
+                        calls=[Call(model="small", role="primary", input_tokens=1, output_tokens=1, cost_usd=0.5)]))
+    assert len(c.team_requests) == TEAM_TRACKED + 2  # memory: the first TEAM_TRACKED names, `other`, `none`
+    _, samples = parse(render_metrics(c))
+    labels = {s[1]["team"] for s in samples if s[0] == "gearshift_team_requests_total"}
+    assert labels == {*teams[:TEAM_LABELS], "other", "none"}  # the first TEAM_LABELS by name, other, none
+    assert value(samples, "gearshift_team_requests_total", team="other") == len(teams) - TEAM_LABELS
+    assert value(samples, "gearshift_spend_usd_total", team="none") == 0.5
+    assert sum(s[2] for s in samples if s[0] == "gearshift_spend_usd_total") == 0.5 * (len(teams) + 1)

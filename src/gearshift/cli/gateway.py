@@ -34,10 +34,12 @@ def serve_command(config_path: str, host: str | None, port: int | None, workers:
 @click.command("traces")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="config whose store and prices to use")
 @click.option("--since", default=None, help="only traces newer than this many hours (e.g. 24)", type=float)
+@click.option("--by", type=click.Choice(["key", "team"]), default=None,
+              help="per key or per team: requests, spend, savings, quality retained on shadow pairs")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def traces_command(config_path: str | None, since: float | None, as_json: bool) -> None:
+def traces_command(config_path: str | None, since: float | None, by: str | None, as_json: bool) -> None:
     """Summarise stored traces: requests, spend by model, savings against always-strongest (estimate)."""
-    from gearshift.gateway.summary import print_summary, summarise
+    from gearshift.gateway.summary import print_by, print_summary, summarise, summarise_by
     from gearshift.store import open_store
 
     if not config_path:
@@ -47,6 +49,15 @@ def traces_command(config_path: str | None, since: float | None, as_json: bool) 
     import time
 
     rows = list(store.traces(since=time.time() - since * 3600 if since else None))
+    if by is not None:
+        groups = summarise_by(rows, config, by)
+        if as_json:
+            import json
+
+            click.echo(json.dumps(groups, indent=2))
+        else:
+            print_by(groups, by)
+        return
     summary = summarise(rows, config)
     if as_json:
         import json

@@ -69,8 +69,14 @@ def _progress(console: Any) -> Iterator[Any]:
         yield progress
 
 
-def _source(spec: str | None, config_path: str | None, drop_contaminated: bool, console: Any) -> tuple[Any, Any, list[dict[str, Any]], Any]:
-    """(outcomes, config, traces, store): outcomes from --outcomes, else the shadow pairs of the config's traces."""
+KEY_OPTION = click.option("--key", "key", default=None,
+                          help="only the traces of this client key (its name: a config or a virtual key)")
+
+
+def _source(spec: str | None, config_path: str | None, drop_contaminated: bool, console: Any,
+            key: str | None = None) -> tuple[Any, Any, list[dict[str, Any]], Any]:
+    """(outcomes, config, traces, store): outcomes from --outcomes, else the shadow pairs of the config's traces
+    (only `key`'s, when given)."""
     from gearshift.outcomes import datasets
 
     if not spec and not config_path:
@@ -89,8 +95,11 @@ def _source(spec: str | None, config_path: str | None, drop_contaminated: bool, 
     store = open_store(config.store, config.base_dir)
     with console.status(f"reading traces from {config.store.url}"):
         traces = list(store.traces())
+    if key is not None:
+        traces = [t for t in traces if t.get("client") == key]
     if not traces:
-        raise click.UsageError(f"the trace store {config.store.url} holds no traces")
+        raise click.UsageError(f"the trace store {config.store.url} holds no traces"
+                               + (f" of the key {key!r}" if key is not None else ""))
     try:
         outcomes = datasets.from_traces(traces, min_models=2, name=f"traces ({Path(config_path).name})")
     except ValueError:
@@ -147,9 +156,10 @@ def _levels(text: str) -> tuple[float, ...]:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "out_path", default="report.html", show_default=True, type=click.Path(dir_okay=False),
               help="the HTML file; the PNGs are written beside it as <name>-<plot>.png")
+@KEY_OPTION
 def lab_report(spec: str | None, config_path: str | None, router_names: tuple[str, ...], drop_contaminated: bool,
                weak: str | None, strong: str | None, levels_text: str, n_boot: int, seed: int, alpha: float,
-               out_path: str) -> None:
+               out_path: str, key: str | None) -> None:
     """Write one self-contained HTML report (plots embedded) with the PNGs beside it."""
     from rich.console import Console
 
@@ -158,7 +168,7 @@ def lab_report(spec: str | None, config_path: str | None, router_names: tuple[st
     t0 = time.perf_counter()
     levels = _levels(levels_text)
     console = Console(stderr=True)
-    outcomes, config, traces, _ = _source(spec, config_path, drop_contaminated, console)
+    outcomes, config, traces, _ = _source(spec, config_path, drop_contaminated, console, key)
     cascades = []
     for name in sorted({str(t.get("router")) for t in traces if t.get("router")}):
         rec = cascade_records_from_traces(traces, router=name)
@@ -208,9 +218,10 @@ def lab_report(spec: str | None, config_path: str | None, router_names: tuple[st
 @bootstrap_options
 @click.option("--seed", default=0, show_default=True, type=int, help="seed of the halves and the bootstrap")
 @click.option("--json", "as_json", is_flag=True, help="print the answers as JSON")
+@KEY_OPTION
 def lab_check(spec: str | None, config_path: str | None, floor: float, router_names: tuple[str, ...],
               drop_contaminated: bool, weak: str | None, strong: str | None, n_boot: int, seed: int, alpha: float,
-              as_json: bool) -> None:
+              as_json: bool, key: str | None) -> None:
     """Should this traffic be routed? Baseline, shadow data, measurability, volume, calibrated savings."""
     from rich.console import Console
 
@@ -218,7 +229,7 @@ def lab_check(spec: str | None, config_path: str | None, floor: float, router_na
     from gearshift.lab.evaluate import default_pair
 
     console = Console(stderr=as_json)
-    outcomes, config, traces, store = _source(spec, config_path, drop_contaminated, console)
+    outcomes, config, traces, store = _source(spec, config_path, drop_contaminated, console, key)
     routers: list[Any] = []
     if config is not None:
         from gearshift.plan import build_routers
@@ -243,8 +254,21 @@ def lab_check(spec: str | None, config_path: str | None, floor: float, router_na
         else:
             result = check_traces(traces, store.feedback(), reference=strong or config.strongest(), floor=floor,
                                   routers=routers, weak=weak, n_boot=n_boot, seed=seed, alpha=alpha,
-                                  source=f"traces of {config_path}", progress=progress)
+                                  source=f"traces of {config_path}" + (f", key {key}" if key else ""),
+                                  progress=progress)
+    # The key's own figures, as `gearshift traces --by key` gives them (spend, savings, quality retained).
+    figures = None
+    if key is not None and not spec:
+        from gearshift.gateway.summary import summarise_by
+
+        [figures] = summarise_by(traces, config, "key", strong or config.strongest())
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(json.dumps({**result.to_dict(), **({"key": figures} if figures else {})}, indent=2))
     else:
         print_check(result, console)
+        if figures:
+            kept = figures["quality_retained"]
+            console.print(f"key {key}: {figures['requests']} requests, spend ${figures['spend_usd']:.6f}, savings "
+                          f"${figures['savings_usd_estimate']:.6f} against always-{figures['reference_model']} "
+                          f"(estimate), quality retained {'-' if kept is None else f'{kept:.1%}'} on "
+                          f"{figures['pairs']} shadow pairs" + (" (a lower bound)" if figures["lower_bound"] else ""))

@@ -30,18 +30,20 @@ from gearshift.errors import (
     Unauthorized,
     UpstreamError,
 )
+from gearshift.gateway import admin
 from gearshift.gateway.cache import Assembled, Hit, Lookup, ResponseCache
 from gearshift.gateway.dialects import DIALECTS, Dialect
 from gearshift.gateway.dialects.chat import ChatDialect
 from gearshift.gateway.executor import Answer, CompletionStream, Executor
 from gearshift.gateway.feedback import parse_feedback
+from gearshift.gateway.keys import KeyRing
 from gearshift.gateway.limits import Admission, Limiter
 from gearshift.gateway.reload import FileWatch, restart_only
 from gearshift.gateway.retention import RetentionLoop
 from gearshift.gateway.shadow import Shadower
 from gearshift.gateway.versions import VersionLoop
 from gearshift.jsonfast import dumps, loads
-from gearshift.plan import Plan
+from gearshift.plan import Plan, key_secret
 from gearshift.plan import load as load_plan
 from gearshift.plan import of as plan_of
 from gearshift.principal import Principal, from_config
@@ -100,14 +102,13 @@ class Live:
     """What one plan serves with. A reload swaps the whole of it at once; a request keeps the one it
     started on to its end (its route's models stay those its executor knows)."""
 
-    __slots__ = ("plan", "executor", "keys", "admins", "metrics_key", "in_flight")
+    __slots__ = ("plan", "executor", "keys", "metrics_key", "in_flight")
 
     def __init__(self, plan: Plan, executor: Executor | None = None) -> None:
         config = plan.config
         self.plan = plan
         self.executor = executor
         self.keys = [(from_config(k, config.teams), (k.secret() or "").encode()) for k in config.client_keys]
-        self.admins = {k.name for k in config.client_keys if k.admin}
         key_env = config.server.metrics_key_env
         # plan.build refused a named variable that is not set: None here means "open by choice".
         self.metrics_key = os.environ.get(key_env, "").encode() if key_env else None
@@ -161,7 +162,9 @@ class Gateway:
         self.loaded_at = time.time()
         self.file_watch: FileWatch | None = None
         self._retiring: list[asyncio.Task[None]] = []
-        if not self.live.keys:
+        secret = key_secret(config)  # virtual keys: on when server.key_secret_env is set (plan checked it)
+        self.keyring = KeyRing(self.store, secret, config.server.key_cache_seconds) if secret else None
+        if not self.live.keys and self.keyring is None:
             log.warning("server.open: the gateway serves without authentication")
 
     async def start(self, app: web.Application | None = None, background: bool = True) -> None:
@@ -240,6 +243,8 @@ class Gateway:
         self.limiter.watch(p for p, _ in live.keys)
         self.limiter.sync_seconds = config.server.limits_sync_seconds
         self.live = live  # the swap: new requests take the new plan from here on
+        if self.keyring is not None:
+            self.keyring.clear()  # looked-up keys take the new teams' allowances
         self.loaded_at = time.time()
         self.access_sample = config.server.access_log_sample
         if self.shadower is not None:
@@ -332,19 +337,24 @@ class Gateway:
 
     # -- requests --------------------------------------------------------------------------
 
-    def authenticate(self, request: web.Request, dialect: Dialect = CHAT) -> Principal | None:
-        """The client key the request carries (None when the gateway is open)."""
-        keys = self.live.keys
-        if not keys:
+    async def authenticate(self, request: web.Request, dialect: Dialect = CHAT) -> Principal | None:
+        """The client key the request carries: a config key, else a virtual key (None when the gateway is open)."""
+        live, ring = self.live, self.keyring
+        if not live.keys and ring is None:
             return None
         token = dialect.token(request.headers)
         found = None
-        for principal, secret in keys:
+        for principal, secret in live.keys:
             # Compare against every key so timing does not reveal which one matched.
             if hmac.compare_digest(token, secret):
                 found = principal
+        if found is None and ring is not None:
+            found = await ring.find(token, live.config.teams)
         if found is None:
             raise Unauthorized(f"missing or invalid API key: send {dialect.key_hint}")
+        if found.expires is not None and found.expires <= time.time():
+            raise Unauthorized(f"the API key {found.name!r} has expired; ask an admin for a new one",
+                               code="expired_api_key")
         return found
 
     def resolve(self, req: ChatRequest, live: Live | None = None, principal: Principal | None = None,
@@ -407,7 +417,7 @@ class Gateway:
         live = self.live  # this request's plan, to its end, whatever a reload swaps in meanwhile
         config = live.config
         try:
-            principal = self.authenticate(request, dialect)
+            principal = await self.authenticate(request, dialect)
         except Unauthorized as e:
             return self._unauthenticated(e, dialect)
         client = principal.name if principal is not None else None
@@ -545,7 +555,7 @@ class Gateway:
 
         async def count(request: web.Request) -> web.StreamResponse:
             try:
-                principal = self.authenticate(request, dialect)
+                principal = await self.authenticate(request, dialect)
             except Unauthorized as e:
                 return self._unauthenticated(e, dialect)
             try:
@@ -655,7 +665,7 @@ class Gateway:
     async def feedback(self, request: web.Request) -> web.Response:
         """POST /v1/feedback {trace_id, score | thumbs | rating (+ scale), source?, comment?}."""
         try:
-            principal = self.authenticate(request)
+            principal = await self.authenticate(request)
         except Unauthorized as e:
             return self._unauthenticated(e)
         client = principal.name if principal is not None else None
@@ -671,7 +681,7 @@ class Gateway:
                 known, owner = await asyncio.to_thread(self.store.trace_client, fb.trace_id)
             if not known:
                 raise NotFound(f"no trace with id {fb.trace_id!r}", param="trace_id", code="trace_not_found")
-            if client is not None and client != owner and client not in self.live.admins:
+            if principal is not None and client != owner and not principal.admin:
                 # Answer as for a trace that does not exist would leak less, but a 403 tells an honest
                 # application what is wrong; trace ids are unguessable, so it confirms nothing useful.
                 raise Forbidden(f"the key {client!r} did not make request {fb.trace_id!r}: only that key, or a key "
@@ -697,7 +707,7 @@ class Gateway:
     async def models(self, request: web.Request) -> web.Response:
         """GET /v1/models: the routers and models a request may name."""
         try:
-            self.authenticate(request)
+            await self.authenticate(request)
         except Unauthorized as e:
             return self._unauthenticated(e)
         data = list(self._model_entries().values())
@@ -706,7 +716,7 @@ class Gateway:
     async def model(self, request: web.Request) -> web.Response:
         """GET /v1/models/{id}: one router or model (ids may hold slashes: `gearshift/auto`)."""
         try:
-            self.authenticate(request)
+            await self.authenticate(request)
         except Unauthorized as e:
             return self._unauthenticated(e)
         name = request.match_info["id"]
@@ -802,7 +812,7 @@ class Gateway:
 
 # The known paths (create_app routes them) and their methods: another method on one gets a 405.
 ALLOWED_METHODS = {"/v1/models": "GET, HEAD", "/v1/feedback": "POST", "/health": "GET, HEAD", "/metrics": "GET, HEAD",
-                   "/livez": "GET, HEAD", "/health/live": "GET, HEAD", "/health/ready": "GET, HEAD",
+                   "/livez": "GET, HEAD", "/health/live": "GET, HEAD", "/health/ready": "GET, HEAD", **admin.PATHS,
                    **{path: "POST" for kind in DIALECTS for path in DIALECTS[kind].paths + DIALECTS[kind].count_paths}}
 
 
@@ -838,5 +848,6 @@ def create_app(config: Config | Plan, store: TraceStore | None = None,
     app.router.add_get("/livez", gw.livez)
     app.router.add_get("/health/live", gw.livez)
     app.router.add_get("/health/ready", gw.ready)
+    admin.add_routes(app, gw)
     app.router.add_route("*", "/{tail:.*}", gw.not_found)
     return app

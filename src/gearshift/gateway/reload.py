@@ -18,7 +18,7 @@ log = logging.getLogger("gearshift.gateway")
 # a reload that changes them applies everything else, and says these wait for a restart.
 RESTART_ONLY = ("server.host", "server.port", "server.workers", "server.max_body_bytes",
                 "server.header_timeout_seconds", "server.max_connections_per_client", "server.shadow_workers",
-                "server.shadow_queue_size", "store")
+                "server.shadow_queue_size", "server.key_secret_env", "server.key_cache_seconds", "store")
 
 
 def _get(config: Config, dotted: str) -> object:

@@ -1,4 +1,5 @@
-"""The `gearshift traces` summary: requests, spend by model, and savings against always-strongest."""
+"""The `gearshift traces` summary: requests, spend by model, and savings against always-strongest; and the same
+per key or per team (`--by key|team`) with the quality its shadow pairs retained."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ from typing import Any
 import numpy as np
 
 from gearshift.config import Config
-from gearshift.store.view import TraceView, cache_figures, cache_line
+from gearshift.store.view import PairEstimate, TraceView, cache_figures, cache_line
+
+BY = {"key": "client", "team": "team"}  # --by choice -> the TraceView field naming the owner
 
 
 def _pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def summarise(rows: Iterable[Mapping[str, Any]], config: Config, reference: str | None = None) -> dict[str, Any]:
+def summarise(rows: Iterable[Mapping[str, Any] | TraceView], config: Config, reference: str | None = None) -> dict[str, Any]:
     """Aggregate traces into the figures `gearshift traces` prints."""
     reference = reference or config.strongest()
     n = errors = streamed = 0
@@ -75,6 +78,47 @@ def summarise(rows: Iterable[Mapping[str, Any]], config: Config, reference: str 
         # Hits cost nothing and are not in the routing savings above (no call answered them): their own saving.
         "cache": cache_figures(views),
     }
+
+
+def summarise_by(rows: Iterable[Mapping[str, Any] | TraceView], config: Config, by: str,
+                 reference: str | None = None) -> list[dict[str, Any]]:
+    """Per key or team (`by`): requests, errors, spend, savings against always-`reference` (estimate), and
+    quality retained on its shadow pairs (PairEstimate: the same estimator as the watch and `lab check`)."""
+    field = BY[by]
+    groups: dict[str | None, list[TraceView]] = defaultdict(list)
+    for t in map(TraceView.of, rows):
+        groups[getattr(t, field)].append(t)
+    out = []
+    for owner in sorted(groups, key=lambda o: (o is None, o or "")):
+        views = groups[owner]
+        s = summarise(views, config, reference)
+        est = PairEstimate.of_traces(views)
+        out.append({by: owner, "requests": s["requests"], "errors": s["errors"], "spend_usd": s["spend_usd"],
+                    "counterfactual_usd_estimate": s["counterfactual_usd_estimate"],
+                    "savings_usd_estimate": s["savings_usd_estimate"], "savings_pct_estimate": s["savings_pct_estimate"],
+                    "pairs": est.pairs, "quality_retained": est.retained, "quality_retained_interval": est.interval(),
+                    "lower_bound": est.lower_bound, "reference_model": s["reference_model"]})
+    return out
+
+
+def print_by(groups: list[dict[str, Any]], by: str) -> None:
+    """Print per-key or per-team figures as a rich table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    reference = groups[0]["reference_model"] if groups else "strongest"
+    table = Table(title=f"by {by}: spend, savings against always-{reference} (estimate), quality retained on "
+                  "shadow pairs")
+    for col in (by, "requests", "errors", "spend $", "savings $", "savings %", "pairs", "quality retained"):
+        table.add_column(col, justify="left" if col == by else "right")
+    for g in groups:
+        pct, kept, iv = g["savings_pct_estimate"], g["quality_retained"], g["quality_retained_interval"]
+        quality = "-" if kept is None else f"{kept:.1%}" + (f" [{iv[0]:.1%}, {iv[1]:.1%}]" if iv else "") + (
+            " (lower bound)" if g["lower_bound"] else "")
+        table.add_row(g[by] or "(none)", str(g["requests"]), str(g["errors"]), f"{g['spend_usd']:.6f}",
+                      f"{g['savings_usd_estimate']:.6f}", "-" if pct is None else f"{pct:.1f}%", str(g["pairs"]),
+                      quality)
+    Console(width=160).print(table)
 
 
 def print_summary(s: dict[str, Any]) -> None:

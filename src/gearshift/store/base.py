@@ -163,5 +163,30 @@ class TraceStore(ABC):
             book[key] = book.get(key, 0.0) + delta
         return {key: book.get(key, 0.0) for key in [*deltas, *read]}
 
+    # Virtual keys: stored by name with the HMAC of the key (never the key), looked up by that HMAC.
+    def add_key(self, record: dict[str, Any], key_hash: str) -> None:
+        """Store a new key (its fields as `stored_keys()` lists them) under its HMAC; KeyError if the name is taken."""
+        raise NotImplementedError(f"the {self.kind} store holds no virtual keys")
+
+    def key_by_hash(self, key_hash: str) -> tuple[str, dict[str, Any]] | None:
+        """(stored hash, key) of the key with this HMAC, revoked or not; None when there is none."""
+        raise NotImplementedError(f"the {self.kind} store holds no virtual keys")
+
+    def key(self, name: str) -> dict[str, Any] | None:
+        """One key by name (without its hash)."""
+        raise NotImplementedError(f"the {self.kind} store holds no virtual keys")
+
+    def stored_keys(self) -> list[dict[str, Any]]:
+        """Every key, revoked ones too, by name (without hashes)."""
+        raise NotImplementedError(f"the {self.kind} store holds no virtual keys")
+
+    def update_key(self, name: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Replace some of a key's fields (rows.KEY_FIELDS); the key as it is now, None if there is none."""
+        raise NotImplementedError(f"the {self.kind} store holds no virtual keys")
+
+    def revoke_key(self, name: str, by: str) -> dict[str, Any] | None:
+        """Mark a key revoked, by whom and when (once); the key as it is now, None if there is none."""
+        raise NotImplementedError(f"the {self.kind} store holds no virtual keys")
+
     def close(self) -> None:  # noqa: B027 - stores without a connection need not override it
         """Release the connection."""

@@ -18,6 +18,11 @@ FEEDBACK_COLS = ("trace_id", "created", "score", "label", "source", "comment", "
 VERSION_COLS = ("router", "version", "created", "created_by", "settings", "metrics", "active", "promoted_by",
                 "promoted_at")
 
+# A virtual key's row. The hash is read only by the lookup (KEY_BY_HASH), never listed.
+KEY_COLS = ("name", "team", "prefix", "admin", "routers", "models", "rpm", "tpm", "usd_day", "usd_month", "expires",
+            "created", "created_by", "revoked_at", "revoked_by", "updated")
+KEY_FIELDS = ("team", "admin", "routers", "models", "rpm", "tpm", "usd_day", "usd_month", "expires")  # updatable
+
 
 def encode(traces: Sequence[Trace]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Trace rows and call rows, in TRACE_COLS and CALL_COLS order (JSON as text, booleans as 0/1).
@@ -95,4 +100,23 @@ def decode_trace(row: Sequence[Any], calls: list[dict[str, Any]]) -> dict[str, A
 def decode_version(row: Sequence[Any]) -> dict[str, Any]:
     d = dict(zip(VERSION_COLS, row, strict=True))
     d["settings"], d["metrics"], d["active"] = json.loads(d["settings"]), json.loads(d["metrics"]), bool(d["active"])
+    return d
+
+
+def encode_key_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """A key's updatable fields as stored (router and model lists as JSON text, admin as 0/1)."""
+    out = dict(fields)
+    for name in ("routers", "models"):
+        if name in out and out[name] is not None:
+            out[name] = json.dumps(sorted(out[name]))
+    if "admin" in out:
+        out["admin"] = int(bool(out["admin"]))
+    return out
+
+
+def decode_key(row: Sequence[Any], cols: Sequence[str] = KEY_COLS) -> dict[str, Any]:
+    d = dict(zip(cols, row, strict=True))
+    for name in ("routers", "models"):
+        d[name] = None if d[name] is None else json.loads(d[name])
+    d["admin"] = bool(d["admin"])
     return d

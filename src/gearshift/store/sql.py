@@ -15,7 +15,7 @@ from typing import Any
 
 from gearshift.store import rows
 from gearshift.store.base import LimitKey, TraceStore
-from gearshift.store.rows import CALL_COLS, FEEDBACK_COLS, TRACE_COLS, VERSION_COLS
+from gearshift.store.rows import CALL_COLS, FEEDBACK_COLS, KEY_COLS, KEY_FIELDS, TRACE_COLS, VERSION_COLS
 from gearshift.trace import Trace
 
 # Columns added after a table first shipped must be nullable or have a default: an existing database
@@ -124,6 +124,28 @@ CREATE TABLE IF NOT EXISTS limit_usage (
     ends {real} NOT NULL,
     PRIMARY KEY (scope, name, dim, period)
 );
+CREATE TABLE IF NOT EXISTS keys (
+    id {serial_pk},
+    name TEXT NOT NULL,
+    team TEXT,
+    hash TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    admin INTEGER NOT NULL DEFAULT 0,
+    routers TEXT,
+    models TEXT,
+    rpm INTEGER,
+    tpm INTEGER,
+    usd_day {real},
+    usd_month {real},
+    expires {real},
+    created {real} NOT NULL,
+    created_by TEXT,
+    revoked_at {real},
+    revoked_by TEXT,
+    updated {real} NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS keys_name ON keys(name);
+CREATE UNIQUE INDEX IF NOT EXISTS keys_hash ON keys(hash);
 """
 
 
@@ -160,6 +182,9 @@ def _upsert(table: str, cols: Sequence[str], key: Sequence[str]) -> str:
 
 UPSERT_TRACE = _upsert("traces", TRACE_COLS, ("id",))
 UPSERT_CALL = _upsert("calls", CALL_COLS, ("trace_id", "idx"))
+
+# The one read of a presented key: by its HMAC, through the unique index (never a scan of the keys).
+KEY_BY_HASH = f"SELECT hash, {','.join(KEY_COLS)} FROM keys WHERE hash = ?"
 
 
 class SQLStore(TraceStore):
@@ -362,6 +387,48 @@ class SQLStore(TraceStore):
                                 key).fetchone()
                 totals[key] = float(row[0]) if row else 0.0
         return totals
+
+    def add_key(self, record: dict[str, Any], key_hash: str) -> None:
+        fields = rows.encode_key_fields(record)
+        cols = [c for c in KEY_COLS if c in fields]
+        with self._lock, self._transaction(lock_table="keys"):
+            if self._run("SELECT 1 FROM keys WHERE name = ?", (record["name"],)).fetchone() is not None:
+                raise KeyError(f"a key named {record['name']!r} exists")
+            self._run(f"INSERT INTO keys (hash, {','.join(cols)}) VALUES (?, {','.join('?' * len(cols))})",
+                      (key_hash, *(fields[c] for c in cols)))
+
+    def key_by_hash(self, key_hash: str) -> tuple[str, dict[str, Any]] | None:
+        with self._lock:
+            row = self._run(KEY_BY_HASH, (key_hash,)).fetchone()
+        return None if row is None else (row[0], rows.decode_key(row[1:]))
+
+    def key(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._run(f"SELECT {','.join(KEY_COLS)} FROM keys WHERE name = ?", (name,)).fetchone()
+        return None if row is None else rows.decode_key(row)
+
+    def stored_keys(self) -> list[dict[str, Any]]:
+        with self._lock:
+            found = self._run(f"SELECT {','.join(KEY_COLS)} FROM keys ORDER BY name").fetchall()
+        return [rows.decode_key(r) for r in found]
+
+    def update_key(self, name: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        unknown = set(fields) - set(KEY_FIELDS)
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        values = rows.encode_key_fields(fields)
+        sets = ", ".join([f"{c} = ?" for c in values] + ["updated = ?"])
+        with self._lock, self._transaction():
+            self._run(f"UPDATE keys SET {sets} WHERE name = ?", (*values.values(), time.time(), name))
+        return self.key(name)
+
+    def revoke_key(self, name: str, by: str) -> dict[str, Any] | None:
+        now = time.time()
+        with self._lock, self._transaction():
+            # A key revoked once stays revoked by whoever did it first.
+            self._run("UPDATE keys SET revoked_at = ?, revoked_by = ?, updated = ? WHERE name = ? AND revoked_at IS NULL",
+                      (now, by, now, name))
+        return self.key(name)
 
     def prune(self, before: float, chunk: int = 5000) -> int:
         # In chunks, each its own transaction: the trace writer gets the store between them.

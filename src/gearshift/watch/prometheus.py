@@ -40,7 +40,13 @@ Histograms = dict[Labels, list[float]]  # labels -> per-bucket counts (+Inf last
 
 # What `state()` holds: labelled counters (keyed by label tuples, or by the one label's value),
 # histograms, scalar counters; `in_flight` is the one gauge.
-TABLES = ("requests", "calls", "cost", "tokens", "cache", "limited")
+TABLES = ("requests", "calls", "cost", "tokens", "cache", "limited", "team_requests", "team_spend")
+# Teams as label values, bounded: the first TEAM_LABELS team names in name order are shown, the rest are
+# summed under `other` (and requests without a team under `none`); one process tracks at most
+# TEAM_TRACKED names, later ones go to `other` at once, so a flood of team names cannot grow memory.
+TEAM_LABELS = 50
+TEAM_TRACKED = 1000
+NO_TEAM, OTHER_TEAMS = "none", "other"
 ONE_LABEL = ("shadow_dropped", "shadow_verdicts", "watch_alerts")
 HISTOGRAMS = ("latency", "upstream", "ttft")
 SCALARS = ("shadow", "watch_checks")
@@ -58,6 +64,8 @@ class Counters:
         self.tokens: dict[Labels, float] = {}  # (model, router, direction: input | output)
         self.cache: dict[Labels, float] = {}  # (router, result): requests to routers with a response cache
         self.limited: dict[Labels, float] = {}  # (scope: key | team, reason: rpm | tpm | usd_day | usd_month)
+        self.team_requests: dict[Labels, float] = {}  # (team,)
+        self.team_spend: dict[Labels, float] = {}  # (team,): serving spend (shadow work is the router's)
         self.latency: Histograms = {}  # (router,): the whole request
         self.upstream: Histograms = {}  # (model, role): each upstream call (gate runs are not)
         self.ttft: Histograms = {}  # (model,): request start to the first streamed chunk
@@ -77,11 +85,17 @@ class Counters:
         endpoint = trace.endpoint if trace.endpoint in ENDPOINTS else "other"
         key = (router, trace.final_model or "none", _STATUS.get(trace.status) or _status(trace.status), endpoint)
         seconds = trace.latency_ms / 1000
+        team = (trace.team or NO_TEAM,)
+        spend = trace.cost_usd
         with self._lock:
             self.requests[key] = self.requests.get(key, 0) + 1
             if trace.cache is not None:  # bounded: configured routers, trace.CACHE_RESULTS
                 ck = (router, trace.cache)
                 self.cache[ck] = self.cache.get(ck, 0) + 1
+            if team not in self.team_requests and len(self.team_requests) >= TEAM_TRACKED and trace.team:
+                team = (OTHER_TEAMS,)
+            self.team_requests[team] = self.team_requests.get(team, 0) + 1
+            self.team_spend[team] = self.team_spend.get(team, 0.0) + spend
             shadowed = self._calls(trace.calls, router)
             h = self.latency.get((router,))
             if h is None:
@@ -218,6 +232,18 @@ def _status(code: int) -> str:
     return s
 
 
+def fold_teams(values: Mapping[Labels, float], keep: int = TEAM_LABELS) -> dict[Labels, float]:
+    """Per-team values with at most `keep` team names (the first in name order) and `none`; the rest summed
+    under `other`."""
+    named = sorted(k for k in values if k[0] not in (NO_TEAM, OTHER_TEAMS))
+    shown = set(named[:keep])
+    out: dict[Labels, float] = {}
+    for k, v in values.items():
+        label = k if k in shown or k[0] == NO_TEAM else (OTHER_TEAMS,)
+        out[label] = out.get(label, 0.0) + v
+    return out
+
+
 def _one_label(values: Mapping[str, float]) -> dict[Labels, float]:
     return {(k,): v for k, v in values.items()}
 
@@ -294,6 +320,12 @@ def render_metrics(counters: Counters, report: WatchReport | None = None,
                    ("model", "role", "status"), counters.calls)
         w.labelled("gearshift_cost_usd_total", "counter", "Spend in USD from reported usage and configured prices.",
                    ("model", "role"), counters.cost)
+        w.labelled("gearshift_team_requests_total", "counter", f"Requests by the key's team (the first {TEAM_LABELS} "
+                   "teams by name; the rest as `other`, no team as `none`).", ("team",),
+                   fold_teams(counters.team_requests))
+        w.labelled("gearshift_spend_usd_total", "counter", f"Serving spend in USD by the key's team (the first "
+                   f"{TEAM_LABELS} teams by name; the rest as `other`, no team as `none`).", ("team",),
+                   fold_teams(counters.team_spend))
         w.labelled("gearshift_tokens_total", "counter", "Tokens of upstream calls (as reported, else estimated) "
                    "by model, the router of the request, and direction (input, output).",
                    ("model", "router", "direction"), counters.tokens)
