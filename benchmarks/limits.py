@@ -1,14 +1,16 @@
 """Rate limits and budgets: what they cost per request, and how well they hold across replicas.
 
-Prints three figures:
-- added latency of the limit check per request (`Limiter.admit` before routing + `settle` after the
-  answer), in-process, for a key with rpm, tpm and day/month budgets on itself and its team, against
-  a key without limits in the same run (p50 and p99, microseconds);
+Prints three figures, and the response cache's:
+- added latency per request of the key lookup (`Gateway.authenticate`: a virtual key, found in the
+  replica's cache) + the limit check (`Limiter.admit` before routing, `settle` after the answer) for a
+  key with rpm, tpm and day/month budgets on itself and its team, against a config key without limits
+  in the same gateway and run (p50 and p99, microseconds);
 - budget overshoot: two gateway replicas on one SQLite store (real HTTP, fake upstream answering in
   `--delay` seconds), 64 clients at once until every one is refused; the spend from the stored traces
   against the budget;
 - rate-limit accuracy: two replicas' limiters on one store, syncing every second, offered twice the
-  limit for `--minutes` minutes on a simulated clock; requests admitted per minute against the limit.
+  limit for `--minutes` minutes on a simulated clock; requests admitted per minute against the limit;
+- a response cache hit's latency against the same request sent past the cache (`cache-control: no-cache`).
 
     python benchmarks/limits.py [--delay 0.05] [--minutes 3]
 """
@@ -16,6 +18,7 @@ Prints three figures:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -30,6 +33,11 @@ import urllib3
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from aiohttp.test_utils import make_mocked_request  # noqa: E402
+
+from gearshift import plan  # noqa: E402
+from gearshift.gateway.app import Gateway  # noqa: E402
+from gearshift.gateway.keys import create_key  # noqa: E402
 from gearshift.gateway.limits import Limiter  # noqa: E402
 from gearshift.gateway.server import running  # noqa: E402
 from gearshift.principal import Allowance, Principal  # noqa: E402
@@ -42,29 +50,80 @@ from tests.support.gateway_helpers import gateway_config, settle  # noqa: E402
 HI = [{"role": "user", "content": "Say ok."}]
 
 
+async def _per_request(gw: Gateway, token: str, req: ChatRequest, trace: Trace, n: int) -> list[float]:
+    """Microseconds of each request's key lookup, limit check and settlement, as the pipeline runs them."""
+    request = make_mocked_request("POST", "/v1/chat/completions", headers={"Authorization": f"Bearer {token}"})
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        principal = await gw.authenticate(request)
+        adm = gw.limiter.admit(principal, req)
+        gw.limiter.settle(adm, trace)
+        out.append((time.perf_counter() - t0) * 1e6)
+        if i % 1000 == 999:
+            gw.limiter.sync()  # as the background loop would, about once a second
+    return out
+
+
 def check_latency(n: int = 20_000) -> None:
-    store = SQLiteStore(":memory:")
-    limiter = Limiter(store)
-    full = Allowance(rpm=10**9, tpm=10**12, usd_day=10**6, usd_month=10**7)
-    limited = Principal(name="app", team="search", allowance=full, team_allowance=full)
-    open_key = Principal(name="free")
-    req = ChatRequest(body={"model": "gearshift/auto", "messages": HI, "max_tokens": 5})
+    """A virtual key with limits on itself and its team, against a config key without any, in one gateway."""
+    folder = Path(tempfile.mkdtemp(prefix="gearshift-limits-"))
+    os.environ["GS_BENCH_KEY_SECRET"] = "b" * 48
+    full = {"rpm": 10**9, "tpm": 10**12, "usd_day": 10**6, "usd_month": 10**7}
+    data = {"models": {"small": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                 "price": {"input": 1, "output": 2}, "rank": 1}},
+            "routers": {"auto": {"kind": "fixed", "model": "small"}},
+            "teams": {"search": {"limits": full}},
+            "client_keys": [{"name": f"config-{i}", "key": f"k-config-{i:04d}"} for i in range(10)],
+            "store": {"url": f"sqlite:///{folder / 'limits.db'}"},
+            "server": {"key_secret_env": "GS_BENCH_KEY_SECRET"}}
+    p = plan.parse(data, base_dir=folder)
+    gw = Gateway(p)
+    secret = plan.key_secret(p.config)
+    assert secret is not None
+    token, _ = create_key(gw.store, p.config, secret, {"name": "virtual", "team": "search", **full}, "bench")
+    req = ChatRequest(body={"model": "auto", "messages": HI, "max_tokens": 5})
     trace = Trace(router="r", requested_model="m", calls=[Call(model="m", role="primary", input_tokens=12,
                                                                output_tokens=5, cost_usd=0.00001)])
-    times: dict[str, list[float]] = {"limited": [], "unlimited": []}
-    for i in range(n):
-        for name, p in (("limited", limited), ("unlimited", open_key)):
-            t0 = time.perf_counter()
-            adm = limiter.admit(p, req)
-            limiter.settle(adm, trace)
-            times[name].append((time.perf_counter() - t0) * 1e6)
-        if i % 1000 == 999:
-            limiter.sync()  # as the background loop would, once a second
+
+    async def run() -> dict[str, list[float]]:
+        times: dict[str, list[float]] = {"config key, no limits": [], "virtual key + limits": []}
+        for _ in range(4):  # interleaved, so both see the same machine
+            times["config key, no limits"] += await _per_request(gw, "k-config-0009", req, trace, n // 4)
+            times["virtual key + limits"] += await _per_request(gw, token, req, trace, n // 4)
+        return times
+
+    times = asyncio.run(run())
+    gw.store.close()
     for name, ts in times.items():
-        a = np.array(ts[n // 10:])  # after warm-up
-        print(f"  {name:9s} key: admit + settle p50 {np.percentile(a, 50):6.1f} us, p99 {np.percentile(a, 99):6.1f} us")
-    added = np.percentile(times["limited"][n // 10:], 50) - np.percentile(times["unlimited"][n // 10:], 50)
-    print(f"  added by the limits at p50: {added:.1f} us ({added / 1000:.4f} ms; goal < 0.1 ms)")
+        a = np.array(ts[len(ts) // 10:])  # after warm-up
+        print(f"  {name:22s}: p50 {np.percentile(a, 50):6.1f} us, p99 {np.percentile(a, 99):6.1f} us")
+    base, full_path = (np.percentile(times[k][len(times[k]) // 10:], 50) for k in times)
+    print(f"  added by key lookup + budget + rate limits at p50: {full_path - base:.1f} us "
+          f"({(full_path - base) / 1000:.4f} ms; goal < 0.1 ms)")
+
+
+def cache_hit_latency(n: int = 300) -> None:
+    """A response cache hit against the same request sent past the cache, through a real gateway."""
+    os.environ.setdefault("GS_TEST_UPSTREAM_KEY", "sk-bench")
+    with tempfile.TemporaryDirectory() as tmp, FakeUpstream.running(models=("fake-small", "fake-large")) as up:
+        cfg = gateway_config(up.url, Path(tmp), routers={
+            "gearshift/cached": {"kind": "fixed", "model": "small", "cache": {"any_temperature": True}}})
+        http = urllib3.PoolManager()
+        body = json.dumps({"model": "gearshift/cached", "messages": HI, "max_tokens": 5})
+        with running(cfg) as gw:
+            url = gw.url + "/v1/chat/completions"
+            http.request("POST", url, body=body)  # fills the cache
+            times: dict[str, list[float]] = {"uncached": [], "cache hit": []}
+            for _ in range(n):
+                for name, headers in (("uncached", {"cache-control": "no-cache"}), ("cache hit", {})):
+                    t0 = time.perf_counter()
+                    r = http.request("POST", url, body=body, headers=headers)
+                    times[name].append((time.perf_counter() - t0) * 1000)
+                    assert r.status == 200 and r.headers["x-gearshift-cache"] == ("hit" if not headers else "bypass")
+    p50 = {k: float(np.percentile(v, 50)) for k, v in times.items()}
+    print(f"  uncached p50 {p50['uncached']:.2f} ms (fake upstream answering at once), cache hit p50 "
+          f"{p50['cache hit']:.2f} ms: {p50['cache hit'] / p50['uncached']:.2f}x")
 
 
 def budget_overshoot(delay: float, concurrency: int = 64) -> None:
@@ -140,8 +199,10 @@ def main() -> None:
     ap.add_argument("--delay", type=float, default=0.05, help="seconds the fake upstream takes per answer")
     ap.add_argument("--minutes", type=int, default=3)
     args = ap.parse_args()
-    print("limit check per request (in-process):")
+    print("key lookup + limit check per request (in-process, one gateway):")
     check_latency()
+    print("response cache (HTTP, one gateway):")
+    cache_hit_latency()
     print("budget overshoot (HTTP, one SQLite store):")
     budget_overshoot(args.delay)
     print("rate-limit accuracy (simulated clock, one SQLite store):")
