@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"gateway", "lab", "watch"},
     {"plan", "schema"},
     {"routers", "gates", "providers", "store", "outcomes", "learned"},
-    {"config", "request", "route", "trace", "errors", "registry", "jsonfast", "services", "logs"},
+    {"config", "request", "route", "trace", "errors", "registry", "jsonfast", "services", "logs", "telemetry"},
 ]
 # Edges within a layer, each for a reason.
 SIDEWAYS = {
@@ -36,6 +36,8 @@ SIDEWAYS = {
     ("route", "request"),
     ("route", "trace"),        # a step's gates return verdicts
     ("services", "trace"),
+    ("telemetry", "errors"),   # tracing asked for but impossible is refused like a bad config
+    ("telemetry", "trace"),    # spans are made from the trace record
 }
 
 

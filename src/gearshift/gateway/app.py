@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gearshift import logs
+from gearshift import logs, telemetry
 from gearshift.config import Config
 from gearshift.errors import (
     BadRequest,
@@ -159,6 +159,7 @@ class Gateway:
     async def start(self, app: web.Application | None = None, background: bool = True) -> None:
         """Build the executor and shadow workers; with `background`, also start the version, watch and
         retention loops (the lab's simulation drives the first two itself, on its own clock)."""
+        telemetry.start()  # when OTEL_* variables ask for it
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         providers = {name: build_provider(m, self.session, self.config.base_dir) for name, m in self.config.models.items()}
@@ -281,6 +282,7 @@ class Gateway:
         # With a spill file a down store costs the stop only a short wait: nothing is lost either way.
         self.writer.close(timeout=5.0 if self.writer.spill is not None else 30.0)
         self.store.close()
+        telemetry.stop()  # the last spans (shadow work included) are flushed
         if self._publisher is not None:
             self._publisher.cancel()
         if self.peers is not None:
@@ -378,12 +380,18 @@ class Gateway:
             return self._unauthenticated(e, dialect)
         trace = Trace(router="", requested_model="", client=client, endpoint=dialect.kind, created=self.clock())
         logs.trace_id.set(trace.id)  # this handler's task only: every line it logs names the request
+        span = None if telemetry.tracer is None else telemetry.open_request(
+            request.headers, request.method, request.path, dialect.kind)
         live.in_flight += 1
         self.counters.in_flight += 1
         try:
             req = dialect.parse(await self._body(request), request.headers, client)
             trace.streamed = req.stream
+            if span is not None:
+                span.mark()
             route = self.route(req, trace, live)
+            if span is not None:
+                span.mark()
             if req.stream:
                 return await self._stream(request, dialect, req, route, trace, t0, live)
             outcome = await self.answer(req, route, trace, live, dialect)
@@ -408,6 +416,8 @@ class Gateway:
             live.in_flight -= 1
             self.counters.in_flight -= 1
             self._remember(trace.id, trace.client)
+            if span is not None:  # a stream's span ends here too: after its last chunk
+                telemetry.close_request(span, trace, config.models)
             self.record(trace, config)
             if self.access_sample and random.random() < self.access_sample:
                 self._access(request, trace)
