@@ -16,7 +16,7 @@ import importlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -214,10 +214,19 @@ def parent() -> Any:
 def close_request(s: Span, trace: Trace, models: Mapping[str, Any]) -> None:
     """End a request's span, after adding its children from the trace: routing, calls and gates."""
     from opentelemetry import context
+
+    context.detach(s.token)  # type: ignore[arg-type]
+    try:
+        _request_spans(s, trace, models)
+    except Exception:  # tracing must never fail a request: the span is lost, the answer is not
+        log.exception("OpenTelemetry: the spans of trace %s were not made", trace.id)
+    s.span.end()
+
+
+def _request_spans(s: Span, trace: Trace, models: Mapping[str, Any]) -> None:
     from opentelemetry.trace import Status, StatusCode
 
     span = s.span
-    context.detach(s.token)  # type: ignore[arg-type]
     attrs: dict[str, Any] = {"gearshift.trace_id": trace.id, "http.response.status_code": trace.status,
                              "gearshift.streamed": trace.streamed, "gearshift.cost_usd": trace.cost_usd}
     if trace.router:
@@ -243,8 +252,8 @@ def close_request(s: Span, trace: Trace, models: Mapping[str, Any]) -> None:
                 route["gearshift.route.arm"] = trace.arm
             tracer.start_span(f"route {trace.router}", context=ctx, start_time=s.marks[0],
                               attributes=route).end(s.marks[1])
-        _calls(ctx, [c for c in trace.calls if c.role not in SHADOW_ROLES], trace, model_table(models))
-    span.end()
+        serving = [c for c in trace.calls if c.role not in SHADOW_ROLES]
+        _calls(ctx, serving, trace.verdicts, trace.endpoint, model_table(models))
 
 
 def open_shadow(under: Any, trace: Trace, reference: str | None) -> Span | None:
@@ -266,7 +275,14 @@ def close_shadow(s: Span, before: Trace, after: Trace | None, models: Mapping[st
     from opentelemetry import context
 
     context.detach(s.token)  # type: ignore[arg-type]
-    span = s.span
+    try:
+        _shadow_spans(s.span, before, after, models)
+    except Exception:
+        log.exception("OpenTelemetry: the shadow spans of trace %s were not made", before.id)
+    s.span.end()
+
+
+def _shadow_spans(span: Any, before: Trace, after: Trace | None, models: Mapping[str, Any]) -> None:
     if after is None:
         span.set_attribute("gearshift.shadow.dropped", True)
     else:
@@ -279,8 +295,7 @@ def close_shadow(s: Span, before: Trace, after: Trace | None, models: Mapping[st
                 if isinstance(v.get("score"), int | float):
                     span.set_attribute("gearshift.shadow.score", float(v["score"]))
         if tracer is not None:
-            _calls(_span_context(span), calls, after, model_table(models))
-    span.end()
+            _calls(_span_context(span), calls, (), after.endpoint, model_table(models))
 
 
 def _span_context(span: Any) -> Any:
@@ -289,10 +304,11 @@ def _span_context(span: Any) -> Any:
     return set_span_in_context(span)
 
 
-def _calls(ctx: Any, calls: list[Call], trace: Trace, models: Mapping[str, Mapping[str, Any]]) -> None:
+def _calls(ctx: Any, calls: list[Call], verdicts: Iterable[Mapping[str, Any]], endpoint: str,
+           models: Mapping[str, Mapping[str, Any]]) -> None:
     """Spans of a request's (or a shadow's) calls and gates, from their recorded start and length."""
     gates = []
-    for v in trace.verdicts:
+    for v in verdicts:
         started, ms = v.get("started"), v.get("latency_ms")
         if v.get("gate", "").startswith("shadow_") or not isinstance(started, float) or not isinstance(ms, float):
             continue
@@ -306,7 +322,7 @@ def _calls(ctx: Any, calls: list[Call], trace: Trace, models: Mapping[str, Mappi
         gate = tracer.start_span(f"gate {v['gate']}", context=ctx, start_time=start, attributes=attrs)
         gate.end(end)
         gates.append((start, end, _span_context(gate)))
-    operation = "embeddings" if trace.endpoint == "embeddings" else "chat"
+    operation = "embeddings" if endpoint == "embeddings" else "chat"
     for c in calls:
         if c.role == "gate" or not c.started:  # a gate without calls of its own: its verdict's span says it
             continue

@@ -146,12 +146,15 @@ def test_a_stream_s_span_ends_with_the_stream(upstream: FakeUpstream, receiver: 
 
 def test_shadow_work_has_its_own_span_under_the_request(
         upstream: FakeUpstream, receiver: OTLPReceiver, tmp_path: Path) -> None:
-    routers = {"gearshift/auto": {"kind": "rules", "default": "small", "rules": [], "shadow": {"rate": 1.0}}}
+    routers = {"gearshift/auto": {"kind": "cascade", "tiers": [{"model": "small", "gates": [{"kind": "arithmetic"}]},
+                                                               {"model": "large"}], "shadow": {"rate": 1.0}}}
+    upstream.reply(GOOD, model="fake-small")
     with running(gateway_config(upstream.url, tmp_path, routers=routers)) as gw:
         ask(gw, headers={"traceparent": TRACEPARENT})
         spans = receiver.wait(1, name="shadow large")
-    spans = receiver.wait(5)
+    spans = receiver.wait(6)
     request, shadow = one(spans, "POST /v1/chat/completions"), one(spans, "shadow large")
+    assert children(spans, request) == ["route gearshift/auto", "chat fake-small", "gate arithmetic", "shadow large"]
     assert request.attributes["gearshift.shadowed"] is True
     assert shadow.trace_id == INCOMING_TRACE and shadow.parent_id == request.span_id
     assert shadow.attributes["gearshift.trace_id"] == request.attributes["gearshift.trace_id"]

@@ -152,6 +152,7 @@ class Gateway:
         self.reloads: Counter[str] = Counter()  # "ok" and "failed" config reloads
         self.loaded_at = time.time()
         self.file_watch: FileWatch | None = None
+        self.tracing = False  # this gateway started OpenTelemetry tracing (and stops it)
         self._retiring: list[asyncio.Task[None]] = []
         if not self.live.keys:
             log.warning("server.open: the gateway serves without authentication")
@@ -159,7 +160,7 @@ class Gateway:
     async def start(self, app: web.Application | None = None, background: bool = True) -> None:
         """Build the executor and shadow workers; with `background`, also start the version, watch and
         retention loops (the lab's simulation drives the first two itself, on its own clock)."""
-        telemetry.start()  # when OTEL_* variables ask for it
+        self.tracing = telemetry.start()  # when OTEL_* variables ask for it
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         providers = {name: build_provider(m, self.session, self.config.base_dir) for name, m in self.config.models.items()}
@@ -282,7 +283,9 @@ class Gateway:
         # With a spill file a down store costs the stop only a short wait: nothing is lost either way.
         self.writer.close(timeout=5.0 if self.writer.spill is not None else 30.0)
         self.store.close()
-        telemetry.stop()  # the last spans (shadow work included) are flushed
+        if self.tracing:
+            self.tracing = False
+            telemetry.stop()  # the last spans (shadow work included) are flushed
         if self._publisher is not None:
             self._publisher.cancel()
         if self.peers is not None:
