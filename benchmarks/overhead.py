@@ -262,6 +262,7 @@ def main() -> None:
                 results[(name, c)] = measure(name, url, pid, c, args.seconds, headers, model)
         mem = rss_mb(gateway.pid)
         stop(otel)  # its last spans are flushed as it stops
+        procs.remove(otel)
         exported = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/count").read())
     finally:
         for p in reversed(procs):

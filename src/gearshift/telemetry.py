@@ -39,6 +39,12 @@ ANSWER_ROLES = ("primary", "escalation", "fallback")
 tracer: Any = None  # the SDK tracer while tracing is on; None when off (the only thing the request path reads)
 _provider: Any = None
 _propagator: Any = None
+# Spans whose times are already known (made at a request's end) skip the tracer: built whole, handed to
+# the batch processor. The SDK's start_span (sampling, attribute checks, locks) was most of tracing's CPU.
+_processor: Any = None
+_resource: Any = None
+_scope: Any = None
+_ids: Any = None
 _users = 0  # gateways in this process that started tracing (tests run several): the last one to stop flushes
 
 
@@ -99,7 +105,7 @@ def check(env: Mapping[str, str] = os.environ) -> str | None:
 
 def start() -> bool:
     """Start exporting spans if the environment asks for it (see `check`); True when tracing is on."""
-    global tracer, _provider, _propagator, _users
+    global tracer, _provider, _propagator, _processor, _resource, _scope, _ids, _users
     where = check()
     if where is None:
         return False
@@ -109,6 +115,8 @@ def start() -> bool:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     exporter = importlib.import_module(EXPORTERS[protocol()]).OTLPSpanExporter()
@@ -117,8 +125,10 @@ def start() -> bool:
     # Our own provider, not the global one: the API lets a process set that once, and a test process
     # starts and stops several gateways. The exporter, sampler and batch settings read their OTEL_* variables.
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    _provider, _propagator = provider, TraceContextTextMapPropagator()
+    _processor = BatchSpanProcessor(exporter)
+    provider.add_span_processor(_processor)
+    _provider, _propagator, _resource = provider, TraceContextTextMapPropagator(), resource
+    _scope, _ids = InstrumentationScope(SCOPE), RandomIdGenerator()
     tracer = provider.get_tracer(SCOPE)
     log.info("OpenTelemetry tracing on: spans of service %s go over %s",
              resource.attributes.get("service.name"), where)
@@ -127,13 +137,13 @@ def start() -> bool:
 
 def stop() -> None:
     """One gateway stopped; when it was the last, flush the spans waiting and stop exporting."""
-    global tracer, _provider, _users
+    global tracer, _provider, _processor, _users
     if _users == 0:
         return
     _users -= 1
     if _users or _provider is None:
         return
-    provider, _provider, tracer = _provider, None, None
+    provider, _provider, _processor, tracer = _provider, None, None, None
     provider.shutdown()  # flushes the batch processor
 
 
@@ -241,8 +251,8 @@ def _request_spans(s: Span, trace: Trace, models: Mapping[str, Any]) -> None:
     if trace.status >= 500:
         span.set_status(Status(StatusCode.ERROR, (trace.error or "")[:200]))
         span.set_attribute("error.type", str(trace.status))
-    if tracer is not None:
-        ctx = _span_context(span)
+    parent = span.get_span_context()
+    if tracer is not None and span.is_recording():  # a request sampled out has no children either
         if trace.router and len(s.marks) >= 2:
             route: dict[str, Any] = {"gearshift.router": trace.router, "gearshift.route.reason": trace.reason,
                      "gearshift.route.models": list(trace.route)}
@@ -250,10 +260,9 @@ def _request_spans(s: Span, trace: Trace, models: Mapping[str, Any]) -> None:
                 route["gearshift.route.score"] = trace.score
             if trace.arm:
                 route["gearshift.route.arm"] = trace.arm
-            tracer.start_span(f"route {trace.router}", context=ctx, start_time=s.marks[0],
-                              attributes=route).end(s.marks[1])
+            _child(parent, f"route {trace.router}", s.marks[0], s.marks[1], route)
         serving = [c for c in trace.calls if c.role not in SHADOW_ROLES]
-        _calls(ctx, serving, trace.verdicts, trace.endpoint, model_table(models))
+        _calls(parent, serving, trace.verdicts, trace.endpoint, model_table(models))
 
 
 def open_shadow(under: Any, trace: Trace, reference: str | None) -> Span | None:
@@ -294,14 +303,23 @@ def _shadow_spans(span: Any, before: Trace, after: Trace | None, models: Mapping
                                      "gearshift.shadow.method": str(v.get("method") or "")})
                 if isinstance(v.get("score"), int | float):
                     span.set_attribute("gearshift.shadow.score", float(v["score"]))
-        if tracer is not None:
-            _calls(_span_context(span), calls, (), after.endpoint, model_table(models))
+        if tracer is not None and span.is_recording():
+            _calls(span.get_span_context(), calls, (), after.endpoint, model_table(models))
 
 
-def _span_context(span: Any) -> Any:
-    from opentelemetry.trace import set_span_in_context
+def _child(parent: Any, name: str, start: int, end: int, attributes: dict[str, Any], client: bool = False,
+           error: str | None = None) -> Any:
+    """Export a finished child span of `parent` (a SpanContext) as it is; its own SpanContext."""
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
-    return set_span_in_context(span)
+    ctx = SpanContext(parent.trace_id, _ids.generate_span_id(), is_remote=False, trace_flags=parent.trace_flags,
+                      trace_state=parent.trace_state)
+    status = Status(StatusCode.UNSET) if error is None else Status(StatusCode.ERROR, error[:200])
+    _processor.on_end(ReadableSpan(name, ctx, parent, _resource, attributes, kind=SpanKind.CLIENT if client
+                                   else SpanKind.INTERNAL, status=status, start_time=start, end_time=end,
+                                   instrumentation_scope=_scope))
+    return ctx
 
 
 def _calls(ctx: Any, calls: list[Call], verdicts: Iterable[Mapping[str, Any]], endpoint: str,
@@ -319,9 +337,7 @@ def _calls(ctx: Any, calls: list[Call], verdicts: Iterable[Mapping[str, Any]], e
                  "gearshift.gate.cost_usd": float(v.get("cost_usd") or 0.0)}
         if v.get("model"):
             attrs["gearshift.gate.model"] = v["model"]
-        gate = tracer.start_span(f"gate {v['gate']}", context=ctx, start_time=start, attributes=attrs)
-        gate.end(end)
-        gates.append((start, end, _span_context(gate)))
+        gates.append((start, end, _child(ctx, f"gate {v['gate']}", start, end, attrs)))
     operation = "embeddings" if endpoint == "embeddings" else "chat"
     for c in calls:
         if c.role == "gate" or not c.started:  # a gate without calls of its own: its verdict's span says it
@@ -333,8 +349,6 @@ def _calls(ctx: Any, calls: list[Call], verdicts: Iterable[Mapping[str, Any]], e
 
 
 def _call_span(ctx: Any, c: Call, operation: str, start: int, models: Mapping[str, Mapping[str, Any]]) -> None:
-    from opentelemetry.trace import SpanKind, Status, StatusCode
-
     model = models.get(c.model, {})
     attrs: dict[str, Any] = {"gen_ai.operation.name": operation, **model,
                              "gen_ai.usage.input_tokens": c.input_tokens, "gen_ai.usage.output_tokens": c.output_tokens,
@@ -342,9 +356,8 @@ def _call_span(ctx: Any, c: Call, operation: str, start: int, models: Mapping[st
                              "gearshift.call.attempt": c.attempt, "gearshift.cost_usd": c.cost_usd}
     if c.usage_estimated:
         attrs["gearshift.usage_estimated"] = True
-    span = tracer.start_span(f"{operation} {model.get('gen_ai.request.model', c.model)}", context=ctx,
-                             kind=SpanKind.CLIENT, start_time=start, attributes=attrs)
-    if c.error or c.status != 200:
-        span.set_attribute("error.type", str(c.status))
-        span.set_status(Status(StatusCode.ERROR, (c.error or "")[:200]))
-    span.end(start + int(c.latency_ms * 1e6))
+    failed = bool(c.error) or c.status != 200
+    if failed:
+        attrs["error.type"] = str(c.status)
+    _child(ctx, f"{operation} {model.get('gen_ai.request.model', c.model)}", start, start + int(c.latency_ms * 1e6),
+           attrs, client=True, error=(c.error or "") if failed else None)
