@@ -2,13 +2,15 @@
 
 Prints requests/s, added p50/p99 latency and gateway CPU per request (process CPU time / requests)
 at concurrency 1, 16 and 64, the gateway's throughput and CPU per request against the pass-through's,
-resident memory and start-up time; the same request through gearshift's `/v1/messages` (`gs-messages`:
+resident memory and start-up time; gearshift with OpenTelemetry on (`gs-otel`: exporting every request's
+spans over OTLP/HTTP to a local receiver that discards them), against the `gearshift` row (OTel off: no
+OTEL_* variables); the same request through gearshift's `/v1/messages` (`gs-messages`:
 Anthropic's format) and `/v1/responses` (`gs-responses`), both translated to the same upstream chat
 request, against its chat completions; a bare aiohttp pass-through proxy (the floor for any Python
 gateway here, `aiohttp-pt`); and LiteLLM's proxy on the same upstream when it is installed (set
 LITELLM_BIN to its `litellm` command, or have `litellm` on PATH).
 
-    python benchmarks/overhead.py [--seconds 3] [--concurrency 1,16,64] [--workers 2]
+    python benchmarks/overhead.py [--seconds 3] [--concurrency 1,16,64] [--workers 2] [--baseline-src DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -161,8 +164,13 @@ def litellm_command() -> str | None:
         "/tmp/litellm-venv/bin/litellm" if Path("/tmp/litellm-venv/bin/litellm").exists() else None)
 
 
+# The gateways run without the caller's OTEL_* variables: OTel is off unless a row turns it on.
+QUIET_ENV = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+
+
 def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env or QUIET_ENV,
+                            start_new_session=True)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -179,6 +187,8 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--no-litellm", action="store_true")
     ap.add_argument("--workers", type=int, default=1, help="also run gearshift with this many worker processes")
+    ap.add_argument("--baseline-src", default=None,
+                    help="also run the gearshift of another checkout's src/ (row gs-baseline), e.g. the main branch's")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
@@ -198,11 +208,29 @@ def main() -> None:
         passthrough = start([sys.executable, str(HERE / "passthrough.py"), str(pt_port), f"http://127.0.0.1:{up_port}"])
         procs.append(passthrough)
         asyncio.run(wait_ready(f"http://127.0.0.1:{pt_port}/health"))
+        sink_port, otel_port = free_port(), free_port()
+        sink = start([sys.executable, str(HERE / "otlp_sink.py"), str(sink_port)])
+        procs.append(sink)
+        asyncio.run(wait_ready(f"http://127.0.0.1:{sink_port}/count"))
+        otel = start([sys.executable, "-m", "gearshift.cli", "serve", "--config", str(cfg), "--port", str(otel_port),
+                      "--log-level", "WARNING"],
+                     env={**QUIET_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"})
+        procs.append(otel)
+        asyncio.run(wait_ready(f"http://127.0.0.1:{otel_port}/health"))
         targets = [("direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", None, {}, "bench"),
                    ("aiohttp-pt", f"http://127.0.0.1:{pt_port}/v1/chat/completions", passthrough.pid, {}, "bench"),
                    ("gearshift", f"http://127.0.0.1:{gs_port}/v1/chat/completions", gateway.pid, AUTH, "gearshift/auto"),
+                   ("gs-otel", f"http://127.0.0.1:{otel_port}/v1/chat/completions", otel.pid, AUTH, "gearshift/auto"),
                    ("gs-messages", f"http://127.0.0.1:{gs_port}/v1/messages", gateway.pid, AUTH, "gearshift/auto"),
                    ("gs-responses", f"http://127.0.0.1:{gs_port}/v1/responses", gateway.pid, AUTH, "gearshift/auto")]
+        if args.baseline_src:
+            base_port = free_port()
+            base = start([sys.executable, "-m", "gearshift.cli", "serve", "--config", str(cfg), "--port", str(base_port),
+                          "--log-level", "WARNING"], env={**QUIET_ENV, "PYTHONPATH": str(Path(args.baseline_src).resolve())})
+            procs.append(base)
+            asyncio.run(wait_ready(f"http://127.0.0.1:{base_port}/health"))
+            targets.append(("gs-baseline", f"http://127.0.0.1:{base_port}/v1/chat/completions", base.pid, AUTH,
+                            "gearshift/auto"))
         if args.workers > 1:
             gw_port = free_port()
             multi = start([sys.executable, "-m", "gearshift.cli", "serve", "--config", str(cfg), "--port", str(gw_port),
@@ -233,6 +261,9 @@ def main() -> None:
             for name, url, pid, headers, model in targets:
                 results[(name, c)] = measure(name, url, pid, c, args.seconds, headers, model)
         mem = rss_mb(gateway.pid)
+        stop(otel)  # its last spans are flushed as it stops
+        procs.remove(otel)
+        exported = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/count").read())
     finally:
         for p in reversed(procs):
             stop(p)
@@ -267,6 +298,18 @@ def main() -> None:
             m = results[(row, c)]
             print(f"concurrency {c}: {path} vs /v1/chat/completions through gearshift: p50 {m['p50'] - g['p50']:+.2f} "
                   f"ms, p99 {m['p99'] - g['p99']:+.2f} ms, CPU per request {m['cpu_ms'] - g['cpu_ms']:+.3f} ms")
+    for c in levels:
+        g, o = results[("gearshift", c)], results[("gs-otel", c)]
+        print(f"concurrency {c}: OpenTelemetry on vs off: p50 {o['p50'] - g['p50']:+.2f} ms, p99 {o['p99'] - g['p99']:+.2f} "
+              f"ms, CPU per request {o['cpu_ms'] - g['cpu_ms']:+.3f} ms ({o['cpu_ms'] / g['cpu_ms']:.2f}x), "
+              f"throughput {o['rps'] / g['rps']:.2f}x")
+    print(f"OpenTelemetry on: {exported['batches']} OTLP batches, {exported['bytes'] / 1e6:.1f} MB exported")
+    if args.baseline_src:
+        for c in levels:
+            g, b = results[("gearshift", c)], results[("gs-baseline", c)]
+            print(f"concurrency {c}: gearshift vs gs-baseline ({args.baseline_src}): p50 {g['p50'] - b['p50']:+.2f} ms, "
+                  f"CPU per request {g['cpu_ms'] - b['cpu_ms']:+.3f} ms ({g['cpu_ms'] / b['cpu_ms']:.2f}x), "
+                  f"throughput {g['rps'] / b['rps']:.2f}x")
     for c in levels:
         print(f"concurrency {c}: gearshift throughput is {results[('gearshift', c)]['rps'] / results[('direct', c)]['rps']:.2f}x direct")
 

@@ -16,7 +16,8 @@ LAYERS: list[set[str]] = [
     {"gateway", "lab", "watch"},
     {"plan", "schema"},
     {"routers", "gates", "providers", "store", "outcomes", "learned"},
-    {"config", "request", "route", "trace", "errors", "registry", "jsonfast", "services", "logs", "principal"},
+    {"config", "request", "route", "trace", "errors", "registry", "jsonfast", "services", "logs", "principal",
+     "telemetry"},
 ]
 # Edges within a layer, each for a reason.
 SIDEWAYS = {
@@ -37,6 +38,8 @@ SIDEWAYS = {
     ("route", "trace"),        # a step's gates return verdicts
     ("services", "trace"),
     ("principal", "config"),   # a config key becomes a principal
+    ("telemetry", "errors"),   # tracing asked for but impossible is refused like a bad config
+    ("telemetry", "trace"),    # spans are made from the trace record
 }
 
 

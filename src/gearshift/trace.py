@@ -72,6 +72,7 @@ class Call:
     attempt: int = 1
     response: str | None = None  # answer text, kept for shadow pairs and lab use
     truncated: bool = False  # `response` is the first store.max_answer_chars characters of a longer answer
+    started: float = 0.0  # when the call started (epoch seconds; 0 when not known): places it in a request's timeline
 
 
 @dataclass(slots=True)

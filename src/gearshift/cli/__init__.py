@@ -33,9 +33,11 @@ def plan_or_exit(path: str, serving: bool = False) -> Plan:
     """Load, check and build a config (gearshift.plan.load, the one door for every command);
     a bad one prints the problems and exits 2 (no traceback). `serve` and `check-config` pass
     serving=True: only they need the secrets a gateway serves with."""
-    from gearshift import plan  # the routers' modules: loaded only by commands that read a config
+    from gearshift import plan, telemetry  # the routers' modules: loaded only by commands that read a config
 
     try:
+        if serving:  # tracing asked for by OTEL_* variables but impossible: refused like a bad config
+            telemetry.check()
         return plan.load(path, serving)
     except ConfigError as e:
         click.echo(str(e), err=True)

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gearshift import logs
+from gearshift import logs, telemetry
 from gearshift.config import Config
 from gearshift.errors import (
     BadRequest,
@@ -161,6 +161,7 @@ class Gateway:
         self.reloads: Counter[str] = Counter()  # "ok" and "failed" config reloads
         self.loaded_at = time.time()
         self.file_watch: FileWatch | None = None
+        self.tracing = False  # this gateway started OpenTelemetry tracing (and stops it)
         self._retiring: list[asyncio.Task[None]] = []
         secret = key_secret(config)  # virtual keys: on when server.key_secret_env is set (plan checked it)
         self.keyring = KeyRing(self.store, secret, config.server.key_cache_seconds) if secret else None
@@ -170,6 +171,7 @@ class Gateway:
     async def start(self, app: web.Application | None = None, background: bool = True) -> None:
         """Build the executor and shadow workers; with `background`, also start the version, watch and
         retention loops (the lab's simulation drives the first two itself, on its own clock)."""
+        self.tracing = telemetry.start()  # when OTEL_* variables ask for it
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
         providers = {name: build_provider(m, self.session, self.config.base_dir) for name, m in self.config.models.items()}
@@ -299,6 +301,9 @@ class Gateway:
         # With a spill file a down store costs the stop only a short wait: nothing is lost either way.
         self.writer.close(timeout=5.0 if self.writer.spill is not None else 30.0)
         self.store.close()
+        if self.tracing:
+            self.tracing = False
+            telemetry.stop()  # the last spans (shadow work included) are flushed
         if self._publisher is not None:
             self._publisher.cancel()
         if self.peers is not None:
@@ -424,6 +429,8 @@ class Gateway:
         trace = Trace(router="", requested_model="", client=client, team=principal.team if principal else None,
                       endpoint=dialect.kind, created=self.clock())
         logs.trace_id.set(trace.id)  # this handler's task only: every line it logs names the request
+        span = None if telemetry.tracer is None else telemetry.open_request(
+            request.headers, request.method, request.path, dialect.kind)
         live.in_flight += 1
         self.counters.in_flight += 1
         admission = None
@@ -431,7 +438,11 @@ class Gateway:
             req = dialect.parse(await self._body(request), request.headers, client)
             trace.streamed = req.stream
             admission = request[LIMITS] = self.limiter.admit(principal, req)  # 429 past a limit or budget
+            if span is not None:
+                span.mark()
             route = self.route(req, trace, live, principal, admission)
+            if span is not None:
+                span.mark()
             lookup = self._cache_lookup(request, dialect, req, route, trace, live)
             hit = await self.cache.get(lookup) if lookup is not None else None
             if hit is not None:
@@ -462,6 +473,8 @@ class Gateway:
             live.in_flight -= 1
             self.counters.in_flight -= 1
             self._remember(trace.id, trace.client)
+            if span is not None:  # a stream's span ends here too: after its last chunk
+                telemetry.close_request(span, trace, config.models)
             self.record(trace, config)
             if self.access_sample and random.random() < self.access_sample:
                 self._access(request, trace)

@@ -87,7 +87,8 @@ class Executor:
     def _record(self, trace: Trace, model: str, role: str, attempt: int, t0: float,
                 usage: Usage | None = None, error: UpstreamError | None = None, response: str | None = None) -> Call:
         ms = (time.perf_counter() - t0) * 1000
-        call = Call(model=model, role=role, attempt=attempt, latency_ms=ms, response=response)
+        call = Call(model=model, role=role, attempt=attempt, latency_ms=ms, response=response,
+                    started=time.time() - ms / 1000)
         if usage is not None:
             call.input_tokens, call.output_tokens = usage.input_tokens, usage.output_tokens
             call.usage_estimated = usage.estimated
@@ -261,13 +262,16 @@ class Executor:
             t0 = time.perf_counter()
             verdict = await gate.acheck(request, completion.text, completion.body)
             ms = (time.perf_counter() - t0) * 1000
+            started = time.time() - ms / 1000
             self.latency.observe(f"gate:{gate.name}", ms)
             trace.calls.extend(verdict.calls)
             if not verdict.calls:
                 trace.calls.append(Call(model=gate.name, role="gate", latency_ms=ms,
-                                        status=200 if verdict.passed else 422))
+                                        status=200 if verdict.passed else 422, started=started))
+            # When and how long it ran and what it cost: the gate's span (telemetry) reads them.
             trace.verdicts.append({"gate": gate.name, "model": step.model, "passed": verdict.passed,
-                                   "score": verdict.score, "reasons": list(verdict.reasons)})
+                                   "score": verdict.score, "reasons": list(verdict.reasons), "started": started,
+                                   "latency_ms": ms, "cost_usd": verdict.cost_usd})
             results.append((gate.name, verdict.passed, verdict.score))
         return results
 

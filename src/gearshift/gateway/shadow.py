@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from gearshift import telemetry
 from gearshift.config import Config
 from gearshift.errors import UpstreamError
 from gearshift.gateway.compare import PAIRWISE_PROMPT, RESOLVE_PROMPT, compare, parse_resolution
@@ -54,7 +55,8 @@ class Shadower:
         self.providers = providers
         self.writer = writer
         self.policies = policies(config)
-        self.queue: asyncio.Queue[tuple[_Policy, ChatRequest, Trace, str, dict[str, Any] | None]] = \
+        # Each item ends with the request's span context when tracing is on (the shadow's span hangs under it).
+        self.queue: asyncio.Queue[tuple[_Policy, ChatRequest, Trace, str, dict[str, Any] | None, Any]] = \
             asyncio.Queue(config.server.shadow_queue_size)
         self.dropped: Counter[str] = Counter()
         self.done = 0
@@ -112,7 +114,8 @@ class Shadower:
             self.dropped["budget"] += 1
             return False
         try:
-            self.queue.put_nowait((policy, request, trace, answer, answer_body))
+            self.queue.put_nowait((policy, request, trace, answer, answer_body,
+                                   None if telemetry.tracer is None else telemetry.parent()))
         except asyncio.QueueFull:
             self.dropped["queue_full"] += 1
             return False
@@ -156,18 +159,22 @@ class Shadower:
 
     async def _work(self) -> None:
         while True:
-            policy, request, trace, answer, answer_body = await self.queue.get()
+            policy, request, trace, answer, answer_body, under = await self.queue.get()
+            span = None if under is None else telemetry.open_shadow(under, trace, policy.reference)
+            done = None
             try:
-                await self._shadow(policy, request, trace, answer, answer_body)
+                done = await self._shadow(policy, request, trace, answer, answer_body)
             except Exception:  # shadow work must never take a worker down
                 log.exception("shadow of trace %s failed", trace.id)
             finally:
                 self.queue.task_done()
+                if span is not None:
+                    telemetry.close_shadow(span, trace, done, self.config.models)
 
     async def _call(self, policy: _Policy, model: str, request: ChatRequest, role: str) -> tuple[Call, Any]:
         provider = self.providers[model]
         t0 = time.perf_counter()
-        call = Call(model=model, role=role)
+        call = Call(model=model, role=role, started=time.time())
         completion = None
         try:
             completion = await provider.complete(request)
@@ -207,10 +214,11 @@ class Shadower:
         return await asyncio.to_thread(self.writer.store.reserve_shadow, policy.router, day, usd, policy.budget)
 
     async def _shadow(self, policy: _Policy, request: ChatRequest, trace: Trace, answer: str,
-                      answer_body: dict[str, Any] | None) -> None:
+                      answer_body: dict[str, Any] | None) -> Trace | None:
+        """Shadow one request: the trace with its pair, as queued for the store (None when dropped)."""
         if policy.budget is not None and self.spent_today(policy.router) >= policy.budget:
             self.dropped["budget"] += 1
-            return
+            return None
         body = {k: v for k, v in request.body.items() if k not in ("stream", "stream_options")}
         shadow_req = ChatRequest(body=body, metadata=request.metadata, client=request.client, native=request.native,
                                  api=request.api)  # a Claude reference gets a Messages client's own body too
@@ -223,7 +231,7 @@ class Shadower:
             reservation = await self._reserve(policy, request, trace, target)
             if reservation is None:  # other replicas (or this one) already reserved the day's budget
                 self.dropped["budget"] += 1
-                return
+                return None
         call, completion = await self._call(policy, target, shadow_req, "shadow")
         # A copy: the original trace object may still be serialised by the writer thread.
         t = copy.copy(trace)
@@ -272,6 +280,7 @@ class Shadower:
             self.counters.observe_shadow(t.calls[len(trace.calls):], t.verdicts[len(trace.verdicts):], t.router)
         t.cap_answers(self.config.store.max_answer_chars)  # the new calls' answers (the others are cut)
         self.writer.put(t)
+        return t
 
     def _noisy(self, verdict: dict[str, Any], agreement: float) -> dict[str, Any]:
         """A judge that agrees with the recorded verdict at rate `agreement` and says the opposite otherwise."""

@@ -30,6 +30,7 @@ from gearshift.providers.http import (
     event_error,
     status_error,
     timeouts,
+    traced,
     transport_error,
 )
 from gearshift.request import ChatRequest, content_text, strip_metadata
@@ -432,10 +433,10 @@ class AnthropicProvider(Provider):
     def _headers(self) -> tuple[dict[str, str], str | None]:
         key = self.model.api_key()
         if not key:
-            return self._static_headers, None
+            return traced(self._static_headers), None
         headers = dict(self._static_headers)
         headers["x-api-key"] = key
-        return headers, key
+        return traced(headers), key
 
     def _body(self, request: ChatRequest, stream: bool) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The Messages API body and the parameters dropped from it (with `drop_params`)."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from gearshift import telemetry
 from gearshift.errors import UpstreamError
 from gearshift.providers.base import Stream, Usage, estimate_tokens
 
@@ -40,6 +41,11 @@ def timeouts(model: ModelConfig) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientT
     whole = aiohttp.ClientTimeout(total=t.connect + t.read, sock_connect=t.connect, sock_read=t.read)
     gaps = aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read)
     return whole, gaps
+
+
+def traced(headers: dict[str, str]) -> dict[str, str]:
+    """An upstream call's headers, with the current request's W3C `traceparent` while tracing is on."""
+    return headers if telemetry.tracer is None else telemetry.inject(headers)
 
 
 class SessionOwner:

@@ -23,6 +23,7 @@ from gearshift.providers.http import (
     event_error,
     status_error,
     timeouts,
+    traced,
     transport_error,
 )
 from gearshift.providers.openai_responses import ResponsesEventStream, responses_body, to_completion
@@ -57,10 +58,10 @@ class OpenAICompatProvider(Provider):
         # The key is read from the environment per call (never kept in config objects); cheap.
         key = self.model.api_key()
         if not key:
-            return self._static_headers, None
+            return traced(self._static_headers), None
         headers = dict(self._static_headers)
         headers["Authorization"] = "Bearer " + key
-        return headers, key
+        return traced(headers), key
 
     async def complete(self, request: ChatRequest) -> Completion:
         if self._responses_url is not None and request.api == "responses":
