@@ -25,6 +25,7 @@ COMMANDS = {
     "datasets": "gearshift.cli.lab:datasets_group",
     "lab": "gearshift.cli.lab:lab_group",
     "watch": "gearshift.cli.watch:watch_command",
+    "ui": "gearshift.cli.ui:ui_command",
 }
 
 
