@@ -13,7 +13,8 @@ from typing import Any
 from gearshift.config import Config
 from gearshift.gateway.summary import summarise
 from gearshift.store.base import TraceStore
-from gearshift.store.view import PairEstimate, TraceView
+from gearshift.store.view import TraceView
+from gearshift.watch.windows import compute_stats
 
 POINTS = 24  # buckets per chart over the chosen range
 
@@ -43,14 +44,16 @@ def overview(store: TraceStore, config: Config, hours: float, now: float | None 
         part = summarise(buckets[b], config, s["reference_model"])
         series.append({"t": since + b * width, "requests": part["requests"], "spend_usd": part["spend_usd"],
                        "counterfactual_usd": part["counterfactual_usd_estimate"]})
-    pairs = PairEstimate.of_traces(rows)
-    interval = pairs.interval()
+    # Quality retained as the watch measures it: served pairs, the strong model's share counted as kept.
+    stats = compute_stats(rows, config)
+    quality = stats.quality_retained(config.watch.confidence)
     feedback = [f["score"] for f in store.feedback(since)]
     return {
         "since": since, "until": now, "hours": hours, "bucket_seconds": width,
         "summary": s, "series": series,
-        "quality": {"retained": pairs.retained, "low": interval[0] if interval else None,
-                    "high": interval[1] if interval else None, "how": pairs.line(), **pairs.to_json()},
+        "quality": {**stats.estimate.to_json(), "retained": quality[0] if quality else None,
+                    "low": quality[1] if quality else None, "high": quality[2] if quality else None,
+                    "strong_share": stats.strong_share, "how": stats.estimate.line()},
         "feedback": {"count": len(feedback), "mean": sum(feedback) / len(feedback) if feedback else None},
         "store_traces": store.count() if not rows else None,  # an empty range: is the store empty too?
     }

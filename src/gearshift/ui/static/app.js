@@ -386,6 +386,7 @@ async function route() {
   for (const u of Object.values(gs.charts)) u.destroy();
   gs.charts = {};
   const main = document.getElementById("main");
+  delete main.dataset.ready; // set again once this page has rendered (tests wait on it)
   main.replaceChildren();
   const flash = sessionStorage.getItem("flash");
   if (flash) { sessionStorage.removeItem("flash"); main.append(h("p", { class: "pass", id: "done" }, flash)); }
