@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,25 +47,44 @@ def ui_config_file(tmp_path: Path) -> Path:
     return path
 
 
-def send_traffic(url: str, prompts: list[str]) -> None:
+@dataclass
+class Sent:
+    trace_id: str
+    key: str
+    quality: float | None  # the recorded quality of the answer the client got
+
+
+def send_traffic(url: str, prompts: list[str]) -> list[Sent]:
     """Each prompt once: most to the cascade (key app), some to the A/B split (key batch)."""
     clients = {k: openai.OpenAI(base_url=url + "/v1", api_key=k, max_retries=0) for k in (APP_KEY, BATCH_KEY)}
 
-    def one(i: int) -> None:
+    def one(i: int) -> Sent:
         key, router = (BATCH_KEY, "gearshift/ab") if i % 4 == 3 else (APP_KEY, "gearshift/cascade")
-        clients[key].chat.completions.create(model=router, messages=[{"role": "user", "content": prompts[i]}])
+        raw = clients[key].chat.completions.with_raw_response.create(
+            model=router, messages=[{"role": "user", "content": prompts[i]}])
+        replay = (raw.parse().model_extra or {}).get("gearshift_replay") or {}
+        return Sent(raw.headers["x-gearshift-trace-id"], key, replay.get("quality"))
 
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(one, range(len(prompts))))
+        return list(pool.map(one, range(len(prompts))))
 
 
 @contextlib.contextmanager
-def ui_gateway(tmp_path: Path, prompts: list[str], reports: Path | None = None) -> Iterator[Running]:
-    """A running gateway with /ui, its store holding the traces of `prompts` (written and shadowed)."""
+def ui_gateway(tmp_path: Path, prompts: list[str], reports: Path | None = None,
+               feedback_every: int = 0) -> Iterator[Running]:
+    """A running gateway with /ui, its store holding the traces of `prompts` (written and shadowed);
+    with `feedback_every` n, every n-th answer gets its recorded quality as feedback from its client."""
     path = ui_config_file(tmp_path)
     with running(load_plan(path, serving=True), routes=gateway_routes(reports)) as gw:
-        send_traffic(gw.url, prompts)
+        sent = send_traffic(gw.url, prompts)
         settle(gw)
+        for s in sent[::feedback_every] if feedback_every else ():
+            if s.quality is not None:
+                req = urllib.request.Request(gw.url + "/v1/feedback", method="POST",
+                                             data=json.dumps({"trace_id": s.trace_id, "score": s.quality}).encode(),
+                                             headers={"Authorization": f"Bearer {s.key}",
+                                                      "Content-Type": "application/json"})
+                urllib.request.urlopen(req).close()
         yield gw
 
 
