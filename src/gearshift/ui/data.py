@@ -33,12 +33,12 @@ def overview(store: TraceStore, config: Config, hours: float, now: float | None 
     rate and latency, over the last `hours`; and the same spend figures per time bucket."""
     now = time.time() if now is None else now
     since = now - hours * 3600
-    rows = list(store.traces(since=since))
+    rows = [TraceView.of(r) for r in store.traces(since=since)]  # viewed once, read by every figure below
     s = summarise(rows, config)
     width = bucket_seconds(hours)
     buckets: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        buckets[int((r["created"] - since) // width)].append(r)
+        buckets[int(((r.created or since) - since) // width)].append(r)
     series = []
     for b in sorted(buckets):
         part = summarise(buckets[b], config, s["reference_model"])
