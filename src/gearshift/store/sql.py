@@ -140,6 +140,31 @@ UPSERT_TRACE = _upsert("traces", TRACE_COLS, ("id",))
 UPSERT_CALL = _upsert("calls", CALL_COLS, ("trace_id", "idx"))
 
 
+def _where(since: float | None = None, until: float | None = None, router: str | None = None,
+           model: str | None = None, status: str | None = None, client: str | None = None,
+           escalated: bool | None = None, trace_id: str | None = None) -> tuple[str, list[Any]]:
+    """The WHERE clause (with its leading space, or empty) and arguments of trace filters (see find_traces)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for clause, value in (("router = ?", router), ("final_model = ?", model), ("client = ?", client),
+                          ("id = ?", trace_id), ("created >= ?", since), ("created < ?", until)):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    if status == "ok":
+        where.append("status = 200")
+    elif status == "error":
+        where.append("status <> 200")
+    elif status is not None:
+        where.append("status = ?")
+        args.append(int(status))
+    if escalated is not None:
+        # What TraceView.escalated means, as an index lookup on calls' primary key.
+        where.append(("" if escalated else "NOT ") + "EXISTS (SELECT 1 FROM calls c WHERE c.trace_id = traces.id "
+                     "AND c.role = 'escalation')")
+    return (" WHERE " + " AND ".join(where) if where else ""), args
+
+
 class SQLStore(TraceStore):
     """A trace store over one DB-API connection, guarded by a lock: the writer thread and readers
     may share a store object. Subclasses set `_db` and the dialect hooks."""
@@ -216,18 +241,8 @@ class SQLStore(TraceStore):
 
     def traces(self, since: float | None = None, router: str | None = None,
                limit: int | None = None) -> Iterator[dict[str, Any]]:
-        where: list[str] = []
-        args: list[Any] = []
-        if since is not None:
-            where.append("created >= ?")
-            args.append(since)
-        if router is not None:
-            where.append("router = ?")
-            args.append(router)
-        sql = f"SELECT {','.join(TRACE_COLS)} FROM traces"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created, id"
+        where, args = _where(since=since, router=router)
+        sql = f"SELECT {','.join(TRACE_COLS)} FROM traces{where} ORDER BY created, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         yield from self._with_calls(sql, args)
@@ -251,33 +266,9 @@ class SQLStore(TraceStore):
                     model: str | None = None, status: str | None = None, client: str | None = None,
                     escalated: bool | None = None, trace_id: str | None = None,
                     limit: int = 100) -> list[dict[str, Any]]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (("router", router), ("final_model", model), ("client", client), ("id", trace_id)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if since is not None:
-            where.append("created >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("created < ?")
-            args.append(until)
-        if status == "ok":
-            where.append("status = 200")
-        elif status == "error":
-            where.append("status <> 200")
-        elif status is not None:
-            where.append("status = ?")
-            args.append(int(status))
-        if escalated is not None:
-            # What TraceView.escalated means, as an index lookup on calls' primary key.
-            where.append(("" if escalated else "NOT ") + "EXISTS (SELECT 1 FROM calls c WHERE c.trace_id = traces.id "
-                         "AND c.role = 'escalation')")
-        sql = f"SELECT {','.join(TRACE_COLS)} FROM traces"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return self._with_calls(sql + f" ORDER BY created DESC, id DESC LIMIT {int(limit)}", args)
+        where, args = _where(since, until, router, model, status, client, escalated, trace_id)
+        return self._with_calls(f"SELECT {','.join(TRACE_COLS)} FROM traces{where} "
+                                f"ORDER BY created DESC, id DESC LIMIT {int(limit)}", args)
 
     def decision_mix(self, since: float, bucket_seconds: float) -> list[tuple[float, str, str | None, int]]:
         with self._lock:

@@ -36,7 +36,7 @@ def overview(store: TraceStore, config: Config, hours: float, now: float | None 
     rows = [TraceView.of(r) for r in store.traces(since=since)]  # viewed once, read by every figure below
     s = summarise(rows, config)
     width = bucket_seconds(hours)
-    buckets: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    buckets: dict[int, list[TraceView]] = defaultdict(list)
     for r in rows:
         buckets[int(((r.created or since) - since) // width)].append(r)
     series = []
