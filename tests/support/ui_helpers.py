@@ -114,6 +114,7 @@ class Browser:
         from selenium.webdriver.common.by import By
 
         self.open("/ui/login")
+        self.wait_ready("login")
         self.driver.find_element(By.ID, "key").send_keys(key)
         self.driver.find_element(By.ID, "signin").click()
 

@@ -153,6 +153,7 @@ def test_a_client_key_that_is_not_admin_cannot_sign_in(web: Browser) -> None:
     web.driver.delete_all_cookies()
     web.sign_in(APP_KEY)
     WebDriverWait(web.driver, 10).until(lambda d: "error=wrong-key" in d.current_url)
+    web.wait_ready("login")
     assert web.driver.find_element(By.ID, "wrong-key").is_displayed()
     web.open("/ui/overview")
     assert web.driver.current_url.endswith("/ui/login")

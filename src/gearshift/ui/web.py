@@ -145,7 +145,7 @@ async def page(request: web.Request) -> web.StreamResponse:
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:
-    return _file("login.html", "text/html")
+    return _file("index.html", "text/html")  # app.js shows the sign-in form on /ui/login
 
 
 async def login(request: web.Request) -> web.StreamResponse:

@@ -399,7 +399,24 @@ async function route() {
   }
 }
 
+function login(main) {
+  // The sign-in form (no session yet): posts the key to /ui/login, which sets the session cookie.
+  document.body.classList.add("login");
+  const error = new URLSearchParams(location.search).get("error");
+  main.replaceChildren(h("h1", {}, "gearshift"),
+    h("form", { method: "post", action: "/ui/login" },
+      h("label", { for: "key" }, "Admin key"),
+      h("input", { id: "key", name: "key", type: "password", autocomplete: "current-password", required: true }),
+      h("button", { type: "submit", id: "signin" }, "Sign in")),
+    error === "wrong-key" ? h("p", { class: "error", id: "wrong-key" }, "That is not an admin key.") : null,
+    error === "no-admin-keys" ? h("p", { class: "error", id: "no-admin-keys" }, "No client key has ", h("code", {}, "admin: true"),
+      " in the config, so nobody can sign in. Add one under ", h("code", {}, "client_keys"), " (with ", h("code", {}, "key_env"), ") and restart.") : null,
+    h("p", { class: "muted" }, "Sign in with a client key that has ", h("code", {}, "admin: true"), " in the config."));
+  main.dataset.ready = "login";
+}
+
 (async function start() {
+  if (location.pathname === "/ui/login") { login(document.getElementById("main")); return; }
   const s = await getJSON("/ui/api/session");
   gs.csrf = s.csrf; gs.who = s.who;
   document.getElementById("who").textContent = s.who;
