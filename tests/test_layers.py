@@ -12,6 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gearshift"
 # Highest first. A part is a subpackage of gearshift or a top-level module.
 LAYERS: list[set[str]] = [
     {"cli", "demo"},
+    {"ui"},  # the dashboard reads the store through the gateway's, the lab's and the watch's readers
     {"sim"},  # the lifecycle simulation drives the gateway (and through it the lab) in-process
     {"gateway", "lab", "watch"},
     {"plan", "schema"},

@@ -380,3 +380,30 @@ def test_the_shared_response_cache_expires_and_keeps_a_router_to_its_cap(store: 
     store.cache_put("k3", "r", "three", now=103.0, expires=200.0, max_entries=2)  # past the cap: the oldest goes
     assert [store.cache_get(k, now=104.0) for k in ("k1", "k2", "k3", "other")] == [
         None, "two", "three", "another router's"]
+
+
+def test_find_traces_filters_newest_first_and_aggregates_for_the_dashboard(store: TraceStore) -> None:
+    a = trace(created=100.0, client="app")
+    b = trace("gearshift/other", created=200.0, client="batch", status=502)
+    b.final_model = None
+    c = trace(created=300.0, client="app")
+    c.calls.append(Call(model="large", role="escalation", cost_usd=0.002))
+    c.final_model = "large"
+    store.write([a, b, c])
+
+    def ids(**kw: object) -> list[str]:
+        return [r["id"] for r in store.find_traces(**kw)]  # type: ignore[arg-type]
+
+    assert ids() == [c.id, b.id, a.id]
+    assert ids(router="gearshift/auto") == [c.id, a.id] and ids(model="large") == [c.id]
+    assert ids(client="batch") == [b.id] and ids(status="error") == [b.id] and ids(status="502") == [b.id]
+    assert ids(status="ok") == [c.id, a.id] and ids(escalated=True) == [c.id] and ids(escalated=False) == [b.id, a.id]
+    assert ids(since=150.0, until=300.0) == [b.id] and ids(limit=1) == [c.id] and ids(trace_id=a.id) == [a.id]
+    assert [x["role"] for x in store.find_traces(trace_id=c.id)[0]["calls"]] == ["primary", "escalation"]
+    assert store.decision_mix(0.0, 150.0) == [(0.0, "gearshift/auto", "small", 1), (150.0, "gearshift/other", None, 1),
+                                              (300.0, "gearshift/auto", "large", 1)]
+    assert store.decision_mix(250.0, 150.0) == [(300.0, "gearshift/auto", "large", 1)]
+    spend = {row[0]: row[1:] for row in store.client_spend()}
+    assert spend["app"][0] == 2 and spend["app"][1] == pytest.approx(0.0001 + 0.0021) and spend["app"][2] == 0
+    assert spend["batch"][0] == 1 and spend["batch"][2] == 1
+    assert [row[0] for row in store.client_spend(since=150.0)] == ["app", "batch"]

@@ -26,6 +26,7 @@ COMMANDS = {
     "lab": "gearshift.cli.lab:lab_group",
     "watch": "gearshift.cli.watch:watch_command",
     "keys": "gearshift.cli.keys:keys_group",
+    "ui": "gearshift.cli.ui:ui_command",
 }
 
 

@@ -19,16 +19,27 @@ from gearshift.cli import plan_or_exit
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default=None,
               help="text, or json: one object per line (default: server.log_format, else text)")
+@click.option("--ui/--no-ui", "with_ui", default=True, show_default=True,
+              help="serve the dashboard at /ui (admin keys sign in)")
+@click.option("--reports", default=None, type=click.Path(file_okay=False),
+              help="folder of lab reports (HTML) the dashboard lists")
 def serve_command(config_path: str, host: str | None, port: int | None, workers: int | None, log_level: str,
-                  log_format: str | None) -> None:
-    """Run the gateway."""
+                  log_format: str | None, with_ui: bool, reports: str | None) -> None:
+    """Run the gateway (and its dashboard at /ui)."""
     logs.configure(log_level, log_format or "text")
     plan = plan_or_exit(config_path, serving=True)  # the same door as `check-config`
     if log_format is None and plan.config.server.log_format != "text":
         logs.configure(log_level, plan.config.server.log_format)
     from gearshift.gateway.server import serve
 
-    serve(plan, host, port, workers)
+    routes = None
+    if with_ui:
+        from pathlib import Path
+
+        from gearshift.ui import gateway_routes  # imported before workers fork: they share its session secret
+
+        routes = gateway_routes(Path(reports) if reports else None)
+    serve(plan, host, port, workers, routes)
 
 
 @click.command("traces")

@@ -15,7 +15,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -43,11 +43,16 @@ def _event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def serve(config: Config | Plan, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
+# Adds routes to a gateway's application before it starts (the dashboard, which the gateway does not import).
+Routes = Callable[[web.Application], None]
+
+
+def serve(config: Config | Plan, host: str | None = None, port: int | None = None, workers: int | None = None,
+          routes: Routes | None = None) -> None:
     """Serve until SIGINT/SIGTERM; on stop, in-flight requests finish and every trace is written.
 
     With several workers, each is a process of its own on the same port (SO_REUSEPORT: the kernel
-    spreads connections); they share the store as replicas do."""
+    spreads connections); they share the store as replicas do. `routes` adds routes to each worker's app."""
     plan = plan_of(config)  # checked and built once, before any worker starts
     config = plan.config
     host = host or config.server.host
@@ -57,9 +62,9 @@ def serve(config: Config | Plan, host: str | None = None, port: int | None = Non
         port = port or free_port()  # every worker must bind the same port
         server = config.server.model_copy(update={"workers": workers})
         _serve_workers(dataclasses.replace(plan, config=config.model_copy(update={"server": server})),
-                       host, port, workers)
+                       host, port, workers, routes)
         return
-    _serve_one(plan, host, port, reuse_port=False)
+    _serve_one(plan, host, port, reuse_port=False, routes=routes)
 
 
 async def _settle_gc(app: web.Application) -> None:
@@ -71,7 +76,8 @@ async def _settle_gc(app: web.Application) -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, older, oldest)
 
 
-def _serve_one(plan: Plan, host: str, port: int, reuse_port: bool, workers_dir: str | None = None) -> None:
+def _serve_one(plan: Plan, host: str, port: int, reuse_port: bool, workers_dir: str | None = None,
+               routes: Routes | None = None) -> None:
     # A SIGHUP before the event loop can take it (a worker still starting) would end the process: note
     # it instead, and reload once serving.
     early = threading.Event()
@@ -79,6 +85,8 @@ def _serve_one(plan: Plan, host: str, port: int, reuse_port: bool, workers_dir: 
     _event_loop_policy()
     config = plan.config
     app = create_app(plan, workers_dir=workers_dir)
+    if routes is not None:
+        routes(app)
     app.on_startup.append(_settle_gc)  # after the gateway's own start-up
     log.info("gearshift gateway on http://%s:%d (%d routers, %d models, store %s, pid %d)", host, port,
              len(config.routers), len(config.models), config.store.url.split("://")[0], os.getpid())
@@ -127,7 +135,7 @@ async def _serve_until_signal(app: web.Application, config: Config, host: str, p
         await r.cleanup()
 
 
-def _serve_workers(plan: Plan, host: str, port: int, workers: int) -> None:
+def _serve_workers(plan: Plan, host: str, port: int, workers: int, routes: Routes | None = None) -> None:
     """Run `workers` processes on one port; restart one that dies, with backoff, while the others serve."""
     # fork: a worker starts from the built plan at once, with nothing to re-read or re-import.
     ctx = multiprocessing.get_context("fork")
@@ -135,7 +143,7 @@ def _serve_workers(plan: Plan, host: str, port: int, workers: int) -> None:
     shared = tempfile.mkdtemp(prefix="gearshift-workers-")
 
     def spawn(i: int) -> multiprocessing.process.BaseProcess:
-        proc = ctx.Process(target=_serve_one, args=(plan, host, port, True, shared), name=f"gearshift-worker-{i}")
+        proc = ctx.Process(target=_serve_one, args=(plan, host, port, True, shared, routes), name=f"gearshift-worker-{i}")
         proc.start()
         return proc
 
@@ -232,10 +240,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(config: Config | Plan, port: int | None = None) -> Iterator[Running]:
+def running(config: Config | Plan, port: int | None = None, routes: Routes | None = None) -> Iterator[Running]:
     """Start the gateway on 127.0.0.1 in a thread; stop it (draining traces) on exit."""
     port = port or free_port()
     app = create_app(config)
+    if routes is not None:
+        routes(app)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     gw_runner = runner(app, app[GATEWAY_KEY].config)

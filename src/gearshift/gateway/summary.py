@@ -19,7 +19,8 @@ def _pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def summarise(rows: Iterable[Mapping[str, Any] | TraceView], config: Config, reference: str | None = None) -> dict[str, Any]:
+def summarise(rows: Iterable[Mapping[str, Any] | TraceView], config: Config,
+              reference: str | None = None) -> dict[str, Any]:
     """Aggregate traces into the figures `gearshift traces` prints."""
     reference = reference or config.strongest()
     n = errors = streamed = 0

@@ -60,6 +60,22 @@ class TraceStore(ABC):
         """Traces as TraceView (what each one means), oldest first."""
         return map(TraceView.of, self.traces(since=since, router=router, limit=limit))
 
+    def find_traces(self, since: float | None = None, until: float | None = None, router: str | None = None,
+                    model: str | None = None, status: str | None = None, client: str | None = None,
+                    escalated: bool | None = None, trace_id: str | None = None,
+                    limit: int = 100) -> list[dict[str, Any]]:
+        """Traces (with calls), newest first, matching every filter given: `model` the final model,
+        `status` "ok", "error" or a code, `client` the key's name, `until` exclusive."""
+        raise NotImplementedError(f"{type(self).__name__} cannot filter traces")
+
+    def decision_mix(self, since: float, bucket_seconds: float) -> list[tuple[float, str, str | None, int]]:
+        """(bucket start, router, final model, requests) since a time, in buckets of a width."""
+        raise NotImplementedError(f"{type(self).__name__} cannot aggregate traces")
+
+    def client_spend(self, since: float | None = None) -> list[tuple[str | None, int, float, int]]:
+        """(client key name, requests, serving USD, non-200 requests) per client, most spent first."""
+        raise NotImplementedError(f"{type(self).__name__} cannot aggregate traces")
+
     @abstractmethod
     def has_trace(self, trace_id: str) -> bool:
         """Whether a trace with this id is stored."""

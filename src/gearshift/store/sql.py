@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS traces (
     cache_saved_usd {real} NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS traces_created ON traces(created);
+CREATE INDEX IF NOT EXISTS traces_router_created ON traces(router, created);
+CREATE INDEX IF NOT EXISTS traces_client_created ON traces(client, created);
+CREATE INDEX IF NOT EXISTS traces_model_created ON traces(final_model, created);
 CREATE TABLE IF NOT EXISTS feedback (
     id {serial_pk},
     trace_id TEXT NOT NULL,
@@ -187,6 +190,31 @@ UPSERT_CALL = _upsert("calls", CALL_COLS, ("trace_id", "idx"))
 KEY_BY_HASH = f"SELECT hash, {','.join(KEY_COLS)} FROM keys WHERE hash = ?"
 
 
+def _where(since: float | None = None, until: float | None = None, router: str | None = None,
+           model: str | None = None, status: str | None = None, client: str | None = None,
+           escalated: bool | None = None, trace_id: str | None = None) -> tuple[str, list[Any]]:
+    """The WHERE clause (with its leading space, or empty) and arguments of trace filters (see find_traces)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for clause, value in (("router = ?", router), ("final_model = ?", model), ("client = ?", client),
+                          ("id = ?", trace_id), ("created >= ?", since), ("created < ?", until)):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    if status == "ok":
+        where.append("status = 200")
+    elif status == "error":
+        where.append("status <> 200")
+    elif status is not None:
+        where.append("status = ?")
+        args.append(int(status))
+    if escalated is not None:
+        # What TraceView.escalated means, as an index lookup on calls' primary key.
+        where.append(("" if escalated else "NOT ") + "EXISTS (SELECT 1 FROM calls c WHERE c.trace_id = traces.id "
+                     "AND c.role = 'escalation')")
+    return (" WHERE " + " AND ".join(where) if where else ""), args
+
+
 class SQLStore(TraceStore):
     """A trace store over one DB-API connection, guarded by a lock: the writer thread and readers
     may share a store object. Subclasses set `_db` and the dialect hooks."""
@@ -263,20 +291,14 @@ class SQLStore(TraceStore):
 
     def traces(self, since: float | None = None, router: str | None = None,
                limit: int | None = None) -> Iterator[dict[str, Any]]:
-        where: list[str] = []
-        args: list[Any] = []
-        if since is not None:
-            where.append("created >= ?")
-            args.append(since)
-        if router is not None:
-            where.append("router = ?")
-            args.append(router)
-        sql = f"SELECT {','.join(TRACE_COLS)} FROM traces"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created, id"
+        where, args = _where(since=since, router=router)
+        sql = f"SELECT {','.join(TRACE_COLS)} FROM traces{where} ORDER BY created, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
+        yield from self._with_calls(sql, args)
+
+    def _with_calls(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        """The trace rows a query selects (TRACE_COLS), each with its calls."""
         with self._lock:
             found = self._run(sql, args).fetchall()
             calls: dict[str, list[dict[str, Any]]] = {}
@@ -288,8 +310,30 @@ class SQLStore(TraceStore):
                 for c in self._run(q, part).fetchall():
                     trace_id, call = rows.decode_call(c)
                     calls.setdefault(trace_id, []).append(call)
-        for r in found:
-            yield rows.decode_trace(r, calls.get(r[0], []))
+        return [rows.decode_trace(r, calls.get(r[0], [])) for r in found]
+
+    def find_traces(self, since: float | None = None, until: float | None = None, router: str | None = None,
+                    model: str | None = None, status: str | None = None, client: str | None = None,
+                    escalated: bool | None = None, trace_id: str | None = None,
+                    limit: int = 100) -> list[dict[str, Any]]:
+        where, args = _where(since, until, router, model, status, client, escalated, trace_id)
+        return self._with_calls(f"SELECT {','.join(TRACE_COLS)} FROM traces{where} "
+                                f"ORDER BY created DESC, id DESC LIMIT {int(limit)}", args)
+
+    def decision_mix(self, since: float, bucket_seconds: float) -> list[tuple[float, str, str | None, int]]:
+        with self._lock:
+            found = self._run("SELECT CAST(FLOOR(created / ?) AS INTEGER) AS b, router, final_model, COUNT(*) "
+                              "FROM traces WHERE created >= ? GROUP BY b, router, final_model ORDER BY b",
+                              (bucket_seconds, since)).fetchall()
+        return [(float(b) * bucket_seconds, r, m, int(n)) for b, r, m, n in found]
+
+    def client_spend(self, since: float | None = None) -> list[tuple[str | None, int, float, int]]:
+        where, args = ("WHERE created >= ? ", (since,)) if since is not None else ("", ())
+        with self._lock:
+            found = self._run("SELECT client, COUNT(*), COALESCE(SUM(cost_usd), 0), "
+                              "SUM(CASE WHEN status = 200 THEN 0 ELSE 1 END) FROM traces "
+                              f"{where}GROUP BY client ORDER BY 3 DESC", args).fetchall()
+        return [(c, int(n), float(usd), int(err)) for c, n, usd, err in found]
 
     def shadow_spend(self, since: float) -> list[tuple[str, str | None, float]]:
         with self._lock:

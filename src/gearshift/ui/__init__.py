@@ -1,0 +1,33 @@
+"""The dashboard: pages over the store, served by the gateway at /ui or alone by `gearshift ui`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gearshift.gateway.app import GATEWAY_KEY
+from gearshift.ui.web import Source, install, standalone
+
+
+def gateway_routes(reports: Path | None = None) -> Any:
+    """What `serve` passes the gateway: a function adding /ui to its application, reading the store
+    and the admin keys of the config in force (a reload's keys apply at once)."""
+
+    def add(app: web.Application) -> None:
+        gw = app[GATEWAY_KEY]
+
+        def admins() -> dict[str, bytes]:
+            live = gw.live
+            return {p.name: secret for p, secret in live.keys if p.admin}
+
+        def states() -> dict[str, Any]:
+            return gw.versions.states() if gw.versions is not None else {}
+
+        install(app, Source(lambda: gw.config, gw.store, admins, states, reports))
+
+    return add
+
+
+__all__ = ["Source", "gateway_routes", "install", "standalone"]

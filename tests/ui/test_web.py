@@ -1,0 +1,194 @@
+"""`gearshift ui` alone over a store (a real server in another process): who may read and act, what
+is never shown, and how pages are served."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.cookies import SimpleCookie
+from typing import Any
+
+import pytest
+
+from gearshift.gateway.server import free_port
+from gearshift.store.sqlite import SQLiteStore
+from gearshift.trace import Call
+from gearshift.ui.web import STATIC
+from tests.support.traces import trace
+from tests.support.ui_helpers import ADMIN_KEY, APP_KEY, BATCH_KEY, ui_config_file
+
+UPSTREAM_SECRET = "sk-upstream-never-shown"
+
+
+class Reply:
+    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call(url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None,
+         form: dict[str, str] | None = None) -> Reply:
+    data = None
+    headers = dict(headers or {})
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    elif form is not None:
+        data = "&".join(f"{k}={v}" for k, v in form.items()).encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(urllib.request.Request(url, data=data, headers=headers, method=method)) as r:
+            return Reply(r.status, r.headers, r.read())
+    except urllib.error.HTTPError as e:
+        return Reply(e.code, e.headers, e.read())
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SQLiteStore]]:
+    tmp = tmp_path_factory.mktemp("ui-alone")
+    path = ui_config_file(tmp)
+    store = SQLiteStore(tmp / "traces.db")
+    now = time.time()
+    rows = []
+    for i in range(40):
+        t = trace("gearshift/cascade", created=now - 60 * i, client=("app", "batch")[i % 2])
+        if i % 5 == 0:
+            t.calls.append(Call(model="gpt-4-1106", role="escalation", cost_usd=0.01))
+        rows.append(t)
+    store.write(rows)
+    v1 = store.add_router_version("gearshift/cascade", {"threshold": 0.4}, {}, "lab")
+    store.add_router_version("gearshift/cascade", {"threshold": 0.6}, {}, "lab")
+    store.promote("gearshift/cascade", v1, "alice")
+    port = free_port()
+    env = {**os.environ, "GS_TEST_UPSTREAM_KEY": UPSTREAM_SECRET}
+    proc = subprocess.Popen([sys.executable, "-m", "gearshift.cli", "ui", "--config", str(path), "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not _up(url):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.1)
+        yield url, store
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _up(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url + "/ui/login", timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _session(url: str) -> tuple[str, str]:
+    """(cookie header, CSRF token) of an admin signed in through the login form."""
+    r = call(url + "/ui/login", "POST", form={"key": ADMIN_KEY})
+    assert r.status == 303 and r.headers["Location"] == "/ui/"
+    set_cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie and "Path=/ui" in set_cookie
+    jar = SimpleCookie(set_cookie)
+    cookie = "; ".join(f"{k}={m.value}" for k, m in jar.items())
+    token = call(url + "/ui/api/session", headers={"Cookie": cookie}).json()["csrf"]
+    return cookie, token
+
+
+ENDPOINTS = ("overview", "traces", "routers", "watch", "ab", "keys", "reports")
+
+
+def test_without_an_admin_key_there_is_no_data(ui: tuple[str, SQLiteStore]) -> None:
+    url, _ = ui
+    for name in ENDPOINTS:
+        for headers in ({}, {"Authorization": f"Bearer {APP_KEY}"}, {"Authorization": "Bearer nope"},
+                        {"Cookie": "gearshift_ui=ops|99999999999|forged"}):
+            r = call(f"{url}/ui/api/{name}", headers=headers)
+            assert r.status == 401 and set(r.json()) == {"error"}, (name, headers)
+    page = call(url + "/ui/overview")
+    assert page.status == 302 and page.headers["Location"] == "/ui/login"
+    wrong = call(url + "/ui/login", "POST", form={"key": BATCH_KEY})
+    assert wrong.status == 303 and wrong.headers["Location"] == "/ui/login?error=wrong-key"
+    assert "Set-Cookie" not in wrong.headers
+
+
+def test_an_admin_reads_every_page_and_no_secret_is_in_any_answer(ui: tuple[str, SQLiteStore]) -> None:
+    url, store = ui
+    cookie, _ = _session(url)
+    bodies = []
+    for name in ENDPOINTS:
+        by_cookie = call(f"{url}/ui/api/{name}", headers={"Cookie": cookie})
+        by_bearer = call(f"{url}/ui/api/{name}", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert by_cookie.status == by_bearer.status == 200, name
+        assert by_cookie.headers["Cache-Control"] == "no-store"
+        bodies.append(by_cookie.body)
+    text = b"".join(bodies).decode()
+    for secret in (ADMIN_KEY, APP_KEY, BATCH_KEY, UPSTREAM_SECRET, "GS_UI_ADMIN"):
+        assert secret not in text
+    overview = json.loads(bodies[0])
+    assert overview["summary"]["requests"] == store.count() == 40
+    assert overview["summary"]["cascade"]["escalation_rate"] == pytest.approx(8 / 40)
+    keys = {c["client"]: c for c in json.loads(bodies[5])["clients"]}
+    assert keys["app"]["requests"] == keys["batch"]["requests"] == 20
+
+
+def test_promote_and_rollback_need_the_admin_key_and_the_csrf_token(ui: tuple[str, SQLiteStore]) -> None:
+    url, store = ui
+    router = "gearshift/cascade"
+    before = store.active_version(router)
+    assert before is not None and before["version"] == 1
+    cookie, token = _session(url)
+    promote = url + "/ui/api/routers/promote"
+    body = {"router": router, "version": 2}
+    refused = [
+        call(promote, "POST", body),  # nobody
+        call(promote, "POST", body, {"Authorization": f"Bearer {APP_KEY}"}),  # a key that is not admin
+        call(promote, "POST", body, {"Cookie": cookie}),  # a session without its token (a cross-site form)
+        call(promote, "POST", body, {"Cookie": cookie, "X-CSRF-Token": "0" * 64}),
+        call(url + "/ui/api/routers/rollback", "POST", {"router": router}, {"Cookie": cookie}),
+    ]
+    assert [r.status for r in refused] == [401, 401, 403, 403, 403]
+    assert store.active_version(router) == before
+    done = call(promote, "POST", body, {"Cookie": cookie, "X-CSRF-Token": token})
+    assert done.status == 200 and done.json()["promoted_by"] == "ops (ui)"
+    active = store.active_version(router)
+    assert active is not None and active["version"] == 2 and active["promoted_by"] == "ops (ui)"
+    assert time.time() - active["promoted_at"] < 60
+    back = call(url + "/ui/api/routers/rollback", "POST", {"router": router}, {"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert back.status == 200 and back.json()["version"] == 1
+    active = store.active_version(router)
+    assert active is not None and active["version"] == 1 and active["promoted_by"] == "ops (ui rollback)"
+    missing = call(promote, "POST", {"router": router, "version": 9}, {"Cookie": cookie, "X-CSRF-Token": token})
+    assert missing.status == 404 and "no version 9" in missing.json()["error"]
+
+
+def test_pages_and_assets_are_served_with_their_types_and_a_strict_policy(ui: tuple[str, SQLiteStore]) -> None:
+    url, _ = ui
+    cookie, _ = _session(url)
+    page = call(url + "/ui/traces", headers={"Cookie": cookie})
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "default-src 'none'" in csp
+    assert b"<script>" not in page.body and b"http" not in page.body.replace(b"http-equiv", b"")
+    for name, ctype in (("app.js", "text/javascript"), ("uPlot.iife.min.js", "text/javascript"),
+                        ("app.css", "text/css"), ("uPlot.min.css", "text/css")):
+        r = call(f"{url}/ui/static/{name}")
+        assert r.status == 200 and r.headers["Content-Type"].startswith(ctype), name
+    assert call(url + "/ui/static/..%2Fweb.py").status == 404
+    # Everything the browser loads is vendored in the package, within the budget README states.
+    assert sum(f.stat().st_size for f in STATIC.iterdir()) <= 150_000
+    assert call(url + "/ui/nowhere", headers={"Cookie": cookie}).status == 404
