@@ -50,6 +50,7 @@ class Route:
     reason: str
     shadow: bool = False
     score: float | None = None  # the router's score, when it has one (classifier, rules never)
+    threshold: float | None = None  # a scoring router's threshold, which the score was compared with
     accept: str = "last"  # when every gate fails: "last" answer or the "best"-scored one
     arm: str | None = None  # set by a split (A/B) router: the router that made this route
     notes: list[str] = field(default_factory=list)

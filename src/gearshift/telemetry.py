@@ -258,6 +258,8 @@ def _request_spans(s: Span, trace: Trace, models: Mapping[str, Any]) -> None:
                      "gearshift.route.models": list(trace.route)}
             if trace.score is not None:
                 route["gearshift.route.score"] = trace.score
+            if trace.threshold is not None:
+                route["gearshift.route.threshold"] = trace.threshold
             if trace.arm:
                 route["gearshift.route.arm"] = trace.arm
             _child(parent, f"route {trace.router}", s.marks[0], s.marks[1], route)

@@ -116,6 +116,7 @@ class Trace:
     response_truncated: bool = False  # `response` is cut at store.max_answer_chars
     estimated_tokens: int = 0
     score: float | None = None
+    threshold: float | None = None  # the scoring router's threshold then (for telemetry; not stored)
     arm: str | None = None  # the A/B arm (the router a split router delegated to)
     shadowed: bool = False
     latency_ms: float = 0.0

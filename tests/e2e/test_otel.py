@@ -177,3 +177,15 @@ def test_nothing_is_exported_or_sent_when_no_endpoint_is_set(upstream: FakeUpstr
             ask(gw, headers={"traceparent": TRACEPARENT})
         assert rec.posts == 0
     assert "traceparent" not in upstream.requests[-1].headers
+
+
+def test_a_scoring_routers_decision_carries_its_score_and_threshold(
+        upstream: FakeUpstream, receiver: OTLPReceiver, tmp_path: Path) -> None:
+    routers = {"gearshift/coin": {"kind": "random", "weights": {"small": 1, "large": 1}, "seed": 3}}
+    with running(gateway_config(upstream.url, tmp_path, routers=routers)) as gw:
+        raw = ask(gw, model="gearshift/coin")
+    route = one(receiver.wait(3), "route gearshift/coin")
+    score, threshold = route.attributes["gearshift.route.score"], route.attributes["gearshift.route.threshold"]
+    assert 0 <= score <= 1 and 0 < threshold < 1
+    assert raw.headers["x-gearshift-model"] == ("large" if score >= threshold else "small")
+    assert f"threshold {threshold:.3f}" in route.attributes["gearshift.route.reason"]

@@ -519,7 +519,7 @@ class Gateway:
         trace.requested_model, trace.metadata = req.model, req.metadata
         _, route = self.resolve(req, live, principal, admission)
         trace.router, trace.reason, trace.route, trace.score = route.router, route.reason, route.models(), route.score
-        trace.arm = route.arm
+        trace.arm, trace.threshold = route.arm, route.threshold
         trace.estimated_tokens = req.estimated_tokens()
         if live.config.store.record_content:
             trace.prompt = req.text()

@@ -150,11 +150,12 @@ class ScoringRouter(Router[OptionsT]):
         cmp = ">=" if strong else "<"
         if self.mode == "observe":
             side = "strong" if strong else "weak"
-            return Route(steps=[self.step(self.safe)], router=self.name, score=s,
+            return Route(steps=[self.step(self.safe)], router=self.name, score=s, threshold=self.threshold,
                          reason=f"observe: would route {side} (score {s:.2f} {cmp} {self.threshold:.2f}); "
                                 f"serving safe model {self.safe}")
         return Route(steps=[self.step(model)], router=self.name,
-                     reason=f"{self.kind}: score {s:.3f} {cmp} threshold {self.threshold:.3f}", score=s)
+                     reason=f"{self.kind}: score {s:.3f} {cmp} threshold {self.threshold:.3f}", score=s,
+                     threshold=self.threshold)
 
     def models(self) -> list[str]:
         return [self.weak, self.strong]
