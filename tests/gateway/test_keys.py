@@ -78,3 +78,40 @@ def test_a_key_uses_only_its_routers_and_models_and_its_team_owns_the_spend(tmp_
     refused_rows = [r for r in rows.values() if r["status"] == 403]
     assert len(refused_rows) == 2 and all(r["team"] == "search" and r["cost_usd"] == 0 for r in refused_rows)
     assert {r["team"] for r in rows.values() if r["client"] == "ops"} == {None}
+
+
+def test_a_key_sees_its_own_and_its_teams_numbers_and_nobody_elses(tmp_path) -> None:
+    keys = [{"name": "app", "key": "k-app", "team": "search", "limits": {"rpm": 100, "usd_day": 5}},
+            {"name": "batch", "key": "k-batch", "team": "search"},
+            {"name": "ops", "key": "k-ops"}]
+    teams = {"search": {"limits": {"usd_month": 50}}}
+    with FakeUpstream.running(models=("fake-small", "fake-large")) as up, \
+            running(gateway_config(up.url, tmp_path, client_keys=keys, teams=teams)) as gw:
+        sent = {"k-app": 3, "k-batch": 2, "k-ops": 4}
+        for key, n in sent.items():
+            for _ in range(n):
+                r = http.request("POST", gw.url + "/v1/chat/completions", body=BODY,
+                                 headers={"Authorization": f"Bearer {key}"})
+                assert r.status == 200
+        deadline = time.monotonic() + 10
+        while gw.gateway.writer.pending() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+        r = http.request("GET", gw.url + "/v1/key", headers={"Authorization": "Bearer k-app"})
+        assert http.request("GET", gw.url + "/v1/key").status == 401
+        rows = list(gw.gateway.store.traces())
+    body = json.loads(r.data)
+    assert r.status == 200 and body["name"] == "app" and body["team"] == "search"
+    assert body["limits"]["rpm"] == 100 and body["limits"]["usd_day"] == 5 and body["team_limits"]["usd_month"] == 50
+    key, team = body["month"]["key"], body["month"]["team"]
+    assert key["requests"] == 3 and team["requests"] == 5
+    spend = {c: sum(t["cost_usd"] for t in rows if t["client"] == c) for c in ("app", "batch")}
+    assert key["spend_usd"] == pytest.approx(spend["app"]) and team["spend_usd"] == pytest.approx(sum(spend.values()))
+    assert "ops" not in r.data.decode() and "k-app" not in r.data.decode()
+
+
+def test_an_open_gateway_has_no_key_to_describe(tmp_path) -> None:
+    with FakeUpstream.running(models=("fake-small", "fake-large")) as up, \
+            running(gateway_config(up.url, tmp_path, server={"open": True})) as gw:
+        r = http.request("GET", gw.url + "/v1/key")
+    assert r.status == 404 and "server.open" in json.loads(r.data)["error"]["message"]

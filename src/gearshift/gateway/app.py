@@ -36,11 +36,12 @@ from gearshift.gateway.dialects import DIALECTS, Dialect
 from gearshift.gateway.dialects.chat import ChatDialect
 from gearshift.gateway.executor import Answer, CompletionStream, Executor
 from gearshift.gateway.feedback import parse_feedback
-from gearshift.gateway.keys import KeyRing
+from gearshift.gateway.keys import KeyRing, day_and_month_start
 from gearshift.gateway.limits import Admission, Limiter
 from gearshift.gateway.reload import FileWatch, restart_only
 from gearshift.gateway.retention import RetentionLoop
 from gearshift.gateway.shadow import Shadower
+from gearshift.gateway.summary import summarise_by
 from gearshift.gateway.versions import VersionLoop
 from gearshift.jsonfast import dumps, loads
 from gearshift.plan import Plan, key_secret
@@ -717,6 +718,34 @@ class Gateway:
                                                     "context_window": m.context_window}})
         return entries
 
+    async def key_info(self, request: web.Request) -> web.Response:
+        """GET /v1/key: the calling key's own figures and its team's, this UTC month (a team sees its numbers
+        without an admin key): limits, requests, spend, savings and quality retained on shadow pairs."""
+        try:
+            principal = await self.authenticate(request)
+        except Unauthorized as e:
+            return self._unauthenticated(e)
+        if principal is None:
+            err = NotFound("the gateway serves without keys (server.open): there is no key to describe")
+            return web.Response(status=err.status, body=dumps(err.to_json()), content_type="application/json")
+        config, (_, month) = self.config, day_and_month_start(self.clock())
+
+        def figures(by: str, name: str) -> dict[str, Any] | None:
+            rows = self.store.traces(since=month, client=name) if by == "key" else self.store.traces(since=month, team=name)
+            groups = summarise_by(rows, config, by)
+            return groups[0] if groups else None
+
+        def allowance(a: Any) -> dict[str, Any]:
+            return {"rpm": a.rpm, "tpm": a.tpm, "usd_day": a.usd_day, "usd_month": a.usd_month}
+
+        key = await asyncio.to_thread(figures, "key", principal.name)
+        team = await asyncio.to_thread(figures, "team", principal.team) if principal.team else None
+        body = {"object": "key", "name": principal.name, "team": principal.team, "since": month,
+                "expires": principal.expires, "limits": allowance(principal.allowance),
+                "team_limits": allowance(principal.team_allowance) if principal.team else None,
+                "month": {"key": key, "team": team}}
+        return web.Response(body=dumps(body), content_type="application/json")
+
     async def models(self, request: web.Request) -> web.Response:
         """GET /v1/models: the routers and models a request may name."""
         try:
@@ -824,7 +853,7 @@ class Gateway:
 
 
 # The known paths (create_app routes them) and their methods: another method on one gets a 405.
-ALLOWED_METHODS = {"/v1/models": "GET, HEAD", "/v1/feedback": "POST", "/health": "GET, HEAD", "/metrics": "GET, HEAD",
+ALLOWED_METHODS = {"/v1/models": "GET, HEAD", "/v1/key": "GET, HEAD", "/v1/feedback": "POST", "/health": "GET, HEAD", "/metrics": "GET, HEAD",
                    "/livez": "GET, HEAD", "/health/live": "GET, HEAD", "/health/ready": "GET, HEAD", **admin.PATHS,
                    **{path: "POST" for kind in DIALECTS for path in DIALECTS[kind].paths + DIALECTS[kind].count_paths}}
 
@@ -853,6 +882,7 @@ def create_app(config: Config | Plan, store: TraceStore | None = None,
             app.router.add_post(path, gw.chat if dialect.kind == CHAT.kind else gw.handler(dialect))
         for path in dialect.count_paths:
             app.router.add_post(path, gw.counter(dialect))
+    app.router.add_get("/v1/key", gw.key_info)
     app.router.add_get("/v1/models", gw.models)
     app.router.add_get("/v1/models/{id:.+}", gw.model)
     app.router.add_post("/v1/feedback", gw.feedback)

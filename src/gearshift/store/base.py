@@ -52,8 +52,9 @@ class TraceStore(ABC):
 
     @abstractmethod
     def traces(self, since: float | None = None, router: str | None = None,
-               limit: int | None = None) -> Iterator[dict[str, Any]]:
-        """Traces as dicts (with a `calls` list), oldest first."""
+               limit: int | None = None, client: str | None = None,
+               team: str | None = None) -> Iterator[dict[str, Any]]:
+        """Traces as dicts (with a `calls` list), oldest first; `client` (the key's name) and `team` filter."""
 
     def views(self, since: float | None = None, router: str | None = None,
               limit: int | None = None) -> Iterator[TraceView]:

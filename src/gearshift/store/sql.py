@@ -192,11 +192,13 @@ KEY_BY_HASH = f"SELECT hash, {','.join(KEY_COLS)} FROM keys WHERE hash = ?"
 
 def _where(since: float | None = None, until: float | None = None, router: str | None = None,
            model: str | None = None, status: str | None = None, client: str | None = None,
-           escalated: bool | None = None, trace_id: str | None = None) -> tuple[str, list[Any]]:
+           escalated: bool | None = None, trace_id: str | None = None,
+           team: str | None = None) -> tuple[str, list[Any]]:
     """The WHERE clause (with its leading space, or empty) and arguments of trace filters (see find_traces)."""
     where: list[str] = []
     args: list[Any] = []
     for clause, value in (("router = ?", router), ("final_model = ?", model), ("client = ?", client),
+                          ("team = ?", team),
                           ("id = ?", trace_id), ("created >= ?", since), ("created < ?", until)):
         if value is not None:
             where.append(clause)
@@ -290,8 +292,9 @@ class SQLStore(TraceStore):
                 cur.executemany(self._sql(UPSERT_CALL), crows)
 
     def traces(self, since: float | None = None, router: str | None = None,
-               limit: int | None = None) -> Iterator[dict[str, Any]]:
-        where, args = _where(since=since, router=router)
+               limit: int | None = None, client: str | None = None,
+               team: str | None = None) -> Iterator[dict[str, Any]]:
+        where, args = _where(since=since, router=router, client=client, team=team)
         sql = f"SELECT {','.join(TRACE_COLS)} FROM traces{where} ORDER BY created, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
