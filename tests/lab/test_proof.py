@@ -100,7 +100,7 @@ def test_each_later_check_needs_more_confidence_and_all_of_them_err_at_most_alph
 def test_a_weak_score_proven_by_one_check_is_not_proven_by_a_tenth(pairs) -> None:  # type: ignore[no-untyped-def]
     q = pairs.quality
     gain = q[:, pairs.index(S)] - q[:, pairs.index(W)]
-    router = _router(pairs, gain + np.random.default_rng(3).normal(0, 2.0, len(pairs)))  # a faint signal
+    router = _router(pairs, gain + np.random.default_rng(3).normal(0, 6.0, len(pairs)))  # a faint signal
     once = prove(pairs, router, floor=0.95, min_pairs=300)
     assert once.ok, once.reason
     tenth = prove(pairs, router, floor=0.95, min_pairs=300, look=10)
