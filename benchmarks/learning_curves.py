@@ -163,7 +163,7 @@ def run_stream(st: Stream, sizes: tuple[int, ...], seeds: int, floor: float, n_b
                     sc = artifact_scorer(fit(train, settings, prior=prior if row == "prior+warm" else None))(st.test)
                 cell = table[row][n]
                 cell.apgr.append(float(metrics.apgr(sweep_scores(sc, st.test, w, s))))
-                proof = prove_scores(sc, st.test, w, s, floor, min_pairs=0, n_boot=n_boot, seed=seed)
+                proof = prove_scores(sc, st.test, w, s, floor, min_pairs=0, n_boot=n_boot, seed=seed, held_out=HELD_OUT)
                 cell.proven.append(proof.ok)
                 if proof.ok and proof.threshold is not None:
                     _, rows_test = _proof_rows(len(st.test), seed)
@@ -176,10 +176,13 @@ def run_stream(st: Stream, sizes: tuple[int, ...], seeds: int, floor: float, n_b
     return table
 
 
+HELD_OUT = 0.3  # the proof keeps a part apart here, to price the proven threshold on pairs it was not fitted on
+
+
 def _proof_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from gearshift.lab.calibrate import split_rows
 
-    return split_rows(n, seed=seed, fraction=0.7)  # prove_scores' default held_out=0.3
+    return split_rows(n, seed=seed, fraction=1 - HELD_OUT)  # the proof's split: savings on its held-out part
 
 
 def report(st: Stream, table: dict[str, dict[int, Cell]], out: Callable[[str], None]) -> None:

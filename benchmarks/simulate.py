@@ -19,7 +19,9 @@ promotion stayed >= 95% of always-strong's; seeds never promoted count as covere
 promoted, median pairs and shadow dollars until the first promotion, median savings after it, and the
 reference: the same learner trained on the whole stream (in-sample), at the cheapest point of its
 curve keeping 95% of always-strong quality, priced alike. "signal" is the APGR interval of a 2-fold
-cross-fit of that learner on the stream (lab.signal): a stream without one should never promote.
+cross-fit of that learner on the stream (lab.signal): a stream without one should never promote. The
+"goal" column: on streams with signal, coverage >= 95% and savings >= half the cross-fit's (the in-sample
+figure scores prompts the model memorised); on streams without, no seed promoted.
 
     GEARSHIFT_DATA=../shared/datasets python benchmarks/simulate.py [--seeds 20] [--quick] [--json out.json]
 """
@@ -197,7 +199,9 @@ def main() -> None:
         sav = r["median_savings_after_promotion"]
         ref = r["reference"]["savings_at_floor"]
         if r["reference"]["has_signal"]:
-            ok = r["floor_coverage"] >= 0.95 and sav is not None and sav >= ref / 2
+            # Half the savings of the learner trained on the whole stream, out of sample (the cross-fit): its
+            # in-sample figure is what a model scores on prompts it memorised, which no served router sees.
+            ok = r["floor_coverage"] >= 0.95 and sav is not None and sav >= r["reference"]["cross_fit_savings_at_floor"] / 2
         else:
             ok = r["promoted_runs"] == 0
         print(f"{r['stream']:<38}{sig['apgr']:>9.3f} [{sig['low']:.3f}, {sig['high']:.3f}]"
@@ -207,7 +211,8 @@ def main() -> None:
               f"{r['reference']['cross_fit_savings_at_floor']:>10.1%}{'met' if ok else 'MISS':>6}")
     print("pairs, shadow $ and savings: medians over promoted seeds, at the first promotion and after it; "
           "ref savings: the learner trained on the whole stream, in-sample, at the floor; cross-fit: the same "
-          "from a 2-fold cross-fit (out of sample).")
+          "from a 2-fold cross-fit (out of sample); goal: coverage >= 95% and savings >= half the cross-fit's on "
+          "streams with signal, no promotion on streams without.")
     print(f"total {time.perf_counter() - t0:.0f}s")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=float))

@@ -101,7 +101,8 @@ def show_lifecycle(raw: dict[str, Any], base_dir: Path, prompts: Any, router: di
     cfg = {**raw, "routers": {name: observed}}
     click.echo(f"\n{name}'s life: it starts in observe on the {len(prompts)} held-out prompts (gpt-4-1106 serves, "
                f"its decisions are recorded, each request shadowed to mixtral-8x7b, pairs scored from the recorded "
-               f"answers); the gateway checks its proof every simulated hour ({LIFECYCLE_PER_HOUR:g} requests)")
+               f"answers); the gateway checks its proof at {LIFECYCLE_MIN_PAIRS} pairs, then each time they have grown by "
+               f"half (each check at a higher confidence, so that all together err at most 5%)")
     run = simulate(cfg, prompts, base_dir=base_dir, router=name, seeds=[0], per_hour=LIFECYCLE_PER_HOUR).runs[0]
     first = run.promotions[0] if run.promotions else None
     end = first.request if first else len(run.serving)

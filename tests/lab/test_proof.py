@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gearshift.lab.proof import prove
+from gearshift.lab.proof import look_confidence, prove
 from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
 from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
 from gearshift.outcomes.datasets import load
@@ -52,7 +52,8 @@ def test_an_informative_score_is_proven(pairs) -> None:  # type: ignore[no-untyp
     assert p.ok and p.state == "proven", p.reason
     assert p.bound is not None and p.bound >= 0.95
     assert p.apgr is not None and p.apgr.low > 0.5
-    assert p.held_out == 120 and p.pairs == 400
+    assert p.held_out == p.pairs == 400  # APGR on every pair (none trained on), not on a held-out part
+    assert prove(pairs, _router(pairs, scores), floor=0.95, min_pairs=300, held_out=0.3).held_out == 120
     assert p.strong_share is not None and p.strong_share < 1
     assert p.reason.startswith("proven: threshold")
     assert p.metrics()["apgr"]["low"] == p.apgr.low
@@ -61,7 +62,7 @@ def test_an_informative_score_is_proven(pairs) -> None:  # type: ignore[no-untyp
 def test_a_random_score_has_no_signal(pairs) -> None:  # type: ignore[no-untyped-def]
     p = prove(pairs, _router(pairs, np.random.default_rng(1).random(len(pairs))), floor=0.95, min_pairs=300)
     assert not p.ok and p.state == "no_signal"
-    assert p.apgr is not None and p.apgr.low <= 0.5 <= p.apgr.high
+    assert p.apgr is not None and p.apgr.low <= 0.5  # this draw even falls below random
     assert p.reason == f"no signal yet: APGR {p.apgr.value:.2f} [{p.apgr.low:.2f}, {p.apgr.high:.2f}]"
 
 
@@ -86,3 +87,26 @@ def test_a_proof_on_agreement_alone_says_it_is_a_lower_bound(pairs) -> None:  # 
                                                          resolved_weak=5, resolved_reference=20))
     p = prove(resolved, _router(pairs, scores), floor=0.95, min_pairs=300)
     assert not p.lower_bound and "lower bound" not in p.reason
+
+
+def test_each_later_check_needs_more_confidence_and_all_of_them_err_at_most_alpha() -> None:
+    rates = [1 - look_confidence(0.95, k) for k in range(1, 10_001)]
+    assert rates == sorted(rates, reverse=True) and rates[0] == pytest.approx(0.025)
+    assert sum(rates) < 0.05  # every check of a router without signal together: at most 5% promote it
+    with pytest.raises(ValueError, match="count from 1"):
+        look_confidence(0.95, 0)
+
+
+def test_a_weak_score_proven_by_one_check_is_not_proven_by_a_tenth(pairs) -> None:  # type: ignore[no-untyped-def]
+    q = pairs.quality
+    gain = q[:, pairs.index(S)] - q[:, pairs.index(W)]
+    router = _router(pairs, gain + np.random.default_rng(3).normal(0, 6.0, len(pairs)))  # a faint signal
+    once = prove(pairs, router, floor=0.95, min_pairs=300)
+    assert once.ok, once.reason
+    tenth = prove(pairs, router, floor=0.95, min_pairs=300, look=10)
+    assert not tenth.ok and tenth.state == "no_signal", tenth.reason
+    first = prove(pairs, _router(pairs, gain + np.random.default_rng(0).normal(0, 0.3, len(pairs))), floor=0.95,
+                  min_pairs=300, look=1)
+    # "Beats random" is one-sided: the interval shown is two-sided at 1 - 2 alpha, its low end the bound at 1 - alpha
+    assert first.apgr is not None and first.apgr.alpha == pytest.approx(2 * (1 - 0.975))
+    assert first.ok and "97.50% confidence (check 1: 95% over every check)" in first.reason

@@ -99,6 +99,8 @@ def test_without_signal_nothing_is_promoted_and_the_safe_model_serves_everything
         assert run.quality_share() == pytest.approx(1.0)
         # The prior failed its proof on 150 pairs and was refitted on them; no refit earned promotion.
         assert [e.kind for e in run.events][:1] == ["retrained"]
+        # Checked at 150 pairs, then only when a model's pairs had grown by half: fewer checks than hours.
+        assert run.checks and run.checks[0] >= 150 and len(run.checks) < int(run.hours[-1])
     assert sim.coverage == 1.0 and sim.summary()["promoted_runs"] == 0
 
 

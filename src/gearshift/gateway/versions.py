@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any
 
@@ -36,6 +37,10 @@ class VersionLoop:
         # since then, so each judges the traffic it served, not the evidence that promoted it again.
         self.serving_since: dict[str, float] = {}
         self.retry: dict[str, int] = {}  # router -> pairs its served model must have unseen before another refit
+        # router -> proof checks made while it observed, over every model it had (each later one needs more
+        # confidence: lab.proof.look_confidence), and the pairs its current model needs for the next check
+        self.looks: dict[str, int] = {}
+        self.next_look: dict[str, tuple[Any, int]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -126,7 +131,23 @@ class VersionLoop:
             if r.mode == "observe":
                 r.state, r.state_reason = "observing", f"observing: 0/{opts.min_pairs} pairs"
             return
-        proof = await asyncio.to_thread(prove, pairs, r, opts.floor, opts.min_pairs, opts.confidence)
+        # An observing router is tested again and again: each check needs more confidence, so that all of them
+        # together promote a router without signal at most at 1 - confidence (lab.proof.look_confidence). Checks
+        # come when its model's pairs have grown by `look_growth`, not every hour: their number grows like
+        # log(pairs), so the confidence each needs stays within reach. A serving router's re-check is one test:
+        # failing it by chance only demotes, the safe direction.
+        look = None
+        if r.mode == "observe" and len(pairs) >= opts.min_pairs:
+            model = (getattr(r, "artifact", None), since)  # a retrained model starts its own spacing
+            key, due = self.next_look.get(r.name, (model, opts.min_pairs))
+            due = due if key == model else opts.min_pairs
+            if len(pairs) < due:
+                r.pairs = len(pairs)
+                r.state_reason = f"{r.state_reason.split('; next check')[0]}; next check at {due} pairs"
+                return
+            look = self.looks[r.name] = self.looks.get(r.name, 0) + 1
+            self.next_look[r.name] = (model, math.ceil(len(pairs) * opts.look_growth))
+        proof = await asyncio.to_thread(prove, pairs, r, opts.floor, opts.min_pairs, opts.confidence, look=look)
         r.pairs = proof.pairs
         if r.mode == "serve":
             if proof.ok or proof.state == "observing":  # too few pairs is no evidence against it

@@ -33,7 +33,11 @@ class ProofOptions(Options):
     confidence: float = Field(default=0.95, gt=0, lt=1, description="confidence of the floor's lower bound")
     auto_promote: bool = Field(default=False, description="serve a proven version at once (else wait for "
                                                           "`gearshift routers promote`)")
-    every_hours: float = Field(default=1.0, gt=0, description="how often the gateway re-checks the proof")
+    every_hours: float = Field(default=1.0, gt=0, description="how often the gateway looks whether a check is due")
+    look_growth: float = Field(default=1.5, gt=1, description="an observing router is checked at `min_pairs` "
+                               "pairs, then each time its pairs have grown by this factor (each check needs more "
+                               "confidence, so that all of them together promote a router without signal at most "
+                               "at 1 - confidence)")
     retrain: bool = Field(default=False, description="classifier: when a proof on `min_pairs` pairs fails, fit a "
                           "new model on every pair so far (as `gearshift lab retrain`); it observes until proven "
                           "on the pairs that come after")

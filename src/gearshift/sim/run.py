@@ -79,6 +79,7 @@ class Run:
     pairs: np.ndarray  # cumulative scored shadow pairs after each request
     events: list[Event] = field(default_factory=list)
     alerts: list[tuple[float, list[str]]] = field(default_factory=list)  # (hours, the watch's drift alerts)
+    checks: list[int] = field(default_factory=list)  # scored pairs so far at each proof check while observing
 
     @property
     def promotions(self) -> list[Event]:
@@ -111,7 +112,7 @@ class Run:
                 **asdict(first), "quality_share_after": self.quality_share(first.request),
                 "savings_after": self.savings(first.request)},
             "events": [{**asdict(e), "quality_share_after": self.quality_share(e.request)} for e in self.events],
-            "watch_alerts": [{"hours": h, "alerts": a} for h, a in self.alerts],
+            "watch_alerts": [{"hours": h, "alerts": a} for h, a in self.alerts], "proof_checks": self.checks,
         }
 
     def series(self) -> dict[str, Any]:
@@ -305,8 +306,10 @@ async def _tick(gw: Gateway, router: ScoringRouter[Any], run: Run, k: int) -> No
     """One round of the server's loops: drain shadow work and traces, tick the versions, check the watch."""
     assert gw.versions is not None and gw.shadower is not None
     await _drained(gw)
-    mode, retrainings = router.mode, gw.versions.retrainings
+    mode, retrainings, looks = router.mode, gw.versions.retrainings, gw.versions.looks.get(router.name, 0)
     await gw.versions.tick()
+    if gw.versions.looks.get(router.name, 0) > looks:
+        run.checks.append(gw.shadower.done)
     at = dict(request=k, hours=float(run.hours[k]), pairs=gw.shadower.done, shadow_usd=gw.shadower.spent_total,
               reason=router.state_reason)
     if gw.versions.retrainings > retrainings:
