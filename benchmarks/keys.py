@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp.test_utils import make_mocked_request
 
@@ -36,16 +37,15 @@ async def per_request(gw: Gateway, token: str, n: int, repeat: int, clear: bool)
     return statistics.median(runs)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=2000)
-    ap.add_argument("--repeat", type=int, default=7)
-    args = ap.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="gearshift-keys-"))
+def keyed_gateway(folder: Path, teams: dict[str, Any] | None = None,
+                  key: dict[str, Any] | None = None) -> tuple[Gateway, str]:
+    """An in-process gateway on a SQLite store in `folder`, with ten config keys (`k-config-0000`...) and
+    one virtual key made from `key` (default: named "virtual", no limits); the gateway and that key."""
     os.environ["GS_BENCH_KEY_SECRET"] = "b" * 48
     data = {"models": {"small": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1",
                                  "price": {"input": 1, "output": 2}, "rank": 1}},
             "routers": {"auto": {"kind": "fixed", "model": "small"}},
+            "teams": teams or {},
             "client_keys": [{"name": f"config-{i}", "key": f"k-config-{i:04d}"} for i in range(10)],
             "store": {"url": f"sqlite:///{folder / 'keys.db'}"},
             "server": {"key_secret_env": "GS_BENCH_KEY_SECRET"}}
@@ -53,7 +53,16 @@ def main() -> None:
     gw = Gateway(p)
     secret = plan.key_secret(p.config)
     assert secret is not None
-    token, _ = create_key(gw.store, p.config, secret, {"name": "virtual"}, "bench")
+    token, _ = create_key(gw.store, p.config, secret, key or {"name": "virtual"}, "bench")
+    return gw, token
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=7)
+    args = ap.parse_args()
+    gw, token = keyed_gateway(Path(tempfile.mkdtemp(prefix="gearshift-keys-")))
 
     async def run() -> None:
         n, r = args.requests, args.repeat

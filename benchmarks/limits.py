@@ -35,9 +35,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from aiohttp.test_utils import make_mocked_request  # noqa: E402
 
-from gearshift import plan  # noqa: E402
 from gearshift.gateway.app import Gateway  # noqa: E402
-from gearshift.gateway.keys import create_key  # noqa: E402
 from gearshift.gateway.limits import Limiter  # noqa: E402
 from gearshift.gateway.server import running  # noqa: E402
 from gearshift.principal import Allowance, Principal  # noqa: E402
@@ -46,6 +44,9 @@ from gearshift.store.sqlite import SQLiteStore  # noqa: E402
 from gearshift.trace import Call, Trace  # noqa: E402
 from tests.support.fake_upstream import FakeUpstream  # noqa: E402
 from tests.support.gateway_helpers import gateway_config, settle  # noqa: E402
+
+sys.path.insert(0, str(HERE))
+from keys import keyed_gateway  # noqa: E402  (benchmarks/keys.py: the same keyed gateway)
 
 HI = [{"role": "user", "content": "Say ok."}]
 
@@ -67,21 +68,9 @@ async def _per_request(gw: Gateway, token: str, req: ChatRequest, trace: Trace, 
 
 def check_latency(n: int = 20_000) -> None:
     """A virtual key with limits on itself and its team, against a config key without any, in one gateway."""
-    folder = Path(tempfile.mkdtemp(prefix="gearshift-limits-"))
-    os.environ["GS_BENCH_KEY_SECRET"] = "b" * 48
     full = {"rpm": 10**9, "tpm": 10**12, "usd_day": 10**6, "usd_month": 10**7}
-    data = {"models": {"small": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1",
-                                 "price": {"input": 1, "output": 2}, "rank": 1}},
-            "routers": {"auto": {"kind": "fixed", "model": "small"}},
-            "teams": {"search": {"limits": full}},
-            "client_keys": [{"name": f"config-{i}", "key": f"k-config-{i:04d}"} for i in range(10)],
-            "store": {"url": f"sqlite:///{folder / 'limits.db'}"},
-            "server": {"key_secret_env": "GS_BENCH_KEY_SECRET"}}
-    p = plan.parse(data, base_dir=folder)
-    gw = Gateway(p)
-    secret = plan.key_secret(p.config)
-    assert secret is not None
-    token, _ = create_key(gw.store, p.config, secret, {"name": "virtual", "team": "search", **full}, "bench")
+    gw, token = keyed_gateway(Path(tempfile.mkdtemp(prefix="gearshift-limits-")), {"search": {"limits": full}},
+                              {"name": "virtual", "team": "search", **full})
     req = ChatRequest(body={"model": "auto", "messages": HI, "max_tokens": 5})
     trace = Trace(router="r", requested_model="m", calls=[Call(model="m", role="primary", input_tokens=12,
                                                                output_tokens=5, cost_usd=0.00001)])
