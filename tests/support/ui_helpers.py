@@ -28,7 +28,7 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 def ui_config_file(tmp_path: Path) -> Path:
     """GSM8K on recorded answers: a shadowed cascade, an A/B split of always-weak against always-strong,
-    three client keys (one admin), a reports folder."""
+    three client keys (one admin; `app` in the team `search`), a reports folder."""
     base = yaml.safe_load((REPO / "examples" / "replay-gsm8k.yaml").read_text())
     base["routers"] = {
         "gearshift/cascade": {**base["routers"]["gearshift/cascade"],
@@ -39,8 +39,10 @@ def ui_config_file(tmp_path: Path) -> Path:
     }
     base["store"] = {"url": f"sqlite:///{tmp_path / 'traces.db'}", "flush_interval": 0.05}
     base["server"] = {"open": False}
+    base["teams"] = {"search": {"limits": {"usd_month": 100}}}
     base["client_keys"] = [{"name": "ops", "key_env": "GS_UI_ADMIN", "admin": True},
-                           {"name": "app", "key_env": "GS_UI_APP"}, {"name": "batch", "key_env": "GS_UI_BATCH"}]
+                           {"name": "app", "key_env": "GS_UI_APP", "team": "search"},
+                           {"name": "batch", "key_env": "GS_UI_BATCH"}]
     os.environ.update(GS_UI_ADMIN=ADMIN_KEY, GS_UI_APP=APP_KEY, GS_UI_BATCH=BATCH_KEY)
     path = tmp_path / "gw.yaml"
     path.write_text(yaml.safe_dump(base))

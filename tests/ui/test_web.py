@@ -65,7 +65,8 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SQLiteSt
     now = time.time()
     rows = []
     for i in range(40):
-        t = trace("gearshift/cascade", created=now - 60 * i, client=("app", "batch")[i % 2])
+        client = ("app", "batch")[i % 2]
+        t = trace("gearshift/cascade", created=now - 60 * i, client=client, team="search" if client == "app" else None)
         if i % 5 == 0:
             t.calls.append(Call(model="gpt-4-1106", role="escalation", cost_usd=0.01))
         rows.append(t)
@@ -192,3 +193,30 @@ def test_pages_and_assets_are_served_with_their_types_and_a_strict_policy(ui: tu
     # Everything the browser loads is vendored in the package, within the budget README states.
     assert sum(f.stat().st_size for f in STATIC.iterdir()) <= 150_000
     assert call(url + "/ui/nowhere", headers={"Cookie": cookie}).status == 404
+
+
+def test_the_keys_page_gives_team_spend_and_revokes_a_virtual_key_with_the_admin_key_and_token(
+        ui: tuple[str, SQLiteStore]) -> None:
+    url, store = ui
+    store.add_key({"name": "search-app", "team": "search", "prefix": "gs-abcd", "created": time.time(),
+                   "created_by": "ops", "updated": time.time()}, "f" * 64)
+    page = call(url + "/ui/api/keys?hours=24", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()
+    teams = {t["team"]: t for t in page["teams"]}
+    stored = [r for r in store.traces() if r["team"] == "search"]
+    assert teams["search"]["requests"] == len(stored) == 20
+    assert teams["search"]["spend_usd"] == pytest.approx(sum(r["cost_usd"] for r in stored))
+    assert page["budgets"]["search"]["usd_month"] == 100
+    assert [(k["name"], k["state"]) for k in page["virtual"]] == [("search-app", "active")]
+    assert "f" * 64 not in json.dumps(page)  # the key's hash is never shown
+    revoke = url + "/ui/api/keys/revoke"
+    cookie, token = _session(url)
+    for refused in (call(revoke, "POST", {"name": "search-app"}),
+                    call(revoke, "POST", {"name": "search-app"}, {"Authorization": f"Bearer {APP_KEY}"}),
+                    call(revoke, "POST", {"name": "search-app"}, {"Cookie": cookie})):
+        assert refused.status in (401, 403)
+    assert store.key("search-app")["revoked_at"] is None
+    done = call(revoke, "POST", {"name": "search-app"}, {"Cookie": cookie, "X-CSRF-Token": token})
+    assert done.status == 200 and done.json()["revoked_by"] == "ops (ui)"
+    assert store.key("search-app")["revoked_by"] == "ops (ui)"
+    missing = call(revoke, "POST", {"name": "nobody"}, {"Cookie": cookie, "X-CSRF-Token": token})
+    assert missing.status == 404

@@ -73,8 +73,8 @@ class TraceStore(ABC):
         """(bucket start, router, final model, requests) since a time, in buckets of a width."""
         raise NotImplementedError(f"{type(self).__name__} cannot aggregate traces")
 
-    def client_spend(self, since: float | None = None) -> list[tuple[str | None, int, float, int]]:
-        """(client key name, requests, serving USD, non-200 requests) per client, most spent first."""
+    def client_spend(self, since: float | None = None, by: str = "client") -> list[tuple[str | None, int, float, int]]:
+        """(client key name, or team with `by="team"`; requests, serving USD, non-200 requests), most spent first."""
         raise NotImplementedError(f"{type(self).__name__} cannot aggregate traces")
 
     @abstractmethod

@@ -330,12 +330,13 @@ class SQLStore(TraceStore):
                               (bucket_seconds, since)).fetchall()
         return [(float(b) * bucket_seconds, r, m, int(n)) for b, r, m, n in found]
 
-    def client_spend(self, since: float | None = None) -> list[tuple[str | None, int, float, int]]:
+    def client_spend(self, since: float | None = None, by: str = "client") -> list[tuple[str | None, int, float, int]]:
+        column = {"client": "client", "team": "team"}[by]  # a column name, never the caller's text
         where, args = ("WHERE created >= ? ", (since,)) if since is not None else ("", ())
         with self._lock:
-            found = self._run("SELECT client, COUNT(*), COALESCE(SUM(cost_usd), 0), "
+            found = self._run(f"SELECT {column}, COUNT(*), COALESCE(SUM(cost_usd), 0), "
                               "SUM(CASE WHEN status = 200 THEN 0 ELSE 1 END) FROM traces "
-                              f"{where}GROUP BY client ORDER BY 3 DESC", args).fetchall()
+                              f"{where}GROUP BY {column} ORDER BY 3 DESC", args).fetchall()
         return [(c, int(n), float(usd), int(err)) for c, n, usd, err in found]
 
     def shadow_spend(self, since: float) -> list[tuple[str, str | None, float]]:

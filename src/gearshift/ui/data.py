@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gearshift.config import Config
+from gearshift.gateway.keys import list_keys
 from gearshift.gateway.summary import summarise
 from gearshift.store.base import TraceStore
 from gearshift.store.view import TraceView
@@ -155,13 +156,22 @@ def rollback_target(versions: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def keys(store: TraceStore, config: Config, hours: float | None, now: float | None = None) -> dict[str, Any]:
-    """Spend per client key, from the traces' `client` column. Teams and budgets come with virtual keys:
-    `teams` is where they will join (each configured key's team, when the config gives one)."""
+    """Spend per client key and per team over the range (the traces' `client` and `team`), the teams' budgets,
+    the configured keys, and the virtual keys with their state and spend today and this month."""
     now = time.time() if now is None else now
     since = None if hours is None else now - hours * 3600
-    rows = [{"client": c, "requests": n, "spend_usd": usd, "errors": err} for c, n, usd, err in store.client_spend(since)]
-    configured = [{"name": k.name, "admin": k.admin, "team": getattr(k, "team", None)} for k in config.client_keys]
-    return {"clients": rows, "keys": configured, "hours": hours}
+
+    def spend(by: str) -> list[dict[str, Any]]:
+        return [{by: c, "requests": n, "spend_usd": usd, "errors": err} for c, n, usd, err in store.client_spend(since, by)]
+
+    configured = [{"name": k.name, "admin": k.admin, "team": k.team} for k in config.client_keys]
+    budgets = {name: t.limits.model_dump() if t.limits else {} for name, t in config.teams.items()}
+    try:
+        virtual = list_keys(store, now)
+    except NotImplementedError:  # a store without a keys table
+        virtual = []
+    return {"clients": spend("client"), "teams": spend("team"), "budgets": budgets, "keys": configured,
+            "virtual": virtual, "hours": hours}
 
 
 def ab(store: TraceStore, config: Config, hours: float, router: str | None = None,

@@ -19,6 +19,8 @@ from typing import Any
 from aiohttp import web
 
 from gearshift.config import Config
+from gearshift.errors import GearshiftError
+from gearshift.gateway.keys import revoke_key
 from gearshift.store.base import TraceStore
 from gearshift.ui import auth, data
 
@@ -245,6 +247,20 @@ async def keys(request: web.Request) -> web.StreamResponse:
     return _json(await _off_loop(data.keys, src.store, src.config(), _hours(request)))
 
 
+async def revoke(request: web.Request) -> web.StreamResponse:
+    """Revoke a virtual key (the one way: gateway.keys.revoke_key); the store records who and when."""
+    src = request.app[SOURCE_KEY]
+    try:
+        name = str((await request.json())["name"])
+    except (ValueError, KeyError, TypeError):
+        return _json({"error": "body: {\"name\": key name}"}, 400)
+    try:
+        found = await _off_loop(revoke_key, src.store, name, f"{who(request)} (ui)")
+    except GearshiftError as e:
+        return _json({"error": e.message}, e.status)
+    return _json({"name": found["name"], "revoked_at": found.get("revoked_at"), "revoked_by": found.get("revoked_by")})
+
+
 async def ab(request: web.Request) -> web.StreamResponse:
     src = request.app[SOURCE_KEY]
     return _json(await _off_loop(data.ab, src.store, src.config(), _hours(request), request.query.get("router") or None))
@@ -283,6 +299,7 @@ def install(app: web.Application, source: Source) -> None:
         ("GET", "/ui/api/routers", api(routers)),
         ("POST", "/ui/api/routers/promote", api(promote, action=True)),
         ("POST", "/ui/api/routers/rollback", api(rollback, action=True)),
+        ("POST", "/ui/api/keys/revoke", api(revoke, action=True)),
         ("GET", "/ui/api/keys", api(keys)),
         ("GET", "/ui/api/ab", api(ab)),
         ("GET", "/ui/api/watch", api(watch)),

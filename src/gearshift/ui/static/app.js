@@ -358,10 +358,40 @@ async function keysPage(main) {
     { label: "key", get: (c) => c.client || "(open server: no key)" }, { label: "requests", num: true, get: (c) => c.requests },
     { label: "errors", num: true, get: (c) => c.errors }, { label: "spend", num: true, get: (c) => usd(c.spend_usd) },
   ], d.clients, { id: "client-spend" }));
+  const teams = d.teams.filter((t) => t.team);
+  if (teams.length || Object.keys(d.budgets).length) {
+    const budget = (name) => d.budgets[name] || {};
+    const limit = (v, money) => (v === null || v === undefined ? "–" : money ? usd(v) : String(v));
+    main.append(h("h2", {}, "Spend per team"), table([
+      { label: "team", get: (t) => t.team }, { label: "requests", num: true, get: (t) => t.requests },
+      { label: "spend", num: true, get: (t) => usd(t.spend_usd) },
+      { label: "budget / day", num: true, get: (t) => limit(budget(t.team).usd_day, true) },
+      { label: "budget / month", num: true, get: (t) => limit(budget(t.team).usd_month, true) },
+      { label: "rpm / tpm", num: true, get: (t) => limit(budget(t.team).rpm) + " / " + limit(budget(t.team).tpm) },
+    ], teams, { id: "team-spend" }));
+  }
   main.append(h("h2", {}, "Configured keys"), d.keys.length ? table([
     { label: "name", get: (k) => k.name }, { label: "admin", get: (k) => (k.admin ? "yes" : "") }, { label: "team", get: (k) => k.team || "–" },
-  ], d.keys) : h("p", { class: "muted" }, "No client keys in the config."),
-  h("p", { class: "muted" }, "Teams, budgets and revoking keys come with virtual keys."));
+  ], d.keys) : h("p", { class: "muted" }, "No client keys in the config."));
+  main.append(h("h2", {}, "Virtual keys"), d.virtual.length ? table([
+    { label: "name", get: (k) => k.name }, { label: "team", get: (k) => k.team || "–" }, { label: "key", get: (k) => k.prefix },
+    { label: "state", get: (k) => k.state }, { label: "spend today", num: true, get: (k) => usd(k.spend_today_usd || 0) },
+    { label: "this month", num: true, get: (k) => usd(k.spend_month_usd || 0) },
+    { label: "", get: (k) => (k.state === "revoked" ? (k.revoked_by || "") : h("button", { class: "secondary revoke", "data-key": k.name,
+        onclick: () => revokeKey(k.name) }, "revoke")) },
+  ], d.virtual, { id: "virtual-keys" }) : h("p", { class: "muted" }, "No virtual keys: make one with ",
+    h("code", {}, "gearshift keys create --config F --name NAME"), " (needs server.key_secret_env)."));
+}
+
+async function revokeKey(name) {
+  const flash = document.getElementById("flash");
+  try {
+    const res = await postJSON("/ui/api/keys/revoke", { name });
+    sessionStorage.setItem("flash", res.name + ": revoked by " + res.revoked_by);
+    route();
+  } catch (e) {
+    flash.replaceChildren(h("p", { class: "error" }, e.message));
+  }
 }
 
 async function reportsPage(main) {
