@@ -231,9 +231,8 @@ class Limiter:
         if adm is None or adm.settled:
             return
         adm.settled = True
-        mine = [c for c in trace.calls if c.role not in SHADOW_ROLES]
-        tokens = sum(c.input_tokens + c.output_tokens for c in mine)
-        usd = sum(c.cost_usd for c in mine)
+        tokens = sum(c.input_tokens + c.output_tokens for c in trace.calls if c.role not in SHADOW_ROLES)
+        usd = trace.cost_usd  # the trace's own definition of what serving cost
         with self._lock:
             for key, reserved in adm.tokens:
                 self._pending[key] = self._pending.get(key, 0.0) + tokens - reserved
