@@ -185,10 +185,10 @@ async function routers(main) {
         { label: "active", get: (v) => (v.active ? h("span", { class: "badge active" }, "active") : "") },
         { label: "promoted", get: (v) => (v.promoted_by ? v.promoted_by + " · " + when(v.promoted_at) : "") },
         { label: "", get: (v) => (v.active ? "" : h("button", { class: "secondary promote", "data-version": v.version,
-            onclick: () => act("/ui/api/routers/promote", { router: r.name, version: v.version }, "promoted version " + v.version) }, "promote")) },
+            onclick: () => act("/ui/api/routers/promote", { router: r.name, version: v.version }, versionDone("promoted version " + v.version)) }, "promote")) },
       ], r.versions));
       if (r.rollback_to !== null) {
-        box.append(h("p", {}, h("button", { class: "rollback", onclick: () => act("/ui/api/routers/rollback", { router: r.name }, "rolled back") },
+        box.append(h("p", {}, h("button", { class: "rollback", onclick: () => act("/ui/api/routers/rollback", { router: r.name }, versionDone("rolled back")) },
           "roll back to version " + r.rollback_to)));
       }
     }
@@ -196,11 +196,14 @@ async function routers(main) {
   }
 }
 
-async function act(url, payload, done) {
+const versionDone = (done) => (res) => res.router + ": " + done + " (version " + res.version + ", by " + res.promoted_by + ")";
+
+// An admin action: post it, then reload the page with `said(answer)` as its flash, or show the error.
+async function act(url, payload, said) {
   const flash = document.getElementById("flash");
   try {
     const res = await postJSON(url, payload);
-    sessionStorage.setItem("flash", res.router + ": " + done + " (version " + res.version + ", by " + res.promoted_by + ")");
+    sessionStorage.setItem("flash", said(res));
     route();
   } catch (e) {
     flash.replaceChildren(h("p", { class: "error" }, e.message));
@@ -383,15 +386,8 @@ async function keysPage(main) {
     h("code", {}, "gearshift keys create --config F --name NAME"), " (needs server.key_secret_env)."));
 }
 
-async function revokeKey(name) {
-  const flash = document.getElementById("flash");
-  try {
-    const res = await postJSON("/ui/api/keys/revoke", { name });
-    sessionStorage.setItem("flash", res.name + ": revoked by " + res.revoked_by);
-    route();
-  } catch (e) {
-    flash.replaceChildren(h("p", { class: "error" }, e.message));
-  }
+function revokeKey(name) {
+  return act("/ui/api/keys/revoke", { name }, (res) => res.name + ": revoked by " + res.revoked_by);
 }
 
 async function reportsPage(main) {
