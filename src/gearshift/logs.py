@@ -68,6 +68,13 @@ class TextFormatter(logging.Formatter):
         return f"{line} [trace {tid}]" if tid and tid not in line else line
 
 
+def current() -> tuple[str, str]:
+    """(level, format) of the root logger as `configure` set it, for a child process to log alike."""
+    root = logging.getLogger()
+    fmt = "json" if any(isinstance(h.formatter, JSONFormatter) for h in root.handlers) else "text"
+    return logging.getLevelName(root.level), fmt
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     """Send every log line to stderr in `fmt` ("text" or "json"), replacing earlier handlers."""
     if fmt not in FORMATS:

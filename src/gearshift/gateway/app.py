@@ -55,7 +55,8 @@ from gearshift.route import Route, Step
 from gearshift.routers import Router
 from gearshift.store import open_store
 from gearshift.store.base import TraceStore
-from gearshift.store.writer import TraceWriter
+from gearshift.store.process import ProcessWriter
+from gearshift.store.writer import TraceWriter, Writer, stop_timeout
 from gearshift.trace import Trace
 from gearshift.watch import CONTENT_TYPE, Counters, WatchLoop, render_metrics
 from gearshift.watch.peers import PUBLISH_SECONDS, Combined, Peers, combine
@@ -128,6 +129,17 @@ class Live:
         return self.plan.routers
 
 
+def _writer(config: Config, store: TraceStore, own_store: bool) -> Writer:
+    """The trace writer `store.writer` asks for. A store handed in (tests, the simulation) and an in-memory
+    SQLite cannot be opened a second time, by a child: those get the thread."""
+    c = config.store
+    spill = Path(config.base_dir) / c.spill_path if c.spill_path else None
+    if c.writer == "process" and own_store and not c.url.endswith(":memory:"):
+        return ProcessWriter(store, c.url, config.base_dir, c.password_env, c.batch_size, c.flush_interval,
+                             c.queue_size, spill)
+    return TraceWriter(store, c.batch_size, c.flush_interval, c.queue_size, spill)
+
+
 class Gateway:
     """Routers, providers, executor and trace writer of one running gateway."""
 
@@ -137,9 +149,7 @@ class Gateway:
         self.live = Live(plan_of(config))
         config = self.live.config
         self.store = store or open_store(config.store, config.base_dir)
-        spill = config.store.spill_path and Path(config.base_dir) / config.store.spill_path
-        self.writer = TraceWriter(self.store, config.store.batch_size, config.store.flush_interval,
-                                  config.store.queue_size, spill)
+        self.writer = _writer(config, self.store, own_store=store is None)
         self.cache = ResponseCache(self.store, clock)
         self.counters = Counters()
         # With several worker processes: where each publishes its counts, so any one answers for all.
@@ -299,8 +309,7 @@ class Gateway:
                 await p.close()
         if self.session is not None:
             await self.session.close()
-        # With a spill file a down store costs the stop only a short wait: nothing is lost either way.
-        self.writer.close(timeout=5.0 if self.writer.spill is not None else 30.0)
+        self.writer.close(timeout=stop_timeout(self.writer.spill))
         self.store.close()
         if self.tracing:
             self.tracing = False

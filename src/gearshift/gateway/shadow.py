@@ -26,7 +26,7 @@ from gearshift.plan import ShadowPolicy, shadow_policies
 from gearshift.providers.base import Provider
 from gearshift.request import ChatRequest
 from gearshift.store.view import AGREEMENT_METHODS, SHADOW_RESOLUTION
-from gearshift.store.writer import TraceWriter
+from gearshift.store.writer import Writer
 from gearshift.trace import Call, Trace
 
 log = logging.getLogger("gearshift.shadow")
@@ -48,7 +48,7 @@ def policies(config: Config) -> dict[str, ShadowPolicy]:
 class Shadower:
     """Samples requests, queues shadow work, runs it on a few worker tasks and stores the scored pair."""
 
-    def __init__(self, config: Config, providers: dict[str, Provider], writer: TraceWriter,
+    def __init__(self, config: Config, providers: dict[str, Provider], writer: Writer,
                  counters: Any = None, clock: Any = time.time) -> None:
         self.config = config
         self.counters = counters  # gearshift.watch.Counters: shadow calls and verdicts for /metrics

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 from gearshift.errors import StoreError
@@ -72,6 +73,16 @@ class PostgresStore(SQLStore):
             log.warning("store %s: connection lost, reconnecting", redact_url(self.url))
             self._db = self._connect()
         return self._db
+
+    def _run(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        # A statement of its own (outside a transaction) that finds the connection dead is run again
+        # once on a new one: the first reader after a database restart should not be the one to fail.
+        try:
+            return super()._run(sql, args)
+        except self._psycopg.OperationalError:
+            if self._in_transaction or self._db is None or not self._db.broken:
+                raise
+            return super()._run(sql, args)
 
     def leads(self, duty: str) -> bool:
         # A session-level advisory lock: held while this connection lives, released by the server

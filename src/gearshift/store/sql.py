@@ -225,6 +225,7 @@ class SQLStore(TraceStore):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._in_transaction = False  # a statement that fails inside one is not retried alone
         self._db: Any = None
 
     # Dialect hooks.
@@ -272,6 +273,7 @@ class SQLStore(TraceStore):
             self._run("BEGIN")
         else:
             self._begin_write(lock_table)
+        self._in_transaction = True
         try:
             yield
             self._run("COMMIT")
@@ -280,6 +282,8 @@ class SQLStore(TraceStore):
             with suppress(Exception):
                 self._run("ROLLBACK")
             raise
+        finally:
+            self._in_transaction = False
 
     def write(self, traces: Sequence[Trace]) -> None:
         if not traces:

@@ -9,13 +9,13 @@ the next writer to start on the same spill path writes them (ids make a second w
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import queue
 import threading
 import time
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
@@ -27,6 +27,26 @@ log = logging.getLogger("gearshift.store")
 REFUSALS = 3  # tries, while the store answers, before a trace is dropped as refused
 MAX_BACKOFF = 5.0
 LOG_EVERY = 30.0  # seconds between "still unreachable" lines during an outage
+
+
+class Writer(Protocol):
+    """What the gateway asks of a trace writer: this module's thread, or store/process.py's child process."""
+
+    store: TraceStore
+    spill: Path | None
+
+    def put(self, trace: Trace) -> None: ...
+    def pending(self) -> int: ...
+    def outage_seconds(self) -> float | None: ...
+    def close(self, timeout: float = 30.0) -> None: ...
+    @property
+    def written(self) -> int: ...
+    @property
+    def updated(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
 
 
 class TraceWriter:
@@ -76,6 +96,11 @@ class TraceWriter:
         since = self._outage_since
         return None if since is None else time.monotonic() - since
 
+    @property
+    def outage_since(self) -> float | None:
+        """The `time.monotonic()` at which the store stopped taking traces, or None while it does."""
+        return self._outage_since
+
     def _run(self) -> None:
         # Poll rather than block on get(): a put() that must wake a waiting thread costs the event
         # loop a thread switch per request; a put() into a queue nobody waits on costs almost nothing.
@@ -117,7 +142,7 @@ class TraceWriter:
         path = self.spill.with_name(f"{self.spill.name}.{os.getpid()}.jsonl")
         try:
             with path.open("ab") as f:
-                f.write(b"".join(orjson.dumps(dataclasses.asdict(t)) + b"\n" for t in held))
+                f.write(b"".join(map(trace_json, held)))
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as e:
@@ -142,9 +167,7 @@ class TraceWriter:
                 continue  # another worker took it
             for line in lines:
                 try:
-                    d = orjson.loads(line)
-                    d["calls"] = [Call(**c) for c in d.get("calls", [])]
-                    self._held.append(Trace(**d))
+                    self._held.append(trace_of_json(line))
                 except (orjson.JSONDecodeError, TypeError) as e:
                     log.error("%s: a line that is not a trace was skipped: %s", claimed, e)
             self.unspilled += len(lines)
@@ -235,6 +258,25 @@ class TraceWriter:
         self._deadline = time.monotonic() + timeout
         self._stop.set()
         self._thread.join(timeout + 5)
+
+
+def stop_timeout(spill: Path | None) -> float:
+    """How long a stopping writer waits for a store that is down: with a spill file, only a short while,
+    since nothing is lost either way."""
+    return 5.0 if spill is not None else 30.0
+
+
+def trace_json(trace: Trace) -> bytes:
+    """A trace as one line of JSON, as spill files and the writer process take it (numpy numbers as numbers:
+    a learned router's score is one)."""
+    return orjson.dumps(trace, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
+
+
+def trace_of_json(line: bytes) -> Trace:
+    """A trace from its `trace_json` line."""
+    d = orjson.loads(line)
+    d["calls"] = [Call(**c) for c in d.get("calls", [])]
+    return Trace(**d)
 
 
 def _alive(pid: str) -> bool:
