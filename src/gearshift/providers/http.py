@@ -38,7 +38,9 @@ def timeouts(model: ModelConfig) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientT
     `read` bounds the whole answer of a non-streamed call, and the gap between chunks of a stream.
     """
     t = model.timeout
-    whole = aiohttp.ClientTimeout(total=t.connect + t.read, sock_connect=t.connect, sock_read=t.read)
+    # No sock_read on a whole answer: `total` bounds it already, and a gap timer is re-armed on every
+    # chunk the socket delivers (measurable on the request path at high concurrency).
+    whole = aiohttp.ClientTimeout(total=t.connect + t.read, sock_connect=t.connect)
     gaps = aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read)
     return whole, gaps
 
