@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gearshift.config import Config
+from gearshift.config import Config, WatchConfig
 from gearshift.errors import ConfigError
 from gearshift.store.base import TraceStore
 from gearshift.watch.alerts import Alerter
@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from gearshift.watch.drift import Baseline
 
 log = logging.getLogger("gearshift.watch")
+
+
+def alerts_name(wc: WatchConfig) -> str:
+    """The name the watched router's alert state and episodes are kept under in the store."""
+    return f"watch-alerts:{wc.router or '*'}"
 
 
 def load_baseline(config: Config, path: str | None = None) -> Baseline | None:
@@ -100,7 +105,7 @@ class WatchLoop:
         self._version: tuple[int, float] | None = None  # the watched router's active (version, promoted_at)
         self._seen = False  # whether the active version was read once (the one at start is no change)
         self._pending: tuple[int, float] | None = None  # a promotion whose baseline is not complete yet
-        self.state_name = f"watch-alerts:{self.wc.router or '*'}"
+        self.state_name = alerts_name(self.wc)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"  # who raised or cleared an episode
 
     async def start(self) -> None:
