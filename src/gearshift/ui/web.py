@@ -59,6 +59,7 @@ def from_config(config: Config, store: TraceStore, reports: Path | None = None) 
 
 
 SOURCE_KEY: web.AppKey[Source] = web.AppKey("ui_source")
+WHO_KEY: web.RequestKey[str | None] = web.RequestKey("ui_who")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -87,10 +88,9 @@ async def admin_key(src: Source, token: str) -> Principal | None:
 async def who(request: web.Request) -> str | None:
     """The admin key behind a request: a bearer admin key, or a session whose key is still an admin key
     (a virtual one not revoked or expired, as its ring last read it: within server.key_cache_seconds)."""
-    if "ui_who" not in request:
-        request["ui_who"] = await _who(request)
-    name: str | None = request["ui_who"]
-    return name
+    if WHO_KEY not in request:  # asked once per request (a lookup may read the store)
+        request[WHO_KEY] = await _who(request)
+    return request[WHO_KEY]
 
 
 async def _who(request: web.Request) -> str | None:
