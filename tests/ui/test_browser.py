@@ -197,3 +197,6 @@ def test_a_client_key_that_is_not_admin_cannot_sign_in(web: Browser) -> None:
     assert web.console_errors() == []
     web.sign_in(ADMIN_KEY)  # as the other tests found it
     web.wait_ready("overview")
+    # server.ui_secure_cookie: auto, over plain HTTP: not Secure (the browser would not send it back).
+    cookie = web.driver.get_cookie("gearshift_ui")
+    assert cookie is not None and cookie["secure"] is False and cookie["httpOnly"] is True
