@@ -18,12 +18,15 @@ from typing import Any
 import pytest
 import yaml
 
+from gearshift import plan
 from gearshift.gateway.keys import create_key
-from gearshift.gateway.server import free_port
-from gearshift.plan import load as load_plan
+from gearshift.gateway.server import free_port, running
 from gearshift.store.sqlite import SQLiteStore
 from gearshift.trace import Call
+from gearshift.ui import gateway_routes
 from gearshift.ui.web import STATIC
+from tests.support import keys as keyed
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.traces import trace
 from tests.support.ui_helpers import ADMIN_KEY, APP_KEY, BATCH_KEY, ui_config_file
 
@@ -108,13 +111,14 @@ def _up(url: str) -> bool:
     return True
 
 
-def _session(url: str, key: str = ADMIN_KEY) -> tuple[str, str]:
+def _session(url: str, key: str = ADMIN_KEY, secure: bool = True) -> tuple[str, str]:
     """(cookie header, CSRF token) of an admin signed in through the login form."""
     r = call(url + "/ui/login", "POST", form={"key": key})
     assert r.status == 303 and r.headers["Location"] == "/ui/"
     set_cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie and "Path=/ui" in set_cookie
-    assert "Secure" in set_cookie  # server.ui_secure_cookie: always (over plain HTTP from the proxy)
+    # The `ui` fixture's server.ui_secure_cookie: always (plain HTTP from a proxy); auto over HTTP: not Secure.
+    assert ("Secure" in set_cookie) == secure
     jar = SimpleCookie(set_cookie)
     cookie = "; ".join(f"{k}={m.value}" for k, m in jar.items())
     token = call(url + "/ui/api/session", headers={"Cookie": cookie}).json()["csrf"]
@@ -236,7 +240,7 @@ def test_the_keys_page_gives_team_spend_and_revokes_a_virtual_key_with_the_admin
 def test_a_virtual_admin_key_signs_in_until_it_is_revoked(ui: UI, monkeypatch: pytest.MonkeyPatch) -> None:
     url, store, path = ui
     monkeypatch.setenv(KEY_SECRET_ENV, KEY_SECRET)
-    config = load_plan(path).config
+    config = plan.load(path).config
     admin, _ = create_key(store, config, KEY_SECRET.encode(), {"name": "oncall", "admin": True}, "test")
     user, _ = create_key(store, config, KEY_SECRET.encode(), {"name": "search-bot", "team": "search"}, "test")
     # A virtual key without admin is refused, as a config key without it is.
@@ -260,3 +264,22 @@ def test_a_virtual_admin_key_signs_in_until_it_is_revoked(ui: UI, monkeypatch: p
     assert call(url + "/ui/overview", headers={"Cookie": cookie}).status == 302
     gone = call(url + "/ui/login", "POST", form={"key": admin})
     assert gone.headers["Location"] == "/ui/login?error=wrong-key"
+
+
+def test_in_a_gateway_a_virtual_admin_key_session_ends_when_the_key_loses_admin(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeUpstream.running() as up:
+        data = keyed.keyed_data(up.url, tmp_path, monkeypatch, key_cache_seconds=0.5)
+        with running(plan.parse(data, base_dir=tmp_path), routes=gateway_routes()) as gw:
+            status, made = keyed.call(gw.url, "POST", "/admin/keys", {"name": "oncall", "admin": True})
+            assert status == 201
+            cookie, _ = _session(gw.url, made["key"], secure=False)
+            assert call(gw.url + "/ui/api/session", headers={"Cookie": cookie}).json()["who"] == "oncall"
+            assert keyed.call(gw.url, "PATCH", "/admin/keys/oncall", {"admin": False})[0] == 200
+            deadline = time.monotonic() + 30
+            while call(gw.url + "/ui/api/watch", headers={"Cookie": cookie}).status == 200:
+                assert time.monotonic() < deadline, "the demoted key's session still works"
+                time.sleep(0.1)
+            assert call(gw.url + "/ui/api/session", headers={"Cookie": cookie}).status == 401
+            # The key still serves requests; it only no longer administers.
+            assert keyed.ask(gw.url, made["key"]).status == 200
