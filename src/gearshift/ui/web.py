@@ -78,6 +78,8 @@ def _plain(v: Any) -> Any:
 
 async def admin_key(src: Source, token: str) -> Principal | None:
     """The admin key a presented key is (config or virtual, checked as the gateway checks it), else None."""
+    if not token:
+        return None
     try:
         found = await authenticate(token.encode(), src.client_keys(), src.ring, src.config().teams, BEARER)
     except Unauthorized:
