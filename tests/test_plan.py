@@ -92,6 +92,9 @@ BAD = {
     "cache_key": ({"models": MODELS, "routers": {"auto": {"kind": "fixed", "model": "small",
                                                           "cache": {"max_entry": 5}}}, "server": {"open": True}},
                   "routers.auto.cache.max_entry: unknown key; remove it or check its spelling"),
+    # The dashboard cookie's Secure flag: one of two words (a YAML `yes` is not one of them).
+    "ui_secure_cookie": ({"models": MODELS, "server": {"open": True, "ui_secure_cookie": True}},
+                         "server.ui_secure_cookie: Input should be 'auto' or 'always' (got True)"),
 }
 
 

@@ -271,6 +271,10 @@ class ServerConfig(_Strict):
     key_cache_seconds: float = Field(default=30.0, gt=0, le=3600, description="how long a replica trusts a virtual "
                                      "key it looked up (and a wrong key it did not find): a revoked key is refused "
                                      "at every replica within this")
+    ui_secure_cookie: Literal["auto", "always"] = Field(
+        default="auto", description="when the dashboard's session cookie is `Secure` (the browser sends it over "
+        "HTTPS only): `auto` when the sign-in reached this process over HTTPS; `always` behind a proxy that ends "
+        "TLS (browsers reach it by HTTPS, it forwards plain HTTP)")
     header_timeout_seconds: float = Field(default=10.0, gt=0, description="a connection whose request head has not "
                                           "arrived within this is closed (slow-header clients)")
     max_connections_per_client: int = Field(default=256, ge=1, description="open connections one client IP may hold; "

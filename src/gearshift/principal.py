@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gearshift.config import ClientKey, Limits, TeamConfig
+from gearshift.config import ClientKey, Config, Limits, TeamConfig
 
 KEY_PREFIX = "gs-"  # every virtual key starts so: a token without it is not looked up
 KEY_RANDOM_BYTES = 32  # secrets.token_urlsafe(32): 43 url-safe characters, 256 bits
@@ -55,6 +55,11 @@ class Principal:
     expires: float | None = None  # unix seconds; None: never
     allowance: Allowance = UNLIMITED
     team_allowance: Allowance = UNLIMITED
+    virtual: bool = False  # a stored (virtual) key, not one of the config's client_keys
+
+    def expired(self, now: float) -> bool:
+        """Whether the key's expiry has passed."""
+        return self.expires is not None and self.expires <= now
 
     def may_use(self, name: str, is_router: bool) -> bool:
         """Whether this key may name the router or model `name` in a request."""
@@ -69,6 +74,11 @@ def from_config(key: ClientKey, teams: Mapping[str, TeamConfig]) -> Principal:
                      routers=frozenset(key.routers) if key.routers is not None else None,
                      models=frozenset(key.models) if key.models is not None else None,
                      allowance=Allowance.of(key.limits), team_allowance=Allowance.of(team.limits if team else None))
+
+
+def config_keys(config: Config) -> list[tuple[Principal, bytes]]:
+    """The config's client keys as (principal, secret) pairs, the secrets read from the environment now."""
+    return [(from_config(k, config.teams), (k.secret() or "").encode()) for k in config.client_keys]
 
 
 def new_key() -> str:
@@ -98,7 +108,7 @@ def from_record(record: Mapping[str, Any], teams: Mapping[str, TeamConfig]) -> P
 
     return Principal(name=record["name"], team=record.get("team"), admin=bool(record.get("admin")),
                      routers=names(record.get("routers")), models=names(record.get("models")),
-                     expires=record.get("expires"),
+                     expires=record.get("expires"), virtual=True,
                      allowance=Allowance(record.get("rpm"), record.get("tpm"), record.get("usd_day"),
                                          record.get("usd_month")),
                      team_allowance=Allowance.of(team.limits if team else None))

@@ -359,6 +359,7 @@ def test_a_store_an_older_gearshift_created_gets_the_new_columns(store_config: S
     assert store.count() == 2 and [r["arm"] for r in store.traces()] == [None, "b"]
     assert [r["endpoint"] for r in store.traces()] == ["chat", "messages"]
     assert [(r["cache"], r["cache_saved_usd"]) for r in store.traces()] == [(None, 0), (None, 0)]
+    assert store.watch_episodes() == [] and store.open_episode({"watch": "w", "metric": "m", "started": 1.0})
     store.close()
 
 
@@ -407,3 +408,22 @@ def test_find_traces_filters_newest_first_and_aggregates_for_the_dashboard(store
     assert spend["app"][0] == 2 and spend["app"][1] == pytest.approx(0.0001 + 0.0021) and spend["app"][2] == 0
     assert spend["batch"][0] == 1 and spend["batch"][2] == 1
     assert [row[0] for row in store.client_spend(since=150.0)] == ["app", "batch"]
+
+
+def test_alert_episodes_open_once_close_and_are_read_by_range(store: TraceStore) -> None:
+    drift = {"watch": "watch-alerts:r", "router": "r", "metric": "escalation_rate", "rule": "abs change",
+             "value": 0.6, "baseline": 0.2, "bound": 0.1, "message": "escalation_rate 0.6 vs 0.2",
+             "started": 100.0, "raised_by": "a:1"}
+    assert store.open_episode(drift)
+    assert not store.open_episode({**drift, "started": 150.0, "raised_by": "b:2"})  # one open episode per metric
+    assert store.open_episode({**drift, "watch": "watch-alerts:other", "started": 120.0})  # another watch's own
+    assert store.close_episode("watch-alerts:r", "escalation_rate", 200.0, 0.25, "b:2")
+    assert not store.close_episode("watch-alerts:r", "escalation_rate", 210.0, 0.2, "b:2")  # none open now
+    assert store.open_episode({**drift, "started": 300.0})  # it drifts again: a new episode
+    mine = store.watch_episodes(watch="watch-alerts:r")
+    assert [(e["started"], e["ended"], e["raised_by"], e["cleared_by"]) for e in mine] == [
+        (100.0, 200.0, "a:1", "b:2"), (300.0, None, "a:1", None)]
+    assert mine[0]["end_value"] == 0.25 and mine[0]["value"] == 0.6 and mine[0]["message"] == drift["message"]
+    assert [e["started"] for e in store.watch_episodes(since=250.0)] == [120.0, 300.0]  # open ones overlap any later range
+    assert [e["started"] for e in store.watch_episodes(since=150.0, until=250.0)] == [100.0, 120.0]
+    assert store.watch_episodes(since=201.0, until=299.0) == [store.watch_episodes(watch="watch-alerts:other")[0]]

@@ -3,6 +3,7 @@ against a gateway whose store holds replayed GSM8K traffic: every figure checked
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from gearshift.gateway.summary import summarise
 from gearshift.outcomes.datasets import load
 from gearshift.store.view import TraceView
 from gearshift.ui.data import verdict_of
+from gearshift.watch.loop import alerts_name
 from tests.support.ui_helpers import ADMIN_KEY, APP_KEY, CHROMEDRIVER, Browser, browser, ui_gateway
 
 pytestmark = pytest.mark.skipif(not Path(CHROMEDRIVER).exists(),
@@ -137,10 +139,45 @@ def test_promote_and_roll_back_from_the_routers_page(web: Browser, gw: Any) -> N
     assert web.console_errors() == []
 
 
+def test_alert_episodes_in_the_store_are_on_the_watch_timeline_at_their_times(web: Browser, gw: Any) -> None:
+    store = gw.gateway.store
+    watched = alerts_name(gw.gateway.config.watch)
+    now = time.time()
+    episode = {"watch": watched, "router": None, "rule": "abs change", "bound": 0.1, "raised_by": "replica-a:1"}
+    store.open_episode({**episode, "metric": "escalation_rate", "value": 0.6, "baseline": 0.2, "started": now - 50 * 3600})
+    store.close_episode(watched, "escalation_rate", now - 30 * 3600, 0.2, "replica-a:1")  # before the range: not shown
+    store.open_episode({**episode, "metric": "escalation_rate", "value": 0.5, "baseline": 0.2, "started": now - 5 * 3600})
+    store.close_episode(watched, "escalation_rate", now - 3 * 3600, 0.25, "replica-b:2")
+    store.open_episode({**episode, "metric": "latency_p95", "rule": "ratio", "value": 2.0, "baseline": 1.0,
+                        "started": now - 3600})
+    web.open("/ui/watch?hours=24")
+    web.wait_ready("watch")
+    bars = web.driver.find_elements(By.CSS_SELECTOR, "#alerts .episode")
+    found = sorted((b.get_attribute("data-metric"), float(b.get_attribute("data-started")),
+                    b.get_attribute("data-ended")) for b in bars)
+    assert [(m, round(s), e and round(float(e))) for m, s, e in found] == [
+        ("escalation_rate", round(now - 5 * 3600), round(now - 3 * 3600)), ("latency_p95", round(now - 3600), "")]
+    # Placed on the range's scale: the closed one from 19/24 to 21/24 of it, the open one from 23/24 to its end.
+    track = web.driver.find_element(By.CSS_SELECTOR, "#alerts .track")
+    width = track.size["width"]
+    for b in bars:
+        left = (b.location["x"] - track.location["x"]) / width
+        right = left + b.size["width"] / width
+        expected = (19 / 24, 21 / 24) if b.get_attribute("data-ended") else (23 / 24, 1.0)
+        assert left == pytest.approx(expected[0], abs=0.02) and right == pytest.approx(expected[1], abs=0.02)
+        assert "open" in b.get_attribute("class") or b.get_attribute("data-ended")
+    rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in web.driver.find_elements(By.CSS_SELECTOR, "#episodes tbody tr")]
+    assert [(r[0], r[2], r[7], r[8]) for r in rows] == [("escalation_rate", rows[0][2], "replica-a:1", "replica-b:2"),
+                                                         ("latency_p95", "open", "replica-a:1", "")]
+    assert rows[0][2] != "open" and rows[0][3] == "0.5000" and rows[0][4] == "0.2000"
+    assert web.console_errors() == []
+
+
 def test_a_phone_width_screen_has_no_sideways_scroll(web: Browser) -> None:
     web.driver.set_window_size(390, 844)
     try:
-        for page in ("overview", "traces", "routers"):
+        for page in ("overview", "traces", "routers", "watch"):
             web.open(f"/ui/{page}")
             web.wait_ready(page)
             assert web.driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
@@ -160,3 +197,6 @@ def test_a_client_key_that_is_not_admin_cannot_sign_in(web: Browser) -> None:
     assert web.console_errors() == []
     web.sign_in(ADMIN_KEY)  # as the other tests found it
     web.wait_ready("overview")
+    # server.ui_secure_cookie: auto, over plain HTTP: not Secure (the browser would not send it back).
+    cookie = web.driver.get_cookie("gearshift_ui")
+    assert cookie is not None and cookie["secure"] is False and cookie["httpOnly"] is True

@@ -12,18 +12,27 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from gearshift.gateway.server import free_port
+from gearshift import plan
+from gearshift.gateway.keys import create_key
+from gearshift.gateway.server import free_port, running
 from gearshift.store.sqlite import SQLiteStore
 from gearshift.trace import Call
+from gearshift.ui import gateway_routes
 from gearshift.ui.web import STATIC
+from tests.support import keys as keyed
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.traces import trace
 from tests.support.ui_helpers import ADMIN_KEY, APP_KEY, BATCH_KEY, ui_config_file
 
 UPSTREAM_SECRET = "sk-upstream-never-shown"
+KEY_SECRET_ENV, KEY_SECRET = "GS_UI_KEY_SECRET", "k" * 40
+UI = tuple[str, SQLiteStore, Path]  # the dashboard's URL, its store, its config file
 
 
 class Reply:
@@ -58,9 +67,13 @@ def call(url: str, method: str = "GET", body: Any = None, headers: dict[str, str
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SQLiteStore]]:
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     tmp = tmp_path_factory.mktemp("ui-alone")
     path = ui_config_file(tmp)
+    # Virtual keys on (looked up again after 1 s), and a proxy in front that ends TLS: the cookie is Secure.
+    data = yaml.safe_load(path.read_text())
+    data["server"].update(key_secret_env=KEY_SECRET_ENV, key_cache_seconds=1, ui_secure_cookie="always")
+    path.write_text(yaml.safe_dump(data))
     store = SQLiteStore(tmp / "traces.db")
     now = time.time()
     rows = []
@@ -75,7 +88,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SQLiteSt
     store.add_router_version("gearshift/cascade", {"threshold": 0.6}, {}, "lab")
     store.promote("gearshift/cascade", v1, "alice")
     port = free_port()
-    env = {**os.environ, "GS_TEST_UPSTREAM_KEY": UPSTREAM_SECRET}
+    env = {**os.environ, "GS_TEST_UPSTREAM_KEY": UPSTREAM_SECRET, KEY_SECRET_ENV: KEY_SECRET}
     proc = subprocess.Popen([sys.executable, "-m", "gearshift.cli", "ui", "--config", str(path), "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -84,7 +97,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SQLiteSt
         while not _up(url):
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
             time.sleep(0.1)
-        yield url, store
+        yield url, store, path
     finally:
         proc.terminate()
         proc.wait(30)
@@ -98,12 +111,14 @@ def _up(url: str) -> bool:
     return True
 
 
-def _session(url: str) -> tuple[str, str]:
+def _session(url: str, key: str = ADMIN_KEY, secure: bool = True) -> tuple[str, str]:
     """(cookie header, CSRF token) of an admin signed in through the login form."""
-    r = call(url + "/ui/login", "POST", form={"key": ADMIN_KEY})
+    r = call(url + "/ui/login", "POST", form={"key": key})
     assert r.status == 303 and r.headers["Location"] == "/ui/"
     set_cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie and "Path=/ui" in set_cookie
+    # The `ui` fixture's server.ui_secure_cookie: always (plain HTTP from a proxy); auto over HTTP: not Secure.
+    assert ("Secure" in set_cookie) == secure
     jar = SimpleCookie(set_cookie)
     cookie = "; ".join(f"{k}={m.value}" for k, m in jar.items())
     token = call(url + "/ui/api/session", headers={"Cookie": cookie}).json()["csrf"]
@@ -113,8 +128,8 @@ def _session(url: str) -> tuple[str, str]:
 ENDPOINTS = ("overview", "traces", "routers", "watch", "ab", "keys", "reports")
 
 
-def test_without_an_admin_key_there_is_no_data(ui: tuple[str, SQLiteStore]) -> None:
-    url, _ = ui
+def test_without_an_admin_key_there_is_no_data(ui: UI) -> None:
+    url, _, _ = ui
     for name in ENDPOINTS:
         for headers in ({}, {"Authorization": f"Bearer {APP_KEY}"}, {"Authorization": "Bearer nope"},
                         {"Cookie": "gearshift_ui=ops|99999999999|forged"}):
@@ -127,8 +142,8 @@ def test_without_an_admin_key_there_is_no_data(ui: tuple[str, SQLiteStore]) -> N
     assert "Set-Cookie" not in wrong.headers
 
 
-def test_an_admin_reads_every_page_and_no_secret_is_in_any_answer(ui: tuple[str, SQLiteStore]) -> None:
-    url, store = ui
+def test_an_admin_reads_every_page_and_no_secret_is_in_any_answer(ui: UI) -> None:
+    url, store, _ = ui
     cookie, _ = _session(url)
     bodies = []
     for name in ENDPOINTS:
@@ -147,8 +162,8 @@ def test_an_admin_reads_every_page_and_no_secret_is_in_any_answer(ui: tuple[str,
     assert keys["app"]["requests"] == keys["batch"]["requests"] == 20
 
 
-def test_promote_and_rollback_need_the_admin_key_and_the_csrf_token(ui: tuple[str, SQLiteStore]) -> None:
-    url, store = ui
+def test_promote_and_rollback_need_the_admin_key_and_the_csrf_token(ui: UI) -> None:
+    url, store, _ = ui
     router = "gearshift/cascade"
     before = store.active_version(router)
     assert before is not None and before["version"] == 1
@@ -177,8 +192,8 @@ def test_promote_and_rollback_need_the_admin_key_and_the_csrf_token(ui: tuple[st
     assert missing.status == 404 and "no version 9" in missing.json()["error"]
 
 
-def test_pages_and_assets_are_served_with_their_types_and_a_strict_policy(ui: tuple[str, SQLiteStore]) -> None:
-    url, _ = ui
+def test_pages_and_assets_are_served_with_their_types_and_a_strict_policy(ui: UI) -> None:
+    url, _, _ = ui
     cookie, _ = _session(url)
     page = call(url + "/ui/traces", headers={"Cookie": cookie})
     assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
@@ -196,8 +211,8 @@ def test_pages_and_assets_are_served_with_their_types_and_a_strict_policy(ui: tu
 
 
 def test_the_keys_page_gives_team_spend_and_revokes_a_virtual_key_with_the_admin_key_and_token(
-        ui: tuple[str, SQLiteStore]) -> None:
-    url, store = ui
+        ui: UI) -> None:
+    url, store, _ = ui
     store.add_key({"name": "search-app", "team": "search", "prefix": "gs-abcd", "created": time.time(),
                    "created_by": "ops", "updated": time.time()}, "f" * 64)
     page = call(url + "/ui/api/keys?hours=24", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()
@@ -220,3 +235,51 @@ def test_the_keys_page_gives_team_spend_and_revokes_a_virtual_key_with_the_admin
     assert store.key("search-app")["revoked_by"] == "ops (ui)"
     missing = call(revoke, "POST", {"name": "nobody"}, {"Cookie": cookie, "X-CSRF-Token": token})
     assert missing.status == 404
+
+
+def test_a_virtual_admin_key_signs_in_until_it_is_revoked(ui: UI, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, store, path = ui
+    monkeypatch.setenv(KEY_SECRET_ENV, KEY_SECRET)
+    config = plan.load(path).config
+    admin, _ = create_key(store, config, KEY_SECRET.encode(), {"name": "oncall", "admin": True}, "test")
+    user, _ = create_key(store, config, KEY_SECRET.encode(), {"name": "search-bot", "team": "search"}, "test")
+    # A virtual key without admin is refused, as a config key without it is.
+    wrong = call(url + "/ui/login", "POST", form={"key": user})
+    assert wrong.status == 303 and wrong.headers["Location"] == "/ui/login?error=wrong-key"
+    assert call(url + "/ui/api/overview", headers={"Authorization": f"Bearer {user}"}).status == 401
+    cookie, token = _session(url, admin)
+    assert call(url + "/ui/api/session", headers={"Cookie": cookie}).json()["who"] == "oncall"
+    assert call(url + "/ui/api/overview", headers={"Authorization": f"Bearer {admin}"}).status == 200
+    assert admin not in cookie  # the session holds what the store keeps of the key, never the key
+    revoked = call(url + "/ui/api/keys/revoke", "POST", {"name": "search-bot"}, {"Cookie": cookie, "X-CSRF-Token": token})
+    assert revoked.status == 200 and revoked.json()["revoked_by"] == "oncall (ui)"
+    # Revoked, the key's session ends once the UI looks the key up again (server.key_cache_seconds: 1).
+    store.revoke_key("oncall", "test")
+    deadline = time.monotonic() + 30
+    while call(url + "/ui/api/overview", headers={"Cookie": cookie}).status == 200:
+        assert time.monotonic() < deadline, "the revoked key's session still works"
+        time.sleep(0.2)
+    assert call(url + "/ui/api/overview", headers={"Cookie": cookie}).status == 401
+    assert call(url + "/ui/api/overview", headers={"Authorization": f"Bearer {admin}"}).status == 401
+    assert call(url + "/ui/overview", headers={"Cookie": cookie}).status == 302
+    gone = call(url + "/ui/login", "POST", form={"key": admin})
+    assert gone.headers["Location"] == "/ui/login?error=wrong-key"
+
+
+def test_in_a_gateway_a_virtual_admin_key_session_ends_when_the_key_loses_admin(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeUpstream.running() as up:
+        data = keyed.keyed_data(up.url, tmp_path, monkeypatch, key_cache_seconds=0.5)
+        with running(plan.parse(data, base_dir=tmp_path), routes=gateway_routes()) as gw:
+            status, made = keyed.call(gw.url, "POST", "/admin/keys", {"name": "oncall", "admin": True})
+            assert status == 201
+            cookie, _ = _session(gw.url, made["key"], secure=False)
+            assert call(gw.url + "/ui/api/session", headers={"Cookie": cookie}).json()["who"] == "oncall"
+            assert keyed.call(gw.url, "PATCH", "/admin/keys/oncall", {"admin": False})[0] == 200
+            deadline = time.monotonic() + 30
+            while call(gw.url + "/ui/api/watch", headers={"Cookie": cookie}).status == 200:
+                assert time.monotonic() < deadline, "the demoted key's session still works"
+                time.sleep(0.1)
+            assert call(gw.url + "/ui/api/session", headers={"Cookie": cookie}).status == 401
+            # The key still serves requests; it only no longer administers.
+            assert keyed.ask(gw.url, made["key"]).status == 200

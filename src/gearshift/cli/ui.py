@@ -23,8 +23,9 @@ def ui_command(config_path: str, host: str, port: int, reports: str | None) -> N
     from gearshift.ui import standalone
 
     config = config_or_exit(config_path)
-    if not any(k.admin for k in config.client_keys):
-        click.echo("note: no client key has `admin: true`, so nobody can sign in; add one to client_keys", err=True)
+    if not any(k.admin for k in config.client_keys) and config.server.key_secret_env is None:
+        click.echo("note: no client key has `admin: true` and virtual keys are off, so nobody can sign in; add one "
+                   "to client_keys, or set server.key_secret_env and `gearshift keys create --admin`", err=True)
     store = open_store(config.store, config.base_dir)
     click.echo(f"gearshift dashboard on http://{host}:{port}/ui")
     web.run_app(standalone(config, store, Path(reports) if reports else None), host=host, port=port, print=None)

@@ -36,7 +36,7 @@ from gearshift.gateway.dialects import DIALECTS, Dialect
 from gearshift.gateway.dialects.chat import ChatDialect
 from gearshift.gateway.executor import Answer, CompletionStream, Executor
 from gearshift.gateway.feedback import parse_feedback
-from gearshift.gateway.keys import KeyRing, day_and_month_start
+from gearshift.gateway.keys import KeyRing, authenticate, day_and_month_start
 from gearshift.gateway.limits import Admission, Limiter
 from gearshift.gateway.reload import FileWatch, restart_only
 from gearshift.gateway.retention import RetentionLoop
@@ -47,7 +47,7 @@ from gearshift.jsonfast import dumps, loads
 from gearshift.plan import Plan, key_secret
 from gearshift.plan import load as load_plan
 from gearshift.plan import of as plan_of
-from gearshift.principal import Principal, from_config
+from gearshift.principal import Principal, config_keys
 from gearshift.providers import build_provider
 from gearshift.providers.base import Provider
 from gearshift.request import MAX_DEPTH, ChatRequest, too_deep
@@ -110,7 +110,7 @@ class Live:
         config = plan.config
         self.plan = plan
         self.executor = executor
-        self.keys = [(from_config(k, config.teams), (k.secret() or "").encode()) for k in config.client_keys]
+        self.keys = config_keys(config)
         key_env = config.server.metrics_key_env
         # plan.build refused a named variable that is not set: None here means "open by choice".
         self.metrics_key = os.environ.get(key_env, "").encode() if key_env else None
@@ -357,20 +357,7 @@ class Gateway:
         live, ring = self.live, self.keyring
         if not live.keys and ring is None:
             return None
-        token = dialect.token(request.headers)
-        found = None
-        for principal, secret in live.keys:
-            # Compare against every key so timing does not reveal which one matched.
-            if hmac.compare_digest(token, secret):
-                found = principal
-        if found is None and ring is not None:
-            found = await ring.find(token, live.config.teams)
-        if found is None:
-            raise Unauthorized(f"missing or invalid API key: send {dialect.key_hint}")
-        if found.expires is not None and found.expires <= time.time():
-            raise Unauthorized(f"the API key {found.name!r} has expired; ask an admin for a new one",
-                               code="expired_api_key")
-        return found
+        return await authenticate(dialect.token(request.headers), live.keys, ring, live.config.teams, dialect.key_hint)
 
     def resolve(self, req: ChatRequest, live: Live | None = None, principal: Principal | None = None,
                 admission: Admission | None = None) -> tuple[Router | None, Route]:

@@ -15,12 +15,12 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from gearshift.config import Config, TeamConfig
-from gearshift.errors import BadRequest, Conflict, NotFound
+from gearshift.errors import BadRequest, Conflict, NotFound, Unauthorized
 from gearshift.principal import KEY_PREFIX, Principal, from_record, key_hash, new_key, shown
 from gearshift.store.base import TraceStore
 
@@ -51,7 +51,10 @@ class KeyRing:
         """The key's principal (revoked or unknown: None); the store is read off the event loop, on a miss only."""
         if not token.startswith(KEY_PREFIX.encode()) or len(token) > MAX_TOKEN:
             return None
-        digest = key_hash(self.secret, token)
+        return await self.find_hash(key_hash(self.secret, token), teams)
+
+    async def find_hash(self, digest: str, teams: Mapping[str, TeamConfig]) -> Principal | None:
+        """The principal of the key with this HMAC (`key_hash` of it), through the same cache as `find`."""
         now = self.clock()
         hit = self._found.get(digest)
         if hit is not None and hit[0] > now:
@@ -84,6 +87,25 @@ class KeyRing:
         table[digest] = until if principal is None else (until, principal)
         while len(table) > self.size:
             table.popitem(last=False)
+
+
+async def authenticate(token: bytes, keys: Sequence[tuple[Principal, bytes]], ring: KeyRing | None,
+                       teams: Mapping[str, TeamConfig], hint: str, now: float | None = None) -> Principal:
+    """The key a token is: a config key (`keys`: principal and secret), else a virtual key; Unauthorized
+    when it is neither or has expired. The one way a presented key is checked (gateway and dashboard)."""
+    found = None
+    for principal, secret in keys:
+        # Compare against every key so timing does not reveal which one matched.
+        if hmac.compare_digest(token, secret):
+            found = principal
+    if found is None and ring is not None:
+        found = await ring.find(token, teams)
+    if found is None:
+        raise Unauthorized(f"missing or invalid API key: send {hint}")
+    if found.expired(time.time() if now is None else now):
+        raise Unauthorized(f"the API key {found.name!r} has expired; ask an admin for a new one",
+                           code="expired_api_key")
+    return found
 
 
 # --- managing keys (CLI and admin API) ---------------------------------------------------------------
@@ -251,5 +273,5 @@ def list_keys(store: TraceStore, now: float | None = None) -> list[dict[str, Any
              "spend_month_usd": spend.get(r["name"], [0.0, 0.0])[1]} for r in store.stored_keys()]
 
 
-__all__ = ["KeyRing", "create_key", "key_fields", "list_keys", "parse_expires",
+__all__ = ["KeyRing", "authenticate", "create_key", "key_fields", "list_keys", "parse_expires",
            "revoke_key", "state", "update_key"]

@@ -139,6 +139,32 @@ class TraceStore(ABC):
         """Replace the watch's saved state under a name, for whichever process watches next."""
         self.__dict__.setdefault("_local_state", {})[name] = state
 
+    def open_episode(self, episode: Mapping[str, Any]) -> bool:
+        """Record that an alert started (`watch`, `metric`, `started`, `raised_by`; `router`, `rule`, `value`,
+        `baseline`, `bound`, `message`), unless an episode of that metric is open already; whether it was added."""
+        book: list[dict[str, Any]] = self.__dict__.setdefault("_episodes", [])
+        if any(e["watch"] == episode["watch"] and e["metric"] == episode["metric"] and e.get("ended") is None
+               for e in book):
+            return False
+        book.append({"router": None, "rule": None, "value": None, "baseline": None, "bound": None, "message": None,
+                     "raised_by": None, **episode, "ended": None, "end_value": None, "cleared_by": None})
+        return True
+
+    def close_episode(self, watch: str, metric: str, ended: float, end_value: float | None, by: str) -> bool:
+        """Record that an alert's open episode ended (when, the metric's value then, by whom); whether one was open."""
+        for e in self.__dict__.get("_episodes", []):
+            if e["watch"] == watch and e["metric"] == metric and e["ended"] is None:
+                e.update(ended=ended, end_value=end_value, cleared_by=by)
+                return True
+        return False
+
+    def watch_episodes(self, since: float | None = None, until: float | None = None,
+                       watch: str | None = None) -> list[dict[str, Any]]:
+        """Alert episodes that overlap [since, until) (open ones have `ended` None), oldest first."""
+        return [dict(e) for e in sorted(self.__dict__.get("_episodes", []), key=lambda e: e["started"])
+                if (watch is None or e["watch"] == watch) and (until is None or e["started"] < until)
+                and (since is None or e["ended"] is None or e["ended"] >= since)]
+
     def reserve_shadow(self, router: str, day: str, usd: float, budget: float) -> int | None:
         """Reserve `usd` of a router's shadow budget for a UTC day if today's reservations leave some of
         `budget`, atomically among every process sharing the store (so the day ends at most one

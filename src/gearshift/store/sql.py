@@ -100,6 +100,23 @@ CREATE TABLE IF NOT EXISTS watch_state (
     state TEXT NOT NULL,
     updated {real} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS watch_episodes (
+    id {serial_pk},
+    watch TEXT NOT NULL,
+    router TEXT,
+    metric TEXT NOT NULL,
+    rule TEXT,
+    value {real},
+    baseline {real},
+    bound {real},
+    message TEXT,
+    started {real} NOT NULL,
+    raised_by TEXT,
+    ended {real},
+    end_value {real},
+    cleared_by TEXT
+);
+CREATE INDEX IF NOT EXISTS watch_episodes_started ON watch_episodes(watch, started);
 CREATE TABLE IF NOT EXISTS shadow_reservations (
     id {serial_pk},
     router TEXT NOT NULL,
@@ -151,6 +168,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS keys_name ON keys(name);
 CREATE UNIQUE INDEX IF NOT EXISTS keys_hash ON keys(hash);
 """
 
+
+# An alert episode's row (watch_episodes), as `TraceStore.watch_episodes` returns it.
+EPISODE_COLS = ("watch", "router", "metric", "rule", "value", "baseline", "bound", "message", "started", "raised_by",
+                "ended", "end_value", "cleared_by")
 
 # Counters of a period over for this long are deleted (a late settlement may still add to one).
 LIMIT_GRACE_SECONDS = 300.0
@@ -401,6 +422,36 @@ class SQLStore(TraceStore):
             self._run("INSERT INTO watch_state (name, state, updated) VALUES (?,?,?) ON CONFLICT (name) "
                       "DO UPDATE SET state = excluded.state, updated = excluded.updated",
                       (name, json.dumps(state), time.time()))
+
+    def open_episode(self, episode: Mapping[str, Any]) -> bool:
+        # The write lock makes "none open, so add one" one step: a duty holder that took over from one
+        # that died between writing the episode and its state adds no second episode of the same alert.
+        with self._lock, self._transaction(lock_table="watch_episodes"):
+            if self._run("SELECT 1 FROM watch_episodes WHERE watch = ? AND metric = ? AND ended IS NULL",
+                         (episode["watch"], episode["metric"])).fetchone() is not None:
+                return False
+            cols = [c for c in EPISODE_COLS if c in episode]
+            self._run(f"INSERT INTO watch_episodes ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                      tuple(episode[c] for c in cols))
+        return True
+
+    def close_episode(self, watch: str, metric: str, ended: float, end_value: float | None, by: str) -> bool:
+        with self._lock, self._transaction():
+            cur = self._run("UPDATE watch_episodes SET ended = ?, end_value = ?, cleared_by = ? "
+                            "WHERE watch = ? AND metric = ? AND ended IS NULL", (ended, end_value, by, watch, metric))
+            return bool(cur.rowcount)
+
+    def watch_episodes(self, since: float | None = None, until: float | None = None,
+                       watch: str | None = None) -> list[dict[str, Any]]:
+        where, args = ["1 = 1"], []
+        for clause, value in (("watch = ?", watch), ("started < ?", until), ("(ended IS NULL OR ended >= ?)", since)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        with self._lock:
+            found = self._run(f"SELECT {','.join(EPISODE_COLS)} FROM watch_episodes WHERE {' AND '.join(where)} "
+                              "ORDER BY started, id", args).fetchall()
+        return [dict(zip(EPISODE_COLS, r, strict=True)) for r in found]
 
     def reserve_shadow(self, router: str, day: str, usd: float, budget: float) -> int | None:
         # The write lock makes the check and the insert one step across every process sharing the store.

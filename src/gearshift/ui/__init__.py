@@ -13,19 +13,16 @@ from gearshift.ui.web import Source, install, standalone
 
 def gateway_routes(reports: Path | None = None) -> Any:
     """What `serve` passes the gateway: a function adding /ui to its application, reading the store
-    and the admin keys of the config in force (a reload's keys apply at once)."""
+    and the keys of the config in force (a reload's keys apply at once) and the virtual keys."""
 
     def add(app: web.Application) -> None:
         gw = app[GATEWAY_KEY]
 
-        def admins() -> dict[str, bytes]:
-            live = gw.live
-            return {p.name: secret for p, secret in live.keys if p.admin}
-
         def states() -> dict[str, Any]:
             return gw.versions.states() if gw.versions is not None else {}
 
-        install(app, Source(lambda: gw.config, gw.store, admins, states, reports))
+        # The gateway's own keys in force and ring: one lookup (and one cache) for its traffic and its UI.
+        install(app, Source(lambda: gw.config, gw.store, lambda: gw.live.keys, gw.keyring, states, reports))
 
     return add
 

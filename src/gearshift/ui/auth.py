@@ -1,6 +1,8 @@
 """Who may use the UI: admin client keys, a signed session cookie, and a CSRF token for actions.
 
-The cookie is `name|expires|hmac` signed with GEARSHIFT_UI_SECRET when set (several replicas or
+The cookie is `name|expires|ref|hmac`: `ref` is empty for a config key, and for a virtual key the HMAC
+the store keeps of it (never the key), by which each request finds the key again (revoked, expired or no
+longer admin: no session). It is signed with GEARSHIFT_UI_SECRET when set (several replicas or
 processes then accept each other's sessions), else with a random secret made when this module is
 imported: `serve --workers N` imports it before forking, so its workers share that secret; a
 restart signs everyone out."""
@@ -11,7 +13,6 @@ import hashlib
 import hmac
 import os
 import time
-from collections.abc import Mapping
 
 COOKIE = "gearshift_ui"
 SESSION_SECONDS = 12 * 3600
@@ -29,34 +30,22 @@ def _sign(text: str) -> str:
     return hmac.new(secret(), text.encode(), hashlib.sha256).hexdigest()
 
 
-def admin_named(presented: str, admins: Mapping[str, bytes]) -> str | None:
-    """The name of the admin key whose secret was presented, else None (constant time per key)."""
-    given = presented.encode()
-    found = None
-    for name, key in admins.items():
-        if key and hmac.compare_digest(given, key):
-            found = name
-    return found
-
-
-def session_cookie(name: str, now: float | None = None) -> str:
-    """A session for an admin key's name, valid SESSION_SECONDS."""
-    body = f"{name}|{int((now or time.time()) + SESSION_SECONDS)}"
+def session_cookie(name: str, ref: str = "", now: float | None = None) -> str:
+    """A session for an admin key's name (and a virtual key's stored HMAC), valid SESSION_SECONDS."""
+    body = f"{name}|{int((now or time.time()) + SESSION_SECONDS)}|{ref}"
     return f"{body}|{_sign(body)}"
 
 
-def session_name(cookie: str | None, admins: Mapping[str, bytes], now: float | None = None) -> str | None:
-    """The admin key a session cookie belongs to, if its signature holds, it has not expired and the
-    key is still an admin key in the config in force."""
-    if not cookie or cookie.count("|") != 2:
+def session_of(cookie: str | None, now: float | None = None) -> tuple[str, str] | None:
+    """(key name, ref) of a session cookie whose signature holds and that has not expired; whether the
+    key may still sign in is the caller's to ask."""
+    if not cookie or cookie.count("|") != 3:
         return None
     body, _, sig = cookie.rpartition("|")
-    name, _, expires = body.partition("|")
-    if not hmac.compare_digest(sig, _sign(body)) or not expires.isdigit():
+    name, expires, ref = body.split("|")
+    if not hmac.compare_digest(sig, _sign(body)) or not expires.isdigit() or int(expires) < (now or time.time()):
         return None
-    if int(expires) < (now or time.time()) or name not in admins:
-        return None
-    return name
+    return name, ref
 
 
 def csrf_token(cookie: str) -> str:

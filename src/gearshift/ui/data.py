@@ -210,22 +210,25 @@ def reports(folder: Path | None) -> dict[str, Any]:
                                                for p in found]}
 
 
-def watch(store: TraceStore, config: Config) -> dict[str, Any]:
+def watch(store: TraceStore, config: Config, hours: float = 24.0, now: float | None = None) -> dict[str, Any]:
     """The watch's check of the latest window against its baseline (the same readers as the in-server
-    loop and `gearshift watch`), and the alert episodes the loop keeps in the store."""
+    loop and `gearshift watch`), the alert episodes the loop keeps in the store, and those of them that
+    overlap the last `hours` (open ones end now)."""
     from gearshift.watch.drift import Watch
-    from gearshift.watch.loop import load_baseline, store_baseline
+    from gearshift.watch.loop import alerts_name, load_baseline, store_baseline
     from gearshift.watch.windows import recent_traces
 
     wc = config.watch
+    now = time.time() if now is None else now
+    watched = alerts_name(wc)
     baseline = load_baseline(config) or store_baseline(store, config)[0]
-    state = store.watch_state(f"watch-alerts:{wc.router or '*'}") or {}
+    state = store.watch_state(watched) or {}
     alerts = [{"metric": name, "since": a.get("since"), "message": a.get("message"), "value": a.get("value"),
                "baseline": a.get("baseline")} for name, a in (state.get("active") or {}).items()]
+    out = {"alerts": alerts, "needed": wc.min_requests, "enabled": wc.enabled, "window_requests": wc.window_requests,
+           "since": now - hours * 3600, "until": now, "hours": hours,
+           "episodes": store.watch_episodes(since=now - hours * 3600, until=now, watch=watched)}
     if baseline is None:
-        return {"report": None, "alerts": alerts, "needed": wc.min_requests,
-                "enabled": wc.enabled, "window_requests": wc.window_requests}
+        return {"report": None, **out}
     traces = recent_traces(store, wc.window_requests, wc.window_seconds, wc.router)
-    report = Watch(config).check(traces, baseline).to_dict()
-    return {"report": report, "alerts": alerts, "needed": wc.min_requests, "enabled": wc.enabled,
-            "window_requests": wc.window_requests}
+    return {"report": Watch(config).check(traces, baseline).to_dict(), **out}

@@ -11,7 +11,7 @@ import json
 import math
 import mimetypes
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,10 @@ from typing import Any
 from aiohttp import web
 
 from gearshift.config import Config
-from gearshift.errors import GearshiftError
-from gearshift.gateway.keys import revoke_key
+from gearshift.errors import GearshiftError, Unauthorized
+from gearshift.gateway.keys import KeyRing, authenticate, revoke_key
+from gearshift.plan import key_secret
+from gearshift.principal import Principal, config_keys, key_hash
 from gearshift.store.base import TraceStore
 from gearshift.ui import auth, data
 
@@ -31,26 +33,33 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'self'"
 CSRF_HEADER = "X-CSRF-Token"
+BEARER = "Authorization: Bearer <admin key>"
 
 
 @dataclass
 class Source:
-    """Where the UI reads from: the config in force, the store, and the admin keys (name -> secret)."""
+    """Where the UI reads from: the config in force, the store, and who may sign in: the config's keys in
+    force (principal, secret) and the virtual keys' ring (None: virtual keys are off)."""
 
     config: Callable[[], Config]
     store: TraceStore
-    admins: Callable[[], Mapping[str, bytes]]
+    client_keys: Callable[[], Sequence[tuple[Principal, bytes]]]
+    ring: KeyRing | None = None
     states: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None  # live router states, in a gateway
     reports: Path | None = None  # where lab reports are kept
 
 
 def from_config(config: Config, store: TraceStore, reports: Path | None = None) -> Source:
-    """A source over a config's store and keys (`gearshift ui`: no gateway running here)."""
-    admins = {k.name: (k.secret() or "").encode() for k in config.client_keys if k.admin}
-    return Source(lambda: config, store, lambda: admins, reports=reports)
+    """A source over a config's store and keys (`gearshift ui`: no gateway running here); virtual keys
+    are looked up as a gateway replica does, with the same secret and cache interval."""
+    keys = config_keys(config)
+    secret = key_secret(config)
+    ring = KeyRing(store, secret, config.server.key_cache_seconds) if secret else None
+    return Source(lambda: config, store, lambda: keys, ring, reports=reports)
 
 
 SOURCE_KEY: web.AppKey[Source] = web.AppKey("ui_source")
+WHO_KEY: web.RequestKey[str | None] = web.RequestKey("ui_who")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -67,21 +76,49 @@ def _plain(v: Any) -> Any:
     raise TypeError(f"not JSON: {type(v).__name__}")
 
 
-def who(request: web.Request) -> str | None:
-    """The admin key behind a request: its session cookie, or a bearer admin key."""
+async def admin_key(src: Source, token: str) -> Principal | None:
+    """The admin key a presented key is (config or virtual, checked as the gateway checks it), else None."""
+    if not token:
+        return None
+    try:
+        found = await authenticate(token.encode(), src.client_keys(), src.ring, src.config().teams, BEARER)
+    except Unauthorized:
+        return None
+    return found if found.admin else None
+
+
+async def who(request: web.Request) -> str | None:
+    """The admin key behind a request: a bearer admin key, or a session whose key is still an admin key
+    (a virtual one not revoked or expired, as its ring last read it: within server.key_cache_seconds)."""
+    if WHO_KEY not in request:  # asked once per request (a lookup may read the store)
+        request[WHO_KEY] = await _who(request)
+    return request[WHO_KEY]
+
+
+async def _who(request: web.Request) -> str | None:
     src = request.app[SOURCE_KEY]
-    admins = src.admins()
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        return auth.admin_named(header[7:].strip(), admins)
-    return auth.session_name(request.cookies.get(auth.COOKIE), admins)
+        found = await admin_key(src, header[7:].strip())
+        return found.name if found else None
+    session = auth.session_of(request.cookies.get(auth.COOKIE))
+    if session is None:
+        return None
+    name, ref = session
+    if not ref:  # a config key: still an admin key in the config in force (a reload counts)
+        return name if any(p.admin and p.name == name for p, _ in src.client_keys()) else None
+    if src.ring is None:
+        return None
+    key = await src.ring.find_hash(ref, src.config().teams)
+    alive = key is not None and key.admin and key.name == name and not key.expired(time.time())
+    return name if alive else None
 
 
 def api(handler: Handler, action: bool = False) -> Handler:
     """A JSON endpoint: 401 without an admin key; an action (POST) from a session also needs its CSRF token."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        name = who(request)
+        name = await who(request)
         if name is None:
             return _json({"error": "an admin key is required: sign in at /ui/login, or send "
                                    "Authorization: Bearer <admin key>"}, 401)
@@ -138,7 +175,7 @@ def _secure(handler: Handler) -> Handler:
 
 
 async def page(request: web.Request) -> web.StreamResponse:
-    if who(request) is None:
+    if await who(request) is None:
         raise web.HTTPFound("/ui/login")
     name = request.match_info.get("page", "overview")
     if name not in PAGES:
@@ -153,15 +190,18 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     src = request.app[SOURCE_KEY]
-    admins = src.admins()
-    name = auth.admin_named(str(form.get("key", "")), admins)
-    if name is None:
+    token = str(form.get("key", "")).strip()
+    found = await admin_key(src, token)
+    if found is None:
         # Without admin keys nobody can sign in: the login page says how to add one.
-        reason = "no-admin-keys" if not admins else "wrong-key"
-        raise web.HTTPSeeOther(f"/ui/login?error={reason}")
+        none = src.ring is None and not any(p.admin for p, _ in src.client_keys())
+        raise web.HTTPSeeOther(f"/ui/login?error={'no-admin-keys' if none else 'wrong-key'}")
+    # A virtual key's session carries what the store keeps of it, so each request finds the key again.
+    ref = key_hash(src.ring.secret, token) if found.virtual and src.ring is not None else ""
     resp = web.HTTPSeeOther("/ui/")
-    resp.set_cookie(auth.COOKIE, auth.session_cookie(name), max_age=auth.SESSION_SECONDS, path="/ui",
-                    httponly=True, samesite="Strict", secure=request.secure)
+    secure = request.secure or src.config().server.ui_secure_cookie == "always"
+    resp.set_cookie(auth.COOKIE, auth.session_cookie(found.name, ref), max_age=auth.SESSION_SECONDS, path="/ui",
+                    httponly=True, samesite="Strict", secure=secure)
     raise resp
 
 
@@ -183,12 +223,29 @@ async def static(request: web.Request) -> web.StreamResponse:
 
 async def session(request: web.Request) -> web.StreamResponse:
     cookie = request.cookies.get(auth.COOKIE)
-    return _json({"who": who(request), "csrf": auth.csrf_token(cookie) if cookie else None, "pages": PAGES})
+    return _json({"who": await who(request), "csrf": auth.csrf_token(cookie) if cookie else None, "pages": PAGES})
 
 
-async def overview(request: web.Request) -> web.StreamResponse:
-    src = request.app[SOURCE_KEY]
-    return _json(await _off_loop(data.overview, src.store, src.config(), _hours(request)))
+# The pages whose figures are one read over a time range: page -> the data function and its arguments
+# after the store and the config (the request's `hours` first).
+FIGURES: dict[str, Callable[[web.Request, Source], tuple[Any, ...]]] = {
+    "overview": lambda rq, src: (data.overview, _hours(rq)),
+    "routers": lambda rq, src: (data.routers, _hours(rq), None, src.states() if src.states else None),
+    "keys": lambda rq, src: (data.keys, _hours(rq)),
+    "ab": lambda rq, src: (data.ab, _hours(rq), rq.query.get("router") or None),
+    "watch": lambda rq, src: (data.watch, _hours(rq)),
+}
+
+
+def figures(page: str) -> Handler:
+    """The JSON endpoint of one FIGURES page: its data function over the store, off the event loop."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        src = request.app[SOURCE_KEY]
+        fn, *args = FIGURES[page](request, src)
+        return _json(await _off_loop(fn, src.store, src.config(), *args))
+
+    return handler
 
 
 async def traces(request: web.Request) -> web.StreamResponse:
@@ -206,12 +263,6 @@ async def trace(request: web.Request) -> web.StreamResponse:
     return _json(found) if found else _json({"error": "no such trace"}, 404)
 
 
-async def routers(request: web.Request) -> web.StreamResponse:
-    src = request.app[SOURCE_KEY]
-    states = src.states() if src.states else None
-    return _json(await _off_loop(data.routers, src.store, src.config(), _hours(request), None, states))
-
-
 async def _version_action(request: web.Request, rollback: bool) -> web.StreamResponse:
     src = request.app[SOURCE_KEY]
     try:
@@ -225,7 +276,7 @@ async def _version_action(request: web.Request, rollback: bool) -> web.StreamRes
         if target is None:
             return _json({"error": f"{router}: no earlier promoted version to roll back to"}, 409)
         version = int(target["version"])
-    by = f"{who(request)} (ui{' rollback' if rollback else ''})"
+    by = f"{await who(request)} (ui{' rollback' if rollback else ''})"
     try:
         # The one way a version is promoted (as `gearshift routers promote`): the store records who and when.
         await _off_loop(src.store.promote, router, version, by)
@@ -242,11 +293,6 @@ async def rollback(request: web.Request) -> web.StreamResponse:
     return await _version_action(request, rollback=True)
 
 
-async def keys(request: web.Request) -> web.StreamResponse:
-    src = request.app[SOURCE_KEY]
-    return _json(await _off_loop(data.keys, src.store, src.config(), _hours(request)))
-
-
 async def revoke(request: web.Request) -> web.StreamResponse:
     """Revoke a virtual key (the one way: gateway.keys.revoke_key); the store records who and when."""
     src = request.app[SOURCE_KEY]
@@ -255,20 +301,10 @@ async def revoke(request: web.Request) -> web.StreamResponse:
     except (ValueError, KeyError, TypeError):
         return _json({"error": "body: {\"name\": key name}"}, 400)
     try:
-        found = await _off_loop(revoke_key, src.store, name, f"{who(request)} (ui)")
+        found = await _off_loop(revoke_key, src.store, name, f"{await who(request)} (ui)")
     except GearshiftError as e:
         return _json({"error": e.message}, e.status)
     return _json({"name": found["name"], "revoked_at": found.get("revoked_at"), "revoked_by": found.get("revoked_by")})
-
-
-async def ab(request: web.Request) -> web.StreamResponse:
-    src = request.app[SOURCE_KEY]
-    return _json(await _off_loop(data.ab, src.store, src.config(), _hours(request), request.query.get("router") or None))
-
-
-async def watch(request: web.Request) -> web.StreamResponse:
-    src = request.app[SOURCE_KEY]
-    return _json(await _off_loop(data.watch, src.store, src.config()))
 
 
 async def reports(request: web.Request) -> web.StreamResponse:
@@ -293,16 +329,12 @@ def install(app: web.Application, source: Source) -> None:
         ("GET", "/ui", page), ("GET", "/ui/", page), ("GET", "/ui/login", login_page), ("POST", "/ui/login", login),
         ("POST", "/ui/logout", logout), ("GET", "/ui/static/{name}", static),
         ("GET", "/ui/api/session", api(session)),
-        ("GET", "/ui/api/overview", api(overview)),
+        *[("GET", f"/ui/api/{name}", api(figures(name))) for name in FIGURES],
         ("GET", "/ui/api/traces", api(traces)),
         ("GET", "/ui/api/traces/{id}", api(trace)),
-        ("GET", "/ui/api/routers", api(routers)),
         ("POST", "/ui/api/routers/promote", api(promote, action=True)),
         ("POST", "/ui/api/routers/rollback", api(rollback, action=True)),
         ("POST", "/ui/api/keys/revoke", api(revoke, action=True)),
-        ("GET", "/ui/api/keys", api(keys)),
-        ("GET", "/ui/api/ab", api(ab)),
-        ("GET", "/ui/api/watch", api(watch)),
         ("GET", "/ui/api/reports", api(reports)),
         ("GET", "/ui/reports/{name}", api(report)),
         ("GET", "/ui/{page}", page),

@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gearshift.config import Config
+from gearshift.config import Config, WatchConfig
 from gearshift.errors import ConfigError
 from gearshift.store.base import TraceStore
 from gearshift.watch.alerts import Alerter
@@ -23,6 +25,11 @@ if TYPE_CHECKING:
     from gearshift.watch.drift import Baseline
 
 log = logging.getLogger("gearshift.watch")
+
+
+def alerts_name(wc: WatchConfig) -> str:
+    """The name the watched router's alert state and episodes are kept under in the store."""
+    return f"watch-alerts:{wc.router or '*'}"
 
 
 def load_baseline(config: Config, path: str | None = None) -> Baseline | None:
@@ -98,7 +105,8 @@ class WatchLoop:
         self._version: tuple[int, float] | None = None  # the watched router's active (version, promoted_at)
         self._seen = False  # whether the active version was read once (the one at start is no change)
         self._pending: tuple[int, float] | None = None  # a promotion whose baseline is not complete yet
-        self.state_name = f"watch-alerts:{self.wc.router or '*'}"
+        self.state_name = alerts_name(self.wc)
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"  # who raised or cleared an episode
 
     async def start(self) -> None:
         if self._task is None:
@@ -132,14 +140,31 @@ class WatchLoop:
                 self.alerter.restore(state)
             before = self.alerter.state()
             fired = await self.alerter.process(report)
-            if self.alerter.state() != before:
-                await asyncio.to_thread(self.store.save_watch_state, self.state_name, self.alerter.state())
+            after = self.alerter.state()
+            if after != before:
+                await asyncio.to_thread(self._save, before, after, report)
         # A process without the duty sends nothing, so it counts nothing; its state comes from the store
         # when it takes the duty over.
         self.report = report
         if self.counters is not None:
             self.counters.record_report(report, [m.name for m in fired])
         return report
+
+    def _save(self, before: dict[str, Any], after: dict[str, Any], report: WatchReport) -> None:
+        """Record the episodes that started and ended, then the state: a duty holder that dies between the
+        two leaves its successor to announce the change again, and the store keeps one episode of it."""
+        was, now = before["active"], after["active"]
+        for name in now.keys() - was.keys():
+            m = now[name]
+            self.store.open_episode({"watch": self.state_name, "router": report.router, "metric": name,
+                                     "rule": m["rule"], "value": m["value"], "baseline": m["baseline"],
+                                     "bound": m["bound"], "message": m["message"],
+                                     "started": m["since"] if m["since"] is not None else report.created,
+                                     "raised_by": self.replica})
+        for name in was.keys() - now.keys():
+            value = next((m.value for m in report.metrics if m.name == name), None)
+            self.store.close_episode(self.state_name, name, report.created, value, self.replica)
+        self.store.save_watch_state(self.state_name, after)
 
     def _promotion(self) -> None:
         """Notice a new active version of the watched router; it starts a new baseline."""

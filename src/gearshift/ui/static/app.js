@@ -211,8 +211,10 @@ async function act(url, payload, said) {
 }
 
 async function watchPage(main) {
-  const d = await getJSON("/ui/api/watch");
-  main.append(h("h1", {}, "Watch"));
+  const hours = currentHours();
+  const d = await getJSON("/ui/api/watch?hours=" + hours);
+  main.append(h("h1", {}, "Watch"), rangeSelect(hours, setHours));
+  main.append(h("h2", {}, "Alert episodes"), episodes(d));
   if (!d.report) {
     main.append(empty(h("h2", {}, "No baseline yet"), h("p", {}, "The watch compares recent traffic with a baseline: the oldest " +
       d.window_requests + " traces, once at least " + d.needed + " are stored, or a file saved with ", h("code", {}, "gearshift watch --save-baseline FILE"), ".")));
@@ -221,20 +223,6 @@ async function watchPage(main) {
   const r = d.report;
   main.append(h("p", { class: "muted" }, "Window: " + r.window.n + " requests (" + when(r.window.start) + " – " + when(r.window.end) +
     "); baseline: " + r.baseline.source + " (" + r.baseline.n + "). " + (d.enabled ? "The in-server check runs." : "The in-server check is off (watch.enabled).")));
-  main.append(h("h2", {}, "Alerts"));
-  const active = d.alerts;
-  if (!active.length) main.append(h("p", { id: "alerts", class: "pass" }, "No active alerts."));
-  else {
-    const line = h("div", { class: "timeline", id: "alerts" });
-    const t0 = Math.min(...active.map((a) => a.since || Date.now() / 1000)), t1 = Date.now() / 1000;
-    for (const a of active) {
-      const m = h("span", { class: "mark", title: a.metric + " since " + when(a.since) });
-      m.style.left = (5 + 90 * ((a.since || t1) - t0) / Math.max(1, t1 - t0)).toFixed(1) + "%";
-      line.append(m);
-    }
-    main.append(line, table([{ label: "metric", get: (a) => a.metric }, { label: "since", get: (a) => when(a.since) },
-      { label: "message", get: (a) => a.message || "" }], active));
-  }
   main.append(h("h2", {}, "Statistics against the baseline"), table([
     { label: "metric", get: (m) => m.name },
     { label: "window", num: true, get: (m) => (m.value === null ? "–" : m.value.toFixed(4)) },
@@ -244,6 +232,41 @@ async function watchPage(main) {
     { label: "n", num: true, get: (m) => m.n },
     { label: "status", get: (m) => m.status, cls: (m) => (m.drifted ? "drift" : "") },
   ], r.metrics, { id: "watch-metrics" }));
+}
+
+// The alert episodes over the range: one row per metric, a bar from its start to its end (open: to now).
+function episodes(d) {
+  const eps = d.episodes;
+  const open = eps.filter((e) => e.ended === null).length;
+  if (!eps.length) return h("p", { id: "alerts", class: "pass" }, "No alerts in this range." + (d.alerts.length ? " Active: " + d.alerts.map((a) => a.metric).join(", ") + "." : ""));
+  const t0 = d.since, t1 = d.until, span = Math.max(1, t1 - t0);
+  const at = (t) => Math.min(100, Math.max(0, (100 * (t - t0)) / span));
+  const box = h("div", { class: "episodes", id: "alerts" });
+  for (const metric of [...new Set(eps.map((e) => e.metric))].sort()) {
+    const track = h("div", { class: "track" });
+    for (const e of eps.filter((x) => x.metric === metric)) {
+      const left = at(e.started), right = at(e.ended === null ? t1 : e.ended);
+      const bar = h("span", { class: "episode" + (e.ended === null ? " open" : ""), "data-metric": metric, "data-started": e.started,
+        "data-ended": e.ended === null ? "" : e.ended, title: metric + ": " + when(e.started) + " – " + (e.ended === null ? "now (open)" : when(e.ended)) });
+      bar.style.left = left.toFixed(2) + "%";
+      bar.style.width = Math.max(0.5, right - left).toFixed(2) + "%";
+      track.append(bar);
+    }
+    box.append(h("div", { class: "lane" }, h("span", { class: "name" }, metric), track));
+  }
+  box.append(h("div", { class: "lane axis muted" }, h("span", { class: "name" }, ""), h("div", { class: "ends" }, h("span", {}, when(t0)), h("span", {}, when(t1)))));
+  const fmt = (v) => (v === null || v === undefined ? "–" : v.toFixed(4));
+  return h("div", {}, h("p", { class: open ? "drift" : "muted" }, eps.length + " episodes in range, " + open + " open"), box, table([
+    { label: "metric", get: (e) => e.metric },
+    { label: "started (UTC)", get: (e) => when(e.started) },
+    { label: "ended (UTC)", get: (e) => (e.ended === null ? "open" : when(e.ended)), cls: (e) => (e.ended === null ? "drift" : "") },
+    { label: "value", num: true, get: (e) => fmt(e.value) },
+    { label: "baseline", num: true, get: (e) => fmt(e.baseline) },
+    { label: "bound", num: true, get: (e) => fmt(e.bound) + " " + (e.rule || "") },
+    { label: "at end", num: true, get: (e) => fmt(e.end_value) },
+    { label: "raised by", get: (e) => e.raised_by || "–" },
+    { label: "cleared by", get: (e) => e.cleared_by || "" },
+  ], eps, { id: "episodes" }));
 }
 
 async function traces(main) {
@@ -436,8 +459,9 @@ function login(main) {
       h("button", { type: "submit", id: "signin" }, "Sign in")),
     error === "wrong-key" ? h("p", { class: "error", id: "wrong-key" }, "That is not an admin key.") : null,
     error === "no-admin-keys" ? h("p", { class: "error", id: "no-admin-keys" }, "No client key has ", h("code", {}, "admin: true"),
-      " in the config, so nobody can sign in. Add one under ", h("code", {}, "client_keys"), " (with ", h("code", {}, "key_env"), ") and restart.") : null,
-    h("p", { class: "muted" }, "Sign in with a client key that has ", h("code", {}, "admin: true"), " in the config."));
+      " in the config and virtual keys are off, so nobody can sign in. Add one under ", h("code", {}, "client_keys"), " (with ", h("code", {}, "key_env"), ") and restart.") : null,
+    h("p", { class: "muted" }, "Sign in with an admin key: a client key with ", h("code", {}, "admin: true"), " in the config, or a virtual key made with ",
+      h("code", {}, "gearshift keys create --admin"), "."));
   main.dataset.ready = "login";
 }
 
