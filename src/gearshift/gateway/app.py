@@ -336,8 +336,10 @@ class Gateway:
         w, sh = self.writer, self.shadower
         if sh is not None:
             self.counters.sync_shadow_dropped(sh.dropped)
-        totals = {"traces_written": w.written, "traces_updated": w.updated, "traces_failed": w.failed,
-                  "traces_dropped": w.dropped, "unauthenticated": self.unauthenticated,
+        written = w.counts()
+        totals = {"traces_written": written["written"], "traces_updated": written["updated"],
+                  "traces_failed": written["failed"], "traces_dropped": written["dropped"],
+                  "unauthenticated": self.unauthenticated,
                   "shadow_done": sh.done if sh else 0, "reloads_ok": self.reloads["ok"],
                   "reloads_failed": self.reloads["failed"], "cache_store_failures": self.cache.store_failures}
         gauges = {"traces_pending": w.pending(), "shadow_queued": sh.queue.qsize() if sh else 0}

@@ -37,7 +37,7 @@ import orjson
 from gearshift import logs
 from gearshift.store import STORES
 from gearshift.store.base import TraceStore
-from gearshift.store.writer import TraceWriter, stop_timeout
+from gearshift.store.writer import COUNTS, TraceWriter, stop_timeout
 from gearshift.trace import Call, Trace
 
 log = logging.getLogger("gearshift.store")
@@ -142,34 +142,20 @@ class ProcessWriter:
     def _read(self) -> dict[str, float]:
         return dict(zip(FIELDS, LAYOUT.unpack_from(self._counts), strict=True))
 
-    def _count(self, name: str) -> int:
-        mine = int(self._read()[name])
-        fallback = self._fallback
-        return mine if fallback is None else mine + int(getattr(fallback, name))
+    def counts(self) -> dict[str, int]:
+        """The child's counts, with the loss of a child that died, and then the thread's that replaced it."""
+        c = {name: int(v) for name, v in self._read().items() if name in COUNTS}
+        c["failed"] += int(self._lost)
+        c["dropped"] += self._dropped
+        if self._fallback is not None:
+            more = self._fallback.counts()
+            c = {name: n + more[name] for name, n in c.items()}
+        return c
 
-    @property
-    def written(self) -> int:
-        return self._count("written")
-
-    @property
-    def updated(self) -> int:
-        return self._count("updated")
-
-    @property
-    def failed(self) -> int:
-        return self._count("failed") + int(self._lost)
-
-    @property
-    def dropped(self) -> int:
-        return self._count("dropped") + self._dropped
-
-    @property
-    def spilled(self) -> int:
-        return self._count("spilled")
-
-    @property
-    def unspilled(self) -> int:
-        return self._count("unspilled")
+    written = property(lambda self: self.counts()["written"])
+    updated = property(lambda self: self.counts()["updated"])
+    failed = property(lambda self: self.counts()["failed"])
+    dropped = property(lambda self: self.counts()["dropped"])
 
     def pending(self) -> int:
         """Traces queued here, in the pipe, or held by the child, not yet written."""

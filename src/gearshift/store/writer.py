@@ -26,7 +26,8 @@ log = logging.getLogger("gearshift.store")
 
 REFUSALS = 3  # tries, while the store answers, before a trace is dropped as refused
 MAX_BACKOFF = 5.0
-LOG_EVERY = 30.0  # seconds between "still unreachable" lines during an outage
+LOG_EVERY = 30.0
+COUNTS = ("written", "updated", "failed", "dropped", "spilled", "unspilled")  # seconds between "still unreachable" lines during an outage
 
 
 class Writer(Protocol):
@@ -38,15 +39,8 @@ class Writer(Protocol):
     def put(self, trace: Trace) -> None: ...
     def pending(self) -> int: ...
     def outage_seconds(self) -> float | None: ...
+    def counts(self) -> dict[str, int]: ...
     def close(self, timeout: float = 30.0) -> None: ...
-    @property
-    def written(self) -> int: ...
-    @property
-    def updated(self) -> int: ...
-    @property
-    def failed(self) -> int: ...
-    @property
-    def dropped(self) -> int: ...
 
 
 class TraceWriter:
@@ -86,6 +80,10 @@ class TraceWriter:
             self.dropped += 1
             return
         self._q.put(trace)
+
+    def counts(self) -> dict[str, int]:
+        """Traces written, updated (a second write: the shadow pair), failed, dropped, spilled and unspilled."""
+        return {name: getattr(self, name) for name in COUNTS}
 
     def pending(self) -> int:
         """Traces queued or held, not yet written."""
