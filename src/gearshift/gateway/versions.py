@@ -150,24 +150,15 @@ class VersionLoop:
             self.checked[r.name] = (model, look)
             self.checks[r.name] = self.checks.get(r.name, 0) + 1
         unseen = r.pairs = len(pairs)
+        if r.mode == "serve":
+            await self._recheck(r, pairs)
+            return
         if look is not None and look_at(opts.min_pairs, opts.look_growth, look) < len(pairs):
             pairs, _ = await asyncio.to_thread(collect_pairs, self.store, r, since,
                                                look_at(opts.min_pairs, opts.look_growth, look))
         proof = await asyncio.to_thread(prove, pairs, r, opts.floor, opts.min_pairs, opts.confidence, look=look,
                                         signal_confidence=opts.signal_confidence if look is not None else None,
                                         model=model or 1)
-        if r.mode == "serve":
-            if proof.ok or proof.state == "observing":  # too few pairs is no evidence against it
-                r.state, r.state_reason = "serving", f"serving: {proof.reason}"
-                return
-            version = await asyncio.to_thread(self._store, r, r.threshold, "observe", proof.metrics(), True)
-            self.demotions += 1
-            set_mode(r, "observe")
-            self.proven.pop(r.name, None)
-            r.state, r.state_reason = "observing", f"demoted (version {version}): {proof.reason}"
-            log.warning("router %s: DEMOTED to observe, serving safe model %s (version %d): %s", r.name, r.safe,
-                        version, proof.reason)
-            return
         if not proof.ok:
             r.state, r.state_reason = proof.state, proof.reason
             self.proven.pop(r.name, None)
@@ -187,6 +178,32 @@ class VersionLoop:
             "promoted" if opts.auto_promote else f"waiting: `gearshift routers promote {r.name} {version}`")
         if opts.auto_promote:
             await self.poll()  # serve it now, not at the next poll
+
+    async def _recheck(self, r: ScoringRouter[Any], pairs: Any) -> None:
+        """Re-check a serving router on the pairs since it began serving; demote it on evidence that its proof
+        no longer holds (lab.proof.recheck: the floor broken, or APGR at or below random), never merely for
+        "no signal yet"."""
+        from gearshift.lab.proof import recheck
+        from gearshift.lab.replay import router_scores
+
+        opts = r.proof
+        if len(pairs) < opts.min_pairs:  # too few pairs is no evidence against it
+            r.state, r.state_reason = "serving", f"serving: re-check at {len(pairs)}/{opts.min_pairs} pairs"
+            return
+        scores = await asyncio.to_thread(router_scores, r, pairs)
+        failed, why = await asyncio.to_thread(recheck, scores, pairs, r.weak, r.strong, r.threshold, opts.floor,
+                                              opts.confidence)
+        if not failed:
+            r.state, r.state_reason = "serving", f"serving: {why}"
+            return
+        metrics = {"recheck": why, "pairs": len(pairs), "floor": opts.floor, "confidence": opts.confidence}
+        version = await asyncio.to_thread(self._store, r, r.threshold, "observe", metrics, True)
+        self.demotions += 1
+        set_mode(r, "observe")
+        self.proven.pop(r.name, None)
+        r.state, r.state_reason = "observing", f"demoted (version {version}): {why}"
+        log.warning("router %s: DEMOTED to observe, serving safe model %s (version %d): %s", r.name, r.safe,
+                    version, why)
 
     async def _retrain(self, r: ScoringRouter[Any], unseen: int) -> None:
         """A classifier whose proof failed on enough pairs is refitted on all of them (lab.retrain); the new

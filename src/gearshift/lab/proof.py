@@ -19,6 +19,9 @@ Three conditions, all on the router's pairs:
   benchmarks/proof_power.py, which also shows the bootstrap interval's figures). `held_out` > 0
   still keeps a part apart.
 
+A serving router is re-checked on the pairs since it began serving, and demoted only on evidence against its
+proof (`recheck`: the floor broken, or APGR at or below random); "no signal yet" there is not a failure.
+
 An observing router is checked again as its pairs grow: the k-th check of its j-th model needs more
 confidence (look_confidence), so that all checks of all its models together promote a router without
 signal at most at 1 - signal_confidence.
@@ -181,7 +184,38 @@ def prove_scores(scores: np.ndarray, pairs: Outcomes, weak: str, strong: str, fl
                                  f"{'held-out ' if held_out > 0 else ''}pairs{note}", **base)
 
 
+def recheck(scores: np.ndarray, pairs: Outcomes, weak: str, strong: str, threshold: float, floor: float,
+            confidence: float = 0.95, n_boot: int = 1000, seed: int = 0) -> tuple[bool, str]:
+    """Whether a serving router's pairs show that its proof no longer holds (a failed re-check), and why.
+
+    A router earned serving by proving signal; it loses it on evidence against that proof, not for lack of
+    new proof: the quality retained at its served threshold is below the floor with `confidence` (the
+    upper confidence bound under the floor), or its APGR is at or below random with `confidence` (the
+    interval's upper end at most 0.5). An interval that merely still holds 0.5 says "no signal yet", which
+    is no evidence that serving broke anything: the router keeps serving, and the watch keeps looking."""
+    from gearshift.lab.bootstrap import resample_counts
+    from gearshift.lab.signal import RANDOM_APGR
+
+    s = np.asarray(scores, float)
+    q = np.asarray(pairs.quality, float)
+    qw, qs = q[:, pairs.index(weak)], q[:, pairs.index(strong)]
+    served = np.where(s >= threshold, qs, qw)
+    retained = float(served.sum() / qs.sum()) if qs.sum() else float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = np.concatenate([(w @ served) / (w @ qs) for w in resample_counts(len(s), n_boot, seed)])
+    upper = float(np.nanquantile(boot, confidence)) if np.isfinite(boot).any() else float("nan")
+    sig = signal(s, pairs, weak, strong, n_boot=n_boot, seed=seed, alpha=2 * (1 - confidence))
+    a = sig.apgr
+    figures = (f"retained {retained:.1%} (at most {upper:.1%}), APGR {a.value:.2f} [{a.low:.2f}, {a.high:.2f}] "
+               f"on {len(s)} pairs since it began serving")
+    if upper < floor:
+        return True, f"floor broken: {figures}, below the {floor:.0%} floor at {confidence:.0%} confidence"
+    if a.high <= RANDOM_APGR:
+        return True, f"worse than random: {figures}"
+    return False, f"re-check holds: {figures}"
+
+
 _LOWER = "quality from agreement alone, a lower bound (no disagreement resolved; see shadow.resolve)"
 
 
-__all__ = ["Proof", "look_at", "look_confidence", "looks_due", "prove", "prove_scores"]
+__all__ = ["Proof", "look_at", "look_confidence", "looks_due", "prove", "prove_scores", "recheck"]
