@@ -39,7 +39,7 @@ class VersionLoop:
         # Proof checks made by this process (a figure for the simulation; the look each check is at is derived
         # from the pairs, never from this count: lab.proof.looks_due).
         self.checks: dict[str, int] = {}
-        self.checked: dict[str, tuple[int, int]] = {}  # router -> (model, look) last checked: a cache only
+        self.checked: dict[str, tuple[int | None, int]] = {}  # router -> (model, look) last checked: a cache only
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -141,7 +141,8 @@ class VersionLoop:
             from gearshift.lab.proof import look_at, looks_due
 
             look = looks_due(len(pairs), opts.min_pairs, opts.look_growth)
-            model = await asyncio.to_thread(self._model_index, r)
+            # Alpha is shared among a router's models only when it is refitted (it may then have several).
+            model = await asyncio.to_thread(self._model_index, r) if opts.retrain else None
             if self.checked.get(r.name) == (model, look):  # this look's result is known: same pairs, same answer
                 r.pairs = len(pairs)
                 r.state_reason = f"{r.state_reason.split('; next check')[0]}; next check at " \
@@ -158,7 +159,7 @@ class VersionLoop:
                                                look_at(opts.min_pairs, opts.look_growth, look))
         proof = await asyncio.to_thread(prove, pairs, r, opts.floor, opts.min_pairs, opts.confidence, look=look,
                                         signal_confidence=opts.signal_confidence if look is not None else None,
-                                        model=model or 1)
+                                        model=model)
         if not proof.ok:
             r.state, r.state_reason = proof.state, proof.reason
             self.proven.pop(r.name, None)

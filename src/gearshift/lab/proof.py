@@ -97,16 +97,18 @@ class Proof:
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
 
 
-def look_confidence(confidence: float, look: int, model: int = 1) -> float:
-    """The confidence of check k = `look` of a router's j-th `model`: it may err at alpha 6/(pi j)^2 / (k (k+1)).
+def look_confidence(confidence: float, look: int, model: int | None = None) -> float:
+    """The confidence of check k = `look`: it may err at alpha / (k (k+1)); of a router's j-th `model`, when it
+    may have several (it is retrained), at alpha 6/(pi j)^2 / (k (k+1)).
 
     A gateway checks an observing router again as its pairs grow, and refits it when a check fails: each
     check is a test that can pass by chance, so at the plain rate a router with no signal is promoted sooner
     or later. These rates add up to alpha over every look of every model, so together they err at most at
-    alpha; the first model (the one configured) keeps 61% of it."""
-    if look < 1 or model < 1:
+    alpha; a retrained router's first model (the one configured) keeps 61% of it."""
+    if look < 1 or (model is not None and model < 1):
         raise ValueError(f"look {look}, model {model}: looks and models count from 1")
-    return 1 - (1 - confidence) * 6 / (math.pi * model) ** 2 / (look * (look + 1))
+    share = 1.0 if model is None else 6 / (math.pi * model) ** 2
+    return 1 - (1 - confidence) * share / (look * (look + 1))
 
 
 def look_at(min_pairs: int, growth: float, look: int) -> int:
@@ -127,11 +129,11 @@ def looks_due(pairs: int, min_pairs: int, growth: float) -> int:
 
 def prove(pairs: Outcomes, router: ScoringRouter, floor: float, min_pairs: int = 500, confidence: float = 0.95,
           held_out: float = 0.0, seed: int = 0, n_boot: int = 1000, look: int | None = None,
-          signal_confidence: float | None = None, model: int = 1) -> Proof:
+          signal_confidence: float | None = None, model: int | None = None) -> Proof:
     """Whether `router`'s scores on `pairs` (weak and strong answers both scored) earn it the right to serve.
 
     `look`, `model`: which check of which of this router's models this is (1, 2, ...), for the confidence
-    each one needs (look_confidence); `look` None for a single check. `signal_confidence`: the level of
+    each one needs (look_confidence); `look` None for a single check, `model` None for a router never refitted. `signal_confidence`: the level of
     the test against random (default `confidence`)."""
     if len(pairs) < min_pairs:
         return prove_scores(np.zeros(0), pairs, router.weak, router.strong, floor, min_pairs, confidence)
@@ -141,7 +143,7 @@ def prove(pairs: Outcomes, router: ScoringRouter, floor: float, min_pairs: int =
 
 def prove_scores(scores: np.ndarray, pairs: Outcomes, weak: str, strong: str, floor: float, min_pairs: int = 500,
                  confidence: float = 0.95, held_out: float = 0.0, seed: int = 0, n_boot: int = 1000,
-                 look: int | None = None, signal_confidence: float | None = None, model: int = 1) -> Proof:
+                 look: int | None = None, signal_confidence: float | None = None, model: int | None = None) -> Proof:
     """`prove` on a router's scores of `pairs` (for routers not built from a config, e.g. in benchmarks)."""
     n = len(pairs)
     asked = confidence
@@ -177,7 +179,7 @@ def prove_scores(scores: np.ndarray, pairs: Outcomes, weak: str, strong: str, fl
     if c.threshold == -np.inf or c.calibration.strong_share >= 1.0:
         return Proof(ok=False, reason=f"no savings yet: the {floor:.0%} floor needs the strong model on every "
                                       f"request ({apgr_line}){note}", **base)
-    at = f"{confidence:.2%} confidence (check {look}{f' of model {model}' if model > 1 else ''}: {asked:.0%} " \
+    at = f"{confidence:.2%} confidence (check {look}{f' of model {model}' if model else ''}: {asked:.0%} " \
          f"over every check)" if look is not None else f"{confidence:.0%} confidence"
     return Proof(ok=True, reason=f"proven: threshold {c.threshold:.3f}, retained >= {c.bound:.1%} at {at}, strong "
                                  f"share {c.calibration.strong_share:.0%}, {apgr_line} on {len(test)} "
