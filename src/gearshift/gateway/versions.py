@@ -249,7 +249,10 @@ class VersionLoop:
         settings: dict[str, Any] = {"threshold": threshold, "mode": mode}
         if isinstance(r, ClassifierRouter) and r.artifact != r.configured_artifact:
             settings["artifact"] = r.artifact  # the threshold was proven for the retrained model it serves
-        version = self.store.add_router_version(r.name, settings, {"proof": proof}, by)
+        # A proof made again after a restart (the same look on the same pairs) is the version stored then.
+        same = [v["version"] for v in self.store.router_versions(r.name)
+                if mode == "serve" and v["settings"] == settings and v["metrics"] == {"proof": proof}]
+        version = same[-1] if same else self.store.add_router_version(r.name, settings, {"proof": proof}, by)
         if promote:
             self.store.promote(r.name, version, by)
         return version
