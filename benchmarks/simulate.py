@@ -10,7 +10,8 @@ Streams (each model's recorded correctness is its quality; weak -> strong):
 Every stream runs through `gearshift.sim.simulate` (the gateway's own request path, shadow sampling,
 version loop and watch, in-process) with one config: shadow rate 0.5 (explore: the weak model, scored
 from the recorded quality), daily shadow budget $5, proof {min_pairs 200, floor 0.95, confidence
-0.95, auto_promote, every_hours 1, retrain}, 100 requests per simulated hour, and each seed serving
+0.95, auto_promote, every_hours 1, retrain} and the defaults (signal_confidence 0.99: the permutation test
+against random; demotion only on evidence, lab.proof.recheck), 100 requests per simulated hour, and each seed serving
 the first `--limit` requests of its own shuffled order. Priors use compact features (word 1-2 grams
 hashed to 2^14) so that retraining, which reuses the prior's features, stays quick.
 

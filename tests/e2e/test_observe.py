@@ -110,7 +110,8 @@ def test_random_scores_are_never_proven_and_a_forced_promotion_is_demoted(
         store = gw.gateway.store
         assert store.router_versions("gearshift/rnd") == []  # nothing proven, nothing stored
         # An operator forces it to serve: re-checked on the pairs of the traffic it serves from then on, it
-        # fails and is demoted back to observe.
+        # fails (half of GSM8K sent to Mixtral keeps well under 95% of GPT-4's quality: evidence, not a mere
+        # "no signal yet") and is demoted back to observe.
         forced = store.add_router_version("gearshift/rnd", {"threshold": 0.5, "mode": "serve"}, {}, "alice")
         promote_and_wait(path, "gearshift/rnd", forced, lambda: router.mode == "serve")
         time.sleep(0.1)  # the promotion's moment is behind the next requests' traces
@@ -118,7 +119,7 @@ def test_random_scores_are_never_proven_and_a_forced_promotion_is_demoted(
         settle(gw)
         _wait(lambda: router.mode == "observe")
         # The reason is shown until the next check replaces it with the current one: the log keeps it.
-        assert router.mode == "observe" and "DEMOTED to observe" in caplog.text and "no signal yet" in caplog.text
+        assert router.mode == "observe" and "DEMOTED to observe" in caplog.text and "floor broken" in caplog.text
         versions = store.router_versions("gearshift/rnd")
         assert [(v["settings"]["mode"], v["active"], v["promoted_by"]) for v in versions] == [
             ("serve", False, "alice"), ("observe", True, "gateway proof check")]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gearshift.lab.proof import look_confidence, prove
+from gearshift.lab.proof import look_at, look_confidence, looks_due, prove, prove_scores
 from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
 from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
 from gearshift.outcomes.datasets import load
@@ -63,7 +63,9 @@ def test_a_random_score_has_no_signal(pairs) -> None:  # type: ignore[no-untyped
     p = prove(pairs, _router(pairs, np.random.default_rng(1).random(len(pairs))), floor=0.95, min_pairs=300)
     assert not p.ok and p.state == "no_signal"
     assert p.apgr is not None and p.apgr.low <= 0.5  # this draw even falls below random
-    assert p.reason == f"no signal yet: APGR {p.apgr.value:.2f} [{p.apgr.low:.2f}, {p.apgr.high:.2f}]"
+    assert p.reason == (f"no signal yet: APGR {p.apgr.value:.2f} [{p.apgr.low:.2f}, {p.apgr.high:.2f}], "
+                        f"p {p.p_value:.2g} against random")
+    assert p.p_value is not None and p.p_value > 0.05
 
 
 def test_too_few_pairs_keep_observing(pairs) -> None:  # type: ignore[no-untyped-def]
@@ -108,5 +110,37 @@ def test_a_weak_score_proven_by_one_check_is_not_proven_by_a_tenth(pairs) -> Non
     first = prove(pairs, _router(pairs, gain + np.random.default_rng(0).normal(0, 0.3, len(pairs))), floor=0.95,
                   min_pairs=300, look=1)
     # "Beats random" is one-sided: the interval shown is two-sided at 1 - 2 alpha, its low end the bound at 1 - alpha
-    assert first.apgr is not None and first.apgr.alpha == pytest.approx(2 * (1 - 0.975))
+    assert first.apgr is not None and first.apgr.alpha == pytest.approx(2 * (1 - look_confidence(0.95, 1)))
     assert first.ok and "97.50% confidence (check 1: 95% over every check)" in first.reason
+
+
+def test_checks_of_every_model_together_err_at_most_alpha() -> None:
+    rates = [1 - look_confidence(0.99, k, j) for k in range(1, 300) for j in range(1, 300)]
+    assert sum(rates) < 0.01 and 1 - look_confidence(0.99, 1, 1) == pytest.approx(0.01 * 6 / np.pi ** 2 / 2)
+    assert 1 - look_confidence(0.99, 1, 2) == pytest.approx(0.01 * 6 / (2 * np.pi) ** 2 / 2)
+    with pytest.raises(ValueError, match="count from 1"):
+        look_confidence(0.99, 1, 0)
+
+
+def test_which_check_is_due_is_derived_from_the_pairs_alone() -> None:
+    # min_pairs 200, growth 1.5: checks on the first 200, 300, 450, 675 pairs
+    assert [look_at(200, 1.5, k) for k in (1, 2, 3, 4)] == [200, 300, 450, 675]
+    assert [looks_due(n, 200, 1.5) for n in (0, 199, 200, 299, 300, 674, 675)] == [0, 0, 1, 1, 2, 3, 4]
+
+
+def test_no_placebo_draw_is_promoted(pairs) -> None:  # type: ignore[no-untyped-def]
+    """Shuffled qualities (nothing to learn): the first three checks of 8 draws at signal confidence 0.99."""
+    q = np.asarray(pairs.quality)
+    gain = q[:, pairs.index(S)] - q[:, pairs.index(W)]
+    promoted = 0
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        placebo = pairs.subset(np.arange(len(pairs)))
+        placebo.quality[:] = q[rng.permutation(len(pairs))]
+        scores = gain + rng.normal(0, 0.3, len(pairs))  # a router fitted to the unshuffled outcomes
+        for look, n in ((1, 200), (2, 300), (3, 400)):
+            p = prove_scores(scores[:n], placebo.subset(np.arange(n)), W, S, 0.95, 200, look=look,
+                             signal_confidence=0.99, n_boot=200, seed=seed)
+            promoted += p.ok
+            assert p.signal_confidence == pytest.approx(look_confidence(0.99, look))
+    assert promoted == 0

@@ -18,7 +18,7 @@ from gearshift.config import load_config
 from gearshift.lab.bootstrap import Estimate
 from gearshift.lab.recalibrate import recalibrate
 from gearshift.lab.retrain import retrain
-from gearshift.lab.signal import Signal, signal
+from gearshift.lab.signal import Signal, random_p_value, signal
 from gearshift.lab.train import TrainSettings, fit
 from gearshift.learned import artifact
 from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
@@ -248,3 +248,20 @@ def test_scheduled_recalibration_with_auto_apply_refuses_without_signal(tmp_path
         assert len(refused) == 1 and "router gearshift/smart version 1" in refused[0]
     finally:
         store.close()
+
+
+def test_the_permutation_test_reads_apgr_off_the_ranks_and_is_exact_under_the_null(data_dir: Path) -> None:
+    from scipy.stats import rankdata
+
+    from gearshift.lab import metrics
+    from gearshift.lab.replay import sweep_scores
+
+    o = gsm8k(300)
+    gain = o.quality[:, o.index(S)] - o.quality[:, o.index(W)]
+    scores = np.round(np.random.default_rng(0).random(300), 1)  # many ties: they share their weight
+    weight = 300 - rankdata(-scores) + 0.5
+    assert gain @ weight / (300 * gain.sum()) == pytest.approx(metrics.apgr(sweep_scores(scores, o, W, S)))
+    assert random_p_value(gain, o, W, S, n_perm=2000) == pytest.approx(1 / 2001)  # the oracle: none reaches it
+    # Scores unrelated to the outcomes: p-values spread over (0, 1], not piled near 0.
+    ps = [random_p_value(np.random.default_rng(s).random(300), o, W, S, n_perm=500, seed=s) for s in range(20)]
+    assert sum(p <= 0.05 for p in ps) <= 3 and max(ps) > 0.5

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from typing import Any
 
@@ -37,10 +36,10 @@ class VersionLoop:
         # since then, so each judges the traffic it served, not the evidence that promoted it again.
         self.serving_since: dict[str, float] = {}
         self.retry: dict[str, int] = {}  # router -> pairs its served model must have unseen before another refit
-        # router -> proof checks made while it observed, over every model it had (each later one needs more
-        # confidence: lab.proof.look_confidence), and the pairs its current model needs for the next check
-        self.looks: dict[str, int] = {}
-        self.next_look: dict[str, tuple[Any, int]] = {}
+        # Proof checks made by this process (a figure for the simulation; the look each check is at is derived
+        # from the pairs, never from this count: lab.proof.looks_due).
+        self.checks: dict[str, int] = {}
+        self.checked: dict[str, tuple[int | None, int]] = {}  # router -> (model, look) last checked: a cache only
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -132,41 +131,41 @@ class VersionLoop:
                 r.state, r.state_reason = "observing", f"observing: 0/{opts.min_pairs} pairs"
             return
         # An observing router is tested again and again: each check needs more confidence, so that all of them
-        # together promote a router without signal at most at 1 - confidence (lab.proof.look_confidence). Checks
-        # come when its model's pairs have grown by `look_growth`, not every hour: their number grows like
-        # log(pairs), so the confidence each needs stays within reach. A serving router's re-check is one test:
-        # failing it by chance only demotes, the safe direction.
-        look = None
+        # together promote a router without signal at most at 1 - signal_confidence (lab.proof.look_confidence).
+        # Check k of a model reads its first min_pairs * look_growth^(k-1) unseen pairs (in arrival order): the
+        # number of checks grows like log(pairs), and which check is due, on which pairs, is derived from the
+        # store alone, so a restarted gateway or another replica makes the same check, never a new one. A serving
+        # router's re-check is one test: failing it by chance only demotes, the safe direction.
+        look = model = None
         if r.mode == "observe" and len(pairs) >= opts.min_pairs:
-            model = (getattr(r, "artifact", None), since)  # a retrained model starts its own spacing
-            key, due = self.next_look.get(r.name, (model, opts.min_pairs))
-            due = due if key == model else opts.min_pairs
-            if len(pairs) < due:
+            from gearshift.lab.proof import look_at, looks_due
+
+            look = looks_due(len(pairs), opts.min_pairs, opts.look_growth)
+            # Alpha is shared among a router's models only when it is refitted (it may then have several).
+            model = await asyncio.to_thread(self._model_index, r) if opts.retrain else None
+            if self.checked.get(r.name) == (model, look):  # this look's result is known: same pairs, same answer
                 r.pairs = len(pairs)
-                r.state_reason = f"{r.state_reason.split('; next check')[0]}; next check at {due} pairs"
+                r.state_reason = f"{r.state_reason.split('; next check')[0]}; next check at " \
+                                 f"{look_at(opts.min_pairs, opts.look_growth, look + 1)} pairs"
                 return
-            look = self.looks[r.name] = self.looks.get(r.name, 0) + 1
-            self.next_look[r.name] = (model, math.ceil(len(pairs) * opts.look_growth))
-        proof = await asyncio.to_thread(prove, pairs, r, opts.floor, opts.min_pairs, opts.confidence, look=look)
-        r.pairs = proof.pairs
+            self.checked[r.name] = (model, look)
+            self.checks[r.name] = self.checks.get(r.name, 0) + 1
+        unseen = r.pairs = len(pairs)
         if r.mode == "serve":
-            if proof.ok or proof.state == "observing":  # too few pairs is no evidence against it
-                r.state, r.state_reason = "serving", f"serving: {proof.reason}"
-                return
-            version = await asyncio.to_thread(self._store, r, r.threshold, "observe", proof.metrics(), True)
-            self.demotions += 1
-            set_mode(r, "observe")
-            self.proven.pop(r.name, None)
-            r.state, r.state_reason = "observing", f"demoted (version {version}): {proof.reason}"
-            log.warning("router %s: DEMOTED to observe, serving safe model %s (version %d): %s", r.name, r.safe,
-                        version, proof.reason)
+            await self._recheck(r, pairs)
             return
+        if look is not None and look_at(opts.min_pairs, opts.look_growth, look) < len(pairs):
+            pairs, _ = await asyncio.to_thread(collect_pairs, self.store, r, since,
+                                               look_at(opts.min_pairs, opts.look_growth, look))
+        proof = await asyncio.to_thread(prove, pairs, r, opts.floor, opts.min_pairs, opts.confidence, look=look,
+                                        signal_confidence=opts.signal_confidence if look is not None else None,
+                                        model=model)
         if not proof.ok:
             r.state, r.state_reason = proof.state, proof.reason
             self.proven.pop(r.name, None)
             # Refitted once per `min_pairs` new pairs: a refit that found no signal waits for more data.
-            if opts.retrain and proof.state != "observing" and proof.pairs >= self.retry.get(r.name, 0):
-                await self._retrain(r, proof.pairs)
+            if opts.retrain and proof.state != "observing" and unseen >= self.retry.get(r.name, 0):
+                await self._retrain(r, unseen)
             return
         if r.name not in self.proven:
             assert proof.threshold is not None
@@ -180,6 +179,32 @@ class VersionLoop:
             "promoted" if opts.auto_promote else f"waiting: `gearshift routers promote {r.name} {version}`")
         if opts.auto_promote:
             await self.poll()  # serve it now, not at the next poll
+
+    async def _recheck(self, r: ScoringRouter[Any], pairs: Any) -> None:
+        """Re-check a serving router on the pairs since it began serving; demote it on evidence that its proof
+        no longer holds (lab.proof.recheck: the floor broken, or APGR at or below random), never merely for
+        "no signal yet"."""
+        from gearshift.lab.proof import recheck
+        from gearshift.lab.replay import router_scores
+
+        opts = r.proof
+        if len(pairs) < opts.min_pairs:  # too few pairs is no evidence against it
+            r.state, r.state_reason = "serving", f"serving: re-check at {len(pairs)}/{opts.min_pairs} pairs"
+            return
+        scores = await asyncio.to_thread(router_scores, r, pairs)
+        failed, why = await asyncio.to_thread(recheck, scores, pairs, r.weak, r.strong, r.threshold, opts.floor,
+                                              opts.confidence)
+        if not failed:
+            r.state, r.state_reason = "serving", f"serving: {why}"
+            return
+        metrics = {"recheck": why, "pairs": len(pairs), "floor": opts.floor, "confidence": opts.confidence}
+        version = await asyncio.to_thread(self._store, r, r.threshold, "observe", metrics, True)
+        self.demotions += 1
+        set_mode(r, "observe")
+        self.proven.pop(r.name, None)
+        r.state, r.state_reason = "observing", f"demoted (version {version}): {why}"
+        log.warning("router %s: DEMOTED to observe, serving safe model %s (version %d): %s", r.name, r.safe,
+                    version, why)
 
     async def _retrain(self, r: ScoringRouter[Any], unseen: int) -> None:
         """A classifier whose proof failed on enough pairs is refitted on all of them (lab.retrain); the new
@@ -204,6 +229,19 @@ class VersionLoop:
         if result.promoted:
             await self.poll()
 
+    def _model_index(self, r: ScoringRouter[Any]) -> int:
+        """Which of the router's models it observes with: 1 for the configured one, then each retrained artifact
+        in the order its versions were stored (from the store, so every process counts alike)."""
+        artifact = getattr(r, "artifact", None)
+        if artifact is None or artifact == getattr(r, "configured_artifact", None):
+            return 1
+        seen: list[str] = []
+        for v in self.store.router_versions(r.name):
+            a = (v.get("settings") or {}).get("artifact")
+            if a and a != r.configured_artifact and a not in seen:  # type: ignore[attr-defined]
+                seen.append(a)
+        return seen.index(artifact) + 2 if artifact in seen else len(seen) + 2
+
     def _store(self, r: ScoringRouter[Any], threshold: float, mode: str, proof: dict[str, Any], promote: bool) -> int:
         from gearshift.routers.classifier import ClassifierRouter
 
@@ -211,7 +249,10 @@ class VersionLoop:
         settings: dict[str, Any] = {"threshold": threshold, "mode": mode}
         if isinstance(r, ClassifierRouter) and r.artifact != r.configured_artifact:
             settings["artifact"] = r.artifact  # the threshold was proven for the retrained model it serves
-        version = self.store.add_router_version(r.name, settings, {"proof": proof}, by)
+        # A proof made again after a restart (the same look on the same pairs) is the version stored then.
+        same = [v["version"] for v in self.store.router_versions(r.name)
+                if mode == "serve" and v["settings"] == settings and v["metrics"] == {"proof": proof}]
+        version = same[-1] if same else self.store.add_router_version(r.name, settings, {"proof": proof}, by)
         if promote:
             self.store.promote(r.name, version, by)
         return version

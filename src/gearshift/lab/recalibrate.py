@@ -63,12 +63,14 @@ def shadow_pairs(store: TraceStore, router: ScoringRouter, since: float | None =
     return collect_pairs(store, router, since)[0]
 
 
-def collect_pairs(store: TraceStore, router: ScoringRouter, since: float | None = None) -> tuple[Outcomes, int]:
+def collect_pairs(store: TraceStore, router: ScoringRouter, since: float | None = None,
+                  first: int | None = None) -> tuple[Outcomes, int]:
     """The router's scored pairs, and how many shadowed traces they came from: a prompt asked again
-    is one pair (its answers' grades averaged), so there may be fewer pairs than shadowed traces."""
+    is one pair (its answers' grades averaged), so there may be fewer pairs than shadowed traces.
+    `first`: only the first that many pairs, in order of their prompt's first trace (a proof's look)."""
     rows = [t for t in store.traces(since=since) if t["router"] == router.name or t.get("arm") == router.name]
     outcomes = from_traces(rows).select_models([router.weak, router.strong])
-    keep = np.flatnonzero(~np.isnan(outcomes.quality).any(axis=1))
+    keep = np.flatnonzero(~np.isnan(outcomes.quality).any(axis=1))[:first]  # from_traces keeps arrival order
     # In prompt order, not arrival order: the same pairs give the same splits (train, check, held-out)
     # however concurrent requests happened to be stored.
     keep = keep[np.argsort(outcomes.prompts[keep].astype(str), kind="stable")]

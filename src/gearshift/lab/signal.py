@@ -4,6 +4,10 @@ The expected random router's APGR is 0.5 by definition (its PGR rises linearly w
 share). A router whose APGR interval reaches 0.5 cannot be told apart from random on this traffic:
 it saves nothing a coin would not, so nothing may promote it automatically. One check, used by
 `lab train`, `lab retrain`, `lab recalibrate` and `lab calibrate`.
+
+`random_p_value` is the test a proof decides on: the exact permutation test of "the scores say nothing
+about which prompts gain from the strong model" (the random router's hypothesis), where the bootstrap
+interval only approximates its level (measured in benchmarks/proof_power.py).
 """
 
 from __future__ import annotations
@@ -68,4 +72,32 @@ def signal(scores: np.ndarray, outcomes: Outcomes, weak: str, strong: str, n_boo
     return Signal(est["apgr"], len(outcomes))
 
 
-__all__ = ["RANDOM_APGR", "Signal", "signal"]
+def random_p_value(scores: np.ndarray, outcomes: Outcomes, weak: str, strong: str, n_perm: int = 10_000,
+                   seed: int = 0) -> float:
+    """The chance that scores unrelated to the outcomes reach this APGR or more: a one-sided permutation test.
+
+    APGR is linear in the strong model's per-prompt gains once the prompts are ranked by score (a prompt at
+    descending mid-rank r weighs n - r + 1/2; ties share their weight, as the curve joins tied prompts), so
+    each permutation of the gains over the ranks is one dot product. The p-value counts the observed
+    ranking as one of the permutations, so it is valid at any level, for any n (no normal approximation)."""
+    from scipy.stats import rankdata  # only this test needs scipy
+
+    s = np.asarray(scores, float)
+    w, st = outcomes.index(weak), outcomes.index(strong)
+    q = np.asarray(outcomes.quality, float)
+    gain = q[:, st] - q[:, w]
+    n = len(gain)
+    if n == 0 or not gain.sum() > 0:  # no pairs, or the strong model gains nothing: no PGR to beat
+        return 1.0
+    weight = n - rankdata(-s) + 0.5  # rankdata: mid-ranks of the descending scores, 1-based
+    observed = float(gain @ weight)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // n)
+    above = 0
+    for start in range(0, n_perm, chunk):
+        perms = rng.permuted(np.broadcast_to(gain, (min(chunk, n_perm - start), n)), axis=1)
+        above += int(np.count_nonzero(perms @ weight >= observed - 1e-9 * abs(observed)))
+    return (1 + above) / (1 + n_perm)
+
+
+__all__ = ["RANDOM_APGR", "Signal", "random_p_value", "signal"]

@@ -31,13 +31,18 @@ class ProofOptions(Options):
     min_pairs: int = Field(default=500, ge=10, description="scored shadow pairs needed before a proof is tried")
     floor: float = Field(default=0.95, gt=0, le=1, description="quality retained to keep, of the safe model's")
     confidence: float = Field(default=0.95, gt=0, lt=1, description="confidence of the floor's lower bound")
+    signal_confidence: float = Field(default=0.99, gt=0, lt=1, description="confidence that the router beats "
+                                     "random (a permutation test) before it may serve: stricter than the floor's, "
+                                     "since serving a router without signal is the worst failure; over every "
+                                     "check of every model it had, a router without signal is promoted at most "
+                                     "at 1 - this")
     auto_promote: bool = Field(default=False, description="serve a proven version at once (else wait for "
                                                           "`gearshift routers promote`)")
     every_hours: float = Field(default=1.0, gt=0, description="how often the gateway looks whether a check is due")
-    look_growth: float = Field(default=1.5, gt=1, description="an observing router is checked at `min_pairs` "
-                               "pairs, then each time its pairs have grown by this factor (each check needs more "
-                               "confidence, so that all of them together promote a router without signal at most "
-                               "at 1 - confidence)")
+    look_growth: float = Field(default=1.5, gt=1, description="an observing router's model is checked on its "
+                               "first `min_pairs` unseen pairs, then on its first min_pairs * growth^(k-1) at "
+                               "check k (each check needs more confidence, so that all of them together promote "
+                               "a router without signal at most at 1 - signal_confidence)")
     retrain: bool = Field(default=False, description="classifier: when a proof on `min_pairs` pairs fails, fit a "
                           "new model on every pair so far (as `gearshift lab retrain`); it observes until proven "
                           "on the pairs that come after")

@@ -306,9 +306,9 @@ async def _tick(gw: Gateway, router: ScoringRouter[Any], run: Run, k: int) -> No
     """One round of the server's loops: drain shadow work and traces, tick the versions, check the watch."""
     assert gw.versions is not None and gw.shadower is not None
     await _drained(gw)
-    mode, retrainings, looks = router.mode, gw.versions.retrainings, gw.versions.looks.get(router.name, 0)
+    mode, retrainings, looks = router.mode, gw.versions.retrainings, gw.versions.checks.get(router.name, 0)
     await gw.versions.tick()
-    if gw.versions.looks.get(router.name, 0) > looks:
+    if gw.versions.checks.get(router.name, 0) > looks:
         run.checks.append(gw.shadower.done)
     at = dict(request=k, hours=float(run.hours[k]), pairs=gw.shadower.done, shadow_usd=gw.shadower.spent_total,
               reason=router.state_reason)
