@@ -11,7 +11,7 @@ from gearshift.gateway.versions import VersionLoop
 from gearshift.lab.proof import look_at
 from gearshift.plan import build_routers
 from gearshift.routers.base import ScoringRouter
-from tests.lab.test_signal import stored_pairs
+from tests.support.pairs import stored_pairs
 
 
 def test_a_restarted_loop_makes_the_same_check_on_the_same_pairs(tmp_path: Path, data_dir: Path,

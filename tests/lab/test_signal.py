@@ -6,7 +6,6 @@ nothing in a prompt's text can predict how the models did on it: no router can h
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import pytest
 from click.testing import CliRunner
 
 from gearshift.cli import main
-from gearshift.config import load_config
 from gearshift.lab.bootstrap import Estimate
 from gearshift.lab.recalibrate import recalibrate
 from gearshift.lab.retrain import retrain
@@ -23,26 +21,11 @@ from gearshift.lab.train import TrainSettings, fit
 from gearshift.learned import artifact
 from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
 from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
-from gearshift.outcomes.datasets import load
 from gearshift.outcomes.files import write_outcomes
-from gearshift.outcomes.table import Outcomes
-from gearshift.store import open_store
-from gearshift.trace import Call, Trace
-from tests.support.gateway_helpers import replay_config_file
+from tests.support.pairs import gsm8k, shuffled, stored_pairs
 
 NO_SIGNAL = "no signal: APGR"
 SHOULD_NOT = "this router should not serve this traffic"
-
-
-def gsm8k(n: int, seed: int = 0) -> Outcomes:
-    o = load("routellm/gsm8k", drop_contaminated=True).select_models([W, S])
-    return o.subset(np.sort(np.random.default_rng(seed).choice(len(o), n, replace=False)))
-
-
-def shuffled(o: Outcomes, seed: int = 7) -> Outcomes:
-    """The same prompts with another prompt's qualities (both models' together): no signal to learn."""
-    perm = np.random.default_rng(seed).permutation(len(o))
-    return replace(o, quality=np.asarray(o.quality)[perm], name=f"{o.name} (shuffled)")
 
 
 def test_the_line_says_when_the_interval_includes_random() -> None:
@@ -128,33 +111,6 @@ def test_lab_calibrate_says_no_signal_on_shuffled_labels(tmp_path: Path, data_di
     warned = [r.getMessage() for r in caplog.records if "never calibrated on this traffic" in r.getMessage()]
     assert warned and "router smart" in warned[0] and "gearshift lab calibrate" in warned[0]
     assert "gearshift lab recalibrate" in warned[0]
-
-
-def pair_trace(router: str, prompt: str, q_weak: float, q_strong: float) -> Trace:
-    """A served answer from the weak model with its shadow from the strong one, both graded."""
-    weak, strong = "mixtral-8x7b", "gpt-4-1106"
-    return Trace(router=router, requested_model=router, prompt=prompt, final_model=weak, shadowed=True,
-                 calls=[Call(model=weak, role="primary", cost_usd=0.0001, latency_ms=10.0, response="a"),
-                        Call(model=strong, role="shadow", cost_usd=0.002, latency_ms=10.0, response="b")],
-                 verdicts=[{"gate": "shadow_agreement", "model": weak, "score": q_weak, "passed": q_weak >= 0.5},
-                           {"gate": "shadow_reference", "model": strong, "score": q_strong, "passed": True}])
-
-
-def stored_pairs(tmp_path: Path, labels: str, threshold: float, **router: object):  # type: ignore[no-untyped-def]
-    """A gateway config whose classifier is trained on 600 GSM8K prompts and a store holding 400 scored
-    pairs of other GSM8K prompts; labels 'shuffled' shuffles both the training and the live qualities."""
-    o = gsm8k(1000, seed=2)
-    train, live = o.subset(np.arange(600)), o.subset(np.arange(600, 1000))
-    if labels == "shuffled":
-        train, live = shuffled(train), shuffled(live, seed=3)
-    artifact.save(fit(train, TrainSettings()), tmp_path / "router.json")
-    path = replay_config_file(tmp_path, {"gearshift/smart": {"kind": "classifier", "artifact": "router.json",
-                                                             "threshold": threshold, **router}})
-    config = load_config(path)
-    store = open_store(config.store, config.base_dir)
-    store.write([pair_trace("gearshift/smart", str(p), float(q[0]), float(q[1]))
-                 for p, q in zip(live.prompts, np.asarray(live.quality), strict=True)])
-    return path, config, store
 
 
 @pytest.fixture
