@@ -15,7 +15,16 @@ from typing import Any
 
 from gearshift.store import rows
 from gearshift.store.base import LimitKey, TraceStore
-from gearshift.store.rows import CALL_COLS, FEEDBACK_COLS, KEY_COLS, KEY_FIELDS, TRACE_COLS, VERSION_COLS
+from gearshift.store.rows import (
+    CALL_COLS,
+    FACT_COLS,
+    FEEDBACK_COLS,
+    KEY_COLS,
+    KEY_FIELDS,
+    TRACE_COLS,
+    VERSION_COLS,
+)
+from gearshift.store.view import PairEstimate, Totals, TraceView
 from gearshift.trace import Trace
 
 # Columns added after a table first shipped must be nullable or have a default: an existing database
@@ -49,9 +58,29 @@ CREATE TABLE IF NOT EXISTS traces (
     endpoint TEXT NOT NULL DEFAULT 'chat',
     team TEXT,
     cache TEXT,
-    cache_saved_usd {real} NOT NULL DEFAULT 0
+    cache_saved_usd {real} NOT NULL DEFAULT 0,
+    answered INTEGER NOT NULL DEFAULT 0,
+    gated INTEGER NOT NULL DEFAULT 0,
+    escalated INTEGER NOT NULL DEFAULT 0,
+    verdict TEXT NOT NULL DEFAULT 'none',
+    verdicts_n INTEGER NOT NULL DEFAULT 0,
+    verdicts_passed INTEGER NOT NULL DEFAULT 0,
+    cf_input_tokens INTEGER NOT NULL DEFAULT 0,
+    cf_output_tokens INTEGER NOT NULL DEFAULT 0,
+    estimated_calls INTEGER NOT NULL DEFAULT 0,
+    pair_reference TEXT,
+    pair_n INTEGER NOT NULL DEFAULT 0,
+    pair_passed INTEGER NOT NULL DEFAULT 0,
+    pair_judged INTEGER NOT NULL DEFAULT 0,
+    pair_disagreed INTEGER NOT NULL DEFAULT 0,
+    pair_resolved INTEGER NOT NULL DEFAULT 0,
+    pair_weak {real} NOT NULL DEFAULT 0,
+    pair_ref_grade {real} NOT NULL DEFAULT 0,
+    facts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS traces_created ON traces(created);
+CREATE INDEX IF NOT EXISTS traces_verdict_created ON traces(verdict, created);
+CREATE INDEX IF NOT EXISTS traces_without_facts ON traces(id) WHERE facts = 0;
 CREATE INDEX IF NOT EXISTS traces_router_created ON traces(router, created);
 CREATE INDEX IF NOT EXISTS traces_client_created ON traces(client, created);
 CREATE INDEX IF NOT EXISTS traces_model_created ON traces(final_model, created);
@@ -183,7 +212,41 @@ def _upsert(table: str, cols: Sequence[str], key: Sequence[str]) -> str:
             f"ON CONFLICT ({','.join(key)}) DO UPDATE SET {updates}")
 
 
-UPSERT_TRACE = _upsert("traces", TRACE_COLS, ("id",))
+UPSERT_TRACE = _upsert("traces", TRACE_COLS + FACT_COLS, ("id",))
+SET_FACTS = f"UPDATE traces SET {', '.join(f'{c} = ?' for c in FACT_COLS)} WHERE id = ?"
+
+# Totals (view.Totals) summed in SQL from the fact columns, term for term as Totals.add counts a view.
+# The arguments: the reference model twice (strong share, served pairs).
+_ANSWERED = "CASE WHEN answered = 1 AND router <> '' THEN {} ELSE 0 END"
+_SERVED = ("CASE WHEN answered = 1 AND router <> '' AND final_model <> COALESCE(NULLIF(pair_reference, ''), ?, '') "
+           "THEN {} ELSE 0 END")
+TOTALS = (
+    ("requests", "COUNT(*)"),
+    ("errors", "SUM(CASE WHEN status <> 200 THEN 1 ELSE 0 END)"),
+    ("failed", "SUM(CASE WHEN status >= 500 THEN 1 ELSE 0 END)"),
+    ("streamed", "SUM(streamed)"),
+    ("spend_usd", "SUM(cost_usd)"),
+    ("estimated_calls", "SUM(estimated_calls)"),
+    ("answered", "SUM(" + _ANSWERED.format("1") + ")"),
+    ("answered_spend_usd", "SUM(" + _ANSWERED.format("cost_usd") + ")"),
+    ("answered_shadow_usd", "SUM(" + _ANSWERED.format("shadow_cost_usd") + ")"),
+    ("cf_input_tokens", "SUM(" + _ANSWERED.format("cf_input_tokens") + ")"),
+    ("cf_output_tokens", "SUM(" + _ANSWERED.format("cf_output_tokens") + ")"),
+    ("gated", "SUM(" + _ANSWERED.format("gated") + ")"),
+    ("gated_escalated", "SUM(" + _ANSWERED.format("gated * escalated") + ")"),
+    ("tier1", "SUM(" + _ANSWERED.format("gated * (1 - escalated)") + ")"),
+    ("escalated", "SUM(" + _ANSWERED.format("escalated") + ")"),
+    ("verdicts", "SUM(" + _ANSWERED.format("verdicts_n") + ")"),
+    ("verdicts_passed", "SUM(" + _ANSWERED.format("verdicts_passed") + ")"),
+    ("strong", "SUM(CASE WHEN answered = 1 AND router <> '' AND final_model = ? THEN 1 ELSE 0 END)"),
+    ("cache_saved_usd", "SUM(CASE WHEN cache = 'hit' THEN cache_saved_usd ELSE 0 END)"),
+    ("start", "MIN(created)"),
+    ("end", "MAX(created)"),
+    *((f"served_{c}", "SUM(" + _SERVED.format(c) + ")")
+      for c in ("pair_n", "pair_passed", "pair_judged", "pair_disagreed", "pair_resolved", "pair_weak", "pair_ref_grade")),
+)
+_INT_TOTALS = {name for name, _ in TOTALS} - {"spend_usd", "answered_spend_usd", "answered_shadow_usd", "cache_saved_usd",
+                                               "start", "end"}
 UPSERT_CALL = _upsert("calls", CALL_COLS, ("trace_id", "idx"))
 
 # The one read of a presented key: by its HMAC, through the unique index (never a scan of the keys).
@@ -193,12 +256,12 @@ KEY_BY_HASH = f"SELECT hash, {','.join(KEY_COLS)} FROM keys WHERE hash = ?"
 def _where(since: float | None = None, until: float | None = None, router: str | None = None,
            model: str | None = None, status: str | None = None, client: str | None = None,
            escalated: bool | None = None, trace_id: str | None = None,
-           team: str | None = None) -> tuple[str, list[Any]]:
+           team: str | None = None, verdict: str | None = None) -> tuple[str, list[Any]]:
     """The WHERE clause (with its leading space, or empty) and arguments of trace filters (see find_traces)."""
     where: list[str] = []
     args: list[Any] = []
     for clause, value in (("router = ?", router), ("final_model = ?", model), ("client = ?", client),
-                          ("team = ?", team),
+                          ("team = ?", team), ("verdict = ?", verdict),
                           ("id = ?", trace_id), ("created >= ?", since), ("created < ?", until)):
         if value is not None:
             where.append(clause)
@@ -255,6 +318,19 @@ class SQLStore(TraceStore):
         for statement in statements:
             if not statement.startswith("CREATE TABLE"):
                 self._run(statement)
+        self._backfill_facts()
+
+    def _backfill_facts(self, chunk: int = 2000) -> None:
+        """Compute the fact columns of rows written before them (by an older gearshift), through the same
+        function the writer uses (rows.facts); found by a partial index, so a store without any is free."""
+        while True:
+            ids = [r[0] for r in self._run("SELECT id FROM traces WHERE facts = 0 LIMIT ?", (chunk,)).fetchall()]
+            if not ids:
+                return
+            marks = ",".join("?" * len(ids))
+            found = self._read_with_calls(f"SELECT {','.join(TRACE_COLS)} FROM traces WHERE id IN ({marks})", ids)
+            self._connection().cursor().executemany(
+                self._sql(SET_FACTS), [(*rows.facts(TraceView.of(t)), t["id"]) for t in found])
 
     def _clean(self, values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Rows as this database can take them (default: as they are)."""
@@ -303,25 +379,83 @@ class SQLStore(TraceStore):
     def _with_calls(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
         """The trace rows a query selects (TRACE_COLS), each with its calls."""
         with self._lock:
-            found = self._run(sql, args).fetchall()
-            calls: dict[str, list[dict[str, Any]]] = {}
-            ids = [r[0] for r in found]
-            for chunk in range(0, len(ids), 500):
-                part = ids[chunk:chunk + 500]
-                q = (f"SELECT {','.join(CALL_COLS)} FROM calls WHERE trace_id IN ({','.join('?' * len(part))}) "
-                     "ORDER BY trace_id, idx")
-                for c in self._run(q, part).fetchall():
-                    trace_id, call = rows.decode_call(c)
-                    calls.setdefault(trace_id, []).append(call)
+            return self._read_with_calls(sql, args)
+
+    def _read_with_calls(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        # _with_calls, for a caller that holds the lock.
+        found = self._run(sql, args).fetchall()
+        calls: dict[str, list[dict[str, Any]]] = {}
+        ids = [r[0] for r in found]
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            q = (f"SELECT {','.join(CALL_COLS)} FROM calls WHERE trace_id IN ({','.join('?' * len(part))}) "
+                 "ORDER BY trace_id, idx")
+            for c in self._run(q, part).fetchall():
+                trace_id, call = rows.decode_call(c)
+                calls.setdefault(trace_id, []).append(call)
         return [rows.decode_trace(r, calls.get(r[0], [])) for r in found]
 
     def find_traces(self, since: float | None = None, until: float | None = None, router: str | None = None,
                     model: str | None = None, status: str | None = None, client: str | None = None,
                     escalated: bool | None = None, trace_id: str | None = None,
-                    limit: int = 100) -> list[dict[str, Any]]:
-        where, args = _where(since, until, router, model, status, client, escalated, trace_id)
+                    limit: int = 100, verdict: str | None = None) -> list[dict[str, Any]]:
+        where, args = _where(since, until, router, model, status, client, escalated, trace_id, verdict=verdict)
         return self._with_calls(f"SELECT {','.join(TRACE_COLS)} FROM traces{where} "
                                 f"ORDER BY created DESC, id DESC LIMIT {int(limit)}", args)
+
+    def totals(self, since: float, until: float | None = None, reference: str | None = None,
+               bucket_seconds: float | None = None) -> list[tuple[int | None, Totals]]:
+        # One GROUP BY over the fact columns; the few groups (bucket, router, endpoint, cache) are folded here.
+        bucket = "CAST(FLOOR((created - ?) / ?) AS INTEGER)" if bucket_seconds else "NULL"
+        sums = ", ".join(expr for _, expr in TOTALS)
+        args: list[Any] = [since, bucket_seconds] if bucket_seconds else []
+        for _, expr in TOTALS:
+            args += [reference] * expr.count("?")
+        where, wargs = _where(since=since, until=until)
+        with self._lock:
+            found = self._run(f"SELECT {bucket} AS b, router, endpoint, cache, {sums} FROM traces{where} "
+                              "GROUP BY b, router, endpoint, cache", [*args, *wargs]).fetchall()
+        out: dict[int | None, Totals] = {}
+        for b, router, endpoint, cache, *values in found:
+            part = Totals()
+            served = []
+            for (name, _), v in zip(TOTALS, values, strict=True):
+                if name.startswith("served_"):
+                    served.append(v or 0)
+                elif name in _INT_TOTALS:
+                    setattr(part, name, int(v or 0))
+                elif name in ("start", "end"):
+                    setattr(part, name, None if v is None else float(v))
+                else:
+                    setattr(part, name, float(v or 0.0))
+            part.served = PairEstimate(*(int(v) for v in served[:5]), float(served[5]), float(served[6]))
+            n = part.requests
+            part.routed = n if router else 0
+            part.failed = part.failed if router else 0
+            part.by_router = {router or "(rejected)": n}
+            part.by_endpoint = {endpoint: n}
+            part.by_cache = {cache: n} if cache is not None else {}
+            key = None if b is None else int(b)
+            if key in out:
+                out[key].merge(part)
+            else:
+                out[key] = part
+        return sorted(out.items(), key=lambda kv: -1 if kv[0] is None else kv[0])
+
+    def latencies(self, since: float, until: float | None = None) -> list[tuple[bool, bool, float]]:
+        where, args = _where(since=since, until=until)
+        with self._lock:
+            found = self._run(f"SELECT gated, escalated, latency_ms FROM traces{where} AND answered = 1 "
+                              "AND (gated = 1 OR escalated = 1)", args).fetchall()
+        return [(bool(g), bool(e), float(ms)) for g, e, ms in found]
+
+    def call_spend(self, since: float, until: float | None = None) -> list[tuple[str, str, int, float]]:
+        where, args = _where(since=since, until=until)
+        with self._lock:
+            found = self._run("SELECT c.model, c.role, COUNT(*), SUM(c.cost_usd) FROM traces JOIN calls c "
+                              f"ON c.trace_id = traces.id{where.replace('created', 'traces.created')} "
+                              "GROUP BY c.model, c.role", args).fetchall()
+        return [(m, r, int(n), float(usd)) for m, r, n, usd in found]
 
     def decision_mix(self, since: float, bucket_seconds: float) -> list[tuple[float, str, str | None, int]]:
         with self._lock:

@@ -62,10 +62,7 @@ def overview(store: TraceStore, config: Config, hours: float, now: float | None 
 
 def verdict_of(t: TraceView) -> str:
     """The gates' verdict on the served answer: pass (all passed), fail (one failed) or none."""
-    verdicts = t.gate_verdicts
-    if not verdicts:
-        return "none"
-    return "pass" if all(v.passed for v in verdicts) else "fail"
+    return t.gate_verdict
 
 
 def trace_row(r: Mapping[str, Any]) -> dict[str, Any]:
