@@ -35,7 +35,8 @@ KEY_FIELDS = ("team", "admin", "routers", "models", "rpm", "tpm", "usd_day", "us
 def encode(traces: Sequence[Trace]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Trace rows and call rows, in TRACE_COLS + FACT_COLS and CALL_COLS order (JSON as text, booleans as 0/1).
 
-    One pass over each trace's calls; the JSON columns are the text `json.dumps` makes, with the
+    Serving and shadow cost, and the facts (FACT_COLS), are the trace's TraceView's: computed here, in the
+    store's write path, never on the event loop. The JSON columns are the text `json.dumps` makes, with the
     common values (the router's route, no metadata, no verdicts) not encoded again per trace.
     The answer is stored once: when a call holds the trace's answer, the trace row names that call
     (`answer_call`) instead of repeating the text."""
@@ -43,12 +44,8 @@ def encode(traces: Sequence[Trace]) -> tuple[list[tuple[Any, ...]], list[tuple[A
     routes: dict[tuple[str, ...], str] = {}  # a batch holds few distinct routes
     for t in traces:
         tid = t.id
-        serving = shadow = 0.0
+        view = TraceView.of(t)
         for i, c in enumerate(t.calls):
-            if c.role in SHADOW_ROLES:
-                shadow += c.cost_usd
-            else:
-                serving += c.cost_usd
             crows.append((tid, i, c.model, c.role, c.input_tokens, c.output_tokens, int(c.usage_estimated),
                           c.cost_usd, c.latency_ms, c.status, c.error, c.attempt, c.response, int(c.truncated)))
         answer, answer_call = t.response, _answer_call(t)
@@ -59,11 +56,11 @@ def encode(traces: Sequence[Trace]) -> tuple[list[tuple[Any, ...]], list[tuple[A
         if route is None:
             route = routes[key] = json.dumps(t.route)
         trows.append((tid, t.created, t.router, t.requested_model, t.reason, route,
-                      t.final_model, t.status, int(t.streamed), serving, t.latency_ms, t.estimated_tokens,
+                      t.final_model, t.status, int(t.streamed), view.cost_usd, t.latency_ms, t.estimated_tokens,
                       t.score, t.client, json.dumps(t.metadata) if t.metadata else "{}",
                       json.dumps(t.verdicts) if t.verdicts else "[]", t.prompt, answer,
-                      t.error, t.arm, int(t.shadowed), shadow, answer_call, int(t.response_truncated),
-                      t.endpoint, t.team, t.cache, t.cache_saved_usd, *facts(TraceView.of(t))))
+                      t.error, t.arm, int(t.shadowed), view.shadow_cost_usd, answer_call, int(t.response_truncated),
+                      t.endpoint, t.team, t.cache, t.cache_saved_usd, *facts(view)))
     return trows, crows
 
 

@@ -428,7 +428,9 @@ class SQLStore(TraceStore):
                     setattr(part, name, None if v is None else float(v))
                 else:
                     setattr(part, name, float(v or 0.0))
-            part.served = PairEstimate(*(int(v) for v in served[:5]), float(served[5]), float(served[6]))
+            n_, passed, judged, disagreed, resolved, weak, ref = served
+            part.served = PairEstimate(int(n_), int(passed), int(judged), int(disagreed), int(resolved), float(weak),
+                                       float(ref))
             n = part.requests
             part.routed = n if router else 0
             part.failed = part.failed if router else 0
