@@ -169,10 +169,12 @@ class TraceView:
     cache: str | None = None  # what the response cache did (trace.CACHE_RESULTS); None: the router has none
     cache_saved_usd: float = 0.0  # a hit's saving: the route's first model's price for the cached usage
     shadow_start: int = field(init=False, repr=False, compare=False)  # index of the first shadow call
+    _gates: tuple[VerdictView, ...] = field(init=False, repr=False, compare=False)  # gate_verdicts, read often
 
     def __post_init__(self) -> None:
         start = next((i for i, c in enumerate(self.calls) if c.role in SHADOW_ROLES), len(self.calls))
         object.__setattr__(self, "shadow_start", start)
+        object.__setattr__(self, "_gates", tuple(v for v in self.verdicts if not v.shadow))
 
     @classmethod
     def of(cls, t: Mapping[str, Any] | Trace | TraceView) -> TraceView:
@@ -238,7 +240,7 @@ class TraceView:
     @property
     def gate_verdicts(self) -> tuple[VerdictView, ...]:
         """Verdicts of the gates on serving answers (shadow verdicts left out)."""
-        return tuple(v for v in self.verdicts if not v.shadow)
+        return self._gates
 
     @property
     def gated(self) -> bool:
@@ -365,10 +367,13 @@ class TraceView:
         """What the dashboard's sums need of this trace, computed once when it is written (store/rows.py)."""
         final = self.final_model
         # Pairs on the final model's answer: served unless the reference is that model (served_pairs).
-        pair = PairEstimate.of(p for p in self.pairs if final is not None and p.model == final)
-        return Facts(self.answered, self.gated, self.escalated, self.gate_verdict, len(self.gate_verdicts),
+        # Most traces have no shadow verdict: no pairs to read then.
+        shadowed = len(self._gates) < len(self.verdicts)
+        pair = PairEstimate.of(p for p in self.pairs if final is not None and p.model == final) if shadowed \
+            else PairEstimate()
+        return Facts(self.answered, self.gated, self.escalated, self.gate_verdict, len(self._gates),
                      self.gates_passed, *self.counterfactual_tokens, sum(c.usage_estimated for c in self.calls),
-                     self.pair_reference, pair)
+                     self.pair_reference if shadowed else None, pair)
 
 
 def cache_figures(traces: Iterable[Mapping[str, Any] | Trace | TraceView]) -> dict[str, Any]:

@@ -163,25 +163,17 @@ def stats_of(totals: Totals, config: Config | None, reference: str | None) -> Wi
 
 
 def recent_traces(store: TraceStore, requests: int, seconds: float | None = None, router: str | None = None,
-                  now: float | None = None, lookback: float = 3600.0) -> list[dict[str, Any]]:
+                  now: float | None = None) -> list[dict[str, Any]]:
     """The most recent `requests` traces (and, with `seconds`, only those that young), oldest first.
 
-    The store reads oldest-first from a `since` time, so without `seconds` the look-back widens (x4)
-    until it holds `requests` traces or reaches the oldest stored trace. Each call re-reads the whole
-    window: traces written late (the writer batches) or rewritten (shadow verdicts) are never missed.
+    Without `seconds` the store reads the newest `requests` by index (find_traces); with it, every trace
+    that young. Each call re-reads the whole window: traces written late (the writer batches) or
+    rewritten (shadow verdicts) are never missed.
     """
-    now = time.time() if now is None else now
     if seconds is not None:
+        now = time.time() if now is None else now
         return list(store.traces(since=now - seconds, router=router))[-requests:]
-    oldest = next(iter(store.traces(router=router, limit=1)), None)
-    if oldest is None:
-        return []
-    while True:
-        since = now - lookback
-        rows = list(store.traces(since=since, router=router))
-        if len(rows) >= requests or since <= oldest["created"]:
-            return rows[-requests:]
-        lookback *= 4
+    return store.find_traces(router=router, limit=requests)[::-1]
 
 
 __all__ = ["WindowStats", "compute_stats", "recent_traces", "stats_of", "wilson"]
