@@ -81,6 +81,10 @@ CREATE TABLE IF NOT EXISTS traces (
 CREATE INDEX IF NOT EXISTS traces_created ON traces(created);
 CREATE INDEX IF NOT EXISTS traces_verdict_created ON traces(verdict, created);
 CREATE INDEX IF NOT EXISTS traces_without_facts ON traces(id) WHERE facts = 0;
+CREATE INDEX IF NOT EXISTS traces_created_facts ON traces(created, router, endpoint, cache, status, answered, gated,
+    escalated, final_model, streamed, cost_usd, shadow_cost_usd, estimated_calls, cf_input_tokens, cf_output_tokens,
+    verdicts_n, verdicts_passed, cache_saved_usd, latency_ms, client, team);
+CREATE INDEX IF NOT EXISTS traces_pairs ON traces(created) WHERE pair_n > 0;
 CREATE INDEX IF NOT EXISTS traces_router_created ON traces(router, created);
 CREATE INDEX IF NOT EXISTS traces_client_created ON traces(client, created);
 CREATE INDEX IF NOT EXISTS traces_model_created ON traces(final_model, created);
@@ -215,38 +219,19 @@ def _upsert(table: str, cols: Sequence[str], key: Sequence[str]) -> str:
 UPSERT_TRACE = _upsert("traces", TRACE_COLS + FACT_COLS, ("id",))
 SET_FACTS = f"UPDATE traces SET {', '.join(f'{c} = ?' for c in FACT_COLS)} WHERE id = ?"
 
-# Totals (view.Totals) summed in SQL from the fact columns, term for term as Totals.add counts a view.
-# The arguments: the reference model twice (strong share, served pairs).
-_ANSWERED = "CASE WHEN answered = 1 AND router <> '' THEN {} ELSE 0 END"
-_SERVED = ("CASE WHEN answered = 1 AND router <> '' AND final_model <> COALESCE(NULLIF(pair_reference, ''), ?, '') "
-           "THEN {} ELSE 0 END")
-TOTALS = (
-    ("requests", "COUNT(*)"),
-    ("errors", "SUM(CASE WHEN status <> 200 THEN 1 ELSE 0 END)"),
-    ("failed", "SUM(CASE WHEN status >= 500 THEN 1 ELSE 0 END)"),
-    ("streamed", "SUM(streamed)"),
-    ("spend_usd", "SUM(cost_usd)"),
-    ("estimated_calls", "SUM(estimated_calls)"),
-    ("answered", "SUM(" + _ANSWERED.format("1") + ")"),
-    ("answered_spend_usd", "SUM(" + _ANSWERED.format("cost_usd") + ")"),
-    ("answered_shadow_usd", "SUM(" + _ANSWERED.format("shadow_cost_usd") + ")"),
-    ("cf_input_tokens", "SUM(" + _ANSWERED.format("cf_input_tokens") + ")"),
-    ("cf_output_tokens", "SUM(" + _ANSWERED.format("cf_output_tokens") + ")"),
-    ("gated", "SUM(" + _ANSWERED.format("gated") + ")"),
-    ("gated_escalated", "SUM(" + _ANSWERED.format("gated * escalated") + ")"),
-    ("tier1", "SUM(" + _ANSWERED.format("gated * (1 - escalated)") + ")"),
-    ("escalated", "SUM(" + _ANSWERED.format("escalated") + ")"),
-    ("verdicts", "SUM(" + _ANSWERED.format("verdicts_n") + ")"),
-    ("verdicts_passed", "SUM(" + _ANSWERED.format("verdicts_passed") + ")"),
-    ("strong", "SUM(CASE WHEN answered = 1 AND router <> '' AND final_model = ? THEN 1 ELSE 0 END)"),
-    ("cache_saved_usd", "SUM(CASE WHEN cache = 'hit' THEN cache_saved_usd ELSE 0 END)"),
-    ("start", "MIN(created)"),
-    ("end", "MAX(created)"),
-    *((f"served_{c}", "SUM(" + _SERVED.format(c) + ")")
-      for c in ("pair_n", "pair_passed", "pair_judged", "pair_disagreed", "pair_resolved", "pair_weak", "pair_ref_grade")),
-)
-_INT_TOTALS = {name for name, _ in TOTALS} - {"spend_usd", "answered_spend_usd", "answered_shadow_usd", "cache_saved_usd",
-                                               "start", "end"}
+# Totals (view.Totals) summed in SQL from the fact columns as Totals.add counts a view: grouped by the
+# few values that decide what a trace adds (routed, status, answered, gated, escalated, strong), so that
+# each column is a plain SUM and the rest is done per group in Python. Every column these read is in
+# the index traces_created_facts: a range is read from the index alone, never from the wide rows.
+TOTALS_KEYS = ("router", "endpoint", "cache", "status", "answered", "gated", "escalated")
+TOTALS_SUMS = ("COUNT(*)", "SUM(streamed)", "SUM(cost_usd)", "SUM(shadow_cost_usd)", "SUM(estimated_calls)",
+               "SUM(cf_input_tokens)", "SUM(cf_output_tokens)", "SUM(verdicts_n)", "SUM(verdicts_passed)",
+               "SUM(cache_saved_usd)", "MIN(created)", "MAX(created)")
+# The served pairs' sums, from the few traces with pairs (a partial index): the reference (or, when the
+# trace did not record one, the caller's) is not the final model (TraceView.served_pairs).
+PAIR_SUMS = ("SUM(pair_n)", "SUM(pair_passed)", "SUM(pair_judged)", "SUM(pair_disagreed)", "SUM(pair_resolved)",
+             "SUM(pair_weak)", "SUM(pair_ref_grade)")
+SERVED = "answered = 1 AND router <> '' AND final_model <> COALESCE(NULLIF(pair_reference, ''), ?, '')"
 UPSERT_CALL = _upsert("calls", CALL_COLS, ("trace_id", "idx"))
 
 # The one read of a presented key: by its HMAC, through the unique index (never a scan of the keys).
@@ -405,43 +390,42 @@ class SQLStore(TraceStore):
 
     def totals(self, since: float, until: float | None = None, reference: str | None = None,
                bucket_seconds: float | None = None) -> list[tuple[int | None, Totals]]:
-        # One GROUP BY over the fact columns; the few groups (bucket, router, endpoint, cache) are folded here.
         bucket = "CAST(FLOOR((created - ?) / ?) AS INTEGER)" if bucket_seconds else "NULL"
-        sums = ", ".join(expr for _, expr in TOTALS)
-        args: list[Any] = [since, bucket_seconds] if bucket_seconds else []
-        for _, expr in TOTALS:
-            args += [reference] * expr.count("?")
+        bargs: list[Any] = [since, bucket_seconds] if bucket_seconds else []
         where, wargs = _where(since=since, until=until)
+        keys = ", ".join(TOTALS_KEYS)
         with self._lock:
-            found = self._run(f"SELECT {bucket} AS b, router, endpoint, cache, {sums} FROM traces{where} "
-                              "GROUP BY b, router, endpoint, cache", [*args, *wargs]).fetchall()
+            found = self._run(f"SELECT {bucket} AS b, {keys}, CASE WHEN final_model = ? THEN 1 ELSE 0 END AS strong, "
+                              f"{', '.join(TOTALS_SUMS)} FROM traces{where} GROUP BY b, {keys}, strong",
+                              [*bargs, reference, *wargs]).fetchall()
+            pairs = self._run(f"SELECT {bucket} AS b, {', '.join(PAIR_SUMS)} FROM traces{where} AND pair_n > 0 "
+                              f"AND {SERVED} GROUP BY b", [*bargs, *wargs, reference]).fetchall()
         out: dict[int | None, Totals] = {}
-        for b, router, endpoint, cache, *values in found:
-            part = Totals()
-            served = []
-            for (name, _), v in zip(TOTALS, values, strict=True):
-                if name.startswith("served_"):
-                    served.append(v or 0)
-                elif name in _INT_TOTALS:
-                    setattr(part, name, int(v or 0))
-                elif name in ("start", "end"):
-                    setattr(part, name, None if v is None else float(v))
-                else:
-                    setattr(part, name, float(v or 0.0))
-            n_, passed, judged, disagreed, resolved, weak, ref = served
-            part.served = PairEstimate(int(n_), int(passed), int(judged), int(disagreed), int(resolved), float(weak),
-                                       float(ref))
-            n = part.requests
-            part.routed = n if router else 0
-            part.failed = part.failed if router else 0
-            part.by_router = {router or "(rejected)": n}
-            part.by_endpoint = {endpoint: n}
-            part.by_cache = {cache: n} if cache is not None else {}
+        for b, router, endpoint, cache, status, answered, gated, escalated, strong, *sums in found:
+            n, streamed, cost, shadow, estimated, cf_in, cf_out, verdicts, passed, saved, start, end = sums
+            part = Totals(requests=n, errors=n if status != 200 else 0, streamed=int(streamed), spend_usd=float(cost),
+                          estimated_calls=int(estimated), start=float(start), end=float(end),
+                          by_router={router or "(rejected)": n}, by_endpoint={endpoint: n})
+            if cache is not None:
+                part.by_cache = {cache: n}
+                part.cache_saved_usd = float(saved) if cache == "hit" else 0.0
+            if router:
+                part.routed, part.failed = n, n if status >= 500 else 0
+                if answered:
+                    part.answered, part.answered_spend_usd, part.answered_shadow_usd = n, float(cost), float(shadow)
+                    part.cf_input_tokens, part.cf_output_tokens = int(cf_in), int(cf_out)
+                    part.gated, part.escalated = n * gated, n * escalated
+                    part.gated_escalated, part.tier1 = n * gated * escalated, n * gated * (1 - escalated)
+                    part.verdicts, part.verdicts_passed, part.strong = int(verdicts), int(passed), n * strong
             key = None if b is None else int(b)
             if key in out:
                 out[key].merge(part)
             else:
                 out[key] = part
+        for b, n, agreed, judged, disagreed, resolved, weak, ref in pairs:
+            key = None if b is None else int(b)
+            out[key].served += PairEstimate(int(n), int(agreed), int(judged), int(disagreed), int(resolved),
+                                            float(weak), float(ref))
         return sorted(out.items(), key=lambda kv: -1 if kv[0] is None else kv[0])
 
     def latencies(self, since: float, until: float | None = None) -> list[tuple[bool, bool, float]]:
@@ -454,8 +438,9 @@ class SQLStore(TraceStore):
     def call_spend(self, since: float, until: float | None = None) -> list[tuple[str, str, int, float]]:
         where, args = _where(since=since, until=until)
         with self._lock:
-            found = self._run("SELECT c.model, c.role, COUNT(*), SUM(c.cost_usd) FROM traces JOIN calls c "
-                              f"ON c.trace_id = traces.id{where.replace('created', 'traces.created')} "
+            # CROSS JOIN: SQLite then reads the range of traces first, and each one's calls by their key.
+            found = self._run("SELECT c.model, c.role, COUNT(*), SUM(c.cost_usd) FROM traces CROSS JOIN calls c"
+                              f"{where.replace('created', 'traces.created')} AND c.trace_id = traces.id "
                               "GROUP BY c.model, c.role", args).fetchall()
         return [(m, r, int(n), float(usd)) for m, r, n, usd in found]
 
