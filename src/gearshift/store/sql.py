@@ -455,9 +455,11 @@ class SQLStore(TraceStore):
         column = {"client": "client", "team": "team"}[by]  # a column name, never the caller's text
         where, args = ("WHERE created >= ? ", (since,)) if since is not None else ("", ())
         with self._lock:
-            found = self._run(f"SELECT {column}, COUNT(*), COALESCE(SUM(cost_usd), 0), "
-                              "SUM(CASE WHEN status = 200 THEN 0 ELSE 1 END) FROM traces "
-                              f"{where}GROUP BY {column} ORDER BY 3 DESC", args).fetchall()
+            # Grouped by an expression, not the column: SQLite would otherwise walk all of traces(client, created)
+            # for its order, where the range of the covering traces_created_facts is all it needs.
+            found = self._run(f"SELECT CASE WHEN {column} IS NULL THEN NULL ELSE {column} END, COUNT(*), "
+                              "COALESCE(SUM(cost_usd), 0), SUM(CASE WHEN status = 200 THEN 0 ELSE 1 END) FROM traces "
+                              f"{where}GROUP BY 1 ORDER BY 3 DESC", args).fetchall()
         return [(c, int(n), float(usd), int(err)) for c, n, usd, err in found]
 
     def shadow_spend(self, since: float) -> list[tuple[str, str | None, float]]:
