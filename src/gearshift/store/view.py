@@ -361,7 +361,6 @@ class TraceView:
             return call.grade
         return self.grades.get(call.model, float("nan"))
 
-
     @property
     def facts(self) -> Facts:
         """What the dashboard's sums need of this trace, computed once when it is written (store/rows.py)."""
@@ -553,10 +552,6 @@ class Facts:
         """Whether `pair` judged a served answer: the pair's reference (else `reference`) is not the
         final model (TraceView.served_pairs)."""
         return final_model != (self.pair_reference or reference)
-
-    def counterfactual_cost(self, price: Price) -> float:
-        """TraceView.counterfactual_cost from the stored tokens (0 without an answered call)."""
-        return price.cost(self.cf_input_tokens, self.cf_output_tokens)
 
 
 @dataclass(slots=True)
