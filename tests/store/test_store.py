@@ -12,6 +12,7 @@ import pytest
 from gearshift.config import StoreConfig
 from gearshift.errors import StoreError
 from gearshift.store import TraceStore, open_store
+from gearshift.store.view import TraceView
 from gearshift.store.writer import TraceWriter
 from gearshift.trace import Call, Trace
 from tests.support.traces import trace
@@ -427,3 +428,80 @@ def test_alert_episodes_open_once_close_and_are_read_by_range(store: TraceStore)
     assert [e["started"] for e in store.watch_episodes(since=250.0)] == [120.0, 300.0]  # open ones overlap any later range
     assert [e["started"] for e in store.watch_episodes(since=150.0, until=250.0)] == [100.0, 120.0]
     assert store.watch_episodes(since=201.0, until=299.0) == [store.watch_episodes(watch="watch-alerts:other")[0]]
+
+
+def _varied_traces(start: float) -> list[Trace]:
+    """Cascade traffic with every kind of fact: gated, escalated, served and exploration pairs (judged,
+    and by agreement with resolved and unresolved disagreements), a pair without its reference, a 502,
+    a rejected request, a cache hit and a streamed answer."""
+    from tests.support.watch_helpers import STRONG, WEAK, batch, cascade_trace
+
+    out = batch(12, escalated_share=0.25, agree_share=0.6)
+    out += [cascade_trace(direct_strong=True, shadow=True), cascade_trace(status=502), cascade_trace(router="")]
+    for resolved in (True, False):
+        t = cascade_trace(shadow=False)
+        t.verdicts[1]["method"] = "final_answer"  # scored by agreement: a disagreement, not a loss
+        if resolved:
+            t.verdicts += [{"gate": "shadow_resolution", "model": WEAK, "score": 1.0},
+                           {"gate": "shadow_resolution", "model": STRONG, "score": 0.0}]
+        out.append(t)
+    unrecorded = cascade_trace(shadow=True)
+    unrecorded.verdicts = [v for v in unrecorded.verdicts if v["gate"] != "shadow_reference"]
+    hit = cascade_trace()
+    hit.cache, hit.cache_saved_usd, hit.streamed = "hit", 0.003, True
+    out += [unrecorded, hit]
+    for i, t in enumerate(out):
+        t.created = start + 100.0 * i
+        t.calls[0].usage_estimated = i % 5 == 0
+    return out
+
+
+def _same_totals(a: object, b: object) -> None:
+    from dataclasses import asdict
+
+    da, db = asdict(a), asdict(b)  # type: ignore[call-overload]
+    assert da.keys() == db.keys()
+    for k, v in da.items():
+        assert v == (pytest.approx(db[k]) if isinstance(v, float) else db[k]), k
+
+
+def test_totals_summed_in_sql_are_the_totals_of_the_full_rows(store_config: StoreConfig) -> None:
+    from gearshift.store.view import Totals
+
+    store = open_store(store_config)
+    traces = _varied_traces(1000.0)
+    store.write(traces)
+    rows = list(store.traces())
+    for ref in ("strong", None):
+        [(none, total)] = store.totals(0.0, None, ref)
+        assert none is None and total.requests == len(traces)
+        _same_totals(total, Totals.of(rows, ref))
+    buckets = store.totals(1000.0, 3000.0, "strong", 500.0)
+    assert [b for b, _ in buckets] == [0, 1, 2, 3]
+    for b, part in buckets:
+        _same_totals(part, Totals.of([r for r in rows if 1000.0 + 500 * b <= r["created"] < 1500.0 + 500 * b], "strong"))
+    assert sorted(store.latencies(0.0)) == sorted(
+        (v.gated, v.escalated, v.latency_ms) for v in map(TraceView.of, rows) if v.answered and (v.gated or v.escalated))
+    by_call = {(c["model"], c["role"]): 0.0 for r in rows for c in r["calls"]}
+    for r in rows:
+        for c in r["calls"]:
+            by_call[(c["model"], c["role"])] += c["cost_usd"]
+    assert {(m, role): usd for m, role, _, usd in store.call_spend(0.0)} == pytest.approx(by_call)
+    verdicts = {v.id: v.gate_verdict for v in map(TraceView.of, rows)}
+    for verdict in ("pass", "fail", "none"):
+        assert {r["id"] for r in store.find_traces(verdict=verdict)} == {i for i, v in verdicts.items() if v == verdict}
+    # A trace written again (its shadow pair arrived) has its facts computed again.
+    late = traces[-1]
+    late.verdicts += [{"gate": "shadow_agreement", "model": late.final_model, "passed": False, "score": 0.0,
+                       "method": "judge"}, {"gate": "shadow_reference", "model": "strong", "passed": True}]
+    late.revision += 1
+    store.write([late])
+    rows = list(store.traces())
+    _same_totals(store.totals(0.0, None, "strong")[0][1], Totals.of(rows, "strong"))
+    # Rows an older gearshift wrote (no facts) are backfilled, by the same function, when the store opens.
+    store._run("UPDATE traces SET facts = 0, answered = 0, gated = 0, escalated = 0, verdict = 'none', "  # type: ignore[attr-defined]
+               "cf_input_tokens = 0, pair_n = 0, pair_passed = 0")
+    store.close()
+    store = open_store(store_config)
+    _same_totals(store.totals(0.0, None, "strong")[0][1], Totals.of(rows, "strong"))
+    store.close()

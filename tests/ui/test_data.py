@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gearshift.gateway.summary import summarise
 from gearshift.store.sqlite import SQLiteStore
+from gearshift.store.view import TraceView
 from gearshift.trace import Call
 from gearshift.ui import data
+from gearshift.watch.windows import compute_stats
 from tests.support.configs import load_config
 from tests.support.traces import trace
 from tests.support.ui_helpers import ui_config_file
@@ -50,3 +56,49 @@ def test_a_rollback_restores_the_version_promoted_before_the_active_one() -> Non
     assert data.rollback_target(versions)["version"] == 2  # type: ignore[index]
     assert data.rollback_target(versions[2:]) is None
     assert data.bucket_seconds(1) == 180 and data.bucket_seconds(24) == 3600 and data.bucket_seconds(0.01) == 60
+
+
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Any]:
+    """A gateway's store after replayed GSM8K traffic (a shadowed cascade, an A/B split), with feedback."""
+    from gearshift.outcomes.datasets import load
+    from tests.support.ui_helpers import ui_gateway
+
+    prompts = [str(p) for p in load("routellm/gsm8k").prompts[:120]]
+    with ui_gateway(tmp_path_factory.mktemp("facts"), prompts, feedback_every=5) as running:
+        yield running
+
+
+def test_every_page_figure_summed_in_sql_is_the_figure_of_the_full_rows(replay: Any) -> None:
+    store, config = replay.gateway.store, replay.gateway.config
+    rows = list(store.traces())
+    views = [TraceView.of(r) for r in rows]
+    assert any(v.escalated for v in views) and any(v.pairs for v in views) and any(v.arm for v in views)
+    now = max(v.created for v in views) + 1  # type: ignore[type-var]
+    o = data.overview(store, config, 24, now=now)
+    assert o["summary"] == _approx(summarise(rows, config))
+    stats = compute_stats(rows, config)
+    low_high = stats.quality_retained(config.watch.confidence)
+    assert low_high is not None and stats.estimate.pairs > 0
+    assert (o["quality"]["retained"], o["quality"]["low"], o["quality"]["high"]) == pytest.approx(low_high)
+    assert o["quality"]["pairs"] == stats.estimate.pairs and o["quality"]["strong_share"] == stats.strong_share
+    width, since = o["bucket_seconds"], o["since"]
+    buckets: dict[int, list[TraceView]] = defaultdict(list)
+    for v in views:
+        buckets[int((v.created - since) // width)].append(v)  # type: ignore[operator]
+    expected = [{"t": since + b * width, "requests": len(part), "spend_usd": summarise(part, config)["spend_usd"],
+                 "counterfactual_usd": summarise(part, config)["counterfactual_usd_estimate"]}
+                for b, part in sorted(buckets.items())]
+    assert o["series"] == _approx(expected)
+    for verdict in ("pass", "fail", "none"):
+        listed = data.traces(store, {"verdict": verdict}, limit=1000)["traces"]
+        assert {t["id"] for t in listed} == {v.id for v in views if v.gate_verdict == verdict}
+
+
+def _approx(x: Any) -> Any:
+    """x with every float compared approximately (SQL sums in another order)."""
+    if isinstance(x, dict):
+        return {k: _approx(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_approx(v) for v in x]
+    return pytest.approx(x) if isinstance(x, float) else x

@@ -137,7 +137,7 @@ def test_recent_traces_reads_the_newest_window(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "t.db")
     now = time.time()
     _fill(store, now)
-    rows = recent_traces(store, 150, now=now, lookback=10)  # look-back widens until 150 are found
+    rows = recent_traces(store, 150, now=now)  # the newest 150, by index
     assert len(rows) == 150 and rows[-1]["created"] == now - 1 and rows[0]["created"] == now - 7200 + 150
     assert len(recent_traces(store, 500, now=now)) == 300  # fewer in the store than asked: all of them
     assert len(recent_traces(store, 500, seconds=200, now=now)) == 100

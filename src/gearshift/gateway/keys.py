@@ -262,15 +262,14 @@ def list_keys(store: TraceStore, now: float | None = None) -> list[dict[str, Any
     """Every key (no hash, no key) with its state and its serving spend today and this month, from traces."""
     now = time.time() if now is None else now
     day, month = day_and_month_start(now)
-    spend: dict[str, list[float]] = {}
-    for t in store.views(since=month):
-        if t.client is not None:
-            s = spend.setdefault(t.client, [0.0, 0.0])
-            s[1] += t.cost_usd
-            if t.created is not None and t.created >= day:
-                s[0] += t.cost_usd
-    return [{**r, "state": state(r, now), "spend_today_usd": spend.get(r["name"], [0.0, 0.0])[0],
-             "spend_month_usd": spend.get(r["name"], [0.0, 0.0])[1]} for r in store.stored_keys()]
+    stored = store.stored_keys()
+    if not stored:
+        return []
+    # Summed in SQL (TraceStore.client_spend: the traces' serving cost, TraceView.cost_usd as stored).
+    today = {c: usd for c, _, usd, _ in store.client_spend(day)}
+    this_month = {c: usd for c, _, usd, _ in store.client_spend(month)}
+    return [{**r, "state": state(r, now), "spend_today_usd": today.get(r["name"], 0.0),
+             "spend_month_usd": this_month.get(r["name"], 0.0)} for r in stored]
 
 
 __all__ = ["KeyRing", "authenticate", "create_key", "key_fields", "list_keys", "parse_expires",

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from gearshift.config import Config
-from gearshift.store.view import PairEstimate, TraceView, cache_figures, cache_line
+from gearshift.store.view import PairEstimate, Totals, TraceView, cache_line
 
 BY = {"key": "client", "team": "team"}  # --by choice -> the TraceView field naming the owner
 
@@ -22,35 +22,34 @@ def _pct(values: list[float], q: float) -> float | None:
 def summarise(rows: Iterable[Mapping[str, Any] | TraceView], config: Config,
               reference: str | None = None) -> dict[str, Any]:
     """Aggregate traces into the figures `gearshift traces` prints."""
-    reference = reference or config.strongest()
-    n = errors = streamed = 0
-    by_router: dict[str, int] = defaultdict(int)
-    by_endpoint: dict[str, int] = defaultdict(int)
-    spend: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    calls_by_model: dict[str, int] = defaultdict(int)
-    actual = counterfactual = 0.0
-    estimated_usage = 0
+    totals = Totals()
     tier1: list[float] = []
     escalated: list[float] = []
-    views = [TraceView.of(t) for t in rows]
-    for t in views:
-        n += 1
-        by_router[t.router or "(rejected)"] += 1
-        by_endpoint[t.endpoint] += 1
-        streamed += int(t.streamed)
-        if t.status != 200:
-            errors += 1
-        for c in t.calls:
-            spend[c.model][c.role] += c.cost_usd
-            calls_by_model[c.model] += 1
-            estimated_usage += int(c.usage_estimated)
-        actual += t.cost_usd
+    calls: list[tuple[str, str, int, float]] = []
+    for t in map(TraceView.of, rows):
+        totals.add(t, None)
+        calls += [(c.model, c.role, 1, c.cost_usd) for c in t.calls]
         if t.answered:
-            counterfactual += t.counterfactual_cost(config.models[reference].price)
             if t.escalated:
                 escalated.append(t.latency_ms)
             elif t.gated:
                 tier1.append(t.latency_ms)
+    return summary_of(totals, config, reference, tier1, escalated, calls)
+
+
+def summary_of(totals: Totals, config: Config, reference: str | None, tier1: list[float], escalated: list[float],
+               calls: Iterable[tuple[str, str, int, float]]) -> dict[str, Any]:
+    """The summary from traces' Totals, the latencies of the answered requests accepted at tier 1 (gated, not
+    escalated) and of the escalated ones, and (model, role, calls, USD) of their calls: the one way
+    `summarise` and the dashboard's SQL sums become figures."""
+    reference = reference or config.strongest()
+    spend: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    calls_by_model: dict[str, int] = defaultdict(int)
+    for model, role, n, usd in calls:
+        spend[model][role] += usd
+        calls_by_model[model] += n
+    counterfactual = totals.counterfactual_cost(config.models[reference].price)
+    actual = totals.spend_usd
     cascade = None
     if tier1 or escalated:
         total = len(tier1) + len(escalated)
@@ -62,11 +61,11 @@ def summarise(rows: Iterable[Mapping[str, Any] | TraceView], config: Config,
                           "latency_p95_ms": _pct(escalated, 95)},
         }
     return {
-        "requests": n,
-        "errors": errors,
-        "streamed": streamed,
-        "by_router": dict(by_router),
-        "by_endpoint": dict(by_endpoint),
+        "requests": totals.requests,
+        "errors": totals.errors,
+        "streamed": totals.streamed,
+        "by_router": dict(totals.by_router),
+        "by_endpoint": dict(totals.by_endpoint),
         "spend_by_model": {m: {"total": sum(r.values()), **r} for m, r in spend.items()},
         "calls_by_model": dict(calls_by_model),
         "spend_usd": actual,
@@ -74,10 +73,10 @@ def summarise(rows: Iterable[Mapping[str, Any] | TraceView], config: Config,
         "counterfactual_usd_estimate": counterfactual,
         "savings_usd_estimate": counterfactual - actual,
         "savings_pct_estimate": (counterfactual - actual) / counterfactual * 100 if counterfactual > 0 else None,
-        "calls_with_estimated_usage": estimated_usage,
+        "calls_with_estimated_usage": totals.estimated_calls,
         "cascade": cascade,
         # Hits cost nothing and are not in the routing savings above (no call answered them): their own saving.
-        "cache": cache_figures(views),
+        "cache": totals.cache_figures(),
     }
 
 

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
-from gearshift.store.view import TraceView
+from gearshift.store.view import Totals, TraceView
 from gearshift.trace import Trace
 
 
@@ -64,10 +64,26 @@ class TraceStore(ABC):
     def find_traces(self, since: float | None = None, until: float | None = None, router: str | None = None,
                     model: str | None = None, status: str | None = None, client: str | None = None,
                     escalated: bool | None = None, trace_id: str | None = None,
-                    limit: int = 100) -> list[dict[str, Any]]:
+                    limit: int = 100, verdict: str | None = None) -> list[dict[str, Any]]:
         """Traces (with calls), newest first, matching every filter given: `model` the final model,
-        `status` "ok", "error" or a code, `client` the key's name, `until` exclusive."""
+        `status` "ok", "error" or a code, `client` the key's name, `until` exclusive, `verdict` the
+        gates' (TraceView.gate_verdict: pass, fail, none)."""
         raise NotImplementedError(f"{type(self).__name__} cannot filter traces")
+
+    def totals(self, since: float, until: float | None = None, reference: str | None = None,
+               bucket_seconds: float | None = None) -> list[tuple[int | None, Totals]]:
+        """The Totals of the traces since a time (until one, exclusive), counted against `reference`:
+        one (None, totals), or with `bucket_seconds` one per bucket (its index from `since`, in order)
+        that has traces."""
+        raise NotImplementedError(f"{type(self).__name__} cannot aggregate traces")
+
+    def latencies(self, since: float, until: float | None = None) -> list[tuple[bool, bool, float]]:
+        """(gated, escalated, latency ms) of the answered traces since a time that were gated or escalated."""
+        raise NotImplementedError(f"{type(self).__name__} cannot aggregate traces")
+
+    def call_spend(self, since: float, until: float | None = None) -> list[tuple[str, str, int, float]]:
+        """(model, role, calls, USD) of the calls of the traces since a time."""
+        raise NotImplementedError(f"{type(self).__name__} cannot aggregate traces")
 
     def decision_mix(self, since: float, bucket_seconds: float) -> list[tuple[float, str, str | None, int]]:
         """(bucket start, router, final model, requests) since a time, in buckets of a width."""

@@ -6,12 +6,20 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from gearshift.store.view import TraceView
 from gearshift.trace import SHADOW_ROLES, Trace
 
 TRACE_COLS = ("id", "created", "router", "requested_model", "reason", "route", "final_model", "status",
               "streamed", "cost_usd", "latency_ms", "estimated_tokens", "score", "client", "metadata",
               "verdicts", "prompt", "response", "error", "arm", "shadowed", "shadow_cost_usd",
 "answer_call", "response_truncated", "endpoint", "team", "cache", "cache_saved_usd")
+# Per-trace facts (view.Facts) the dashboard sums in SQL: written with every trace (and rewritten with it
+# when its shadow pair arrives), never read back as part of a trace. `facts` is FACTS_VERSION on rows
+# that carry them; rows an older gearshift wrote have 0 until the store backfills them.
+FACT_COLS = ("answered", "gated", "escalated", "verdict", "verdicts_n", "verdicts_passed", "cf_input_tokens",
+             "cf_output_tokens", "estimated_calls", "pair_reference", "pair_n", "pair_passed", "pair_judged",
+             "pair_disagreed", "pair_resolved", "pair_weak", "pair_ref_grade", "facts")
+FACTS_VERSION = 1
 CALL_COLS = ("trace_id", "idx", "model", "role", "input_tokens", "output_tokens", "usage_estimated",
              "cost_usd", "latency_ms", "status", "error", "attempt", "response", "truncated")
 FEEDBACK_COLS = ("trace_id", "created", "score", "label", "source", "comment", "client")
@@ -25,9 +33,10 @@ KEY_FIELDS = ("team", "admin", "routers", "models", "rpm", "tpm", "usd_day", "us
 
 
 def encode(traces: Sequence[Trace]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Trace rows and call rows, in TRACE_COLS and CALL_COLS order (JSON as text, booleans as 0/1).
+    """Trace rows and call rows, in TRACE_COLS + FACT_COLS and CALL_COLS order (JSON as text, booleans as 0/1).
 
-    One pass over each trace's calls; the JSON columns are the text `json.dumps` makes, with the
+    Serving and shadow cost, and the facts (FACT_COLS), are the trace's TraceView's: computed here, in the
+    store's write path, never on the event loop. The JSON columns are the text `json.dumps` makes, with the
     common values (the router's route, no metadata, no verdicts) not encoded again per trace.
     The answer is stored once: when a call holds the trace's answer, the trace row names that call
     (`answer_call`) instead of repeating the text."""
@@ -35,12 +44,8 @@ def encode(traces: Sequence[Trace]) -> tuple[list[tuple[Any, ...]], list[tuple[A
     routes: dict[tuple[str, ...], str] = {}  # a batch holds few distinct routes
     for t in traces:
         tid = t.id
-        serving = shadow = 0.0
+        view = TraceView.of(t)
         for i, c in enumerate(t.calls):
-            if c.role in SHADOW_ROLES:
-                shadow += c.cost_usd
-            else:
-                serving += c.cost_usd
             crows.append((tid, i, c.model, c.role, c.input_tokens, c.output_tokens, int(c.usage_estimated),
                           c.cost_usd, c.latency_ms, c.status, c.error, c.attempt, c.response, int(c.truncated)))
         answer, answer_call = t.response, _answer_call(t)
@@ -51,12 +56,21 @@ def encode(traces: Sequence[Trace]) -> tuple[list[tuple[Any, ...]], list[tuple[A
         if route is None:
             route = routes[key] = json.dumps(t.route)
         trows.append((tid, t.created, t.router, t.requested_model, t.reason, route,
-                      t.final_model, t.status, int(t.streamed), serving, t.latency_ms, t.estimated_tokens,
+                      t.final_model, t.status, int(t.streamed), view.cost_usd, t.latency_ms, t.estimated_tokens,
                       t.score, t.client, json.dumps(t.metadata) if t.metadata else "{}",
                       json.dumps(t.verdicts) if t.verdicts else "[]", t.prompt, answer,
-                      t.error, t.arm, int(t.shadowed), shadow, answer_call, int(t.response_truncated),
-                      t.endpoint, t.team, t.cache, t.cache_saved_usd))
+                      t.error, t.arm, int(t.shadowed), view.shadow_cost_usd, answer_call, int(t.response_truncated),
+                      t.endpoint, t.team, t.cache, t.cache_saved_usd, *facts(view)))
     return trows, crows
+
+
+def facts(t: TraceView) -> tuple[Any, ...]:
+    """A trace's fact columns, in FACT_COLS order."""
+    f = t.facts
+    p = f.pair
+    return (int(f.answered), int(f.gated), int(f.escalated), f.verdict, f.verdicts, f.verdicts_passed,
+            f.cf_input_tokens, f.cf_output_tokens, f.estimated_calls, f.pair_reference, p.pairs, p.passed, p.judged,
+            p.disagreed, p.resolved, p.resolved_weak, p.resolved_reference, FACTS_VERSION)
 
 
 def _answer_call(t: Trace) -> int | None:

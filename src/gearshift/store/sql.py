@@ -15,7 +15,16 @@ from typing import Any
 
 from gearshift.store import rows
 from gearshift.store.base import LimitKey, TraceStore
-from gearshift.store.rows import CALL_COLS, FEEDBACK_COLS, KEY_COLS, KEY_FIELDS, TRACE_COLS, VERSION_COLS
+from gearshift.store.rows import (
+    CALL_COLS,
+    FACT_COLS,
+    FEEDBACK_COLS,
+    KEY_COLS,
+    KEY_FIELDS,
+    TRACE_COLS,
+    VERSION_COLS,
+)
+from gearshift.store.view import PairEstimate, Totals, TraceView
 from gearshift.trace import Trace
 
 # Columns added after a table first shipped must be nullable or have a default: an existing database
@@ -49,9 +58,33 @@ CREATE TABLE IF NOT EXISTS traces (
     endpoint TEXT NOT NULL DEFAULT 'chat',
     team TEXT,
     cache TEXT,
-    cache_saved_usd {real} NOT NULL DEFAULT 0
+    cache_saved_usd {real} NOT NULL DEFAULT 0,
+    answered INTEGER NOT NULL DEFAULT 0,
+    gated INTEGER NOT NULL DEFAULT 0,
+    escalated INTEGER NOT NULL DEFAULT 0,
+    verdict TEXT NOT NULL DEFAULT 'none',
+    verdicts_n INTEGER NOT NULL DEFAULT 0,
+    verdicts_passed INTEGER NOT NULL DEFAULT 0,
+    cf_input_tokens INTEGER NOT NULL DEFAULT 0,
+    cf_output_tokens INTEGER NOT NULL DEFAULT 0,
+    estimated_calls INTEGER NOT NULL DEFAULT 0,
+    pair_reference TEXT,
+    pair_n INTEGER NOT NULL DEFAULT 0,
+    pair_passed INTEGER NOT NULL DEFAULT 0,
+    pair_judged INTEGER NOT NULL DEFAULT 0,
+    pair_disagreed INTEGER NOT NULL DEFAULT 0,
+    pair_resolved INTEGER NOT NULL DEFAULT 0,
+    pair_weak {real} NOT NULL DEFAULT 0,
+    pair_ref_grade {real} NOT NULL DEFAULT 0,
+    facts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS traces_created ON traces(created);
+CREATE INDEX IF NOT EXISTS traces_verdict_created ON traces(verdict, created);
+CREATE INDEX IF NOT EXISTS traces_without_facts ON traces(id) WHERE facts = 0;
+CREATE INDEX IF NOT EXISTS traces_created_facts ON traces(created, router, endpoint, cache, status, answered, gated,
+    escalated, final_model, streamed, cost_usd, shadow_cost_usd, estimated_calls, cf_input_tokens, cf_output_tokens,
+    verdicts_n, verdicts_passed, cache_saved_usd, latency_ms, client, team);
+CREATE INDEX IF NOT EXISTS traces_pairs ON traces(created) WHERE pair_n > 0;
 CREATE INDEX IF NOT EXISTS traces_router_created ON traces(router, created);
 CREATE INDEX IF NOT EXISTS traces_client_created ON traces(client, created);
 CREATE INDEX IF NOT EXISTS traces_model_created ON traces(final_model, created);
@@ -204,7 +237,22 @@ def _upsert(table: str, cols: Sequence[str], key: Sequence[str]) -> str:
             f"ON CONFLICT ({','.join(key)}) DO UPDATE SET {updates}")
 
 
-UPSERT_TRACE = _upsert("traces", TRACE_COLS, ("id",))
+UPSERT_TRACE = _upsert("traces", TRACE_COLS + FACT_COLS, ("id",))
+SET_FACTS = f"UPDATE traces SET {', '.join(f'{c} = ?' for c in FACT_COLS)} WHERE id = ?"
+
+# Totals (view.Totals) summed in SQL from the fact columns as Totals.add counts a view: grouped by the
+# few values that decide what a trace adds (routed, status, answered, gated, escalated, strong), so that
+# each column is a plain SUM and the rest is done per group in Python. Every column these read is in
+# the index traces_created_facts: a range is read from the index alone, never from the wide rows.
+TOTALS_KEYS = ("router", "endpoint", "cache", "status", "answered", "gated", "escalated")
+TOTALS_SUMS = ("COUNT(*)", "SUM(streamed)", "SUM(cost_usd)", "SUM(shadow_cost_usd)", "SUM(estimated_calls)",
+               "SUM(cf_input_tokens)", "SUM(cf_output_tokens)", "SUM(verdicts_n)", "SUM(verdicts_passed)",
+               "SUM(cache_saved_usd)", "MIN(created)", "MAX(created)")
+# The served pairs' sums, from the few traces with pairs (a partial index): the reference (or, when the
+# trace did not record one, the caller's) is not the final model (TraceView.served_pairs).
+PAIR_SUMS = ("SUM(pair_n)", "SUM(pair_passed)", "SUM(pair_judged)", "SUM(pair_disagreed)", "SUM(pair_resolved)",
+             "SUM(pair_weak)", "SUM(pair_ref_grade)")
+SERVED = "answered = 1 AND router <> '' AND final_model <> COALESCE(NULLIF(pair_reference, ''), ?, '')"
 UPSERT_CALL = _upsert("calls", CALL_COLS, ("trace_id", "idx"))
 
 # The one read of a presented key: by its HMAC, through the unique index (never a scan of the keys).
@@ -214,12 +262,12 @@ KEY_BY_HASH = f"SELECT hash, {','.join(KEY_COLS)} FROM keys WHERE hash = ?"
 def _where(since: float | None = None, until: float | None = None, router: str | None = None,
            model: str | None = None, status: str | None = None, client: str | None = None,
            escalated: bool | None = None, trace_id: str | None = None,
-           team: str | None = None) -> tuple[str, list[Any]]:
+           team: str | None = None, verdict: str | None = None) -> tuple[str, list[Any]]:
     """The WHERE clause (with its leading space, or empty) and arguments of trace filters (see find_traces)."""
     where: list[str] = []
     args: list[Any] = []
     for clause, value in (("router = ?", router), ("final_model = ?", model), ("client = ?", client),
-                          ("team = ?", team),
+                          ("team = ?", team), ("verdict = ?", verdict),
                           ("id = ?", trace_id), ("created >= ?", since), ("created < ?", until)):
         if value is not None:
             where.append(clause)
@@ -277,6 +325,19 @@ class SQLStore(TraceStore):
         for statement in statements:
             if not statement.startswith("CREATE TABLE"):
                 self._run(statement)
+        self._backfill_facts()
+
+    def _backfill_facts(self, chunk: int = 2000) -> None:
+        """Compute the fact columns of rows written before them (by an older gearshift), through the same
+        function the writer uses (rows.facts); found by a partial index, so a store without any is free."""
+        while True:
+            ids = [r[0] for r in self._run("SELECT id FROM traces WHERE facts = 0 LIMIT ?", (chunk,)).fetchall()]
+            if not ids:
+                return
+            marks = ",".join("?" * len(ids))
+            found = self._read_with_calls(f"SELECT {','.join(TRACE_COLS)} FROM traces WHERE id IN ({marks})", ids)
+            self._connection().cursor().executemany(
+                self._sql(SET_FACTS), [(*rows.facts(TraceView.of(t)), t["id"]) for t in found])
 
     def _clean(self, values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Rows as this database can take them (default: as they are)."""
@@ -328,25 +389,85 @@ class SQLStore(TraceStore):
     def _with_calls(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
         """The trace rows a query selects (TRACE_COLS), each with its calls."""
         with self._lock:
-            found = self._run(sql, args).fetchall()
-            calls: dict[str, list[dict[str, Any]]] = {}
-            ids = [r[0] for r in found]
-            for chunk in range(0, len(ids), 500):
-                part = ids[chunk:chunk + 500]
-                q = (f"SELECT {','.join(CALL_COLS)} FROM calls WHERE trace_id IN ({','.join('?' * len(part))}) "
-                     "ORDER BY trace_id, idx")
-                for c in self._run(q, part).fetchall():
-                    trace_id, call = rows.decode_call(c)
-                    calls.setdefault(trace_id, []).append(call)
+            return self._read_with_calls(sql, args)
+
+    def _read_with_calls(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        # _with_calls, for a caller that holds the lock.
+        found = self._run(sql, args).fetchall()
+        calls: dict[str, list[dict[str, Any]]] = {}
+        ids = [r[0] for r in found]
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
+            q = (f"SELECT {','.join(CALL_COLS)} FROM calls WHERE trace_id IN ({','.join('?' * len(part))}) "
+                 "ORDER BY trace_id, idx")
+            for c in self._run(q, part).fetchall():
+                trace_id, call = rows.decode_call(c)
+                calls.setdefault(trace_id, []).append(call)
         return [rows.decode_trace(r, calls.get(r[0], [])) for r in found]
 
     def find_traces(self, since: float | None = None, until: float | None = None, router: str | None = None,
                     model: str | None = None, status: str | None = None, client: str | None = None,
                     escalated: bool | None = None, trace_id: str | None = None,
-                    limit: int = 100) -> list[dict[str, Any]]:
-        where, args = _where(since, until, router, model, status, client, escalated, trace_id)
+                    limit: int = 100, verdict: str | None = None) -> list[dict[str, Any]]:
+        where, args = _where(since, until, router, model, status, client, escalated, trace_id, verdict=verdict)
         return self._with_calls(f"SELECT {','.join(TRACE_COLS)} FROM traces{where} "
                                 f"ORDER BY created DESC, id DESC LIMIT {int(limit)}", args)
+
+    def totals(self, since: float, until: float | None = None, reference: str | None = None,
+               bucket_seconds: float | None = None) -> list[tuple[int | None, Totals]]:
+        bucket = "CAST(FLOOR((created - ?) / ?) AS INTEGER)" if bucket_seconds else "NULL"
+        bargs: list[Any] = [since, bucket_seconds] if bucket_seconds else []
+        where, wargs = _where(since=since, until=until)
+        keys = ", ".join(TOTALS_KEYS)
+        with self._lock:
+            found = self._run(f"SELECT {bucket} AS b, {keys}, CASE WHEN final_model = ? THEN 1 ELSE 0 END AS strong, "
+                              f"{', '.join(TOTALS_SUMS)} FROM traces{where} GROUP BY b, {keys}, strong",
+                              [*bargs, reference, *wargs]).fetchall()
+            pairs = self._run(f"SELECT {bucket} AS b, {', '.join(PAIR_SUMS)} FROM traces{where} AND pair_n > 0 "
+                              f"AND {SERVED} GROUP BY b", [*bargs, *wargs, reference]).fetchall()
+        out: dict[int | None, Totals] = {}
+        for b, router, endpoint, cache, status, answered, gated, escalated, strong, *sums in found:
+            n, streamed, cost, shadow, estimated, cf_in, cf_out, verdicts, passed, saved, start, end = sums
+            part = Totals(requests=n, errors=n if status != 200 else 0, streamed=int(streamed), spend_usd=float(cost),
+                          estimated_calls=int(estimated), start=float(start), end=float(end),
+                          by_router={router or "(rejected)": n}, by_endpoint={endpoint: n})
+            if cache is not None:
+                part.by_cache = {cache: n}
+                part.cache_saved_usd = float(saved) if cache == "hit" else 0.0
+            if router:
+                part.routed, part.failed = n, n if status >= 500 else 0
+                if answered:
+                    part.answered, part.answered_spend_usd, part.answered_shadow_usd = n, float(cost), float(shadow)
+                    part.cf_input_tokens, part.cf_output_tokens = int(cf_in), int(cf_out)
+                    part.gated, part.escalated = n * gated, n * escalated
+                    part.gated_escalated, part.tier1 = n * gated * escalated, n * gated * (1 - escalated)
+                    part.verdicts, part.verdicts_passed, part.strong = int(verdicts), int(passed), n * strong
+            key = None if b is None else int(b)
+            if key in out:
+                out[key].merge(part)
+            else:
+                out[key] = part
+        for b, n, agreed, judged, disagreed, resolved, weak, ref in pairs:
+            key = None if b is None else int(b)
+            out[key].served += PairEstimate(int(n), int(agreed), int(judged), int(disagreed), int(resolved),
+                                            float(weak), float(ref))
+        return sorted(out.items(), key=lambda kv: -1 if kv[0] is None else kv[0])
+
+    def latencies(self, since: float, until: float | None = None) -> list[tuple[bool, bool, float]]:
+        where, args = _where(since=since, until=until)
+        with self._lock:
+            found = self._run(f"SELECT gated, escalated, latency_ms FROM traces{where} AND answered = 1 "
+                              "AND (gated = 1 OR escalated = 1)", args).fetchall()
+        return [(bool(g), bool(e), float(ms)) for g, e, ms in found]
+
+    def call_spend(self, since: float, until: float | None = None) -> list[tuple[str, str, int, float]]:
+        where, args = _where(since=since, until=until)
+        with self._lock:
+            # CROSS JOIN: SQLite then reads the range of traces first, and each one's calls by their key.
+            found = self._run("SELECT c.model, c.role, COUNT(*), SUM(c.cost_usd) FROM traces CROSS JOIN calls c"
+                              f"{where.replace('created', 'traces.created')} AND c.trace_id = traces.id "
+                              "GROUP BY c.model, c.role", args).fetchall()
+        return [(m, r, int(n), float(usd)) for m, r, n, usd in found]
 
     def decision_mix(self, since: float, bucket_seconds: float) -> list[tuple[float, str, str | None, int]]:
         with self._lock:
@@ -359,9 +480,11 @@ class SQLStore(TraceStore):
         column = {"client": "client", "team": "team"}[by]  # a column name, never the caller's text
         where, args = ("WHERE created >= ? ", (since,)) if since is not None else ("", ())
         with self._lock:
-            found = self._run(f"SELECT {column}, COUNT(*), COALESCE(SUM(cost_usd), 0), "
-                              "SUM(CASE WHEN status = 200 THEN 0 ELSE 1 END) FROM traces "
-                              f"{where}GROUP BY {column} ORDER BY 3 DESC", args).fetchall()
+            # Grouped by an expression, not the column: SQLite would otherwise walk all of traces(client, created)
+            # for its order, where the range of the covering traces_created_facts is all it needs.
+            found = self._run(f"SELECT CASE WHEN {column} IS NULL THEN NULL ELSE {column} END, COUNT(*), "
+                              "COALESCE(SUM(cost_usd), 0), SUM(CASE WHEN status = 200 THEN 0 ELSE 1 END) FROM traces "
+                              f"{where}GROUP BY 1 ORDER BY 3 DESC", args).fetchall()
         return [(c, int(n), float(usd), int(err)) for c, n, usd, err in found]
 
     def shadow_spend(self, since: float) -> list[tuple[str, str | None, float]]:

@@ -169,10 +169,12 @@ class TraceView:
     cache: str | None = None  # what the response cache did (trace.CACHE_RESULTS); None: the router has none
     cache_saved_usd: float = 0.0  # a hit's saving: the route's first model's price for the cached usage
     shadow_start: int = field(init=False, repr=False, compare=False)  # index of the first shadow call
+    _gates: tuple[VerdictView, ...] = field(init=False, repr=False, compare=False)  # gate_verdicts, read often
 
     def __post_init__(self) -> None:
         start = next((i for i, c in enumerate(self.calls) if c.role in SHADOW_ROLES), len(self.calls))
         object.__setattr__(self, "shadow_start", start)
+        object.__setattr__(self, "_gates", tuple(v for v in self.verdicts if not v.shadow))
 
     @classmethod
     def of(cls, t: Mapping[str, Any] | Trace | TraceView) -> TraceView:
@@ -238,7 +240,7 @@ class TraceView:
     @property
     def gate_verdicts(self) -> tuple[VerdictView, ...]:
         """Verdicts of the gates on serving answers (shadow verdicts left out)."""
-        return tuple(v for v in self.verdicts if not v.shadow)
+        return self._gates
 
     @property
     def gated(self) -> bool:
@@ -259,6 +261,14 @@ class TraceView:
     def gates_passed(self) -> int:
         """How many gate verdicts passed."""
         return sum(1 for v in self.gate_verdicts if v.passed)
+
+    @property
+    def gate_verdict(self) -> str:
+        """The gates' verdict on the served answer: pass (all passed), fail (one failed) or none."""
+        verdicts = self.gate_verdicts
+        if not verdicts:
+            return "none"
+        return "pass" if all(v.passed for v in verdicts) else "fail"
 
     @property
     def primary_model(self) -> str | None:
@@ -294,12 +304,17 @@ class TraceView:
     def counterfactual_cost(self, price: Price) -> float:
         """What the request would have cost on a reference model at `price`: its prompt tokens and the
         final answer's output tokens. An estimate: another model answers at another length."""
+        return price.cost(*self.counterfactual_tokens)
+
+    @property
+    def counterfactual_tokens(self) -> tuple[int, int]:
+        """(input, output) tokens of the counterfactual: the largest prompt of the answered calls and the
+        final answer's output; (0, 0) without an answered call."""
         answered = [c for c in self.answer_calls if c.status == 200]
         if not answered:
-            return 0.0
-        input_tokens = max(c.input_tokens for c in answered)
+            return 0, 0
         final = next((c for c in reversed(answered) if c.model == self.final_model), answered[-1])
-        return price.cost(input_tokens, final.output_tokens)
+        return max(c.input_tokens for c in answered), final.output_tokens
 
     # --- shadow pairs and outcomes ------------------------------------------------------------------
 
@@ -346,21 +361,24 @@ class TraceView:
             return call.grade
         return self.grades.get(call.model, float("nan"))
 
+    @property
+    def facts(self) -> Facts:
+        """What the dashboard's sums need of this trace, computed once when it is written (store/rows.py)."""
+        final = self.final_model
+        # Pairs on the final model's answer: served unless the reference is that model (served_pairs).
+        # Most traces have no shadow verdict: no pairs to read then.
+        shadowed = len(self._gates) < len(self.verdicts)
+        pair = PairEstimate.of(p for p in self.pairs if final is not None and p.model == final) if shadowed \
+            else PairEstimate()
+        return Facts(self.answered, self.gated, self.escalated, self.gate_verdict, len(self._gates),
+                     self.gates_passed, *self.counterfactual_tokens, sum(c.usage_estimated for c in self.calls),
+                     self.pair_reference if shadowed else None, pair)
+
 
 def cache_figures(traces: Iterable[Mapping[str, Any] | Trace | TraceView]) -> dict[str, Any]:
     """The response cache over some traces: requests by result (hit, miss, bypass, skip), the hit rate
     among those it could answer (hits and misses), and the USD its hits saved."""
-    results: dict[str, int] = {}
-    saved = 0.0
-    for t in map(TraceView.of, traces):
-        if t.cache is None:
-            continue
-        results[t.cache] = results.get(t.cache, 0) + 1
-        if t.cache_hit:
-            saved += t.cache_saved_usd
-    hits, looked = results.get("hit", 0), results.get("hit", 0) + results.get("miss", 0)
-    return {"requests": sum(results.values()), "by_result": results, "hit_rate": hits / looked if looked else None,
-            "saved_usd": saved}
+    return Totals.of(traces, None).cache_figures()
 
 
 def cache_line(figures: Mapping[str, Any]) -> str:
@@ -437,6 +455,12 @@ class PairEstimate:
         """The estimate of every shadow pair of some traces (served and exploration pairs alike)."""
         return cls.of(p for t in map(TraceView.of, traces) for p in t.pairs)
 
+    def __add__(self, other: PairEstimate) -> PairEstimate:
+        """The estimate of both sets of pairs (every field is a sum)."""
+        return PairEstimate(self.pairs + other.pairs, self.passed + other.passed, self.judged + other.judged,
+                            self.disagreed + other.disagreed, self.resolved + other.resolved,
+                            self.resolved_weak + other.resolved_weak, self.resolved_reference + other.resolved_reference)
+
     @property
     def lower_bound(self) -> bool:
         """Disagreements were counted as losses with none resolved: the estimate is a lower bound."""
@@ -507,5 +531,139 @@ class PairEstimate:
                 "resolved": self.resolved, "retained": self.retained, "lower_bound": self.lower_bound}
 
 
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """One trace's facts the dashboard sums (`TraceView.facts`), stored as columns when the trace is
+    written, so that SQL sums the same meaning the readers sum in Python."""
+
+    answered: bool
+    gated: bool
+    escalated: bool
+    verdict: str  # the gates' verdict on the served answer: pass (all passed), fail (one failed), none
+    verdicts: int  # gate verdicts (shadow ones left out)
+    verdicts_passed: int
+    cf_input_tokens: int  # what always-reference would have used: the prompt's tokens (counterfactual_cost)
+    cf_output_tokens: int  # and the final answer's output tokens
+    estimated_calls: int  # calls whose usage the gateway estimated
+    pair_reference: str | None  # the shadow pair's recorded reference model
+    pair: PairEstimate  # the pairs that judged the final model's answer
+
+    def served(self, final_model: str | None, reference: str | None) -> bool:
+        """Whether `pair` judged a served answer: the pair's reference (else `reference`) is not the
+        final model (TraceView.served_pairs)."""
+        return final_model != (self.pair_reference or reference)
+
+
+@dataclass(slots=True)
+class Totals:
+    """Sums of some traces' facts: what the summary and the watch's window figures are computed from.
+
+    The readers build it from views (`add`); the SQL stores from the fact columns (`TraceStore.totals`),
+    term for term as `add` does, so both give the same figures. `reference` is the always-strongest
+    model the strong share and served pairs are counted against."""
+
+    requests: int = 0
+    errors: int = 0  # status other than 200
+    routed: int = 0  # a router handled it
+    failed: int = 0  # routed and ended in a 5xx
+    streamed: int = 0
+    spend_usd: float = 0.0  # serving cost of every trace
+    estimated_calls: int = 0
+    answered: int = 0  # routed and answered; the sums below count these only
+    answered_spend_usd: float = 0.0  # serving cost of answered traces
+    answered_shadow_usd: float = 0.0  # their shadow work
+    cf_input_tokens: int = 0  # the counterfactual's tokens, on answered traces
+    cf_output_tokens: int = 0
+    gated: int = 0  # answered and gated
+    gated_escalated: int = 0  # answered, gated and escalated
+    tier1: int = 0  # answered, gated, not escalated (the summary's "accepted at tier 1")
+    escalated: int = 0  # answered and escalated
+    verdicts: int = 0  # gate verdicts of answered traces
+    verdicts_passed: int = 0
+    strong: int = 0  # answered by the reference
+    served: PairEstimate = field(default_factory=PairEstimate)  # served pairs of answered traces
+    start: float | None = None
+    end: float | None = None
+    by_router: dict[str, int] = field(default_factory=dict)  # "(rejected)" for traces no router handled
+    by_endpoint: dict[str, int] = field(default_factory=dict)
+    by_cache: dict[str, int] = field(default_factory=dict)  # the cache's result (traces with a cache)
+    cache_saved_usd: float = 0.0  # hits' savings
+
+    def add(self, t: TraceView, reference: str | None) -> None:
+        """Count one trace."""
+        f = t.facts
+        self.requests += 1
+        self.errors += t.status != 200
+        self.streamed += t.streamed
+        self.spend_usd += t.cost_usd
+        self.estimated_calls += f.estimated_calls
+        if t.created is not None:
+            self.start = t.created if self.start is None else min(self.start, t.created)
+            self.end = t.created if self.end is None else max(self.end, t.created)
+        _count(self.by_router, t.router or "(rejected)", 1)
+        _count(self.by_endpoint, t.endpoint, 1)
+        if t.cache is not None:
+            _count(self.by_cache, t.cache, 1)
+            self.cache_saved_usd += t.cache_saved_usd if t.cache_hit else 0.0
+        if not t.routed:
+            return  # rejected before routing (auth, a bad body): no route to judge
+        self.routed += 1
+        self.failed += t.failed
+        if not f.answered:
+            return
+        self.answered += 1
+        self.answered_spend_usd += t.cost_usd
+        self.answered_shadow_usd += t.shadow_cost_usd
+        self.cf_input_tokens += f.cf_input_tokens
+        self.cf_output_tokens += f.cf_output_tokens
+        self.gated += f.gated
+        self.gated_escalated += f.gated and f.escalated
+        self.tier1 += f.gated and not f.escalated
+        self.escalated += f.escalated
+        self.verdicts += f.verdicts
+        self.verdicts_passed += f.verdicts_passed
+        self.strong += reference is not None and t.final_model == reference
+        if f.served(t.final_model, reference):
+            self.served += f.pair
+
+    def merge(self, o: Totals) -> None:
+        """Add another set's sums to these."""
+        for name in ("requests", "errors", "routed", "failed", "streamed", "spend_usd", "estimated_calls", "answered",
+                     "answered_spend_usd", "answered_shadow_usd", "cf_input_tokens", "cf_output_tokens", "gated",
+                     "gated_escalated", "tier1", "escalated", "verdicts", "verdicts_passed", "strong",
+                     "cache_saved_usd"):
+            setattr(self, name, getattr(self, name) + getattr(o, name))
+        self.served += o.served
+        for mine, theirs in ((self.by_router, o.by_router), (self.by_endpoint, o.by_endpoint),
+                             (self.by_cache, o.by_cache)):
+            for k, v in theirs.items():
+                _count(mine, k, v)
+        starts = [v for v in (self.start, o.start) if v is not None]
+        ends = [v for v in (self.end, o.end) if v is not None]
+        self.start, self.end = min(starts, default=None), max(ends, default=None)
+
+    def counterfactual_cost(self, price: Price) -> float:
+        """What the answered traces would have cost on the reference model (TraceView.counterfactual_cost)."""
+        return price.cost(self.cf_input_tokens, self.cf_output_tokens)
+
+    def cache_figures(self) -> dict[str, Any]:
+        """`cache_figures` of the counted traces."""
+        hits, looked = self.by_cache.get("hit", 0), self.by_cache.get("hit", 0) + self.by_cache.get("miss", 0)
+        return {"requests": sum(self.by_cache.values()), "by_result": dict(self.by_cache),
+                "hit_rate": hits / looked if looked else None, "saved_usd": self.cache_saved_usd}
+
+    @classmethod
+    def of(cls, traces: Iterable[Mapping[str, Any] | Trace | TraceView], reference: str | None) -> Totals:
+        """The totals of some traces."""
+        out = cls()
+        for t in map(TraceView.of, traces):
+            out.add(t, reference)
+        return out
+
+
+def _count(d: dict[str, int], key: str, n: int) -> None:
+    d[key] = d.get(key, 0) + n
+
+
 __all__ = ["AGREEMENT_METHODS", "ANSWER_ROLES", "GATE_ROLES", "SHADOW_GATE", "SHADOW_REFERENCE", "SHADOW_RESOLUTION",
-           "CallView", "cache_figures", "cache_line", "PairEstimate", "Price", "ShadowPair", "TraceView", "VerdictView", "wilson"]
+           "CallView", "Facts", "cache_figures", "cache_line", "PairEstimate", "Price", "ShadowPair", "Totals", "TraceView", "VerdictView", "wilson"]

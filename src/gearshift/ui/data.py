@@ -12,10 +12,10 @@ from typing import Any
 
 from gearshift.config import Config
 from gearshift.gateway.keys import list_keys
-from gearshift.gateway.summary import summarise
+from gearshift.gateway.summary import summary_of
 from gearshift.store.base import TraceStore
-from gearshift.store.view import TraceView
-from gearshift.watch.windows import compute_stats
+from gearshift.store.view import Totals, TraceView
+from gearshift.watch.windows import stats_of
 
 POINTS = 24  # buckets per chart over the chosen range
 
@@ -31,22 +31,30 @@ def bucket_seconds(hours: float) -> float:
 
 def overview(store: TraceStore, config: Config, hours: float, now: float | None = None) -> dict[str, Any]:
     """Requests, spend against always-strongest, savings, quality retained with its interval, escalation
-    rate and latency, over the last `hours`; and the same spend figures per time bucket."""
+    rate and latency, over the last `hours`; and the same spend figures per time bucket.
+
+    Summed in SQL from the traces' fact columns (TraceStore.totals): the same Totals `summarise` and the
+    watch's `compute_stats` count from full rows, turned into figures by the same `summary_of` and `stats_of`."""
     now = time.time() if now is None else now
     since = now - hours * 3600
-    rows = [TraceView.of(r) for r in store.traces(since=since)]  # viewed once, read by every figure below
-    s = summarise(rows, config)
     width = bucket_seconds(hours)
-    buckets: dict[int, list[TraceView]] = defaultdict(list)
-    for r in rows:
-        buckets[int(((r.created or since) - since) // width)].append(r)
-    series = []
-    for b in sorted(buckets):
-        part = summarise(buckets[b], config, s["reference_model"])
-        series.append({"t": since + b * width, "requests": part["requests"], "spend_usd": part["spend_usd"],
-                       "counterfactual_usd": part["counterfactual_usd_estimate"]})
+    reference = config.watch.reference or config.strongest()
+    buckets = store.totals(since, now, reference, width)
+    totals = Totals()
+    for _, part in buckets:
+        totals.merge(part)
+    tier1, escalated = [], []
+    for gated, esc, ms in store.latencies(since, now):
+        if esc:
+            escalated.append(ms)
+        elif gated:
+            tier1.append(ms)
+    s = summary_of(totals, config, None, tier1, escalated, store.call_spend(since, now))
+    price = config.models[s["reference_model"]].price
+    series = [{"t": since + b * width, "requests": part.requests, "spend_usd": part.spend_usd,
+               "counterfactual_usd": part.counterfactual_cost(price)} for b, part in buckets if b is not None]
     # Quality retained as the watch measures it: served pairs, the strong model's share counted as kept.
-    stats = compute_stats(rows, config)
+    stats = stats_of(totals, config, reference)
     quality = stats.quality_retained(config.watch.confidence)
     feedback = [f["score"] for f in store.feedback(since)]
     return {
@@ -56,16 +64,13 @@ def overview(store: TraceStore, config: Config, hours: float, now: float | None 
                     "low": quality[1] if quality else None, "high": quality[2] if quality else None,
                     "strong_share": stats.strong_share, "how": stats.estimate.line()},
         "feedback": {"count": len(feedback), "mean": sum(feedback) / len(feedback) if feedback else None},
-        "store_traces": store.count() if not rows else None,  # an empty range: is the store empty too?
+        "store_traces": store.count() if not totals.requests else None,  # an empty range: is the store empty too?
     }
 
 
 def verdict_of(t: TraceView) -> str:
     """The gates' verdict on the served answer: pass (all passed), fail (one failed) or none."""
-    verdicts = t.gate_verdicts
-    if not verdicts:
-        return "none"
-    return "pass" if all(v.passed for v in verdicts) else "fail"
+    return t.gate_verdict
 
 
 def trace_row(r: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,23 +86,17 @@ FILTERS = ("router", "model", "status", "client")
 
 def traces(store: TraceStore, query: Mapping[str, str], limit: int = 100) -> dict[str, Any]:
     """The newest traces matching the query's filters (router, model, status, client, escalated,
-    verdict, since/until as epoch seconds); the verdict filter reads each trace's view."""
+    verdict, since/until as epoch seconds), each an indexed column of the store."""
     kw: dict[str, Any] = {k: query[k] for k in FILTERS if query.get(k)}
     for k in ("since", "until"):
         if query.get(k):
             kw[k] = float(query[k])
     if query.get("escalated") in ("yes", "no"):
         kw["escalated"] = query["escalated"] == "yes"
-    verdict = query.get("verdict") or None
-    out: list[dict[str, Any]] = []
-    # The verdict lives in each trace's JSON: read pages until enough match (bounded: 20 pages).
-    for _ in range(20):
-        found = store.find_traces(limit=limit, **kw)
-        out += [row for row in map(trace_row, found) if verdict is None or row["verdict"] == verdict]
-        if len(out) >= limit or len(found) < limit or verdict is None:
-            break
-        kw["until"] = found[-1]["created"]
-    return {"traces": out[:limit], "filters": {**{k: v for k, v in query.items() if v}}}
+    if query.get("verdict"):
+        kw["verdict"] = query["verdict"]  # pass, fail or none (TraceView.gate_verdict); any other matches nothing
+    found = store.find_traces(limit=limit, **kw)
+    return {"traces": [trace_row(r) for r in found], "filters": {**{k: v for k, v in query.items() if v}}}
 
 
 def trace_detail(store: TraceStore, trace_id: str) -> dict[str, Any] | None:

@@ -101,7 +101,6 @@ class WatchLoop:
         self.alerter = alerter or Alerter.from_config(self.wc)
         self.report: WatchReport | None = None
         self._task: asyncio.Task[Any] | None = None
-        self._lookback = 3600.0
         self._version: tuple[int, float] | None = None  # the watched router's active (version, promoted_at)
         self._seen = False  # whether the active version was read once (the one at start is no change)
         self._pending: tuple[int, float] | None = None  # a promotion whose baseline is not complete yet
@@ -201,12 +200,7 @@ class WatchLoop:
         if self.baseline is None:
             return None
         now = self.clock()
-        traces = recent_traces(self.store, self.wc.window_requests, self.wc.window_seconds, self.wc.router,
-                               now=now, lookback=self._lookback)
-        if traces and self.wc.window_seconds is None:
-            # Start the next read near the span this window covered, so it usually takes one query.
-            age = now - traces[0]["created"]
-            self._lookback = max(60.0, 1.5 * age + 2 * self.wc.interval_seconds)
+        traces = recent_traces(self.store, self.wc.window_requests, self.wc.window_seconds, self.wc.router, now=now)
         leading = self.store.leads("watch-alerts")
         state = self.store.watch_state(self.state_name) if leading else None
         return traces, self.baseline, leading, state

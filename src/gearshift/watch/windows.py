@@ -39,7 +39,7 @@ import numpy as np
 
 from gearshift.config import Config
 from gearshift.store.base import TraceStore
-from gearshift.store.view import PairEstimate, ShadowPair, TraceView, wilson
+from gearshift.store.view import PairEstimate, Totals, TraceView, wilson
 from gearshift.trace import Trace
 
 
@@ -128,69 +128,52 @@ def compute_stats(traces: Iterable[Mapping[str, Any] | Trace | TraceView], confi
     """The window figures of `traces` (store dicts, Trace objects or views). Without `config` there are
     no prices, so the spend ratio is None; without a reference model, the strong share is None."""
     ref = _reference(config, reference)
-    price = config.models[ref].price if config is not None and ref is not None and ref in config.models else None
-    s = WindowStats(reference=ref, counterfactual_usd=None if price is None else 0.0)
+    totals = Totals()
     latency: list[float] = []
     tokens: list[float] = []
     scores: list[float] = []
-    served: list[ShadowPair] = []
     for t in map(TraceView.of, traces):
-        s.n += 1
-        if t.created is not None:
-            s.start = t.created if s.start is None else min(s.start, t.created)
-            s.end = t.created if s.end is None else max(s.end, t.created)
+        totals.add(t, ref)
         if not t.routed:
             continue  # rejected before routing (auth, bad body): no route to judge
-        s.routed += 1
         tokens.append(float(t.estimated_tokens))
         if t.score is not None:
             scores.append(t.score)
-        s.errors += t.failed
-        if not t.answered:
-            continue
-        s.answered += 1
-        latency.append(t.latency_ms)
-        s.strong += ref is not None and t.final_model == ref
-        if t.gated:
-            s.gated += 1
-            s.escalated += t.escalated
-        s.verdicts += len(t.gate_verdicts)
-        s.verdicts_passed += t.gates_passed
-        pairs = t.served_pairs(ref)
-        served += pairs
-        s.pairs += len(pairs)
-        s.agreements += sum(p.passed for p in pairs)
-        s.spend_usd += t.cost_usd
-        s.shadow_spend_usd += t.shadow_cost_usd
-        if price is not None:
-            s.counterfactual_usd = (s.counterfactual_usd or 0.0) + t.counterfactual_cost(price)
-    s.estimate = PairEstimate.of(served)
+        if t.answered:
+            latency.append(t.latency_ms)
+    s = stats_of(totals, config, ref)
     s.latency_ms = np.asarray(latency, dtype=float)
     s.prompt_tokens = np.asarray(tokens, dtype=float)
     s.scores = np.asarray(scores, dtype=float)
     return s
 
 
+def stats_of(totals: Totals, config: Config | None, reference: str | None) -> WindowStats:
+    """The window's counts from traces' Totals counted against `reference` (compute_stats, or the store's
+    SQL sums); the raw values (latency, tokens, scores) are left empty for the caller to fill."""
+    price = config.models[reference].price if config is not None and reference is not None \
+        and reference in config.models else None
+    return WindowStats(
+        n=totals.requests, routed=totals.routed, answered=totals.answered, errors=totals.failed, gated=totals.gated,
+        escalated=totals.gated_escalated, verdicts=totals.verdicts, verdicts_passed=totals.verdicts_passed,
+        strong=totals.strong, pairs=totals.served.pairs, agreements=totals.served.passed, estimate=totals.served,
+        spend_usd=totals.answered_spend_usd, shadow_spend_usd=totals.answered_shadow_usd,
+        counterfactual_usd=None if price is None else totals.counterfactual_cost(price),
+        start=totals.start, end=totals.end, reference=reference)
+
+
 def recent_traces(store: TraceStore, requests: int, seconds: float | None = None, router: str | None = None,
-                  now: float | None = None, lookback: float = 3600.0) -> list[dict[str, Any]]:
+                  now: float | None = None) -> list[dict[str, Any]]:
     """The most recent `requests` traces (and, with `seconds`, only those that young), oldest first.
 
-    The store reads oldest-first from a `since` time, so without `seconds` the look-back widens (x4)
-    until it holds `requests` traces or reaches the oldest stored trace. Each call re-reads the whole
-    window: traces written late (the writer batches) or rewritten (shadow verdicts) are never missed.
+    Without `seconds` the store reads the newest `requests` by index (find_traces); with it, every trace
+    that young. Each call re-reads the whole window: traces written late (the writer batches) or
+    rewritten (shadow verdicts) are never missed.
     """
-    now = time.time() if now is None else now
     if seconds is not None:
+        now = time.time() if now is None else now
         return list(store.traces(since=now - seconds, router=router))[-requests:]
-    oldest = next(iter(store.traces(router=router, limit=1)), None)
-    if oldest is None:
-        return []
-    while True:
-        since = now - lookback
-        rows = list(store.traces(since=since, router=router))
-        if len(rows) >= requests or since <= oldest["created"]:
-            return rows[-requests:]
-        lookback *= 4
+    return store.find_traces(router=router, limit=requests)[::-1]
 
 
-__all__ = ["WindowStats", "compute_stats", "recent_traces", "wilson"]
+__all__ = ["WindowStats", "compute_stats", "recent_traces", "stats_of", "wilson"]
