@@ -212,9 +212,9 @@ class StoreConfig(_Strict):
     batch_size: int = Field(default=500, gt=0)
     flush_interval: float = Field(default=0.2, gt=0)
     writer: Literal["process", "thread"] = Field(default="process", description="who writes traces to the "
-                                                 "store: a child process (the default: the gateway's event loop "
-                                                 "never waits for the writes' interpreter lock) or a thread of "
-                                                 "the gateway's process (where starting a process is not allowed)")
+                                                 "store: a child process (the default: traces handed to it survive "
+                                                 "the gateway being killed) or a thread of the gateway's process "
+                                                 "(where starting a process is not allowed)")
     record_content: bool = Field(default=True, description="keep prompt and answer text (needed for shadow pairs)")
     max_answer_chars: int = Field(default=100_000, gt=0, description="answers are stored up to this many "
                                   "characters, the rest cut and the row marked truncated")
