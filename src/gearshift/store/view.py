@@ -54,7 +54,8 @@ def _grade(d: Mapping[str, Any]) -> float | None:
     return _number(verdict.get("score")) if isinstance(verdict, Mapping) else None
 
 
-@dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen init costs 5x, and views are made per trace read
+# Views are not frozen: a frozen dataclass init costs 5x, and one is made per trace read or written.
+@dataclass(slots=True, unsafe_hash=True)
 class CallView:
     """One call of a stored trace."""
 
@@ -93,7 +94,7 @@ class CallView:
         return self.input_tokens + self.output_tokens
 
 
-@dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen init costs 5x, and views are made per trace read
+@dataclass(slots=True, unsafe_hash=True)
 class VerdictView:
     """One verdict of a stored trace: a gate's on a serving answer, or a shadow comparison's."""
 
@@ -124,7 +125,7 @@ class VerdictView:
         return None if self.passed is None else float(self.passed)
 
 
-@dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen init costs 5x, and views are made per trace read
+@dataclass(slots=True, unsafe_hash=True)
 class ShadowPair:
     """A shadow comparison: `model`'s answer judged against `reference`'s (None when not recorded).
 
@@ -143,7 +144,7 @@ class ShadowPair:
         return not self.passed and self.method in AGREEMENT_METHODS
 
 
-@dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen init costs 5x, and views are made per trace read
+@dataclass(slots=True, unsafe_hash=True)
 class TraceView:
     """A stored trace (a row of TraceStore.traces(), a Trace, or a hand-written dict) and what it means."""
 
@@ -408,7 +409,7 @@ def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-@dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen init costs 5x, and views are made per trace read
+@dataclass(slots=True, unsafe_hash=True)
 class PairEstimate:
     """The cheaper model's quality relative to the reference, from shadow pairs: the one estimator the
     watch, recalibration, proofs and `lab check` read.
@@ -531,7 +532,7 @@ class PairEstimate:
                 "resolved": self.resolved, "retained": self.retained, "lower_bound": self.lower_bound}
 
 
-@dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen init costs 5x, and views are made per trace read
+@dataclass(slots=True, unsafe_hash=True)
 class Facts:
     """One trace's facts the dashboard sums (`TraceView.facts`), stored as columns when the trace is
     written, so that SQL sums the same meaning the readers sum in Python."""
