@@ -100,7 +100,7 @@ class ProcessWriter:
         if self._fallback is not None:
             self._fallback.put(trace)
             return
-        if self.pending() >= self.max_held:
+        if self._pipe < 0 or self.pending() >= self.max_held:  # closed, or full
             self._dropped += 1
             return
         self._lines.append(pack(trace))
@@ -176,7 +176,9 @@ class ProcessWriter:
 
     def close(self, timeout: float = 30.0) -> None:
         """Hand over everything queued, then let the child write it (waiting up to `timeout` for a store
-        that is down) and stop."""
+        that is down) and stop. A second close does nothing (the pipe's number may belong to another file by then)."""
+        if self._pipe < 0:
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -185,6 +187,7 @@ class ProcessWriter:
             self._send()
         with contextlib.suppress(OSError):
             os.close(self._pipe)
+        self._pipe = -1
         try:
             self._child.wait(timeout + 10)
         except subprocess.TimeoutExpired:
