@@ -50,6 +50,7 @@ PIPE_BYTES = 1 << 20  # asked of the kernel (Linux caps it at /proc/sys/fs/pipe-
 FIELDS = ("received", "written", "updated", "failed", "dropped", "pending", "outage_since", "spilled",
           "unspilled")
 LAYOUT = struct.Struct(f"{len(FIELDS)}d")
+_RECEIVED, _PENDING, _OUTAGE = (FIELDS.index(f) for f in ("received", "pending", "outage_since"))
 PUBLISH = 0.05
 # A trace crosses the pipe as its field values in order, not as an object: half the encoding time on the
 # loop. Both ends run the same code (the child is started from this installation), so the order agrees.
@@ -73,7 +74,7 @@ class ProcessWriter:
         self._lines: list[bytes] = []  # JSON lines not yet handed to the pipe
         self._unsent = b""  # the part of the last write the pipe did not take
         self._sent = 0  # traces handed to the pipe
-        self._lost = 0.0  # traces handed to a child that died before writing them
+        self._lost = 0  # traces handed to a child that died before writing them
         self._dropped = 0
         self._timer: asyncio.TimerHandle | None = None
         self._fallback: TraceWriter | None = None
@@ -133,8 +134,8 @@ class ProcessWriter:
 
     def _child_died(self, error: OSError) -> None:
         c = self._read()
-        lost = self._sent - c["written"] - c["updated"] - c["failed"] - c["dropped"]
-        self._lost += max(0.0, lost)
+        lost = max(0, self._sent - int(c["written"] + c["updated"] + c["failed"] + c["dropped"]))
+        self._lost += lost
         log.error("the trace writer process stopped (%s, exit status %s): %d traces it had not written are lost; "
                   "writing traces from a thread of this process from now on", error, self._child.poll(), lost)
         self._unsent, self._lines = b"", []
@@ -147,7 +148,7 @@ class ProcessWriter:
     def counts(self) -> dict[str, int]:
         """The child's counts, with the loss of a child that died, and then the thread's that replaced it."""
         c = {name: int(v) for name, v in self._read().items() if name in COUNTS}
-        c["failed"] += int(self._lost)
+        c["failed"] += self._lost
         c["dropped"] += self._dropped
         if self._fallback is not None:
             more = self._fallback.counts()
@@ -161,17 +162,16 @@ class ProcessWriter:
 
     def pending(self) -> int:
         """Traces queued here, in the pipe, or held by the child, not yet written."""
-        c = self._read()
-        here = len(self._lines) + self._sent - int(c["received"]) + int(c["pending"])
         if self._fallback is not None:
             return self._fallback.pending()
-        return max(0, here)
+        c = LAYOUT.unpack_from(self._counts)  # read on every put: no dict of the names
+        return max(0, len(self._lines) + self._sent - int(c[_RECEIVED]) + int(c[_PENDING]))
 
     def outage_seconds(self) -> float | None:
         """How long the store has not been taking traces, or None while it does."""
         if self._fallback is not None:
             return self._fallback.outage_seconds()
-        since = self._read()["outage_since"]
+        since = LAYOUT.unpack_from(self._counts)[_OUTAGE]
         return None if since < 0 else time.monotonic() - since
 
     def close(self, timeout: float = 30.0) -> None:
@@ -222,7 +222,8 @@ def _publish(counts: mmap.mmap, received: int, writer: TraceWriter | None, faile
 
 def main(argv: list[str]) -> None:
     """The child: read JSON lines from stdin into a TraceWriter until stdin closes, then close it."""
-    url, base_dir, password_env, batch_size, flush_interval, max_held, spill, fd, level, fmt = argv
+    url, base_dir, password_env, batch, interval, held, spill, fd, level, fmt = argv
+    batch_size, flush_interval, max_held = int(batch), float(interval), int(held)
     logs.configure(level, fmt)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -237,8 +238,8 @@ def main(argv: list[str]) -> None:
     open_ = True
     while open_:
         if writer is None and time.monotonic() >= retry_at:
-            writer = _open(url, base_dir, password_env, int(batch_size), float(flush_interval), int(max_held),
-                           spill or None, quiet=unopened_since is not None)
+            writer = _open(url, base_dir, password_env, batch_size, flush_interval, max_held, spill or None,
+                           quiet=unopened_since is not None)
             retry_at = time.monotonic() + 1.0
             if writer is None and unopened_since is None:
                 unopened_since = time.monotonic()
@@ -260,7 +261,7 @@ def main(argv: list[str]) -> None:
                     continue
                 if writer is not None:
                     writer.put(t)
-                elif len(waiting) < int(max_held):
+                elif len(waiting) < max_held:
                     waiting.append(t)
                 else:
                     failed += 1
