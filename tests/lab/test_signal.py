@@ -16,7 +16,7 @@ from gearshift.cli import main
 from gearshift.lab.bootstrap import Estimate
 from gearshift.lab.recalibrate import recalibrate
 from gearshift.lab.retrain import retrain
-from gearshift.lab.signal import Signal, random_p_value, signal
+from gearshift.lab.signal import STOP_AFTER, Signal, random_p_value, signal
 from gearshift.lab.train import TrainSettings, fit
 from gearshift.learned import artifact
 from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
@@ -221,3 +221,10 @@ def test_the_permutation_test_reads_apgr_off_the_ranks_and_is_exact_under_the_nu
     # Scores unrelated to the outcomes: p-values spread over (0, 1], not piled near 0.
     ps = [random_p_value(np.random.default_rng(s).random(300), o, W, S, n_perm=500, seed=s) for s in range(20)]
     assert sum(p <= 0.05 for p in ps) <= 3 and max(ps) > 0.5
+
+
+def test_the_permutation_test_stops_early_when_the_ranking_has_no_signal(data_dir: Path) -> None:
+    o = gsm8k(300)
+    p = random_p_value(np.random.default_rng(1).random(300), o, W, S, n_perm=10_000, seed=1)
+    drawn = STOP_AFTER / p  # the sequential p-value: STOP_AFTER over the permutations it drew
+    assert p > 0.05 and drawn == pytest.approx(round(drawn)) and drawn < 1_000

@@ -72,6 +72,11 @@ def signal(scores: np.ndarray, outcomes: Outcomes, weak: str, strong: str, n_boo
     return Signal(est["apgr"], len(outcomes))
 
 
+# Permutations reaching the observed APGR after which the test stops (its p-value is then at least
+# STOP_AFTER / n_perm, far above any level a proof asks for).
+STOP_AFTER = 20
+
+
 def random_p_value(scores: np.ndarray, outcomes: Outcomes, weak: str, strong: str, n_perm: int = 10_000,
                    seed: int = 0) -> float:
     """The chance that scores unrelated to the outcomes reach this APGR or more: a one-sided permutation test.
@@ -79,7 +84,8 @@ def random_p_value(scores: np.ndarray, outcomes: Outcomes, weak: str, strong: st
     APGR is linear in the strong model's per-prompt gains once the prompts are ranked by score (a prompt at
     descending mid-rank r weighs n - r + 1/2; ties share their weight, as the curve joins tied prompts), so
     each permutation of the gains over the ranks is one dot product. The p-value counts the observed
-    ranking as one of the permutations, so it is valid at any level, for any n (no normal approximation)."""
+    ranking as one of the permutations, so it is valid at any level, for any n (no normal approximation). It
+    stops early once STOP_AFTER permutations reach the observed APGR (a sequential test, as valid)."""
     from scipy.stats import rankdata  # only this test needs scipy
 
     s = np.asarray(scores, float)
@@ -92,11 +98,20 @@ def random_p_value(scores: np.ndarray, outcomes: Outcomes, weak: str, strong: st
     weight = n - rankdata(-s) + 0.5  # rankdata: mid-ranks of the descending scores, 1-based
     observed = float(gain @ weight)
     rng = np.random.default_rng(seed)
-    chunk = max(1, 2_000_000 // n)
-    above = 0
-    for start in range(0, n_perm, chunk):
-        perms = rng.permuted(np.broadcast_to(gain, (min(chunk, n_perm - start), n)), axis=1)
-        above += int(np.count_nonzero(perms @ weight >= observed - 1e-9 * abs(observed)))
+    cap = max(1, 2_000_000 // n)  # rows per batch: bounded memory
+    above = done = 0
+    size = min(256, cap)
+    while done < n_perm:
+        perms = rng.permuted(np.broadcast_to(gain, (min(size, n_perm - done), n)), axis=1)
+        hits = np.flatnonzero(perms @ weight >= observed - 1e-9 * abs(observed))
+        if above + len(hits) >= STOP_AFTER:
+            # Besag and Clifford's sequential test: stop at the STOP_AFTER-th permutation that reaches the
+            # observed APGR; STOP_AFTER / permutations drawn is a valid p-value, and a ranking with no signal
+            # is told apart after a few dozen permutations instead of all of them.
+            return STOP_AFTER / (done + int(hits[STOP_AFTER - above - 1]) + 1)
+        above += len(hits)
+        done += len(perms)
+        size = min(2 * size, cap)
     return (1 + above) / (1 + n_perm)
 
 
