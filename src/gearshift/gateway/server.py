@@ -242,7 +242,6 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running(config: Config | Plan, port: int | None = None, routes: Routes | None = None) -> Iterator[Running]:
     """Start the gateway on 127.0.0.1 in a thread; stop it (draining traces) on exit."""
-    port = port or free_port()
     app = create_app(config)
     if routes is not None:
         routes(app)
@@ -250,11 +249,15 @@ def running(config: Config | Plan, port: int | None = None, routes: Routes | Non
     ready = threading.Event()
     gw_runner = runner(app, app[GATEWAY_KEY].config)
     failure: list[BaseException] = []
+    bound: list[int] = []
 
     async def start() -> None:
         await gw_runner.setup()
-        site = web.TCPSite(gw_runner, "127.0.0.1", port)
+        # Port 0 when none is asked: the kernel picks a free one as it binds (a port found free earlier may
+        # be taken by the time the gateway has started).
+        site = web.TCPSite(gw_runner, "127.0.0.1", port or 0)
         await site.start()
+        bound.append(gw_runner.addresses[0][1])
 
     def run() -> None:
         asyncio.set_event_loop(loop)
@@ -274,6 +277,9 @@ def running(config: Config | Plan, port: int | None = None, routes: Routes | Non
     ready.wait(30)
     if failure:
         raise failure[0]
+    if not bound:
+        raise RuntimeError("the gateway did not start within 30 s")
+    port = bound[0]
     try:
         yield Running(url=f"http://127.0.0.1:{port}", port=port, gateway=app[GATEWAY_KEY])
     finally:
