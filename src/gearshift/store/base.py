@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
+from gearshift.store.rollup import RangeSums
 from gearshift.store.view import Totals, TraceView
 from gearshift.trace import Trace
 
@@ -84,6 +85,21 @@ class TraceStore(ABC):
     def call_spend(self, since: float, until: float | None = None) -> list[tuple[str, str, int, float]]:
         """(model, role, calls, USD) of the calls of the traces since a time."""
         raise NotImplementedError(f"{type(self).__name__} cannot aggregate traces")
+
+    def range_sums(self, since: float, until: float, reference: str | None, bucket_seconds: float) -> RangeSums:
+        """What the overview reads over [since, until): Totals per chart bucket, the tier-1 and escalated
+        latencies, and the calls' spend. Here from the traces' facts (buckets from `since`, exact latencies);
+        a store with hourly rollups reads whole hours from them."""
+        buckets = [(since + b * bucket_seconds, part) for b, part in self.totals(since, until, reference, bucket_seconds)
+                   if b is not None]
+        tier1: list[float] = []
+        escalated: list[float] = []
+        for gated, esc, ms in self.latencies(since, until):
+            if esc:
+                escalated.append(ms)
+            elif gated:
+                tier1.append(ms)
+        return RangeSums(buckets, tier1, escalated, self.call_spend(since, until))
 
     def decision_mix(self, since: float, bucket_seconds: float) -> list[tuple[float, str, str | None, int]]:
         """(bucket start, router, final model, requests) since a time, in buckets of a width."""

@@ -33,26 +33,21 @@ def overview(store: TraceStore, config: Config, hours: float, now: float | None 
     """Requests, spend against always-strongest, savings, quality retained with its interval, escalation
     rate and latency, over the last `hours`; and the same spend figures per time bucket.
 
-    Summed in SQL from the traces' fact columns (TraceStore.totals): the same Totals `summarise` and the
-    watch's `compute_stats` count from full rows, turned into figures by the same `summary_of` and `stats_of`."""
+    Summed in SQL from the traces' fact columns and the writer's hourly rollups (TraceStore.range_sums): the
+    same Totals `summarise` and the watch's `compute_stats` count from full rows, turned into figures by the
+    same `summary_of` and `stats_of` (latency percentiles to the rollups' histogram resolution, 1%)."""
     now = time.time() if now is None else now
     since = now - hours * 3600
     width = bucket_seconds(hours)
     reference = config.watch.reference or config.strongest()
-    buckets = store.totals(since, now, reference, width)
+    sums = store.range_sums(since, now, reference, width)
     totals = Totals()
-    for _, part in buckets:
+    for _, part in sums.buckets:
         totals.merge(part)
-    tier1, escalated = [], []
-    for gated, esc, ms in store.latencies(since, now):
-        if esc:
-            escalated.append(ms)
-        elif gated:
-            tier1.append(ms)
-    s = summary_of(totals, config, None, tier1, escalated, store.call_spend(since, now))
+    s = summary_of(totals, config, None, sums.tier1, sums.escalated, sums.calls)
     price = config.models[s["reference_model"]].price
-    series = [{"t": since + b * width, "requests": part.requests, "spend_usd": part.spend_usd,
-               "counterfactual_usd": part.counterfactual_cost(price)} for b, part in buckets if b is not None]
+    series = [{"t": t, "requests": part.requests, "spend_usd": part.spend_usd,
+               "counterfactual_usd": part.counterfactual_cost(price)} for t, part in sums.buckets]
     # Quality retained as the watch measures it: served pairs, the strong model's share counted as kept.
     stats = stats_of(totals, config, reference)
     quality = stats.quality_retained(config.watch.confidence)

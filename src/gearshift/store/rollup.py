@@ -1,0 +1,225 @@
+"""Hourly rollups of the traces' facts, kept by the trace writer: what the dashboard's overview sums over a
+range without reading every trace of it.
+
+Per hour (`floor(created / 3600)`), three tables of plain sums, each row added to by an UPSERT per batch:
+- `rollup_totals`: per group of what decides what a trace adds to `view.Totals` (the groups
+  `TraceStore.totals` groups by, with the final model in place of the query-time "strong"), the sums
+  that query takes (requests, streamed, cost, shadow cost, estimated calls, the counterfactual's tokens,
+  gate verdicts, cache savings);
+- `rollup_calls`: calls and spend per (model, role), what `call_spend` gives;
+- `rollup_latency`: a histogram of the latency of answered traces accepted at tier 1 (gated, not escalated)
+  and of escalated ones, in fixed log-spaced buckets (`BUCKET_RATIO` wide: a percentile read from it is
+  the geometric middle of its bucket, within 1% of the exact value's bucket edges).
+The served shadow pairs are not rolled up: they are read from the few traces that have them (a partial
+index), as before. A trace written again (its shadow pair arrived) first takes back what its stored row
+added, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+
+from gearshift.store.rows import FACT_COLS, TRACE_COLS
+from gearshift.store.view import Totals
+
+HOUR = 3600
+BUCKET_RATIO = 1.02  # latency histogram: each bucket's upper edge 2% above its lower one
+SMALLEST_MS = 0.001  # the first bucket's upper edge: a latency from a microsecond on is to 1%
+_LOG_RATIO = math.log(BUCKET_RATIO)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rollup_totals (
+    hour INTEGER NOT NULL,
+    router TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    cache TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    answered INTEGER NOT NULL,
+    gated INTEGER NOT NULL,
+    escalated INTEGER NOT NULL,
+    final_model TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    streamed INTEGER NOT NULL,
+    cost_usd {real} NOT NULL,
+    shadow_cost_usd {real} NOT NULL,
+    estimated_calls {real} NOT NULL,
+    cf_input_tokens {real} NOT NULL,
+    cf_output_tokens {real} NOT NULL,
+    verdicts_n {real} NOT NULL,
+    verdicts_passed {real} NOT NULL,
+    cache_saved_usd {real} NOT NULL,
+    PRIMARY KEY (hour, router, endpoint, cache, status, answered, gated, escalated, final_model)
+);
+CREATE TABLE IF NOT EXISTS rollup_calls (
+    hour INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    role TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    cost_usd {real} NOT NULL,
+    PRIMARY KEY (hour, model, role)
+);
+CREATE TABLE IF NOT EXISTS rollup_latency (
+    hour INTEGER NOT NULL,
+    escalated INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (hour, escalated, bucket)
+)
+"""
+TABLES = ("rollup_totals", "rollup_calls", "rollup_latency")
+
+# The columns of a trace row the rollups read, in this order: from the row `rows.encode` made (by position),
+# or from the stored row (SELECT ... by id) when a trace is written again.
+COLS = ("id", "created", "router", "endpoint", "cache", "status", "answered", "gated", "escalated", "final_model",
+        "streamed", "cost_usd", "shadow_cost_usd", "estimated_calls", "cf_input_tokens", "cf_output_tokens",
+        "verdicts_n", "verdicts_passed", "cache_saved_usd", "latency_ms")
+_pick = itemgetter(*[(TRACE_COLS + FACT_COLS).index(c) for c in COLS])
+GROUP = ("router", "endpoint", "cache", "status", "answered", "gated", "escalated", "final_model")
+SUMS = ("n", "streamed", "cost_usd", "shadow_cost_usd", "estimated_calls", "cf_input_tokens", "cf_output_tokens",
+        "verdicts_n", "verdicts_passed", "cache_saved_usd")
+
+
+def _add_sql(table: str, key: Sequence[str], sums: Sequence[str]) -> str:
+    cols = (*key, *sums)
+    return (f"INSERT INTO {table} ({','.join(cols)}) VALUES ({','.join('?' * len(cols))}) ON CONFLICT "
+            f"({','.join(key)}) DO UPDATE SET {', '.join(f'{s} = {table}.{s} + excluded.{s}' for s in sums)}")
+
+
+ADD_TOTALS = _add_sql("rollup_totals", ("hour", *GROUP), SUMS)
+ADD_CALLS = _add_sql("rollup_calls", ("hour", "model", "role"), ("n", "cost_usd"))
+ADD_LATENCY = _add_sql("rollup_latency", ("hour", "escalated", "bucket"), ("n",))
+
+
+def bucket(ms: float) -> int:
+    """The latency histogram's bucket of a latency (0 holds everything under SMALLEST_MS)."""
+    return int(math.log(ms / SMALLEST_MS) / _LOG_RATIO) + 1 if ms >= SMALLEST_MS else 0
+
+
+def bucket_value(b: int) -> float:
+    """The value a bucket stands for: the geometric middle of its edges (0 for the first)."""
+    return 0.0 if b == 0 else SMALLEST_MS * BUCKET_RATIO ** (b - 0.5)
+
+
+@dataclass
+class Histogram:
+    """Latencies as counts per bucket: what the overview's p50/p95 are read from."""
+
+    counts: dict[int, int] = field(default_factory=dict)
+
+    def add(self, b: int, n: int = 1) -> None:
+        self.counts[b] = self.counts.get(b, 0) + n
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+    def percentile(self, q: float) -> float | None:
+        """The q-th percentile as `np.percentile` takes it (between the values ranked next to q/100 * (n - 1)),
+        each value the middle of its bucket: within 1% of the exact figure."""
+        n = len(self)
+        if not n:
+            return None
+        keys = sorted(self.counts)
+        cum, total = [], 0
+        for k in keys:
+            total += self.counts[k]
+            cum.append(total)
+        rank = q / 100 * (n - 1)
+        low, high = (bucket_value(keys[bisect_left(cum, math.floor(r) + 1)]) for r in (rank, math.ceil(rank)))
+        return low + (rank - math.floor(rank)) * (high - low)
+
+
+@dataclass
+class Delta:
+    """What some trace rows add to (sign 1) or take from (sign -1) the rollups, per hour and group."""
+
+    totals: dict[tuple[Any, ...], list[float]] = field(default_factory=dict)
+    calls: dict[tuple[Any, ...], list[float]] = field(default_factory=dict)
+    latency: dict[tuple[int, int, int], int] = field(default_factory=dict)
+
+    def add(self, facts: Iterable[Sequence[Any]], calls: Iterable[Sequence[Any]], sign: int = 1) -> None:
+        """Add trace rows (in COLS order) and their calls ((trace id, model, role, cost))."""
+        hours: dict[str, int] = {}
+        groups: dict[tuple[Any, ...], list[Sequence[Any]]] = {}
+        latency = self.latency
+        for f in facts:
+            hour = int(f[1] // HOUR)
+            hours[f[0]] = hour
+            key = (hour, f[2], f[3], f[4] or "", f[5], f[6], f[7], f[8], f[9] or "")
+            found = groups.get(key)
+            if found is None:
+                groups[key] = [f]
+            else:
+                found.append(f)
+            if f[6] and (f[7] or f[8]):  # answered, and gated or escalated: the overview's latency cohorts
+                lk = (hour, int(f[8]), bucket(f[19]))
+                latency[lk] = latency.get(lk, 0) + sign
+        for key, part in groups.items():
+            cols = list(zip(*part, strict=True))[10:19]
+            sums = [sign * len(part), *(sign * sum(c) for c in cols)]
+            have = self.totals.get(key)
+            self.totals[key] = sums if have is None else [a + b for a, b in zip(have, sums, strict=True)]
+        out = self.calls
+        for trace_id, model, role, cost in calls:
+            ck = (hours[trace_id], model, role)
+            have = out.get(ck)
+            if have is None:
+                out[ck] = [sign, sign * cost]
+            else:
+                have[0] += sign
+                have[1] += sign * cost
+
+    def statements(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """The UPSERTs that add this delta, one statement per table with its rows."""
+        out = [(ADD_TOTALS, [(*k, *v) for k, v in self.totals.items()]),
+               (ADD_CALLS, [(*k, *v) for k, v in self.calls.items()]),
+               (ADD_LATENCY, [(*k, v) for k, v in self.latency.items() if v])]
+        return [(sql, values) for sql, values in out if values]
+
+
+def of_encoded(trows: Sequence[Sequence[Any]], crows: Sequence[Sequence[Any]]) -> Delta:
+    """What rows as `rows.encode` made them add: the facts it computed, read by position, never again."""
+    d = Delta()
+    d.add(map(_pick, trows), ((c[0], c[2], c[3], c[7]) for c in crows))
+    return d
+
+
+def part_of(group: Sequence[Any], sums: Sequence[Any], strong: bool) -> Totals:
+    """The Totals of one group of traces (GROUP's values, SUMS' sums) as `Totals.add` counts each of them."""
+    router, endpoint, cache, status, answered, gated, escalated = group[:7]
+    n, streamed, cost, shadow, estimated, cf_in, cf_out, verdicts, passed, saved = sums
+    n = int(n)
+    part = Totals(requests=n, errors=n if status != 200 else 0, streamed=int(streamed), spend_usd=float(cost),
+                  estimated_calls=int(estimated), by_router={router or "(rejected)": n}, by_endpoint={endpoint: n})
+    if cache is not None and cache != "":
+        part.by_cache = {cache: n}
+        part.cache_saved_usd = float(saved) if cache == "hit" else 0.0
+    if router:
+        part.routed, part.failed = n, n if status >= 500 else 0
+        if answered:
+            part.answered, part.answered_spend_usd, part.answered_shadow_usd = n, float(cost), float(shadow)
+            part.cf_input_tokens, part.cf_output_tokens = int(cf_in), int(cf_out)
+            part.gated, part.escalated = n * gated, n * escalated
+            part.gated_escalated, part.tier1 = n * gated * escalated, n * gated * (1 - escalated)
+            part.verdicts, part.verdicts_passed, part.strong = int(verdicts), int(passed), n * strong
+    return part
+
+
+@dataclass
+class RangeSums:
+    """What the overview reads over a time range: Totals per chart bucket (its start, in order), the
+    latencies of the tier-1 and escalated cohorts (a list, or a histogram when read from rollups),
+    and (model, role, calls, USD) of the range's calls."""
+
+    buckets: list[tuple[float, Totals]]
+    tier1: list[float] | Histogram
+    escalated: list[float] | Histogram
+    calls: list[tuple[str, str, int, float]]
+
+
+__all__ = ["BUCKET_RATIO", "COLS", "Delta", "Histogram", "RangeSums", "SCHEMA", "TABLES", "bucket", "bucket_value",
+           "of_encoded", "part_of"]
