@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from gearshift.store.rows import FACT_COLS, TRACE_COLS
+from gearshift.store.rows import CALL_COLS, FACT_COLS, TRACE_COLS
 from gearshift.store.view import Totals
 
 HOUR = 3600
@@ -73,15 +73,30 @@ CREATE TABLE IF NOT EXISTS rollup_latency (
 """
 TABLES = ("rollup_totals", "rollup_calls", "rollup_latency")
 
-# The columns of a trace row the rollups read, in this order: from the row `rows.encode` made (by position),
-# or from the stored row (SELECT ... by id) when a trace is written again.
+# The columns of a trace row the rollups read: by position in the row `rows.encode` made, or in this order
+# from the stored row (SELECT ... by id) when a trace is written again.
 COLS = ("id", "created", "router", "endpoint", "cache", "status", "answered", "gated", "escalated", "final_model",
         "streamed", "cost_usd", "shadow_cost_usd", "estimated_calls", "cf_input_tokens", "cf_output_tokens",
         "verdicts_n", "verdicts_passed", "cache_saved_usd", "latency_ms")
-_pick = itemgetter(*[(TRACE_COLS + FACT_COLS).index(c) for c in COLS])
 GROUP = ("router", "endpoint", "cache", "status", "answered", "gated", "escalated", "final_model")
 SUMS = ("n", "streamed", "cost_usd", "shadow_cost_usd", "estimated_calls", "cf_input_tokens", "cf_output_tokens",
         "verdicts_n", "verdicts_passed", "cache_saved_usd")
+
+
+class _Layout:
+    """Where the rollups' columns are in a trace row, and (trace id, model, role, cost) in a call row."""
+
+    def __init__(self, trace_cols: Sequence[str], call_cols: Sequence[str]) -> None:
+        at = {c: i for i, c in enumerate(trace_cols)}
+        self.id, self.created, self.latency = at["id"], at["created"], at["latency_ms"]
+        self.answered, self.gated, self.escalated = at["answered"], at["gated"], at["escalated"]
+        self.group = itemgetter(*[at[c] for c in GROUP])
+        self.sums = itemgetter(*[at[c] for c in SUMS[1:]])
+        self.call = [list(call_cols).index(c) for c in ("trace_id", "model", "role", "cost_usd")]
+
+
+ENCODED = _Layout(TRACE_COLS + FACT_COLS, CALL_COLS)
+STORED = _Layout(COLS, ("trace_id", "model", "role", "cost_usd"))
 
 
 def _add_sql(table: str, key: Sequence[str], sums: Sequence[str]) -> str:
@@ -141,41 +156,47 @@ class Delta:
     calls: dict[tuple[Any, ...], list[float]] = field(default_factory=dict)
     latency: dict[tuple[int, int, int], int] = field(default_factory=dict)
 
-    def add(self, facts: Iterable[Sequence[Any]], calls: Iterable[Sequence[Any]], sign: int = 1) -> None:
-        """Add trace rows (in COLS order) and their calls ((trace id, model, role, cost))."""
+    def add(self, trows: Iterable[Sequence[Any]], crows: Iterable[Sequence[Any]], sign: int = 1,
+            layout: _Layout = STORED) -> None:
+        """Add trace rows and their call rows (as `layout` places their columns)."""
         hours: dict[str, int] = {}
-        groups: dict[tuple[Any, ...], list[Sequence[Any]]] = {}
+        groups: dict[tuple[int, tuple[Any, ...]], list[Sequence[Any]]] = {}
         latency = self.latency
-        for f in facts:
-            hour = int(f[1] // HOUR)
-            hours[f[0]] = hour
-            key = (hour, f[2], f[3], f[4] or "", f[5], f[6], f[7], f[8], f[9] or "")
+        at_id, at_created, group = layout.id, layout.created, layout.group
+        at_answered, at_gated, at_escalated, at_latency = layout.answered, layout.gated, layout.escalated, layout.latency
+        for r in trows:
+            hour = int(r[at_created] // HOUR)
+            hours[r[at_id]] = hour
+            key = (hour, group(r))
             found = groups.get(key)
             if found is None:
-                groups[key] = [f]
+                groups[key] = [r]
             else:
-                found.append(f)
-            if f[6] and (f[7] or f[8]):  # answered, and gated or escalated: the overview's latency cohorts
-                lk = (hour, int(f[8]), bucket(f[19]))
+                found.append(r)
+            if r[at_answered] and (r[at_gated] or r[at_escalated]):  # the overview's latency cohorts
+                lk = (hour, int(r[at_escalated]), bucket(r[at_latency]))
                 latency[lk] = latency.get(lk, 0) + sign
-        for key, part in groups.items():
-            cols = list(zip(*part, strict=True))[10:19]
-            sums = [sign * len(part), *(sign * sum(c) for c in cols)]
-            have = self.totals.get(key)
-            self.totals[key] = sums if have is None else [a + b for a, b in zip(have, sums, strict=True)]
+        totals = self.totals
+        for (hour, g), part in groups.items():
+            sums = [sign * len(part), *(sign * sum(c) for c in zip(*map(layout.sums, part), strict=True))]
+            key = (hour, *g)
+            have = totals.get(key)
+            totals[key] = sums if have is None else [a + b for a, b in zip(have, sums, strict=True)]
         out = self.calls
-        for trace_id, model, role, cost in calls:
-            ck = (hours[trace_id], model, role)
+        i_id, i_model, i_role, i_cost = layout.call
+        for c in crows:
+            ck = (hours[c[i_id]], c[i_model], c[i_role])
             have = out.get(ck)
             if have is None:
-                out[ck] = [sign, sign * cost]
+                out[ck] = [sign, sign * c[i_cost]]
             else:
                 have[0] += sign
-                have[1] += sign * cost
+                have[1] += sign * c[i_cost]
 
     def statements(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
         """The UPSERTs that add this delta, one statement per table with its rows."""
-        out = [(ADD_TOTALS, [(*k, *v) for k, v in self.totals.items()]),
+        # A NULL cache or final model is '' here: a key column, compared by the UPSERT's conflict target.
+        out = [(ADD_TOTALS, [(*k[:3], k[3] or "", *k[4:8], k[8] or "", *v) for k, v in self.totals.items()]),
                (ADD_CALLS, [(*k, *v) for k, v in self.calls.items()]),
                (ADD_LATENCY, [(*k, v) for k, v in self.latency.items() if v])]
         return [(sql, values) for sql, values in out if values]
@@ -184,7 +205,7 @@ class Delta:
 def of_encoded(trows: Sequence[Sequence[Any]], crows: Sequence[Sequence[Any]]) -> Delta:
     """What rows as `rows.encode` made them add: the facts it computed, read by position, never again."""
     d = Delta()
-    d.add(map(_pick, trows), ((c[0], c[2], c[3], c[7]) for c in crows))
+    d.add(trows, crows, 1, ENCODED)
     return d
 
 
