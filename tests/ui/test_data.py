@@ -126,6 +126,22 @@ def test_the_overview_from_hourly_rollups_is_the_summary_of_the_full_rows(replay
     assert (totals.start, totals.end, totals.served) == (want.start, want.end, want.served)
 
 
+def test_the_ab_page_reads_only_the_signals_columns_and_reports_what_the_full_traces_give(replay: Any) -> None:
+    from dataclasses import asdict
+
+    from gearshift.lab.ab import ab_report
+
+    store = replay.gateway.store
+    feedback = store.feedback()
+    for router in ("gearshift/ab", None):  # a split's arms; every router side by side (gates, shadow pairs)
+        slim = store.ab_rows(router=router)
+        assert slim and all("prompt" not in r and "calls" not in r for r in slim)
+        got = asdict(ab_report(slim, feedback, router=router, n=200))
+        assert got == _approx(asdict(ab_report(list(store.traces()), feedback, router=router, n=200)))
+    counts = [a["counts"] for a in got["arms"]]
+    assert all(sum(c[s] for c in counts) > 0 for s in ("gate_pass", "shadow_agreement", "feedback"))
+
+
 def _approx_latency(summary: dict[str, Any]) -> Any:
     """A summary compared approximately, its latency percentiles to the rollups' histogram resolution (1%)."""
     out = _approx(summary)

@@ -101,6 +101,12 @@ class TraceStore(ABC):
                 tier1.append(ms)
         return RangeSums(buckets, tier1, escalated, self.call_spend(since, until))
 
+    def ab_rows(self, since: float | None = None, router: str | None = None) -> list[dict[str, Any]]:
+        """What `lab.ab.ab_report` reads of each trace since a time (of one router): here the full traces; a
+        SQL store reads only id, router, arm, status, cost, latency, the gate verdicts' counts and (when
+        the trace has a shadow agreement) its verdicts."""
+        return list(self.traces(since=since, router=router))
+
     def decision_mix(self, since: float, bucket_seconds: float) -> list[tuple[float, str, str | None, int]]:
         """(bucket start, router, final model, requests) since a time, in buckets of a width."""
         raise NotImplementedError(f"{type(self).__name__} cannot aggregate traces")

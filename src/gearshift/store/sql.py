@@ -25,7 +25,7 @@ from gearshift.store.rows import (
     TRACE_COLS,
     VERSION_COLS,
 )
-from gearshift.store.view import PairEstimate, Totals, TraceView
+from gearshift.store.view import SHADOW_GATE, PairEstimate, Totals, TraceView
 from gearshift.trace import Trace
 
 # Columns added after a table first shipped must be nullable or have a default: an existing database
@@ -581,6 +581,16 @@ class SQLStore(TraceStore):
                               f"{where.replace('created', 'traces.created')} AND c.trace_id = traces.id "
                               "GROUP BY c.model, c.role", args).fetchall()
         return [(m, r, int(n), float(usd)) for m, r, n, usd in found]
+
+    def ab_rows(self, since: float | None = None, router: str | None = None) -> list[dict[str, Any]]:
+        where, args = _where(since=since, router=router)
+        with self._lock:
+            # The verdicts' JSON only where a shadow agreement is in it (a few traces): the gates' counts are facts.
+            found = self._run("SELECT id, router, arm, status, cost_usd, latency_ms, verdicts_n, verdicts_passed, "
+                              f"CASE WHEN verdicts LIKE '%{SHADOW_GATE}%' THEN verdicts END FROM traces{where}",
+                              args).fetchall()
+        return [{"id": i, "router": r, "arm": a, "status": st, "cost_usd": c, "latency_ms": ms, "verdicts_n": n,
+                 "verdicts_passed": p, "verdicts": json.loads(v) if v else []} for i, r, a, st, c, ms, n, p, v in found]
 
     def decision_mix(self, since: float, bucket_seconds: float) -> list[tuple[float, str, str | None, int]]:
         with self._lock:

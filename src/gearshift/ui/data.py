@@ -179,7 +179,7 @@ def ab(store: TraceStore, config: Config, hours: float, router: str | None = Non
     now = time.time() if now is None else now
     since = now - hours * 3600
     try:
-        report = ab_report(store.traces(since=since, router=router), store.feedback(since), router=router, n=400)
+        report = ab_report(store.ab_rows(since=since, router=router), store.feedback(since), router=router, n=400)
     except ValueError as e:
         return {"arms": [], "differences": {}, "empty": str(e), "hours": hours, "router": router, "splits": splits}
 
