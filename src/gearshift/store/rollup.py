@@ -10,8 +10,8 @@ Per hour (`floor(created / 3600)`), three tables of plain sums, each row added t
 - `rollup_latency`: a histogram of the latency of answered traces accepted at tier 1 (gated, not escalated)
   and of escalated ones, in fixed log-spaced buckets (`BUCKET_RATIO` wide: a percentile read from it is
   the geometric middle of its bucket, within 1% of the exact value's bucket edges).
-The served shadow pairs are not rolled up: they are read from the few traces that have them (a partial
-index), as before. A trace written again (its shadow pair arrived) first takes back what its stored row
+The served shadow pairs' sums are in `rollup_totals` too, grouped by the pair's recorded reference, so
+that which pairs were served is decided when the range is read, against that read's reference. A trace written again (its shadow pair arrived) first takes back what its stored row
 added, so nothing is counted twice.
 """
 
@@ -25,7 +25,7 @@ from operator import itemgetter
 from typing import Any
 
 from gearshift.store.rows import CALL_COLS, FACT_COLS, TRACE_COLS
-from gearshift.store.view import Totals
+from gearshift.store.view import PairEstimate, Totals
 
 HOUR = 3600
 BUCKET_RATIO = 1.02  # latency histogram: each bucket's upper edge 2% above its lower one
@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS rollup_totals (
     gated INTEGER NOT NULL,
     escalated INTEGER NOT NULL,
     final_model TEXT NOT NULL,
+    pair_reference TEXT NOT NULL,
     n INTEGER NOT NULL,
     streamed INTEGER NOT NULL,
     cost_usd {real} NOT NULL,
@@ -53,7 +54,14 @@ CREATE TABLE IF NOT EXISTS rollup_totals (
     verdicts_n {real} NOT NULL,
     verdicts_passed {real} NOT NULL,
     cache_saved_usd {real} NOT NULL,
-    PRIMARY KEY (hour, router, endpoint, cache, status, answered, gated, escalated, final_model)
+    pair_n INTEGER NOT NULL,
+    pair_passed INTEGER NOT NULL,
+    pair_judged INTEGER NOT NULL,
+    pair_disagreed INTEGER NOT NULL,
+    pair_resolved INTEGER NOT NULL,
+    pair_weak {real} NOT NULL,
+    pair_ref_grade {real} NOT NULL,
+    PRIMARY KEY (hour, router, endpoint, cache, status, answered, gated, escalated, final_model, pair_reference)
 );
 CREATE TABLE IF NOT EXISTS rollup_calls (
     hour INTEGER NOT NULL,
@@ -77,10 +85,13 @@ TABLES = ("rollup_totals", "rollup_calls", "rollup_latency")
 # from the stored row (SELECT ... by id) when a trace is written again.
 COLS = ("id", "created", "router", "endpoint", "cache", "status", "answered", "gated", "escalated", "final_model",
         "streamed", "cost_usd", "shadow_cost_usd", "estimated_calls", "cf_input_tokens", "cf_output_tokens",
-        "verdicts_n", "verdicts_passed", "cache_saved_usd", "latency_ms")
-GROUP = ("router", "endpoint", "cache", "status", "answered", "gated", "escalated", "final_model")
-SUMS = ("n", "streamed", "cost_usd", "shadow_cost_usd", "estimated_calls", "cf_input_tokens", "cf_output_tokens",
-        "verdicts_n", "verdicts_passed", "cache_saved_usd")
+        "verdicts_n", "verdicts_passed", "cache_saved_usd", "latency_ms", "pair_reference", "pair_n", "pair_passed",
+        "pair_judged", "pair_disagreed", "pair_resolved", "pair_weak", "pair_ref_grade")
+GROUP = ("router", "endpoint", "cache", "status", "answered", "gated", "escalated", "final_model", "pair_reference")
+TOTAL_SUMS = ("n", "streamed", "cost_usd", "shadow_cost_usd", "estimated_calls", "cf_input_tokens", "cf_output_tokens",
+              "verdicts_n", "verdicts_passed", "cache_saved_usd")
+PAIR_SUMS = ("pair_n", "pair_passed", "pair_judged", "pair_disagreed", "pair_resolved", "pair_weak", "pair_ref_grade")
+SUMS = TOTAL_SUMS + PAIR_SUMS
 
 
 class _Layout:
@@ -195,11 +206,23 @@ class Delta:
 
     def statements(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
         """The UPSERTs that add this delta, one statement per table with its rows."""
-        # A NULL cache or final model is '' here: a key column, compared by the UPSERT's conflict target.
-        out = [(ADD_TOTALS, [(*k[:3], k[3] or "", *k[4:8], k[8] or "", *v) for k, v in self.totals.items()]),
+        # A NULL cache, final model or pair reference is '' here: a key column, compared by the UPSERT's conflict target.
+        out = [(ADD_TOTALS, [(*k[:3], k[3] or "", *k[4:8], k[8] or "", k[9] or "", *v) for k, v in self.totals.items()]),
                (ADD_CALLS, [(*k, *v) for k, v in self.calls.items()]),
                (ADD_LATENCY, [(*k, v) for k, v in self.latency.items() if v])]
         return [(sql, values) for sql, values in out if values]
+
+
+def rolled_part(group: Sequence[Any], sums: Sequence[Any], reference: str | None) -> Totals:
+    """The Totals of one row of rollup_totals against `reference`, its pairs counted when they are served
+    (the SQL's SERVED: answered and routed, and the final model is not the pair's reference, else `reference`)."""
+    router, answered, final_model, pair_reference = group[0], group[4], group[7], group[8]
+    part = part_of(group, sums, final_model == (reference or ""))
+    if answered and router and final_model and final_model != (pair_reference or reference or ""):
+        n, agreed, judged, disagreed, resolved, weak, ref = sums[len(TOTAL_SUMS):]
+        part.served = PairEstimate(int(n), int(agreed), int(judged), int(disagreed), int(resolved), float(weak),
+                                   float(ref))
+    return part
 
 
 def of_encoded(trows: Sequence[Sequence[Any]], crows: Sequence[Sequence[Any]]) -> Delta:
@@ -210,9 +233,10 @@ def of_encoded(trows: Sequence[Sequence[Any]], crows: Sequence[Sequence[Any]]) -
 
 
 def part_of(group: Sequence[Any], sums: Sequence[Any], strong: bool) -> Totals:
-    """The Totals of one group of traces (GROUP's values, SUMS' sums) as `Totals.add` counts each of them."""
+    """The Totals of one group of traces (GROUP's first seven values, TOTAL_SUMS' sums) as `Totals.add` counts
+    each of them (the served pairs apart)."""
     router, endpoint, cache, status, answered, gated, escalated = group[:7]
-    n, streamed, cost, shadow, estimated, cf_in, cf_out, verdicts, passed, saved = sums
+    n, streamed, cost, shadow, estimated, cf_in, cf_out, verdicts, passed, saved = sums[:len(TOTAL_SUMS)]
     n = int(n)
     part = Totals(requests=n, errors=n if status != 200 else 0, streamed=int(streamed), spend_usd=float(cost),
                   estimated_calls=int(estimated), by_router={router or "(rejected)": n}, by_endpoint={endpoint: n})

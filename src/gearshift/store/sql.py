@@ -534,21 +534,16 @@ class SQLStore(TraceStore):
                               "GROUP BY model, role", between[1]).fetchall()
             latency = self._run(f"SELECT escalated, bucket, SUM(n) FROM rollup_latency WHERE {between[0]} "
                                 "GROUP BY escalated, bucket", between[1]).fetchall()
-            where, wargs = _where(since=h0 * rollup.HOUR, until=h1 * rollup.HOUR)
-            pairs = self._pairs("CAST(FLOOR((created - ?) / ?) AS INTEGER)", (anchor * rollup.HOUR, bucket_seconds),
-                                where, wargs, reference)
             out: dict[int, Totals] = {}
             width = len(rollup.GROUP)
             for b, *rest in found:
                 group, sums = rest[:width], rest[width:]
                 if sums[0]:
-                    _merge_into(out, int(b), rollup.part_of(group, sums, group[-1] == (reference or "")))
-            for b in out:  # each bucket's first and last trace: two index probes
+                    _merge_into(out, int(b), rollup.rolled_part(group, sums, reference))
+            for b in out:  # each bucket's first and last trace: an index probe each (MIN and MAX apart)
                 span = (max(h0, anchor + b * per) * rollup.HOUR, min(h1, anchor + (b + 1) * per) * rollup.HOUR)
-                out[b].start, out[b].end = self._run("SELECT MIN(created), MAX(created) FROM traces WHERE "
-                                                     "created >= ? AND created < ?", span).fetchone()
-        for b, pair in pairs:
-            _merge_into(out, b, Totals(served=pair))
+                (out[b].start,), (out[b].end,) = (self._run(f"SELECT {f}(created) FROM traces WHERE created >= ? "
+                                                            "AND created < ?", span).fetchone() for f in ("MIN", "MAX"))
         hist = {0: rollup.Histogram(), 1: rollup.Histogram()}
         for escalated, b, n in latency:
             hist[int(escalated)].add(int(b), int(n))
