@@ -45,23 +45,33 @@ class ABReport:
 
 
 def _values(traces: list[Mapping[str, Any]], feedback: Mapping[str, list[float]]) -> dict[str, np.ndarray]:
-    """Per-trace values of each signal (NaN where a trace carries no such signal)."""
-    out: dict[str, list[float]] = {s: [] for s in SIGNALS}
-    for t in traces:
-        out["cost_usd"].append(float(t["cost_usd"]))
-        out["latency_ms"].append(float(t["latency_ms"]))
-        if "verdicts_n" in t:  # a row of TraceStore.ab_rows: the gate verdicts' counts are its stored facts
-            gates, passed = int(t["verdicts_n"]), int(t["verdicts_passed"])
-        else:
-            view = TraceView.of(t)
-            gates, passed = len(view.gate_verdicts), view.gates_passed
-        out["gate_pass"].append(float(passed == gates) if gates else np.nan)
-        agree = [v for v in t.get("verdicts") or [] if v.get("gate") == SHADOW_GATE]
-        score = agree[-1].get("score") if agree else None
-        out["shadow_agreement"].append(float(score) if isinstance(score, int | float) else np.nan)
-        fb = feedback.get(t["id"])
-        out["feedback"].append(float(np.mean(fb)) if fb else np.nan)
-    return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+    """Per-trace values of each signal (NaN where a trace carries no such signal), a column at a time."""
+    n = len(traces)
+    out = {"cost_usd": np.fromiter((t["cost_usd"] for t in traces), float, n),
+           "latency_ms": np.fromiter((t["latency_ms"] for t in traces), float, n)}
+    if n and "verdicts_n" in traces[0]:  # rows of TraceStore.ab_rows: the gate verdicts' counts are stored facts
+        gates = np.fromiter((t["verdicts_n"] for t in traces), float, n)
+        passed = np.fromiter((t["verdicts_passed"] for t in traces), float, n)
+    else:
+        views = [TraceView.of(t) for t in traces]
+        gates = np.fromiter((len(v.gate_verdicts) for v in views), float, n)
+        passed = np.fromiter((v.gates_passed for v in views), float, n)
+    with np.errstate(invalid="ignore"):
+        out["gate_pass"] = np.where(gates > 0, (passed == gates).astype(float), np.nan)
+    agreement, scored = np.full(n, np.nan), np.full(n, np.nan)
+    for i, t in enumerate(traces):
+        verdicts = t.get("verdicts")
+        if verdicts:
+            agree = [v for v in verdicts if v.get("gate") == SHADOW_GATE]
+            score = agree[-1].get("score") if agree else None
+            if isinstance(score, int | float):
+                agreement[i] = float(score)
+        if feedback:
+            fb = feedback.get(t["id"])
+            if fb:
+                scored[i] = float(np.mean(fb))
+    out["shadow_agreement"], out["feedback"] = agreement, scored
+    return out
 
 
 # The bootstrap of a mean resamples the values; drawn per distinct value (a multinomial over the values'
