@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from scipy import stats
 
 from gearshift.lab.ab import BOOTSTRAP_CELLS, Z95, ab_report
+from gearshift.store.base import ABRows
 
 
-def _rows(arm: str, n: int, rng: np.random.Generator, cost: float, pass_rate: float) -> list[dict[str, object]]:
+def _rows(arm: str, n: int, rng: np.random.Generator, cost: float, pass_rate: float) -> list[dict[str, Any]]:
     return [{"id": f"{arm}-{i}", "router": "ab", "arm": arm, "status": 200, "cost_usd": cost * rng.lognormal(0, 0.5),
              "latency_ms": float(rng.gamma(2.0, 200.0)), "verdicts_n": 1, "verdicts_passed": int(rng.random() < pass_rate),
              "verdicts": [{"gate": "shadow_agreement", "score": float(rng.random() < 0.8)}] if i % 10 == 0 else []}
             for i in range(n)]
 
 
+def _columns(rows: list[dict[str, Any]]) -> ABRows:
+    """Rows as TraceStore.ab_rows gives them."""
+    return ABRows(*([r[c] for r in rows] for c in ("id", "router", "arm", "status", "cost_usd", "latency_ms", "verdicts_n",
+                                                   "verdicts_passed")), {i: r["verdicts"] for i, r in enumerate(rows)
+                                                                         if r["verdicts"]})
+
+
 def test_a_big_varied_signal_gets_the_normal_interval_and_welchs_p() -> None:
     rng = np.random.default_rng(3)
     n = BOOTSTRAP_CELLS // 400 + 100  # over the bootstrap's budget at 400 resamples: the normal interval
     a, b = _rows("a", n, rng, 0.001, 0.9), _rows("b", n, rng, 0.002, 0.8)
-    report = ab_report(a + b, control="b", n=400)
+    report = ab_report(_columns(a + b), control="b", n=400)
     cost_a = np.array([r["cost_usd"] for r in a])
     cost_b = np.array([r["cost_usd"] for r in b])
     est = report.arms[0].signals["cost_usd"]
@@ -37,7 +47,7 @@ def test_a_big_varied_signal_gets_the_normal_interval_and_welchs_p() -> None:
 def test_a_zero_one_signal_is_resampled_per_value_and_covers_like_the_binomial() -> None:
     rng = np.random.default_rng(4)
     a, b = _rows("a", 4000, rng, 0.001, 0.9), _rows("b", 3000, rng, 0.001, 0.85)
-    report = ab_report(a + b, control="b", n=2000)
+    report = ab_report(_columns(a + b), control="b", n=2000)
     p = np.mean([r["verdicts_passed"] for r in a])
     est = report.arms[0].signals["gate_pass"]
     se = np.sqrt(p * (1 - p) / len(a))
@@ -54,10 +64,10 @@ def test_a_zero_one_signal_is_resampled_per_value_and_covers_like_the_binomial()
 def test_a_small_varied_signal_keeps_the_plain_bootstrap() -> None:
     rng = np.random.default_rng(5)
     a, b = _rows("a", 300, rng, 0.001, 0.9), _rows("b", 300, rng, 0.003, 0.9)
-    report = ab_report(a + b, control="b", n=1000)
+    report = ab_report(_columns(a + b), control="b", n=1000)
     est = report.arms[0].signals["latency_ms"]
     lat = np.array([r["latency_ms"] for r in a])
     se = lat.std() / np.sqrt(len(lat))
     assert est.n_resamples == 1000
     assert (est.low, est.high) == pytest.approx((lat.mean() - Z95 * se, lat.mean() + Z95 * se), abs=0.2 * Z95 * se)
-    assert report == ab_report(a + b, control="b", n=1000)  # seeded: the same report again
+    assert report == ab_report(_columns(a + b), control="b", n=1000)  # seeded: the same report again

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from gearshift.lab.bootstrap import Estimate, estimate
-from gearshift.store.view import SHADOW_GATE, TraceView
+from gearshift.store.base import ABRows
+from gearshift.store.view import SHADOW_GATE
 
 SIGNALS = ("cost_usd", "latency_ms", "gate_pass", "shadow_agreement", "feedback")
 
@@ -44,34 +45,24 @@ class ABReport:
     differences: dict[str, list[Difference]]  # arm name -> differences against control
 
 
-def _values(traces: list[Mapping[str, Any]], feedback: Mapping[str, list[float]]) -> dict[str, np.ndarray]:
-    """Per-trace values of each signal (NaN where a trace carries no such signal), a column at a time."""
-    n = len(traces)
-    out = {"cost_usd": np.fromiter((t["cost_usd"] for t in traces), float, n),
-           "latency_ms": np.fromiter((t["latency_ms"] for t in traces), float, n)}
-    if n and "verdicts_n" in traces[0]:  # rows of TraceStore.ab_rows: the gate verdicts' counts are stored facts
-        gates = np.fromiter((t["verdicts_n"] for t in traces), float, n)
-        passed = np.fromiter((t["verdicts_passed"] for t in traces), float, n)
-    else:
-        views = [TraceView.of(t) for t in traces]
-        gates = np.fromiter((len(v.gate_verdicts) for v in views), float, n)
-        passed = np.fromiter((v.gates_passed for v in views), float, n)
-    with np.errstate(invalid="ignore"):
-        out["gate_pass"] = np.where(gates > 0, (passed == gates).astype(float), np.nan)
-    agreement, scored = np.full(n, np.nan), np.full(n, np.nan)
-    for i, t in enumerate(traces):
-        verdicts = t.get("verdicts")
-        if verdicts:
-            agree = [v for v in verdicts if v.get("gate") == SHADOW_GATE]
-            score = agree[-1].get("score") if agree else None
-            if isinstance(score, int | float):
-                agreement[i] = float(score)
-        if feedback:
-            fb = feedback.get(t["id"])
+def _values(rows: ABRows, feedback: Mapping[str, list[float]]) -> dict[str, np.ndarray]:
+    """Each signal's value per row (NaN where a trace carries no such signal), a column at a time."""
+    gates, passed = np.asarray(rows.verdicts_n, dtype=float), np.asarray(rows.verdicts_passed, dtype=float)
+    agreement, scored = np.full(len(gates), np.nan), np.full(len(gates), np.nan)
+    for i, verdicts in rows.verdicts.items():
+        agree = [v for v in verdicts if v.get("gate") == SHADOW_GATE]
+        score = agree[-1].get("score") if agree else None
+        if isinstance(score, int | float):
+            agreement[i] = float(score)
+    if feedback:
+        for i, trace_id in enumerate(rows.id):
+            fb = feedback.get(trace_id)
             if fb:
                 scored[i] = float(np.mean(fb))
-    out["shadow_agreement"], out["feedback"] = agreement, scored
-    return out
+    with np.errstate(invalid="ignore"):
+        gate_pass = np.where(gates > 0, (passed == gates).astype(float), np.nan)
+    return {"cost_usd": np.asarray(rows.cost_usd, dtype=float), "latency_ms": np.asarray(rows.latency_ms, dtype=float),
+            "gate_pass": gate_pass, "shadow_agreement": agreement, "feedback": scored}
 
 
 # The bootstrap of a mean resamples the values; drawn per distinct value (a multinomial over the values'
@@ -135,18 +126,19 @@ def _difference(a: _Signal, b: _Signal) -> tuple[Estimate, float] | None:
     return est, p
 
 
-def ab_report(traces: Iterable[Mapping[str, Any]], feedback: Iterable[Mapping[str, Any]] = (),
+def ab_report(traces: ABRows | Iterable[Mapping[str, Any]], feedback: Iterable[Mapping[str, Any]] = (),
               control: str | None = None, router: str | None = None, n: int = 1000, seed: int = 0) -> ABReport:
     """Compare the arms of answered traces (a split router's `arm`, else the router) against `control`.
 
-    traces: stored traces, or the slimmer rows of `TraceStore.ab_rows` (what the signals need, read in SQL).
+    traces: `TraceStore.ab_rows` (the columns the signals need, read in SQL), or stored traces.
     control: the arm to compare with (default: the arm whose routes send everything to one model,
     if named so by the caller; else the first arm by name)."""
-    by_arm: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for t in traces:
-        if t["status"] != 200 or (router is not None and t["router"] != router):
-            continue
-        by_arm[t.get("arm") or t["router"]].append(t)
+    rows = traces if isinstance(traces, ABRows) else ABRows.of(traces)
+    label = np.asarray([a or r for a, r in zip(rows.arm, rows.router, strict=True)], dtype=object)
+    keep = np.asarray(rows.status, dtype=int) == 200
+    if router is not None:
+        keep &= np.asarray(rows.router, dtype=object) == router
+    by_arm = {a: keep & (label == a) for a in sorted(set(label[keep]))}
     if len(by_arm) < 2:
         raise ValueError(f"need answered traces from at least two arms; found {sorted(by_arm) or 'none'}")
     fb: dict[str, list[float]] = defaultdict(list)
@@ -156,12 +148,13 @@ def ab_report(traces: Iterable[Mapping[str, Any]], feedback: Iterable[Mapping[st
     control = control or names[0]
     if control not in by_arm:
         raise ValueError(f"control arm {control!r} has no traces; arms: {names}")
-    values = {a: _values(by_arm[a], fb) for a in names}
+    every = _values(rows, fb)
+    values = {a: {s: v[by_arm[a]] for s, v in every.items()} for a in names}
     signals = {a: {s: _Signal.of(values[a][s], n, np.random.default_rng([seed, i, j])) for j, s in enumerate(SIGNALS)}
                for i, a in enumerate(names)}
     arms = []
     for a in names:
-        arm = Arm(a, len(by_arm[a]), latency_p95_ms=float(np.percentile(values[a]["latency_ms"], 95)))
+        arm = Arm(a, int(by_arm[a].sum()), latency_p95_ms=float(np.percentile(values[a]["latency_ms"], 95)))
         for s in SIGNALS:
             sig = signals[a][s]
             arm.counts[s] = len(sig.values)
@@ -172,12 +165,12 @@ def ab_report(traces: Iterable[Mapping[str, Any]], feedback: Iterable[Mapping[st
     for a in names:
         if a == control:
             continue
-        rows = []
+        found = []
         for s in SIGNALS:
             d = _difference(signals[a][s], signals[control][s])
             if d is not None:
-                rows.append(Difference(s, d[0], d[1], len(signals[a][s].values), len(signals[control][s].values)))
-        diffs[a] = rows
+                found.append(Difference(s, d[0], d[1], len(signals[a][s].values), len(signals[control][s].values)))
+        diffs[a] = found
     return ABReport(control, arms, diffs)
 
 

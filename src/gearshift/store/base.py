@@ -5,16 +5,47 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from gearshift.store.rollup import RangeSums
-from gearshift.store.view import Totals, TraceView
+from gearshift.store.view import SHADOW_GATE, Totals, TraceView
 from gearshift.trace import Trace
 
 
 def redact_url(url: str) -> str:
     """A store URL fit for logs and errors: any password masked."""
     return re.sub(r"^([a-z]+://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+@dataclass
+class ABRows:
+    """Traces as the A/B comparison reads them, a column each: the gate verdicts' counts (the facts
+    `verdicts_n` and `verdicts_passed`), and the verdicts of the few traces with a shadow agreement (by row)."""
+
+    id: Sequence[str]
+    router: Sequence[str]
+    arm: Sequence[str | None]
+    status: Sequence[int]
+    cost_usd: Sequence[float]
+    latency_ms: Sequence[float]
+    verdicts_n: Sequence[int]
+    verdicts_passed: Sequence[int]
+    verdicts: dict[int, list[dict[str, Any]]]
+
+    @classmethod
+    def of(cls, traces: Iterable[Mapping[str, Any]]) -> ABRows:
+        """The columns of full traces (their gate verdicts counted by TraceView, as the writer stores them)."""
+        found = list(traces)
+        views = [TraceView.of(t) for t in found]
+        return cls([t["id"] for t in found], [t["router"] for t in found], [t.get("arm") for t in found],
+                   [t["status"] for t in found], [t["cost_usd"] for t in found], [t["latency_ms"] for t in found],
+                   [len(v.gate_verdicts) for v in views], [v.gates_passed for v in views],
+                   {i: list(t["verdicts"]) for i, t in enumerate(found) if _agreement_in(t.get("verdicts"))})
+
+
+def _agreement_in(verdicts: Any) -> bool:
+    return bool(verdicts) and any(isinstance(v, Mapping) and v.get("gate") == SHADOW_GATE for v in verdicts)
 
 
 # A rate-limit or budget counter: (scope: key | team, its name, dim: rpm | tpm | usd_day | usd_month, period).
@@ -101,11 +132,10 @@ class TraceStore(ABC):
                 tier1.append(ms)
         return RangeSums(buckets, tier1, escalated, self.call_spend(since, until))
 
-    def ab_rows(self, since: float | None = None, router: str | None = None) -> list[dict[str, Any]]:
-        """What `lab.ab.ab_report` reads of each trace since a time (of one router): here the full traces; a
-        SQL store reads only id, router, arm, status, cost, latency, the gate verdicts' counts and (when
-        the trace has a shadow agreement) its verdicts."""
-        return list(self.traces(since=since, router=router))
+    def ab_rows(self, since: float | None = None, router: str | None = None) -> ABRows:
+        """What `lab.ab.ab_report` reads of the traces since a time (of one router), as columns: here from
+        the full traces; a SQL store reads only those columns."""
+        return ABRows.of(self.traces(since=since, router=router))
 
     def decision_mix(self, since: float, bucket_seconds: float) -> list[tuple[float, str, str | None, int]]:
         """(bucket start, router, final model, requests) since a time, in buckets of a width."""

@@ -15,7 +15,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from gearshift.store import rollup, rows
-from gearshift.store.base import LimitKey, TraceStore
+from gearshift.store.base import ABRows, LimitKey, TraceStore
 from gearshift.store.rows import (
     CALL_COLS,
     FACT_COLS,
@@ -577,15 +577,18 @@ class SQLStore(TraceStore):
                               "GROUP BY c.model, c.role", args).fetchall()
         return [(m, r, int(n), float(usd)) for m, r, n, usd in found]
 
-    def ab_rows(self, since: float | None = None, router: str | None = None) -> list[dict[str, Any]]:
+    def ab_rows(self, since: float | None = None, router: str | None = None) -> ABRows:
         where, args = _where(since=since, router=router)
         with self._lock:
             # The verdicts' JSON only where a shadow agreement is in it (a few traces): the gates' counts are facts.
             found = self._run("SELECT id, router, arm, status, cost_usd, latency_ms, verdicts_n, verdicts_passed, "
                               f"CASE WHEN verdicts LIKE '%{SHADOW_GATE}%' THEN verdicts END FROM traces{where}",
                               args).fetchall()
-        return [{"id": i, "router": r, "arm": a, "status": st, "cost_usd": c, "latency_ms": ms, "verdicts_n": n,
-                 "verdicts_passed": p, "verdicts": json.loads(v) if v else []} for i, r, a, st, c, ms, n, p, v in found]
+        if not found:
+            return ABRows([], [], [], [], [], [], [], [], {})
+        ids, routers, arms, status, cost, latency, gates, passed, verdicts = zip(*found, strict=True)
+        return ABRows(ids, routers, arms, status, cost, latency, gates, passed,
+                      {i: json.loads(v) for i, v in enumerate(verdicts) if v})
 
     def decision_mix(self, since: float, bucket_seconds: float) -> list[tuple[float, str, str | None, int]]:
         with self._lock:
