@@ -170,8 +170,9 @@ def keys(store: TraceStore, config: Config, hours: float | None, now: float | No
 
 def ab(store: TraceStore, config: Config, hours: float, router: str | None = None,
        now: float | None = None) -> dict[str, Any]:
-    """Arms of a split router (by default the config's first) with bootstrap intervals and Welch
-    p-values against control, from lab.ab; without a split router, the routers side by side."""
+    """Arms of a split router (by default the config's first) with intervals (bootstrap, normal for big varied
+    samples) and Welch p-values against control, from lab.ab over the store's A/B columns; without a split
+    router, the routers side by side."""
     from gearshift.lab.ab import ab_report
 
     splits = sorted(name for name, rc in config.routers.items() if rc.kind == "split")
