@@ -210,7 +210,8 @@ class Delta:
         out = [(ADD_TOTALS, [(*k[:3], k[3] or "", *k[4:8], k[8] or "", k[9] or "", *v) for k, v in self.totals.items()]),
                (ADD_CALLS, [(*k, *v) for k, v in self.calls.items()]),
                (ADD_LATENCY, [(*k, v) for k, v in self.latency.items() if v])]
-        return [(sql, values) for sql, values in out if values]
+        # In key order: writers sharing a PostgreSQL store then lock the rows they add to in one order (no deadlock).
+        return [(sql, sorted(values)) for sql, values in out if values]
 
 
 def rolled_part(group: Sequence[Any], sums: Sequence[Any], reference: str | None) -> Totals:
