@@ -546,6 +546,14 @@ def test_hourly_rollups_kept_by_the_writer_give_the_totals_of_the_full_rows(stor
     end = traces[-1].created
     same(0.0, end + 7200.0)
     same(9000.0, end - 1500.0)  # starting and ending mid-hour
+    # The A/B page's columns (read in SQL) are those of the full traces.
+    from gearshift.store.base import ABRows
+
+    def by_id(r: ABRows) -> dict[str, tuple[object, ...]]:
+        return {i: (*row, r.verdicts.get(k)) for k, (i, *row) in enumerate(zip(
+            r.id, r.router, r.arm, r.status, r.cost_usd, r.latency_ms, r.verdicts_n, r.verdicts_passed, strict=True))}
+
+    assert by_id(store.ab_rows()) == by_id(ABRows.of(store.traces())) and store.ab_rows().verdicts
     # Retention: the rollups of deleted hours go; the hour cut in two is computed again from what is left.
     assert store.prune(12000.0) == 5
     same(0.0, end + 7200.0)

@@ -582,8 +582,8 @@ class SQLStore(TraceStore):
         with self._lock:
             # The verdicts' JSON only where a shadow agreement is in it (a few traces): the gates' counts are facts.
             found = self._run("SELECT id, router, arm, status, cost_usd, latency_ms, verdicts_n, verdicts_passed, "
-                              f"CASE WHEN verdicts LIKE '%{SHADOW_GATE}%' THEN verdicts END FROM traces{where}",
-                              args).fetchall()
+                              f"CASE WHEN verdicts LIKE ? THEN verdicts END FROM traces{where}",
+                              [f"%{SHADOW_GATE}%", *args]).fetchall()
         if not found:
             return ABRows([], [], [], [], [], [], [], [], {})
         ids, routers, arms, status, cost, latency, gates, passed, verdicts = zip(*found, strict=True)
