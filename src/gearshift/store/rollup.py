@@ -218,7 +218,7 @@ def rolled_part(group: Sequence[Any], sums: Sequence[Any], reference: str | None
     """The Totals of one row of rollup_totals against `reference`, its pairs counted when they are served
     (the SQL's SERVED: answered and routed, and the final model is not the pair's reference, else `reference`)."""
     router, answered, final_model, pair_reference = group[0], group[4], group[7], group[8]
-    part = part_of(group, sums, final_model == (reference or ""))
+    part = part_of(group, sums, reference is not None and final_model == reference)
     if answered and router and final_model and final_model != (pair_reference or reference or ""):
         n, agreed, judged, disagreed, resolved, weak, ref = sums[len(TOTAL_SUMS):]
         part.served = PairEstimate(int(n), int(agreed), int(judged), int(disagreed), int(resolved), float(weak),

@@ -361,7 +361,9 @@ class SQLStore(TraceStore):
         for lo in range(0, len(ids), 500):
             part = ids[lo:lo + 500]
             marks = ",".join("?" * len(part))
-            found = self._run(f"SELECT {','.join(rollup.COLS)} FROM traces WHERE id IN ({marks})", part).fetchall()
+            # Rows without facts (an older replica's, during an upgrade) were never added: nothing to take back.
+            found = self._run(f"SELECT {','.join(rollup.COLS)} FROM traces WHERE id IN ({marks}) AND facts <> 0",
+                              part).fetchall()
             if not found:
                 continue
             any_found = True
@@ -383,7 +385,7 @@ class SQLStore(TraceStore):
     def _rebuild_rollups(self, since_hour: int | None = None, until_hour: int | None = None) -> None:
         """Compute the rollups of these hours (default: all) again from the traces' facts, a day at a time
         (the caller holds the write transaction)."""
-        lo, hi = self._run("SELECT MIN(created), MAX(created) FROM traces").fetchone()
+        (lo,), (hi,) = (self._run(f"SELECT {f}(created) FROM traces").fetchone() for f in ("MIN", "MAX"))  # 2 probes
         for table in rollup.TABLES:
             self._run(f"DELETE FROM {table} WHERE hour >= ? AND hour < ?",
                       (-1 if since_hour is None else since_hour, 2**62 if until_hour is None else until_hour))
@@ -396,11 +398,12 @@ class SQLStore(TraceStore):
         while t < end:
             stop = min(end, (t // day + 1) * day)
             delta = rollup.Delta()
-            found = self._run(f"SELECT {','.join(rollup.COLS)} FROM traces WHERE created >= ? AND created < ?",
-                              (t, stop)).fetchall()
+            # Rows without facts yet (an older replica's) are added when a store opens and backfills them.
+            found = self._run(f"SELECT {','.join(rollup.COLS)} FROM traces WHERE created >= ? AND created < ? "
+                              "AND facts <> 0", (t, stop)).fetchall()
             calls = self._run("SELECT c.trace_id, c.model, c.role, c.cost_usd FROM traces CROSS JOIN calls c "
-                              "WHERE traces.created >= ? AND traces.created < ? AND c.trace_id = traces.id",
-                              (t, stop)).fetchall()
+                              "WHERE traces.created >= ? AND traces.created < ? AND traces.facts <> 0 "
+                              "AND c.trace_id = traces.id", (t, stop)).fetchall()
             delta.add(found, calls)
             self._apply(delta)
             t = stop
