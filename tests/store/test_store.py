@@ -505,3 +505,63 @@ def test_totals_summed_in_sql_are_the_totals_of_the_full_rows(store_config: Stor
     store = open_store(store_config)
     _same_totals(store.totals(0.0, None, "strong")[0][1], Totals.of(rows, "strong"))
     store.close()
+
+
+def test_hourly_rollups_kept_by_the_writer_give_the_totals_of_the_full_rows(store_config: StoreConfig) -> None:
+    import numpy as np
+
+    from gearshift.store.view import Totals
+    from gearshift.trace import Call
+
+    store = open_store(store_config)
+    traces = _varied_traces(0.0)
+    for i, t in enumerate(traces):
+        t.created = 7200.25 + 1000.0 * i  # over several hours
+    store.write(traces[:-3])
+    store.write([*traces[-3:], traces[0], traces[0]])  # written again, and twice in one batch
+    late = traces[4]  # its shadow pair arrives: written again with a shadow call and the pair's verdicts
+    late.calls.append(Call(model="strong", role="shadow", input_tokens=9, output_tokens=9, cost_usd=0.02, latency_ms=5))
+    late.verdicts += [{"gate": "shadow_agreement", "model": late.final_model, "passed": False, "score": 0.0,
+                       "method": "judge"}, {"gate": "shadow_reference", "model": "strong", "passed": True}]
+    late.revision += 1
+    store.write([late])
+
+    def same(since: float, until: float) -> None:
+        rows = [r for r in store.traces() if since <= r["created"] < until]
+        got = store.range_sums(since, until, "strong", 3600.0)
+        exact = TraceStore.range_sums(store, since, until, "strong", 3600.0)  # from the facts alone
+        total = Totals()
+        for _, part in got.buckets:
+            total.merge(part)
+        _same_totals(total, Totals.of(rows, "strong"))
+        assert [t for t, _ in got.buckets] == sorted({r["created"] // 3600 * 3600 for r in rows})
+        assert {(m, r): (n, pytest.approx(usd)) for m, r, n, usd in got.calls} == {
+            (m, r): (n, usd) for m, r, n, usd in exact.calls}
+        for mine, theirs in ((got.tier1, exact.tier1), (got.escalated, exact.escalated)):
+            assert len(mine) == len(theirs)
+            for q in (50, 95):
+                want = float(np.percentile(theirs, q)) if theirs else None
+                assert mine.percentile(q) == (None if want is None else pytest.approx(want, rel=0.01))  # type: ignore[union-attr]
+
+    end = traces[-1].created
+    same(0.0, end + 7200.0)
+    same(9000.0, end - 1500.0)  # starting and ending mid-hour
+    # The A/B page's columns (read in SQL) are those of the full traces.
+    from gearshift.store.base import ABRows
+
+    def by_id(r: ABRows) -> dict[str, tuple[object, ...]]:
+        return {i: (*row, r.verdicts.get(k)) for k, (i, *row) in enumerate(zip(
+            r.id, r.router, r.arm, r.status, r.cost_usd, r.latency_ms, r.verdicts_n, r.verdicts_passed, strict=True))}
+
+    assert by_id(store.ab_rows()) == by_id(ABRows.of(store.traces())) and store.ab_rows().verdicts
+    # Retention: the rollups of deleted hours go; the hour cut in two is computed again from what is left.
+    assert store.prune(12000.0) == 5
+    same(0.0, end + 7200.0)
+    assert store._run("SELECT MIN(hour) FROM rollup_totals").fetchone()[0] == 3  # type: ignore[attr-defined]
+    # A store from before the rollups gets them when it opens.
+    for table in ("rollup_totals", "rollup_calls", "rollup_latency"):
+        store._run(f"DROP TABLE {table}")  # type: ignore[attr-defined]
+    store.close()
+    store = open_store(store_config)
+    same(9000.0, end + 7200.0)
+    store.close()

@@ -38,7 +38,8 @@ def lab_ab(config_path: str, router: str | None, control: str | None, since_hour
     config, store = _config_and_store(config_path)
     since = time.time() - since_hours * 3600 if since_hours else None
     try:
-        report = ab_report(store.traces(since=since), store.feedback(since), control=control, router=router)
+        report = ab_report(store.ab_rows(since=since, router=router), store.feedback(since), control=control,
+                           router=router)
     except ValueError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

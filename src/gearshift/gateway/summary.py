@@ -10,12 +10,15 @@ from typing import Any
 import numpy as np
 
 from gearshift.config import Config
+from gearshift.store.rollup import Histogram
 from gearshift.store.view import PairEstimate, Totals, TraceView, cache_line
 
 BY = {"key": "client", "team": "team"}  # --by choice -> the TraceView field naming the owner
 
 
-def _pct(values: list[float], q: float) -> float | None:
+def _pct(values: list[float] | Histogram, q: float) -> float | None:
+    if isinstance(values, Histogram):  # the dashboard's rollups: to the histogram's resolution
+        return values.percentile(q)
     return float(np.percentile(values, q)) if values else None
 
 
@@ -37,7 +40,8 @@ def summarise(rows: Iterable[Mapping[str, Any] | TraceView], config: Config,
     return summary_of(totals, config, reference, tier1, escalated, calls)
 
 
-def summary_of(totals: Totals, config: Config, reference: str | None, tier1: list[float], escalated: list[float],
+def summary_of(totals: Totals, config: Config, reference: str | None, tier1: list[float] | Histogram,
+               escalated: list[float] | Histogram,
                calls: Iterable[tuple[str, str, int, float]]) -> dict[str, Any]:
     """The summary from traces' Totals, the latencies of the answered requests accepted at tier 1 (gated, not
     escalated) and of the escalated ones, and (model, role, calls, USD) of their calls: the one way

@@ -1,5 +1,6 @@
 """A/B comparison of router arms on live traces: quality (gates, shadow agreement, feedback), cost
-and latency per arm, with bootstrap intervals and a Welch test of each difference against control."""
+and latency per arm, with bootstrap intervals (normal ones for big, varied samples) and a Welch test
+of each difference against control."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from gearshift.lab.bootstrap import Estimate, bootstrap
+from gearshift.lab.bootstrap import Estimate, estimate
+from gearshift.store.base import ABRows
+from gearshift.store.view import SHADOW_GATE
 
 SIGNALS = ("cost_usd", "latency_ms", "gate_pass", "shadow_agreement", "feedback")
 
@@ -42,57 +45,100 @@ class ABReport:
     differences: dict[str, list[Difference]]  # arm name -> differences against control
 
 
-def _values(traces: list[Mapping[str, Any]], feedback: Mapping[str, list[float]]) -> dict[str, np.ndarray]:
-    """Per-trace values of each signal (NaN where a trace carries no such signal)."""
-    out: dict[str, list[float]] = {s: [] for s in SIGNALS}
-    for t in traces:
-        out["cost_usd"].append(float(t["cost_usd"]))
-        out["latency_ms"].append(float(t["latency_ms"]))
-        gates = [v for v in t.get("verdicts") or [] if not str(v.get("gate", "")).startswith("shadow_")]
-        out["gate_pass"].append(float(all(v.get("passed") for v in gates)) if gates else np.nan)
-        agree = [v for v in t.get("verdicts") or [] if v.get("gate") == "shadow_agreement"]
-        out["shadow_agreement"].append(float(agree[-1].get("score", np.nan)) if agree else np.nan)
-        fb = feedback.get(t["id"])
-        out["feedback"].append(float(np.mean(fb)) if fb else np.nan)
-    return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+def _values(rows: ABRows, feedback: Mapping[str, list[float]]) -> dict[str, np.ndarray]:
+    """Each signal's value per row (NaN where a trace carries no such signal), a column at a time."""
+    gates, passed = np.asarray(rows.verdicts_n, dtype=float), np.asarray(rows.verdicts_passed, dtype=float)
+    agreement, scored = np.full(len(gates), np.nan), np.full(len(gates), np.nan)
+    for i, verdicts in rows.verdicts.items():
+        agree = [v for v in verdicts if v.get("gate") == SHADOW_GATE]
+        score = agree[-1].get("score") if agree else None
+        if isinstance(score, int | float):
+            agreement[i] = float(score)
+    if feedback:
+        for i, trace_id in enumerate(rows.id):
+            fb = feedback.get(trace_id)
+            if fb:
+                scored[i] = float(np.mean(fb))
+    with np.errstate(invalid="ignore"):
+        gate_pass = np.where(gates > 0, (passed == gates).astype(float), np.nan)
+    return {"cost_usd": np.asarray(rows.cost_usd, dtype=float), "latency_ms": np.asarray(rows.latency_ms, dtype=float),
+            "gate_pass": gate_pass, "shadow_agreement": agreement, "feedback": scored}
 
 
-def _mean_estimate(values: np.ndarray, n: int, seed: int) -> Estimate | None:
-    v = values[~np.isnan(values)]
-    if len(v) == 0:
-        return None
-    return bootstrap(v, lambda d, w: w @ d / len(d), n=n, seed=seed, weighted=True)  # type: ignore[return-value]
+# The bootstrap of a mean resamples the values; drawn per distinct value (a multinomial over the values'
+# frequencies: the same distribution) when there are few, as with 0/1 signals; per value while values x
+# resamples stay under BOOTSTRAP_CELLS. Beyond that (thousands of distinct costs or latencies), the
+# interval is the normal one the bootstrap converges to: mean +- z * sd / sqrt(n), with no resamples.
+FEW_VALUES = 64
+BOOTSTRAP_CELLS = 2_000_000
 
 
-def _difference(a: np.ndarray, b: np.ndarray, n: int, seed: int) -> tuple[Estimate, float] | None:
-    """Bootstrap interval of mean(a) - mean(b), resampling each arm independently, and Welch's p."""
-    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-    if len(a) < 2 or len(b) < 2:
+@dataclass
+class _Signal:
+    """One arm's values of one signal and, when drawn, its bootstrap means."""
+
+    values: np.ndarray
+    means: np.ndarray | None
+
+    @classmethod
+    def of(cls, values: np.ndarray, n: int, rng: np.random.Generator) -> _Signal:
+        v = np.sort(values[~np.isnan(values)])  # in order: the draws do not depend on how the traces were read
+        if len(v) == 0:
+            return cls(v, None)
+        levels, counts = np.unique(v, return_counts=True)
+        if len(levels) <= FEW_VALUES:
+            return cls(v, rng.multinomial(len(v), counts / len(v), size=n) @ levels / len(v))
+        if len(v) * n <= BOOTSTRAP_CELLS:
+            return cls(v, rng.multinomial(len(v), np.full(len(v), 1 / len(v)), size=n) @ v / len(v))
+        return cls(v, None)
+
+    @property
+    def variance_of_mean(self) -> float:
+        return float(np.var(self.values) / len(self.values))
+
+    def estimate(self) -> Estimate:
+        mean = float(self.values.mean())
+        if self.means is not None:
+            return estimate(mean, self.means)
+        half = Z95 * float(np.sqrt(self.variance_of_mean))
+        return Estimate(mean, mean - half, mean + half, 0.05, 0)
+
+
+Z95 = 1.959963984540054  # the normal's 97.5% quantile
+
+
+def _difference(a: _Signal, b: _Signal) -> tuple[Estimate, float] | None:
+    """The interval of mean(a) - mean(b) (each arm resampled independently; or the normal one), and Welch's p."""
+    if len(a.values) < 2 or len(b.values) < 2:
         return None
     from scipy import stats
 
-    rng = np.random.default_rng(seed)
-    ma = rng.multinomial(len(a), np.full(len(a), 1 / len(a)), size=n) @ a / len(a)
-    mb = rng.multinomial(len(b), np.full(len(b), 1 / len(b)), size=n) @ b / len(b)
-    lo, hi = np.quantile(ma - mb, [0.025, 0.975])
-    if np.var(a) == 0 and np.var(b) == 0:
-        p = 1.0 if a[0] == b[0] else 0.0
+    diff = float(a.values.mean() - b.values.mean())
+    if a.means is not None and b.means is not None:
+        est = estimate(diff, a.means - b.means)
     else:
-        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return Estimate(float(a.mean() - b.mean()), float(lo), float(hi), 0.05, n), p
+        half = Z95 * float(np.sqrt(a.variance_of_mean + b.variance_of_mean))
+        est = Estimate(diff, diff - half, diff + half, 0.05, 0)
+    if np.var(a.values) == 0 and np.var(b.values) == 0:
+        p = 1.0 if a.values[0] == b.values[0] else 0.0
+    else:
+        p = float(stats.ttest_ind(a.values, b.values, equal_var=False).pvalue)
+    return est, p
 
 
-def ab_report(traces: Iterable[Mapping[str, Any]], feedback: Iterable[Mapping[str, Any]] = (),
+def ab_report(traces: ABRows | Iterable[Mapping[str, Any]], feedback: Iterable[Mapping[str, Any]] = (),
               control: str | None = None, router: str | None = None, n: int = 1000, seed: int = 0) -> ABReport:
     """Compare the arms of answered traces (a split router's `arm`, else the router) against `control`.
 
+    traces: `TraceStore.ab_rows` (the columns the signals need, read in SQL), or stored traces.
     control: the arm to compare with (default: the arm whose routes send everything to one model,
     if named so by the caller; else the first arm by name)."""
-    by_arm: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for t in traces:
-        if t["status"] != 200 or (router is not None and t["router"] != router):
-            continue
-        by_arm[t.get("arm") or t["router"]].append(t)
+    rows = traces if isinstance(traces, ABRows) else ABRows.of(traces)
+    label = np.asarray([a or r for a, r in zip(rows.arm, rows.router, strict=True)], dtype=object)
+    keep = np.asarray(rows.status, dtype=int) == 200
+    if router is not None:
+        keep &= np.asarray(rows.router, dtype=object) == router
+    by_arm = {a: keep & (label == a) for a in sorted(set(label[keep]))}
     if len(by_arm) < 2:
         raise ValueError(f"need answered traces from at least two arms; found {sorted(by_arm) or 'none'}")
     fb: dict[str, list[float]] = defaultdict(list)
@@ -102,27 +148,29 @@ def ab_report(traces: Iterable[Mapping[str, Any]], feedback: Iterable[Mapping[st
     control = control or names[0]
     if control not in by_arm:
         raise ValueError(f"control arm {control!r} has no traces; arms: {names}")
-    values = {a: _values(by_arm[a], fb) for a in names}
+    every = _values(rows, fb)
+    values = {a: {s: v[by_arm[a]] for s, v in every.items()} for a in names}
+    signals = {a: {s: _Signal.of(values[a][s], n, np.random.default_rng([seed, i, j])) for j, s in enumerate(SIGNALS)}
+               for i, a in enumerate(names)}
     arms = []
     for a in names:
-        arm = Arm(a, len(by_arm[a]), latency_p95_ms=float(np.percentile(values[a]["latency_ms"], 95)))
+        arm = Arm(a, int(by_arm[a].sum()), latency_p95_ms=float(np.percentile(values[a]["latency_ms"], 95)))
         for s in SIGNALS:
-            est = _mean_estimate(values[a][s], n, seed)
-            arm.counts[s] = int(np.count_nonzero(~np.isnan(values[a][s])))
-            if est is not None:
-                arm.signals[s] = est
+            sig = signals[a][s]
+            arm.counts[s] = len(sig.values)
+            if len(sig.values):
+                arm.signals[s] = sig.estimate()
         arms.append(arm)
     diffs: dict[str, list[Difference]] = {}
     for a in names:
         if a == control:
             continue
-        rows = []
+        found = []
         for s in SIGNALS:
-            d = _difference(values[a][s], values[control][s], n, seed)
+            d = _difference(signals[a][s], signals[control][s])
             if d is not None:
-                rows.append(Difference(s, d[0], d[1], int(np.count_nonzero(~np.isnan(values[a][s]))),
-                                       int(np.count_nonzero(~np.isnan(values[control][s])))))
-        diffs[a] = rows
+                found.append(Difference(s, d[0], d[1], len(signals[a][s].values), len(signals[control][s].values)))
+        diffs[a] = found
     return ABReport(control, arms, diffs)
 
 

@@ -5,15 +5,47 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from gearshift.store.view import Totals, TraceView
+from gearshift.store.rollup import RangeSums
+from gearshift.store.view import SHADOW_GATE, Totals, TraceView
 from gearshift.trace import Trace
 
 
 def redact_url(url: str) -> str:
     """A store URL fit for logs and errors: any password masked."""
     return re.sub(r"^([a-z]+://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+@dataclass
+class ABRows:
+    """Traces as the A/B comparison reads them, a column each: the gate verdicts' counts (the facts
+    `verdicts_n` and `verdicts_passed`), and the verdicts of the few traces with a shadow agreement (by row)."""
+
+    id: Sequence[str]
+    router: Sequence[str]
+    arm: Sequence[str | None]
+    status: Sequence[int]
+    cost_usd: Sequence[float]
+    latency_ms: Sequence[float]
+    verdicts_n: Sequence[int]
+    verdicts_passed: Sequence[int]
+    verdicts: dict[int, list[dict[str, Any]]]
+
+    @classmethod
+    def of(cls, traces: Iterable[Mapping[str, Any]]) -> ABRows:
+        """The columns of full traces (their gate verdicts counted by TraceView, as the writer stores them)."""
+        found = list(traces)
+        views = [TraceView.of(t) for t in found]
+        return cls([t["id"] for t in found], [t["router"] for t in found], [t.get("arm") for t in found],
+                   [t["status"] for t in found], [t["cost_usd"] for t in found], [t["latency_ms"] for t in found],
+                   [len(v.gate_verdicts) for v in views], [v.gates_passed for v in views],
+                   {i: list(t["verdicts"]) for i, t in enumerate(found) if _agreement_in(t.get("verdicts"))})
+
+
+def _agreement_in(verdicts: Any) -> bool:
+    return bool(verdicts) and any(isinstance(v, Mapping) and v.get("gate") == SHADOW_GATE for v in verdicts)
 
 
 # A rate-limit or budget counter: (scope: key | team, its name, dim: rpm | tpm | usd_day | usd_month, period).
@@ -84,6 +116,26 @@ class TraceStore(ABC):
     def call_spend(self, since: float, until: float | None = None) -> list[tuple[str, str, int, float]]:
         """(model, role, calls, USD) of the calls of the traces since a time."""
         raise NotImplementedError(f"{type(self).__name__} cannot aggregate traces")
+
+    def range_sums(self, since: float, until: float, reference: str | None, bucket_seconds: float) -> RangeSums:
+        """What the overview reads over [since, until): Totals per chart bucket, the tier-1 and escalated
+        latencies, and the calls' spend. Here from the traces' facts (buckets from `since`, exact latencies);
+        a store with hourly rollups reads whole hours from them."""
+        buckets = [(since + b * bucket_seconds, part) for b, part in self.totals(since, until, reference, bucket_seconds)
+                   if b is not None]
+        tier1: list[float] = []
+        escalated: list[float] = []
+        for gated, esc, ms in self.latencies(since, until):
+            if esc:
+                escalated.append(ms)
+            elif gated:
+                tier1.append(ms)
+        return RangeSums(buckets, tier1, escalated, self.call_spend(since, until))
+
+    def ab_rows(self, since: float | None = None, router: str | None = None) -> ABRows:
+        """What `lab.ab.ab_report` reads of the traces since a time (of one router), as columns: here from
+        the full traces; a SQL store reads only those columns."""
+        return ABRows.of(self.traces(since=since, router=router))
 
     def decision_mix(self, since: float, bucket_seconds: float) -> list[tuple[float, str, str | None, int]]:
         """(bucket start, router, final model, requests) since a time, in buckets of a width."""

@@ -7,14 +7,15 @@ lock that numbers router versions; each store module supplies those and its conn
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from gearshift.store import rows
-from gearshift.store.base import LimitKey, TraceStore
+from gearshift.store import rollup, rows
+from gearshift.store.base import ABRows, LimitKey, TraceStore
 from gearshift.store.rows import (
     CALL_COLS,
     FACT_COLS,
@@ -24,7 +25,7 @@ from gearshift.store.rows import (
     TRACE_COLS,
     VERSION_COLS,
 )
-from gearshift.store.view import PairEstimate, Totals, TraceView
+from gearshift.store.view import SHADOW_GATE, PairEstimate, Totals, TraceView
 from gearshift.trace import Trace
 
 # Columns added after a table first shipped must be nullable or have a default: an existing database
@@ -212,7 +213,7 @@ LIMIT_GRACE_SECONDS = 300.0
 
 def schema(real: str, serial_pk: str) -> list[str]:
     """The schema's statements in one dialect's types."""
-    text = SCHEMA.format(real=real, serial_pk=serial_pk)
+    text = (SCHEMA + ";" + rollup.SCHEMA).format(real=real, serial_pk=serial_pk)
     return [s.strip() for s in text.split(";") if s.strip()]
 
 
@@ -257,6 +258,13 @@ UPSERT_CALL = _upsert("calls", CALL_COLS, ("trace_id", "idx"))
 
 # The one read of a presented key: by its HMAC, through the unique index (never a scan of the keys).
 KEY_BY_HASH = f"SELECT hash, {','.join(KEY_COLS)} FROM keys WHERE hash = ?"
+
+
+def _merge_into(out: dict[Any, Totals], key: int | None, part: Totals) -> None:
+    if key in out:
+        out[key].merge(part)
+    else:
+        out[key] = part
 
 
 def _where(since: float | None = None, until: float | None = None, router: str | None = None,
@@ -314,6 +322,7 @@ class SQLStore(TraceStore):
         """Create what is missing: tables, columns a newer gearshift added to older tables, indexes
         (last: an index may be on an added column)."""
         statements = schema(real, serial_pk)
+        fresh = not self._column_names("rollup_totals")  # this open adds the rollups: build them from the traces
         for statement in statements:
             if statement.startswith("CREATE TABLE"):
                 self._run(statement)
@@ -325,11 +334,14 @@ class SQLStore(TraceStore):
         for statement in statements:
             if not statement.startswith("CREATE TABLE"):
                 self._run(statement)
-        self._backfill_facts()
+        self._backfill_facts(roll=not fresh)
+        if fresh:
+            self._rebuild_rollups()
 
-    def _backfill_facts(self, chunk: int = 2000) -> None:
+    def _backfill_facts(self, chunk: int = 2000, roll: bool = True) -> None:
         """Compute the fact columns of rows written before them (by an older gearshift), through the same
-        function the writer uses (rows.facts); found by a partial index, so a store without any is free."""
+        function the writer uses (rows.facts); found by a partial index, so a store without any is free.
+        An older writer did not add them to the rollups either: with `roll`, they are added now."""
         while True:
             ids = [r[0] for r in self._run("SELECT id FROM traces WHERE facts = 0 LIMIT ?", (chunk,)).fetchall()]
             if not ids:
@@ -338,6 +350,63 @@ class SQLStore(TraceStore):
             found = self._read_with_calls(f"SELECT {','.join(TRACE_COLS)} FROM traces WHERE id IN ({marks})", ids)
             self._connection().cursor().executemany(
                 self._sql(SET_FACTS), [(*rows.facts(TraceView.of(t)), t["id"]) for t in found])
+            if roll:
+                delta = rollup.Delta()
+                self._stored_delta(delta, ids, 1)
+                self._apply(delta)
+
+    def _stored_delta(self, delta: rollup.Delta, ids: Sequence[str], sign: int) -> bool:
+        """Add to `delta` what the stored rows of these ids add to the rollups (times `sign`); whether any is stored."""
+        any_found = False
+        for lo in range(0, len(ids), 500):
+            part = ids[lo:lo + 500]
+            marks = ",".join("?" * len(part))
+            # Rows without facts (an older replica's, during an upgrade) were never added: nothing to take back.
+            found = self._run(f"SELECT {','.join(rollup.COLS)} FROM traces WHERE id IN ({marks}) AND facts <> 0",
+                              part).fetchall()
+            if not found:
+                continue
+            any_found = True
+            marks = ",".join("?" * len(found))
+            calls = self._run(f"SELECT trace_id, model, role, cost_usd FROM calls WHERE trace_id IN ({marks})",
+                              [f[0] for f in found]).fetchall()
+            delta.add(found, calls, sign)
+        return any_found
+
+    def _apply(self, delta: rollup.Delta, hours: Iterable[int] = ()) -> None:
+        """Add a delta to the rollups; then drop the emptied rows of `hours` (a trace taken back)."""
+        cur = self._connection().cursor()
+        for sql, values in delta.statements():
+            cur.executemany(self._sql(sql), self._clean(values))
+        for hour in set(hours):
+            for table in rollup.TABLES:
+                self._run(f"DELETE FROM {table} WHERE hour = ? AND n = 0", (hour,))
+
+    def _rebuild_rollups(self, since_hour: int | None = None, until_hour: int | None = None) -> None:
+        """Compute the rollups of these hours (default: all) again from the traces' facts, a day at a time
+        (the caller holds the write transaction)."""
+        (lo,), (hi,) = (self._run(f"SELECT {f}(created) FROM traces").fetchone() for f in ("MIN", "MAX"))  # 2 probes
+        for table in rollup.TABLES:
+            self._run(f"DELETE FROM {table} WHERE hour >= ? AND hour < ?",
+                      (-1 if since_hour is None else since_hour, 2**62 if until_hour is None else until_hour))
+        if lo is None:
+            return
+        start = float(lo) if since_hour is None else max(float(lo), since_hour * rollup.HOUR)
+        end = float(hi) + 1 if until_hour is None else min(float(hi) + 1, until_hour * rollup.HOUR)
+        day = 24 * rollup.HOUR
+        t = start
+        while t < end:
+            stop = min(end, (t // day + 1) * day)
+            delta = rollup.Delta()
+            # Rows without facts yet (an older replica's) are added when a store opens and backfills them.
+            found = self._run(f"SELECT {','.join(rollup.COLS)} FROM traces WHERE created >= ? AND created < ? "
+                              "AND facts <> 0", (t, stop)).fetchall()
+            calls = self._run("SELECT c.trace_id, c.model, c.role, c.cost_usd FROM traces CROSS JOIN calls c "
+                              "WHERE traces.created >= ? AND traces.created < ? AND traces.facts <> 0 "
+                              "AND c.trace_id = traces.id", (t, stop)).fetchall()
+            delta.add(found, calls)
+            self._apply(delta)
+            t = stop
 
     def _clean(self, values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Rows as this database can take them (default: as they are)."""
@@ -370,12 +439,19 @@ class SQLStore(TraceStore):
     def write(self, traces: Sequence[Trace]) -> None:
         if not traces:
             return
-        trows, crows = (self._clean(r) for r in rows.encode(traces))
+        if len({t.id for t in traces}) < len(traces):
+            traces = list({t.id: t for t in traces}.values())  # the last write of a trace is the one stored
+        trows, crows = rows.encode(traces)
+        delta = rollup.of_encoded(trows, crows)  # the facts encode computed, summed per hour
+        trows, crows = self._clean(trows), self._clean(crows)
         with self._lock, self._transaction():
+            # A trace written again (its shadow pair arrived) takes back what its stored row added.
+            again = self._stored_delta(delta, [r[0] for r in trows], -1)
             cur = self._connection().cursor()
             cur.executemany(self._sql(UPSERT_TRACE), trows)
             if crows:
                 cur.executemany(self._sql(UPSERT_CALL), crows)
+            self._apply(delta, {k[0] for k in delta.totals} if again else ())
 
     def traces(self, since: float | None = None, router: str | None = None,
                limit: int | None = None, client: str | None = None,
@@ -423,35 +499,70 @@ class SQLStore(TraceStore):
             found = self._run(f"SELECT {bucket} AS b, {keys}, CASE WHEN final_model = ? THEN 1 ELSE 0 END AS strong, "
                               f"{', '.join(TOTALS_SUMS)} FROM traces{where} GROUP BY b, {keys}, strong",
                               [*bargs, reference, *wargs]).fetchall()
-            pairs = self._run(f"SELECT {bucket} AS b, {', '.join(PAIR_SUMS)} FROM traces{where} AND pair_n > 0 "
-                              f"AND {SERVED} GROUP BY b", [*bargs, *wargs, reference]).fetchall()
+            pairs = self._pairs(bucket, bargs, where, wargs, reference)
         out: dict[int | None, Totals] = {}
-        for b, router, endpoint, cache, status, answered, gated, escalated, strong, *sums in found:
-            n, streamed, cost, shadow, estimated, cf_in, cf_out, verdicts, passed, saved, start, end = sums
-            part = Totals(requests=n, errors=n if status != 200 else 0, streamed=int(streamed), spend_usd=float(cost),
-                          estimated_calls=int(estimated), start=float(start), end=float(end),
-                          by_router={router or "(rejected)": n}, by_endpoint={endpoint: n})
-            if cache is not None:
-                part.by_cache = {cache: n}
-                part.cache_saved_usd = float(saved) if cache == "hit" else 0.0
-            if router:
-                part.routed, part.failed = n, n if status >= 500 else 0
-                if answered:
-                    part.answered, part.answered_spend_usd, part.answered_shadow_usd = n, float(cost), float(shadow)
-                    part.cf_input_tokens, part.cf_output_tokens = int(cf_in), int(cf_out)
-                    part.gated, part.escalated = n * gated, n * escalated
-                    part.gated_escalated, part.tier1 = n * gated * escalated, n * gated * (1 - escalated)
-                    part.verdicts, part.verdicts_passed, part.strong = int(verdicts), int(passed), n * strong
-            key = None if b is None else int(b)
-            if key in out:
-                out[key].merge(part)
-            else:
-                out[key] = part
-        for b, n, agreed, judged, disagreed, resolved, weak, ref in pairs:
-            key = None if b is None else int(b)
-            out[key].served += PairEstimate(int(n), int(agreed), int(judged), int(disagreed), int(resolved),
-                                            float(weak), float(ref))
+        for b, *group, strong, n, streamed, cost, shadow, estimated, cf_in, cf_out, verdicts, passed, saved, start, \
+                end in found:
+            part = rollup.part_of(group, (n, streamed, cost, shadow, estimated, cf_in, cf_out, verdicts, passed, saved),
+                                  strong)
+            part.start, part.end = float(start), float(end)
+            _merge_into(out, None if b is None else int(b), part)
+        for b, pair in pairs:
+            out[b].served += pair
         return sorted(out.items(), key=lambda kv: -1 if kv[0] is None else kv[0])
+
+    def _pairs(self, bucket: str, bargs: Sequence[Any], where: str, wargs: Sequence[Any],
+               reference: str | None) -> list[tuple[int | None, PairEstimate]]:
+        # The served pairs' sums per bucket, from the few traces with pairs (the caller holds the lock).
+        found = self._run(f"SELECT {bucket} AS b, {', '.join(PAIR_SUMS)} FROM traces{where} AND pair_n > 0 "
+                          f"AND {SERVED} GROUP BY b", [*bargs, *wargs, reference]).fetchall()
+        return [(None if b is None else int(b), PairEstimate(int(n), int(agreed), int(judged), int(disagreed),
+                                                             int(resolved), float(weak), float(ref)))
+                for b, n, agreed, judged, disagreed, resolved, weak, ref in found]
+
+    def range_sums(self, since: float, until: float, reference: str | None,
+                   bucket_seconds: float) -> rollup.RangeSums:
+        # Whole hours from the rollups, the partial hours at the edges from the traces' facts (the covering
+        # index): chart buckets of whole hours, the first starting at the hour that holds `since`.
+        h0, h1 = math.ceil(since / rollup.HOUR), math.floor(until / rollup.HOUR)
+        if h0 >= h1 or bucket_seconds % rollup.HOUR:
+            return super().range_sums(since, until, reference, bucket_seconds)
+        per, anchor = int(bucket_seconds // rollup.HOUR), math.floor(since / rollup.HOUR)
+        between = ("hour >= ? AND hour < ?", (h0, h1))
+        with self._lock:
+            found = self._run(f"SELECT (hour - ?) / ? AS b, {', '.join(rollup.GROUP)}, "
+                              f"{', '.join(f'SUM({c})' for c in rollup.SUMS)} FROM rollup_totals WHERE {between[0]} "
+                              f"GROUP BY b, {', '.join(rollup.GROUP)}", (anchor, per, *between[1])).fetchall()
+            calls = self._run(f"SELECT model, role, SUM(n), SUM(cost_usd) FROM rollup_calls WHERE {between[0]} "
+                              "GROUP BY model, role", between[1]).fetchall()
+            latency = self._run(f"SELECT escalated, bucket, SUM(n) FROM rollup_latency WHERE {between[0]} "
+                                "GROUP BY escalated, bucket", between[1]).fetchall()
+            out: dict[int, Totals] = {}
+            width = len(rollup.GROUP)
+            for b, *rest in found:
+                group, sums = rest[:width], rest[width:]
+                if sums[0]:
+                    _merge_into(out, int(b), rollup.rolled_part(group, sums, reference))
+            for b in out:  # each bucket's first and last trace: an index probe each (MIN and MAX apart)
+                span = (max(h0, anchor + b * per) * rollup.HOUR, min(h1, anchor + (b + 1) * per) * rollup.HOUR)
+                (out[b].start,), (out[b].end,) = (self._run(f"SELECT {f}(created) FROM traces WHERE created >= ? "
+                                                            "AND created < ?", span).fetchone() for f in ("MIN", "MAX"))
+        hist = {0: rollup.Histogram(), 1: rollup.Histogram()}
+        for escalated, b, n in latency:
+            hist[int(escalated)].add(int(b), int(n))
+        spend = {(m, r): (int(n), float(usd)) for m, r, n, usd in calls}
+        edges: tuple[tuple[float, float, int], ...] = ((since, h0 * rollup.HOUR, 0),
+                                                        (h1 * rollup.HOUR, until, (h1 - anchor) // per))
+        for lo, hi, edge in edges:
+            for _, part in self.totals(lo, hi, reference):
+                _merge_into(out, edge, part)
+            for _gated, escalated, ms in self.latencies(lo, hi):
+                hist[int(escalated)].add(rollup.bucket(ms))
+            for m, r, n, usd in self.call_spend(lo, hi):
+                have = spend.get((m, r), (0, 0.0))
+                spend[(m, r)] = (have[0] + n, have[1] + usd)
+        buckets = [(float((anchor + b * per) * rollup.HOUR), out[b]) for b in sorted(out)]
+        return rollup.RangeSums(buckets, hist[0], hist[1], [(m, r, n, usd) for (m, r), (n, usd) in spend.items() if n])
 
     def latencies(self, since: float, until: float | None = None) -> list[tuple[bool, bool, float]]:
         where, args = _where(since=since, until=until)
@@ -468,6 +579,19 @@ class SQLStore(TraceStore):
                               f"{where.replace('created', 'traces.created')} AND c.trace_id = traces.id "
                               "GROUP BY c.model, c.role", args).fetchall()
         return [(m, r, int(n), float(usd)) for m, r, n, usd in found]
+
+    def ab_rows(self, since: float | None = None, router: str | None = None) -> ABRows:
+        where, args = _where(since=since, router=router)
+        with self._lock:
+            # The verdicts' JSON only where a shadow agreement is in it (a few traces): the gates' counts are facts.
+            found = self._run("SELECT id, router, arm, status, cost_usd, latency_ms, verdicts_n, verdicts_passed, "
+                              f"CASE WHEN verdicts LIKE ? THEN verdicts END FROM traces{where}",
+                              [f"%{SHADOW_GATE}%", *args]).fetchall()
+        if not found:
+            return ABRows([], [], [], [], [], [], [], [], {})
+        ids, routers, arms, status, cost, latency, gates, passed, verdicts = zip(*found, strict=True)
+        return ABRows(ids, routers, arms, status, cost, latency, gates, passed,
+                      {i: json.loads(v) for i, v in enumerate(verdicts) if v})
 
     def decision_mix(self, since: float, bucket_seconds: float) -> list[tuple[float, str, str | None, int]]:
         with self._lock:
@@ -673,6 +797,13 @@ class SQLStore(TraceStore):
                 break
         with self._lock:
             self._run("DELETE FROM feedback WHERE created < ?", (before,))
+        # The rollups go with the traces: the hours before `before`'s, and its own computed again from what is left.
+        hour = math.floor(before / rollup.HOUR)
+        with self._lock, self._transaction(lock_table="rollup_totals"):
+            for table in rollup.TABLES:
+                self._run(f"DELETE FROM {table} WHERE hour < ?", (hour,))
+            if total and before > hour * rollup.HOUR:
+                self._rebuild_rollups(hour, hour + 1)
         return total
 
     def cache_get(self, key: str, now: float) -> str | None:

@@ -33,26 +33,21 @@ def overview(store: TraceStore, config: Config, hours: float, now: float | None 
     """Requests, spend against always-strongest, savings, quality retained with its interval, escalation
     rate and latency, over the last `hours`; and the same spend figures per time bucket.
 
-    Summed in SQL from the traces' fact columns (TraceStore.totals): the same Totals `summarise` and the
-    watch's `compute_stats` count from full rows, turned into figures by the same `summary_of` and `stats_of`."""
+    Summed in SQL from the traces' fact columns and the writer's hourly rollups (TraceStore.range_sums): the
+    same Totals `summarise` and the watch's `compute_stats` count from full rows, turned into figures by the
+    same `summary_of` and `stats_of` (latency percentiles to the rollups' histogram resolution, 1%)."""
     now = time.time() if now is None else now
     since = now - hours * 3600
     width = bucket_seconds(hours)
     reference = config.watch.reference or config.strongest()
-    buckets = store.totals(since, now, reference, width)
+    sums = store.range_sums(since, now, reference, width)
     totals = Totals()
-    for _, part in buckets:
+    for _, part in sums.buckets:
         totals.merge(part)
-    tier1, escalated = [], []
-    for gated, esc, ms in store.latencies(since, now):
-        if esc:
-            escalated.append(ms)
-        elif gated:
-            tier1.append(ms)
-    s = summary_of(totals, config, None, tier1, escalated, store.call_spend(since, now))
+    s = summary_of(totals, config, None, sums.tier1, sums.escalated, sums.calls)
     price = config.models[s["reference_model"]].price
-    series = [{"t": since + b * width, "requests": part.requests, "spend_usd": part.spend_usd,
-               "counterfactual_usd": part.counterfactual_cost(price)} for b, part in buckets if b is not None]
+    series = [{"t": t, "requests": part.requests, "spend_usd": part.spend_usd,
+               "counterfactual_usd": part.counterfactual_cost(price)} for t, part in sums.buckets]
     # Quality retained as the watch measures it: served pairs, the strong model's share counted as kept.
     stats = stats_of(totals, config, reference)
     quality = stats.quality_retained(config.watch.confidence)
@@ -175,8 +170,9 @@ def keys(store: TraceStore, config: Config, hours: float | None, now: float | No
 
 def ab(store: TraceStore, config: Config, hours: float, router: str | None = None,
        now: float | None = None) -> dict[str, Any]:
-    """Arms of a split router (by default the config's first) with bootstrap intervals and Welch
-    p-values against control, from lab.ab; without a split router, the routers side by side."""
+    """Arms of a split router (by default the config's first) with intervals (bootstrap, normal for big varied
+    samples) and Welch p-values against control, from lab.ab over the store's A/B columns; without a split
+    router, the routers side by side."""
     from gearshift.lab.ab import ab_report
 
     splits = sorted(name for name, rc in config.routers.items() if rc.kind == "split")
@@ -184,7 +180,7 @@ def ab(store: TraceStore, config: Config, hours: float, router: str | None = Non
     now = time.time() if now is None else now
     since = now - hours * 3600
     try:
-        report = ab_report(store.traces(since=since, router=router), store.feedback(since), router=router, n=400)
+        report = ab_report(store.ab_rows(since=since, router=router), store.feedback(since), router=router, n=400)
     except ValueError as e:
         return {"arms": [], "differences": {}, "empty": str(e), "hours": hours, "router": router, "splits": splits}
 
