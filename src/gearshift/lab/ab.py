@@ -4,6 +4,7 @@ of each difference against control."""
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -119,11 +120,20 @@ def _difference(a: _Signal, b: _Signal) -> tuple[Estimate, float] | None:
     else:
         half = Z95 * float(np.sqrt(a.variance_of_mean + b.variance_of_mean))
         est = Estimate(diff, diff - half, diff + half, 0.05, 0)
-    if np.var(a.values) == 0 and np.var(b.values) == 0:
-        p = 1.0 if a.values[0] == b.values[0] else 0.0
+    if _constant(a.values) and _constant(b.values):
+        p = 1.0 if np.isclose(a.values[0], b.values[0], rtol=1e-9, atol=0.0) else 0.0
     else:
-        p = float(stats.ttest_ind(a.values, b.values, equal_var=False).pvalue)
+        with warnings.catch_warnings():
+            # An arm whose values differ only in their last bits (a price times the same tokens) has no variance
+            # to speak of; scipy says so, and its p-value is still the right one for the other arm's spread.
+            warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+            p = float(stats.ttest_ind(a.values, b.values, equal_var=False).pvalue)
     return est, p
+
+
+def _constant(values: np.ndarray) -> bool:
+    """Every value the same, up to float rounding."""
+    return bool(np.ptp(values) <= 1e-9 * float(np.abs(values).max()))
 
 
 def ab_report(traces: ABRows | Iterable[Mapping[str, Any]], feedback: Iterable[Mapping[str, Any]] = (),
