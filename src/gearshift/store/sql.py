@@ -6,6 +6,7 @@ lock that numbers router versions; each store module supplies those and its conn
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import threading
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
+from gearshift.jsonfast import loads
 from gearshift.store import rollup, rows
 from gearshift.store.base import ABRows, LimitKey, TraceStore
 from gearshift.store.rows import (
@@ -265,6 +267,19 @@ def _merge_into(out: dict[Any, Totals], key: int | None, part: Totals) -> None:
         out[key].merge(part)
     else:
         out[key] = part
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a read builds a range's rows: tens of thousands of tuples of plain
+    values, which form no cycles, would otherwise set off several collections of the whole heap."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _where(since: float | None = None, until: float | None = None, router: str | None = None,
@@ -582,16 +597,17 @@ class SQLStore(TraceStore):
 
     def ab_rows(self, since: float | None = None, router: str | None = None) -> ABRows:
         where, args = _where(since=since, router=router)
-        with self._lock:
-            # The verdicts' JSON only where a shadow agreement is in it (a few traces): the gates' counts are facts.
-            found = self._run("SELECT id, router, arm, status, cost_usd, latency_ms, verdicts_n, verdicts_passed, "
-                              f"CASE WHEN verdicts LIKE ? THEN verdicts END FROM traces{where}",
-                              [f"%{SHADOW_GATE}%", *args]).fetchall()
-        if not found:
-            return ABRows([], [], [], [], [], [], [], [], {})
-        ids, routers, arms, status, cost, latency, gates, passed, verdicts = zip(*found, strict=True)
-        return ABRows(ids, routers, arms, status, cost, latency, gates, passed,
-                      {i: json.loads(v) for i, v in enumerate(verdicts) if v})
+        with _collector_paused():
+            with self._lock:
+                # The verdicts' JSON only where a shadow agreement is in it (a few traces): the gates' counts are facts.
+                found = self._run("SELECT id, router, arm, status, cost_usd, latency_ms, verdicts_n, verdicts_passed, "
+                                  f"CASE WHEN verdicts LIKE ? THEN verdicts END FROM traces{where}",
+                                  [f"%{SHADOW_GATE}%", *args]).fetchall()
+            if not found:
+                return ABRows([], [], [], [], [], [], [], [], {})
+            ids, routers, arms, status, cost, latency, gates, passed, verdicts = zip(*found, strict=True)
+            return ABRows(ids, routers, arms, status, cost, latency, gates, passed,
+                          {i: loads(v) for i, v in enumerate(verdicts) if v})
 
     def decision_mix(self, since: float, bucket_seconds: float) -> list[tuple[float, str, str | None, int]]:
         with self._lock:
