@@ -8,6 +8,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -155,23 +156,24 @@ def test_the_default_stack_has_both_candidates_round_trips_and_serves(tmp_path: 
 
 
 def test_the_stack_weighs_the_candidate_that_predicts_out_of_fold_and_shrinks_with_few_pairs() -> None:
-    # One candidate sees the cue, the other noise: the cross-validation gives the first all the
-    # weight, and the weight stored is that pulled toward the baseline (0) by n / (n + STACK_SHRINK).
+    # One candidate sees the cue, the other noise: the cross-validation gives the first all the weight,
+    # and the weight stored is that pulled toward the baseline (0) by the larger of n / (n + STACK_SHRINK)
+    # and the evidence 1 - 1/t^2.
     rng = np.random.default_rng(0)
 
-    def weight(n: int, cue_in_heads: bool) -> tuple[float, float]:
+    def stacked(n: int, cue_in_heads: bool) -> dict[str, Any]:
         o = cue_table(n, ("alpha",), seed=n)
         cue = np.array([[1.0 if "alpha" in p.split() else 0.0] for p in o.prompts])
         noise = rng.random((n, 20))
         good, bad = sp.csr_matrix(np.hstack([cue, noise[:, :5]])), sp.csr_matrix(noise)
         Xh, Xg = (good, bad) if cue_in_heads else (bad, good)
-        r = stack_weight(o, Xh, Xg, "weak", "strong", TrainSettings(c_strong=100.0, c_weak=100.0, alpha=0.01))
-        return r["weight"], r["cv"]["best"]
+        return stack_weight(o, Xh, Xg, "weak", "strong", TrainSettings(c_strong=100.0, c_weak=100.0, alpha=0.01))
 
     for n in (60, 600):
-        shrink = n / (n + STACK_SHRINK)
-        assert weight(n, cue_in_heads=True) == pytest.approx((shrink, 1.0))
-        assert weight(n, cue_in_heads=False) == pytest.approx((0.0, 0.0))
+        heads, ridge = stacked(n, cue_in_heads=True), stacked(n, cue_in_heads=False)
+        assert heads["cv"]["best"] == 1.0 and heads["cv"]["t"] > 1
+        assert heads["weight"] == pytest.approx(max(n / (n + STACK_SHRINK), 1 - 1 / heads["cv"]["t"] ** 2))
+        assert (ridge["cv"]["best"], ridge["weight"]) == (0.0, 0.0)
     o = cue_table(STACK_MIN_PAIRS - 1, ("alpha",), seed=0)
     few = stack_weight(o, sp.csr_matrix(np.ones((len(o), 1))), sp.csr_matrix(np.ones((len(o), 1))), "weak", "strong",
                        TrainSettings())

@@ -6,8 +6,9 @@
   (`stack_weight`): K-fold out-of-fold predictions of both, each turned into its rank, and the
   convex weight a on the grid 0, .25, .5, .75, 1 whose mix a * rank(p_strong - p_weak) +
   (1 - a) * rank(g) has the best out-of-fold APGR. The cross-validation is noisy on few pairs, so
-  the chosen weight is shrunk toward the baseline (a = 0) by n / (n + STACK_SHRINK): the logistic
-  heads get weight as far as the pairs show they help. (Shrunk toward the even blend instead, the
+  the chosen weight is shrunk toward the baseline (a = 0) by the larger of n / (n + STACK_SHRINK)
+  and 1 - 1/t^2, t the out-of-fold APGR gain over the baseline in units of its paired bootstrap
+  spread: the logistic heads get weight as far as the pairs show they help. (Shrunk toward the even blend instead, the
   default fell below the baseline on MBPP at 50-200 pairs, where the logistic heads are worse than
   random; docs/classifier.md.) Both heads are then refit on all pairs; the ranks at serving are
   against the out-of-fold predictions' quantiles.
@@ -58,6 +59,7 @@ STACK_SHRINK = 200
 STACK_MIN_PAIRS = 20  # fewer scored pairs: no cross-validation, the baseline's gain head alone
 TFIDF_BITS = 18  # the stack's TF-IDF block when the feature settings name none
 RANK_QUANTILES = 101
+STACK_RESAMPLES = 200  # paired bootstrap of the out-of-fold APGR, for the evidence of the chosen weight
 
 
 @dataclass(frozen=True)
@@ -335,13 +337,14 @@ def _fit(outcomes: Outcomes, s: TrainSettings, prior: art.Artifact | None, encod
 def stack_weight(outcomes: Outcomes, Xh: Any, Xg: Any, weak: str, strong: str,
                  s: TrainSettings) -> dict[str, Any]:
     """The stack's weight of the logistic heads (over Xh) against the gain ridge (over Xg), chosen by
-    K-fold cross-validation on these pairs and shrunk toward 0 (the ridge, the baseline) by
-    n / (n + STACK_SHRINK); with the rank quantiles to serve.
+    K-fold cross-validation on these pairs and shrunk toward 0 (the ridge, the baseline) by the larger
+    of n / (n + STACK_SHRINK) and the evidence 1 - 1/t^2; with the rank quantiles to serve.
 
     Returns the score rule's fields: `weight`, `ranks` (quantiles of each candidate's out-of-fold
     predictions) and `cv` (folds, pairs, each weight's out-of-fold APGR, the best, the shrinkage)."""
     from gearshift.lab import metrics
-    from gearshift.lab.replay import sweep_scores
+    from gearshift.lab.bootstrap import resample_matrix
+    from gearshift.lab.replay import ScoreOrder, sweep_scores
 
     n = len(outcomes)
     folds = min(STACK_FOLDS, n) if n >= STACK_MIN_PAIRS else 1
@@ -352,13 +355,24 @@ def stack_weight(outcomes: Outcomes, Xh: Any, Xg: Any, weak: str, strong: str,
         apgr[a] = v if np.isfinite(v) else -np.inf
     # The best out-of-fold APGR; ties go to the weight nearest the baseline.
     best = max(apgr, key=lambda a: (apgr[a], -a)) if apgr and max(apgr.values()) > -np.inf else 0.0
-    shrink = n / (n + STACK_SHRINK) if apgr else 0.0
+    t = 0.0
+    if best > 0:
+        # The evidence for the best weight over the baseline: its out-of-fold APGR gain in units of the
+        # gain's paired bootstrap spread (the same resamples of the pairs for both).
+        counts = resample_matrix(n, STACK_RESAMPLES, s.seed)
+        boot = [np.asarray(metrics.apgr(ScoreOrder.from_scores(a * rd + (1 - a) * rg).curve(
+            outcomes, weak, strong, weights=counts)), dtype=float) for a in (best, 0.0)]
+        spread = float(np.nanstd(boot[0] - boot[1]))
+        t = (apgr[best] - apgr[0.0]) / spread if spread > 0 else 0.0
+    # As much of the best weight as the pairs' number or the evidence supports, whichever is more:
+    # n / (n + STACK_SHRINK) (a fixed prior), or 1 - 1/t^2 (as prior_weight's rule, 0 when t <= 1).
+    shrink = max(n / (n + STACK_SHRINK), 1.0 - 1.0 / t**2 if t > 1 else 0.0) if apgr else 0.0
     levels = np.linspace(0.0, 1.0, min(RANK_QUANTILES, n)) if n else np.zeros(1)
     return {"weight": best * shrink,
             "ranks": {"heads": np.quantile(d, levels).tolist() if n else [0.0],
                       "gain": np.quantile(g, levels).tolist() if n else [0.0]},
             "cv": {"folds": folds, "pairs": n, "apgr": {f"{a:g}": (v if np.isfinite(v) else None) for a, v in apgr.items()},
-                   "best": best, "shrink": shrink}}
+                   "best": best, "t": t, "shrink": shrink}}
 
 
 def out_of_fold(outcomes: Outcomes, Xh: Any, Xg: Any, weak: str, strong: str, s: TrainSettings,
