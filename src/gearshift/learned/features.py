@@ -458,7 +458,7 @@ class Featurizer:
             val_parts.append(np.minimum(np.maximum(z, -5.0), 5.0) * self._struct_scale)
         if self.encoder is not None:
             e = self.encoder.encode([self.text_of(request)])[0] if embedding is None else embedding
-            idx_parts.append(np.arange(self.enc_offset, self.dim, dtype=np.int64))
+            idx_parts.append(np.arange(self.enc_offset, self.tfidf_offset, dtype=np.int64))
             val_parts.append(_l2(np.asarray(e, dtype=np.float64)))
         if not idx_parts:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
