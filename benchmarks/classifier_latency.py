@@ -61,16 +61,21 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--train", type=int, default=6000, help="prompts to train on when no --artifact")
     ap.add_argument("--artifact", default=None)
+    ap.add_argument("--learner", default=None, choices=["stack", "logistic", "ridge"],
+                    help="learner to train with when no --artifact (default: the default learner)")
     args = ap.parse_args()
 
     o = datasets.load("routellm/mmlu", drop_contaminated=True)
     rng = np.random.default_rng(0)
     perm = rng.permutation(len(o))
-    work = Path(args.artifact) if args.artifact else Path("/tmp") / "gearshift-latency-router.json"
+    work = Path(args.artifact) if args.artifact else Path("/tmp") / f"gearshift-latency-router-{args.learner}.json"
     if not args.artifact:
         train = o.subset(np.sort(perm[: args.train]))
         print(f"training on {len(train)} MMLU prompts (default features)...", file=sys.stderr)
-        artifact.save(fit(train, TrainSettings(features=default_features(train))), work)
+        settings = TrainSettings(features=default_features(train))
+        if args.learner:
+            settings = TrainSettings(features=settings.features, learner=args.learner)  # type: ignore[arg-type]
+        artifact.save(fit(train, settings), work)
     test = o.subset(np.sort(perm[-args.requests:]))
     config = parse_config({
         "models": {"mixtral": {"provider": "replay", "replay": {"dataset": "routellm/mmlu", "column": W},

@@ -15,7 +15,9 @@ held-out pairs. Rows:
 
 - `tfidf+ridge`: the plain baseline, TF-IDF word 1-2-grams + ridge regression on the gain
   (scikit-learn defaults, alpha 1), on the n pairs;
-- `logistic`: the default learner (two logistic heads, score (1 + p_strong - p_weak) / 2);
+- `default`: the default learner, `stack` (`gearshift.lab.train.fit`: the logistic heads and a TF-IDF
+  gain ridge, mixed by ranks with the weight a cross-validation on the n pairs chose);
+- `logistic`: the previous default (two logistic heads, score (1 + p_strong - p_weak) / 2);
 - `ridge`: the learner a prior warm-starts (`gearshift.lab.train.fit`: ridge on the gain over the hashed
   features), on the n pairs only;
 - `prior only`: the ridge fitted on the prior outcomes, no target pairs;
@@ -57,7 +59,7 @@ from gearshift.outcomes.table import Outcomes
 RB_STRONG, RB_WEAK = "gpt-4-1106-preview", "mistralai/mixtral-8x7b-chat"
 SIZES = (50, 100, 200, 400, 800, 1600)
 QUICK_SIZES = (50, 200, 800)
-ROWS = ("tfidf+ridge", "logistic", "ridge", "prior only", "prior+warm")
+ROWS = ("tfidf+ridge", "default", "logistic", "ridge", "prior only", "prior+warm")
 
 
 @dataclass
@@ -140,11 +142,13 @@ class Cell:
     proven: list[bool] = field(default_factory=list)
     savings: list[float] = field(default_factory=list)
     interval: tuple[float, float] | None = None
+    weights: list[float] = field(default_factory=list)  # the default's weight of its logistic heads, per seed
 
 
 def run_stream(st: Stream, sizes: tuple[int, ...], seeds: int, floor: float, n_boot: int) -> dict[str, dict[int, Cell]]:
     w, s = st.weak, st.strong
     ridge, logistic = TrainSettings(weak=w, strong=s, learner="ridge"), TrainSettings(weak=w, strong=s, learner="logistic")
+    settings_of = {"default": TrainSettings(weak=w, strong=s), "logistic": logistic, "ridge": ridge, "prior+warm": ridge}
     prior = fit(st.prior, ridge)
     ns = sorted({min(n, len(st.pool)) for n in sizes} | {len(st.pool)})
     table: dict[str, dict[int, Cell]] = {r: {n: Cell() for n in ns} for r in ROWS}
@@ -159,8 +163,10 @@ def run_stream(st: Stream, sizes: tuple[int, ...], seeds: int, floor: float, n_b
                 elif row == "prior only":
                     sc = prior_scores
                 else:
-                    settings = logistic if row == "logistic" else ridge
-                    sc = artifact_scorer(fit(train, settings, prior=prior if row == "prior+warm" else None))(st.test)
+                    a = fit(train, settings_of[row], prior=prior if row == "prior+warm" else None)
+                    if row == "default":
+                        table[row][n].weights.append(float(a.header["score"]["weight"]))
+                    sc = artifact_scorer(a)(st.test)
                 cell = table[row][n]
                 cell.apgr.append(float(metrics.apgr(sweep_scores(sc, st.test, w, s))))
                 proof = prove_scores(sc, st.test, w, s, floor, min_pairs=0, n_boot=n_boot, seed=seed, held_out=HELD_OUT)
@@ -212,6 +218,12 @@ def report(st: Stream, table: dict[str, dict[int, Cell]], out: Callable[[str], N
             for cells in table.values()]
     out(f"(+/- = above/below tfidf+ridge; seed 0's 95% APGR interval on the held-out pairs is about "
         f"+/-{np.mean(half):.3f} wide)")
+    for row in ("default", "tfidf+ridge"):
+        out(f"{row}, seed 0 with its 95% interval: " + "; ".join(
+            f"n={n} {table[row][n].apgr[0]:.3f} [{table[row][n].interval[0]:.3f}, {table[row][n].interval[1]:.3f}]"  # type: ignore[index]
+            for n in ns if table[row][n].interval))
+    out("default's weight of the logistic heads (mean over seeds): " + "; ".join(
+        f"n={n} {np.mean(table['default'][n].weights):.2f}" for n in ns))
 
 
 def main() -> None:

@@ -1,20 +1,34 @@
-"""The default learner (ridge on the gain) and its warm start from a prior artifact."""
+"""The learners (the default stack, the ridge on the gain, the logistic heads) and the ridge's warm start
+from a prior artifact."""
 
 from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from gearshift.lab.signal import signal
-from gearshift.lab.train import TrainSettings, fit, model_of, pair_scores, prior_weight
+from gearshift.lab.train import (
+    STACK_FOLDS,
+    STACK_MIN_PAIRS,
+    STACK_SHRINK,
+    TrainSettings,
+    fit,
+    model_of,
+    pair_scores,
+    prior_weight,
+    stack_weight,
+)
 from gearshift.learned import artifact
-from gearshift.learned.classifier import Model
-from gearshift.learned.features import FeatureSpec
+from gearshift.learned.classifier import Model, Ranks
+from gearshift.learned.features import IDF_ARRAY, FeatureSpec, Featurizer
 from gearshift.outcomes import datasets
 from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
 from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
@@ -57,9 +71,9 @@ def test_the_ridge_learner_is_one_gain_head_that_round_trips_and_serves(tmp_path
     assert score(loaded, "alpha w1 w2 w3") > 0.7 > 0.55 > score(loaded, "w1 w2 w3 w4")
 
 
-def test_the_default_logistic_learner_has_a_head_per_model_and_serves(tmp_path: Path) -> None:
+def test_the_logistic_learner_has_a_head_per_model_and_serves(tmp_path: Path) -> None:
     o = cue_table(300, ("alpha",), seed=0)
-    a = fit(o, TrainSettings(features=SMALL))
+    a = fit(o, TrainSettings(features=SMALL, learner="logistic"))
     assert a.header["score"]["rule"] == "gain" and len(a.header["heads"]) == 2
     loaded = Model.load(artifact.save(a, tmp_path / "old.json"))
     assert score(loaded, "alpha w1 w2") > score(loaded, "w1 w2 w3")
@@ -127,4 +141,80 @@ def test_the_learning_curve_benchmark_has_the_baseline_row(data_dir: Path) -> No
     out = io.StringIO()
     lc.report(st, lc.run_stream(st, (60,), seeds=1, floor=0.9, n_boot=20), lambda line: print(line, file=out))
     rows = [line.split("|")[1].strip() for line in out.getvalue().splitlines() if line.startswith("| ")]
-    assert rows[1:] == ["tfidf+ridge", "logistic", "ridge", "prior only", "prior+warm"]
+    assert rows[1:] == ["tfidf+ridge", "default", "logistic", "ridge", "prior only", "prior+warm"]
+
+
+def test_the_default_stack_has_both_candidates_round_trips_and_serves(tmp_path: Path) -> None:
+    o = cue_table(300, ("alpha",), seed=0)
+    a = fit(o, TrainSettings(features=SMALL))
+    rule = a.header["score"]
+    assert rule["rule"] == "stack" and [h["link"] for h in a.header["heads"]] == ["logistic", "logistic", "identity"]
+    assert 0.0 <= rule["weight"] <= 1.0 and rule["cv"]["folds"] == STACK_FOLDS
+    loaded = Model.load(artifact.save(a, tmp_path / "stack.json"))
+    assert np.array_equal(pair_scores(loaded, o), pair_scores(model_of(a), o))
+    assert score(loaded, "alpha w1 w2 w3") > 0.7 > 0.3 > score(loaded, "w1 w2 w3 w4")
+
+
+def test_the_stack_weighs_the_candidate_that_predicts_out_of_fold_and_shrinks_with_few_pairs() -> None:
+    # One candidate sees the cue, the other noise: the cross-validation gives the first all the weight,
+    # and the weight stored is that pulled toward the baseline (0) by the larger of n / (n + STACK_SHRINK)
+    # and the evidence 1 - 1/t^2.
+    rng = np.random.default_rng(0)
+
+    def stacked(n: int, cue_in_heads: bool) -> dict[str, Any]:
+        o = cue_table(n, ("alpha",), seed=n)
+        cue = np.array([[1.0 if "alpha" in p.split() else 0.0] for p in o.prompts])
+        noise = rng.random((n, 20))
+        good, bad = sp.csr_matrix(np.hstack([cue, noise[:, :5]])), sp.csr_matrix(noise)
+        Xh, Xg = (good, bad) if cue_in_heads else (bad, good)
+        return stack_weight(o, Xh, Xg, "weak", "strong", TrainSettings(c_strong=100.0, c_weak=100.0, alpha=0.01))
+
+    for n in (60, 600):
+        heads, ridge = stacked(n, cue_in_heads=True), stacked(n, cue_in_heads=False)
+        assert heads["cv"]["best"] == 1.0 and heads["cv"]["t"] > 1
+        assert heads["weight"] == pytest.approx(max(n / (n + STACK_SHRINK), 1 - 1 / heads["cv"]["t"] ** 2))
+        assert (ridge["cv"]["best"], ridge["weight"]) == (0.0, 0.0)
+    o = cue_table(STACK_MIN_PAIRS - 1, ("alpha",), seed=0)
+    few = stack_weight(o, sp.csr_matrix(np.ones((len(o), 1))), sp.csr_matrix(np.ones((len(o), 1))), "weak", "strong",
+                       TrainSettings())
+    assert few["weight"] == 0.0 and few["cv"]["folds"] == 1  # too few pairs to cross-validate: the baseline
+
+
+def test_ranks_are_the_quantiles_interpolated_and_one_request_ranks_as_a_batch() -> None:
+    r = Ranks([0.0, 1.0, 1.0, 2.0])  # levels 0, 1/3, 2/3, 1; the tie at 1 keeps its highest level
+    assert [r.one(x) for x in (-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0)] == pytest.approx([0, 0, 1 / 3, 2 / 3, 5 / 6, 1, 1])
+    x = np.random.default_rng(0).normal(size=200)
+    r = Ranks(np.quantile(x[:50], np.linspace(0, 1, 21)))
+    np.testing.assert_allclose(r(x), [r.one(float(v)) for v in x], rtol=0, atol=1e-12)
+    with pytest.raises(artifact.ArtifactError, match="non-decreasing"):
+        Ranks([1.0, 0.0])
+
+
+def test_the_tfidf_block_is_scikit_learns_tfidf_up_to_hashing() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    docs = ["the cat sat on the mat", "the dog ate my homework", "a cat and a dog", "my cat is on the mat"]
+    reqs = [ChatRequest(body={"messages": [{"role": "user", "content": d}]}) for d in docs]
+    fz = Featurizer(FeatureSpec(tfidf_bits=20)).fit(reqs)
+    data, indices, indptr = fz.transform(reqs + [ChatRequest(body={"messages": [{"role": "user", "content": "cat zebra"}]})])
+    ref = TfidfVectorizer(ngram_range=(1, 2), token_pattern=r"(?u)\b\w+\b").fit(docs)
+    want = ref.transform([*docs, "cat zebra"])
+    for k in range(len(docs) + 1):
+        row = slice(indptr[k], indptr[k + 1])
+        ours = np.sort(data[row][indices[row] >= fz.tfidf_offset])
+        assert np.allclose(ours, np.sort(want[k].data)), k  # "zebra" was never seen: no weight, as a vocabulary
+
+
+def test_older_artifacts_load_and_a_stack_without_its_idf_is_refused(tmp_path: Path) -> None:
+    o = cue_table(120, ("alpha",), seed=0)
+    old = fit(o, TrainSettings(features=SMALL, learner="logistic"))
+    path = artifact.save(old, tmp_path / "v1.json")
+    doc = json.loads(path.read_text())
+    assert "tfidf_bits" in doc["features"]["spec"]
+    del doc["features"]["spec"]["tfidf_bits"]  # as version 1 wrote it
+    path.write_text(json.dumps({**doc, "version": 1}))
+    assert np.array_equal(pair_scores(Model.load(path), o), pair_scores(model_of(old), o))
+    stack = fit(o, TrainSettings(features=SMALL))
+    broken = artifact.Artifact(stack.header, {k: v for k, v in stack.arrays.items() if k != IDF_ARRAY})
+    with pytest.raises(artifact.ArtifactError, match="retrain"):
+        Model.load(artifact.save(broken, tmp_path / "no-idf.json"))

@@ -93,11 +93,12 @@ def _load_outcomes(specs: tuple[str, ...], drop_contaminated: bool, split: str |
 @click.option("--learning-curve", "curve", is_flag=True,
               help="also fit on 25/50/75/100% of the training prompts and record the hold-out metrics of each: "
                    "does more data still help?")
-@click.option("--learner", type=click.Choice(["ridge", "logistic"]), default=None,
-              help="pair form, target gain: a logistic head per model (default), or a ridge regression of the gain "
-                   "(one head; the default with --prior, which warm-starts it)")
+@click.option("--learner", type=click.Choice(["stack", "ridge", "logistic"]), default=None,
+              help="pair form, target gain: stack (default) weighs a logistic head per model against a TF-IDF ridge "
+                   "on the gain by cross-validation; logistic or ridge alone (ridge: the default with --prior, "
+                   "which warm-starts it)")
 @click.option("--alpha", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
-              help="ridge learner: L2 penalty")
+              help="ridge and stack learners: L2 penalty of the gain head")
 @click.option("--prior", "prior_path", default=None, type=click.Path(dir_okay=False),
               help="warm-start from this artifact (ridge learner, trained on other outcomes); its feature "
                    "settings are used and its weight is chosen on these outcomes")
@@ -133,7 +134,7 @@ def lab_train(specs: tuple[str, ...], prices: tuple[str, ...], traces: str | Non
     settings = TrainSettings(form=form, target=target, weak=weak, strong=strong,  # type: ignore[arg-type]
                              models=tuple(models) or None, features=features, c_strong=c_strong, c_weak=c_weak,
                              holdout=holdout, seed=seed,
-                             learner=learner or ("ridge" if prior_path else "logistic"), alpha=alpha)  # type: ignore[arg-type]
+                             learner=learner or ("ridge" if prior_path else "stack"), alpha=alpha)  # type: ignore[arg-type]
     enc_settings: dict[str, Any] = {"kind": encoder_kind}
     if encoder_kind == "sentence-transformers":
         enc_settings["model"] = encoder_model

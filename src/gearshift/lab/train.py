@@ -1,5 +1,17 @@
 """Train a classifier router from outcomes (scikit-learn, imported lazily: only training needs it).
 
+- pair form, target `gain`, learner `stack` (the default): two candidates, the logistic heads below
+  and a ridge regression of the gain over a TF-IDF block of word 1-2-grams (the plain baseline the
+  learning curves compare with), stacked by internal cross-validation on the training pairs
+  (`stack_weight`): K-fold out-of-fold predictions of both, each turned into its rank, and the
+  convex weight a on the grid 0, .25, .5, .75, 1 whose mix a * rank(p_strong - p_weak) +
+  (1 - a) * rank(g) has the best out-of-fold APGR. The cross-validation is noisy on few pairs, so
+  the chosen weight is shrunk toward the baseline (a = 0) by the larger of n / (n + STACK_SHRINK)
+  and 1 - 1/t^2, t the out-of-fold APGR gain over the baseline in units of its paired bootstrap
+  spread: the logistic heads get weight as far as the pairs show they help. (Shrunk toward the even blend instead, the
+  default fell below the baseline on MBPP at 50-200 pairs, where the logistic heads are worse than
+  random; docs/classifier.md.) Both heads are then refit on all pairs; the ranks at serving are
+  against the out-of-fold predictions' quantiles.
 - pair form, target `gain`, learner `ridge` (`--learner ridge`, and whenever a prior is given): one head, a ridge regression of the quality
   GAIN of calling the strong model (strong quality - weak quality, in [-1, 1]) on the request
   features; the router's score is (1 + predicted gain) / 2. Predicting the gain routes far better
@@ -23,7 +35,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -37,7 +49,17 @@ from gearshift.outcomes.table import Outcomes
 
 Form = Literal["pair", "multi"]
 Target = Literal["gain", "weak-fails"]
-Learner = Literal["ridge", "logistic"]
+Learner = Literal["stack", "ridge", "logistic"]
+STACK_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the logistic heads' share of the stacked score
+STACK_FOLDS = 5
+# Pairs at which the cross-validated weight counts half and the baseline half. Set before measuring,
+# not tuned (one value tried): the order of n where the out-of-fold APGR's noise (about 1/sqrt(n))
+# falls below the gaps between candidates the learning curves show (a few hundredths to a tenth).
+STACK_SHRINK = 200
+STACK_MIN_PAIRS = 20  # fewer scored pairs: no cross-validation, the baseline's gain head alone
+TFIDF_BITS = 18  # the stack's TF-IDF block when the feature settings name none
+RANK_QUANTILES = 101
+STACK_RESAMPLES = 200  # paired bootstrap of the out-of-fold APGR, for the evidence of the chosen weight
 
 
 @dataclass(frozen=True)
@@ -46,10 +68,10 @@ class TrainSettings:
 
     form: Form = "pair"
     target: Target = "gain"
-    # ridge: one head regressing the gain (pair form, target gain); logistic: a head per model. Measured
-    # with benchmarks/learning_curves.py (docs/classifier.md): the logistic heads match or beat the ridge
-    # at every size on GSM8K and MMLU, so they stay the default; the ridge is what a prior warm-starts.
-    learner: Learner = "logistic"
+    # stack: the logistic heads and a TF-IDF gain ridge, weighted by cross-validation (pair form, target
+    # gain); ridge: one head regressing the gain (what a prior warm-starts); logistic: a head per model.
+    # Measured with benchmarks/learning_curves.py (docs/classifier.md).
+    learner: Learner = "stack"
     alpha: float = 1.0  # ridge learner: L2 penalty (features are L2-normalised per block)
     weak: str | None = None
     strong: str | None = None
@@ -102,8 +124,10 @@ def head_models(outcomes: Outcomes, s: TrainSettings) -> tuple[list[str], dict[s
         raise ValueError(f"target {s.target!r}: allowed: gain, weak-fails")
     if s.learner == "ridge":
         return [GAIN_HEAD], {"rule": "predicted-gain", "weak": weak, "strong": strong}
+    if s.learner == "stack":
+        return [weak, strong, GAIN_HEAD], {"rule": "stack", "weak": weak, "strong": strong}
     if s.learner != "logistic":
-        raise ValueError(f"learner {s.learner!r}: allowed: ridge, logistic")
+        raise ValueError(f"learner {s.learner!r}: allowed: stack, ridge, logistic")
     return [weak, strong], {"rule": "gain", "weak": weak, "strong": strong}
 
 
@@ -115,13 +139,30 @@ def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, dim: int):  
     return X
 
 
+def _used_columns(X: Any) -> tuple[Any, np.ndarray]:
+    """X restricted to the columns some row uses, and those columns.
+
+    An L2-penalised linear fit gives a column no row uses a weight of 0, so fitting on the used
+    columns alone gives the same weights; with hashed blocks of 2^18 columns and a few thousand used,
+    the solvers then run many times faster."""
+    cols = np.flatnonzero(np.bincount(X.indices, minlength=X.shape[1]))
+    return X[:, cols], cols
+
+
+def _scatter(w: np.ndarray, cols: np.ndarray, dim: int) -> np.ndarray:
+    full = np.zeros(dim)
+    full[cols] = w
+    return full
+
+
 def _fit_head(X: Any, q: np.ndarray, c: float, max_iter: int) -> tuple[np.ndarray, float]:
     """Logistic regression on soft labels q in [0, 1]; returns (weights, intercept)."""
     import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
 
     keep = ~np.isnan(q)
-    X, q = X[keep], q[keep]
+    dim = X.shape[1]
+    (X, cols), q = _used_columns(X[keep]), q[keep]
     if np.all(np.isin(q, (0.0, 1.0))):
         Xf, y, w = X, q.astype(int), None
     else:
@@ -131,10 +172,10 @@ def _fit_head(X: Any, q: np.ndarray, c: float, max_iter: int) -> tuple[np.ndarra
     if len(np.unique(y if w is None else y[w > 0])) < 2:
         # Every answer was right (or wrong): a constant head, no model to fit.
         rate = float(np.clip(np.mean(q), 1e-4, 1 - 1e-4))
-        return np.zeros(X.shape[1]), float(np.log(rate / (1 - rate)))
+        return np.zeros(dim), float(np.log(rate / (1 - rate)))
     m = LogisticRegression(C=c, max_iter=max_iter)
     m.fit(Xf, y, sample_weight=w)
-    return m.coef_[0], float(m.intercept_[0])
+    return _scatter(m.coef_[0], cols, dim), float(m.intercept_[0])
 
 
 def prior_weight(z: np.ndarray, y: np.ndarray, min_pairs: int = 10) -> float:
@@ -177,7 +218,7 @@ class Prior:
 
     def featurizer(self, encoder: Encoder | None) -> Featurizer:
         f = self.artifact.header["features"]
-        return Featurizer.from_json(f["spec"], f["state"], encoder)
+        return Featurizer.from_json(f["spec"], f["state"], encoder, self.artifact.arrays)
 
 
 def _fit_gain(X: Any, y: np.ndarray, alpha: float, w0: np.ndarray | None = None) -> tuple[np.ndarray, float]:
@@ -186,12 +227,14 @@ def _fit_gain(X: Any, y: np.ndarray, alpha: float, w0: np.ndarray | None = None)
 
     keep = ~np.isnan(y)
     X, y = X[keep], y[keep]
+    dim = X.shape[1]
     base = X @ w0 if w0 is not None else np.zeros(len(y))
     if len(y) < 2:
-        return (np.zeros(X.shape[1]) if w0 is None else w0.copy()), float(np.mean(y - base)) if len(y) else 0.0
+        return (np.zeros(dim) if w0 is None else w0.copy()), float(np.mean(y - base)) if len(y) else 0.0
+    Xc, cols = _used_columns(X)
     m = Ridge(alpha=alpha, solver="sparse_cg", tol=1e-6, max_iter=5000)
-    m.fit(X, y - base)
-    w = np.asarray(m.coef_, dtype=np.float64)
+    m.fit(Xc, y - base)
+    w = _scatter(np.asarray(m.coef_, dtype=np.float64), cols, dim)
     return (w if w0 is None else w + w0), float(m.intercept_)
 
 
@@ -201,7 +244,15 @@ def fit(outcomes: Outcomes, settings: TrainSettings | None = None, *, prior: art
 
     `prior`: a ridge artifact trained on other outcomes to warm-start from (its feature settings win)."""
     s = settings or TrainSettings(features=default_features(outcomes))
-    say = progress or (lambda _m: None)
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: the problems are small, and on a shared machine extra threads thrash (10x slower).
+    with threadpool_limits(1):
+        return _fit(outcomes, s, prior, encoder, progress or (lambda _m: None))
+
+
+def _fit(outcomes: Outcomes, s: TrainSettings, prior: art.Artifact | None, encoder: Encoder | None,
+         say: Callable[[str], None]) -> art.Artifact:
     models, score = head_models(outcomes, s)
     warm = Prior(prior) if prior is not None else None
     if warm is not None and score["rule"] != "predicted-gain":
@@ -214,8 +265,10 @@ def fit(outcomes: Outcomes, settings: TrainSettings | None = None, *, prior: art
             raise ValueError("the prior's weights do not match its features; the prior artifact is corrupt")
         features = fz.spec
     else:
-        fz = Featurizer(s.features, encoder=encoder).fit(reqs)
         features = s.features
+        if score["rule"] == "stack" and not features.tfidf_bits:
+            features = replace(features, tfidf_bits=TFIDF_BITS)
+        fz = Featurizer(features, encoder=encoder).fit(reqs)
     X = _csr(*fz.transform(reqs), fz.dim)
     W = np.zeros((fz.dim, len(models)), dtype=np.float32)
     b = np.zeros(len(models))
@@ -235,19 +288,28 @@ def fit(outcomes: Outcomes, settings: TrainSettings | None = None, *, prior: art
         say(f"fitting the gain head (ridge, alpha={s.alpha:g})")
         w, b[0] = _fit_gain(X, y, s.alpha, w0)
         W[:, 0] = w
+    elif score["rule"] == "stack":
+        q = np.asarray(outcomes.quality, dtype=float)
+        qw, qs = q[:, outcomes.index(score["weak"])], q[:, outcomes.index(score["strong"])]
+        Xh, Xg = X[:, :fz.tfidf_offset], X[:, fz.tfidf_offset:]
+        say(f"stacking: {STACK_FOLDS}-fold out-of-fold predictions of both candidates")
+        score.update(stack_weight(outcomes, Xh, Xg, score["weak"], score["strong"], s))
+        say(f"weight of the logistic heads: {score['weight']:.3f} (cross-validation's {score['cv']['best']:g})")
+        ww, b[0] = _fit_head(Xh, qw, s.c_weak, s.max_iter)
+        ws, b[1] = _fit_head(Xh, qs, s.c_strong, s.max_iter)
+        wg, b[2] = _fit_gain(Xg, qs - qw, s.alpha)
+        W[:fz.tfidf_offset, 0], W[:fz.tfidf_offset, 1], W[fz.tfidf_offset:, 2] = ww, ws, wg
     else:
         for k, m in enumerate(models):
             c = s.c_strong if m == score.get("strong") else s.c_weak if m == score.get("weak") else s.c_default
             say(f"fitting head {k + 1}/{len(models)}: {m} (C={c:g})")
             w, b[k] = _fit_head(X, np.asarray(outcomes.quality[:, outcomes.index(m)], dtype=float), c, s.max_iter)
             W[:, k] = w
-    cost_models = [score["weak"], score["strong"]] if score["rule"] == "predicted-gain" else models
+    cost_models = [score["weak"], score["strong"]] if score["rule"] in ("predicted-gain", "stack") else models
     costs = {m: float(np.nanmean(outcomes.cost[:, outcomes.index(m)])) for m in cost_models}
-    if score["rule"] == "predicted-gain":
-        heads = [{"model": GAIN_HEAD, "link": "identity",
-                  "predicts": f"quality of {score['strong']} - quality of {score['weak']}"}]
-    else:
-        heads = [{"model": m, "link": "logistic", "predicts": f"P(answer of {m} is acceptable)"} for m in models]
+    heads = [{"model": GAIN_HEAD, "link": "identity",
+              "predicts": f"quality of {score['strong']} - quality of {score['weak']}"} if m == GAIN_HEAD else
+             {"model": m, "link": "logistic", "predicts": f"P(answer of {m} is acceptable)"} for m in models]
     header: dict[str, Any] = {
         "kind": KIND,
         "form": s.form,
@@ -269,7 +331,85 @@ def fit(outcomes: Outcomes, settings: TrainSettings | None = None, *, prior: art
         },
         "metrics": {},
     }
-    return art.Artifact(header=header, arrays={"W": W, "b": b})
+    return art.Artifact(header=header, arrays={"W": W, "b": b, **fz.arrays()})
+
+
+def stack_weight(outcomes: Outcomes, Xh: Any, Xg: Any, weak: str, strong: str,
+                 s: TrainSettings) -> dict[str, Any]:
+    """The stack's weight of the logistic heads (over Xh) against the gain ridge (over Xg), chosen by
+    K-fold cross-validation on these pairs and shrunk toward 0 (the ridge, the baseline) by the larger
+    of n / (n + STACK_SHRINK) and the evidence 1 - 1/t^2; with the rank quantiles to serve.
+
+    Returns the score rule's fields: `weight`, `ranks` (quantiles of each candidate's out-of-fold
+    predictions) and `cv` (folds, pairs, each weight's out-of-fold APGR, the best, the shrinkage)."""
+    from gearshift.lab import metrics
+    from gearshift.lab.bootstrap import resample_matrix
+    from gearshift.lab.replay import ScoreOrder, sweep_scores
+
+    n = len(outcomes)
+    folds = min(STACK_FOLDS, n) if n >= STACK_MIN_PAIRS else 1
+    d, g, rd, rg = out_of_fold(outcomes, Xh, Xg, weak, strong, s, folds)
+    apgr: dict[float, float] = {}
+    for a in STACK_WEIGHTS if folds > 1 else ():
+        v = float(metrics.apgr(sweep_scores(a * rd + (1 - a) * rg, outcomes, weak, strong)))
+        apgr[a] = v if np.isfinite(v) else -np.inf
+    # The best out-of-fold APGR; ties go to the weight nearest the baseline.
+    best = max(apgr, key=lambda a: (apgr[a], -a)) if apgr and max(apgr.values()) > -np.inf else 0.0
+    t = 0.0
+    if best > 0:
+        # The evidence for the best weight over the baseline: its out-of-fold APGR gain in units of the
+        # gain's paired bootstrap spread (the same resamples of the pairs for both).
+        counts = resample_matrix(n, STACK_RESAMPLES, s.seed)
+        boot = [np.asarray(metrics.apgr(ScoreOrder.from_scores(a * rd + (1 - a) * rg).curve(
+            outcomes, weak, strong, weights=counts)), dtype=float) for a in (best, 0.0)]
+        spread = float(np.nanstd(boot[0] - boot[1]))
+        t = (apgr[best] - apgr[0.0]) / spread if spread > 0 else 0.0
+    # As much of the best weight as the pairs' number or the evidence supports, whichever is more:
+    # n / (n + STACK_SHRINK) (a fixed prior), or 1 - 1/t^2 (as prior_weight's rule, 0 when t <= 1).
+    shrink = max(n / (n + STACK_SHRINK), 1.0 - 1.0 / t**2 if t > 1 else 0.0) if apgr else 0.0
+    levels = np.linspace(0.0, 1.0, min(RANK_QUANTILES, n)) if n else np.zeros(1)
+    return {"weight": best * shrink,
+            "ranks": {"heads": np.quantile(d, levels).tolist() if n else [0.0],
+                      "gain": np.quantile(g, levels).tolist() if n else [0.0]},
+            "cv": {"folds": folds, "pairs": n, "apgr": {f"{a:g}": (v if np.isfinite(v) else None) for a, v in apgr.items()},
+                   "best": best, "t": t, "shrink": shrink}}
+
+
+def out_of_fold(outcomes: Outcomes, Xh: Any, Xg: Any, weak: str, strong: str, s: TrainSettings,
+                folds: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """K-fold predictions of both candidates on the pairs they were not fitted on: the logistic heads'
+    p_strong - p_weak, the gain ridge's g, and each one's rank within its fold in (0, 1) (each fold's
+    model has its own scale). One fold: in-sample predictions (too few pairs to hold any out)."""
+    q = np.asarray(outcomes.quality, dtype=float)
+    qw, qs = q[:, outcomes.index(weak)], q[:, outcomes.index(strong)]
+    n = len(qw)
+    fold = np.random.default_rng(s.seed).permutation(n) % max(folds, 1)
+    d, g, rd, rg = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    for k in range(folds):
+        te = fold == k
+        tr = ~te if folds > 1 else te
+        ww, bw = _fit_head(Xh[tr], qw[tr], s.c_weak, s.max_iter)
+        ws, bs = _fit_head(Xh[tr], qs[tr], s.c_strong, s.max_iter)
+        wg, bg = _fit_gain(Xg[tr], qs[tr] - qw[tr], s.alpha)
+        Xt = Xh[te]
+        d[te] = _sigmoid(Xt @ ws + bs) - _sigmoid(Xt @ ww + bw)
+        g[te] = Xg[te] @ wg + bg
+        m = int(te.sum())
+        rd[te], rg[te] = (_ranks(d[te]) - 0.5) / m, (_ranks(g[te]) - 0.5) / m
+    return d, g, rd, rg
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of x, ties sharing their mean rank (scipy.stats.rankdata's `average`)."""
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    below = np.cumsum(counts) - counts
+    r: np.ndarray = (below + (counts + 1) / 2.0)[inv]
+    return r
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
+    return out
 
 
 def _gain(outcomes: Outcomes, weak: str, strong: str) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 FORMAT = "gearshift-router"
-VERSION = 1
+VERSION = 2  # 2: arrays beyond W and b (the features' idf weights); files of version 1 still load
 _DTYPES = {"float32", "float64", "int32", "int64"}
 
 

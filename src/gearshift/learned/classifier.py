@@ -4,10 +4,14 @@ predictions into a score. Trained by the lab (gearshift.lab.train), served by ro
 Heads have a link: `logistic` (a head predicting one model's chance of an acceptable answer) or
 `identity` (a head predicting the quality gain of the strong model directly, the default learner's).
 Score rules: `gain` (two logistic heads: (1 + p_strong - p_weak) / 2), `predicted-gain` (one identity
-head g: (1 + g) / 2, clipped to [0, 1]) and `weak-fails` (1 - p_weak)."""
+head g: (1 + g) / 2, clipped to [0, 1]), `weak-fails` (1 - p_weak) and `stack` (the default learner's:
+both estimates of the gain, p_strong - p_weak and g, each turned into its rank among out-of-fold
+predictions of the training pairs (`Ranks`), mixed as a * rank(p_strong - p_weak) + (1 - a) * rank(g)
+with the weight a the training chose)."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ from gearshift.request import ChatRequest
 KIND = "classifier"
 FORMS = ("pair", "multi")
 LINKS = ("logistic", "identity")
-RULES = ("gain", "predicted-gain", "weak-fails")
+RULES = ("gain", "predicted-gain", "weak-fails", "stack")
 GAIN_HEAD = "gain"  # the `model` name of the identity head that predicts strong quality - weak quality
 
 
@@ -71,6 +75,35 @@ class LinearHeads:
         return self._link(z)
 
 
+class Ranks:
+    """A score's rank in [0, 1] among reference scores, from their stored quantiles (linear in between;
+    0 below the lowest, 1 from the highest)."""
+
+    def __init__(self, quantiles: Sequence[float]) -> None:
+        q = np.asarray(quantiles, dtype=np.float64)
+        if q.ndim != 1 or q.size < 1 or not np.all(np.isfinite(q)) or np.any(np.diff(q) < 0):
+            raise ArtifactError(f"rank quantiles must be finite non-decreasing numbers, got {q.size}")
+        levels = np.linspace(0.0, 1.0, q.size) if q.size > 1 else np.ones(1)
+        last = np.r_[q[1:] != q[:-1], True]  # a run of equal quantiles: its highest level (strictly increasing xp)
+        self._q, self._levels = q[last], levels[last]
+        self.q: list[float] = self._q.tolist()
+        self.levels: list[float] = self._levels.tolist()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        r: np.ndarray = np.interp(x, self._q, self._levels, left=0.0, right=1.0)
+        return r
+
+    def one(self, x: float) -> float:
+        """The rank of one score, in plain floats (numpy's per-call overhead would dominate one number)."""
+        q, lv = self.q, self.levels
+        if x < q[0]:
+            return 0.0
+        if x >= q[-1]:
+            return 1.0
+        k = bisect_right(q, x)  # q[k - 1] <= x < q[k]
+        return lv[k - 1] + (lv[k] - lv[k - 1]) * (x - q[k - 1]) / (q[k] - q[k - 1])
+
+
 class Model:
     """A loaded artifact: featurizer + heads + how heads become a decision. Shared by both forms."""
 
@@ -85,7 +118,8 @@ class Model:
         if problem:
             raise ArtifactError(f"{source}: {problem}")
         try:
-            self.featurizer = Featurizer.from_json(h["features"]["spec"], h["features"]["state"], encoder)
+            self.featurizer = Featurizer.from_json(h["features"]["spec"], h["features"]["state"], encoder,
+                                                   artifact.arrays)
             self.heads_meta: list[dict[str, Any]] = list(h["heads"])
             self.models: list[str] = list(h["models"])
             self.score_rule: dict[str, Any] = dict(h.get("score", {}))
@@ -107,13 +141,24 @@ class Model:
         if self.form == "pair" and rule not in RULES:
             raise ArtifactError(f"{source}: unknown score rule {rule!r} (this gearshift knows {RULES}); "
                                 "upgrade gearshift or retrain the artifact with this version")
-        needs = {"gain": ("strong", "weak"), "weak-fails": ("weak",)}.get(str(rule), ())
+        needs = {"gain": ("strong", "weak"), "stack": ("strong", "weak"), "weak-fails": ("weak",)}.get(str(rule), ())
         missing = [self.score_rule.get(r) for r in needs if self.score_rule.get(r) not in self.head_of]
-        if rule == "predicted-gain" and GAIN_HEAD not in self.head_of:
+        if rule in ("predicted-gain", "stack") and GAIN_HEAD not in self.head_of:
             missing.append(GAIN_HEAD)
         if self.form == "pair" and missing:
             raise ArtifactError(f"{source}: score rule {rule!r} needs heads {missing}, the artifact has "
                                 f"{sorted(self.head_of)}; the file is corrupt")
+        self.weight = 0.0
+        if self.form == "pair" and rule == "stack":
+            a, ranks = self.score_rule.get("weight"), self.score_rule.get("ranks") or {}
+            if not isinstance(a, int | float) or not 0.0 <= a <= 1.0:
+                raise ArtifactError(f"{source}: stack weight {a!r} is not a number in [0, 1]; the file is corrupt")
+            try:
+                self.rank_heads, self.rank_gain = Ranks(ranks["heads"]), Ranks(ranks["gain"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise ArtifactError(f"{source}: the stack's rank quantiles are missing or malformed ({e}); "
+                                    "the file is corrupt: retrain it") from None
+            self.weight = float(a)
         self.header = h
 
     @classmethod
@@ -140,4 +185,10 @@ class Model:
             return g
         if rule == "weak-fails":
             return 1.0 - p[..., self.head_of[self.score_rule["weak"]]]
+        if rule == "stack":
+            s, w = self.head_of[self.score_rule["strong"]], self.head_of[self.score_rule["weak"]]
+            a = self.weight
+            mix: np.ndarray = (a * self.rank_heads(p[..., s] - p[..., w])
+                               + (1.0 - a) * self.rank_gain(p[..., self.head_of[GAIN_HEAD]]))
+            return mix
         raise ArtifactError(f"unknown score rule {rule!r}")

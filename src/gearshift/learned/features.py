@@ -8,7 +8,11 @@ request online exactly as it did offline. It needs no network and no model downl
 - structure: lengths, turns, code fences, math and digits, script mix (a cheap language signal),
   options and output requirements of the request,
 - metadata: one indicator per `key=value` seen in training for the configured keys (e.g. `task`),
-- optionally the vector of an encoder (see `gearshift.learned.encoders`).
+- optionally the vector of an encoder (see `gearshift.learned.encoders`),
+- optionally (`tfidf_bits` > 0) a TF-IDF block: the word n-grams again, hashed into their own block,
+  weighted by raw count x inverse document frequency in the training requests (scikit-learn's
+  smoothed idf; 0 for a bucket no training request had, as a vocabulary drops unseen words). It is
+  the plain TF-IDF baseline's representation, for the gain head of the default learner.
 
 Every block is L2-normalised on its own so that no block drowns the others whatever its size.
 Rows are returned as CSR triples of numpy arrays; the lab wraps them in scipy.sparse to train.
@@ -68,6 +72,8 @@ class FeatureSpec:
     # linear model learn cues that matter in one task only, sharing the rest through the plain block.
     cross_key: str | None = None
     cross_bits: int = 18
+    # 0: no TF-IDF block. Specs stored before it existed read as 0 (older artifacts load unchanged).
+    tfidf_bits: int = 0
     version: int = FEATURES_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -90,6 +96,10 @@ class FeatureState:
     metadata_vocab: dict[str, int] = field(default_factory=dict)  # "key=value" -> column in the block
     structure_mean: np.ndarray = field(default_factory=lambda: np.zeros(len(STRUCTURE_NAMES)))
     structure_std: np.ndarray = field(default_factory=lambda: np.ones(len(STRUCTURE_NAMES)))
+    idf: np.ndarray | None = None  # per TF-IDF bucket, when spec.tfidf_bits: log((1 + n) / (1 + df)) + 1, 0 if unseen
+
+
+IDF_ARRAY = "features.idf"  # the name of the idf weights among an artifact's arrays
 
 
 def _l2(values: np.ndarray) -> np.ndarray:
@@ -210,9 +220,16 @@ class _Text:
 
 
 def _distinct(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct hashes and their L2-normalised log(1 + count) weights (np.unique by hand: fewer calls)."""
+    """Distinct hashes and their L2-normalised log(1 + count) weights."""
     if h.size == 0:
         return h, np.zeros(0)
+    d, cnt = _counts(h)
+    v = np.log1p(cnt)
+    return d, v / math.sqrt(float(v @ v))
+
+
+def _counts(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct hashes of a non-empty array and how often each occurs (np.unique by hand: fewer calls)."""
     h.sort()
     first = np.empty(h.size, bool)
     first[0] = True
@@ -221,8 +238,7 @@ def _distinct(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cnt = np.empty(at.size)
     cnt[:-1] = at[1:] - at[:-1]
     cnt[-1] = h.size - at[-1]
-    v = np.log1p(cnt)
-    return h[at], v / math.sqrt(float(v @ v))
+    return h[at], cnt
 
 
 _M64 = (1 << 64) - 1
@@ -350,19 +366,21 @@ class Featurizer:
 
     def _layout(self) -> None:
         s = self.spec
+        self._tfidf = s.tfidf_bits > 0 and s.word_ngrams[1] > 0
         self.word_offset = 0
         self.char_offset = (1 << s.word_bits) if s.word_ngrams[1] > 0 else 0
         self.cross_offset = self.char_offset + ((1 << s.char_bits) if s.char_ngrams[1] > 0 else 0)
         self.meta_offset = self.cross_offset + ((1 << s.cross_bits) if s.cross_key and s.word_ngrams[1] > 0 else 0)
         self.struct_offset = self.meta_offset + len(self.state.metadata_vocab)
         self.enc_offset = self.struct_offset + (len(STRUCTURE_NAMES) if s.structure else 0)
-        self.dim = self.enc_offset + (self.encoder.dim if self.encoder is not None else 0)
+        self.tfidf_offset = self.enc_offset + (self.encoder.dim if self.encoder is not None else 0)
+        self.dim = self.tfidf_offset + ((1 << s.tfidf_bits) if self._tfidf else 0)
         self._struct_idx = np.arange(self.struct_offset, self.enc_offset, dtype=np.int64)
         self._inv_std = 1.0 / self.state.structure_std
         self._struct_scale = 1.0 / math.sqrt(len(STRUCTURE_NAMES))
 
     def fit(self, requests: Sequence[ChatRequest]) -> Featurizer:
-        """Learn the metadata vocabulary and the structure features' mean and spread."""
+        """Learn the metadata vocabulary, the structure features' mean and spread, and the idf weights."""
         vocab: dict[str, int] = {}
         for key in self.spec.metadata_keys:
             values = sorted({str(r.metadata[key]) for r in requests if key in r.metadata})
@@ -374,7 +392,17 @@ class Featurizer:
             std[std < 1e-9] = 1.0
         else:
             mean, std = np.zeros(len(STRUCTURE_NAMES)), np.ones(len(STRUCTURE_NAMES))
-        self.state = FeatureState(metadata_vocab=vocab, structure_mean=mean, structure_std=std)
+        idf = None
+        if self.spec.tfidf_bits > 0 and self.spec.word_ngrams[1] > 0:
+            # Document frequency of each bucket: distinct (request, bucket) keys, counted per bucket.
+            size = 1 << self.spec.tfidf_bits
+            keys = [k * size + _bucket(ngram_combine(_Text(_user_text(r), self.spec.max_chars).word_hashes(),
+                                                     *self.spec.word_ngrams), self.spec.tfidf_bits)
+                    for k, r in enumerate(requests)]
+            distinct = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+            df = np.bincount(distinct % size, minlength=size)
+            idf = np.where(df > 0, np.log((1.0 + len(requests)) / (1.0 + df)) + 1.0, 0.0)
+        self.state = FeatureState(metadata_vocab=vocab, structure_mean=mean, structure_std=std, idf=idf)
         self._layout()
         return self
 
@@ -395,7 +423,15 @@ class Featurizer:
         idx_parts: list[np.ndarray] = []
         val_parts: list[np.ndarray] = []
         if s.word_ngrams[1] > 0:
-            h, v = _distinct(ngram_combine(t.word_hashes(), *s.word_ngrams))
+            grams = ngram_combine(t.word_hashes(), *s.word_ngrams)
+            if self._tfidf and grams.size and self.state.idf is not None:
+                d, cnt = _counts(grams.copy())
+                b = _bucket(d, s.tfidf_bits)
+                w = cnt * self.state.idf[b]
+                seen = w > 0
+                idx_parts.append(b[seen] + self.tfidf_offset)
+                val_parts.append(_l2(w[seen]))
+            h, v = _distinct(grams)
             if h.size:
                 idx_parts.append(_bucket(h, s.word_bits) + self.word_offset)
                 val_parts.append(v)
@@ -422,7 +458,7 @@ class Featurizer:
             val_parts.append(np.minimum(np.maximum(z, -5.0), 5.0) * self._struct_scale)
         if self.encoder is not None:
             e = self.encoder.encode([self.text_of(request)])[0] if embedding is None else embedding
-            idx_parts.append(np.arange(self.enc_offset, self.dim, dtype=np.int64))
+            idx_parts.append(np.arange(self.enc_offset, self.tfidf_offset, dtype=np.int64))
             val_parts.append(_l2(np.asarray(e, dtype=np.float64)))
         if not idx_parts:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
@@ -454,8 +490,14 @@ class Featurizer:
             "structure_std": self.state.structure_std.tolist(),
         }
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The fitted state too large for the JSON header (the idf weights), for an artifact's arrays."""
+        return {} if self.state.idf is None else {IDF_ARRAY: self.state.idf.astype(np.float32)}
+
     @classmethod
-    def from_json(cls, spec: dict[str, Any], state: dict[str, Any], encoder: Encoder | None = None) -> Featurizer:
+    def from_json(cls, spec: dict[str, Any], state: dict[str, Any], encoder: Encoder | None = None,
+                  arrays: dict[str, np.ndarray] | None = None) -> Featurizer:
+        """The featurizer an artifact stored: its spec and state (header) and its arrays (the idf weights)."""
         fs = FeatureSpec.from_json(spec)
         if fs.structure and list(state.get("structure_names", [])) != list(STRUCTURE_NAMES):
             raise ValueError("the artifact's structure features differ from this gearshift version's; retrain it")
@@ -464,5 +506,11 @@ class Featurizer:
             structure_mean=np.asarray(state.get("structure_mean", np.zeros(len(STRUCTURE_NAMES))), dtype=np.float64),
             structure_std=np.asarray(state.get("structure_std", np.ones(len(STRUCTURE_NAMES))), dtype=np.float64),
         )
+        if fs.tfidf_bits > 0 and fs.word_ngrams[1] > 0:
+            idf = (arrays or {}).get(IDF_ARRAY)
+            if idf is None or idf.shape != (1 << fs.tfidf_bits,):
+                raise ValueError(f"the artifact's features have a TF-IDF block but its {IDF_ARRAY!r} array is "
+                                 "missing or of the wrong size; the file is corrupt: retrain it")
+            st.idf = np.asarray(idf, dtype=np.float64)
         return cls(fs, st, encoder)
 

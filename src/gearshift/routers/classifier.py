@@ -5,11 +5,13 @@ head's link gives its prediction (the strong model's quality gain, or a model's 
 acceptable answer). Artifacts come from `gearshift lab train` (gearshift.lab.train) and are loaded by path.
 
 Two forms:
-- pair (two models): a ScoringRouter. The default learner's artifact has one head predicting the
-  quality gain g of the strong model (ridge regression, identity link) and score = (1 + g) / 2,
-  clipped to [0, 1]; older `gain` artifacts have a logistic head per model and score =
-  (1 + p_strong - p_weak) / 2; with `weak-fails`, score = 1 - p_weak. Route strong when
-  score >= threshold (from the config, else the artifact's; `gearshift lab calibrate` sets it).
+- pair (two models): a ScoringRouter. The default learner's artifact (`stack`) has a logistic head
+  per model and a head predicting the strong model's quality gain g over TF-IDF features (ridge,
+  identity link); score = a * rank(p_strong - p_weak) + (1 - a) * rank(g), ranks among out-of-fold
+  predictions of the training pairs, a chosen by cross-validation (gearshift.lab.train). Other
+  rules: `gain` (score = (1 + p_strong - p_weak) / 2), `predicted-gain` ((1 + g) / 2, clipped to
+  [0, 1]), `weak-fails` (1 - p_weak). Route strong when score >= threshold (from the config, else
+  the artifact's; `gearshift lab calibrate` sets it).
 - multi (several models): pick the cheapest model whose predicted quality reaches `target`
   (else the best predicted), or maximise predicted quality - lambda x cost (RouterBench's form).
   Costs are the mean USD per call of each model in the training outcomes (recorded in the artifact).
@@ -104,9 +106,9 @@ class ClassifierRouter(ScoringRouter[ClassifierOptions]):
         rule = model.score_rule
         self.weak = self._names.get(rule["weak"], rule["weak"])
         self.strong = self._names.get(rule["strong"], rule["strong"])
-        if rule["rule"] == "gain":
+        if rule["rule"] in ("gain", "stack"):
             self._strong_head, self._weak_head = model.head_of[rule["strong"]], model.head_of[rule["weak"]]
-        elif rule["rule"] == "predicted-gain":
+        if rule["rule"] in ("predicted-gain", "stack"):
             self._gain_head = model.head_of[GAIN_HEAD]
 
     def use(self, model: Model, artifact: str, threshold: float) -> None:
@@ -184,6 +186,10 @@ class ClassifierRouter(ScoringRouter[ClassifierOptions]):
         if rule["rule"] == "predicted-gain":
             g = (1.0 + float(p[self._gain_head])) / 2.0
             return 0.0 if g < 0.0 else 1.0 if g > 1.0 else g
+        if rule["rule"] == "stack":
+            m, a = self.model, self.model.weight
+            return (a * m.rank_heads.one(float(p[self._strong_head]) - float(p[self._weak_head]))
+                    + (1.0 - a) * m.rank_gain.one(float(p[self._gain_head])))
         return float(self.model.pair_score(p))
 
     def scores(self, requests: Sequence[ChatRequest]) -> np.ndarray:
