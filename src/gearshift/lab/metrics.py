@@ -85,10 +85,10 @@ def apgr_points(share: np.ndarray, pgr_values: np.ndarray) -> np.ndarray | float
     """
     x = np.asarray(share, dtype=float)
     y = np.asarray(pgr_values, dtype=float)
-    area = np.sum((x[..., 1:] - x[..., :-1]) * (y[..., 1:] + y[..., :-1]) / 2, axis=-1)
-    span = x[..., -1] - x[..., 0]
+    # A curve without a gap (PGR NaN or infinite, see pgr) has no area: NaN, without numpy's warning.
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = area / span
+        area = np.sum((x[..., 1:] - x[..., :-1]) * (y[..., 1:] + y[..., :-1]) / 2, axis=-1)
+        out = area / (x[..., -1] - x[..., 0])
     return float(out) if np.ndim(out) == 0 else out
 
 
