@@ -92,8 +92,11 @@ def test_scheduled_recalibration_runs_in_one_replica(config_path: Path) -> None:
         send(a, prompts, "gearshift/rnd")
         settle(a)
         loops = [a.gateway.versions, b.gateway.versions]
+        # Runs made before the pairs were stored (while sending, on a slow machine) store nothing: wait for
+        # three runs after them.
+        settled = sum(v.recalibrations for v in loops)
         deadline = time.monotonic() + 20
-        while sum(v.recalibrations for v in loops) < 3 and time.monotonic() < deadline:
+        while sum(v.recalibrations for v in loops) < settled + 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         versions = a.gateway.store.router_versions("gearshift/rnd")
         runs = sorted(v.recalibrations for v in loops)
