@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gearshift.lab.ab import BOOTSTRAP_CELLS, Z95, ab_report
+from gearshift.lab.ab import BOOTSTRAP_CELLS, ab_report
+from gearshift.lab.bootstrap import Z95
 from gearshift.store.base import ABRows
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from gearshift.lab.bootstrap import Estimate, estimate
+from gearshift.lab.bootstrap import Estimate, estimate, normal_estimate
 from gearshift.store.base import ABRows
 from gearshift.store.view import SHADOW_GATE
 
@@ -66,11 +66,10 @@ def _values(rows: ABRows, feedback: Mapping[str, list[float]]) -> dict[str, np.n
             "gate_pass": gate_pass, "shadow_agreement": agreement, "feedback": scored}
 
 
-# The bootstrap of a mean resamples the values; drawn per distinct value (a multinomial over the values'
-# frequencies: the same distribution) when there are few, as with 0/1 signals; per value while values x
-# resamples stay under BOOTSTRAP_CELLS. Beyond that (thousands of distinct costs or latencies), the
-# interval is the normal one the bootstrap converges to: mean +- z * sd / sqrt(n), with no resamples.
-FEW_VALUES = 64
+# The bootstrap of a mean resamples the values: drawn as a multinomial over the distinct values'
+# frequencies (the same distribution; a 0/1 signal is two values), while distinct values x resamples stay
+# under BOOTSTRAP_CELLS. Beyond that (thousands of distinct costs or latencies), the interval is the
+# normal one the bootstrap converges to: mean +- z * sd / sqrt(n), with no resamples.
 BOOTSTRAP_CELLS = 2_000_000
 
 
@@ -87,10 +86,8 @@ class _Signal:
         if len(v) == 0:
             return cls(v, None)
         levels, counts = np.unique(v, return_counts=True)
-        if len(levels) <= FEW_VALUES:
+        if len(levels) * n <= BOOTSTRAP_CELLS:
             return cls(v, rng.multinomial(len(v), counts / len(v), size=n) @ levels / len(v))
-        if len(v) * n <= BOOTSTRAP_CELLS:
-            return cls(v, rng.multinomial(len(v), np.full(len(v), 1 / len(v)), size=n) @ v / len(v))
         return cls(v, None)
 
     @property
@@ -99,13 +96,7 @@ class _Signal:
 
     def estimate(self) -> Estimate:
         mean = float(self.values.mean())
-        if self.means is not None:
-            return estimate(mean, self.means)
-        half = Z95 * float(np.sqrt(self.variance_of_mean))
-        return Estimate(mean, mean - half, mean + half, 0.05, 0)
-
-
-Z95 = 1.959963984540054  # the normal's 97.5% quantile
+        return estimate(mean, self.means) if self.means is not None else normal_estimate(mean, self.variance_of_mean)
 
 
 def _difference(a: _Signal, b: _Signal) -> tuple[Estimate, float] | None:
@@ -118,8 +109,7 @@ def _difference(a: _Signal, b: _Signal) -> tuple[Estimate, float] | None:
     if a.means is not None and b.means is not None:
         est = estimate(diff, a.means - b.means)
     else:
-        half = Z95 * float(np.sqrt(a.variance_of_mean + b.variance_of_mean))
-        est = Estimate(diff, diff - half, diff + half, 0.05, 0)
+        est = normal_estimate(diff, a.variance_of_mean + b.variance_of_mean)
     if _constant(a.values) and _constant(b.values):
         p = 1.0 if np.isclose(a.values[0], b.values[0], rtol=1e-9, atol=0.0) else 0.0
     else:

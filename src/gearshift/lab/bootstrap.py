@@ -54,6 +54,15 @@ def estimate(value: float, samples: np.ndarray, alpha: float = 0.05) -> Estimate
     return Estimate(float(value), float(lo), float(hi), alpha, len(s))
 
 
+Z95 = 1.959963984540054  # the normal's 97.5% quantile
+
+
+def normal_estimate(value: float, variance: float) -> Estimate:
+    """The normal 95% interval around `value` (the bootstrap's limit on many varied values): no resamples."""
+    half = Z95 * float(np.sqrt(variance))
+    return Estimate(float(value), float(value) - half, float(value) + half, 0.05, 0)
+
+
 def resample_counts(n_rows: int, n_resamples: int, seed: int | np.random.Generator = 0,
                     chunk: int | None = None) -> Iterator[np.ndarray]:
     """Chunks of (c, n_rows) int counts: how often each row appears in each resample (rows sum to n_rows)."""
