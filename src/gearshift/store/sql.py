@@ -460,7 +460,9 @@ class SQLStore(TraceStore):
         delta = rollup.of_encoded(trows, crows)  # the facts encode computed, summed per hour
         trows, crows = self._clean(trows), self._clean(crows)
         with self._lock, self._transaction():
-            # A trace written again (its shadow pair arrived) takes back what its stored row added.
+            # A trace written again (its shadow pair arrived) takes back what its stored row added. Every id is
+            # looked up, not only revised traces: a batch sent again after a commit it could not confirm would
+            # otherwise be counted twice.
             again = self._stored_delta(delta, [r[0] for r in trows], -1)
             cur = self._connection().cursor()
             cur.executemany(self._sql(UPSERT_TRACE), trows)
