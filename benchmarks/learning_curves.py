@@ -25,7 +25,9 @@ held-out pairs. Rows:
   what `lab train --prior` and `lab retrain --prior` do.
 
 Cells: mean APGR over seeds (the held-out 95% bootstrap interval of seed 0 is printed under each
-table as its typical half-width). Then, per row, the least n at which every seed's router is
+table as its typical half-width). Under each table, the paired comparison of the default with the
+baseline: their APGR difference on the same resamples of the held-out pairs (mean over seeds), with
+its 95% interval: "better" or "worse" when the interval excludes 0, else "tie". Then, per row, the least n at which every seed's router is
 proven on the held-out pairs (`lab.proof.prove_scores`: floor 95% of GPT-4's quality at 95%
 confidence, APGR interval above random), the shadow dollars those n pairs cost (n x the mean
 strong-model cost per prompt of the stream: a shadow pair pays the strong model's answer), and
@@ -47,8 +49,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gearshift.lab import metrics
+from gearshift.lab.bootstrap import Estimate, estimate, resample_matrix
 from gearshift.lab.proof import prove_scores
-from gearshift.lab.replay import operating_point, sweep_scores
+from gearshift.lab.replay import ScoreOrder, operating_point, sweep_scores
 from gearshift.lab.signal import signal
 from gearshift.lab.train import TrainSettings, fit, model_of, pair_scores
 from gearshift.learned.artifact import Artifact
@@ -143,6 +146,9 @@ class Cell:
     savings: list[float] = field(default_factory=list)
     interval: tuple[float, float] | None = None
     weights: list[float] = field(default_factory=list)  # the default's weight of its logistic heads, per seed
+    # The APGR on each of the same resamples of the held-out pairs, per seed (default and baseline rows only):
+    # their difference is the paired comparison of the two learners.
+    boot: list[np.ndarray] = field(default_factory=list)
 
 
 def run_stream(st: Stream, sizes: tuple[int, ...], seeds: int, floor: float, n_boot: int) -> dict[str, dict[int, Cell]]:
@@ -153,6 +159,7 @@ def run_stream(st: Stream, sizes: tuple[int, ...], seeds: int, floor: float, n_b
     ns = sorted({min(n, len(st.pool)) for n in sizes} | {len(st.pool)})
     table: dict[str, dict[int, Cell]] = {r: {n: Cell() for n in ns} for r in ROWS}
     prior_scores = artifact_scorer(prior)(st.test)
+    counts = resample_matrix(len(st.test), n_boot, seed=0)  # one set of resamples: the comparison is paired
     for seed in range(seeds):
         order = np.random.default_rng(100 + seed).permutation(len(st.pool))
         for n in ns:
@@ -169,6 +176,9 @@ def run_stream(st: Stream, sizes: tuple[int, ...], seeds: int, floor: float, n_b
                     sc = artifact_scorer(a)(st.test)
                 cell = table[row][n]
                 cell.apgr.append(float(metrics.apgr(sweep_scores(sc, st.test, w, s))))
+                if row in PAIRED:
+                    cell.boot.append(np.asarray(metrics.apgr(ScoreOrder.from_scores(sc).curve(
+                        st.test, w, s, weights=counts)), dtype=float))
                 proof = prove_scores(sc, st.test, w, s, floor, min_pairs=0, n_boot=n_boot, seed=seed, held_out=HELD_OUT)
                 cell.proven.append(proof.ok)
                 if proof.ok and proof.threshold is not None:
@@ -183,6 +193,17 @@ def run_stream(st: Stream, sizes: tuple[int, ...], seeds: int, floor: float, n_b
 
 
 HELD_OUT = 0.3  # the proof keeps a part apart here, to price the proven threshold on pairs it was not fitted on
+
+
+PAIRED = ("default", "tfidf+ridge")
+
+
+def paired_difference(default: Cell, baseline: Cell) -> Estimate:
+    """The default's APGR minus the baseline's, mean over seeds, with the 95% interval of the same
+    resamples of the held-out pairs for both (the held-out set's noise, paired; seeds averaged)."""
+    diff = np.mean([d - b for d, b in zip(default.boot, baseline.boot, strict=True)], axis=0)
+    ok = diff[np.isfinite(diff)]
+    return estimate(float(np.mean(default.apgr) - np.mean(baseline.apgr)), ok)
 
 
 def _proof_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -222,6 +243,10 @@ def report(st: Stream, table: dict[str, dict[int, Cell]], out: Callable[[str], N
         out(f"{row}, seed 0 with its 95% interval: " + "; ".join(
             f"n={n} {table[row][n].apgr[0]:.3f} [{table[row][n].interval[0]:.3f}, {table[row][n].interval[1]:.3f}]"  # type: ignore[index]
             for n in ns if table[row][n].interval))
+    diffs = {n: paired_difference(table["default"][n], table["tfidf+ridge"][n]) for n in ns}
+    verdict = {n: "worse" if d.high < 0 else "better" if d.low > 0 else "tie" for n, d in diffs.items()}
+    out("default - tfidf+ridge, paired (same held-out resamples, mean over seeds), 95% interval: " + "; ".join(
+        f"n={n} {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}] {verdict[n]}" for n, d in diffs.items()))
     out("default's weight of the logistic heads (mean over seeds): " + "; ".join(
         f"n={n} {np.mean(table['default'][n].weights):.2f}" for n in ns))
 

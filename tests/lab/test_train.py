@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,15 @@ def test_the_learning_curve_benchmark_has_the_baseline_row(data_dir: Path) -> No
     lc.report(st, lc.run_stream(st, (60,), seeds=1, floor=0.9, n_boot=20), lambda line: print(line, file=out))
     rows = [line.split("|")[1].strip() for line in out.getvalue().splitlines() if line.startswith("| ")]
     assert rows[1:] == ["tfidf+ridge", "default", "logistic", "ridge", "prior only", "prior+warm"]
+    # The paired comparison: the default's APGR minus the baseline's (as in the table), its interval, a verdict.
+    cells = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in out.getvalue().splitlines()
+             if line.startswith("| ")}
+    paired = next(line for line in out.getvalue().splitlines() if line.startswith("default - tfidf+ridge, paired"))
+    m = re.search(r"n=60 ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\] (better|worse|tie)", paired)
+    assert m is not None, paired
+    value, low, high = (float(m.group(i)) for i in (1, 2, 3))
+    assert value == pytest.approx(float(cells["default"][:5]) - float(cells["tfidf+ridge"][:5]), abs=2e-3)
+    assert low <= high and m.group(4) == ("worse" if high < 0 else "better" if low > 0 else "tie")
 
 
 def test_the_default_stack_has_both_candidates_round_trips_and_serves(tmp_path: Path) -> None:
