@@ -10,7 +10,13 @@ request, against its chat completions; a bare aiohttp pass-through proxy (the fl
 gateway here, `aiohttp-pt`); and LiteLLM's proxy on the same upstream when it is installed (set
 LITELLM_BIN to its `litellm` command, or have `litellm` on PATH).
 
-    python benchmarks/overhead.py [--seconds 3] [--concurrency 1,16,64] [--workers 2] [--baseline-src DIR]
+`--rounds N` measures every target N times, interleaved (all targets once, then again), and prints
+each figure's median; each ratio is then the median of the N same-round ratios, with their range. This
+host is shared and its speed swings by tens of percent within a minute: a ratio of two rows measured
+seconds apart in one round is steadier than either row.
+
+    python benchmarks/overhead.py [--seconds 3] [--concurrency 1,16,64] [--rounds 1] [--workers 2]
+        [--baseline-src DIR]
 """
 
 from __future__ import annotations
@@ -185,6 +191,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--concurrency", default="1,16,64")
+    ap.add_argument("--rounds", type=int, default=1, help="measure every target this many times, interleaved; "
+                    "print medians, and ratios as the median of the same-round ratios with their range")
     ap.add_argument("--no-litellm", action="store_true")
     ap.add_argument("--workers", type=int, default=1, help="also run gearshift with this many worker processes")
     ap.add_argument("--baseline-src", default=None,
@@ -256,10 +264,12 @@ def main() -> None:
             except RuntimeError:
                 print("litellm proxy did not start; skipped", file=sys.stderr)
 
-        results: dict[tuple[str, int], dict[str, float]] = {}
-        for c in levels:
-            for name, url, pid, headers, model in targets:
-                results[(name, c)] = measure(name, url, pid, c, args.seconds, headers, model)
+        rounds: dict[tuple[str, int], list[dict[str, float]]] = {}
+        for _ in range(max(1, args.rounds)):
+            for c in levels:
+                for name, url, pid, headers, model in targets:
+                    rounds.setdefault((name, c), []).append(measure(name, url, pid, c, args.seconds, headers, model))
+        results = {key: {k: float(np.median([r[k] for r in rs])) for k in rs[0]} for key, rs in rounds.items()}
         mem = rss_mb(gateway.pid)
         stop(otel)  # its last spans are flushed as it stops
         procs.remove(otel)
@@ -280,18 +290,23 @@ def main() -> None:
             added50 = r["p50"] - d["p50"] if name != "direct" else 0.0
             added99 = r["p99"] - d["p99"] if name != "direct" else 0.0
             print(f"{name:<12} {c:>4} {r['rps']:>8.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {added50:>10.2f} "
-                  f"{added99:>10.2f} {r['cpu_ms']:>10.3f} {r['errors']:>6}")
+                  f"{added99:>10.2f} {r['cpu_ms']:>10.3f} {r['errors']:>6.0f}")
+    def ratio(a: str, b: str, c: int, key: str, digits: int = 2) -> str:
+        """Row a's figure over row b's: the median of the same-round ratios, with their range over rounds."""
+        r = [x[key] / y[key] for x, y in zip(rounds[(a, c)], rounds[(b, c)], strict=True)]
+        return f"{np.median(r):.{digits}f}x" + (f" [{min(r):.{digits}f}-{max(r):.{digits}f}]" if len(r) > 1 else "")
+
     names = [t[0] for t in targets]
     if "litellm" in names:
         for c in levels:
             g, lt = results[("gearshift", c)], results[("litellm", c)]
-            print(f"concurrency {c}: gearshift/litellm throughput ratio {g['rps'] / lt['rps']:.1f}x; "
+            print(f"concurrency {c}: gearshift/litellm throughput ratio {ratio('gearshift', 'litellm', c, 'rps', 1)}; "
                   f"added p50 gearshift {g['p50'] - results[('direct', c)]['p50']:.2f} ms vs litellm "
                   f"{lt['p50'] - results[('direct', c)]['p50']:.2f} ms")
     for c in levels:
         g, pt = results[("gearshift", c)], results[("aiohttp-pt", c)]
-        print(f"concurrency {c}: gearshift/aiohttp-pt throughput {g['rps'] / pt['rps']:.2f}x; CPU per request "
-              f"{g['cpu_ms']:.3f} ms vs {pt['cpu_ms']:.3f} ms ({g['cpu_ms'] / pt['cpu_ms']:.2f}x)")
+        print(f"concurrency {c}: gearshift/aiohttp-pt throughput {ratio('gearshift', 'aiohttp-pt', c, 'rps')}; CPU per "
+              f"request {g['cpu_ms']:.3f} ms vs {pt['cpu_ms']:.3f} ms ({ratio('gearshift', 'aiohttp-pt', c, 'cpu_ms')})")
     for c in levels:
         g = results[("gearshift", c)]
         for row, path in (("gs-messages", "/v1/messages"), ("gs-responses", "/v1/responses")):
@@ -301,17 +316,17 @@ def main() -> None:
     for c in levels:
         g, o = results[("gearshift", c)], results[("gs-otel", c)]
         print(f"concurrency {c}: OpenTelemetry on vs off: p50 {o['p50'] - g['p50']:+.2f} ms, p99 {o['p99'] - g['p99']:+.2f} "
-              f"ms, CPU per request {o['cpu_ms'] - g['cpu_ms']:+.3f} ms ({o['cpu_ms'] / g['cpu_ms']:.2f}x), "
-              f"throughput {o['rps'] / g['rps']:.2f}x")
+              f"ms, CPU per request {o['cpu_ms'] - g['cpu_ms']:+.3f} ms ({ratio('gs-otel', 'gearshift', c, 'cpu_ms')}), "
+              f"throughput {ratio('gs-otel', 'gearshift', c, 'rps')}")
     print(f"OpenTelemetry on: {exported['batches']} OTLP batches, {exported['bytes'] / 1e6:.1f} MB exported")
     if args.baseline_src:
         for c in levels:
             g, b = results[("gearshift", c)], results[("gs-baseline", c)]
             print(f"concurrency {c}: gearshift vs gs-baseline ({args.baseline_src}): p50 {g['p50'] - b['p50']:+.2f} ms, "
-                  f"CPU per request {g['cpu_ms'] - b['cpu_ms']:+.3f} ms ({g['cpu_ms'] / b['cpu_ms']:.2f}x), "
-                  f"throughput {g['rps'] / b['rps']:.2f}x")
+                  f"CPU per request {g['cpu_ms'] - b['cpu_ms']:+.3f} ms ({ratio('gearshift', 'gs-baseline', c, 'cpu_ms')}), "
+                  f"throughput {ratio('gearshift', 'gs-baseline', c, 'rps')}")
     for c in levels:
-        print(f"concurrency {c}: gearshift throughput is {results[('gearshift', c)]['rps'] / results[('direct', c)]['rps']:.2f}x direct")
+        print(f"concurrency {c}: gearshift throughput is {ratio('gearshift', 'direct', c, 'rps')} direct")
 
 
 if __name__ == "__main__":
