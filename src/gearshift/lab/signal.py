@@ -78,14 +78,17 @@ STOP_AFTER = 20
 
 
 def random_p_value(scores: np.ndarray, outcomes: Outcomes, weak: str, strong: str, n_perm: int = 10_000,
-                   seed: int = 0) -> float:
+                   seed: int = 0, groups: np.ndarray | None = None) -> float:
     """The chance that scores unrelated to the outcomes reach this APGR or more: a one-sided permutation test.
 
     APGR is linear in the strong model's per-prompt gains once the prompts are ranked by score (a prompt at
     descending mid-rank r weighs n - r + 1/2; ties share their weight, as the curve joins tied prompts), so
     each permutation of the gains over the ranks is one dot product. The p-value counts the observed
     ranking as one of the permutations, so it is valid at any level, for any n (no normal approximation). It
-    stops early once STOP_AFTER permutations reach the observed APGR (a sequential test, as valid)."""
+    stops early once STOP_AFTER permutations reach the observed APGR (a sequential test, as valid).
+
+    `groups`: permute the gains only among prompts of the same group (a cross-fit's folds: each fold's scores
+    come from its own model, and only within a fold are the gains exchangeable given those scores)."""
     from scipy.stats import rankdata  # only this test needs scipy
 
     s = np.asarray(scores, float)
@@ -102,7 +105,7 @@ def random_p_value(scores: np.ndarray, outcomes: Outcomes, weak: str, strong: st
     above = done = 0
     size = min(256, cap)
     while done < n_perm:
-        perms = rng.permuted(np.broadcast_to(gain, (min(size, n_perm - done), n)), axis=1)
+        perms = _permuted(rng, gain, min(size, n_perm - done), groups)
         hits = np.flatnonzero(perms @ weight >= observed - 1e-9 * abs(observed))
         if above + len(hits) >= STOP_AFTER:
             # Besag and Clifford's sequential test: stop at the STOP_AFTER-th permutation that reaches the
@@ -113,6 +116,17 @@ def random_p_value(scores: np.ndarray, outcomes: Outcomes, weak: str, strong: st
         done += len(perms)
         size = min(2 * size, cap)
     return (1 + above) / (1 + n_perm)
+
+
+def _permuted(rng: np.random.Generator, gain: np.ndarray, rows: int, groups: np.ndarray | None) -> np.ndarray:
+    """`rows` permutations of `gain`, each within `groups` when given."""
+    if groups is None:
+        return rng.permuted(np.broadcast_to(gain, (rows, len(gain))), axis=1)
+    perms = np.empty((rows, len(gain)))
+    for g in np.unique(groups):
+        at = np.flatnonzero(groups == g)
+        perms[:, at] = rng.permuted(np.broadcast_to(gain[at], (rows, len(at))), axis=1)
+    return perms
 
 
 __all__ = ["RANDOM_APGR", "Signal", "random_p_value", "signal"]
