@@ -143,25 +143,34 @@ CROSS_FIT_FOLDS = 5
 
 def prove_learner(router: ClassifierRouter, pairs: Outcomes, opts: ProofOptions, look: int | None = None,
                   share: float = 1.0, folds: int = CROSS_FIT_FOLDS, seed: int = 0) -> Proof:
-    """Prove the router's training procedure (lab.retrain's settings) on `pairs`: its out-of-fold scores from a
-    `folds`-fold cross-fit (lab.train.cross_fit_scores), judged by the proof's own test (lab.proof.prove_scores:
-    the floor's calibrated bound, the permutation test against random, permuting within folds) at check `look`
-    of a sequence holding `share` of alpha.
+    """Prove the router's training procedure (lab.retrain's settings) on `pairs` by a chained `folds`-fold
+    cross-fit (lab.train.cross_fit_scores: fold k scored by a model fitted on folds 0..k-1), judged by the
+    proof's own test (lab.proof.prove_scores: the floor's calibrated bound, the permutation test against random)
+    on the scored folds, at check `look` of a sequence holding `share` of alpha.
 
-    Every pair counts, where proving each refitted model on the pairs after its training waits for fresh pairs
-    at an ever smaller share of alpha. The threshold calibrated on the out-of-fold scores then serves the model
-    `refit` fits on all the pairs: the CV+ / jackknife+ argument (Barber, Candes, Ramdas, Tibshirani 2021,
-    "Predictive inference with the jackknife+"): out-of-fold residuals stand for the residuals of the full-data
-    fit on new prompts (each fold model saw (K-1)/K of the pairs, the full fit a little more, and a learner
-    stable in its data changes little between them), so the floor's bound carries over up to that stability;
-    the serving re-check (lab.proof.recheck) demotes the router on evidence if it did not."""
+    Every pair counts, where proving each refitted model on the pairs after its training waited for fresh pairs
+    at an ever smaller share of alpha. The test is stratified by fold (each fold ranked within itself, gains
+    permuted within folds), and chained so that it stays exact: with no signal, fold k's outcomes are
+    exchangeable given every earlier fold (its model saw none of them), so the folds' statistics combine as
+    independent ones. A plain cross-fit (each fold's model fitted on all the others) is not: each fold learns
+    the others' noise, and on placebo draws its test promoted at twice its level (benchmarks/crossfit_power.py).
+
+    The threshold calibrated on these out-of-fold scores then serves the model `refit` fits on all the pairs:
+    the CV+ / jackknife+ argument (Barber, Candes, Ramdas, Tibshirani 2021, "Predictive inference with the
+    jackknife+"): out-of-fold outcomes stand for the full-data fit's on new prompts, up to the learner's
+    stability; here the fold models saw fewer pairs than the full fit, which (on a learner whose score is a
+    rank, as the default stack's is) ranks at least as well at the same threshold. The serving re-check
+    (lab.proof.recheck) demotes it on evidence if it does not."""
     if len(pairs) < opts.min_pairs:
         return prove_scores(np.zeros(0), pairs, router.weak, router.strong, opts.floor, opts.min_pairs,
                             opts.confidence)
-    scores = cross_fit_scores(pairs, _settings(router), folds, seed)
-    return prove_scores(scores, pairs, router.weak, router.strong, opts.floor, opts.min_pairs, opts.confidence,
-                        seed=seed, look=look, signal_confidence=opts.signal_confidence if look is not None else None,
-                        share=share, groups=fold_of(len(pairs), folds, seed))
+    scores = cross_fit_scores(pairs, _settings(router), folds, seed, chained=True)
+    fold = fold_of(len(pairs), folds, seed)
+    at = np.flatnonzero(fold > 0)  # fold 0 only trains
+    return prove_scores(scores[at], pairs.subset(at), router.weak, router.strong, opts.floor, len(at),
+                        opts.confidence, seed=seed, look=look,
+                        signal_confidence=opts.signal_confidence if look is not None else None, share=share,
+                        groups=fold[at])
 
 
 def refit(config: Config, store: TraceStore, router: ClassifierRouter, pairs: Outcomes, proof: Proof,

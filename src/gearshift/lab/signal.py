@@ -87,8 +87,9 @@ def random_p_value(scores: np.ndarray, outcomes: Outcomes, weak: str, strong: st
     ranking as one of the permutations, so it is valid at any level, for any n (no normal approximation). It
     stops early once STOP_AFTER permutations reach the observed APGR (a sequential test, as valid).
 
-    `groups`: permute the gains only among prompts of the same group (a cross-fit's folds: each fold's scores
-    come from its own model, and only within a fold are the gains exchangeable given those scores)."""
+    `groups`: a stratified test, for scores from one model per group (a cross-fit's folds): each group's
+    prompts are ranked among themselves (APGR's weights within the group), the statistic is the sum over groups,
+    and the gains are permuted only within each group."""
     from scipy.stats import rankdata  # only this test needs scipy
 
     s = np.asarray(scores, float)
@@ -98,7 +99,14 @@ def random_p_value(scores: np.ndarray, outcomes: Outcomes, weak: str, strong: st
     n = len(gain)
     if n == 0 or not gain.sum() > 0:  # no pairs, or the strong model gains nothing: no PGR to beat
         return 1.0
-    weight = n - rankdata(-s) + 0.5  # rankdata: mid-ranks of the descending scores, 1-based
+    if groups is None:
+        weight = n - rankdata(-s) + 0.5  # rankdata: mid-ranks of the descending scores, 1-based
+    else:
+        groups = np.asarray(groups)
+        weight = np.zeros(n)
+        for g in np.unique(groups):
+            at = np.flatnonzero(groups == g)
+            weight[at] = len(at) - rankdata(-s[at]) + 0.5
     observed = float(gain @ weight)
     rng = np.random.default_rng(seed)
     cap = max(1, 2_000_000 // n)  # rows per batch: bounded memory

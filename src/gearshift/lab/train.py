@@ -452,17 +452,22 @@ def fold_of(n: int, folds: int, seed: int = 0) -> np.ndarray:
 
 
 def cross_fit_scores(outcomes: Outcomes, settings: TrainSettings, folds: int = 5, seed: int = 0, *,
-                     prior: art.Artifact | None = None, encoder: Encoder | None = None) -> np.ndarray:
-    """Each prompt's pair score from a model `fit` (with `settings`, `prior`) on the other folds: out-of-fold
-    scores, what the training procedure scores on prompts it did not see (fold_of(n, folds, seed) splits)."""
+                     chained: bool = False, prior: art.Artifact | None = None,
+                     encoder: Encoder | None = None) -> np.ndarray:
+    """Each prompt's pair score from a model `fit` (with `settings`, `prior`) on other folds (fold_of(n, folds,
+    seed) splits): out-of-fold scores, what the training procedure scores on prompts it did not see.
+
+    `chained`: fold k is scored by a model fitted on folds 0..k-1 only (fold 0, fitted on nothing, is NaN), so
+    each fold's scores depend on no later fold's outcomes: tests of the folds in turn are then independent under
+    "no signal" (see lab.retrain.prove_learner); a plain cross-fit's folds learn from each other's noise."""
     if folds < 2:
         raise ValueError(f"{folds} folds: a cross-fit needs at least 2")
     fold = fold_of(len(outcomes), folds, seed)
-    scores = np.zeros(len(outcomes))
-    for k in range(folds):
+    scores = np.full(len(outcomes), np.nan)
+    for k in range(1 if chained else 0, folds):
         test = np.flatnonzero(fold == k)
-        model = model_of(fit(outcomes.subset(np.flatnonzero(fold != k)), settings, prior=prior, encoder=encoder),
-                         encoder)
+        train = np.flatnonzero(fold < k) if chained else np.flatnonzero(fold != k)
+        model = model_of(fit(outcomes.subset(train), settings, prior=prior, encoder=encoder), encoder)
         scores[test] = pair_scores(model, outcomes.subset(test))
     return scores
 
