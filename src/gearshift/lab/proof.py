@@ -27,8 +27,8 @@ An observing router is checked again as its pairs grow: the k-th check needs mor
 1 - signal_confidence. A router that may be refitted (`proof.retrain`) makes two kinds of check at each look,
 and alpha is split between them, LEARNER_SHARE each (Bonferroni over two hypotheses, neither favoured: whether
 the configured model transfers to this traffic is as unknown as whether this traffic can teach the learner):
-its configured model on the pairs it never saw, and its training procedure (the learner) by a K-fold cross-fit
-on every pair so far (lab.retrain.prove_learner).
+its configured model on the pairs it never saw, and its training procedure (the learner) by a chained K-fold
+cross-fit on every pair so far (lab.retrain.prove_learner).
 """
 
 from __future__ import annotations
