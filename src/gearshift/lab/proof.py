@@ -152,9 +152,10 @@ def prove(pairs: Outcomes, router: ScoringRouter, floor: float, min_pairs: int =
 def prove_scores(scores: np.ndarray, pairs: Outcomes, weak: str, strong: str, floor: float, min_pairs: int = 500,
                  confidence: float = 0.95, held_out: float = 0.0, seed: int = 0, n_boot: int = 1000,
                  look: int | None = None, signal_confidence: float | None = None, share: float = 1.0,
-                 groups: np.ndarray | None = None) -> Proof:
+                 groups: np.ndarray | None = None, calibrate_on: tuple[np.ndarray, Outcomes] | None = None) -> Proof:
     """`prove` on a router's scores of `pairs` (for routers not built from a config, e.g. in benchmarks, and for
-    a learner's out-of-fold scores). `groups`: the permutation test permutes within them (a cross-fit's folds)."""
+    a learner's out-of-fold scores). `groups`: the permutation test is stratified by them (a cross-fit's folds);
+    `calibrate_on`: (scores, pairs) to calibrate the floor's threshold on instead (lab.retrain.prove_learner)."""
     n = len(pairs)
     asked = confidence
     sig_level = confidence if signal_confidence is None else signal_confidence
@@ -172,6 +173,8 @@ def prove_scores(scores: np.ndarray, pairs: Outcomes, weak: str, strong: str, fl
         rows_cal = rows_test = np.arange(n)
     cal, test = pairs.subset(rows_cal), pairs.subset(rows_test)
     cal_scores, test_scores = np.asarray(scores, float)[rows_cal], np.asarray(scores, float)[rows_test]
+    if calibrate_on is not None:
+        cal_scores, cal = np.asarray(calibrate_on[0], float), calibrate_on[1]
     c = calibrate_scores(cal_scores, cal, weak, strong, QualityFloor(floor),
                          alpha=1 - confidence, n_boot=n_boot, seed=seed)
     # "Beats random" is one-sided: the lower end of the two-sided interval at 1 - 2 alpha is the one-sided bound at

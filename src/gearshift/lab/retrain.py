@@ -143,34 +143,42 @@ CROSS_FIT_FOLDS = 5
 
 def prove_learner(router: ClassifierRouter, pairs: Outcomes, opts: ProofOptions, look: int | None = None,
                   share: float = 1.0, folds: int = CROSS_FIT_FOLDS, seed: int = 0) -> Proof:
-    """Prove the router's training procedure (lab.retrain's settings) on `pairs` by a chained `folds`-fold
-    cross-fit (lab.train.cross_fit_scores: fold k scored by a model fitted on folds 0..k-1), judged by the
-    proof's own test (lab.proof.prove_scores: the floor's calibrated bound, the permutation test against random)
-    on the scored folds, at check `look` of a sequence holding `share` of alpha.
+    """Prove the router's training procedure (lab.retrain's settings) on `pairs` by cross-fitting, with the
+    proof's own test (lab.proof.prove_scores: the permutation test against random, the floor's calibrated bound)
+    at check `look` of a sequence holding `share` of alpha.
 
     Every pair counts, where proving each refitted model on the pairs after its training waited for fresh pairs
-    at an ever smaller share of alpha. The test is stratified by fold (each fold ranked within itself, gains
-    permuted within folds), and chained so that it stays exact: with no signal, fold k's outcomes are
-    exchangeable given every earlier fold (its model saw none of them), so the folds' statistics combine as
-    independent ones. A plain cross-fit (each fold's model fitted on all the others) is not: each fold learns
-    the others' noise, and on placebo draws its test promoted at twice its level (benchmarks/crossfit_power.py).
+    at an ever smaller share of alpha.
 
-    The threshold calibrated on these out-of-fold scores then serves the model `refit` fits on all the pairs:
-    the CV+ / jackknife+ argument (Barber, Candes, Ramdas, Tibshirani 2021, "Predictive inference with the
-    jackknife+"): out-of-fold outcomes stand for the full-data fit's on new prompts, up to the learner's
-    stability; here the fold models saw fewer pairs than the full fit, which (on a learner whose score is a
-    rank, as the default stack's is) ranks at least as well at the same threshold. The serving re-check
-    (lab.proof.recheck) demotes it on evidence if it does not."""
+    The signal is tested on a chained `folds`-fold cross-fit (lab.train.cross_fit_scores: fold k scored by a
+    model fitted on folds 0..k-1; fold 0 only trains), stratified by fold (each fold ranked within itself, gains
+    permuted within folds). Chained, the test is exact: with no signal, fold k's outcomes are exchangeable given
+    every earlier fold (its model saw none of them), so the folds' statistics combine as independent ones. A
+    plain cross-fit (each fold's model fitted on all the others) is not: each fold learns the others' noise, and
+    on placebo draws its test promoted at twice its level (benchmarks/crossfit_power.py).
+
+    Once the signal is proven, the threshold is calibrated to the floor on the plain cross-fit's out-of-fold
+    scores (each fold scored by a model fitted on the other folds, (K-1)/K of the pairs), and serves the model
+    `refit` fits on all the pairs: the CV+ / jackknife+ argument (Barber, Candes, Ramdas, Tibshirani 2021,
+    "Predictive inference with the jackknife+"): leave-fold-out outcomes stand for the full-data fit's on new
+    prompts, up to the learner's stability. The serving re-check (lab.proof.recheck) demotes it on evidence if
+    they do not."""
     if len(pairs) < opts.min_pairs:
         return prove_scores(np.zeros(0), pairs, router.weak, router.strong, opts.floor, opts.min_pairs,
                             opts.confidence)
-    scores = cross_fit_scores(pairs, _settings(router), folds, seed, chained=True)
+    settings = _settings(router)
+    chained = cross_fit_scores(pairs, settings, folds, seed, chained=True)
     fold = fold_of(len(pairs), folds, seed)
     at = np.flatnonzero(fold > 0)  # fold 0 only trains
-    return prove_scores(scores[at], pairs.subset(at), router.weak, router.strong, opts.floor, len(at),
-                        opts.confidence, seed=seed, look=look,
-                        signal_confidence=opts.signal_confidence if look is not None else None, share=share,
-                        groups=fold[at])
+    args: dict[str, Any] = {"seed": seed, "look": look, "share": share, "groups": fold[at],
+                            "signal_confidence": opts.signal_confidence if look is not None else None}
+    proof = prove_scores(chained[at], pairs.subset(at), router.weak, router.strong, opts.floor, len(at),
+                         opts.confidence, **args)
+    if not proof.ok:
+        return proof
+    plain = cross_fit_scores(pairs, settings, folds, seed)
+    return prove_scores(chained[at], pairs.subset(at), router.weak, router.strong, opts.floor, len(at),
+                        opts.confidence, calibrate_on=(plain, pairs), **args)
 
 
 def refit(config: Config, store: TraceStore, router: ClassifierRouter, pairs: Outcomes, proof: Proof,
