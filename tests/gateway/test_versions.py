@@ -1,5 +1,5 @@
 """gateway/versions.VersionLoop: which proof check is due, and on which pairs, comes from the store alone; with
-`retrain`, a learner proven by cross-fit is refitted and serves, one without signal is not."""
+`retrain`, a learner proven by cross-fit is refitted and serves (one without signal: tests/sim/test_run.py)."""
 
 from __future__ import annotations
 
@@ -73,20 +73,5 @@ def test_a_learner_proven_by_cross_fit_is_refitted_and_serves_with_the_out_of_fo
         assert proof["cross_fit"] and proof["reason"].startswith("proven") and proof["signal_confidence"] == pytest.approx(look_confidence(0.99, 1, 0.5))
         # Tested on the 4 folds of 80 scored by models fitted on the folds before them (the first only trains).
         assert proof["p_value"] <= 1 - proof["signal_confidence"] and proof["pairs"] == 320
-    finally:
-        store.close()
-
-
-def test_a_learner_without_signal_is_not_refitted_and_its_check_is_not_repeated(
-        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
-    loop, router, store = _observing(tmp_path, "shuffled", auto_promote=True)
-    try:
-        for _ in range(2):  # the same look again: answered from the cache, no second cross-fit
-            asyncio.run(loop.check(router))
-            assert loop.checks == {"gearshift/smart": 2} and loop.retrainings == 0
-            assert router.mode == "observe" and router.state == "no_signal"
-            assert "; learner (cross-fit) no signal yet" in router.state_reason, router.state_reason
-        assert store.router_versions("gearshift/smart") == []
     finally:
         store.close()
