@@ -16,6 +16,10 @@ features (word 1-2 grams hashed to 2^14); 5 folds. Placebo: the draw's qualities
 Printed: the share of draws whose p-value is at or below each level (placebo: the false-promotion rate, at
 most the level if the test is valid; signal: the power), and the load.
 
+Measured (150 placebo draws of n = 300, load average 2-4 on 2 cores), share at p <= 10% / 5% / 2.5% / 1%:
+plain, pooled 15.3% / 10.0% / 6.7% / 4.7%; plain, in folds 18.0% / 9.3% / 6.0% / 4.7%; chained 9.3% / 3.3% /
+0.7% / 0.7% (at or below each level: the one the gateway uses).
+
     GEARSHIFT_DATA=../shared/datasets python benchmarks/crossfit_power.py [--draws 100] [--sizes 300]
 """
 
