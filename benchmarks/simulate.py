@@ -1,5 +1,6 @@
 """The lifecycle simulation on transfer streams: a classifier trained elsewhere starts in observe on a
-new stream, shadows, retrains on its pairs, proves itself and is promoted (or not), over 20 seeds.
+new stream, shadows, proves its learner by a cross-fit on its pairs (gateway proof with `retrain`), is refitted
+and promoted (or not), over 20 seeds.
 
 Streams (each model's recorded correctness is its quality; weak -> strong):
 - routellm/gsm8k with a prior trained on routellm/mmlu, and the reverse (Mixtral-8x7B -> GPT-4-1106);
@@ -42,7 +43,7 @@ import numpy as np
 from gearshift.lab.levels import cheapest_reaching
 from gearshift.lab.replay import sweep_scores
 from gearshift.lab.signal import signal
-from gearshift.lab.train import TrainSettings, fit, model_of, pair_scores
+from gearshift.lab.train import TrainSettings, cross_fit_scores, fit, model_of, pair_scores
 from gearshift.learned import artifact
 from gearshift.learned.features import FeatureSpec
 from gearshift.outcomes import datasets
@@ -140,13 +141,9 @@ def reference(stream: Outcomes) -> dict[str, Any]:
         cost, _ = cheapest_reaching(c.strong_share, c.quality, c.cost, FLOOR * q_strong)
         return 1.0 - float(cost) / c_strong
 
-    scores = pair_scores(model_of(fit(stream, TrainSettings(features=SPEC, weak="weak", strong="strong"))), stream)
-    folds = np.random.default_rng(0).permutation(len(stream)) % 2
-    cross = np.zeros(len(stream))
-    for f in (0, 1):
-        model = model_of(fit(stream.subset(np.flatnonzero(folds != f)),
-                             TrainSettings(features=SPEC, weak="weak", strong="strong")))
-        cross[folds == f] = pair_scores(model, stream.subset(np.flatnonzero(folds == f)))
+    settings = TrainSettings(features=SPEC, weak="weak", strong="strong")
+    scores = pair_scores(model_of(fit(stream, settings)), stream)
+    cross = cross_fit_scores(stream, settings, folds=2, seed=0)
     sig = signal(cross, stream, "weak", "strong")
     return {"savings_at_floor": at_floor(scores), "cross_fit_savings_at_floor": at_floor(cross),
             "signal": sig.to_json(), "has_signal": sig.has_signal}

@@ -1,4 +1,5 @@
-"""gateway/versions.VersionLoop: which proof check is due, and on which pairs, comes from the store alone."""
+"""gateway/versions.VersionLoop: which proof check is due, and on which pairs, comes from the store alone; with
+`retrain`, a learner proven by cross-fit is refitted and serves (one without signal: tests/sim/test_run.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from pathlib import Path
 import pytest
 
 from gearshift.gateway.versions import VersionLoop
-from gearshift.lab.proof import look_at
+from gearshift.lab.proof import look_at, look_confidence
+from gearshift.learned import artifact
 from gearshift.plan import build_routers
 from gearshift.routers.base import ScoringRouter
+from gearshift.routers.classifier import ClassifierRouter
+from gearshift.store.base import TraceStore
 from tests.support.pairs import stored_pairs
 
 
@@ -34,5 +38,40 @@ def test_a_restarted_loop_makes_the_same_check_on_the_same_pairs(tmp_path: Path,
         assert reasons[0] == reasons[1] and "against random" in reasons[0]
         if router.state == "proven":
             assert "check 4: 95% over every check" in reasons[0] and "on 338 pairs" in reasons[0]
+    finally:
+        store.close()
+
+
+def _observing(tmp_path: Path, labels: str, **proof: object) -> tuple[VersionLoop, ClassifierRouter, TraceStore]:
+    _, config, store = stored_pairs(tmp_path, labels, 0.5, mode="observe",
+                                    proof={"min_pairs": 400, "floor": 0.9, "every_hours": 1, "retrain": True, **proof})
+    loop = VersionLoop(config, build_routers(config), store)
+    router = loop.routers["gearshift/smart"]
+    assert isinstance(router, ClassifierRouter)
+    return loop, router, store
+
+
+def test_a_learner_proven_by_cross_fit_is_refitted_and_serves_with_the_out_of_fold_threshold(
+        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The configured model was trained on shuffled qualities (no signal); the 400 live pairs have signal: the
+    learner's chained 5-fold cross-fit proves it, and the model fitted on all 400 is stored serving and promoted."""
+    monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
+    loop, router, store = _observing(tmp_path, "prior-shuffled", auto_promote=True)
+    try:
+        asyncio.run(loop.check(router))
+        assert loop.retrainings == 1 and loop.checks == {"gearshift/smart": 2}  # its own check, then the learner's
+        assert router.mode == "serve" and router.artifact != router.configured_artifact, router.state_reason
+        assert router.state == "serving"
+        active = store.active_version("gearshift/smart")
+        assert active is not None
+        settings, proof = active["settings"], active["metrics"]["proof"]
+        assert settings["mode"] == "serve" and settings["artifact"] == router.artifact
+        assert router.threshold == settings["threshold"] == proof["threshold"]
+        stored = artifact.load(tmp_path / settings["artifact"])
+        assert stored.header["threshold"] == settings["threshold"] and stored.header["training"]["prompts"] == 400
+        # The first check of the learner holds half of alpha (lab.proof.LEARNER_SHARE).
+        assert proof["cross_fit"] and proof["reason"].startswith("proven") and proof["signal_confidence"] == pytest.approx(look_confidence(0.99, 1, 0.5))
+        # Tested on the 4 folds of 80 scored by models fitted on the folds before them (the first only trains).
+        assert proof["p_value"] <= 1 - proof["signal_confidence"] and proof["pairs"] == 320
     finally:
         store.close()

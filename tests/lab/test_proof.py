@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gearshift.lab.proof import look_at, look_confidence, looks_due, prove, prove_scores
+from gearshift.lab.proof import LEARNER_SHARE, look_at, look_confidence, looks_due, prove, prove_scores
 from gearshift.outcomes.datasets import ROUTELLM_STRONG as S
 from gearshift.outcomes.datasets import ROUTELLM_WEAK as W
 from gearshift.outcomes.datasets import load
 from gearshift.request import ChatRequest
-from gearshift.routers.base import Options, ScoringRouter
+from gearshift.routers.base import Options, ProofOptions, ScoringRouter
 
 
 class Table(ScoringRouter[Options]):
@@ -114,11 +114,16 @@ def test_a_weak_score_proven_by_one_check_is_not_proven_by_a_tenth(pairs) -> Non
     assert first.ok and "97.50% confidence (check 1: 95% over every check)" in first.reason
 
 
-def test_checks_of_every_model_together_err_at_most_alpha() -> None:
-    rates = [1 - look_confidence(0.99, k, j) for k in range(1, 300) for j in range(1, 300)]
-    assert sum(rates) < 0.01 and 1 - look_confidence(0.99, 1, 1) == pytest.approx(0.01 * 6 / np.pi ** 2 / 2)
-    assert 1 - look_confidence(0.99, 1, 2) == pytest.approx(0.01 * 6 / (2 * np.pi) ** 2 / 2)
-    with pytest.raises(ValueError, match="count from 1"):
+def test_a_retraining_router_splits_alpha_half_and_half_between_its_model_and_its_learner() -> None:
+    """What the docs say: with `retrain`, the configured model's checks and the learner's cross-fit checks each
+    hold LEARNER_SHARE = half of alpha; check k of either errs at alpha / 2 / (k (k+1)), all together <= alpha."""
+    assert LEARNER_SHARE == 0.5
+    assert "half" in ProofOptions.model_fields["retrain"].description  # type: ignore[operator]
+    shares = (1 - LEARNER_SHARE, LEARNER_SHARE)
+    rates = [1 - look_confidence(0.99, k, s) for k in range(1, 10_001) for s in shares]
+    assert sum(rates) < 0.01 and 1 - look_confidence(0.99, 1, 0.5) == pytest.approx(0.01 / 2 / 2)
+    assert 1 - look_confidence(0.99, 3, 0.5) == pytest.approx(0.01 / 2 / 12)
+    with pytest.raises(ValueError, match="share is in"):
         look_confidence(0.99, 1, 0)
 
 

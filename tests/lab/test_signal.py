@@ -228,3 +228,21 @@ def test_the_permutation_test_stops_early_when_the_ranking_has_no_signal(data_di
     p = random_p_value(np.random.default_rng(1).random(300), o, W, S, n_perm=10_000, seed=1)
     drawn = STOP_AFTER / p  # the sequential p-value: STOP_AFTER over the permutations it drew
     assert p > 0.05 and drawn == pytest.approx(round(drawn)) and drawn < 1_000
+
+
+def test_the_stratified_test_ranks_each_group_within_itself_and_permutes_within_it(data_dir: Path) -> None:
+    """Scores from one model per fold (a cross-fit's), each on a scale of its own: only ranks within a fold count."""
+    o = gsm8k(200)
+    gain = o.quality[:, o.index(S)] - o.quality[:, o.index(W)]
+    groups = np.arange(200) % 2
+    scores = gain + np.random.default_rng(1).normal(0, 2.0, 200)
+    shifted = scores - 100.0 * groups  # fold 1's model on another scale: every score below fold 0's
+    p = random_p_value(scores, o, W, S, n_perm=2000, seed=2, groups=groups)
+    assert p < 0.01 and random_p_value(shifted, o, W, S, n_perm=2000, seed=2, groups=groups) == p
+    assert random_p_value(shifted, o, W, S, n_perm=2000, seed=2) != p  # pooled ranks read the scales
+    one = np.zeros(200, int)  # a single group is the plain test
+    assert random_p_value(scores, o, W, S, n_perm=500, seed=3, groups=one) == random_p_value(scores, o, W, S,
+                                                                                              n_perm=500, seed=3)
+    ps = [random_p_value(np.random.default_rng(s).random(200), o, W, S, n_perm=500, seed=s, groups=groups)
+          for s in range(10)]
+    assert sum(p <= 0.05 for p in ps) <= 2 and max(ps) > 0.5

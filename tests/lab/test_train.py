@@ -21,7 +21,9 @@ from gearshift.lab.train import (
     STACK_MIN_PAIRS,
     STACK_SHRINK,
     TrainSettings,
+    cross_fit_scores,
     fit,
+    fold_of,
     model_of,
     pair_scores,
     prior_weight,
@@ -60,6 +62,22 @@ def cue_table(n: int, cues: tuple[str, ...], seed: int) -> Outcomes:
 
 def score(model: Model, text: str) -> float:
     return float(model.pair_score(model.predict(ChatRequest(body={"messages": [{"role": "user", "content": text}]}))))
+
+
+def test_cross_fit_scores_each_prompt_by_a_model_fitted_on_the_other_folds() -> None:
+    o = cue_table(60, ("alpha",), seed=4)
+    s = TrainSettings(learner="ridge")
+    scores = cross_fit_scores(o, s, folds=3, seed=5)
+    fold = fold_of(60, 3, seed=5)
+    assert sorted(np.bincount(fold)) == [20, 20, 20]
+    held = np.flatnonzero(fold == 1)
+    alone = pair_scores(model_of(fit(o.subset(np.flatnonzero(fold != 1)), s)), o.subset(held))
+    assert np.allclose(scores[held], alone)
+    # The cue is learned from the other folds: prompts holding it score above the rest, out of fold.
+    gain = o.quality[:, 1] - o.quality[:, 0]
+    assert scores[gain > 0].mean() > scores[gain == 0].mean()
+    with pytest.raises(ValueError, match="at least 2"):
+        cross_fit_scores(o, s, folds=1)
 
 
 def test_the_ridge_learner_is_one_gain_head_that_round_trips_and_serves(tmp_path: Path) -> None:

@@ -92,13 +92,13 @@ def test_a_router_with_signal_is_promoted_and_its_costs_add_up(stream: Outcomes,
 def test_without_signal_nothing_is_promoted_and_the_safe_model_serves_everything(
         stream: Outcomes, prior: Path, tmp_path: Path) -> None:
     shuffled = _shuffled(stream)
-    sim = simulate(_config(prior), shuffled, base_dir=tmp_path, seeds=[0, 1], per_hour=PER_HOUR)
+    sim = simulate(_config(prior), shuffled, base_dir=tmp_path, seeds=[0], per_hour=PER_HOUR)
     for run in sim.runs:
         assert run.promotions == [] and not run.own.any() and run.strong_served.all()
         assert run.serving.sum() == pytest.approx(run.strong.sum()) and run.savings() == pytest.approx(0.0)
         assert run.quality_share() == pytest.approx(1.0)
-        # The prior failed its proof on 150 pairs and was refitted on them; no refit earned promotion.
-        assert [e.kind for e in run.events][:1] == ["retrained"]
+        # The prior failed its proof on 150 pairs, and so did its learner's cross-fit: nothing was refitted.
+        assert run.events == []
         # Checked at 150 pairs, then only when a model's pairs had grown by half: fewer checks than hours.
         assert run.checks and run.checks[0] >= 150 and len(run.checks) < int(run.hours[-1])
     assert sim.coverage == 1.0 and sim.summary()["promoted_runs"] == 0

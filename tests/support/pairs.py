@@ -70,11 +70,14 @@ def pair_trace(router: str, prompt: str, q_weak: float, q_strong: float) -> Trac
 
 def stored_pairs(tmp_path: Path, labels: str, threshold: float, **router: object):  # type: ignore[no-untyped-def]
     """A gateway config whose classifier is trained on 600 GSM8K prompts and a store holding 400 scored
-    pairs of other GSM8K prompts; labels 'shuffled' shuffles both the training and the live qualities."""
+    pairs of other GSM8K prompts; labels 'shuffled' shuffles both the training and the live qualities,
+    'prior-shuffled' the training ones only (a configured model without signal on traffic that has some)."""
     o = gsm8k(1000, seed=2)
     train, live = o.subset(np.arange(600)), o.subset(np.arange(600, 1000))
+    if labels in ("shuffled", "prior-shuffled"):
+        train = shuffled(train)
     if labels == "shuffled":
-        train, live = shuffled(train), shuffled(live, seed=3)
+        live = shuffled(live, seed=3)
     artifact.save(fit(train, TrainSettings()), tmp_path / "router.json")
     path = replay_config_file(tmp_path, {"gearshift/smart": {"kind": "classifier", "artifact": "router.json",
                                                              "threshold": threshold, **router}})

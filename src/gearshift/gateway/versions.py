@@ -31,15 +31,17 @@ class VersionLoop:
         self.last_proof: dict[str, float] = {}
         self.proven: dict[str, int] = {}  # router -> the proven version stored while it observes
         self.demotions = 0
-        self.retrainings = 0
+        self.retrainings = 0  # learners proven by cross-fit and refitted
         # router -> when this process saw it start serving its own decisions: its re-checks read the pairs
         # since then, so each judges the traffic it served, not the evidence that promoted it again.
         self.serving_since: dict[str, float] = {}
-        self.retry: dict[str, int] = {}  # router -> pairs its served model must have unseen before another refit
         # Proof checks made by this process (a figure for the simulation; the look each check is at is derived
         # from the pairs, never from this count: lab.proof.looks_due).
         self.checks: dict[str, int] = {}
-        self.checked: dict[str, tuple[int | None, int]] = {}  # router -> (model, look) last checked: a cache only
+        # Caches only (the same look reads the same pairs, so gives the same answer): router -> (look, proven,
+        # state, reason) of its own model's last check, and (look, reason, version stored or None) of its learner's.
+        self.checked: dict[str, tuple[int, bool, str, str]] = {}
+        self.learner_checked: dict[str, tuple[int, str, int | None]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -115,7 +117,6 @@ class VersionLoop:
 
     async def check(self, r: ScoringRouter[Any]) -> None:
         """Prove `r` on its shadow pairs and act on the result."""
-        from gearshift.lab.proof import prove
         from gearshift.lab.recalibrate import collect_pairs, trained_until
 
         opts = r.proof
@@ -130,55 +131,123 @@ class VersionLoop:
             if r.mode == "observe":
                 r.state, r.state_reason = "observing", f"observing: 0/{opts.min_pairs} pairs"
             return
+        r.pairs = len(pairs)
+        if r.mode == "serve":
+            await self._recheck(r, pairs)
+            return
+        # With `retrain`, alpha is split (lab.proof.LEARNER_SHARE): the configured model's checks hold one part,
+        # the learner's cross-fit checks the other. A refitted model observing again (demoted) has no checks of
+        # its own: the learner's, on every pair, speak for the procedure that made it.
+        from gearshift.lab.proof import LEARNER_SHARE, look_at, looks_due
+
+        learner = opts.retrain and self._refits(r)
+        own = not learner or getattr(r, "artifact", None) == getattr(r, "configured_artifact", None)
+        if own and await self._prove_own(r, pairs, since, 1 - LEARNER_SHARE if learner else 1.0):
+            return
+        if not own:
+            r.state = "observing" if r.pairs < opts.min_pairs else "no_signal"
+            r.state_reason = f"observing a refitted model: {r.pairs} pairs since its training"
+        if learner and await self._prove_learner(r, LEARNER_SHARE):
+            return
+        if r.pairs >= opts.min_pairs:
+            after = look_at(opts.min_pairs, opts.look_growth, looks_due(r.pairs, opts.min_pairs, opts.look_growth) + 1)
+            r.state_reason += f"; next check at {after} pairs"
+
+    async def _prove_own(self, r: ScoringRouter[Any], pairs: Any, since: float | None, share: float) -> bool:
+        """Check the router's own model at the look its pairs are due for (holding `share` of alpha); whether
+        it is proven."""
+        from gearshift.lab.proof import look_at, looks_due, prove
+        from gearshift.lab.recalibrate import collect_pairs
+
+        opts = r.proof
         # An observing router is tested again and again: each check needs more confidence, so that all of them
         # together promote a router without signal at most at 1 - signal_confidence (lab.proof.look_confidence).
         # Check k of a model reads its first min_pairs * look_growth^(k-1) unseen pairs (in arrival order): the
         # number of checks grows like log(pairs), and which check is due, on which pairs, is derived from the
         # store alone, so a restarted gateway or another replica makes the same check, never a new one. A serving
         # router's re-check is one test: failing it by chance only demotes, the safe direction.
-        look = model = None
-        if r.mode == "observe" and len(pairs) >= opts.min_pairs:
-            from gearshift.lab.proof import look_at, looks_due
-
+        look = None
+        if len(pairs) >= opts.min_pairs:
             look = looks_due(len(pairs), opts.min_pairs, opts.look_growth)
-            # Alpha is shared among a router's models only when it is refitted (it may then have several).
-            model = await asyncio.to_thread(self._model_index, r) if opts.retrain else None
-            if self.checked.get(r.name) == (model, look):  # this look's result is known: same pairs, same answer
-                r.pairs = len(pairs)
-                r.state_reason = f"{r.state_reason.split('; next check')[0]}; next check at " \
-                                 f"{look_at(opts.min_pairs, opts.look_growth, look + 1)} pairs"
-                return
-            self.checked[r.name] = (model, look)
+            known = self.checked.get(r.name)
+            if known is not None and known[0] == look:  # this look's result is known: same pairs, same answer
+                if not known[1]:
+                    r.state, r.state_reason = known[2], known[3]
+                return known[1]
             self.checks[r.name] = self.checks.get(r.name, 0) + 1
-        unseen = r.pairs = len(pairs)
-        if r.mode == "serve":
-            await self._recheck(r, pairs)
-            return
-        if look is not None and look_at(opts.min_pairs, opts.look_growth, look) < len(pairs):
-            pairs, _ = await asyncio.to_thread(collect_pairs, self.store, r, since,
-                                               look_at(opts.min_pairs, opts.look_growth, look))
+            if look_at(opts.min_pairs, opts.look_growth, look) < len(pairs):
+                pairs, _ = await asyncio.to_thread(collect_pairs, self.store, r, since,
+                                                   look_at(opts.min_pairs, opts.look_growth, look))
         proof = await asyncio.to_thread(prove, pairs, r, opts.floor, opts.min_pairs, opts.confidence, look=look,
                                         signal_confidence=opts.signal_confidence if look is not None else None,
-                                        model=model)
+                                        share=share)
+        if look is not None:
+            self.checked[r.name] = (look, proof.ok, proof.state, proof.reason)
         if not proof.ok:
             r.state, r.state_reason = proof.state, proof.reason
             self.proven.pop(r.name, None)
-            # Refitted once per `min_pairs` new pairs: a refit that found no signal waits for more data.
-            if opts.retrain and proof.state != "observing" and unseen >= self.retry.get(r.name, 0):
-                await self._retrain(r, unseen)
-            return
+            return False
         if r.name not in self.proven:
             assert proof.threshold is not None
             self.proven[r.name] = await asyncio.to_thread(self._store, r, proof.threshold, "serve", proof.metrics(),
                                                           opts.auto_promote)
             log.warning("router %s: proven, version %d stored%s: %s", r.name, self.proven[r.name],
                         " and promoted" if opts.auto_promote else "", proof.reason)
-        version = self.proven[r.name]
+        await self._proven(r, proof.reason, self.proven[r.name])
+        return True
+
+    async def _prove_learner(self, r: ScoringRouter[Any], share: float) -> bool:
+        """Check the router's training procedure (holding `share` of alpha) by a cross-fit on the first pairs
+        due at this look, counted from the start whatever model it observes with (lab.retrain.prove_learner);
+        when proven, fit it on them and store the model as a serving version. Whether it is proven."""
+        from gearshift.lab.proof import look_at, looks_due
+        from gearshift.lab.recalibrate import collect_pairs
+        from gearshift.lab.retrain import prove_learner, refit
+        from gearshift.routers.classifier import ClassifierRouter
+
+        assert isinstance(r, ClassifierRouter)
+        opts = r.proof
+        pairs, _ = await asyncio.to_thread(collect_pairs, self.store, r, None)
+        look = looks_due(len(pairs), opts.min_pairs, opts.look_growth)
+        if look == 0:
+            return False
+        known = self.learner_checked.get(r.name)
+        if known is None or known[0] != look:
+            self.checks[r.name] = self.checks.get(r.name, 0) + 1
+            if look_at(opts.min_pairs, opts.look_growth, look) < len(pairs):
+                pairs, _ = await asyncio.to_thread(collect_pairs, self.store, r, None,
+                                                   look_at(opts.min_pairs, opts.look_growth, look))
+            proof = await asyncio.to_thread(prove_learner, r, pairs, opts, look, share)
+            version = None
+            if proof.ok:
+                version = await asyncio.to_thread(refit, self.config, self.store, r, pairs, proof, opts.auto_promote,
+                                                  now=self.clock())
+                self.retrainings += 1
+                log.warning("router %s: learner proven by cross-fit, refitted on %d pairs, version %d stored%s: %s",
+                            r.name, len(pairs), version, " and promoted" if opts.auto_promote else "", proof.reason)
+            known = self.learner_checked[r.name] = (look, f"learner (cross-fit) {proof.reason}", version)
+        _, reason, version = known
+        if version is None:
+            r.state_reason = f"{r.state_reason}; {reason}" if r.state_reason else reason
+            return False
+        self.proven[r.name] = version
+        await self._proven(r, reason, version)
+        return True
+
+    async def _proven(self, r: ScoringRouter[Any], reason: str, version: int) -> None:
+        opts = r.proof
         r.state = "proven"
-        r.state_reason = f"{proof.reason}; version {version} " + (
+        r.state_reason = f"{reason}; version {version} " + (
             "promoted" if opts.auto_promote else f"waiting: `gearshift routers promote {r.name} {version}`")
         if opts.auto_promote:
             await self.poll()  # serve it now, not at the next poll
+
+    @staticmethod
+    def _refits(r: ScoringRouter[Any]) -> bool:
+        """Whether the gateway can refit `r` on its pairs (a classifier without an encoder)."""
+        from gearshift.routers.classifier import ClassifierRouter
+
+        return isinstance(r, ClassifierRouter) and r.model.featurizer.encoder is None
 
     async def _recheck(self, r: ScoringRouter[Any], pairs: Any) -> None:
         """Re-check a serving router on the pairs since it began serving; demote it on evidence that its proof
@@ -205,42 +274,6 @@ class VersionLoop:
         r.state, r.state_reason = "observing", f"demoted (version {version}): {why}"
         log.warning("router %s: DEMOTED to observe, serving safe model %s (version %d): %s", r.name, r.safe,
                     version, why)
-
-    async def _retrain(self, r: ScoringRouter[Any], unseen: int) -> None:
-        """A classifier whose proof failed on enough pairs is refitted on all of them (lab.retrain); the new
-        model, still observing, must then prove itself on the pairs that come after."""
-        from gearshift.lab.retrain import retrain
-        from gearshift.routers.classifier import ClassifierRouter
-
-        if not isinstance(r, ClassifierRouter) or r.model.featurizer.encoder is not None:
-            return
-        opts = r.proof
-        try:
-            result = await asyncio.to_thread(retrain, self.config, self.store, r.name, opts.floor, None,
-                                             opts.min_pairs, 0.3, "gateway proof check (retrain)", True,
-                                             1 - opts.confidence, 0, self.clock())
-        except (ValueError, TypeError) as e:
-            log.warning("retraining of %s skipped: %s", r.name, e)
-            return
-        self.retrainings += 1
-        self.retry[r.name] = 0 if result.promoted else unseen + opts.min_pairs
-        log.warning("router %s: retrained on %d pairs, version %d%s", r.name, result.pairs, result.version,
-                    f" ({result.refused})" if result.refused else " (observing until proven on new pairs)")
-        if result.promoted:
-            await self.poll()
-
-    def _model_index(self, r: ScoringRouter[Any]) -> int:
-        """Which of the router's models it observes with: 1 for the configured one, then each retrained artifact
-        in the order its versions were stored (from the store, so every process counts alike)."""
-        artifact = getattr(r, "artifact", None)
-        if artifact is None or artifact == getattr(r, "configured_artifact", None):
-            return 1
-        seen: list[str] = []
-        for v in self.store.router_versions(r.name):
-            a = (v.get("settings") or {}).get("artifact")
-            if a and a != r.configured_artifact and a not in seen:  # type: ignore[attr-defined]
-                seen.append(a)
-        return seen.index(artifact) + 2 if artifact in seen else len(seen) + 2
 
     def _store(self, r: ScoringRouter[Any], threshold: float, mode: str, proof: dict[str, Any], promote: bool) -> int:
         from gearshift.routers.classifier import ClassifierRouter

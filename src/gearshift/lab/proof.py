@@ -22,9 +22,13 @@ Three conditions, all on the router's pairs:
 A serving router is re-checked on the pairs since it began serving, and demoted only on evidence against its
 proof (`recheck`: the floor broken, or APGR at or below random); "no signal yet" there is not a failure.
 
-An observing router is checked again as its pairs grow: the k-th check of its j-th model needs more
-confidence (look_confidence), so that all checks of all its models together promote a router without
-signal at most at 1 - signal_confidence.
+An observing router is checked again as its pairs grow: the k-th check needs more confidence
+(look_confidence), so that all its checks together promote a router without signal at most at
+1 - signal_confidence. A router that may be refitted (`proof.retrain`) makes two kinds of check at each look,
+and alpha is split between them, LEARNER_SHARE each (Bonferroni over two hypotheses, neither favoured: whether
+the configured model transfers to this traffic is as unknown as whether this traffic can teach the learner):
+its configured model on the pairs it never saw, and its training procedure (the learner) by a chained K-fold
+cross-fit on every pair so far (lab.retrain.prove_learner).
 """
 
 from __future__ import annotations
@@ -97,17 +101,21 @@ class Proof:
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
 
 
-def look_confidence(confidence: float, look: int, model: int | None = None) -> float:
-    """The confidence of check k = `look`: it may err at alpha / (k (k+1)); of a router's j-th `model`, when it
-    may have several (it is retrained), at alpha 6/(pi j)^2 / (k (k+1)).
+# The share of a retraining router's alpha its learner's cross-fit checks hold; its configured model's checks
+# hold the rest (see the module's docstring).
+LEARNER_SHARE = 0.5
 
-    A gateway checks an observing router again as its pairs grow, and refits it when a check fails: each
-    check is a test that can pass by chance, so at the plain rate a router with no signal is promoted sooner
-    or later. These rates add up to alpha over every look of every model, so together they err at most at
-    alpha; a retrained router's first model (the one configured) keeps 61% of it."""
-    if look < 1 or (model is not None and model < 1):
-        raise ValueError(f"look {look}, model {model}: looks and models count from 1")
-    share = 1.0 if model is None else 6 / (math.pi * model) ** 2
+
+def look_confidence(confidence: float, look: int, share: float = 1.0) -> float:
+    """The confidence of check k = `look` of a sequence of checks holding `share` of alpha: it may err at
+    share * alpha / (k (k+1)).
+
+    A gateway checks an observing router again as its pairs grow: each check is a test that can pass by
+    chance, so at the plain rate a router with no signal is promoted sooner or later. These rates add up to
+    share * alpha over every look, so the sequences of a router (its configured model's, its learner's: shares
+    adding up to 1) together err at most at alpha."""
+    if look < 1 or not 0 < share <= 1:
+        raise ValueError(f"look {look}, share {share}: looks count from 1, a share is in (0, 1]")
     return 1 - (1 - confidence) * share / (look * (look + 1))
 
 
@@ -129,28 +137,31 @@ def looks_due(pairs: int, min_pairs: int, growth: float) -> int:
 
 def prove(pairs: Outcomes, router: ScoringRouter, floor: float, min_pairs: int = 500, confidence: float = 0.95,
           held_out: float = 0.0, seed: int = 0, n_boot: int = 1000, look: int | None = None,
-          signal_confidence: float | None = None, model: int | None = None) -> Proof:
+          signal_confidence: float | None = None, share: float = 1.0) -> Proof:
     """Whether `router`'s scores on `pairs` (weak and strong answers both scored) earn it the right to serve.
 
-    `look`, `model`: which check of which of this router's models this is (1, 2, ...), for the confidence
-    each one needs (look_confidence); `look` None for a single check, `model` None for a router never refitted. `signal_confidence`: the level of
-    the test against random (default `confidence`)."""
+    `look`: which check this is (1, 2, ...), for the confidence each one needs (look_confidence), of a
+    sequence holding `share` of alpha; None for a single check. `signal_confidence`: the level of the test
+    against random (default `confidence`)."""
     if len(pairs) < min_pairs:
         return prove_scores(np.zeros(0), pairs, router.weak, router.strong, floor, min_pairs, confidence)
     return prove_scores(router_scores(router, pairs), pairs, router.weak, router.strong, floor, min_pairs,
-                        confidence, held_out, seed, n_boot, look, signal_confidence, model)
+                        confidence, held_out, seed, n_boot, look, signal_confidence, share)
 
 
 def prove_scores(scores: np.ndarray, pairs: Outcomes, weak: str, strong: str, floor: float, min_pairs: int = 500,
                  confidence: float = 0.95, held_out: float = 0.0, seed: int = 0, n_boot: int = 1000,
-                 look: int | None = None, signal_confidence: float | None = None, model: int | None = None) -> Proof:
-    """`prove` on a router's scores of `pairs` (for routers not built from a config, e.g. in benchmarks)."""
+                 look: int | None = None, signal_confidence: float | None = None, share: float = 1.0,
+                 groups: np.ndarray | None = None, calibrate_on: tuple[np.ndarray, Outcomes] | None = None) -> Proof:
+    """`prove` on a router's scores of `pairs` (for routers not built from a config, e.g. in benchmarks, and for
+    a learner's out-of-fold scores). `groups`: the permutation test is stratified by them (a cross-fit's folds);
+    `calibrate_on`: (scores, pairs) to calibrate the floor's threshold on instead (lab.retrain.prove_learner)."""
     n = len(pairs)
     asked = confidence
     sig_level = confidence if signal_confidence is None else signal_confidence
     if look is not None:
-        confidence = look_confidence(confidence, look, model)
-        sig_level = look_confidence(sig_level, look, model)
+        confidence = look_confidence(confidence, look, share)
+        sig_level = look_confidence(sig_level, look, share)
     lower = pairs.pair_estimate is not None and pairs.pair_estimate.lower_bound
     base: dict[str, Any] = {"pairs": n, "min_pairs": min_pairs, "floor": floor, "confidence": confidence,
                             "lower_bound": lower}
@@ -162,6 +173,8 @@ def prove_scores(scores: np.ndarray, pairs: Outcomes, weak: str, strong: str, fl
         rows_cal = rows_test = np.arange(n)
     cal, test = pairs.subset(rows_cal), pairs.subset(rows_test)
     cal_scores, test_scores = np.asarray(scores, float)[rows_cal], np.asarray(scores, float)[rows_test]
+    if calibrate_on is not None:
+        cal_scores, cal = np.asarray(calibrate_on[0], float), calibrate_on[1]
     c = calibrate_scores(cal_scores, cal, weak, strong, QualityFloor(floor),
                          alpha=1 - confidence, n_boot=n_boot, seed=seed)
     # "Beats random" is one-sided: the lower end of the two-sided interval at 1 - 2 alpha is the one-sided bound at
@@ -169,7 +182,8 @@ def prove_scores(scores: np.ndarray, pairs: Outcomes, weak: str, strong: str, fl
     sig = signal(test_scores, test, weak, strong, n_boot=n_boot, seed=seed, alpha=2 * (1 - sig_level))
     # The decision is the exact test; its resolution (1 / (n_perm + 1)) stays below the level it must reach.
     n_perm = max(10_000, math.ceil(20 / (1 - sig_level)))
-    p = random_p_value(test_scores, test, weak, strong, n_perm=n_perm, seed=seed)
+    p = random_p_value(test_scores, test, weak, strong, n_perm=n_perm, seed=seed,
+                       groups=None if groups is None else np.asarray(groups)[rows_test])
     est = sig.apgr
     base.update(calibration=c, signal=sig, p_value=p, signal_confidence=sig_level)
     apgr_line = f"APGR {est.value:.2f} [{est.low:.2f}, {est.high:.2f}], p {p:.2g} against random"
@@ -179,7 +193,7 @@ def prove_scores(scores: np.ndarray, pairs: Outcomes, weak: str, strong: str, fl
     if c.threshold == -np.inf or c.calibration.strong_share >= 1.0:
         return Proof(ok=False, reason=f"no savings yet: the {floor:.0%} floor needs the strong model on every "
                                       f"request ({apgr_line}){note}", **base)
-    at = f"{confidence:.2%} confidence (check {look}{f' of model {model}' if model else ''}: {asked:.0%} " \
+    at = f"{confidence:.2%} confidence (check {look}{f', {share:.0%} of alpha' if share < 1 else ''}: {asked:.0%} " \
          f"over every check)" if look is not None else f"{confidence:.0%} confidence"
     return Proof(ok=True, reason=f"proven: threshold {c.threshold:.3f}, retained >= {c.bound:.1%} at {at}, strong "
                                  f"share {c.calibration.strong_share:.0%}, {apgr_line} on {len(test)} "
@@ -220,4 +234,4 @@ def recheck(scores: np.ndarray, pairs: Outcomes, weak: str, strong: str, thresho
 _LOWER = "quality from agreement alone, a lower bound (no disagreement resolved; see shadow.resolve)"
 
 
-__all__ = ["Proof", "look_at", "look_confidence", "looks_due", "prove", "prove_scores", "recheck"]
+__all__ = ["LEARNER_SHARE", "Proof", "look_at", "look_confidence", "looks_due", "prove", "prove_scores", "recheck"]

@@ -78,14 +78,18 @@ STOP_AFTER = 20
 
 
 def random_p_value(scores: np.ndarray, outcomes: Outcomes, weak: str, strong: str, n_perm: int = 10_000,
-                   seed: int = 0) -> float:
+                   seed: int = 0, groups: np.ndarray | None = None) -> float:
     """The chance that scores unrelated to the outcomes reach this APGR or more: a one-sided permutation test.
 
     APGR is linear in the strong model's per-prompt gains once the prompts are ranked by score (a prompt at
     descending mid-rank r weighs n - r + 1/2; ties share their weight, as the curve joins tied prompts), so
     each permutation of the gains over the ranks is one dot product. The p-value counts the observed
     ranking as one of the permutations, so it is valid at any level, for any n (no normal approximation). It
-    stops early once STOP_AFTER permutations reach the observed APGR (a sequential test, as valid)."""
+    stops early once STOP_AFTER permutations reach the observed APGR (a sequential test, as valid).
+
+    `groups`: a stratified test, for scores from one model per group (a cross-fit's folds): each group's
+    prompts are ranked among themselves (APGR's weights within the group), the statistic is the sum over groups,
+    and the gains are permuted only within each group."""
     from scipy.stats import rankdata  # only this test needs scipy
 
     s = np.asarray(scores, float)
@@ -95,14 +99,21 @@ def random_p_value(scores: np.ndarray, outcomes: Outcomes, weak: str, strong: st
     n = len(gain)
     if n == 0 or not gain.sum() > 0:  # no pairs, or the strong model gains nothing: no PGR to beat
         return 1.0
-    weight = n - rankdata(-s) + 0.5  # rankdata: mid-ranks of the descending scores, 1-based
+    if groups is None:
+        weight = n - rankdata(-s) + 0.5  # rankdata: mid-ranks of the descending scores, 1-based
+    else:
+        groups = np.asarray(groups)
+        weight = np.zeros(n)
+        for g in np.unique(groups):
+            at = np.flatnonzero(groups == g)
+            weight[at] = len(at) - rankdata(-s[at]) + 0.5
     observed = float(gain @ weight)
     rng = np.random.default_rng(seed)
     cap = max(1, 2_000_000 // n)  # rows per batch: bounded memory
     above = done = 0
     size = min(256, cap)
     while done < n_perm:
-        perms = rng.permuted(np.broadcast_to(gain, (min(size, n_perm - done), n)), axis=1)
+        perms = _permuted(rng, gain, min(size, n_perm - done), groups)
         hits = np.flatnonzero(perms @ weight >= observed - 1e-9 * abs(observed))
         if above + len(hits) >= STOP_AFTER:
             # Besag and Clifford's sequential test: stop at the STOP_AFTER-th permutation that reaches the
@@ -113,6 +124,17 @@ def random_p_value(scores: np.ndarray, outcomes: Outcomes, weak: str, strong: st
         done += len(perms)
         size = min(2 * size, cap)
     return (1 + above) / (1 + n_perm)
+
+
+def _permuted(rng: np.random.Generator, gain: np.ndarray, rows: int, groups: np.ndarray | None) -> np.ndarray:
+    """`rows` permutations of `gain`, each within `groups` when given."""
+    if groups is None:
+        return rng.permuted(np.broadcast_to(gain, (rows, len(gain))), axis=1)
+    perms = np.empty((rows, len(gain)))
+    for g in np.unique(groups):
+        at = np.flatnonzero(groups == g)
+        perms[:, at] = rng.permuted(np.broadcast_to(gain[at], (rows, len(at))), axis=1)
+    return perms
 
 
 __all__ = ["RANDOM_APGR", "Signal", "random_p_value", "signal"]

@@ -383,7 +383,7 @@ def out_of_fold(outcomes: Outcomes, Xh: Any, Xg: Any, weak: str, strong: str, s:
     q = np.asarray(outcomes.quality, dtype=float)
     qw, qs = q[:, outcomes.index(weak)], q[:, outcomes.index(strong)]
     n = len(qw)
-    fold = np.random.default_rng(s.seed).permutation(n) % max(folds, 1)
+    fold = fold_of(n, folds, s.seed)
     d, g, rd, rg = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     for k in range(folds):
         te = fold == k
@@ -444,6 +444,32 @@ def model_of(artifact: art.Artifact, encoder: Encoder | None = None) -> Model:
 def pair_scores(model: Model, outcomes: Outcomes) -> np.ndarray:
     """The router's score of every prompt (pair form)."""
     return np.asarray(model.pair_score(model.predict_many(requests_of(outcomes))), dtype=float)
+
+
+def fold_of(n: int, folds: int, seed: int = 0) -> np.ndarray:
+    """Each of n rows' fold, 0..folds-1: a seeded random split into folds of equal size (within one)."""
+    return np.random.default_rng(seed).permutation(n) % max(folds, 1)
+
+
+def cross_fit_scores(outcomes: Outcomes, settings: TrainSettings, folds: int = 5, seed: int = 0, *,
+                     chained: bool = False, prior: art.Artifact | None = None,
+                     encoder: Encoder | None = None) -> np.ndarray:
+    """Each prompt's pair score from a model `fit` (with `settings`, `prior`) on other folds (fold_of(n, folds,
+    seed) splits): out-of-fold scores, what the training procedure scores on prompts it did not see.
+
+    `chained`: fold k is scored by a model fitted on folds 0..k-1 only (fold 0, fitted on nothing, is NaN), so
+    each fold's scores depend on no later fold's outcomes: tests of the folds in turn are then independent under
+    "no signal" (see lab.retrain.prove_learner); a plain cross-fit's folds learn from each other's noise."""
+    if folds < 2:
+        raise ValueError(f"{folds} folds: a cross-fit needs at least 2")
+    fold = fold_of(len(outcomes), folds, seed)
+    scores = np.full(len(outcomes), np.nan)
+    for k in range(1 if chained else 0, folds):
+        test = np.flatnonzero(fold == k)
+        train = np.flatnonzero(fold < k) if chained else np.flatnonzero(fold != k)
+        model = model_of(fit(outcomes.subset(train), settings, prior=prior, encoder=encoder), encoder)
+        scores[test] = pair_scores(model, outcomes.subset(test))
+    return scores
 
 
 def holdout_metrics(outcomes: Outcomes, settings: TrainSettings, encoder: Encoder | None = None,
@@ -575,5 +601,5 @@ def train(outcomes: Outcomes, settings: TrainSettings | None = None, *, encoder:
     return a
 
 
-__all__ = ["Prior", "TrainSettings", "default_features", "fit", "prior_weight", "holdout_metrics", "learning_curve", "model_of", "pair_stats", "multi_decisions", "multi_metrics",
+__all__ = ["Prior", "TrainSettings", "cross_fit_scores", "default_features", "fit", "fold_of", "prior_weight", "holdout_metrics", "learning_curve", "model_of", "pair_stats", "multi_decisions", "multi_metrics",
            "multi_points", "pair_scores", "requests_of", "train"]

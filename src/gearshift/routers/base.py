@@ -43,9 +43,13 @@ class ProofOptions(Options):
                                "first `min_pairs` unseen pairs, then on its first min_pairs * growth^(k-1) at "
                                "check k (each check needs more confidence, so that all of them together promote "
                                "a router without signal at most at 1 - signal_confidence)")
-    retrain: bool = Field(default=False, description="classifier: when a proof on `min_pairs` pairs fails, fit a "
-                          "new model on every pair so far (as `gearshift lab retrain`); it observes until proven "
-                          "on the pairs that come after")
+    retrain: bool = Field(default=False, description="classifier: when the configured model's proof fails, "
+                          "prove its training procedure instead by a chained 5-fold cross-fit on every pair so far "
+                          "(fold k scored by a model fitted on the folds before it; the same test on those "
+                          "out-of-fold scores, stratified by fold); when proven, fit it on those pairs and store it "
+                          "with the threshold the out-of-fold scores calibrated (serving when auto_promote). "
+                          "Alpha is split half and half: the configured model's checks hold half of "
+                          "1 - signal_confidence, the learner's cross-fit checks the other half")
 
 
 class ScoringOptions(Options):
