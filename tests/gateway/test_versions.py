@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gearshift.gateway.versions import VersionLoop
-from gearshift.lab.proof import look_at, look_confidence
+from gearshift.lab.proof import LEARNER_SHARE, look_at, look_confidence
 from gearshift.learned import artifact
 from gearshift.plan import build_routers
 from gearshift.routers.base import ScoringRouter
@@ -73,5 +73,12 @@ def test_a_learner_proven_by_cross_fit_is_refitted_and_serves_with_the_out_of_fo
         assert proof["cross_fit"] and proof["reason"].startswith("proven") and proof["signal_confidence"] == pytest.approx(look_confidence(0.99, 1, 0.5))
         # Tested on the 4 folds of 80 scored by models fitted on the folds before them (the first only trains).
         assert proof["p_value"] <= 1 - proof["signal_confidence"] and proof["pairs"] == 320
+        # Demoted (its re-check failed), it observes; the learner's check at the same look (the same pairs) does
+        # not promote it again.
+        asyncio.run(loop.demote(router, "quality retained below the floor", 200))
+        assert not asyncio.run(loop._prove_learner(router, LEARNER_SHARE))
+        assert router.mode == "observe" and router.state != "proven" and loop.retrainings == 1, router.state_reason
+        assert "refit was demoted at check 1" in router.state_reason and "gearshift/smart" not in loop.proven
+        assert store.active_version("gearshift/smart")["settings"]["mode"] == "observe"  # type: ignore[index]
     finally:
         store.close()

@@ -266,11 +266,19 @@ class VersionLoop:
         if not failed:
             r.state, r.state_reason = "serving", f"serving: {why}"
             return
-        metrics = {"recheck": why, "pairs": len(pairs), "floor": opts.floor, "confidence": opts.confidence}
+        await self.demote(r, why, len(pairs))
+
+    async def demote(self, r: ScoringRouter[Any], why: str, pairs: int) -> None:
+        """Send a serving router back to observe (a version stored and promoted, so every replica follows)."""
+        opts = r.proof
+        metrics = {"recheck": why, "pairs": pairs, "floor": opts.floor, "confidence": opts.confidence}
         version = await asyncio.to_thread(self._store, r, r.threshold, "observe", metrics, True)
         self.demotions += 1
         set_mode(r, "observe")
         self.proven.pop(r.name, None)
+        if r.name in self.learner_checked:  # the look that proved the demoted refit must not promote it again
+            look = self.learner_checked[r.name][0]
+            self.learner_checked[r.name] = (look, f"learner (cross-fit): its refit was demoted at check {look}", None)
         r.state, r.state_reason = "observing", f"demoted (version {version}): {why}"
         log.warning("router %s: DEMOTED to observe, serving safe model %s (version %d): %s", r.name, r.safe,
                     version, why)
