@@ -144,6 +144,33 @@ def test_replicas_adding_versions_at_once_get_distinct_numbers(store_config: Sto
         s.close()
 
 
+def test_two_writers_on_one_store_write_every_trace_without_an_error(store_config: StoreConfig) -> None:
+    # Two connections writing traces at once, as the writers of `serve --workers 2` do: a write reads the stored
+    # rows of its batch (the rollups) before it writes, and SQLite refused such a read-then-write transaction
+    # at once whenever the other writer had committed in between ("database is locked").
+    stores = [open_store(store_config), open_store(store_config)]
+    errors: list[BaseException] = []
+
+    def write(s: TraceStore) -> None:
+        try:
+            for _ in range(30):
+                s.write([trace() for _ in range(20)])
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors, errors[:1]
+        assert stores[0].count() == 2 * 30 * 20
+    finally:
+        for s in stores:
+            s.close()
+
+
 # PostgreSQL only: passwords and lost connections.
 
 def test_postgres_password_from_the_environment_never_shows(pg_url: str, postgres, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]

@@ -459,7 +459,10 @@ class SQLStore(TraceStore):
         trows, crows = rows.encode(traces)
         delta = rollup.of_encoded(trows, crows)  # the facts encode computed, summed per hour
         trows, crows = self._clean(trows), self._clean(crows)
-        with self._lock, self._transaction():
+        # The write lock from the start: the lookup below reads before the batch writes, and a read transaction
+        # that another connection wrote past cannot become a write one (SQLite fails it at once, whatever its busy
+        # timeout: the gateway's own writes, or another worker's writer, set the writer into an outage).
+        with self._lock, self._transaction(lock_table="traces"):
             # A trace written again (its shadow pair arrived) takes back what its stored row added. Every id is
             # looked up, not only revised traces: a batch sent again after a commit it could not confirm would
             # otherwise be counted twice.
