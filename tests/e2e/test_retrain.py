@@ -76,9 +76,15 @@ def test_retrain_on_shadow_pairs_then_promote_switches_the_running_gateway(confi
         expected = float(new.pair_score(new.predict(requests(gsm8k.subset(np.array([99])))[0])))
         assert score == pytest.approx(expected, abs=1e-3)
         assert f"threshold {r.calibration.threshold:.3f}" in raw.headers["x-gearshift-reason"]
-        # Recalibrating now refits the threshold of the retrained model, and its version says so.
+        # Recalibrating the retrained model reads only the pairs after its training: none yet (every pair so far
+        # is one it was fitted on); after 100 more requests, those and the one request above, and its version
+        # names the artifact.
+        with pytest.raises(ValueError, match="trained|no "):
+            recalibrate(config, store, "gearshift/smart", floor=0.9, min_pairs=100)
+        send(gw, list(gsm8k.prompts[600:700]), "gearshift/smart")
+        settle(gw)
         again = recalibrate(config, store, "gearshift/smart", floor=0.9, min_pairs=100)
-        assert again.previous_threshold == pytest.approx(r.calibration.threshold)
+        assert again.pairs == 101 and again.previous_threshold == pytest.approx(r.calibration.threshold)
         assert store.router_versions("gearshift/smart")[1]["settings"]["artifact"] == r.artifact.name
     # A restarted gateway serves the promoted artifact from the start.
     with running(config) as gw:

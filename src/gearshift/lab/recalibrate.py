@@ -84,14 +84,21 @@ def recalibrate(config: Config, store: TraceStore, name: str, floor: float, sinc
     new version; promote it when `apply`."""
     router = scoring_router(config, name, store)
     previous = float(router.threshold)
+    # A model trained on this gateway's pairs scores the prompts it was fitted on as it learned them: a threshold
+    # calibrated there would be fitted to memorised prompts. Only the pairs after its training count.
+    trained = trained_until(router)
+    unseen = trained is not None and (since is None or since < trained)
+    if unseen:
+        since = trained
     pairs, traces = collect_pairs(store, router, since)
     if len(pairs) < min_pairs:
+        when = "the start" if since is None else time.ctime(since)
         raise ValueError(f"router {name!r} has {len(pairs)} scored shadow pairs ({traces} shadowed traces) since "
-                         f"{'the start' if since is None else time.ctime(since)}; need {min_pairs} "
-                         "(raise the shadow rate, wait, or lower --min-pairs)")
+                         f"{when}{' (when its model was trained on the pairs before)' if unseen else ''}; need "
+                         f"{min_pairs} (raise the shadow rate, wait, or lower --min-pairs)")
     scores = router_scores(router, pairs)
     cal = calibrate_scores(scores, pairs, router.weak, router.strong, QualityFloor(floor), alpha=alpha)
-    sig = _signal(store, router, since, pairs, scores)
+    sig = signal(scores, pairs, router.weak, router.strong)  # every pair is one its model did not train on
     metrics: dict[str, Any] = {
         "pairs": len(pairs), "floor": floor, "confidence": cal.confidence, "lower_bound": cal.bound,
         "retained": cal.retained_calibration, "strong_share": cal.calibration.strong_share,
@@ -130,16 +137,3 @@ def trained_until(router: ScoringRouter) -> float | None:
     except (KeyError, ValueError):
         return None
 
-
-def _signal(store: TraceStore, router: ScoringRouter, since: float | None, pairs: Outcomes,
-            scores: np.ndarray) -> Signal:
-    """APGR on the pairs the router's model did not train on. The threshold fitted on them does not bias
-    APGR (it sweeps every threshold); training on them would."""
-    trained = trained_until(router)
-    if trained is None:
-        return signal(scores, pairs, router.weak, router.strong)
-    try:
-        unseen = collect_pairs(store, router, max(since or 0.0, trained))[0]
-    except ValueError:  # no pair since: nothing to measure on
-        unseen = pairs.subset(np.zeros(len(pairs), bool))
-    return signal(router_scores(router, unseen), unseen, router.weak, router.strong)
