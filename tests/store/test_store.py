@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -120,24 +121,34 @@ def test_router_versions_number_per_router_and_promote_one(store: TraceStore) ->
     assert store.active_version("r")["version"] == 2  # type: ignore[index]  # the failed promotion changed nothing
 
 
-def test_replicas_adding_versions_at_once_get_distinct_numbers(store_config: StoreConfig) -> None:
-    # Two store objects are two connections, as two gateway replicas (or a replica and the CLI) have.
+def _at_once(store_config: StoreConfig, work: Callable[[TraceStore], None]) -> tuple[list[TraceStore], list[BaseException]]:
+    """Run `work` at once in two threads, each on its own connection (two store objects), as two gateway
+    replicas, two workers' writers, or a replica and the CLI have; the stores (still open) and what was raised."""
     stores = [open_store(store_config), open_store(store_config)]
-    got: list[int] = []
     errors: list[BaseException] = []
 
-    def add(s: TraceStore) -> None:
+    def run(s: TraceStore) -> None:
         try:
-            for _ in range(15):
-                got.append(s.add_router_version("r", {"threshold": 0.5}, {}, "replica"))
+            work(s)
         except BaseException as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=add, args=(s,)) for s in stores]
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return stores, errors
+
+
+def test_replicas_adding_versions_at_once_get_distinct_numbers(store_config: StoreConfig) -> None:
+    got: list[int] = []
+
+    def add(s: TraceStore) -> None:
+        for _ in range(15):
+            got.append(s.add_router_version("r", {"threshold": 0.5}, {}, "replica"))
+
+    stores, errors = _at_once(store_config, add)
     assert not errors
     assert sorted(got) == list(range(1, 31))
     for s in stores:
@@ -148,21 +159,11 @@ def test_two_writers_on_one_store_write_every_trace_without_an_error(store_confi
     # Two connections writing traces at once, as the writers of `serve --workers 2` do: a write reads the stored
     # rows of its batch (the rollups) before it writes, and SQLite refused such a read-then-write transaction
     # at once whenever the other writer had committed in between ("database is locked").
-    stores = [open_store(store_config), open_store(store_config)]
-    errors: list[BaseException] = []
-
     def write(s: TraceStore) -> None:
-        try:
-            for _ in range(30):
-                s.write([trace() for _ in range(20)])
-        except BaseException as e:
-            errors.append(e)
+        for _ in range(30):
+            s.write([trace() for _ in range(20)])
 
-    threads = [threading.Thread(target=write, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    stores, errors = _at_once(store_config, write)
     try:
         assert not errors, errors[:1]
         assert stores[0].count() == 2 * 30 * 20
