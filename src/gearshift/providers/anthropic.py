@@ -28,7 +28,7 @@ from gearshift.providers.http import (
     SSEStream,
     bad_body,
     event_error,
-    status_error,
+    post_whole,
     timeouts,
     traced,
     transport_error,
@@ -457,13 +457,8 @@ class AnthropicProvider(Provider):
     async def complete(self, request: ChatRequest) -> Completion:
         body, dropped = self._body(request, stream=False)
         headers, key = self._headers()
+        raw = await post_whole(self._sessions, self.model, self._url, body, headers, key, self._timeout)
         try:
-            async with self._sessions.get().post(self._url, data=dumps(body), headers=headers,
-                                                 timeout=self._timeout) as resp:
-                raw = await resp.read()
-                status = resp.status
-                if status >= 300:
-                    raise status_error(self.model, status, raw, key, headers=resp.headers)
             doc = loads(raw)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(self.model, exc, key) from exc

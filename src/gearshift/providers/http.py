@@ -18,6 +18,7 @@ import aiohttp
 from gearshift import telemetry
 from gearshift.errors import UpstreamError
 from gearshift.providers.base import Stream, Usage, estimate_tokens
+from gearshift.providers.wire import BadHeader, ConnectFailed, ConnectTimeout, Wire
 
 if TYPE_CHECKING:
     from gearshift.config import ModelConfig
@@ -28,7 +29,7 @@ from gearshift.jsonfast import JSONDecodeError, dumps, loads  # noqa: F401  (re-
 JSON_CONTENT = "application/json"
 # What an upstream call can raise besides our own UpstreamError: mapped by transport_error().
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, JSONDecodeError, UnicodeDecodeError)
+    aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, BadHeader, JSONDecodeError, UnicodeDecodeError)
 MAX_MESSAGE_CHARS = 1000  # an upstream error page can be huge; the client needs the first lines
 
 
@@ -51,11 +52,13 @@ def traced(headers: dict[str, str]) -> dict[str, str]:
 
 
 class SessionOwner:
-    """Use the gateway's pooled session, or lazily own one (lab scripts, tests) and close it."""
+    """Use the gateway's pooled session, or lazily own one (lab scripts, tests) and close it; and the
+    provider's own keep-alive connections for whole answers (`wire`)."""
 
     def __init__(self, session: aiohttp.ClientSession | None) -> None:
         self._shared = session
         self._own: aiohttp.ClientSession | None = None
+        self.wire = Wire()
 
     def get(self) -> aiohttp.ClientSession:
         if self._shared is not None:
@@ -65,9 +68,23 @@ class SessionOwner:
         return self._own
 
     async def close(self) -> None:
+        self.wire.close()
         if self._own is not None and not self._own.closed:
             await self._own.close()
         self._own = None
+
+
+async def post_whole(sessions: SessionOwner, model: ModelConfig, url: str, body: dict[str, Any],
+                     headers: dict[str, str], secret: str | None, timeout: aiohttp.ClientTimeout) -> bytes:
+    """POST a JSON body for a whole (not streamed) answer; its bytes, or UpstreamError for a failure or a status
+    of 300 and above."""
+    try:
+        reply = await sessions.wire.post(url, dumps(body), headers, timeout.total, timeout.sock_connect)
+    except TRANSPORT_ERRORS as exc:
+        raise transport_error(model, exc, secret) from exc
+    if reply.status >= 300:
+        raise status_error(model, reply.status, reply.body, secret, headers=reply.headers)
+    return reply.body
 
 
 # A key shown in part: its start, a mask, its end (`sk-UPSTR...1111`, `sk-proj-****1234`, `sk-a…9f`).
@@ -230,13 +247,17 @@ def transport_error(model: ModelConfig, exc: BaseException, secret: str | None) 
     if isinstance(exc, UpstreamError):
         return exc
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        phase = "connecting" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "waiting for the answer"
+        phase = "connecting" if isinstance(exc, aiohttp.ConnectionTimeoutError | ConnectTimeout) else \
+            "waiting for the answer"
         limit = model.timeout.connect if phase == "connecting" else model.timeout.read
         return UpstreamError(f"model {name!r}: upstream timed out {phase} (limit {limit:g}s)",
                              status=504, retryable=True, timeout=True)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamError(f"model {name!r}: cannot connect to the upstream: {scrub(str(exc.os_error), secret)}",
+    if isinstance(exc, aiohttp.ClientConnectorError | ConnectFailed):
+        why = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+        return UpstreamError(f"model {name!r}: cannot connect to the upstream: {scrub(str(why), secret)}",
                              status=502, retryable=True)
+    if isinstance(exc, BadHeader):  # a configured header or key with a line break: never sent, never shown
+        return UpstreamError(f"model {name!r}: {exc}", status=502, retryable=False)
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientOSError
                   | ConnectionError):
         return UpstreamError(f"model {name!r}: the upstream closed the connection ({type(exc).__name__})",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from gearshift.jsonfast import dumps, loads
+from gearshift.jsonfast import loads
 from gearshift.providers.base import Completion, Provider, Stream, Usage, estimate_tokens
 from gearshift.providers.http import (
     JSON_CONTENT,
@@ -21,7 +21,7 @@ from gearshift.providers.http import (
     SSEStream,
     bad_body,
     event_error,
-    status_error,
+    post_whole,
     timeouts,
     traced,
     transport_error,
@@ -74,15 +74,7 @@ class OpenAICompatProvider(Provider):
             body["stream"] = False
         body.pop("stream_options", None)  # OpenAI refuses stream_options without stream
         headers, key = self._headers()
-        try:
-            async with self._sessions.get().post(self._url, data=dumps(body), headers=headers,
-                                                 timeout=self._timeout) as resp:
-                raw = await resp.read()
-                status = resp.status
-                if status >= 300:
-                    raise status_error(self.model, status, raw, key, headers=resp.headers)
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(self.model, exc, key) from exc
+        raw = await post_whole(self._sessions, self.model, self._url, body, headers, key, self._timeout)
         try:
             doc = loads(raw)
         except TRANSPORT_ERRORS as exc:
@@ -110,12 +102,8 @@ class OpenAICompatProvider(Provider):
     async def _post(self, url: str, body: dict[str, Any]) -> tuple[Any, bytes]:
         """POST a JSON body; the parsed answer and its bytes (UpstreamError for a failure or a bad status)."""
         headers, key = self._headers()
+        raw = await post_whole(self._sessions, self.model, url, body, headers, key, self._timeout)
         try:
-            async with self._sessions.get().post(url, data=dumps(body), headers=headers,
-                                                 timeout=self._timeout) as resp:
-                raw = await resp.read()
-                if resp.status >= 300:
-                    raise status_error(self.model, resp.status, raw, key, headers=resp.headers)
             return loads(raw), raw
         except TRANSPORT_ERRORS as exc:
             raise transport_error(self.model, exc, key) from exc
