@@ -164,6 +164,17 @@ def test_a_broken_answer_is_a_disconnect_and_the_connection_is_not_reused(bad: b
     run(go())
 
 
+def test_an_answer_past_the_size_limit_is_refused_and_dropped() -> None:
+    async def go() -> None:
+        async with Raw(lambda n: answer(b"x" * 5000) if n == 1 else answer()) as srv:
+            wire = Wire(max_answer_bytes=4096)
+            with pytest.raises(Disconnected, match="larger than 4,096 bytes"):
+                await wire.post(srv.url, b"{}", {})
+            assert (await wire.post(srv.url, b"{}", {})).body == OK
+            assert srv.connections == 2
+    run(go())
+
+
 def test_timeout_and_cancellation_drop_the_connection_and_the_next_call_works() -> None:
     async def go() -> None:
         async with Raw(lambda n: answer(b'{"n": %d}' % n), delay=0.3) as srv:

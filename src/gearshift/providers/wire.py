@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 import httptools
 
 USER_AGENT = "gearshift"  # some API front ends refuse requests that name no client
+MAX_ANSWER_BYTES = 100 * 2**20  # an answer's head and body; a long answer with logprobs is a few MB
 
 
 class ConnectFailed(ConnectionError):
@@ -76,7 +77,9 @@ class _Pool:
 class _Conn(asyncio.Protocol):
     """One connection: at most one request in flight, its answer gathered by httptools' callbacks."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = MAX_ANSWER_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.received = 0
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[Reply] | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -103,6 +106,10 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.waiter is None:  # bytes nobody asked for: this connection's state is unknown
             self.close()
+            return
+        self.received += len(data)
+        if self.received > self.max_bytes:  # a broken or hostile upstream must not fill the gateway's memory
+            self._fail(f"the upstream's answer is larger than {self.max_bytes:,} bytes")
             return
         try:
             self.parser.feed_data(data)
@@ -148,6 +155,7 @@ class _Conn(asyncio.Protocol):
             raise Disconnected("the upstream closed the connection before the request was sent")
         self.waiter = asyncio.get_running_loop().create_future()
         self.keep = False
+        self.received = 0
         self.transport.write(data)
         return self.waiter
 
@@ -164,9 +172,11 @@ class _Conn(asyncio.Protocol):
 class Wire:
     """Keep-alive connection pools, one per upstream host, for POSTs that wait for a whole answer."""
 
-    def __init__(self, limit_per_host: int = 256, keepalive: float = 30.0) -> None:
+    def __init__(self, limit_per_host: int = 256, keepalive: float = 30.0,
+                 max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
         self.limit_per_host = limit_per_host
         self.keepalive = keepalive
+        self.max_answer_bytes = max_answer_bytes
         self._targets: dict[str, _Target] = {}
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._tls: ssl.SSLContext | None = None
@@ -227,7 +237,7 @@ class Wire:
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
-                    _Conn, t.host, t.port, ssl=self._context() if t.tls else None,
+                    lambda: _Conn(self.max_answer_bytes), t.host, t.port, ssl=self._context() if t.tls else None,
                     server_hostname=t.host if t.tls else None)
         except TimeoutError as e:
             raise ConnectTimeout(f"connecting to {t.host}:{t.port} took longer than {timeout:g}s") from e
