@@ -216,6 +216,11 @@ def main() -> None:
         passthrough = start([sys.executable, str(HERE / "passthrough.py"), str(pt_port), f"http://127.0.0.1:{up_port}"])
         procs.append(passthrough)
         asyncio.run(wait_ready(f"http://127.0.0.1:{pt_port}/health"))
+        wpt_port = free_port()
+        wire_pt = start([sys.executable, str(HERE / "passthrough.py"), str(wpt_port), f"http://127.0.0.1:{up_port}",
+                         "--wire"])
+        procs.append(wire_pt)
+        asyncio.run(wait_ready(f"http://127.0.0.1:{wpt_port}/health"))
         sink_port, otel_port = free_port(), free_port()
         sink = start([sys.executable, str(HERE / "otlp_sink.py"), str(sink_port)])
         procs.append(sink)
@@ -227,6 +232,7 @@ def main() -> None:
         asyncio.run(wait_ready(f"http://127.0.0.1:{otel_port}/health"))
         targets = [("direct", f"http://127.0.0.1:{up_port}/v1/chat/completions", None, {}, "bench"),
                    ("aiohttp-pt", f"http://127.0.0.1:{pt_port}/v1/chat/completions", passthrough.pid, {}, "bench"),
+                   ("wire-pt", f"http://127.0.0.1:{wpt_port}/v1/chat/completions", wire_pt.pid, {}, "bench"),
                    ("gearshift", f"http://127.0.0.1:{gs_port}/v1/chat/completions", gateway.pid, AUTH, "gearshift/auto"),
                    ("gs-otel", f"http://127.0.0.1:{otel_port}/v1/chat/completions", otel.pid, AUTH, "gearshift/auto"),
                    ("gs-messages", f"http://127.0.0.1:{gs_port}/v1/messages", gateway.pid, AUTH, "gearshift/auto"),
@@ -307,6 +313,11 @@ def main() -> None:
         g, pt = results[("gearshift", c)], results[("aiohttp-pt", c)]
         print(f"concurrency {c}: gearshift/aiohttp-pt throughput {ratio('gearshift', 'aiohttp-pt', c, 'rps')}; CPU per "
               f"request {g['cpu_ms']:.3f} ms vs {pt['cpu_ms']:.3f} ms ({ratio('gearshift', 'aiohttp-pt', c, 'cpu_ms')})")
+    for c in levels:
+        g, w = results[("gearshift", c)], results[("wire-pt", c)]
+        print(f"concurrency {c}: gearshift/wire-pt (a pass-through on gearshift's own upstream client: the request "
+              f"path's own cost) throughput {ratio('gearshift', 'wire-pt', c, 'rps')}; CPU per request "
+              f"{g['cpu_ms']:.3f} ms vs {w['cpu_ms']:.3f} ms ({ratio('gearshift', 'wire-pt', c, 'cpu_ms')})")
     for c in levels:
         g = results[("gearshift", c)]
         for row, path in (("gs-messages", "/v1/messages"), ("gs-responses", "/v1/responses")):

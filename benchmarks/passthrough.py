@@ -1,6 +1,10 @@
 """A bare aiohttp pass-through proxy: the floor of any Python gateway's added latency on this machine.
 
-    python benchmarks/passthrough.py PORT UPSTREAM_URL
+    python benchmarks/passthrough.py PORT UPSTREAM_URL [--wire]
+
+With `--wire` its upstream call goes through gearshift's own client (`providers/wire.py`) instead of
+aiohttp's: a pass-through as lean as gearshift's upstream call, so that the ratio to it is gearshift's own
+request path alone.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 
-def main(port: int, upstream: str) -> None:
+def main(port: int, upstream: str, wire: bool = False) -> None:
     try:
         import uvloop
 
@@ -19,6 +23,11 @@ def main(port: int, upstream: str) -> None:
     except ImportError:
         pass
     session: aiohttp.ClientSession | None = None
+    lean = None
+    if wire:
+        from gearshift.providers.wire import Wire
+
+        lean = Wire()
 
     async def start(app: web.Application) -> None:
         nonlocal session
@@ -31,6 +40,9 @@ def main(port: int, upstream: str) -> None:
     async def chat(request: web.Request) -> web.Response:
         assert session is not None
         body = await request.read()
+        if lean is not None:
+            reply = await lean.post(upstream + "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            return web.Response(body=reply.body, status=reply.status, content_type="application/json")
         async with session.post(upstream + "/v1/chat/completions", data=body,
                                 headers={"Content-Type": "application/json"}) as r:
             data = await r.read()
@@ -48,4 +60,4 @@ def main(port: int, upstream: str) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2])
+    main(int(sys.argv[1]), sys.argv[2], "--wire" in sys.argv[3:])
