@@ -1,14 +1,16 @@
 """Whole answers over HTTP/1.1 keep-alive connections: the upstream call of a request that is not streamed.
 
 aiohttp's client spends ~200 us of CPU per call on this machine (cookies, redirects, tracing signals,
-multidicts, payload and timer objects: `benchmarks/overhead.py`), as much as gearshift's own request path
-and the server's parsing together. A call here is one `write` of the request and the answer parsed in C by
-httptools (llhttp, the parser of Node.js), ~30 us. Streams stay on aiohttp (`providers.http.SSEStream`):
-they are long, so a call's fixed cost matters little there.
+multidicts, payload and timer objects), as much as gearshift's own request path. Here a call is one `write`
+of the request and the answer parsed in C by httptools (llhttp, Node.js's parser): a bare pass-through spent
+0.24-0.33 ms of CPU per request on this client against 0.31-0.46 ms on aiohttp's (`benchmarks/overhead.py`,
+rows wire-pt and aiohttp-pt). Streams stay on aiohttp (`providers.http.SSEStream`): they are long, so a
+call's fixed cost matters little there.
 
-What it does not do, on purpose: redirects, cookies, proxies and compression (LLM APIs use none of them;
-aiohttp's session here used none either). A connection is reused only after a complete answer that allows
-keep-alive, and dropped on any failure or cancellation, so a half-read answer never meets the next request.
+What it does not do, on purpose: redirects, cookies and proxies (LLM APIs use none; aiohttp's session here
+used none either), and compression (aiohttp asked for gzip; an answer of a few KB on a fast link gains less
+than the inflating costs). A connection is reused only after a complete answer that allows keep-alive, and
+dropped on any failure or cancellation, so a half-read answer never meets the next request.
 """
 
 from __future__ import annotations
