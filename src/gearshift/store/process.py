@@ -52,10 +52,12 @@ FIELDS = ("received", "written", "updated", "failed", "dropped", "pending", "out
 LAYOUT = struct.Struct(f"{len(FIELDS)}d")
 _RECEIVED, _PENDING, _OUTAGE = (FIELDS.index(f) for f in ("received", "pending", "outage_since"))
 PUBLISH = 0.05
-# The child reads the pipe at most every READ_PAUSE seconds: what the loop hands over meanwhile waits in the pipe,
-# which outlives the gateway as well as the child's memory does, and is read in fewer, larger chunks (a wake-up
-# per SEND_INTERVAL cost the child as much CPU per trace as decoding it, measured by benchmarks/trace_writer.py).
+# At load (a read of BUSY_LINES traces or more), the child reads the pipe at most every READ_PAUSE seconds: what the
+# loop hands over meanwhile waits in the pipe, which outlives the gateway as well as the child's memory does, and
+# is read in fewer, larger chunks (a wake-up per SEND_INTERVAL cost the child as much CPU per trace as decoding
+# it, measured by benchmarks/trace_writer.py). A quiet gateway's few traces are read at once.
 READ_PAUSE = 0.1
+BUSY_LINES = 10
 # A trace crosses the pipe as its field values in order, not as an object: half the encoding time on the
 # loop. Both ends run the same code (the child is started from this installation), so the order agrees.
 TRACE_FIELDS = tuple(f.name for f in dataclasses.fields(Trace) if f.name != "calls")
@@ -276,7 +278,7 @@ def main(argv: list[str]) -> None:
                     failed += 1
             received += len(lines)
         _publish(counts, received, writer, failed, len(waiting), unopened_since)
-        if ready and open_:
+        if ready and open_ and len(lines) >= BUSY_LINES:
             time.sleep(READ_PAUSE)  # see READ_PAUSE
     if writer is None:
         log.error("%d traces not written: the store could not be opened", len(waiting))
