@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 
 from gearshift.store import open_store
-from gearshift.store.process import ProcessWriter
+from gearshift.store.process import ProcessWriter, pack, unpack
 from gearshift.trace import Call
 from tests.support.traces import trace
 
@@ -29,6 +30,15 @@ def _wait(cond: Callable[[], bool], seconds: float = 30.0) -> None:
 def _writer(tmp_path: Path, **kw: object) -> ProcessWriter:
     url = f"sqlite:///{tmp_path / 'traces.db'}"
     return ProcessWriter(open_store(url), url, str(tmp_path), None, flush_interval=0.05, **kw)  # type: ignore[arg-type]
+
+
+def test_a_line_unpacks_to_the_trace_packed_and_a_line_of_another_width_is_refused() -> None:
+    t = trace(created=1000.0, client="c", revision=2, cache="miss")
+    t.calls.append(Call(model="large", role="shadow", input_tokens=5, usage_estimated=True, truncated=True, started=9.5))
+    assert unpack(pack(t)) == t
+    values, calls = orjson.loads(pack(t))
+    with pytest.raises(TypeError):  # what the child counts as a line that is not a trace
+        unpack(orjson.dumps((values[:-1], calls)))
 
 
 def test_traces_put_on_the_loop_are_written_by_the_child_with_their_later_revision(tmp_path: Path) -> None:

@@ -52,9 +52,16 @@ FIELDS = ("received", "written", "updated", "failed", "dropped", "pending", "out
 LAYOUT = struct.Struct(f"{len(FIELDS)}d")
 _RECEIVED, _PENDING, _OUTAGE = (FIELDS.index(f) for f in ("received", "pending", "outage_since"))
 PUBLISH = 0.05
+# At load (a read of BUSY_LINES traces or more), the child reads the pipe at most every READ_PAUSE seconds: what the
+# loop hands over meanwhile waits in the pipe, which outlives the gateway as well as the child's memory does, and
+# is read in fewer, larger chunks (a wake-up per SEND_INTERVAL cost the child as much CPU per trace as decoding
+# it, measured by benchmarks/trace_writer.py). A quiet gateway's few traces are read at once.
+READ_PAUSE = 0.1
+BUSY_LINES = 10
 # A trace crosses the pipe as its field values in order, not as an object: half the encoding time on the
 # loop. Both ends run the same code (the child is started from this installation), so the order agrees.
 TRACE_FIELDS = tuple(f.name for f in dataclasses.fields(Trace) if f.name != "calls")
+_CALLS_AT = [f.name for f in dataclasses.fields(Trace)].index("calls")  # where the calls go among them
 _trace_values = attrgetter(*TRACE_FIELDS)
 _call_values = attrgetter(*(f.name for f in dataclasses.fields(Call)))
 
@@ -207,7 +214,11 @@ def pack(trace: Trace) -> bytes:
 def unpack(line: bytes) -> Trace:
     """The trace of a `pack` line."""
     values, calls = orjson.loads(line)
-    return Trace(**dict(zip(TRACE_FIELDS, values, strict=True)), calls=[Call(*c) for c in calls])
+    if len(values) != len(TRACE_FIELDS):
+        raise TypeError(f"a trace of {len(values)} fields, not {len(TRACE_FIELDS)}")
+    # Positional, not by name: the child's time per trace (no dict of the names built and matched).
+    values.insert(_CALLS_AT, [Call(*c) for c in calls])
+    return Trace(*values)
 
 
 def _publish(counts: mmap.mmap, received: int, writer: TraceWriter | None, failed: int, waiting: int,
@@ -267,6 +278,8 @@ def main(argv: list[str]) -> None:
                     failed += 1
             received += len(lines)
         _publish(counts, received, writer, failed, len(waiting), unopened_since)
+        if ready and open_ and len(lines) >= BUSY_LINES:
+            time.sleep(READ_PAUSE)  # see READ_PAUSE
     if writer is None:
         log.error("%d traces not written: the store could not be opened", len(waiting))
         return

@@ -171,11 +171,16 @@ class TraceView:
     cache_saved_usd: float = 0.0  # a hit's saving: the route's first model's price for the cached usage
     shadow_start: int = field(init=False, repr=False, compare=False)  # index of the first shadow call
     _gates: tuple[VerdictView, ...] = field(init=False, repr=False, compare=False)  # gate_verdicts, read often
+    # The serving calls' roles: what gated, escalated and fell_back ask, found in the one pass over the calls
+    # that finds shadow_start (the trace writer reads these of every trace it writes).
+    _serving_roles: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        start = next((i for i, c in enumerate(self.calls) if c.role in SHADOW_ROLES), len(self.calls))
+        roles = [c.role for c in self.calls]
+        start = next((i for i, r in enumerate(roles) if r in SHADOW_ROLES), len(roles))
         object.__setattr__(self, "shadow_start", start)
-        object.__setattr__(self, "_gates", tuple(v for v in self.verdicts if not v.shadow))
+        object.__setattr__(self, "_serving_roles", frozenset(roles[:start]))
+        object.__setattr__(self, "_gates", tuple(v for v in self.verdicts if not v.shadow) if self.verdicts else ())
 
     @classmethod
     def of(cls, t: Mapping[str, Any] | Trace | TraceView) -> TraceView:
@@ -246,17 +251,17 @@ class TraceView:
     @property
     def gated(self) -> bool:
         """A gate judged a serving answer (a gate or judge call, or a gate verdict)."""
-        return bool(self.gate_verdicts) or any(c.role in GATE_ROLES for c in self.serving_calls)
+        return bool(self._gates) or not self._serving_roles.isdisjoint(GATE_ROLES)
 
     @property
     def escalated(self) -> bool:
         """A later step (role `escalation`) answered after the first failed its gates."""
-        return any(c.role == "escalation" for c in self.serving_calls)
+        return "escalation" in self._serving_roles
 
     @property
     def fell_back(self) -> bool:
         """A fallback model answered after the step's model failed upstream."""
-        return any(c.role == "fallback" for c in self.serving_calls)
+        return "fallback" in self._serving_roles
 
     @property
     def gates_passed(self) -> int:
@@ -311,9 +316,9 @@ class TraceView:
     def counterfactual_tokens(self) -> tuple[int, int]:
         """(input, output) tokens of the counterfactual: the largest prompt of the answered calls and the
         final answer's output; (0, 0) without an answered call."""
-        answered = [c for c in self.answer_calls if c.status == 200]
-        if not answered:
-            return 0, 0
+        answered = [c for c in self.calls if c.role in ANSWER_ROLES and c.status == 200]
+        if len(answered) < 2:  # most traces: one answer, both figures its own
+            return (answered[0].input_tokens, answered[0].output_tokens) if answered else (0, 0)
         final = next((c for c in reversed(answered) if c.model == self.final_model), answered[-1])
         return max(c.input_tokens for c in answered), final.output_tokens
 
