@@ -7,9 +7,10 @@ of the request and the answer parsed in C by httptools (llhttp, Node.js's parser
 rows wire-pt and aiohttp-pt). Streams stay on aiohttp (`providers.http.SSEStream`): they are long, so a
 call's fixed cost matters little there.
 
-What it does not do, on purpose: redirects, cookies and proxies (LLM APIs use none; aiohttp's session here
-used none either), and compression (aiohttp asked for gzip; an answer of a few KB on a fast link gains less
-than the inflating costs). A connection is reused only after a complete answer that allows keep-alive, and
+What it does not do, on purpose: redirects and cookies (aiohttp's session followed and kept them; LLM APIs
+use neither, and a redirect of an authenticated POST is better refused than followed), proxies (the session
+did not read the proxy variables either), and compression (aiohttp asked for gzip; an answer of a few KB on a
+fast link gains less than the inflating costs). A redirect's 3xx reaches the adapter as an upstream error. A connection is reused only after a complete answer that allows keep-alive, and
 dropped on any failure or cancellation, so a half-read answer never meets the next request.
 """
 
