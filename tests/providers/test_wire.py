@@ -286,6 +286,20 @@ def test_a_header_with_a_line_break_is_never_sent_nor_shown() -> None:
     run(go())
 
 
+def test_a_redirect_is_not_followed_and_says_where_it_points() -> None:
+    model = ModelConfig(name="m", provider="openai", upstream_id="m", price=Price(input=1, output=1))
+
+    async def go() -> None:
+        moved = answer(b"", b"308 Permanent Redirect", b"Location: https://api.example.com/v2/x\r\n")
+        async with Raw(lambda n: moved) as srv:
+            with pytest.raises(UpstreamError) as e:
+                await post_whole(SessionOwner(None), model, srv.url, {}, {}, None, timeouts(model)[0])
+            assert e.value.status == 502 and e.value.upstream_status == 308
+            assert "redirected (HTTP 308) to https://api.example.com/v2/x" in str(e.value) and "base_url" in str(e.value)
+            assert len(srv.requests) == 1  # sent once, to the configured address only
+    run(go())
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate "
                                                             "(.ci/run installs it)")
 def test_https_verifies_the_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -82,7 +82,12 @@ async def post_whole(sessions: SessionOwner, model: ModelConfig, url: str, body:
         reply = await sessions.wire.post(url, dumps(body), headers, timeout.total, timeout.sock_connect)
     except TRANSPORT_ERRORS as exc:
         raise transport_error(model, exc, secret) from exc
-    if reply.status >= 300:
+    if 300 <= reply.status < 400:  # never followed: an authenticated POST is not sent on to wherever it points
+        where = scrub(reply.headers.get("location", "?"), secret)[:200]
+        raise UpstreamError(f"model {model.name or model.upstream_id!r}: the upstream redirected (HTTP {reply.status}) "
+                            f"to {where}; gearshift does not follow redirects: set the model's base_url to where it "
+                            "points", status=502, retryable=True, upstream_status=reply.status)
+    if reply.status >= 400:
         raise status_error(model, reply.status, reply.body, secret, headers=reply.headers)
     return reply.body
 
