@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gearshift.gateway.versions import VersionLoop
@@ -15,7 +16,7 @@ from gearshift.plan import build_routers
 from gearshift.routers.base import ScoringRouter
 from gearshift.routers.classifier import ClassifierRouter
 from gearshift.store.base import TraceStore
-from tests.support.pairs import stored_pairs
+from tests.support.pairs import gsm8k, gsm8k_outcomes, pair_trace, stored_pairs
 
 
 def test_a_restarted_loop_makes_the_same_check_on_the_same_pairs(tmp_path: Path, data_dir: Path,
@@ -80,5 +81,35 @@ def test_a_learner_proven_by_cross_fit_is_refitted_and_serves_with_the_out_of_fo
         assert router.mode == "observe" and router.state != "proven" and loop.retrainings == 1, router.state_reason
         assert "refit was demoted at check 1" in router.state_reason and "gearshift/smart" not in loop.proven
         assert store.active_version("gearshift/smart")["settings"]["mode"] == "observe"  # type: ignore[index]
+    finally:
+        store.close()
+
+
+def test_a_serving_learner_is_refitted_at_its_next_look_on_every_pair_so_far(
+        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promoted at its first look (400 pairs), the learner keeps its sequence of looks while it serves: at the
+    second (600 pairs) it is proven again, and the model fitted on all 600, with a threshold calibrated on them,
+    replaces the one serving; that look does not refit it twice."""
+    monkeypatch.setenv("GEARSHIFT_DATA", str(data_dir))
+    loop, router, store = _observing(tmp_path, "prior-shuffled", auto_promote=True)
+    try:
+        asyncio.run(loop.check(router))
+        first = router.artifact
+        assert router.mode == "serve" and loop.retrainings == 1, router.state_reason
+        everything, seen = gsm8k_outcomes(), set(gsm8k(1000, seed=2).prompts)  # 200 prompts it has not seen
+        more = [(str(p), q) for p, q in zip(everything.prompts, np.asarray(everything.quality), strict=True)
+                if p not in seen][:200]
+        store.write([pair_trace("gearshift/smart", p, float(q[0]), float(q[1])) for p, q in more])
+        asyncio.run(loop.check(router))
+        assert loop.retrainings == 2 and router.mode == "serve" and router.artifact != first, router.state_reason
+        active = store.active_version("gearshift/smart")
+        assert active is not None and active["settings"]["artifact"] == router.artifact
+        proof = active["metrics"]["proof"]
+        assert proof["signal_confidence"] == pytest.approx(look_confidence(0.99, 2, LEARNER_SHARE))
+        assert artifact.load(tmp_path / router.artifact).header["training"]["prompts"] == 600
+        assert router.threshold == active["settings"]["threshold"] == proof["threshold"]
+        assert router.state == "serving" and f"version {active['version']} promoted" in router.state_reason
+        asyncio.run(loop.check(router))  # the same look again: answered, nothing refitted
+        assert loop.retrainings == 2 and store.active_version("gearshift/smart")["version"] == active["version"]  # type: ignore[index]
     finally:
         store.close()

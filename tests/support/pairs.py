@@ -47,8 +47,13 @@ def gsm8k_pair_traces(resolve_rate: float, seed: int = 0) -> tuple[list[dict], f
     return rows, float(o.quality[:, w].mean() / o.quality[:, s].mean())
 
 
+def gsm8k_outcomes() -> Outcomes:
+    """GSM8K's uncontaminated prompts, Mixtral and GPT-4 (weak, strong)."""
+    return load("routellm/gsm8k", drop_contaminated=True).select_models([W, S])
+
+
 def gsm8k(n: int, seed: int = 0) -> Outcomes:
-    o = load("routellm/gsm8k", drop_contaminated=True).select_models([W, S])
+    o = gsm8k_outcomes()
     return o.subset(np.sort(np.random.default_rng(seed).choice(len(o), n, replace=False)))
 
 

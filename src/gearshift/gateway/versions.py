@@ -132,15 +132,18 @@ class VersionLoop:
                 r.state, r.state_reason = "observing", f"observing: 0/{opts.min_pairs} pairs"
             return
         r.pairs = len(pairs)
-        if r.mode == "serve":
-            await self._recheck(r, pairs)
-            return
         # With `retrain`, alpha is split (lab.proof.LEARNER_SHARE): the configured model's checks hold one part,
         # the learner's cross-fit checks the other. A refitted model observing again (demoted) has no checks of
         # its own: the learner's, on every pair, speak for the procedure that made it.
         from gearshift.lab.proof import LEARNER_SHARE, look_at, looks_due
 
         learner = opts.retrain and self._refits(r)
+        if r.mode == "serve":
+            await self._recheck(r, pairs)
+            # Still serving: the learner's next look may refit it on more pairs.
+            if r.mode == "serve" and learner and await self._prove_learner(r, LEARNER_SHARE, serving=True):
+                r.state = "serving"  # the refit, or (without auto_promote) the model before it; the reason says which
+            return
         own = not learner or getattr(r, "artifact", None) == getattr(r, "configured_artifact", None)
         if own and await self._prove_own(r, pairs, since, 1 - LEARNER_SHARE if learner else 1.0):
             return
@@ -196,10 +199,14 @@ class VersionLoop:
         await self._proven(r, proof.reason, self.proven[r.name])
         return True
 
-    async def _prove_learner(self, r: ScoringRouter[Any], share: float) -> bool:
+    async def _prove_learner(self, r: ScoringRouter[Any], share: float, serving: bool = False) -> bool:
         """Check the router's training procedure (holding `share` of alpha) by a cross-fit on the first pairs
         due at this look, counted from the start whatever model it observes with (lab.retrain.prove_learner);
-        when proven, fit it on them and store the model as a serving version. Whether it is proven."""
+        when proven, fit it on them and store the model as a serving version. Whether it is proven.
+
+        `serving`: the router serves already; only a look not checked before can replace what it serves (with a
+        model fitted on more pairs, its threshold calibrated on more: the same sequence of looks, so the same
+        alpha), and a failed check leaves it serving (its re-check decides a demotion)."""
         from gearshift.lab.proof import look_at, looks_due
         from gearshift.lab.recalibrate import collect_pairs
         from gearshift.lab.retrain import prove_learner, refit
@@ -226,9 +233,12 @@ class VersionLoop:
                 log.warning("router %s: learner proven by cross-fit, refitted on %d pairs, version %d stored%s: %s",
                             r.name, len(pairs), version, " and promoted" if opts.auto_promote else "", proof.reason)
             known = self.learner_checked[r.name] = (look, f"learner (cross-fit) {proof.reason}", version)
+        elif serving:  # this look was checked before: what serves is its answer
+            return False
         _, reason, version = known
         if version is None:
-            r.state_reason = f"{r.state_reason}; {reason}" if r.state_reason else reason
+            if not serving:
+                r.state_reason = f"{r.state_reason}; {reason}" if r.state_reason else reason
             return False
         self.proven[r.name] = version
         await self._proven(r, reason, version)

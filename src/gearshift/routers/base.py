@@ -47,7 +47,8 @@ class ProofOptions(Options):
                           "prove its training procedure instead by a chained 5-fold cross-fit on every pair so far "
                           "(fold k scored by a model fitted on the folds before it; the same test on those "
                           "out-of-fold scores, stratified by fold); when proven, fit it on those pairs and store it "
-                          "with the threshold the out-of-fold scores calibrated (serving when auto_promote). "
+                          "with the threshold the out-of-fold scores calibrated (serving when auto_promote); "
+                          "while it serves, each later look proven refits it on every pair so far. "
                           "Alpha is split half and half: the configured model's checks hold half of "
                           "1 - signal_confidence, the learner's cross-fit checks the other half")
 
