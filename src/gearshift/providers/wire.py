@@ -3,8 +3,8 @@
 aiohttp's client spends ~200 us of CPU per call on this machine (cookies, redirects, tracing signals,
 multidicts, payload and timer objects), as much as gearshift's own request path. Here a call is one `write`
 of the request and the answer parsed in C by httptools (llhttp, Node.js's parser): a bare pass-through spent
-0.24-0.33 ms of CPU per request on this client against 0.31-0.46 ms on aiohttp's (`benchmarks/overhead.py`,
-rows wire-pt and aiohttp-pt). Streams stay on aiohttp (`providers.http.SSEStream`): they are long, so a
+0.21-0.24 ms of CPU per request on this client against 0.31-0.46 ms on aiohttp's, at 16 concurrent clients
+(`benchmarks/overhead.py`, rows wire-pt and aiohttp-pt, five runs on 2026-12-02). Streams stay on aiohttp (`providers.http.SSEStream`): they are long, so a
 call's fixed cost matters little there.
 
 What it does not do, on purpose: redirects and cookies (aiohttp's session followed and kept them; LLM APIs
