@@ -98,8 +98,8 @@ def test_a_serving_learner_is_refitted_at_its_next_look_on_every_pair_so_far(
         assert router.mode == "serve" and loop.retrainings == 1, router.state_reason
         everything, seen = gsm8k_outcomes(), set(gsm8k(1000, seed=2).prompts)  # 200 prompts it has not seen
         more = [(str(p), q) for p, q in zip(everything.prompts, np.asarray(everything.quality), strict=True)
-                if p not in seen][:200]
-        store.write([pair_trace("gearshift/smart", p, float(q[0]), float(q[1])) for p, q in more])
+                if p not in seen][:210]
+        store.write([pair_trace("gearshift/smart", p, float(q[0]), float(q[1])) for p, q in more[:200]])
         asyncio.run(loop.check(router))
         assert loop.retrainings == 2 and router.mode == "serve" and router.artifact != first, router.state_reason
         active = store.active_version("gearshift/smart")
@@ -111,5 +111,15 @@ def test_a_serving_learner_is_refitted_at_its_next_look_on_every_pair_so_far(
         assert router.state == "serving" and f"version {active['version']} promoted" in router.state_reason
         asyncio.run(loop.check(router))  # the same look again: answered, nothing refitted
         assert loop.retrainings == 2 and store.active_version("gearshift/smart")["version"] == active["version"]  # type: ignore[index]
+        # Restarted (nothing carried over but the store), the gateway serves the refit and, with new pairs short of
+        # the next look, does not make it again.
+        again = VersionLoop(loop.config, build_routers(loop.config), store)
+        served = again.routers["gearshift/smart"]
+        assert isinstance(served, ClassifierRouter)
+        asyncio.run(again.poll())
+        store.write([pair_trace("gearshift/smart", p, float(q[0]), float(q[1])) for p, q in more[200:]])
+        asyncio.run(again.check(served))
+        assert served.mode == "serve" and served.artifact == router.artifact and again.retrainings == 0
+        assert store.active_version("gearshift/smart")["version"] == active["version"]  # type: ignore[index]
     finally:
         store.close()

@@ -218,6 +218,10 @@ class VersionLoop:
         look = looks_due(len(pairs), opts.min_pairs, opts.look_growth)
         if look == 0:
             return False
+        training = r.model.header.get("training") or {}
+        if serving and str(training.get("outcomes", "")).startswith("traces") and \
+                int(training.get("prompts") or 0) >= look_at(opts.min_pairs, opts.look_growth, look):
+            return False  # what serves was fitted at this look: before a restart, or by another replica
         known = self.learner_checked.get(r.name)
         if known is None or known[0] != look:
             self.checks[r.name] = self.checks.get(r.name, 0) + 1
