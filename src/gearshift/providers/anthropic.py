@@ -23,7 +23,6 @@ from gearshift.jsonfast import JSONDecodeError, dumps, loads
 from gearshift.providers.base import Completion, Provider, Stream, Usage
 from gearshift.providers.http import (
     JSON_CONTENT,
-    TRANSPORT_ERRORS,
     SessionOwner,
     SSEStream,
     bad_body,
@@ -31,7 +30,6 @@ from gearshift.providers.http import (
     post_whole,
     timeouts,
     traced,
-    transport_error,
 )
 from gearshift.request import ChatRequest, content_text, strip_metadata
 
@@ -457,11 +455,7 @@ class AnthropicProvider(Provider):
     async def complete(self, request: ChatRequest) -> Completion:
         body, dropped = self._body(request, stream=False)
         headers, key = self._headers()
-        raw = await post_whole(self._sessions, self.model, self._url, body, headers, key, self._timeout)
-        try:
-            doc = loads(raw)
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(self.model, exc, key) from exc
+        doc, _ = await post_whole(self._sessions, self.model, self._url, body, headers, key, self._timeout)
         if not isinstance(doc, dict) or doc.get("type") == "error":
             if isinstance(doc, dict):
                 raise event_error(self.model, doc.get("error"), key)

@@ -75,11 +75,13 @@ class SessionOwner:
 
 
 async def post_whole(sessions: SessionOwner, model: ModelConfig, url: str, body: dict[str, Any],
-                     headers: dict[str, str], secret: str | None, timeout: aiohttp.ClientTimeout) -> bytes:
-    """POST a JSON body for a whole (not streamed) answer; its bytes, or UpstreamError for a failure or a status
-    of 300 and above."""
+                     headers: dict[str, str], secret: str | None, timeout: aiohttp.ClientTimeout) -> tuple[Any, bytes]:
+    """POST a JSON body for a whole (not streamed) answer: the answer parsed, and its bytes; UpstreamError for a
+    failure, a status of 300 and above, or an answer that is not JSON."""
     try:
         reply = await sessions.wire.post(url, dumps(body), headers, timeout.total, timeout.sock_connect)
+        if reply.status < 300:
+            return loads(reply.body), reply.body
     except TRANSPORT_ERRORS as exc:
         raise transport_error(model, exc, secret) from exc
     if 300 <= reply.status < 400:  # never followed: an authenticated POST is not sent on to wherever it points
@@ -87,9 +89,7 @@ async def post_whole(sessions: SessionOwner, model: ModelConfig, url: str, body:
         raise UpstreamError(f"model {model.name or model.upstream_id!r}: the upstream redirected (HTTP {reply.status}) "
                             f"to {where}; gearshift does not follow redirects: set the model's base_url to where it "
                             "points", status=502, retryable=True, upstream_status=reply.status)
-    if reply.status >= 400:
-        raise status_error(model, reply.status, reply.body, secret, headers=reply.headers)
-    return reply.body
+    raise status_error(model, reply.status, reply.body, secret, headers=reply.headers)
 
 
 # A key shown in part: its start, a mask, its end (`sk-UPSTR...1111`, `sk-proj-****1234`, `sk-a…9f`).

@@ -16,7 +16,6 @@ from gearshift.jsonfast import loads
 from gearshift.providers.base import Completion, Provider, Stream, Usage, estimate_tokens
 from gearshift.providers.http import (
     JSON_CONTENT,
-    TRANSPORT_ERRORS,
     SessionOwner,
     SSEStream,
     bad_body,
@@ -24,7 +23,6 @@ from gearshift.providers.http import (
     post_whole,
     timeouts,
     traced,
-    transport_error,
 )
 from gearshift.providers.openai_responses import ResponsesEventStream, responses_body, to_completion
 from gearshift.request import ChatRequest, strip_metadata
@@ -74,11 +72,7 @@ class OpenAICompatProvider(Provider):
             body["stream"] = False
         body.pop("stream_options", None)  # OpenAI refuses stream_options without stream
         headers, key = self._headers()
-        raw = await post_whole(self._sessions, self.model, self._url, body, headers, key, self._timeout)
-        try:
-            doc = loads(raw)
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(self.model, exc, key) from exc
+        doc, raw = await post_whole(self._sessions, self.model, self._url, body, headers, key, self._timeout)
         if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list):
             if isinstance(doc, dict) and "error" in doc:  # some servers answer 200 with an error body
                 raise event_error(self.model, doc["error"], key)
@@ -102,11 +96,7 @@ class OpenAICompatProvider(Provider):
     async def _post(self, url: str, body: dict[str, Any]) -> tuple[Any, bytes]:
         """POST a JSON body; the parsed answer and its bytes (UpstreamError for a failure or a bad status)."""
         headers, key = self._headers()
-        raw = await post_whole(self._sessions, self.model, url, body, headers, key, self._timeout)
-        try:
-            return loads(raw), raw
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(self.model, exc, key) from exc
+        return await post_whole(self._sessions, self.model, url, body, headers, key, self._timeout)
 
     def stream(self, request: ChatRequest) -> Stream:
         if self._responses_url is not None and request.api == "responses":
