@@ -73,8 +73,8 @@ class _Target:
 
 @dataclass(slots=True)
 class _Pool:
+    slots: asyncio.Semaphore  # calls in flight to the host, at most limit_per_host
     idle: list[_Conn] = field(default_factory=list)
-    slots: asyncio.Semaphore | None = None
 
 
 class _Conn(asyncio.Protocol):
@@ -195,7 +195,7 @@ class Wire:
             self._new_loop()                              # scripts run one asyncio.run after another)
         pool = self._pools.get(t.key)
         if pool is None:
-            pool = self._pools[t.key] = _Pool(slots=asyncio.Semaphore(self.limit_per_host))
+            pool = self._pools[t.key] = _Pool(asyncio.Semaphore(self.limit_per_host))
         lines = [t.head]
         for k, v in headers.items():
             if "\r" in v or "\n" in v or "\r" in k or "\n" in k:  # a header must not smuggle another
@@ -203,7 +203,6 @@ class Wire:
             lines.append(f"{k}: {v}\r\n".encode())
         lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
         lines.append(body)
-        assert pool.slots is not None
         async with pool.slots, asyncio.timeout(total):
             conn = self._idle(pool) or await self._connect(t, connect)
             try:
