@@ -76,6 +76,13 @@ BAD = {
     # An observing router proves itself on shadow pairs: a config that can never make one is refused.
     "observe_without_explore": (observing({"rate": 1.0}), "routers.auto.shadow.explore: while observing, auto "
                                 "serves large, the shadow reference, so no pair is ever made; fix: set explore: small"),
+    # The observing rate applies only to a router that observes; a config that sets it elsewhere is a mistake.
+    "observe_rate_never_observes": (with_shadow({"rate": 0.1, "observe_rate": 1.0}),
+                                    "routers.auto.shadow.observe_rate: auto never observes (only a scoring router "
+                                    "with mode: observe does), so this rate would never apply; fix: set "
+                                    "routers.auto.mode: observe, or remove observe_rate"),
+    "observe_rate_above_one": (observing({"rate": 0.1, "observe_rate": 1.5, "explore": "small"}),
+                               "routers.auto.shadow.observe_rate: Input should be less than or equal to 1 (got 1.5)"),
     # A router's downshift near a budget goes to a router that exists and does not downshift again.
     "on_budget_unknown_router": (downshifting("cheapest"), "routers.auto.on_budget.router: no router named "
                                  "'cheapest'; fix: name one of the routers: cheap"),

@@ -102,6 +102,10 @@ class ShadowConfig(_Strict):
     """Shadow routing: after the client has its answer, a sample also goes to the reference model."""
 
     rate: float = Field(ge=0, le=1, description="share of requests shadowed")
+    observe_rate: float | None = Field(
+        default=None, ge=0, le=1, description="share shadowed while the router observes (default: rate). The "
+        "client then has the reference's answer, so a pair costs one call to `explore`: a higher rate here proves "
+        "the router in fewer requests for the same shadow spend")
     reference: str | None = Field(default=None, description="the reference model (default: the highest-ranked)")
     when: dict[str, Any] | None = Field(default=None, description="only requests matching these rule conditions")
     daily_budget_usd: float | None = Field(default=None, ge=0, description="stop shadowing for the UTC day past this")

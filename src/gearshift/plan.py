@@ -44,6 +44,11 @@ class ShadowPolicy:
     method: str
     resolve: str | None = None  # judge of sampled disagreements (shadow.resolve)
     resolve_rate: float = 0.0
+    observe_rate: float | None = None  # the rate while the router observes (None: `rate`)
+
+    def rate_for(self, observing: bool) -> float:
+        """The share of requests shadowed, while the router observes or not."""
+        return self.observe_rate if observing and self.observe_rate is not None else self.rate
 
 
 @dataclass(frozen=True)
@@ -242,6 +247,10 @@ def _observe_problems(routers: Mapping[str, Router[Any]], shadows: Mapping[str, 
     problems = []
     for name, r in routers.items():
         if not isinstance(r, ScoringRouter) or not r.observed:
+            if r.shadow is not None and r.shadow.observe_rate is not None:
+                problems.append(f"routers.{name}.shadow.observe_rate: {name} never observes (only a scoring router "
+                                f"with mode: observe does), so this rate would never apply; fix: set "
+                                f"routers.{name}.mode: observe, or remove observe_rate")
             continue
         policy = shadows.get(name)
         if policy is None and not shadows:
@@ -286,7 +295,7 @@ def _shadows(config: Config, problems: list[str]) -> tuple[dict[str, ShadowPolic
             continue
         if warning:
             warnings.append(warning)
-        if policy.rate > 0:
+        if policy.rate > 0 or policy.observe_rate:
             shadows[name] = policy
     return shadows, warnings
 
@@ -312,7 +321,7 @@ def _shadow(router: str, cfg: ShadowConfig, config: Config) -> tuple[ShadowPolic
     policy = ShadowPolicy(router=router, rate=cfg.rate, reference=reference, condition=condition,
                           budget=cfg.daily_budget_usd, judge=cfg.judge, explore=cfg.explore, method=cfg.compare,
                           resolve=cfg.resolve.judge if cfg.resolve else None,
-                          resolve_rate=cfg.resolve.rate if cfg.resolve else 0.0)
+                          resolve_rate=cfg.resolve.rate if cfg.resolve else 0.0, observe_rate=cfg.observe_rate)
     return policy, warning
 
 

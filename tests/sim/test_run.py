@@ -109,3 +109,17 @@ def test_judge_noise_flips_pair_scores_at_the_given_rate(stream: Outcomes, prior
     sim = simulate(_config(prior), stream, base_dir=tmp_path, seeds=[0], per_hour=PER_HOUR, judge_agreement=0.5,
                    limit=200)
     assert sim.runs[0].promotions == [] and sim.judge_agreement == 0.5
+
+
+def test_an_observing_router_shadows_at_its_observe_rate_then_at_its_rate(stream: Outcomes, prior: Path,
+                                                                          tmp_path: Path) -> None:
+    """While observing, the client has the reference's answer and a pair costs only the cheap call:
+    `observe_rate: 1` pairs every request until the promotion, then `rate` applies."""
+    raw = _config(prior)
+    raw["routers"]["smart"]["shadow"] |= {"rate": 0.2, "observe_rate": 1.0}
+    sim = simulate(raw, stream, base_dir=tmp_path, seeds=[0], per_hour=PER_HOUR)
+    [run] = sim.runs
+    first = run.promotions[0]
+    assert first.pairs == first.request >= 150  # every observed request made a pair
+    after = (run.pairs[-1] - first.pairs) / (N - first.request)
+    assert 0.05 < after < 0.45, after  # about one request in five once it serves

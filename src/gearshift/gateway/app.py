@@ -190,7 +190,7 @@ class Gateway:
         for router in self.routers.values():
             router.attach(executor)  # what the executor lends: model calls (judges), latencies (budgets)
         self.live.executor = executor
-        self.shadower = Shadower(self.config, providers, self.writer, self.counters, self.clock)
+        self.shadower = Shadower(self.config, providers, self.writer, self.counters, self.clock, self._observing)
         if self.shadower.budgeted:
             await asyncio.to_thread(self.shadower.sync_spend)
         self.shadower.start()
@@ -535,6 +535,10 @@ class Gateway:
         if live.config.store.record_content:
             trace.response = outcome.completion.text
         return outcome
+
+    def _observing(self, router: str) -> bool:
+        """Whether a router observes now (a promotion or demotion changes it; the shadow rate follows)."""
+        return getattr(self.live.routers.get(router), "mode", "serve") == "observe"
 
     def offer_shadow(self, req: ChatRequest, trace: Trace, outcome: Answer) -> bool:
         """Maybe shadow an answered request (never waits)."""

@@ -16,6 +16,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from gearshift import telemetry
@@ -49,8 +50,10 @@ class Shadower:
     """Samples requests, queues shadow work, runs it on a few worker tasks and stores the scored pair."""
 
     def __init__(self, config: Config, providers: dict[str, Provider], writer: Writer,
-                 counters: Any = None, clock: Any = time.time) -> None:
+                 counters: Any = None, clock: Any = time.time,
+                 observing: Callable[[str], bool] = lambda router: False) -> None:
         self.config = config
+        self.observing = observing  # whether a router observes now (its policy's observe_rate applies)
         self.counters = counters  # gearshift.watch.Counters: shadow calls and verdicts for /metrics
         self.providers = providers
         self.writer = writer
@@ -106,7 +109,7 @@ class Shadower:
             return False
         if trace.final_model == policy.reference and not policy.explore:
             return False  # the answer already is the reference's: nothing to compare
-        if self.rng.random() >= policy.rate:
+        if self.rng.random() >= policy.rate_for(policy.observe_rate is not None and self.observing(policy.router)):
             return False
         if policy.condition is not None and not policy.condition.matches(request):
             return False
