@@ -69,7 +69,8 @@ def config(dataset: str, weak_col: str, strong_col: str, prior: Path) -> dict[st
         },
         "routers": {"smart": {
             "kind": "classifier", "artifact": str(prior), "threshold": 0.5, "mode": "observe",
-            "shadow": {"rate": 0.5, "compare": "recorded", "explore": "weak", "daily_budget_usd": 5.0},
+            "shadow": {"rate": 0.5, "observe_rate": 1.0, "compare": "recorded", "explore": "weak",
+                       "daily_budget_usd": 5.0},
             "proof": {"min_pairs": 200, "floor": FLOOR, "confidence": 0.95, "auto_promote": True,
                       "every_hours": 1, "retrain": True}}},
         "watch": {"enabled": True, "router": "smart", "window_requests": 200, "min_requests": 100},

@@ -86,9 +86,6 @@ def train_routers(outcomes: Any, folder: Path, floor: float, seed: int = 0) -> d
 
 LIFECYCLE_PER_HOUR = 50.0  # requests per simulated hour; the proof is checked every hour
 LIFECYCLE_MIN_PAIRS = 200
-# The demo's classifier, trained on 660 GSM8K prompts, has a faint signal there (APGR about 0.56): the default
-# signal_confidence 0.99 keeps it observing over the 659 held-out prompts, so the demo asks 0.95 and says so.
-LIFECYCLE_SIGNAL_CONFIDENCE = 0.95
 
 
 def show_lifecycle(raw: dict[str, Any], base_dir: Path, prompts: Any, router: dict[str, Any], floor: float) -> Any:
@@ -100,15 +97,13 @@ def show_lifecycle(raw: dict[str, Any], base_dir: Path, prompts: Any, router: di
     name = "gearshift/classifier"
     observed = {**router, "mode": "observe",
                 "shadow": {"rate": 1.0, "compare": "recorded", "explore": "mixtral-8x7b"},
-                "proof": {"min_pairs": LIFECYCLE_MIN_PAIRS, "floor": floor, "auto_promote": True, "every_hours": 1,
-                          "signal_confidence": LIFECYCLE_SIGNAL_CONFIDENCE}}
+                "proof": {"min_pairs": LIFECYCLE_MIN_PAIRS, "floor": floor, "auto_promote": True, "every_hours": 1}}
     cfg = {**raw, "routers": {name: observed}}
     click.echo(f"\n{name}'s life: it starts in observe on the {len(prompts)} held-out prompts (gpt-4-1106 serves, "
                f"its decisions are recorded, each request shadowed to mixtral-8x7b, pairs scored from the recorded "
                f"answers); the gateway checks its proof at {LIFECYCLE_MIN_PAIRS} pairs, then each time they have grown by "
                f"half (each check at a higher confidence, so that all together promote a router without signal at most "
-               f"{1 - LIFECYCLE_SIGNAL_CONFIDENCE:.0%} of the time; the default is 1%, which this faint signal would not "
-               f"pass on 659 prompts)")
+               f"1% of the time: the default signal_confidence)")
     run = simulate(cfg, prompts, base_dir=base_dir, router=name, seeds=[0], per_hour=LIFECYCLE_PER_HOUR).runs[0]
     first = run.promotions[0] if run.promotions else None
     end = first.request if first else len(run.serving)

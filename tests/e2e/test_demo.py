@@ -30,11 +30,12 @@ def test_demo_prints_spend_savings_and_accuracy(data_dir: Path) -> None:
     # The classifier's life on the held-out prompts: observe, then proven, then promoted, in that order.
     life = re.findall(r"^  (observe|proven|promoted|demoted) +(.*)$", out.stdout, re.M)
     assert [k for k, _ in life[:3]] == ["observe", "proven", "promoted"], out.stdout
-    # Checked at 200, 300 and 450 pairs (each check at a higher confidence): proven at the third.
-    assert life[0][1].startswith("requests 1-450: served by gpt-4-1106")
-    assert re.match(r"at request 450 \(hour 9\), 450 pairs: proven: threshold [\d.]+, retained >= [\d.]+% at "
-                    r"99.58% confidence \(check 3: 95% over every check\)", life[1][1])
-    assert "the router serves its own decisions for requests 451-" in life[2][1]
+    # Checked at 200 and 300 pairs (each check at a higher confidence, the default signal_confidence): proven at
+    # the second.
+    assert life[0][1].startswith("requests 1-300: served by gpt-4-1106")
+    assert re.match(r"at request 300 \(hour 6\), 300 pairs: proven: threshold [\d.]+, retained >= [\d.]+% at "
+                    r"99.17% confidence \(check 2: 95% over every check\)", life[1][1])
+    assert "the router serves its own decisions for requests 301-" in life[2][1]
     # The learned routers were trained on the other half and spend less than always-strong.
     for learned in ("gearshift/classifier", "gearshift/cascade-learned"):
         assert float(rows[learned][3]) < float(rows["gearshift/strong"][3])

@@ -79,3 +79,27 @@ def test_disagreements_are_resolved_by_a_judge_after_the_answer(gsm8k, tmp_path:
     o = from_traces(rows)
     q = np.nanmean(o.select_models(["mixtral-8x7b", "gpt-4-1106"]).quality, axis=0)
     assert q[0] / q[1] == pytest.approx(expected)
+
+
+def test_recorded_pairs_grade_each_answer_by_its_own_recorded_quality(gsm8k, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`compare: recorded` knows both answers' correctness: the reference is not right by definition, so a
+    prompt GPT-4 got wrong keeps its 0, where the pairwise verdict alone would have graded it 1."""
+    w, s = gsm8k.index(ROUTELLM_WEAK), gsm8k.index(ROUTELLM_STRONG)
+    truth = {str(p): (gsm8k.quality[i, w], gsm8k.quality[i, s]) for i, p in enumerate(gsm8k.prompts)}
+    base = yaml.safe_load((REPO / "examples" / "replay-gsm8k.yaml").read_text())
+    base["routers"] = {"gearshift/weak": {"kind": "fixed", "model": "mixtral-8x7b",
+                                          "shadow": {"rate": 1.0, "reference": "gpt-4-1106", "compare": "recorded"}}}
+    base["store"] = {"url": f"sqlite:///{tmp_path / 'traces.db'}", "flush_interval": 0.05}
+    with running(parse_config(base, base_dir=tmp_path)) as gw:
+        send(gw, list(truth), "gearshift/weak")
+        settle(gw)
+        rows = list(gw.gateway.store.traces())
+    views = [TraceView.of(r) for r in rows]
+    assert len(views) == N and all(v.pairs[0].method == "recorded" for v in views)
+    # Not vacuous: these prompts hold pairs where only Mixtral was right, and pairs both got wrong.
+    assert {(1.0, 0.0), (0.0, 0.0), (0.0, 1.0), (1.0, 1.0)} <= set(truth.values())
+    for v in views:
+        assert v.grades == {"mixtral-8x7b": truth[str(v.prompt)][0], "gpt-4-1106": truth[str(v.prompt)][1]}
+        assert v.pairs[0].passed == (truth[str(v.prompt)][0] >= truth[str(v.prompt)][1])  # the verdict is still pairwise
+    o = from_traces(rows).select_models(["mixtral-8x7b", "gpt-4-1106"])
+    assert {str(p): tuple(q) for p, q in zip(o.prompts, o.quality, strict=True)} == truth

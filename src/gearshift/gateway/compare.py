@@ -88,13 +88,23 @@ def compare(request: ChatRequest, answer: str, reference: str, answer_body: dict
     return None
 
 
-def recorded(answer_body: dict[str, Any] | None, reference_body: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The pair scored from the recorded quality `replay` models report: the candidate is as good as the
-    reference when its quality is at least the reference's (else the ratio of the two); None without them."""
+def recorded_grades(answer_body: dict[str, Any] | None,
+                    reference_body: dict[str, Any] | None) -> tuple[float, float] | None:
+    """(answer, reference): the recorded qualities `replay` models report of both answers; None without them."""
     qa, qr = (((b or {}).get("gearshift_replay") or {}).get("quality") for b in (answer_body, reference_body))
     if not isinstance(qa, (int, float)) or not isinstance(qr, (int, float)):
         return None
-    score = 1.0 if qa >= qr else float(qa) / float(qr)
+    return float(qa), float(qr)
+
+
+def recorded(answer_body: dict[str, Any] | None, reference_body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The pair scored from the recorded quality `replay` models report: the candidate is as good as the
+    reference when its quality is at least the reference's (else the ratio of the two); None without them."""
+    grades = recorded_grades(answer_body, reference_body)
+    if grades is None:
+        return None
+    qa, qr = grades
+    score = 1.0 if qa >= qr else qa / qr
     return {"method": "recorded", "passed": score >= 1.0, "score": score,
             "reasons": [] if score >= 1.0 else [f"recorded quality {qa:g} below the reference's {qr:g}"]}
 

@@ -22,11 +22,17 @@ from typing import Any
 from gearshift import telemetry
 from gearshift.config import Config
 from gearshift.errors import UpstreamError
-from gearshift.gateway.compare import PAIRWISE_PROMPT, RESOLVE_PROMPT, compare, parse_resolution
+from gearshift.gateway.compare import (
+    PAIRWISE_PROMPT,
+    RESOLVE_PROMPT,
+    compare,
+    parse_resolution,
+    recorded_grades,
+)
 from gearshift.plan import ShadowPolicy, shadow_policies
 from gearshift.providers.base import Provider
 from gearshift.request import ChatRequest
-from gearshift.store.view import AGREEMENT_METHODS, SHADOW_RESOLUTION
+from gearshift.store.view import AGREEMENT_METHODS, SHADOW_GRADE, SHADOW_RESOLUTION
 from gearshift.store.writer import Writer
 from gearshift.trace import Call, Trace
 
@@ -250,8 +256,12 @@ class Shadower:
                 reference, reference_body = answer, answer_body
             verdict = None if policy.method == "judge" else compare(
                 request, candidate, reference, candidate_body, reference_body, policy.method)
-            if verdict is not None and verdict["method"] == "recorded" and self.judge_agreement is not None:
-                verdict = self._noisy(verdict, self.judge_agreement)
+            grades = None
+            if verdict is not None and verdict["method"] == "recorded":
+                if self.judge_agreement is not None:  # a pairwise judge: the reference taken as right
+                    verdict = self._noisy(verdict, self.judge_agreement)
+                else:
+                    grades = recorded_grades(candidate_body, reference_body)
             if verdict is None and policy.judge:
                 verdict, judge_call = await self._judge(policy, request, candidate, reference)
                 t.calls.append(judge_call)
@@ -274,6 +284,13 @@ class Shadower:
                     t.verdicts.append({"gate": SHADOW_RESOLUTION, "model": model, "passed": grade >= 0.5,
                                        "score": grade, "method": "judge", "rate": policy.resolve_rate,
                                        "reasons": []})
+            if grades is not None:
+                # Recorded qualities grade each answer on its own, as a perfect grader would: the reference is
+                # not right by definition, so a cheap answer right where it was wrong counts as a gain, and a
+                # prompt both got wrong as no quality at all (the lab's figures and the simulation's goal count so).
+                for model, grade in zip((candidate_model, policy.reference), grades, strict=True):
+                    t.verdicts.append({"gate": SHADOW_GRADE, "model": model, "passed": grade >= 0.5, "score": grade,
+                                       "method": "recorded", "reasons": []})
         if reservation is not None:
             # The real cost replaces the estimate (a failure before here leaves the estimate: safe side).
             real = sum(c.cost_usd for c in t.calls[len(trace.calls):])

@@ -27,6 +27,8 @@ SHADOW_GATE = "shadow_agreement"
 SHADOW_REFERENCE = "shadow_reference"
 # Verdicts of a capable judge on a sampled disagreement: each answer's own grade (gateway/shadow.py).
 SHADOW_RESOLUTION = "shadow_resolution"
+# Each answer's own grade where the pair's scorer knows it (compare: recorded, the qualities replay models report).
+SHADOW_GRADE = "shadow_grade"
 # Pair methods that score agreement with the reference, not quality: a disagreement is not a loss.
 AGREEMENT_METHODS = ("final_answer", "json", "tool_call")
 
@@ -671,5 +673,6 @@ def _count(d: dict[str, int], key: str, n: int) -> None:
     d[key] = d.get(key, 0) + n
 
 
-__all__ = ["AGREEMENT_METHODS", "ANSWER_ROLES", "GATE_ROLES", "SHADOW_GATE", "SHADOW_REFERENCE", "SHADOW_RESOLUTION",
+__all__ = ["AGREEMENT_METHODS", "ANSWER_ROLES", "GATE_ROLES", "SHADOW_GATE", "SHADOW_GRADE", "SHADOW_REFERENCE",
+           "SHADOW_RESOLUTION",
            "CallView", "Facts", "cache_figures", "cache_line", "PairEstimate", "Price", "ShadowPair", "Totals", "TraceView", "VerdictView", "wilson"]
