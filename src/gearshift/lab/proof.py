@@ -162,6 +162,10 @@ def prove_scores(scores: np.ndarray, pairs: Outcomes, weak: str, strong: str, fl
     if look is not None:
         confidence = look_confidence(confidence, look, share)
         sig_level = look_confidence(sig_level, look, share)
+    if calibrate_on is not None:
+        # Out-of-fold scores stand for the refitted model's: CV+ guarantees 1 - 2 alpha, not 1 - alpha (Barber et
+        # al. 2021), so the floor's bound is taken at alpha / 2 for the confidence asked to hold.
+        confidence = 1 - (1 - confidence) / 2
     lower = pairs.pair_estimate is not None and pairs.pair_estimate.lower_bound
     base: dict[str, Any] = {"pairs": n, "min_pairs": min_pairs, "floor": floor, "confidence": confidence,
                             "lower_bound": lower}

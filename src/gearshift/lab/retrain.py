@@ -161,8 +161,8 @@ def prove_learner(router: ClassifierRouter, pairs: Outcomes, opts: ProofOptions,
     scores (each fold scored by a model fitted on the other folds, (K-1)/K of the pairs), and serves the model
     `refit` fits on all the pairs: the CV+ / jackknife+ argument (Barber, Candes, Ramdas, Tibshirani 2021,
     "Predictive inference with the jackknife+"): leave-fold-out outcomes stand for the full-data fit's on new
-    prompts, up to the learner's stability. The serving re-check (lab.proof.recheck) demotes it on evidence if
-    they do not."""
+    prompts, up to the learner's stability. CV+ guarantees 1 - 2 alpha, so the floor's bound is taken at alpha / 2
+    (lab.proof.prove_scores). The serving re-check (lab.proof.recheck) demotes it on evidence if they do not."""
     if len(pairs) < opts.min_pairs:
         return prove_scores(np.zeros(0), pairs, router.weak, router.strong, opts.floor, opts.min_pairs,
                             opts.confidence)
