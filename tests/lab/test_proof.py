@@ -149,3 +149,23 @@ def test_no_placebo_draw_is_promoted(pairs) -> None:  # type: ignore[no-untyped-
             promoted += p.ok
             assert p.signal_confidence == pytest.approx(look_confidence(0.99, look))
     assert promoted == 0
+
+
+def test_a_threshold_calibrated_on_cross_fit_scores_is_bounded_at_half_the_alpha(pairs) -> None:  # type: ignore[no-untyped-def]
+    """Cross-fit scores stand for a refitted model's (CV+), whose guarantee is 1 - 2 alpha: the floor's bound is
+    taken at alpha / 2, so it is never above the one the same scores get as a model's own."""
+    q = pairs.quality
+    gain = q[:, pairs.index(S)] - q[:, pairs.index(W)]
+    scores = gain + np.random.default_rng(0).normal(0, 0.3, len(pairs))
+    own = prove_scores(scores, pairs, W, S, floor=0.95, min_pairs=300, look=1)
+    cross = prove_scores(scores, pairs, W, S, floor=0.95, min_pairs=300, look=1, calibrate_on=(scores, pairs))
+    assert own.confidence == pytest.approx(look_confidence(0.95, 1)) == pytest.approx(0.975)
+    assert cross.confidence == pytest.approx(1 - (1 - 0.975) / 2)
+    assert own.ok and cross.ok, (own.reason, cross.reason)
+    assert cross.calibration is not None and own.calibration is not None
+    assert cross.calibration.bound is not None and own.calibration.bound is not None
+    # The same scores, a stricter bound: the strong model on at least as many requests.
+    assert cross.calibration.threshold <= own.calibration.threshold
+    assert cross.calibration.calibration.strong_share >= own.calibration.calibration.strong_share
+    assert cross.calibration.confidence == pytest.approx(0.9875)
+    assert "98.75% confidence (check 1" in cross.reason
