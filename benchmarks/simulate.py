@@ -9,11 +9,14 @@ Streams (each model's recorded correctness is its quality; weak -> strong):
 - placebo: routellm/gsm8k with the qualities of its prompts shuffled (no router can have a signal).
 
 Every stream runs through `gearshift.sim.simulate` (the gateway's own request path, shadow sampling,
-version loop and watch, in-process) with one config: shadow rate 0.5 (explore: the weak model, scored
-from the recorded quality), daily shadow budget $5, proof {min_pairs 200, floor 0.95, confidence
-0.95, auto_promote, every_hours 1, retrain} and the defaults (signal_confidence 0.99: the permutation test
+version loop and watch, in-process) with one config: shadow rate 0.5, and 1.0 while observing (observe_rate:
+a pair then costs only the weak model's call; explore: the weak model, each answer graded by its recorded
+quality), daily shadow budget $5, proof {min_pairs 500 (the default), floor 0.95, confidence 0.95, auto_promote,
+every_hours 1, retrain} and the defaults (signal_confidence 0.99: the permutation test
 against random; demotion only on evidence, lab.proof.recheck), 100 requests per simulated hour, and each seed serving
-the first `--limit` requests of its own shuffled order. Priors use compact features (word 1-2 grams
+its own shuffled order of the whole table, at most `--limit` (3000) requests: only MMLU (13,937 prompts) is cut.
+A stream cut at 1,000 requests, as before, lets the MMLU learner see at most 1,000 pairs where the goal's
+reference is fitted on 6,968; GSM8K (1,319) and the RouterBench tasks run whole either way. Priors use compact features (word 1-2 grams
 hashed to 2^14) so that retraining, which reuses the prior's features, stays quick.
 
 Printed per stream: floor coverage at 0.95 (share of seeds whose served quality after the first
@@ -71,7 +74,7 @@ def config(dataset: str, weak_col: str, strong_col: str, prior: Path) -> dict[st
             "kind": "classifier", "artifact": str(prior), "threshold": 0.5, "mode": "observe",
             "shadow": {"rate": 0.5, "observe_rate": 1.0, "compare": "recorded", "explore": "weak",
                        "daily_budget_usd": 5.0},
-            "proof": {"min_pairs": 200, "floor": FLOOR, "confidence": 0.95, "auto_promote": True,
+            "proof": {"min_pairs": 500, "floor": FLOOR, "confidence": 0.95, "auto_promote": True,
                       "every_hours": 1, "retrain": True}}},
         "watch": {"enabled": True, "router": "smart", "window_requests": 200, "min_requests": 100},
     }
@@ -153,7 +156,7 @@ def reference(stream: Outcomes) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--limit", type=int, default=1000, help="requests per seed (each seed its own shuffle)")
+    ap.add_argument("--limit", type=int, default=3000, help="requests per seed at most (each seed its own shuffle)")
     ap.add_argument("--quick", action="store_true", help="5 seeds of 800 requests")
     ap.add_argument("--judge-agreement", type=float, default=None)
     ap.add_argument("--only", default=None, help="comma-separated substrings of stream names")
